@@ -1,0 +1,70 @@
+"""Class activation maps: one registry of methods, and a fast path that needs no trunk backward.
+
+For a `Classifier` (trunk -> global average pool -> head) the gradient of a class score with
+respect to the target layer's activations is known without back-propagating through the trunk
+(see `brainmri.models`). `cam_from_activations` feeds those activations and gradients to
+pytorch-grad-cam's *own* per-method code (`get_cam_image`) and scaling, so every fast map is
+the library's map. Methods that need extra forward passes (Score-CAM, Ablation-CAM) go through
+`reference_cam`, which builds the library's object with its hooks and releases them at once.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from pytorch_grad_cam import (AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM,
+                              LayerCAM, ScoreCAM, XGradCAM)
+from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+METHODS = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "eigencam": EigenCAM,
+    "hirescam": HiResCAM,
+    "scorecam": ScoreCAM,
+    "ablationcam": AblationCAM,
+}
+LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM",
+          "layercam": "Layer-CAM", "eigencam": "Eigen-CAM", "hirescam": "HiRes-CAM",
+          "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM"}
+# Computable from the target layer's activations and the head's gradient alone.
+FAST_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "hirescam")
+
+
+def canonical_method(name: str) -> str:
+    key = str(name).lower().replace("-", "").replace("_", "").replace(" ", "")
+    key = key.replace("plusplus", "++")
+    if key not in METHODS:
+        raise ValueError(f"unknown CAM method {name!r}; known: {', '.join(METHODS)}")
+    return key
+
+
+def cam_from_activations(method: str, activations: torch.Tensor, grads: torch.Tensor | None,
+                         size: Sequence[int]) -> np.ndarray:
+    """(B, K, h, w) activations and d score/d activations -> (B, H, W) float32 maps in [0, 1].
+
+    `size` is the model input's (H, W). Identical to what pytorch-grad-cam returns for the same
+    activations and gradients (its `get_cam_image`, ReLU and `scale_cam_image`).
+    """
+    cls = METHODS[canonical_method(method)]
+    engine = cls.__new__(cls)            # no __init__: no model, no hooks; only the math is used
+    acts = activations.detach().float().cpu().numpy()
+    grad = grads.detach().float().cpu().numpy() if grads is not None else np.zeros_like(acts)
+    cam = engine.get_cam_image(None, None, None, acts, grad, False)
+    cam = scale_cam_image(np.maximum(cam, 0), (int(size[1]), int(size[0])))
+    return scale_cam_image(np.maximum(cam, 0))
+
+
+def reference_cam(model: torch.nn.Module, method: str, batch: torch.Tensor,
+                  targets: Sequence[int]) -> np.ndarray:
+    """pytorch-grad-cam's usual path (hooks, full backward); hooks are released on return."""
+    cls = METHODS[canonical_method(method)]
+    with cls(model=model, target_layers=[model.trunk[-1]]) as engine:
+        if hasattr(engine, "batch_size"):
+            engine.batch_size = 32
+        maps = engine(input_tensor=batch, targets=[ClassifierOutputTarget(t) for t in targets])
+    return np.asarray(maps, np.float32)

@@ -1,0 +1,100 @@
+"""The model registry. Every model is `trunk -> global average pool -> head`.
+
+That shape is what makes explanations cheap: the trunk ends at the Grad-CAM target layer,
+and the gradient of any class score with respect to that layer's activations is constant
+over space (1/(h*w) times the gradient with respect to the pooled features), so it comes
+from the small head alone; the trunk runs once, without autograd.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.models import resnet50 as tv_resnet50
+
+from .classes import CLASSES
+
+
+class Classifier(nn.Module):
+    """`logits = head(mean_hw(trunk(x)))`; `trunk(x)` is the CAM target layer's output."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module):
+        super().__init__()
+        self.trunk, self.head = trunk, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:       # (B, C, S, S) -> (B, K)
+        return self.head(self.trunk(x).mean(dim=(2, 3)))
+
+
+def build_baseline(num_classes: int = len(CLASSES), in_channels: int = 1,
+                   widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.3) -> Classifier:
+    """The study's small CNN: three convolutional layers, then fully connected layers."""
+    c1, c2, c3 = widths
+
+    def block(cin: int, cout: int, k: int, stride: int, pool: bool) -> nn.Sequential:
+        layers = [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout),
+                  nn.ReLU(inplace=True)]
+        return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
+
+    trunk = nn.Sequential(block(in_channels, c1, 5, 2, True), block(c1, c2, 3, 1, True),
+                          block(c2, c3, 3, 1, False))
+    head = nn.Sequential(nn.Linear(c3, 256), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                         nn.Linear(256, num_classes))
+    return Classifier(trunk, head)
+
+
+def build_resnet50(num_classes: int = len(CLASSES), in_channels: int = 3,
+                   v1_strides: bool = True) -> Classifier:
+    """torchvision ResNet-50 as trunk (conv1..layer4) + a new linear head.
+
+    `v1_strides` puts the stride of layer2..4's first block in its 1x1 conv (the original
+    ResNet v1, which the Keras ImageNet weights were trained with); torchvision's v1.5
+    strides in the 3x3 conv. Strides are not in a state dict, so a checkpoint records this.
+    """
+    if in_channels != 3:
+        raise ValueError(f"resnet50 takes 3 input channels, got {in_channels}")
+    net = tv_resnet50(weights=None)
+    if v1_strides:
+        for layer in (net.layer2, net.layer3, net.layer4):
+            layer[0].conv1.stride, layer[0].conv2.stride = (2, 2), (1, 1)
+    trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
+                          net.layer1, net.layer2, net.layer3, net.layer4)
+    return Classifier(trunk, nn.Linear(2048, num_classes))
+
+
+def resnet50_trunk_keys() -> dict[str, str]:
+    """torchvision resnet50 state-dict prefixes -> our `trunk.N` prefixes."""
+    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    return {name: f"trunk.{i}" for i, name in enumerate(names)}
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    build: Callable[..., Classifier]
+    in_channels: int
+    size: int            # default input size
+    description: str
+
+
+ARCHS: dict[str, Arch] = {
+    "baseline": Arch("baseline", build_baseline, 1, 160,
+                     "3 conv layers (5x5 s2, 3x3, 3x3; BN, ReLU) + 2 fully connected, from scratch"),
+    "resnet50": Arch("resnet50", build_resnet50, 3, 224,
+                     "ResNet-50 (v1 strides) from ImageNet weights, new linear head"),
+}
+
+
+def build_model(arch: str, **kwargs) -> Classifier:
+    if arch not in ARCHS:
+        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    spec = ARCHS[arch]
+    kwargs.setdefault("in_channels", spec.in_channels)
+    return spec.build(**kwargs)
+
+
+def target_layer(model: Classifier) -> nn.Module:
+    """The Grad-CAM target layer: the last block of the trunk."""
+    return model.trunk[-1]

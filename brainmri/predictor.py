@@ -1,0 +1,173 @@
+"""The one inference API: prediction and explanation from a single forward pass.
+
+    from brainmri import Predictor
+    p = Predictor.from_checkpoint("checkpoints/resnet50.safetensors")
+    p.predict("scan.jpg").label
+    p.explain("scan.jpg", method="gradcam").overlay      # (H, W, 3) uint8 RGB
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from . import cam as cams
+from .checkpoint import load_checkpoint
+from .io import ImageSource
+from .ood import MahalanobisOOD
+from .overlay import blend
+from .presets import EvalPreset, Prepared
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str                          # the most probable class
+    probabilities: dict[str, float]     # calibrated, by class name, summing to 1
+    is_mri: bool                        # False: the input does not look like a brain MRI slice
+    mri_score: float                    # out-of-distribution score; higher = less like training scans
+
+
+@dataclass(frozen=True)
+class Explanation:
+    prediction: Prediction
+    method: str
+    target: str                         # the class the heatmap explains
+    heatmap: np.ndarray                 # (H, W) float32 in [0, 1], the input image's pixels
+    overlay: np.ndarray                 # (H, W, 3) uint8 RGB, heatmap blended on the scan
+    grey: np.ndarray                    # (H, W) uint8, the scan as the model saw it (before crop)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Predictor:
+    """A loaded checkpoint with its preset; thread-safe for concurrent calls."""
+
+    def __init__(self, model, meta: dict, device: torch.device, ood: MahalanobisOOD | None = None):
+        self.meta, self.device = meta, device
+        self.classes: tuple[str, ...] = tuple(meta["classes"])
+        self.preset = EvalPreset(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in meta["preset"].items()})
+        self.temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
+        self.model = model.to(device).eval().to(memory_format=torch.channels_last)
+        self.ood = ood
+        self.default_method = meta.get("default_cam", "gradcam")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> "Predictor":
+        device = torch.device(device) if device is not None else default_device()
+        model, meta = load_checkpoint(path, device="cpu")
+        return cls(model, meta, device, MahalanobisOOD.from_checkpoint(path, meta))
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", self.meta["arch"])
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    @torch.no_grad()
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> target-layer activations (B, K, h, w), float32, no autograd."""
+        x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            acts = self.model.trunk(x)
+        return acts.float()
+
+    def _head(self, acts: torch.Tensor, targets: Sequence[int] | None):
+        """Logits (B, K) and, when `targets` is given, d logit[target] / d acts (B, K, h, w)."""
+        pooled = acts.mean(dim=(2, 3)).detach()
+        if targets is None:
+            with torch.no_grad():
+                return self.model.head(pooled), None
+        pooled.requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model.head(pooled)
+            chosen = logits[torch.arange(len(targets)), torch.as_tensor(targets)]
+            (grad,) = torch.autograd.grad(chosen.sum(), pooled)
+        h, w = acts.shape[2:]
+        grads = (grad / (h * w))[:, :, None, None].expand_as(acts)
+        return logits.detach(), grads
+
+    def _prediction(self, logits: torch.Tensor, pooled: torch.Tensor, index: int) -> Prediction:
+        probs = torch.softmax(logits[index].float() / self.temperature, dim=0).cpu().numpy()
+        by_class = {c: float(p) for c, p in zip(self.classes, probs)}
+        if self.ood is not None:
+            score = float(self.ood.score(pooled[index:index + 1].cpu())[0])
+            is_mri = score <= self.ood.threshold
+        else:
+            score, is_mri = float("nan"), True
+        return Prediction(self.classes[int(probs.argmax())], by_class, bool(is_mri), score)
+
+    def prepare(self, images: Sequence[ImageSource]) -> list[Prepared]:
+        return [self.preset.prepare(img) for img in images]
+
+    def predict_batch(self, images: Sequence[ImageSource] | None = None, *,
+                      prepared: Sequence[Prepared] | None = None) -> list[Prediction]:
+        prepared = prepared if prepared is not None else self.prepare(images)
+        acts = self.features(torch.stack([p.tensor for p in prepared]))
+        logits, _ = self._head(acts, None)
+        pooled = acts.mean(dim=(2, 3))
+        return [self._prediction(logits, pooled, i) for i in range(len(prepared))]
+
+    def predict(self, image: ImageSource) -> Prediction:
+        return self.predict_batch([image])[0]
+
+    def _target_index(self, target: str | int | None, logits: torch.Tensor, i: int) -> int:
+        if target is None:
+            return int(logits[i].argmax())
+        if isinstance(target, int):
+            if not 0 <= target < len(self.classes):
+                raise ValueError(f"target index {target} out of range 0..{len(self.classes) - 1}")
+            return target
+        if target not in self.classes:
+            raise ValueError(f"unknown target class {target!r}; known: {', '.join(self.classes)}")
+        return self.classes.index(target)
+
+    def explain_batch(self, images: Sequence[ImageSource] | None = None, method: str | None = None,
+                      target: str | int | None = None, alpha: float = 0.45, *,
+                      prepared: Sequence[Prepared] | None = None) -> list[Explanation]:
+        """Prediction + class activation map for each image from one trunk pass.
+
+        `method` is a key of `brainmri.cam.METHODS`; `target` a class name or index (None:
+        the predicted class). Heatmaps are mapped back onto each input's own pixels.
+        """
+        method = cams.canonical_method(method or self.default_method)
+        prepared = prepared if prepared is not None else self.prepare(images)
+        batch = torch.stack([p.tensor for p in prepared])
+        acts = self.features(batch)
+        logits, _ = self._head(acts, None)
+        targets = [self._target_index(target, logits, i) for i in range(len(prepared))]
+        if method in cams.FAST_METHODS:
+            _, grads = self._head(acts, targets)
+            maps = cams.cam_from_activations(method, acts, grads, batch.shape[-2:])
+        else:
+            maps = cams.reference_cam(self.model, method, batch.to(self.device), targets)
+        pooled = acts.mean(dim=(2, 3))
+        out = []
+        for i, p in enumerate(prepared):
+            heat = to_input_pixels(maps[i], p)
+            out.append(Explanation(self._prediction(logits, pooled, i), method,
+                                   self.classes[targets[i]], heat, blend(p.grey, heat, alpha), p.grey))
+        return out
+
+    def explain(self, image: ImageSource, method: str | None = None,
+                target: str | int | None = None, alpha: float = 0.45) -> Explanation:
+        return self.explain_batch([image], method, target, alpha)[0]
+
+
+def to_input_pixels(heatmap: np.ndarray, prepared: Prepared) -> np.ndarray:
+    """A (S, S) heatmap over the model input -> (H, W) over the original image, 0 outside the crop."""
+    x0, y0, x1, y1 = prepared.box
+    full = np.zeros(prepared.grey.shape, np.float32)
+    full[y0:y1, x0:x1] = cv2.resize(heatmap.astype(np.float32), (x1 - x0, y1 - y0),
+                                    interpolation=cv2.INTER_LINEAR)
+    return np.clip(full, 0.0, 1.0)

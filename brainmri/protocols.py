@@ -1,0 +1,106 @@
+"""Evaluation protocols, named the same everywhere (metrics files, README, app).
+
+- `official`: Kaggle Testing as published (comparable with the literature and the study).
+- `clean`:    Kaggle Testing minus every image with a copy (any kind, see `dedup`) in Training.
+- `roboflow`: the study's external test set; every image is a re-export of a Kaggle
+              Training image, so it measures robustness to resizing/re-encoding, not
+              generalisation.
+- `val`:      a validation split carved from Kaggle Training by duplicate groups (no picture
+              on both sides); `train` is the rest, one file per group (copies dropped).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import Sample, discover
+from .dedup import DEFAULT_THRESHOLD, compute_signatures, group
+
+PROTOCOLS = ("official", "clean", "roboflow")
+DESCRIPTIONS = {
+    "official": "Kaggle Testing as published (1,311 images); comparable with the literature",
+    "clean": "Kaggle Testing minus every image with a copy (byte, resized, re-encoded, "
+             "intensity-scaled or mirrored) in Training: the honest number for the official split",
+    "roboflow": "the study's test set (1,695 images); all are re-exports of Kaggle Training "
+                "images, so it measures robustness to resizing and re-encoding, not generalisation",
+    "val": "validation split carved from Kaggle Training by duplicate groups",
+}
+KAGGLE = "brain-tumor-mri"
+ROBOFLOW = "roboflow-brain-mri"
+
+
+@dataclass
+class Splits:
+    train: list[Sample]
+    val: list[Sample]
+    official: list[Sample]
+    clean: list[Sample]
+    roboflow: list[Sample]
+    groups: dict[str, int]          # path -> duplicate group id, over Kaggle Training + Testing
+
+    def protocol(self, name: str) -> list[Sample]:
+        return getattr(self, name)
+
+
+def kaggle_root(data: str | Path) -> Path:
+    """Accept the Kaggle folder itself or a parent holding it (e.g. ../shared/data)."""
+    data = Path(data)
+    return data / KAGGLE if (data / KAGGLE).is_dir() else data
+
+
+def group_split(samples: list[Sample], groups: np.ndarray, val_fraction: float, seed: int
+                ) -> tuple[list[int], list[int]]:
+    """Indices (train, val): whole groups go to one side, stratified by each group's label."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    labels = np.array([s.label for s in samples])
+    for label in np.unique(labels):
+        ids = np.unique(groups[labels == label])
+        rng.shuffle(ids)
+        n_val = int(round(val_fraction * len(ids)))
+        chosen = set(ids[:n_val].tolist())
+        for i in np.flatnonzero(labels == label):
+            (val if groups[i] in chosen else train).append(int(i))
+    return train, val
+
+
+def first_of_group(indices: list[int], groups: np.ndarray) -> list[int]:
+    seen, out = set(), []
+    for i in indices:
+        if groups[i] not in seen:
+            seen.add(groups[i])
+            out.append(i)
+    return out
+
+
+def build_splits(data: str | Path, val_fraction: float = 0.12, seed: int = 0,
+                 threshold: float = DEFAULT_THRESHOLD, cache_dir: Path | None = Path(".cache"),
+                 dedup_train: bool = True) -> Splits:
+    root = kaggle_root(data)
+    samples = discover(root)
+    cache = cache_dir / "signatures-kaggle.npz" if cache_dir else None
+    sig = compute_signatures([s.path for s in samples], cache=cache)
+    groups, _, _ = group(sig, threshold)
+    ok = sig.ok
+    tr = [i for i, s in enumerate(samples) if s.split == "train" and ok[i]]
+    te = [i for i, s in enumerate(samples) if s.split == "test" and ok[i]]
+    # Groups with conflicting labels are ambiguous: keep them out of training and validation.
+    labels = np.array([s.label for s in samples])
+    mixed = {g for g in np.unique(groups) if len(set(labels[groups == g])) > 1}
+    tr_clean = [i for i in tr if groups[i] not in mixed]
+    sub = [samples[i] for i in tr_clean]
+    t_idx, v_idx = group_split(sub, groups[tr_clean], val_fraction, seed)
+    train_ids = [tr_clean[i] for i in t_idx]
+    val_ids = [tr_clean[i] for i in v_idx]
+    if dedup_train:
+        train_ids = first_of_group(train_ids, groups)
+        val_ids = first_of_group(val_ids, groups)
+    train_groups = set(groups[tr].tolist())
+    clean_ids = [i for i in te if groups[i] not in train_groups]
+    rob_root = Path(data) / ROBOFLOW
+    roboflow = discover(rob_root) if rob_root.is_dir() else []
+    return Splits(train=[samples[i] for i in train_ids], val=[samples[i] for i in val_ids],
+                  official=[samples[i] for i in te], clean=[samples[i] for i in clean_ids],
+                  roboflow=roboflow, groups={str(s.path): int(g) for s, g in zip(samples, groups)})
