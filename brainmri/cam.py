@@ -43,6 +43,13 @@ def canonical_method(name: str) -> str:
     return key
 
 
+class _NoHooks:
+    """Stands in for the hook holder that BaseCAM.__del__ releases."""
+
+    def release(self) -> None:
+        pass
+
+
 def cam_from_activations(method: str, activations: torch.Tensor, grads: torch.Tensor | None,
                          size: Sequence[int]) -> np.ndarray:
     """(B, K, h, w) activations and d score/d activations -> (B, H, W) float32 maps in [0, 1].
@@ -52,6 +59,7 @@ def cam_from_activations(method: str, activations: torch.Tensor, grads: torch.Te
     """
     cls = METHODS[canonical_method(method)]
     engine = cls.__new__(cls)            # no __init__: no model, no hooks; only the math is used
+    engine.activations_and_grads = _NoHooks()
     acts = activations.detach().float().cpu().numpy()
     grad = grads.detach().float().cpu().numpy() if grads is not None else np.zeros_like(acts)
     cam = engine.get_cam_image(None, None, None, acts, grad, False)

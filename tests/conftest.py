@@ -1,0 +1,62 @@
+"""Shared fixtures: real data location (or a clear skip), tiny checkpoints, synthetic scans."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from brainmri.checkpoint import save_checkpoint
+from brainmri.classes import CLASSES
+from brainmri.models import build_model
+from brainmri.presets import EvalPreset
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "checkpoints"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder holding brain-tumor-mri/ and roboflow-brain-mri/, from BRAINMRI_DATA."""
+    value = os.environ.get("BRAINMRI_DATA")
+    if not value:
+        pytest.skip("BRAINMRI_DATA is not set: real-scan tests need the dataset folder "
+                    "(CI sets it to ../shared/data)")
+    path = Path(value)
+    if not (path / "brain-tumor-mri").is_dir():
+        pytest.skip(f"BRAINMRI_DATA={value} has no brain-tumor-mri/ folder")
+    return path
+
+
+def make_tiny_checkpoint(path: Path, arch: str, size: int = 64, seed: int = 0) -> Path:
+    """A randomly initialised checkpoint of `arch` at a small input size, for fast tests."""
+    torch.manual_seed(seed)
+    kwargs = {"widths": [8, 16, 32]} if arch == "baseline" else {"v1_strides": True}
+    model = build_model(arch, **kwargs)
+    channels = 1 if arch == "baseline" else 3
+    preset = EvalPreset(size=size, channels=channels,
+                        mean=(0.5,) if channels == 1 else EvalPreset().mean,
+                        std=(0.25,) if channels == 1 else EvalPreset().std)
+    meta = {"arch": arch, "arch_kwargs": kwargs, "classes": list(CLASSES),
+            "preset": preset.to_dict(), "name": f"tiny-{arch}", "recipe": "test",
+            "metrics": {}}
+    return save_checkpoint(path, model, meta)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("ckpt")
+    return {arch: make_tiny_checkpoint(folder / f"{arch}.safetensors", arch)
+            for arch in ("baseline", "resnet50")}
+
+
+@pytest.fixture(scope="session")
+def shipped_checkpoints() -> dict[str, Path]:
+    found = {a: SHIPPED / f"{a}.safetensors" for a in ("baseline", "resnet50")}
+    missing = [str(p) for p in found.values() if not p.is_file()]
+    if missing:
+        pytest.skip(f"shipped checkpoints missing: {missing}")
+    return found
