@@ -1,0 +1,103 @@
+"""Source-shortcut report: how far file properties alone (colour mode, size, format, bytes)
+predict the class, without looking at anatomy.
+
+Used by `python -m train.audit`; the functions take plain lists and return JSON-ready dicts.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.tree import DecisionTreeClassifier
+
+from brainmri.classes import CLASSES
+
+FEATURE_SETS = {"mode+size": ("mode", "width", "height"),
+                "mode+size+format+bytes": ("mode", "width", "height", "format", "bytes")}
+MODELS = {"decision tree": lambda: DecisionTreeClassifier(min_samples_leaf=3, random_state=0),
+          "gradient boosting": lambda: HistGradientBoostingClassifier(random_state=0)}
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What a file says about itself before any pixel is looked at."""
+    mode: str       # PIL mode from the header ("L", "RGB", ...); "?" when unreadable
+    width: int
+    height: int
+    format: str     # format by content ("JPEG", "PNG", ...), not by file name
+    bytes: int
+
+
+def file_info(path: str | Path) -> FileInfo:
+    """Header-only read (no pixel decoding); never raises on a bad image."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with Image.open(path) as im:
+            return FileInfo(im.mode, im.width, im.height, im.format or "?", size)
+    except (OSError, ValueError, SyntaxError):
+        return FileInfo("?", 0, 0, "?", size)
+
+
+def extension_mismatches(paths: Sequence[Path], infos: Sequence[FileInfo]) -> list[str]:
+    """Files whose content format disagrees with their extension (e.g. PNG data named .jpg)."""
+    ext = {"JPEG": {".jpg", ".jpeg"}, "PNG": {".png"}, "BMP": {".bmp"}, "TIFF": {".tif", ".tiff"},
+           "GIF": {".gif"}, "WEBP": {".webp"}}
+    return [str(p) for p, f in zip(paths, infos)
+            if f.format in ext and Path(p).suffix.lower() not in ext[f.format]]
+
+
+def distributions(labels: Sequence[int], infos: Sequence[FileInfo], top: int = 3) -> dict:
+    """Per class: counts by mode and format, distinct sizes with the most common, median bytes."""
+    out = {}
+    for c, name in enumerate(CLASSES):
+        sel = [f for f, y in zip(infos, labels) if y == c]
+        if not sel:
+            continue
+        sizes = Counter(f"{f.width}x{f.height}" for f in sel)
+        out[name] = {"files": len(sel),
+                     "mode": dict(Counter(f.mode for f in sel).most_common()),
+                     "format": dict(Counter(f.format for f in sel).most_common()),
+                     "distinct_sizes": len(sizes),
+                     "top_sizes": [[s, n] for s, n in sizes.most_common(top)],
+                     "median_kib": round(float(np.median([f.bytes for f in sel])) / 1024, 1)}
+    return out
+
+
+def _features(infos: Sequence[FileInfo], columns: Sequence[str], codes: dict) -> np.ndarray:
+    rows = []
+    for f in infos:
+        rows.append([codes[getattr(f, c)] if c in ("mode", "format") else getattr(f, c)
+                     for c in columns])
+    return np.array(rows, dtype=np.float64).reshape(len(infos), len(columns))
+
+
+def trivial_classifiers(train: tuple[Sequence[FileInfo], Sequence[int]],
+                        evals: dict[str, tuple[Sequence[FileInfo], Sequence[int]]]) -> dict:
+    """Accuracy of classifiers fit on file properties of `train`, scored on each of `evals`.
+
+    Returns {"majority class": {eval: acc}, "<model> on <features>": {eval: acc}, ...}, with
+    accuracies in [0, 1] and the eval set sizes under "n". Deterministic (fixed seeds).
+    """
+    x_infos, y = train
+    y = np.asarray(y)
+    everything = list(x_infos) + [f for infos, _ in evals.values() for f in infos]
+    codes = {v: i for i, v in enumerate(sorted({f.mode for f in everything} |
+                                               {f.format for f in everything}))}
+    majority = Counter(y.tolist()).most_common(1)[0][0]
+    out = {"n": {name: len(ys) for name, (_, ys) in evals.items()},
+           "majority class": {name: float(np.mean(np.asarray(ys) == majority))
+                              for name, (_, ys) in evals.items()}}
+    for fname, columns in FEATURE_SETS.items():
+        x = _features(x_infos, columns, codes)
+        for mname, make in MODELS.items():
+            model = make().fit(x, y)
+            out[f"{mname} on {fname}"] = {
+                name: float(np.mean(model.predict(_features(infos, columns, codes)) == np.asarray(ys)))
+                for name, (infos, ys) in evals.items() if len(ys)}
+    return out

@@ -1,0 +1,346 @@
+"""Train a brainmri model on a Kaggle-layout folder; writes a self-describing checkpoint.
+
+    python -m train --recipe best --data ../shared/data --out runs/resnet50
+    python -m train --recipe baseline --data ../shared/data --out runs/baseline
+    python -m train --recipe study --data ../shared/data --out runs/study
+    torchrun --nproc_per_node=2 -m train --recipe baseline --data DIR --out DIR   # DDP
+
+The training set is Kaggle Training with copies dropped (one file per duplicate group); the
+validation split is carved from it by groups (see brainmri.protocols). Model selection,
+calibration temperature and the out-of-distribution threshold use validation data only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from brainmri.checkpoint import save_checkpoint
+from brainmri.classes import CLASSES
+from brainmri.data import fingerprint, load_crops
+from brainmri.imagenet import resnet50_imagenet
+from brainmri.models import ARCHS, Classifier, build_model, resnet50_trunk_keys
+from brainmri.ood import MahalanobisOOD
+from brainmri.presets import EvalPreset, TrainPreset
+from brainmri.protocols import build_splits
+
+from .recipes import RECIPES
+
+log = logging.getLogger("train")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a brainmri model.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="best")
+    p.add_argument("--model", choices=sorted(ARCHS), help="overrides the recipe's model")
+    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--out", type=Path, required=True)
+    for name, typ in [("size", int), ("epochs", int), ("batch_size", int), ("lr", float),
+                      ("momentum", float), ("weight_decay", float), ("label_smoothing", float),
+                      ("warmup_epochs", float)]:
+        p.add_argument(f"--{name.replace('_', '-')}", type=typ, help="overrides the recipe")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--schedule", choices=["cosine", "constant"])
+    p.add_argument("--freeze", choices=["none", "stem+layer1", "stem+layer2", "all-but-head"])
+    p.add_argument("--augment", type=int, choices=[0, 1])
+    p.add_argument("--imagenet", choices=["auto", "keras-npm", "torchvision"], default="auto")
+    p.add_argument("--val-fraction", type=float, default=0.12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="processes decoding images once")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
+    p.add_argument("--name", default=None, help="model name stored in the checkpoint")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> dict:
+    """Recipe defaults overridden by explicit flags -> one flat dict, saved beside the outputs."""
+    cfg = dict(RECIPES[args.recipe])
+    cfg.update({k: v for k, v in vars(args).items() if v is not None})
+    cfg["augment"] = bool(cfg["augment"])
+    cfg["data"], cfg["out"] = str(cfg["data"]), str(cfg["out"])
+    return cfg
+
+
+# -- distributed -------------------------------------------------------------------------
+def setup_distributed(device: torch.device) -> tuple[int, int]:
+    if "RANK" not in os.environ:
+        return 0, 1
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+# -- model -------------------------------------------------------------------------------
+def make_model(cfg: dict) -> tuple[Classifier, dict]:
+    arch = cfg["model"]
+    if arch == "resnet50":
+        state, v1 = resnet50_imagenet(cfg["imagenet"])
+        kwargs = {"v1_strides": v1}
+        model = build_model(arch, **kwargs)
+        prefixes = resnet50_trunk_keys()
+        trunk_state = {}
+        for k, v in state.items():
+            head, _, rest = k.partition(".")
+            if head in prefixes:
+                trunk_state[f"{prefixes[head]}.{rest}"] = v
+        missing, unexpected = model.load_state_dict(trunk_state, strict=False)
+        assert not unexpected and all(k.startswith("head.") for k in missing), (missing, unexpected)
+    else:
+        kwargs = {}
+        model = build_model(arch, **kwargs)
+    return model, kwargs
+
+
+def apply_freeze(model: Classifier, freeze: str) -> None:
+    """Freeze parameters (and batch-norm statistics) of the leading trunk stages."""
+    upto = {"none": 0, "stem+layer1": 5, "stem+layer2": 6, "all-but-head": len(model.trunk)}[freeze]
+    for i, module in enumerate(model.trunk):
+        if i < upto:
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+
+def frozen_eval(model: Classifier, freeze: str) -> None:
+    upto = {"none": 0, "stem+layer1": 5, "stem+layer2": 6, "all-but-head": len(model.trunk)}[freeze]
+    for i, module in enumerate(model.trunk):
+        if i < upto:
+            module.eval()
+
+
+def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * t))
+
+
+# -- loops -------------------------------------------------------------------------------
+def batches(n: int, batch_size: int, rng: np.random.Generator | None, rank: int, world: int):
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    order = order[rank::world]                    # each rank its own shard (DistributedSampler-like)
+    for s in range(0, len(order), batch_size):
+        yield order[s:s + batch_size]
+
+
+def train_one_epoch(model, crops, labels, preset: TrainPreset | EvalPreset, cfg, opt, epoch,
+                    step0, total_steps, warmup_steps, device, rank, world, gen) -> tuple[float, float, int]:
+    model.train()
+    frozen_eval(model.module if hasattr(model, "module") else model, cfg["freeze"])
+    rng = np.random.default_rng(cfg["seed"] * 1000 + epoch)
+    n_batches = math.ceil(len(crops) / world / cfg["batch_size"])
+    seen = correct = 0
+    loss_sum = 0.0
+    step = step0
+    bar = tqdm(batches(len(crops), cfg["batch_size"], rng, rank, world), total=n_batches,
+               desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not is_main(), file=sys.stderr,
+               mininterval=10)
+    for idx in bar:
+        lr = lr_at(step, total_steps, warmup_steps, cfg["lr"], cfg["schedule"])
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = torch.from_numpy(crops[idx])[:, None]                     # (B, 1, s, s) uint8
+        x = preset(x, gen) if isinstance(preset, TrainPreset) else \
+            torch.stack([preset.from_crop(c) for c in crops[idx]])
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        y = torch.from_numpy(labels[idx]).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += float(loss.detach()) * len(idx)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}")
+    return loss_sum / max(1, seen), correct / max(1, seen), step
+
+
+@torch.no_grad()
+def predict_crops(model: Classifier, crops: np.ndarray, preset: EvalPreset, device,
+                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, K), pooled features (N, F)) for head crops already at the eval size."""
+    model.eval()
+    logits, feats = [], []
+    for s in range(0, len(crops), batch_size):
+        x = torch.stack([preset.from_crop(c) for c in crops[s:s + batch_size]]).to(device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            pooled = model.trunk(x).float().mean(dim=(2, 3))
+            logits.append(model.head(pooled).float().cpu())
+        feats.append(pooled.cpu())
+    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017) by minimising validation NLL over log T."""
+    z, y = torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return float(log_t.exp())
+
+
+def main(args: argparse.Namespace) -> Path:
+    cfg = resolve(args)
+    device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
+    rank, world = setup_distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    out = Path(cfg["out"])
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "args.json").write_text(json.dumps(cfg, indent=2))
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                            handlers=[logging.FileHandler(out / "log.txt"), logging.StreamHandler()])
+    torch.manual_seed(cfg["seed"])
+    arch = ARCHS[cfg["model"]]
+    channels = arch.in_channels
+    eval_preset = EvalPreset(size=cfg["size"], channels=channels,
+                             mean=EvalPreset().mean if channels == 3 else (0.5,),
+                             std=EvalPreset().std if channels == 3 else (0.25,))
+    train_preset = TrainPreset(eval=eval_preset) if cfg["augment"] else eval_preset
+
+    splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"])
+    train_s, val_s = splits.train, splits.val
+    if cfg.get("limit"):
+        train_s, val_s = train_s[:cfg["limit"]], val_s[:max(8, cfg["limit"] // 4)]
+    log.info("train %d, val %d images (copies dropped; validation carved by duplicate groups)",
+             len(train_s), len(val_s))
+    cache = Path(".cache")
+    tag = f"{fingerprint(train_s)['sha256']}"
+    crop_size = train_preset.cache_size if cfg["augment"] else cfg["size"]
+    t0 = time.time()
+    train_crops = load_crops([s.path for s in train_s], eval_preset, crop_size, cfg["workers"],
+                             cache / f"crops-{tag}-{crop_size}.npy")
+    val_crops = load_crops([s.path for s in val_s], eval_preset, cfg["size"], cfg["workers"],
+                           cache / f"crops-{fingerprint(val_s)['sha256']}-{cfg['size']}.npy")
+    log.info("decoded and cropped in %.0f s", time.time() - t0)
+    y_train = np.array([s.label for s in train_s], np.int64)
+    y_val = np.array([s.label for s in val_s], np.int64)
+
+    model, arch_kwargs = make_model(cfg)
+    apply_freeze(model, cfg["freeze"])
+    model = model.to(device).to(memory_format=torch.channels_last)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg["weight_decay"]},
+              {"params": no_decay, "weight_decay": 0.0}]
+    opt = (torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
+           if cfg["optimizer"] == "sgd" else torch.optim.AdamW(groups, lr=cfg["lr"]))
+
+    steps_per_epoch = math.ceil(len(train_crops) / world / cfg["batch_size"])
+    total_steps = steps_per_epoch * cfg["epochs"]
+    warmup_steps = int(cfg["warmup_epochs"] * steps_per_epoch)
+    state_path = out / "last_state.pt"
+    history, start_epoch, step = [], 0, 0
+    best = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": -1}
+    if state_path.is_file():                          # resume from the last finished epoch
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        history = json.loads((out / "history.json").read_text())
+        best = json.loads((out / "best.json").read_text())
+        log.info("resumed after epoch %d", start_epoch)
+    gen = torch.Generator().manual_seed(cfg["seed"] + rank)
+    best_state = None
+    for epoch in range(start_epoch, cfg["epochs"]):
+        t = time.time()
+        gen.manual_seed(cfg["seed"] * 7919 + epoch * 31 + rank)
+        tr_loss, tr_acc, step = train_one_epoch(net, train_crops, y_train, train_preset, cfg, opt,
+                                                epoch, step, total_steps, warmup_steps, device,
+                                                rank, world, gen)
+        if not is_main():
+            continue
+        logits, _ = predict_crops(model, val_crops, eval_preset, device)
+        val_loss = float(F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(y_val)))
+        val_acc = float((logits.argmax(1) == y_val).mean())
+        row = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": val_loss,
+               "val_acc": val_acc, "seconds": round(time.time() - t, 1)}
+        history.append(row)
+        log.info(json.dumps(row))
+        if (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]):
+            best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            torch.save(best_state, out / "best_state.pt")
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        (out / "best.json").write_text(json.dumps(best))
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
+                    "step": step}, state_path)
+    if world > 1:
+        dist.barrier()
+    if not is_main():
+        dist.destroy_process_group()
+        return out / "model.safetensors"
+    if best_state is None:
+        best_state = torch.load(out / "best_state.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(best_state)
+    return finalise(model, arch_kwargs, cfg, eval_preset, train_preset, splits, train_s, val_s,
+                    val_crops, y_val, train_crops, y_train, history, best, device, out, world)
+
+
+def finalise(model, arch_kwargs, cfg, eval_preset, train_preset, splits, train_s, val_s, val_crops,
+             y_val, train_crops, y_train, history, best, device, out, world) -> Path:
+    """Calibrate on validation, fit the OOD detector, write the checkpoint."""
+    model = model.float()
+    logits, val_feats = predict_crops(model, val_crops, eval_preset, device)
+    temperature = fit_temperature(logits, y_val)
+    # OOD fit on training features (eval preset: resize the cached crops to the eval size).
+    sub = np.random.default_rng(0).permutation(len(train_crops))[:1500]
+    train_eval = np.stack([eval_preset.resize(c) for c in train_crops[sub]])
+    _, train_feats = predict_crops(model, train_eval, eval_preset, device)
+    ood = MahalanobisOOD.fit(train_feats, y_train[sub])
+    val_scores = ood.score(val_feats)
+    quantile = 0.995
+    ood.threshold = float(np.quantile(val_scores, quantile))
+    meta = {
+        "name": cfg.get("name") or cfg["model"],
+        "arch": cfg["model"], "arch_kwargs": arch_kwargs, "classes": list(CLASSES),
+        "preset": eval_preset.to_dict(),
+        "train_preset": {k: v for k, v in vars(train_preset).items() if k != "eval"}
+        if isinstance(train_preset, TrainPreset) else None,
+        "recipe": cfg["recipe"], "args": cfg, "history": history, "best_epoch": best["epoch"],
+        "data": {"train": fingerprint(train_s), "val": fingerprint(val_s),
+                 "source": "Kaggle brain-tumor-mri Training, copies dropped, group validation split",
+                 "world_size": world},
+        "calibration": {"temperature": temperature, "fitted_on": "val"},
+        "ood": {"method": "mahalanobis-pca", "threshold": ood.threshold, "quantile": quantile,
+                "fitted_on": "train (1500 sampled)", "threshold_on": "val"},
+        "metrics": {"val": {"accuracy": best["val_acc"], "loss": best["val_loss"]}},
+        "default_cam": "gradcam",
+    }
+    path = save_checkpoint(out / "model.safetensors", model.cpu(), meta, extra=ood.tensors())
+    log.info("wrote %s (T=%.3f, OOD threshold %.1f)", path, temperature, ood.threshold)
+    return path
