@@ -6,13 +6,13 @@ RECIPES: dict[str, dict] = {
     "study": dict(model="resnet50", size=224, epochs=10, batch_size=32, optimizer="sgd", lr=0.01,
                   momentum=0.9, weight_decay=1e-4, label_smoothing=0.0, schedule="constant",
                   warmup_epochs=0, freeze="all-but-head", augment=False),
-    # This project's ResNet-50 recipe: deeper fine-tuning (layer2..4 + head) with augmentation
+    # This project's ResNet-50 recipe: deeper fine-tuning (layer3, layer4 + head) with augmentation
     # that models scanner/export differences, label smoothing, warm-up + cosine schedule.
-    "best": dict(model="resnet50", size=160, epochs=5, batch_size=32, optimizer="sgd", lr=0.02,
+    "best": dict(model="resnet50", size=160, epochs=3, batch_size=32, optimizer="sgd", lr=0.02,
                  momentum=0.9, weight_decay=1e-4, label_smoothing=0.1, schedule="cosine",
-                 warmup_epochs=0.3, freeze="stem+layer1", augment=True),
+                 warmup_epochs=0.2, freeze="stem+layer2", augment=True),
     # The small CNN from scratch.
-    "baseline": dict(model="baseline", size=160, epochs=20, batch_size=64, optimizer="adamw",
+    "baseline": dict(model="baseline", size=160, epochs=12, batch_size=64, optimizer="adamw",
                      lr=3e-3, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,
                      schedule="cosine", warmup_epochs=1, freeze="none", augment=True),
 }

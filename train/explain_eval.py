@@ -1,0 +1,312 @@
+"""Do the heatmaps point at the tumour? Localisation, faithfulness and shortcut checks per model.
+
+    python -m train.explain_eval runs/resnet50/model.safetensors runs/baseline/model.safetensors \\
+        --data ../shared/data --out runs/explain
+    python -m train.explain_eval checkpoints/resnet50.safetensors --data ../shared/data --write-default
+    python -m train.explain_eval CKPT --data DIR --limit 64 --faithfulness 16      # a quick look
+
+For every scan of the chosen splits, every fast CAM method explains the *predicted* class
+(what the app shows) from one trunk pass. On the scans with a tumour box (`tumor_boxes.csv`):
+pointing game (maximum inside the box grown by `--tolerance` x the image's longer side) and the
+share of heatmap mass inside the box, beside two null maps that never look at the scan (a
+Gaussian centred on the head crop, smoothed noise on the head crop). On every scan: the share
+of heatmap mass outside the head mask and in the outer `--band` of the head crop the model saw.
+On a fixed sample: ROAD faithfulness on the model input (pytorch-grad-cam metrics). The default
+method is chosen on the validation split only (the scans carved from Training with boxes),
+never on Testing. Writes explain_metrics.json, tables.md, args.json and one PNG grid per model.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+from brainmri import localisation as loc
+from brainmri.cam import FAST_METHODS, canonical_method
+from brainmri.checkpoint import update_metadata
+from brainmri.multicam import explain_methods, input_maps
+from brainmri.predictor import Predictor
+from brainmri.protocols import build_splits, kaggle_root
+
+log = logging.getLogger("explain_eval")
+SPLITS = ("official", "clean", "val")
+BASELINES = ("centre", "random")           # null maps, reported beside the methods
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Evaluate CAM explanations against tumour boxes.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--boxes", type=Path, help="boxes CSV (default: <kaggle root>/tumor_boxes.csv)")
+    p.add_argument("--out", type=Path, default=Path("runs/explain"))
+    p.add_argument("--methods", default=",".join(FAST_METHODS), help="comma-separated fast CAM methods")
+    p.add_argument("--split", default=",".join(SPLITS), help=f"comma-separated, of {SPLITS}")
+    p.add_argument("--limit", type=int, default=0, help="at most N scans per split (seeded sample)")
+    p.add_argument("--tolerance", type=float, default=0.02,
+                   help="pointing-game tolerance as a fraction of the image's longer side")
+    p.add_argument("--band", type=float, default=0.05, help="border band, fraction of the head crop")
+    p.add_argument("--faithfulness", type=int, default=64, help="ROAD sample size (0: skip)")
+    p.add_argument("--grid-rows", type=int, default=6, help="scans in each PNG grid (0: none)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache"),
+                   help="duplicate-signature cache (keep one per data folder)")
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
+    p.add_argument("--write-default", action="store_true",
+                   help="store default_cam and the validation cam_scores in each checkpoint")
+    return p
+
+
+# -- boxes ----------------------------------------------------------------------------------
+def load_boxes(path: Path) -> dict[str, tuple[tuple[int, int, int, int], tuple[int, int]]]:
+    """CSV path -> {relative path: ((x0, y0, x1, y1), (width, height))}; also keyed by file name."""
+    if not path.is_file():
+        raise FileNotFoundError(f"boxes CSV not found: {path}")
+    boxes = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                value = (tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1")),
+                         (int(row["width"]), int(row["height"])))
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"{path.name}: bad row {row}: {error}") from None
+            rel = row["path"].replace("\\", "/")
+            boxes[rel] = value
+            boxes.setdefault(rel.rsplit("/", 1)[-1], value)
+    return boxes
+
+
+def box_for(path: Path, root: Path, boxes: dict):
+    rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+    return boxes.get(rel) or boxes.get(path.name)
+
+
+def sample(items: list, n: int, seed: int) -> list:
+    """The first `n` of a seeded permutation (all of them, in order, when n <= 0)."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    order = np.random.default_rng(seed).permutation(len(items))[:n]
+    return [items[i] for i in sorted(order)]
+
+
+# -- per-scan measurements ------------------------------------------------------------------
+def null_maps(p, rel: str, seed: int) -> dict[str, np.ndarray]:
+    x0, y0, x1, y1 = p.box
+    shape = (y1 - y0, x1 - x0)
+    rng = np.random.default_rng([seed, zlib.crc32(rel.encode())])
+    return {"centre": loc.place(loc.centred_gaussian(shape), p.box, p.grey.shape),
+            "random": loc.place(loc.random_heatmap(shape, rng), p.box, p.grey.shape)}
+
+
+def measure(p, heatmaps: dict[str, np.ndarray], box, tol_frac: float, band: float) -> dict:
+    """Per method: pointing hit, energy in box (None without a box), mass outside head, border."""
+    head = loc.head_mask(p.grey)
+    tol = round(tol_frac * max(p.grey.shape))
+    out = {}
+    for name, heat in heatmaps.items():
+        out[name] = {"pointing": loc.pointing_game(heat, box, tol) if box else None,
+                     "energy": loc.energy_in_box(heat, box) if box else None,
+                     "outside_head": loc.mass_outside(heat, head),
+                     "border": loc.border_mass(heat, band, p.box)}
+    return out
+
+
+def evaluate_scans(predictor: Predictor, samples, root: Path, boxes: dict, methods, args) -> dict:
+    """{path: record} with prediction, class and `measure` for every method and null map."""
+    records, mismatched = {}, 0
+    for s in range(0, len(samples), args.batch_size):
+        chunk = samples[s:s + args.batch_size]
+        prepared = predictor.prepare([x.path for x in chunk])
+        for x, p, mm in zip(chunk, prepared, explain_methods(predictor, prepared, methods)):
+            rel = x.path.relative_to(root).as_posix()
+            found = box_for(x.path, root, boxes)
+            box = None
+            if found:
+                box, (w, h) = found
+                if (h, w) != p.grey.shape:
+                    mismatched, box = mismatched + 1, None
+            maps = {**mm.heatmaps, **null_maps(p, rel, args.seed)}
+            records[str(x.path)] = {"class": x.class_name, "pred": mm.prediction.label,
+                                    "boxed": box is not None,
+                                    "m": measure(p, maps, box, args.tolerance, args.band)}
+        log.info("  %d/%d scans", min(s + args.batch_size, len(samples)), len(samples))
+    if mismatched:
+        log.warning("%d boxes skipped: image size differs from the CSV's", mismatched)
+    return records
+
+
+# -- summaries ------------------------------------------------------------------------------
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None and not np.isnan(v)]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def localisation_summary(recs: list[dict], name: str) -> dict:
+    boxed = [r for r in recs if r["boxed"]]
+
+    def row(rs):
+        return {"n": len(rs), "pointing": _mean(r["m"][name]["pointing"] for r in rs),
+                "energy": _mean(r["m"][name]["energy"] for r in rs)}
+    classes = sorted({r["class"] for r in boxed})
+    return {"all": row(boxed),
+            "correct": row([r for r in boxed if r["pred"] == r["class"]]),
+            "incorrect": row([r for r in boxed if r["pred"] != r["class"]]),
+            "by_class": {c: row([r for r in boxed if r["class"] == c]) for c in classes}}
+
+
+def shortcut_summary(recs: list[dict], name: str) -> dict:
+    def row(rs):
+        return {"n": len(rs), "outside_head": _mean(r["m"][name]["outside_head"] for r in rs),
+                "border": _mean(r["m"][name]["border"] for r in rs)}
+    classes = sorted({r["class"] for r in recs})
+    return {**row(recs), "by_class": {c: row([r for r in recs if r["class"] == c]) for c in classes}}
+
+
+def summarise(records: dict, split_samples: dict, methods) -> dict:
+    out = {}
+    for split, samples in split_samples.items():
+        recs = [records[str(s.path)] for s in samples]
+        boxed = [r for r in recs if r["boxed"]]
+        out[split] = {
+            "n": len(recs), "n_boxed": len(boxed),
+            "accuracy": _mean(r["pred"] == r["class"] for r in recs),
+            "accuracy_boxed": _mean(r["pred"] == r["class"] for r in boxed),
+            "localisation": {m: localisation_summary(recs, m) for m in (*methods, *BASELINES)},
+            "shortcut": {m: shortcut_summary(recs, m) for m in (*methods, *BASELINES)}}
+    return out
+
+
+def choose_default(val: dict, methods) -> tuple[str, dict[str, float]]:
+    """Best validation pointing game (ties: more energy in the box) -> (method, {method: score})."""
+    loc_ = val["localisation"]
+    scores = {m: loc_[m]["all"]["pointing"] for m in methods}
+    best = max(methods, key=lambda m: (scores[m] or 0.0, loc_[m]["all"]["energy"] or 0.0))
+    return best, scores
+
+
+# -- faithfulness ---------------------------------------------------------------------------
+def faithfulness(predictor: Predictor, samples, methods, args) -> dict:
+    """ROAD on the model input: the target's softmax change when the top 20% of pixels are
+    imputed (MoRF; more negative = more faithful) and when only the top 20% are kept (LeRF;
+    nearer 0 = better); combined = (LeRF - MoRF) / 2, higher = better."""
+    torch.manual_seed(args.seed)
+    morf, lerf = ROADMostRelevantFirst(percentile=80), ROADLeastRelevantFirst(percentile=20)
+    scores: dict[str, dict[str, list]] = {}
+    for s in range(0, len(samples), args.batch_size):
+        prepared = predictor.prepare([x.path for x in samples[s:s + args.batch_size]])
+        batch = torch.stack([p.tensor for p in prepared]).to(predictor.device)
+        _, _, targets, maps = input_maps(predictor, batch, methods)
+        size = tuple(batch.shape[-2:])
+        rng = np.random.default_rng(args.seed + s)
+        maps["centre"] = np.repeat(loc.centred_gaussian(size)[None], len(batch), 0)
+        maps["random"] = np.stack([loc.random_heatmap(size, rng) for _ in prepared])
+        chosen = [ClassifierOutputSoftmaxTarget(t) for t in targets]
+        with warnings.catch_warnings():     # the imputer calls np.argwhere on a torch tensor
+            warnings.filterwarnings("ignore", "__array_wrap__", DeprecationWarning)
+            for name, cam in maps.items():
+                row = scores.setdefault(name, {"morf": [], "lerf": []})
+                row["morf"] += morf(batch, cam, chosen, predictor.model).tolist()
+                row["lerf"] += lerf(batch, cam, chosen, predictor.model).tolist()
+    out = {}
+    for name, row in scores.items():
+        mo, le = float(np.mean(row["morf"])), float(np.mean(row["lerf"]))
+        out[name] = {"n": len(row["morf"]), "road_morf": round(mo, 4), "road_lerf": round(le, 4),
+                     "road_combined": round((le - mo) / 2, 4)}
+    return out
+
+
+# -- driver ---------------------------------------------------------------------------------
+def evaluate_checkpoint(path: Path, args, root: Path, boxes: dict, methods, splits_cache: dict) -> dict:
+    t0 = time.time()
+    predictor = Predictor.from_checkpoint(path, device=args.device)
+    train_args = predictor.meta.get("args", {})
+    key = (float(train_args.get("val_fraction", 0.12)), int(train_args.get("seed", 0)))
+    if key not in splits_cache:         # the checkpoint's own validation split
+        splits_cache[key] = build_splits(args.data, *key, cache_dir=args.cache_dir)
+    splits = splits_cache[key]
+    chosen = {name: sample(splits.protocol(name), args.limit, args.seed) for name in args.splits}
+    unique = {str(s.path): s for ss in chosen.values() for s in ss}
+    log.info("%s: %d scans over %s", path, len(unique), ", ".join(chosen))
+    records = evaluate_scans(predictor, list(unique.values()), root, boxes, methods, args)
+    result = {"checkpoint": str(path), "name": predictor.name, "arch": predictor.meta["arch"],
+              "input_size": predictor.preset.size, "splits": summarise(records, chosen, methods)}
+    if "val" in chosen:
+        best, scores = choose_default(result["splits"]["val"], methods)
+        result["default_cam"] = {"method": best, "chosen_on": "val", "val_pointing": scores}
+        if args.write_default:
+            update_metadata(path, default_cam=best, cam_scores=scores,
+                            cam_scores_about=f"pointing game on {result['splits']['val']['n_boxed']} "
+                            f"validation scans with tumour boxes, tolerance {args.tolerance:.0%} "
+                            "of the image side (train.explain_eval)")
+            log.info("wrote default_cam=%s and cam_scores into %s", best, path)
+    test = [n for n in ("clean", "official") if n in chosen]
+    if args.faithfulness > 0 and test:
+        pool = splits.protocol(test[0])
+        result["faithfulness"] = {"split": test[0], **faithfulness(
+            predictor, sample(pool, args.faithfulness, args.seed), methods, args)}
+    if args.grid_rows > 0 and test:
+        from .explain_figures import plot_grid
+        grid = plot_grid(predictor, splits.protocol(test[0]), root, boxes, methods, args)
+        result["grid"] = str(grid) if grid else None
+    result["seconds"] = round(time.time() - t0, 1)
+    return result
+
+
+def main(args: argparse.Namespace) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    bad = [s for s in args.splits if s not in SPLITS]
+    if bad or not args.splits:
+        raise SystemExit(f"--split: unknown {bad or args.split!r}; choose from {', '.join(SPLITS)}")
+    try:
+        methods = tuple(dict.fromkeys(canonical_method(m) for m in args.methods.split(",") if m.strip()))
+    except ValueError as error:
+        raise SystemExit(f"--methods: {error}") from None
+    slow = [m for m in methods if m not in FAST_METHODS]
+    if slow or not methods:
+        raise SystemExit(f"--methods: only fast methods are evaluated ({', '.join(FAST_METHODS)}); got {slow}")
+    if args.write_default and "val" not in args.splits:
+        raise SystemExit("--write-default needs the val split in --split (the choice is made on it)")
+    if not 0 <= args.tolerance < 0.5 or not 0 < args.band < 0.5:
+        raise SystemExit(f"--tolerance {args.tolerance} / --band {args.band} out of range")
+    root = kaggle_root(args.data)
+    boxes = load_boxes(args.boxes or root / "tumor_boxes.csv")
+    args.out.mkdir(parents=True, exist_ok=True)
+    resolved = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    resolved["checkpoints"] = [str(c) for c in args.checkpoints]
+    (args.out / "args.json").write_text(json.dumps(resolved, indent=2))
+    splits_cache: dict = {}
+    models = {}
+    for path in args.checkpoints:
+        result = evaluate_checkpoint(path, args, root, boxes, methods, splits_cache)
+        name = result["name"] if result["name"] not in models else f"{result['name']}-{len(models)}"
+        models[name] = result
+    report = {"tolerance": args.tolerance, "band": args.band, "methods": list(methods),
+              "target": "predicted class", "null_maps": {
+                  "centre": "Gaussian centred on the head crop, std 1/4 of each side",
+                  "random": "white noise blurred (std 8% of the crop's longer side), on the head crop"},
+              "models": models}
+    (args.out / "explain_metrics.json").write_text(json.dumps(report, indent=1))
+    from .explain_figures import markdown_tables
+    tables = markdown_tables(report)
+    (args.out / "tables.md").write_text(tables)
+    print(tables)
+    return report
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
