@@ -1,14 +1,23 @@
 """Reading an image from whatever a user hands us, validated at the boundary.
 
-Every reader returns a PIL image; the format is decided by the file's content, never its
-name (some `.jpg` files in the Kaggle set are PNGs). Problems raise `ImageLoadError` with a
-message fit to show a user: it names what is wrong, not a server path or a stack trace.
+    from brainmri.io import load_image, describe
+    load_image("scan.jpg")                         # PIL image, any mode
+    load_image("series.dcm", frame=3)              # DICOM: one frame, windowed to 8-bit "L"
+    load_image("head.nii.gz", axis=2, slice_index=40)   # NIfTI: one slice, 8-bit "L"
+    describe("head.nii.gz")                        # SourceInfo(kind="nifti", shape=(X, Y, Z), ...)
+
+Formats: JPEG, PNG (8/16-bit), BMP, TIFF (multi-page: `frame`), WebP, GIF (still only), PPM,
+JPEG 2000; DICOM and NIfTI-1/2 (`.nii`, `.nii.gz`) via `brainmri.volumes`. The format is
+decided by the file's content, never its name (some `.jpg` files in the Kaggle set are PNGs).
+Problems raise `ImageLoadError` with a message fit to show a user: it names what is wrong,
+not a server path or a stack trace.
 """
 from __future__ import annotations
 
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -18,6 +27,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_BYTES = 50 * 1024 * 1024          # uploads larger than this are refused unread
 MAX_PIXELS = 64_000_000               # decoded size cap, e.g. 8000 x 8000; stops decompression bombs
 MIN_SIDE = 16                         # smaller than this carries no anatomy
+# Only these Pillow decoders run on uploads: no EPS (Ghostscript), no exotic plugins.
+# (JPEG covers MPO, the multi-picture JPEG of phone cameras: its frame 0 is the photo.)
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM", "JPEG2000")
+ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")     # several frames there means an animation
+ACCEPTED = "JPEG, PNG, BMP, TIFF, WebP, DICOM or NIfTI"
+NOT_IMAGES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive or Office document"),
+              (b"PK\x05\x06", "an empty ZIP archive"), (b"\x1f\x8b", "a gzip archive"),
+              (b"Rar!", "a RAR archive"), (b"7z\xbc\xaf", "a 7-Zip archive"),
+              (b"\x7fELF", "a program"), (b"MZ", "a Windows program"),
+              (b"%!PS", "a PostScript document"), (b"\xd0\xcf\x11\xe0", "an Office document"))
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
@@ -26,13 +45,38 @@ class ImageLoadError(ValueError):
     """An input that cannot be turned into an image; the message is safe to show a user."""
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a file holds, for a UI to offer a frame or slice chooser before loading.
+
+    kind: "image", "dicom" or "nifti". shape: image/DICOM (frames, H, W); NIfTI (X, Y, Z) in
+    RAS+ order, so slices along `axis` a number shape[a]. frames: choices for `frame`
+    (DICOM, multi-page TIFF) or axial slices (NIfTI); default: the index used when none is given.
+    """
+    kind: str
+    format: str
+    shape: tuple[int, ...]
+    frames: int
+    default: int
+
+
+def check_size(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageLoadError(
             f"image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels")
     if min(width, height) < MIN_SIDE:
         raise ImageLoadError(
             f"image is only {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+
+
+_check_size = check_size              # old private name, kept for callers
+
+
+def check_index(name: str, index: int, count: int) -> int:
+    if not isinstance(index, (int, np.integer)) or not 0 <= index < count:
+        raise ImageLoadError(f"{name} {index!r} is out of range: this file has {count} "
+                             f"(0 to {count - 1})")
+    return int(index)
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -49,40 +93,60 @@ def _from_array(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array)
 
 
-def _decode(data: bytes, max_pixels: int) -> Image.Image:
-    if not data:
-        raise ImageLoadError("the file is empty")
+def what_is(data: bytes) -> str | None:
+    """A name for common non-image content ("a PDF document", "a text file"), else None."""
+    for magic, name in NOT_IMAGES:
+        if data.startswith(magic):
+            return name
+    head = data[:4096]
+    if b"\0" not in head:
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return "an SVG/HTML/XML document" if text.lstrip().startswith("<") else "a text file"
+    return None
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Pillow's lazy open: the header only, with the size checked before any pixel is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            _check_size(image.width, image.height, max_pixels)
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)      # animated GIF/WebP, multi-page TIFF: the first frame
-            image.load()
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageLoadError(f"image is too large: its declared size is over the limit of "
+                             f"{max_pixels:,} pixels (a decompression-bomb guard)") from None
+    except UnidentifiedImageError:
+        what = what_is(data)
+        raise ImageLoadError(f"this is {what}, not an image; upload a {ACCEPTED} file" if what
+                             else f"not a readable image; upload a {ACCEPTED} file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageLoadError(f"the image file is damaged or truncated ({error})") from None
+    check_size(image.width, image.height, max_pixels)
+    return image
+
+
+def _decode(data: bytes, max_pixels: int, frame: int | None = None) -> Image.Image:
+    image = _open(data, max_pixels)
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format in ANIMATED_FORMATS:
+        raise ImageLoadError(f"this is an animated {image.format} ({frames} frames); a single "
+                             "MRI slice is needed: save one frame as PNG or JPEG")
+    try:
+        if frame is not None and image.format != "MPO":   # MPO: frame 0 is the photo itself
+            image.seek(check_index("frame", frame, frames))
+        image.load()
     except ImageLoadError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageLoadError(f"not a readable image ({type(error).__name__})") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
         raise ImageLoadError(f"the image file is damaged or truncated ({error})") from None
     return ImageOps.exif_transpose(image)
 
 
-def load_image(source: ImageSource, *, max_bytes: int = MAX_BYTES,
-               max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Return a decoded PIL image (any mode) from a path, raw bytes, a PIL image or an array.
-
-    Arrays are HxW (greyscale) or HxWx3/4 (RGB/RGBA); non-uint8 arrays are min-max scaled.
-    """
-    if isinstance(source, Image.Image):
-        _check_size(source.width, source.height, max_pixels)
-        return source
-    if isinstance(source, np.ndarray):
-        image = _from_array(source)
-        _check_size(image.width, image.height, max_pixels)
-        return image
-    if isinstance(source, (bytes, bytearray)):
+def read_bytes(source: ImageSource, max_bytes: int = MAX_BYTES) -> bytes:
+    """The raw bytes of a path or bytes source, refusing missing, empty and oversized files."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -98,14 +162,66 @@ def load_image(source: ImageSource, *, max_bytes: int = MAX_BYTES,
     if len(data) > max_bytes:
         raise ImageLoadError(f"file is {len(data) / 2**20:.1f} MiB, over the limit of "
                              f"{max_bytes / 2**20:.0f} MiB")
-    return _decode(data, max_pixels)
+    if not data:
+        raise ImageLoadError("the file is empty")
+    return data
+
+
+def load_image(source: ImageSource, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
+               frame: int | None = None, axis: int = 2, slice_index: int | None = None
+               ) -> Image.Image:
+    """Return a decoded PIL image from a path, raw bytes, a PIL image or an array.
+
+    Ordinary images come back in their own mode (L, RGB, RGBA, P, CMYK, I;16, ...), EXIF
+    orientation applied. DICOM and NIfTI come back as 8-bit "L" (or RGB for colour DICOM):
+    `frame` picks a DICOM frame or TIFF page (default: DICOM's middle frame, TIFF's first);
+    `axis` (0 sagittal, 1 coronal, 2 axial, in RAS+ order) and `slice_index` (default: the
+    middle) pick a NIfTI slice. Arrays are HxW or HxWx3/4; non-uint8 arrays are min-max scaled.
+    """
+    if isinstance(source, Image.Image):
+        check_size(source.width, source.height, max_pixels)
+        return source
+    if isinstance(source, np.ndarray):
+        image = _from_array(source)
+        check_size(image.width, image.height, max_pixels)
+        return image
+    data = read_bytes(source, max_bytes)
+    from . import volumes            # pydicom/nibabel load only when needed
+    kind = volumes.sniff(data)
+    if kind == "dicom":
+        return volumes.read_dicom(data, frame, max_pixels)
+    if kind == "nifti":
+        return volumes.read_nifti(data, axis, slice_index, max_pixels)
+    return _decode(data, max_pixels, frame)
+
+
+def describe(source: ImageSource, *, max_bytes: int = MAX_BYTES,
+             max_pixels: int = MAX_PIXELS) -> SourceInfo:
+    """Kind, shape and number of frames/slices of a file, reading headers only where possible."""
+    if isinstance(source, (Image.Image, np.ndarray)):
+        image = load_image(source, max_pixels=max_pixels)
+        return SourceInfo("image", "array", (1, image.height, image.width), 1, 0)
+    data = read_bytes(source, max_bytes)
+    from . import volumes
+    kind = volumes.sniff(data)
+    if kind != "image":
+        return volumes.describe(kind, data)
+    image = _open(data, max_pixels)
+    frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+    return SourceInfo("image", image.format, (frames, image.height, image.width), frames, 0)
 
 
 def to_grey(image: Image.Image) -> np.ndarray:
-    """Luminance of any PIL mode as an (H, W) uint8 array; 16-bit images are min-max scaled."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return _from_array(np.asarray(image)).convert("L").__array__()
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    """Luminance of any PIL mode as an (H, W) uint8 array; 16-bit images are min-max scaled.
+
+    Transparent pixels count as black (the background of a scan).
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return np.asarray(_from_array(np.asarray(image)).convert("L"))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            image.mode == "P" and "transparency" in image.info):
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
+    if image.mode == "LAB":
+        return np.asarray(image.getchannel("L"))
     return np.asarray(image.convert("L"))

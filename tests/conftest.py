@@ -15,7 +15,9 @@ from brainmri.presets import EvalPreset
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the tests' tensors are tiny, and on a machine shared with a training run
+# OpenMP threads that wait on each other make a 64 px forward ~20x slower than one thread.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

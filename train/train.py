@@ -145,6 +145,7 @@ def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> flo
 # -- loops -------------------------------------------------------------------------------
 def batches(n: int, batch_size: int, rng: np.random.Generator | None, rank: int, world: int):
     order = rng.permutation(n) if rng is not None else np.arange(n)
+    order = order[: len(order) - len(order) % world]     # equal shards: no rank waits forever
     order = order[rank::world]                    # each rank its own shard (DistributedSampler-like)
     for s in range(0, len(order), batch_size):
         yield order[s:s + batch_size]
