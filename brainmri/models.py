@@ -1,9 +1,9 @@
-"""The model registry. Every model is `trunk -> global average pool -> head`.
+"""The model registry. Every model is `trunk -> parameter-free pool -> head`.
 
 That shape is what makes explanations cheap: the trunk ends at the Grad-CAM target layer,
-and the gradient of any class score with respect to that layer's activations is constant
-over space (1/(h*w) times the gradient with respect to the pooled features), so it comes
-from the small head alone; the trunk runs once, without autograd.
+and the gradient of any class score with respect to that layer's activations comes from the
+pool and the small head alone (for global average pooling it is even constant over space);
+the trunk runs once, without autograd.
 """
 from __future__ import annotations
 
@@ -17,20 +17,40 @@ from torchvision.models import resnet50 as tv_resnet50
 from .classes import CLASSES
 
 
-class Classifier(nn.Module):
-    """`logits = head(mean_hw(trunk(x)))`; `trunk(x)` is the CAM target layer's output."""
+def grid_pool(cells: int) -> nn.Sequential:
+    """(B, K, h, w) -> (B, K * cells * cells): average over a cells x cells grid, then flatten.
+    cells=1 is global average pooling."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(cells), nn.Flatten())
 
-    def __init__(self, trunk: nn.Module, head: nn.Module):
+
+class Classifier(nn.Module):
+    """`logits = head(pool(trunk(x)))`; `trunk(x)` is the CAM target layer's output.
+
+    `pool` has no parameters, so the gradient of a class score with respect to the trunk's
+    output needs only `pool` and `head`: the trunk runs once, without autograd.
+    """
+
+    def __init__(self, trunk: nn.Module, head: nn.Module, pool: nn.Module | None = None):
         super().__init__()
         self.trunk, self.head = trunk, head
+        self.pool = pool if pool is not None else grid_pool(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:       # (B, C, S, S) -> (B, K)
-        return self.head(self.trunk(x).mean(dim=(2, 3)))
+    def classify(self, acts: torch.Tensor) -> torch.Tensor:   # (B, K, h, w) -> (B, classes)
+        return self.head(self.pool(acts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:       # (B, C, S, S) -> (B, classes)
+        return self.classify(self.trunk(x))
 
 
 def build_baseline(num_classes: int = len(CLASSES), in_channels: int = 1,
-                   widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.3) -> Classifier:
-    """The study's small CNN: three convolutional layers, then fully connected layers."""
+                   widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.3,
+                   grid: int = 4) -> Classifier:
+    """The study's small CNN: three convolutional layers, then fully connected layers.
+
+    The fully connected layers see a `grid` x `grid` average of the last conv layer, so they
+    can use where things are (three conv layers alone see too little of the slice for
+    global average pooling to work).
+    """
     c1, c2, c3 = widths
 
     def block(cin: int, cout: int, k: int, stride: int, pool: bool) -> nn.Sequential:
@@ -40,9 +60,9 @@ def build_baseline(num_classes: int = len(CLASSES), in_channels: int = 1,
 
     trunk = nn.Sequential(block(in_channels, c1, 5, 2, True), block(c1, c2, 3, 1, True),
                           block(c2, c3, 3, 1, False))
-    head = nn.Sequential(nn.Linear(c3, 256), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                         nn.Linear(256, num_classes))
-    return Classifier(trunk, head)
+    head = nn.Sequential(nn.Linear(c3 * grid * grid, 256), nn.ReLU(inplace=True),
+                         nn.Dropout(dropout), nn.Linear(256, num_classes))
+    return Classifier(trunk, head, grid_pool(grid))
 
 
 def build_resnet50(num_classes: int = len(CLASSES), in_channels: int = 3,
@@ -81,7 +101,7 @@ class Arch:
 
 ARCHS: dict[str, Arch] = {
     "baseline": Arch("baseline", build_baseline, 1, 160,
-                     "3 conv layers (5x5 s2, 3x3, 3x3; BN, ReLU) + 2 fully connected, from scratch"),
+                     "3 conv layers (5x5 s2, 3x3, 3x3; BN, ReLU) + 2 fully connected on a 4x4 grid, from scratch"),
     "resnet50": Arch("resnet50", build_resnet50, 3, 224,
                      "ResNet-50 (v1 strides) from ImageNet weights, new linear head"),
 }

@@ -83,18 +83,18 @@ class Predictor:
         return acts.float()
 
     def _head(self, acts: torch.Tensor, targets: Sequence[int] | None):
-        """Logits (B, K) and, when `targets` is given, d logit[target] / d acts (B, K, h, w)."""
-        pooled = acts.mean(dim=(2, 3)).detach()
+        """Logits (B, K) and, when `targets` is given, d logit[target] / d acts (B, C, h, w).
+
+        Autograd runs through the parameter-free pool and the small head only.
+        """
         if targets is None:
             with torch.no_grad():
-                return self.model.head(pooled), None
-        pooled.requires_grad_(True)
+                return self.model.classify(acts), None
+        leaf = acts.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = self.model.head(pooled)
+            logits = self.model.classify(leaf)
             chosen = logits[torch.arange(len(targets)), torch.as_tensor(targets)]
-            (grad,) = torch.autograd.grad(chosen.sum(), pooled)
-        h, w = acts.shape[2:]
-        grads = (grad / (h * w))[:, :, None, None].expand_as(acts)
+            (grads,) = torch.autograd.grad(chosen.sum(), leaf)
         return logits.detach(), grads
 
     def _prediction(self, logits: torch.Tensor, pooled: torch.Tensor, index: int) -> Prediction:

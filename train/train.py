@@ -210,17 +210,19 @@ def train_head_epoch(model, feats, labels, cfg, opt, epoch, step, total_steps, w
 
 @torch.no_grad()
 def predict_crops(model: Classifier, crops: np.ndarray, preset: EvalPreset, device,
-                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(logits (N, K), pooled features (N, F)) for head crops already at the eval size."""
+                  batch_size: int = 64, head_input: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, K), features (N, F)) for head crops already at the eval size. Features are
+    the globally averaged target-layer activations (what the OOD detector uses), or with
+    `head_input` the pooled input of the head."""
     model.eval()
     logits, feats = [], []
     for s in range(0, len(crops), batch_size):
         x = torch.stack([preset.from_crop(c) for c in crops[s:s + batch_size]]).to(device)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            pooled = model.trunk(x).float().mean(dim=(2, 3))
-            logits.append(model.head(pooled).float().cpu())
-        feats.append(pooled.cpu())
+            acts = model.trunk(x).float()
+            logits.append(model.classify(acts).float().cpu())
+        feats.append((model.pool(acts) if head_input else acts.mean(dim=(2, 3))).cpu())
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 
@@ -312,8 +314,8 @@ def main(args: argparse.Namespace) -> Path:
         # The trunk is frozen and inputs are not augmented: its pooled features are the same
         # every epoch, so compute them once and train the head on them (same maths, ~epochs x faster).
         log.info("head-only recipe: computing frozen features once")
-        _, train_feats = predict_crops(model, train_crops, eval_preset, device)
-        _, val_feats = predict_crops(model, val_crops, eval_preset, device)
+        _, train_feats = predict_crops(model, train_crops, eval_preset, device, head_input=True)
+        _, val_feats = predict_crops(model, val_crops, eval_preset, device, head_input=True)
     for epoch in range(start_epoch, cfg["epochs"]):
         t = time.time()
         gen.manual_seed(cfg["seed"] * 7919 + epoch * 31 + rank)
