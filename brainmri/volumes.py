@@ -1,0 +1,274 @@
+"""DICOM and NIfTI: medical files holding one or more pictures, read one 2-D picture at a time.
+
+Used by `brainmri.io.load_image`, which decides the kind by content (`sniff`):
+- DICOM: 'DICM' at byte 128, or a raw data set (no preamble) that pydicom parses. Monochrome
+  pixels get RescaleSlope/Intercept, then the file's own WindowCenter/WindowWidth (first pair)
+  or, without one, a robust 1st-99th percentile window; MONOCHROME1 is inverted. Colour
+  (RGB, YBR, PALETTE COLOR) becomes 8-bit RGB. Multi-frame: the middle frame unless `frame`.
+- NIfTI-1/2, `.nii` or `.nii.gz`: reoriented to RAS+, one slice along `axis` (default 2,
+  axial; the middle slice unless `slice_index`), shown as radiology viewers do (superior or
+  anterior at the top, patient's right on the left), 1st-99th percentile window. 4-D volumes
+  (time series, diffusion) are refused: which volume is "the" scan is the user's call.
+Every picture is an 8-bit PIL image; every problem an `ImageLoadError` a user can read.
+"""
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+from PIL import Image
+
+from .io import ImageLoadError, SourceInfo, check_index, check_size
+
+MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz may not unpack to more than this (gzip bomb)
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+AXES = ("sagittal", "coronal", "axial")
+
+
+def sniff(data: bytes) -> str:
+    """'dicom', 'nifti' or 'image' (anything else: Pillow decides, or names what it is)."""
+    if data[128:132] == b"DICM" or (data[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x08")
+                                    and _raw_dicom(data) is not None):
+        return "dicom"
+    if _nifti_version(_nifti_head(data)):
+        return "nifti"
+    return "image"
+
+
+# ----------------------------------------------------------------------------- DICOM
+def _raw_dicom(data: bytes):
+    """A DICOM data set without the 128-byte preamble, or None if it does not parse as one."""
+    import pydicom
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - anything pydicom chokes on is simply "not DICOM"
+        return None
+    return ds if ("SOPClassUID" in ds or "Rows" in ds) else None
+
+
+def _dataset(data: bytes, header_only: bool = False):
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM",
+                             stop_before_pixels=header_only)
+    except Exception as error:  # noqa: BLE001 - pydicom raises many kinds on damaged files
+        raise ImageLoadError(f"the DICOM file is damaged or truncated ({type(error).__name__})") from None
+    if not any(tag in ds for tag in PIXEL_TAGS) and not header_only:
+        raise ImageLoadError("this DICOM file holds no image (no pixel data: e.g. a report, "
+                             "a treatment plan or a structure set)")
+    if "TransferSyntaxUID" not in ds.file_meta:      # raw data set: say how it was encoded
+        implicit = (ds.original_encoding or (True, True))[0]
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    return ds
+
+
+def _frames(ds) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _attr(ds, index: int, sequence: str, name: str):
+    """A per-frame attribute: top level, else the shared, else this frame's functional group."""
+    if name in ds:
+        return ds[name].value
+    for groups, i in (("SharedFunctionalGroupsSequence", 0), ("PerFrameFunctionalGroupsSequence", index)):
+        try:
+            return getattr(getattr(ds, groups)[i], sequence)[0][name].value
+        except (AttributeError, IndexError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _first(value) -> float | None:
+    """A DICOM number or the first of several (WindowCenter may hold one per preset)."""
+    if not isinstance(value, (int, float)):
+        try:
+            value = value[0]
+        except (TypeError, IndexError):
+            return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def window(pixels: np.ndarray, centre: float | None = None, width: float | None = None) -> np.ndarray:
+    """Float pixels -> uint8 through [centre - width/2, centre + width/2], or the 1-99th
+    percentiles of the finite pixels when no window is given."""
+    x = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if centre is not None and width is not None and width > 0:
+        lo, hi = centre - width / 2, centre + width / 2
+    else:
+        lo, hi = np.percentile(x, (1, 99)) if x.size else (0.0, 0.0)
+        if hi <= lo:
+            lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        return np.zeros(x.shape, np.uint8)
+    return (np.clip((x - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
+
+
+def _decode_frame(ds, index: int) -> np.ndarray:
+    try:
+        ds.pixel_array_options(index=index)
+        return ds.pixel_array
+    except (NotImplementedError, RuntimeError) as error:
+        syntax = ds.file_meta.TransferSyntaxUID
+        if "plugin" in str(error).lower() or "decod" in str(error).lower():
+            raise ImageLoadError(f"this DICOM file's pixels are compressed as '{syntax.name}', "
+                                 "which this server cannot decode; export it uncompressed or "
+                                 "as PNG") from None
+        raise ImageLoadError(f"the DICOM pixel data cannot be decoded ({error})") from None
+    except Exception as error:  # noqa: BLE001 - truncated or inconsistent pixel data
+        raise ImageLoadError(f"the DICOM pixel data is damaged or truncated "
+                             f"({type(error).__name__})") from None
+
+
+def read_dicom(data: bytes, frame: int | None, max_pixels: int) -> Image.Image:
+    with warnings.catch_warnings():      # pydicom's notes on padding or VR guesses: not for users
+        warnings.simplefilter("ignore", UserWarning)
+        return _read_dicom(data, frame, max_pixels)
+
+
+def _read_dicom(data: bytes, frame: int | None, max_pixels: int) -> Image.Image:
+    ds = _dataset(data)
+    if not ds.get("Rows") or not ds.get("Columns"):
+        raise ImageLoadError("this DICOM file has pixel data but no image size (Rows/Columns)")
+    check_size(int(ds.Columns), int(ds.Rows), max_pixels)
+    frames = _frames(ds)
+    index = frames // 2 if frame is None else check_index("frame", frame, frames)
+    pixels = _decode_frame(ds, index)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+        pixels = apply_color_lut(pixels, ds)
+    if pixels.ndim == 3:                               # (H, W, 3) RGB after pydicom's conversion
+        bits = 8 * pixels.dtype.itemsize
+        rgb = pixels if pixels.dtype == np.uint8 else (pixels.astype(np.float64) / (2**bits - 1) * 255)
+        return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+    slope = _first(_attr(ds, index, "PixelValueTransformationSequence", "RescaleSlope"))
+    intercept = _first(_attr(ds, index, "PixelValueTransformationSequence", "RescaleIntercept"))
+    values = pixels.astype(np.float32) * (1.0 if slope is None else slope) + (intercept or 0.0)
+    centre = _first(_attr(ds, index, "FrameVOILUTSequence", "WindowCenter"))
+    width = _first(_attr(ds, index, "FrameVOILUTSequence", "WindowWidth"))
+    grey = window(values, centre, width)
+    if photometric == "MONOCHROME1":                   # 0 is white in this interpretation
+        grey = 255 - grey
+    return Image.fromarray(grey, "L")
+
+
+# ----------------------------------------------------------------------------- NIfTI
+def _nifti_head(data: bytes) -> bytes:
+    if data[:2] == b"\x1f\x8b":
+        try:
+            return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, 544)
+        except zlib.error:
+            return b""
+    return data[:544]
+
+
+def _nifti_version(head: bytes) -> int:
+    if len(head) >= 348 and head[344:347] in (b"n+1", b"ni1") and \
+            348 in struct.unpack("<i", head[:4]) + struct.unpack(">i", head[:4]):
+        return 1
+    if len(head) >= 540 and head[4:7] in (b"n+2", b"ni2"):
+        return 2
+    return 0
+
+
+def _unpack(data: bytes, limit: int = MAX_VOLUME_BYTES) -> bytes:
+    if data[:2] != b"\x1f\x8b":
+        return data
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        raw = d.decompress(data, limit + 1)
+    except zlib.error:
+        raise ImageLoadError("the .nii.gz file is damaged (gzip data does not decompress)") from None
+    if len(raw) > limit:
+        raise ImageLoadError(f"the NIfTI volume unpacks to more than {limit / 2**20:.0f} MiB, "
+                             "over the limit")
+    if not d.eof:
+        raise ImageLoadError("the .nii.gz file is truncated")
+    return raw
+
+
+def _header(head: bytes):
+    import nibabel as nib
+    version = _nifti_version(head)
+    if head[344:347] == b"ni1" or head[4:7] == b"ni2":
+        raise ImageLoadError("this is a NIfTI header (.hdr) without its image data; upload a "
+                             "single-file .nii or .nii.gz")
+    try:
+        # The fixed-size header only: extensions, if any, are not needed to read pixels.
+        klass, size = (nib.Nifti1Header, 348) if version == 1 else (nib.Nifti2Header, 540)
+        return klass.from_fileobj(io.BytesIO(head[:size]))
+    except Exception as error:  # noqa: BLE001 - nibabel raises many kinds on damaged headers
+        raise ImageLoadError(f"the NIfTI header is damaged ({type(error).__name__})") from None
+
+
+def _shape3(header) -> tuple[int, int, int]:
+    """The volume's 3-D shape; 2-D images get a third axis of 1, 4-D files are refused."""
+    shape = tuple(int(n) for n in header.get_data_shape())
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) > 3:
+        raise ImageLoadError(
+            f"this NIfTI file is {len(shape)}-D ({'x'.join(map(str, shape))}: "
+            f"{int(np.prod(shape[3:]))} volumes, e.g. a time series); only 3-D volumes can be "
+            "read: save the one volume you want (e.g. with fslroi) and upload that")
+    return shape + (1,) * (3 - len(shape))
+
+
+def _nifti(data: bytes):
+    """(nibabel image, 3-D shape), refusing header-only and 4-D files."""
+    import nibabel as nib
+    raw = _unpack(data)
+    header = _header(raw[:544])
+    shape = _shape3(header)
+    try:
+        image = (nib.Nifti1Image if isinstance(header, nib.Nifti1Header) and not
+                 isinstance(header, nib.Nifti2Header) else nib.Nifti2Image).from_bytes(raw)
+    except Exception as error:  # noqa: BLE001 - nibabel raises many kinds on damaged files
+        raise ImageLoadError(f"the NIfTI file is damaged ({type(error).__name__})") from None
+    return image, shape
+
+
+def read_nifti(data: bytes, axis: int = 2, slice_index: int | None = None,
+               max_pixels: int = 64_000_000) -> Image.Image:
+    import nibabel as nib
+    if axis not in (0, 1, 2):
+        raise ImageLoadError(f"axis must be 0 (sagittal), 1 (coronal) or 2 (axial), not {axis!r}")
+    image, shape = _nifti(data)
+    try:
+        volume = np.asanyarray(image.dataobj).reshape(shape).astype(np.float32)
+        ornt = nib.orientations.io_orientation(image.affine)
+        volume = nib.orientations.apply_orientation(volume, ornt)      # (X, Y, Z) RAS+
+    except Exception as error:  # noqa: BLE001 - truncated data, odd dtype, impossible affine
+        raise ImageLoadError(f"the NIfTI image data is damaged or truncated "
+                             f"({type(error).__name__})") from None
+    count = volume.shape[axis]
+    index = count // 2 if slice_index is None else check_index("slice", slice_index, count)
+    plane = np.take(volume, index, axis=axis)          # (p, q): the two other RAS+ axes
+    plane = plane.T[::-1, ::-1]                        # rows: q high -> low; columns: p high -> low
+    check_size(plane.shape[1], plane.shape[0], max_pixels)
+    return Image.fromarray(window(plane), "L")
+
+
+def describe(kind: str, data: bytes) -> SourceInfo:
+    if kind == "dicom":
+        ds = _dataset(data, header_only=True)
+        frames = _frames(ds)
+        shape = (frames, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+        return SourceInfo("dicom", f"DICOM {ds.get('Modality', '')}".strip(), shape, frames, frames // 2)
+    import nibabel as nib
+    header = _header(_nifti_head(data))
+    shape = _shape3(header)
+    ornt = nib.orientations.io_orientation(header.get_best_affine())
+    shape = tuple(int(shape[int(i)]) for i in np.argsort(ornt[:, 0]))   # voxel -> RAS+ order
+    name = "NIfTI-2" if isinstance(header, nib.Nifti2Header) else "NIfTI-1"
+    return SourceInfo("nifti", name, shape, shape[2], shape[2] // 2)

@@ -1,0 +1,304 @@
+"""brainmri.io / brainmri.volumes: every format, and a clear ImageLoadError for every bad input.
+
+Real medical files come from the sample data shipped inside pydicom and nibabel.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from nibabel.testing import data_path as NIB_DATA
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from brainmri.io import ImageLoadError, describe, load_image, to_grey
+from brainmri.presets import EvalPreset
+from brainmri.volumes import sniff, window, _unpack
+
+from .synthetic import scan
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def dicom_bytes(ds) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def nifti_bytes(volume: np.ndarray, affine=None, version: int = 1, gz: bool = True) -> bytes:
+    cls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
+    raw = cls(volume, np.eye(4) if affine is None else affine).to_bytes()
+    return gzip.compress(raw) if gz else raw
+
+
+def refused(source, match: str, **kwargs) -> None:
+    with pytest.raises(ImageLoadError, match=match):
+        load_image(source, **kwargs)
+
+
+# ----------------------------------------------------------------------------- ordinary images
+GREY = np.asarray(scan(3, size=64))
+
+
+@pytest.mark.parametrize("fmt, mode, lossless", [
+    ("PNG", "L", True), ("PNG", "RGB", True), ("PNG", "RGBA", True), ("PNG", "P", True),
+    ("BMP", "RGB", True), ("TIFF", "L", True), ("TIFF", "CMYK", True), ("WEBP", "RGB", False),
+    ("JPEG", "L", False), ("JPEG", "RGB", False), ("JPEG", "CMYK", False), ("GIF", "L", True)])
+def test_formats_and_modes_decode_to_the_same_grey(fmt, mode, lossless):
+    image = Image.fromarray(GREY, "L").convert(mode)
+    loaded = load_image(encode(image, fmt, **({"lossless": True} if fmt == "WEBP" else {})))
+    grey = to_grey(loaded)
+    assert grey.shape == GREY.shape and grey.dtype == np.uint8
+    error = np.abs(grey.astype(int) - GREY).mean()
+    assert error < (1.5 if lossless else 6), (fmt, mode, error)
+
+
+def test_sixteen_bit_png_is_scaled_to_the_full_range():
+    ramp = np.tile(np.linspace(1000, 60000, 64), (32, 1)).astype(np.uint16)
+    loaded = load_image(encode(Image.fromarray(ramp), "PNG"))
+    grey = to_grey(loaded)
+    assert grey.min() == 0 and grey.max() == 255 and (np.diff(grey[0].astype(int)) >= 0).all()
+
+
+def test_format_is_decided_by_content_not_name(tmp_path):
+    path = tmp_path / "really_a_png.jpg"
+    path.write_bytes(encode(Image.fromarray(GREY), "PNG"))
+    assert np.array_equal(to_grey(load_image(path)), GREY)
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6                                     # stored sideways: rotate 90 degrees
+    loaded = load_image(encode(Image.new("L", (40, 20)), "JPEG", exif=exif))
+    assert loaded.size == (20, 40)
+
+
+def test_multipage_tiff_frame_choice():
+    pages = [Image.new("L", (32, 32), v) for v in (10, 200)]
+    data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    assert describe(data).frames == 2
+    assert to_grey(load_image(data)).mean() == 10
+    assert to_grey(load_image(data, frame=1)).mean() == 200
+    refused(data, "frame 2 is out of range", frame=2)
+
+
+def test_plain_callers_are_unchanged():
+    pil = Image.fromarray(GREY)
+    assert load_image(pil) is pil
+    assert load_image(GREY).size == (64, 64)
+    assert EvalPreset(size=32).prepare(encode(pil, "PNG")).tensor.shape == (3, 32, 32)
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    refused(tmp_path / "empty.jpg", "empty")
+    refused(b"", "empty")
+
+
+def test_missing_file_names_no_directory(tmp_path):
+    with pytest.raises(ImageLoadError) as info:
+        load_image(tmp_path / "nothing.png")
+    assert str(tmp_path) not in str(info.value)
+
+
+def test_truncated_jpeg():
+    data = encode(Image.fromarray(GREY), "JPEG")
+    refused(data[: len(data) // 2], "damaged or truncated")
+
+
+@pytest.mark.parametrize("content, name", [
+    (b"patient notes, not a scan\n" * 10, "a text file"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "a PDF document"),
+    (b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(100), "a ZIP archive"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "SVG"),
+    (bytes(range(256)) * 4, "not a readable image")])
+def test_non_images_renamed_jpg_are_named(tmp_path, content, name):
+    path = tmp_path / "scan.jpg"
+    path.write_bytes(content)
+    refused(path, name)
+
+
+def test_tiny_image():
+    refused(encode(Image.new("L", (1, 1)), "PNG"), "only 1x1 pixels")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG declaring width x height greyscale pixels but carrying a few rows: a bomb's header."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(bytes(width + 1) * 8, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [9_000, 40_000])     # Pillow's warning and its error range
+def test_decompression_bomb_is_refused_before_decoding(side):
+    data = png_header_only(side, side)
+    assert len(data) < 64_000
+    start = time.perf_counter()
+    refused(data, "over the limit of 64,000,000 pixels")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_pixel_cap_is_a_parameter():
+    refused(encode(Image.new("L", (64, 64)), "PNG"), "over the limit of 1,000 pixels", max_pixels=1000)
+
+
+def test_animated_gif_is_refused_still_gif_is_fine():
+    frames = [Image.new("L", (32, 32), v) for v in (0, 120, 240)]
+    animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    refused(animated, "animated GIF \\(3 frames\\)")
+    assert load_image(encode(frames[1], "GIF")).size == (32, 32)
+
+
+def test_file_over_the_size_limit(tmp_path):
+    data = encode(Image.fromarray(GREY), "PNG")
+    (tmp_path / "big.png").write_bytes(data)
+    refused(tmp_path / "big.png", "over the limit", max_bytes=len(data) - 1)
+    refused(data, "over the limit", max_bytes=len(data) - 1)
+
+
+# ----------------------------------------------------------------------------- DICOM
+def test_mr_dicom_uses_its_window():
+    path = get_testdata_file("MR_small.dcm")
+    ds = pydicom.dcmread(path)
+    centre, width = float(ds.WindowCenter), float(ds.WindowWidth)
+    expected = window(ds.pixel_array.astype(np.float32), centre, width)
+    loaded = load_image(path)
+    assert loaded.mode == "L" and np.array_equal(np.asarray(loaded), expected)
+    assert describe(path) == describe(Path(path).read_bytes())
+    assert describe(path).kind == "dicom" and describe(path).shape == (1, 64, 64)
+
+
+def test_ct_dicom_rescales_then_uses_percentiles():
+    path = get_testdata_file("CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    assert "WindowCenter" not in ds
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert np.array_equal(np.asarray(load_image(path)), window(hu))
+    assert np.asarray(EvalPreset(size=32).prepare(path).tensor).shape == (3, 32, 32)
+
+
+def test_dicom_found_by_content_even_without_preamble(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    expected = np.asarray(load_image(get_testdata_file("MR_small.dcm")))
+    ds.preamble = None
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=False)
+    assert buf.getvalue()[128:132] != b"DICM" and sniff(buf.getvalue()) == "dicom"
+    (tmp_path / "scan.jpg").write_bytes(buf.getvalue())
+    assert np.array_equal(np.asarray(load_image(tmp_path / "scan.jpg")), expected)
+
+
+def test_monochrome1_is_inverted():
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    normal = np.asarray(load_image(dicom_bytes(ds)))
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    assert np.array_equal(np.asarray(load_image(dicom_bytes(ds))), 255 - normal)
+
+
+def test_multiframe_dicom_middle_frame_by_default():
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    for name in ("WindowCenter", "WindowWidth"):
+        del ds[name]
+    base = ds.pixel_array.astype(np.uint16)
+    frames = np.stack([np.full_like(base, 100 * (i + 1)) + (base > base.mean()) for i in range(5)])
+    ds.NumberOfFrames, ds.PixelData = 5, frames.tobytes()
+    data = dicom_bytes(ds)
+    info = describe(data)
+    assert (info.frames, info.default, info.shape) == (5, 2, (5, 64, 64))
+    assert np.array_equal(np.asarray(load_image(data)), window(frames[2].astype(np.float32)))
+    assert np.array_equal(np.asarray(load_image(data, frame=4)), window(frames[4].astype(np.float32)))
+    refused(data, "frame 5 is out of range", frame=5)
+
+
+def test_real_multiframe_colour_dicom():
+    path = get_testdata_file("examples_ybr_color.dcm")
+    info = describe(path)
+    assert (info.frames, info.default) == (30, 15)
+    first, last = load_image(path, frame=0), load_image(path, frame=29)
+    assert first.mode == "RGB" and first.size == (320, 240)
+    assert not np.array_equal(np.asarray(first), np.asarray(last))
+
+
+@pytest.mark.parametrize("name", ["rtplan.dcm", "test-SR.dcm", "rtstruct.dcm"])
+def test_dicom_without_pixel_data(name):
+    refused(get_testdata_file(name), "no pixel data")
+
+
+def test_truncated_dicom():
+    refused(get_testdata_file("MR_truncated.dcm"), "damaged or truncated")
+
+
+def test_dicom_compression_without_a_decoder_is_named():
+    from pydicom.pixels import get_decoder
+    ds = pydicom.dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
+    if get_decoder(ds.file_meta.TransferSyntaxUID).is_available:
+        pytest.skip("a JPEG-LS decoder is installed")
+    refused(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"), "JPEG-LS .* cannot decode")
+
+
+# ----------------------------------------------------------------------------- NIfTI
+ANATOMICAL = Path(NIB_DATA) / "anatomical.nii"
+
+
+def test_real_nifti_middle_axial_slice_and_axes():
+    info = describe(ANATOMICAL)
+    assert (info.kind, info.shape, info.frames, info.default) == ("nifti", (33, 41, 25), 25, 12)
+    assert load_image(ANATOMICAL).size == (33, 41)                   # axial: X wide, Y high
+    assert load_image(ANATOMICAL, axis=0).size == (41, 25)           # sagittal: Y wide, Z high
+    assert load_image(ANATOMICAL, axis=1, slice_index=0).size == (33, 25)
+    assert not np.array_equal(np.asarray(load_image(ANATOMICAL, slice_index=5)),
+                              np.asarray(load_image(ANATOMICAL)))
+    refused(ANATOMICAL, "slice 25 is out of range", slice_index=25)
+    refused(ANATOMICAL, "axis must be 0", axis=3)
+
+
+@pytest.mark.parametrize("flip_x", [False, True])
+def test_nifti_slices_are_shown_as_radiology_viewers_do(flip_x):
+    volume = np.zeros((20, 30, 40), np.float32)
+    right = slice(0, 5) if flip_x else slice(15, 20)        # voxels on the patient's right
+    volume[right, 25:, :] = 1.0                             # right and anterior
+    affine = np.diag([-1.0 if flip_x else 1.0, 1, 1, 1])
+    grey = np.asarray(load_image(nifti_bytes(volume, affine)))
+    assert grey.shape == (30, 20)
+    assert grey[:5, :5].min() == 255 and grey[5:, :].max() == 0 and grey[:, 5:].max() == 0
+
+
+def test_nifti2_and_uncompressed_and_2d():
+    volume = np.random.default_rng(0).normal(size=(24, 24, 6)).astype(np.float32)
+    a = load_image(nifti_bytes(volume, version=2))
+    b = load_image(nifti_bytes(volume, gz=False))
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert describe(nifti_bytes(volume, version=2)).format == "NIfTI-2"
+    assert load_image(nifti_bytes(volume[:, :, 0])).size == (24, 24)
+
+
+def test_four_d_nifti_is_refused():
+    refused(Path(NIB_DATA) / "example4d.nii.gz", "4-D \\(128x96x24x2: 2 volumes")
+    single = nifti_bytes(np.ones((20, 20, 4, 1), np.float32))   # a trailing 1 is still 3-D
+    assert load_image(single).size == (20, 20)
+
+
+def test_nifti_header_without_data_truncated_and_bomb():
+    refused(Path(NIB_DATA) / "nifti1.hdr", "header \\(.hdr\\) without its image data")
+    volume = np.random.default_rng(0).normal(size=(32, 32, 8)).astype(np.float32)
+    for gz in (True, False):
+        data = nifti_bytes(volume, gz=gz)
+        refused(data[: len(data) // 2], "truncated")
+    with pytest.raises(ImageLoadError, match="unpacks to more than"):
+        _unpack(gzip.compress(bytes(10_000)), limit=1_000)
