@@ -54,7 +54,9 @@ def save_checkpoint(path: str | Path, model: Classifier, meta: dict[str, Any],
     state = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu()
-        state[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
+        # Only weight matrices and kernels go to float16: batch-norm statistics (running
+        # variances around 1e-5 are float16 subnormals) and biases stay float32.
+        state[k] = (v.half() if half and v.is_floating_point() and v.ndim > 1 else v).contiguous()
     state.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

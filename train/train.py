@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from brainmri.checkpoint import load_checkpoint, save_checkpoint
@@ -66,6 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
     p.add_argument("--name", default=None, help="model name stored in the checkpoint")
+    p.add_argument("--rank-weights", action="store_true",
+                   help="under torchrun, every rank also saves its final weights (to check they agree)")
     return p
 
 
@@ -348,6 +351,9 @@ def main(args: argparse.Namespace) -> Path:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
                     "step": step}, state_path)
     if world > 1:
+        if cfg.get("rank_weights"):
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                      str(out / f"final-rank{rank}.safetensors"))
         dist.barrier()
     if not is_main():
         dist.destroy_process_group()
@@ -355,8 +361,11 @@ def main(args: argparse.Namespace) -> Path:
     if best_state is None:
         best_state = torch.load(out / "best_state.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(best_state)
-    return finalise(model, arch_kwargs, cfg, eval_preset, train_preset, splits, train_s, val_s,
+    path = finalise(model, arch_kwargs, cfg, eval_preset, train_preset, splits, train_s, val_s,
                     val_crops, y_val, train_crops, y_train, history, best, device, out, world)
+    if world > 1:
+        dist.destroy_process_group()
+    return path
 
 
 def finalise(model, arch_kwargs, cfg, eval_preset, train_preset, splits, train_s, val_s, val_crops,
