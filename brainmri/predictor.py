@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from . import cam as cams
+from . import mri_check
 from .checkpoint import load_checkpoint
-from .io import ImageSource
+from .io import ImageSource, load_image
 from .ood import MahalanobisOOD
 from .overlay import blend
 from .presets import EvalPreset, Prepared
@@ -28,8 +29,14 @@ from .presets import EvalPreset, Prepared
 class Prediction:
     label: str                          # the most probable class
     probabilities: dict[str, float]     # calibrated, by class name, summing to 1
-    is_mri: bool                        # False: the input does not look like a brain MRI slice
+    is_mri: bool                        # False: not like a brain MRI slice (features or input check)
     mri_score: float                    # out-of-distribution score; higher = less like training scans
+
+
+@dataclass(frozen=True)
+class Checked(Prepared):
+    """A prepared image plus the input-level check of its decoded picture (before grey)."""
+    input_check: mri_check.InputCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,8 @@ class Predictor:
             (grads,) = torch.autograd.grad(chosen.sum(), leaf)
         return logits.detach(), grads
 
-    def _prediction(self, logits: torch.Tensor, pooled: torch.Tensor, index: int) -> Prediction:
+    def _prediction(self, logits: torch.Tensor, pooled: torch.Tensor, index: int,
+                    prepared: Prepared | None = None) -> Prediction:
         probs = torch.softmax(logits[index].float() / self.temperature, dim=0).cpu().numpy()
         by_class = {c: float(p) for c, p in zip(self.classes, probs)}
         if self.ood is not None:
@@ -105,10 +113,18 @@ class Predictor:
             is_mri = score <= self.ood.threshold
         else:
             score, is_mri = float("nan"), True
+        check = getattr(prepared, "input_check", None)
+        is_mri = is_mri and (check is None or check.ok)
         return Prediction(self.classes[int(probs.argmax())], by_class, bool(is_mri), score)
 
-    def prepare(self, images: Sequence[ImageSource]) -> list[Prepared]:
-        return [self.preset.prepare(img) for img in images]
+    def prepare(self, images: Sequence[ImageSource]) -> list[Checked]:
+        out = []
+        for source in images:
+            image = load_image(source)          # decoded once; the preset gets the same object
+            p = self.preset.prepare(image)
+            out.append(Checked(**{f.name: getattr(p, f.name) for f in fields(p)},
+                               input_check=mri_check.check(image)))
+        return out
 
     def predict_batch(self, images: Sequence[ImageSource] | None = None, *,
                       prepared: Sequence[Prepared] | None = None) -> list[Prediction]:
@@ -116,7 +132,7 @@ class Predictor:
         acts = self.features(torch.stack([p.tensor for p in prepared]))
         logits, _ = self._head(acts, None)
         pooled = acts.mean(dim=(2, 3))
-        return [self._prediction(logits, pooled, i) for i in range(len(prepared))]
+        return [self._prediction(logits, pooled, i, p) for i, p in enumerate(prepared)]
 
     def predict(self, image: ImageSource) -> Prediction:
         return self.predict_batch([image])[0]
@@ -155,7 +171,7 @@ class Predictor:
         out = []
         for i, p in enumerate(prepared):
             heat = to_input_pixels(maps[i], p)
-            out.append(Explanation(self._prediction(logits, pooled, i), method,
+            out.append(Explanation(self._prediction(logits, pooled, i, p), method,
                                    self.classes[targets[i]], heat, blend(p.grey, heat, alpha), p.grey))
         return out
 

@@ -1,0 +1,68 @@
+"""brainmri.mri_check: grey scans pass in every storage mode; colourful pictures do not."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brainmri.io import load_image
+from brainmri.mri_check import MAX_COLOURFULNESS, check, colourfulness
+
+from .synthetic import scan
+
+
+def reencode(image: Image.Image, fmt: str) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, fmt, quality=75) if fmt == "JPEG" else image.save(buf, fmt)
+    return load_image(buf.getvalue())
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_grey_scans_pass_whatever_their_mode(mode, fmt):
+    if fmt == "JPEG" and mode in ("RGBA", "P", "I;16"):
+        pytest.skip("JPEG cannot store this mode")
+    grey = scan(5, size=128)
+    image = grey.convert(mode) if mode != "I;16" else Image.fromarray(np.asarray(grey).astype(np.uint16) * 256)
+    result = check(reencode(image, fmt))
+    assert result.ok and result.colourfulness < 2.0
+
+
+def test_colour_pictures_are_refused():
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    yy, xx = np.mgrid[0:64, 0:64] * 4
+    ramp = Image.fromarray(np.stack([xx, yy, 255 - xx], -1).astype(np.uint8))
+    for image in (noise, ramp):
+        assert not check(image).ok and check(image).score > 1
+
+
+def test_skimage_photos_are_colourful():
+    data = pytest.importorskip("skimage.data")
+    for name in ("chelsea", "astronaut", "coffee"):
+        assert colourfulness(Image.fromarray(getattr(data, name)())) > 2 * MAX_COLOURFULNESS
+
+
+def test_a_tint_is_tolerated_but_a_heatmap_overlay_is_not():
+    grey = np.asarray(scan(2, size=128), np.float32)
+    tinted = np.stack([grey, grey * 0.97, grey * 0.92], -1).astype(np.uint8)     # warm monitor tint
+    assert check(Image.fromarray(tinted)).ok
+    heat = np.zeros_like(grey)
+    heat[30:90, 30:90] = 255
+    overlay = np.stack([0.5 * grey + 0.5 * heat, 0.5 * grey, 0.5 * grey + 0.5 * (255 - heat)], -1)
+    assert not check(Image.fromarray(overlay.astype(np.uint8))).ok
+
+
+def test_predictor_combines_the_input_check_into_is_mri(tiny_checkpoints):
+    from brainmri.predictor import Predictor
+    predictor = Predictor.from_checkpoint(tiny_checkpoints["baseline"], "cpu")
+    assert predictor.ood is None                      # tiny: only the input check can refuse
+    yy, xx = np.mgrid[0:96, 0:96] * 2
+    colour = Image.fromarray(np.stack([xx, yy, 255 - xx], -1).astype(np.uint8))
+    grey_rgb = scan(1, size=96, rgb=True)
+    verdicts = [p.is_mri for p in predictor.predict_batch([grey_rgb, colour])]
+    assert verdicts == [True, False]
+    assert not predictor.explain(colour).prediction.is_mri
+    assert predictor.prepare([colour])[0].input_check.score > 1
