@@ -1,0 +1,1 @@
+"""Speed measurements of brainmri (not tests): `python -m benchmarks --help`."""

@@ -1,0 +1,94 @@
+"""Benchmarks (not tests): how fast brainmri answers, against the bare forward-pass floor.
+
+    python -m benchmarks --checkpoints checkpoints --images ../shared/data/brain-tumor-mri/Testing \\
+        --repeats 20 --out docs/benchmarks-latest.md
+
+Prints a markdown table: machine, date, versions, then per device (the CPU, and CUDA when
+present) the ResNet-50 floor, click-to-result, the usual pytorch-grad-cam way, Compare, the
+batched floor against the batch CLI, the request Batcher under concurrent clients, and the
+start-up time. Every figure is a median over repeats. Without checkpoints, randomly
+initialised networks of the same shape stand in (same cost, meaningless predictions).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from brainmri.predictor import Predictor
+
+from . import startup
+from .cases import Row, device_rows
+from .context import checkpoints, scan_files
+from .timing import machine
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoints", default="checkpoints",
+                        help="folder with baseline/resnet50.safetensors (random stand-ins if absent)")
+    parser.add_argument("--images", default=None, help="folder of scans; synthetic if not given")
+    parser.add_argument("--count", type=int, default=32, help="how many scans to use")
+    parser.add_argument("--repeats", type=int, default=20, help="repeats per measurement")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients for the Batcher")
+    parser.add_argument("--devices", default="auto", help="cpu, cuda, or auto (cpu, plus cuda if present)")
+    parser.add_argument("--out", default=None, help="also write the markdown here")
+    return parser
+
+
+def table(rows: list[Row]) -> list[str]:
+    lines = ["| measurement | median ms | comparison | target | met |", "|---|---:|---|---|---|"]
+    for r in rows:
+        ms = "" if r.ms is None else f"{r.ms:.1f}"
+        met = {True: "yes", False: "**no**", None: ""}[r.ok]
+        lines.append(f"| {r.what} | {ms} | {r.vs} | {r.target} | {met} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = get_args_parser().parse_args(argv)
+    devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+               if args.devices == "auto" else args.devices.split(","))
+    info = machine()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        ckpts = checkpoints(args.checkpoints, scratch)
+        files, source = scan_files(args.images, args.count)
+        folder = scratch / "scans"
+        folder.mkdir()
+        for i, data in enumerate(files):
+            (folder / f"{i:03d}.img").write_bytes(data)
+        lines = ["# brainmri benchmarks", "",
+                 f"- date: {info['date']}", f"- CPU: {info['cpu']}", f"- GPU: {info['gpu']}",
+                 f"- python {info['python']}, torch {info['torch']}, torchvision "
+                 f"{info['torchvision']}, grad-cam {info['grad-cam']}",
+                 "- checkpoints: " + ", ".join(
+                     f"{a} {'random stand-in' if c.random else c.path}" for a, c in ckpts.items()),
+                 f"- images: {source}; repeats: {args.repeats} (medians)"]
+        for device in devices:
+            ps = {a: Predictor.from_checkpoint(c.path, device) for a, c in ckpts.items()}
+            size = ps["resnet50"].preset.size
+            lines += ["", f"## {device} ({info['gpu'] if device.startswith('cuda') else 'CPU'}),"
+                          f" ResNet-50 at {size} px", ""]
+            rows = device_rows(ps, files, folder, args.repeats, args.clients)
+            phases, wall = startup.measure([c.path for c in ckpts.values()], device,
+                                           max(1, min(3, args.repeats // 5)))
+            rows.append(Row("Start-up: import brainmri + torch", phases["import"]))
+            rows.append(Row("Start-up: load both checkpoints", phases["load"]))
+            rows.append(Row("Start-up: warm-up (one explain per model)", phases["warmup"],
+                            f"whole process {wall / 1000:.1f} s"))
+            lines += table(rows)
+            del ps
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

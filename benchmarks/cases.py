@@ -1,0 +1,152 @@
+"""The measurements. Each returns table rows; every figure is a median over repeats."""
+from __future__ import annotations
+
+import copy
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from brainmri.batch import classify_files, find_images, write_csv
+from brainmri.batching import Batcher
+from brainmri.io import load_image
+from brainmri.models import target_layer
+from brainmri.overlay import blend
+from brainmri.predictor import Predictor, to_input_pixels
+
+from .timing import median, percentile, times_ms
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str
+    ms: float | None          # median milliseconds (per image where it says so)
+    vs: str = ""              # a ratio, throughput or note
+    target: str = ""
+    ok: bool | None = None
+
+
+def floor(p: Predictor, batch_size: int, repeats: int) -> float:
+    """Bare channels_last forward (trunk, pool, head) of a prepared batch: ms per image."""
+    x = torch.randn(batch_size, p.preset.channels, p.preset.size, p.preset.size)
+    x = x.to(p.device).contiguous(memory_format=torch.channels_last)
+
+    def run(_):
+        with torch.no_grad(), p._autocast():
+            p.model(x)
+    return median(times_ms(run, repeats, 2, p.device)) / batch_size
+
+
+def click(p: Predictor, files: Sequence[bytes], repeats: int) -> float:
+    """File bytes -> decode, preprocess, prediction, Grad-CAM heatmap, overlay."""
+    return median(times_ms(lambda i: p.explain(files[i % len(files)], "gradcam"), repeats, 2,
+                           p.device))
+
+
+def usual(p: Predictor, files: Sequence[bytes], repeats: int) -> float:
+    """The tutorial way: NCHW model, a forward for the prediction, then a GradCAM object built
+    per call (hooks, its own forward, full backward). Same preprocessing and overlay."""
+    model = copy.deepcopy(p.model).to(memory_format=torch.contiguous_format)
+    layer = target_layer(model)
+
+    def run(i):
+        prepared = p.preset.prepare(files[i % len(files)])
+        x = prepared.tensor[None].to(p.device)
+        with torch.no_grad():
+            probs = torch.softmax(model(x), dim=1)
+        label = int(probs.argmax())
+        with GradCAM(model=model, target_layers=[layer]) as cam:
+            heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(label)])[0]
+        blend(prepared.grey, to_input_pixels(heat, prepared))
+    return median(times_ms(run, repeats, 1, p.device))
+
+
+def compare(ps: dict[str, Predictor], files: Sequence[bytes], repeats: int) -> float:
+    """What the app's Compare does: decode once, each model predicts and explains."""
+    def run(i):
+        image = load_image(files[i % len(files)])
+        for p in ps.values():
+            p.explain(image, "gradcam")
+    return median(times_ms(run, repeats, 2, next(iter(ps.values())).device))
+
+
+def cli(p: Predictor, folder: Path, cams: bool, repeats: int) -> float:
+    """The batch CLI's pipeline over a folder (CSV, and overlays when `cams`): ms per image."""
+    items = find_images([folder])
+
+    def run(_):
+        with tempfile.TemporaryDirectory() as out:
+            rows = classify_files(p, items, 16, Path(out) / "cams" if cams else None)
+            for _ in write_csv(Path(out) / "r.csv", rows, p.classes):
+                pass
+    return median(times_ms(run, repeats, 0, p.device)) / len(items)
+
+
+def batcher(p: Predictor, files: Sequence[bytes], clients: int, per_client: int
+            ) -> tuple[float, float, list[float]]:
+    """(one-at-a-time ms per request, batched ms per request, batched latencies in ms)."""
+    n = clients * per_client
+    sequential = sum(times_ms(lambda i: p.explain(files[i % len(files)]), n, 2, p.device)) / n
+    latencies: list[float] = []
+    lock = threading.Lock()
+    with Batcher(p, max_batch=clients, max_wait_ms=5) as engine:
+        engine.explain(files[0])                       # warm
+        start = threading.Barrier(clients + 1)
+
+        def client(c):
+            start.wait()
+            for k in range(per_client):
+                t = time.perf_counter()
+                engine.explain(files[(c * per_client + k) % len(files)])
+                with lock:
+                    latencies.append(1000 * (time.perf_counter() - t))
+
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+        for t in threads:
+            t.start()
+        start.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        wall = 1000 * (time.perf_counter() - t0)
+    return sequential, wall / n, latencies
+
+
+def device_rows(ps: dict[str, Predictor], files: Sequence[bytes], folder: Path,
+                repeats: int, clients: int = 8) -> list[Row]:
+    """Every per-device measurement, as rows of the table."""
+    r50 = ps["resnet50"]
+    few = max(3, repeats // 4)
+    rows = []
+    f1 = floor(r50, 1, repeats)
+    rows.append(Row("ResNet-50 forward, batch 1, channels_last (the floor)", f1))
+    c = click(r50, files, repeats)
+    rows.append(Row("Click to result: `Predictor.explain` (decode, preprocess, prediction, "
+                    "Grad-CAM, overlay)", c, f"{c / f1:.2f}x floor", "<= 1.15x floor", c / f1 <= 1.15))
+    u = usual(r50, files, few)
+    rows.append(Row("The usual way: `GradCAM` built per call, NCHW, separate forward", u,
+                    f"{u / c:.1f}x slower than click", ">= 10x", u / c >= 10))
+    cm = compare(ps, files, repeats)
+    rows.append(Row("Compare: both models on one image", cm, f"{cm / f1:.2f}x floor",
+                    "<= 1.3x floor", cm / f1 <= 1.3))
+    f16 = floor(r50, 16, few)
+    rows.append(Row("ResNet-50 forward, batch 16, channels_last, per image (batched floor)", f16,
+                    f"{1000 / f16:.1f} img/s"))
+    for cams, label in ((False, "CSV only (`predict_batch`)"), (True, "CSV + overlay PNGs "
+                                                                      "(`explain_batch`)")):
+        t = cli(r50, folder, cams, max(1, repeats // 10))
+        rows.append(Row(f"Batch CLI, batch 16, {label}, per image", t,
+                        f"{f16 / t:.2f}x batched floor throughput", ">= 0.8x", f16 / t >= 0.8))
+    seq, batched, lat = batcher(r50, files, clients, max(2, repeats // 8))
+    rows.append(Row("Server one request at a time (`Predictor.explain`), per request", seq,
+                    f"{1000 / seq:.1f} req/s"))
+    rows.append(Row(f"Server with `Batcher`, {clients} concurrent clients, per request", batched,
+                    f"{seq / batched:.2f}x throughput; latency p50 {percentile(lat, 50):.0f} ms,"
+                    f" p95 {percentile(lat, 95):.0f} ms", ">= 1.5x", seq / batched >= 1.5))
+    return rows

@@ -1,0 +1,60 @@
+"""What the benchmarks run on: the two checkpoints (or random stand-ins) and scan files."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from brainmri.checkpoint import save_checkpoint
+from brainmri.classes import CLASSES
+from brainmri.data import _files
+from brainmri.models import ARCHS, build_model
+from brainmri.presets import EvalPreset
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    random: bool          # a randomly initialised stand-in: same network, same cost
+
+
+def checkpoints(folder: str | Path | None, scratch: Path) -> dict[str, Checkpoint]:
+    """`<folder>/{baseline,resnet50}.safetensors`, or random ones at each arch's default size."""
+    out = {}
+    for arch in ("baseline", "resnet50"):
+        path = Path(folder) / f"{arch}.safetensors" if folder else None
+        if path is not None and path.is_file():
+            out[arch] = Checkpoint(path, False)
+            continue
+        spec = ARCHS[arch]
+        preset = EvalPreset(size=spec.size, channels=spec.in_channels,
+                            mean=EvalPreset().mean[: spec.in_channels],
+                            std=EvalPreset().std[: spec.in_channels])
+        meta = {"arch": arch, "arch_kwargs": {}, "classes": list(CLASSES),
+                "preset": preset.to_dict(), "name": f"random-{arch}", "recipe": "benchmark"}
+        out[arch] = Checkpoint(save_checkpoint(scratch / f"{arch}.safetensors",
+                                               build_model(arch), meta), True)
+    return out
+
+
+def synthetic_scans(count: int) -> list[bytes]:
+    """JPEG files of 512x512 synthetic scans (the Kaggle set's most common size)."""
+    from tests.synthetic import scan
+    out = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        scan(i, size=512).save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def scan_files(folder: str | Path | None, count: int) -> tuple[list[bytes], str]:
+    """`count` files spread evenly over the sorted files under `folder` (or synthetic ones)."""
+    if not folder:
+        return synthetic_scans(count), f"{count} synthetic 512x512 JPEG scans"
+    files = list(_files(Path(folder)))
+    if not files:
+        raise FileNotFoundError(f"no files under {folder}")
+    step = max(1, len(files) // count)
+    chosen = files[::step][:count]
+    return [f.read_bytes() for f in chosen], f"{len(chosen)} files from {folder}"

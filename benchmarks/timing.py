@@ -1,0 +1,65 @@
+"""Timing helpers and a description of the machine the figures come from."""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def times_ms(fn: Callable[[int], object], repeats: int, warmup: int = 1,
+             device: torch.device | str = "cpu") -> list[float]:
+    """Wall-clock milliseconds of `fn(i)` for i in range(repeats), after `warmup` calls."""
+    for i in range(warmup):
+        fn(i)
+    sync(device)
+    out = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn(i)
+        sync(device)
+        out.append(1000 * (time.perf_counter() - start))
+    return out
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), linear interpolation between order statistics."""
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, str]:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu": f"{cpu_model()}, {os.cpu_count()} logical cores, "
+                   f"torch uses {torch.get_num_threads()} threads",
+            "gpu": gpu, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": importlib.metadata.version("torchvision"),
+            "grad-cam": importlib.metadata.version("grad-cam")}

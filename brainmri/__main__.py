@@ -1,0 +1,109 @@
+"""Command line: classify many scans into a CSV, optionally with heatmap overlays.
+
+    python -m brainmri classify scans/ one.jpg --model resnet50 --out results.csv --cams cams/
+
+`--model` is a name (`checkpoints/<name>.safetensors` under --checkpoints) or a path to a
+.safetensors file. Folders are searched recursively. Every input gives one CSV row; a file
+that cannot be read gets a row with its `error` and the run goes on. The resolved arguments
+and a summary are saved next to the CSV (`<out>.json`). Research and education only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .batch import classify_files, find_images, write_csv
+from .cam import METHODS, canonical_method
+from .checkpoint import CheckpointError
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m brainmri", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    c = commands.add_parser("classify", help="classify image files and folders into a CSV",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (recursive)")
+    c.add_argument("--model", default="resnet50",
+                   help="baseline | resnet50 (from --checkpoints) or a .safetensors path")
+    c.add_argument("--checkpoints", default="checkpoints", help="folder of <name>.safetensors")
+    c.add_argument("--out", default="results.csv", help="CSV to write")
+    c.add_argument("--cams", default=None, metavar="DIR",
+                   help="also write heatmap overlays (RGB PNG) into this folder")
+    c.add_argument("--method", default=None,
+                   help=f"CAM method for --cams ({', '.join(METHODS)}); default: the checkpoint's")
+    c.add_argument("--alpha", type=float, default=0.45, help="overlay opacity, 0..1")
+    c.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    c.add_argument("--workers", type=int, default=2, help="threads decoding images and writing PNGs")
+    c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; default: cuda if present")
+    c.add_argument("--threads", type=int, default=None, help="torch CPU threads; default: torch's")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def resolve_model(model: str, checkpoints: str | Path) -> Path:
+    if model.endswith(".safetensors") or "/" in model or "\\" in model:
+        path = Path(model)
+    else:
+        path = Path(checkpoints) / f"{model}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .predictor import Predictor
+
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"--alpha must be in 0..1, got {args.alpha}")
+    try:
+        method = canonical_method(args.method) if args.method else None
+        checkpoint = resolve_model(args.model, args.checkpoints)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        predictor = Predictor.from_checkpoint(checkpoint, args.device)
+    except CheckpointError as error:
+        parser.error(str(error))
+    items = find_images(args.paths)
+    if not items:
+        parser.error("no files found in " + ", ".join(args.paths))
+
+    start, errors = time.perf_counter(), 0
+    rows = classify_files(predictor, items, args.batch_size, args.cams, method, args.alpha,
+                          args.workers)
+    with tqdm(total=len(items), unit="img", disable=args.no_progress, file=sys.stderr) as bar:
+        for row in write_csv(args.out, rows, predictor.classes):
+            errors += bool(row.error)
+            bar.update()
+    seconds = time.perf_counter() - start
+    summary = {"images": len(items), "errors": errors, "seconds": round(seconds, 3),
+               "images_per_second": round(len(items) / seconds, 2),
+               "checkpoint": str(checkpoint), "model": predictor.name,
+               "method": (method or predictor.default_method) if args.cams else None,
+               "device": str(predictor.device), "torch_threads": torch.get_num_threads()}
+    Path(args.out).with_suffix(".json").write_text(
+        json.dumps({"args": vars(args), "summary": summary}, indent=2, default=str) + "\n")
+    print(f"{len(items)} files, {errors} errors, {summary['images_per_second']} img/s "
+          f"-> {args.out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    return classify(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

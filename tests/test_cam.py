@@ -1,0 +1,122 @@
+"""brainmri.cam: the single-pass maps are pytorch-grad-cam's maps, hook-free and trunk-backward-free."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from brainmri import cam as cams
+from brainmri.models import target_layer
+from brainmri.predictor import Predictor
+
+from .synthetic import scan
+
+ARCHS = ("baseline", "resnet50")
+GRADIENT_METHODS = tuple(m for m in cams.FAST_METHODS if m != "eigencam")   # eigencam ignores the target
+HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+@pytest.fixture(scope="module")
+def predictors(tiny_checkpoints) -> dict[str, Predictor]:
+    return {arch: Predictor.from_checkpoint(path, device="cpu")
+            for arch, path in tiny_checkpoints.items()}
+
+
+@pytest.fixture(scope="module")
+def batch(predictors) -> dict[str, torch.Tensor]:
+    """Two prepared scans per architecture, (2, C, S, S) in the default (NCHW) layout."""
+    return {arch: torch.stack([p.preset(scan(i)) for i in (1, 2)]) for arch, p in predictors.items()}
+
+
+def library_cam(model: torch.nn.Module, method: str, batch: torch.Tensor, targets) -> np.ndarray:
+    """pytorch-grad-cam built the usual way: its own hooks, forward and full backward."""
+    with cams.METHODS[method](model=model, target_layers=[target_layer(model)]) as engine:
+        maps = engine(input_tensor=batch, targets=[ClassifierOutputTarget(t) for t in targets])
+    model.zero_grad(set_to_none=True)
+    return maps
+
+
+def hooks_on(model: torch.nn.Module) -> list[str]:
+    return [f"{name or 'model'}.{attr}" for name, module in model.named_modules()
+            for attr in HOOK_DICTS if getattr(module, attr)]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method", cams.FAST_METHODS)
+def test_fast_path_equals_the_library(predictors, batch, arch, method):
+    """Head-only gradient + our activations -> the library's own heatmap, per image and target."""
+    predictor, x = predictors[arch], batch[arch]
+    targets = [0, 2]                        # a different class per image in one batch
+    acts = predictor.features(x)
+    _, grads = predictor._head(acts, targets)
+    fast = cams.cam_from_activations(method, acts, grads, x.shape[-2:])
+    reference = library_cam(predictor.model, method, x, targets)
+    assert fast.shape == reference.shape == (2, *x.shape[-2:])
+    assert fast.dtype == np.float32
+    assert np.abs(fast - reference).max() < 1e-4
+    assert fast.max() > 0.5                 # a real map, not two blank ones agreeing
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_fast_methods_never_back_propagate_through_the_trunk(predictors, arch, method):
+    predictor = predictors[arch]
+    model = predictor.model
+    model.zero_grad(set_to_none=True)
+    grad_enabled: list[bool] = []
+    handle = model.trunk.register_forward_hook(lambda *_: grad_enabled.append(torch.is_grad_enabled()))
+    try:
+        predictor.explain(scan(3), method=method, target="glioma")
+    finally:
+        handle.remove()
+    assert grad_enabled == [False]          # the trunk ran once, without autograd
+    assert all(p.grad is None for p in model.trunk.parameters())
+
+
+def test_the_trunk_check_would_see_a_library_backward(predictors, batch):
+    """Guards the test above: the usual path does leave gradients on trunk parameters."""
+    model = predictors["baseline"].model
+    model.zero_grad(set_to_none=True)
+    with cams.METHODS["gradcam"](model=model, target_layers=[target_layer(model)]) as engine:
+        engine(input_tensor=batch["baseline"], targets=[ClassifierOutputTarget(0)] * 2)
+    assert any(p.grad is not None for p in model.trunk.parameters())
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_no_hooks_remain_after_explain(predictors, arch):
+    predictor = predictors[arch]
+    assert hooks_on(predictor.model) == []
+    # Score-CAM (the library's hooked path) costs one forward per channel: only the small CNN.
+    methods = ("gradcam", "eigencam") + (("scorecam",) if arch == "baseline" else ())
+    for method in methods:
+        predictor.explain(scan(4), method=method)
+        assert hooks_on(predictor.model) == [], method
+    global_hooks = [d for d in ("_global_forward_hooks", "_global_forward_pre_hooks",
+                                "_global_backward_hooks", "_global_backward_pre_hooks")
+                    if getattr(torch.nn.modules.module, d, None)]
+    assert global_hooks == []
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_non_predicted_target_gives_a_different_map(predictors, arch, method):
+    predictor = predictors[arch]
+    image = scan(5)
+    own = predictor.explain(image, method=method)
+    other = next(c for c in predictor.classes if c != own.prediction.label)
+    theirs = predictor.explain(image, method=method, target=other)
+    assert own.target == own.prediction.label and theirs.target == other
+    assert theirs.prediction.probabilities == own.prediction.probabilities   # same answer
+    assert np.abs(theirs.heatmap - own.heatmap).max() > 0.05
+
+
+def test_score_cam_still_runs_through_the_library(predictors):
+    predictor = predictors["baseline"]      # one forward per channel: 32 here, 2048 in ResNet-50
+    image = np.asarray(scan(6, size=96))
+    e = predictor.explain(image, method="Score-CAM", target="notumor")
+    assert e.method == "scorecam" and e.target == "notumor"
+    assert e.heatmap.shape == image.shape and e.heatmap.dtype == np.float32
+    assert 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0 and e.heatmap.max() > 0
+    assert hooks_on(predictor.model) == []

@@ -1,0 +1,107 @@
+"""python -m brainmri classify: a CSV row per file, bad files as rows, overlays as PNG."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brainmri.__main__ import main
+from brainmri.batch import find_images
+from brainmri.classes import CLASSES
+from brainmri.predictor import Predictor
+
+from .synthetic import scan
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    """scans/: 5 readable images (PNG, JPEG, RGB, nested, odd sizes), a corrupt one, a note."""
+    root = tmp_path_factory.mktemp("data") / "scans"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    scan(0, size=128).save(root / "a.png")
+    scan(1, size=96, rgb=True).save(root / "b.jpg", quality=95)
+    scan(2, size=150).save(root / "sub" / "c.png")
+    scan(3, size=100).save(root / "sub" / "deeper" / "d.jpeg")
+    Image.fromarray(np.pad(np.asarray(scan(4, size=90)), ((0, 0), (20, 0)))).save(root / "e.png")
+    (root / "sub" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (root / "notes.txt").write_text("not an image, skipped")
+    return root
+
+
+def read_rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_find_images_recurses_sorted_and_keeps_missing_paths(scans):
+    items = find_images([scans, scans / "a.png", scans / "missing.png"])
+    names = [str(i.name) for i in items]
+    assert names == ["scans/a.png", "scans/b.jpg", "scans/e.png", "scans/sub/c.png",
+                     "scans/sub/corrupt.jpg", "scans/sub/deeper/d.jpeg", "a.png", "missing.png"]
+
+
+def test_classify_folder_writes_one_row_per_file_and_overlays(scans, tiny_checkpoints, tmp_path):
+    out, cams = tmp_path / "out" / "results.csv", tmp_path / "cams"
+    code = main(["classify", str(scans), str(scans / "missing.png"), "--model",
+                 str(tiny_checkpoints["baseline"]), "--out", str(out), "--cams", str(cams),
+                 "--batch-size", "2", "--method", "Grad-CAM++", "--no-progress"])
+    assert code == 0
+    rows = read_rows(out)
+    assert list(rows[0]) == ["path", "label", *(f"p_{c}" for c in CLASSES), "is_mri",
+                             "mri_score", "cam", "error"]
+    by_name = {r["path"].split("/")[-1]: r for r in rows}
+    assert len(rows) == 7 and set(by_name) == {"a.png", "b.jpg", "e.png", "c.png", "corrupt.jpg",
+                                               "d.jpeg", "missing.png"}
+    bad = {n for n, r in by_name.items() if r["error"]}
+    assert bad == {"corrupt.jpg", "missing.png"}
+    assert "damaged or truncated" in by_name["corrupt.jpg"]["error"] \
+        or "not a readable image" in by_name["corrupt.jpg"]["error"]
+    assert "no such file" in by_name["missing.png"]["error"]
+    assert by_name["corrupt.jpg"]["label"] == "" and by_name["corrupt.jpg"]["cam"] == ""
+
+    predictor = Predictor.from_checkpoint(tiny_checkpoints["baseline"], device="cpu")
+    for name, row in by_name.items():
+        if name in bad:
+            continue
+        expected = predictor.predict(row["path"])
+        assert row["label"] == expected.label and row["is_mri"] in ("true", "false")
+        probs = [float(row[f"p_{c}"]) for c in CLASSES]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+        assert probs == pytest.approx([expected.probabilities[c] for c in CLASSES], abs=1e-5)
+        overlay = Image.open(row["cam"])
+        assert overlay.mode == "RGB" and overlay.size == Image.open(row["path"]).size
+    assert (cams / "scans" / "sub" / "deeper" / "d.png").is_file()     # the folder's layout kept
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["args"]["batch_size"] == 2 and saved["summary"]["images"] == 7
+    assert saved["summary"]["errors"] == 2 and saved["summary"]["method"] == "gradcam++"
+
+
+def test_model_by_name_without_cams_uses_predict_only(scans, tiny_checkpoints, tmp_path):
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    shutil.copy(tiny_checkpoints["resnet50"], folder / "resnet50.safetensors")
+    out = tmp_path / "r.csv"
+    code = main(["classify", str(scans / "a.png"), str(scans / "sub" / "corrupt.jpg"),
+                 "--model", "resnet50", "--checkpoints", str(folder), "--out", str(out),
+                 "--no-progress"])
+    rows = read_rows(out)
+    assert code == 0 and [bool(r["error"]) for r in rows] == [False, True]
+    assert rows[0]["cam"] == "" and rows[0]["label"] in CLASSES
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "densenet"], "checkpoint not found"),
+    (["--method", "deeplift"], "unknown CAM method 'deeplift'"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_bad_arguments_exit_with_a_message(scans, tiny_checkpoints, tmp_path, capsys, extra, message):
+    args = ["classify", str(scans), "--checkpoints", str(tmp_path), "--out", str(tmp_path / "x.csv"),
+            "--model", str(tiny_checkpoints["baseline"])]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + extra)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
