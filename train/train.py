@@ -249,11 +249,11 @@ def main(args: argparse.Namespace) -> Path:
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
-    rank, world = setup_distributed(device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    # Processes are forked to decode images below; start the process group only afterwards
+    # (forking after gloo starts its threads leaves ranks hanging at exit).
+    rank = int(os.environ.get("RANK", 0))
     out = Path(cfg["out"])
-    if is_main():
+    if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps(cfg, indent=2))
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
@@ -281,6 +281,9 @@ def main(args: argparse.Namespace) -> Path:
     val_crops = load_crops([s.path for s in val_s], eval_preset, cfg["size"], cfg["workers"],
                            cache / f"crops-{fingerprint(val_s)['sha256']}-{cfg['size']}.npy")
     log.info("decoded and cropped in %.0f s", time.time() - t0)
+    rank, world = setup_distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     y_train = np.array([s.label for s in train_s], np.int64)
     y_val = np.array([s.label for s in val_s], np.int64)
 
@@ -350,20 +353,18 @@ def main(args: argparse.Namespace) -> Path:
         (out / "best.json").write_text(json.dumps(best))
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
                     "step": step}, state_path)
+    if world > 1 and cfg.get("rank_weights"):
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                  str(out / f"final-rank{rank}.safetensors"))
+    path = out / "model.safetensors"
+    if is_main():
+        if best_state is None:
+            best_state = torch.load(out / "best_state.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(best_state)
+        path = finalise(model, arch_kwargs, cfg, eval_preset, train_preset, splits, train_s, val_s,
+                        val_crops, y_val, train_crops, y_train, history, best, device, out, world)
     if world > 1:
-        if cfg.get("rank_weights"):
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                      str(out / f"final-rank{rank}.safetensors"))
-        dist.barrier()
-    if not is_main():
-        dist.destroy_process_group()
-        return out / "model.safetensors"
-    if best_state is None:
-        best_state = torch.load(out / "best_state.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(best_state)
-    path = finalise(model, arch_kwargs, cfg, eval_preset, train_preset, splits, train_s, val_s,
-                    val_crops, y_val, train_crops, y_train, history, best, device, out, world)
-    if world > 1:
+        dist.barrier()                # the other ranks wait here while rank 0 writes the checkpoint
         dist.destroy_process_group()
     return path
 
