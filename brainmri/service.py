@@ -1,0 +1,272 @@
+"""What the app does, as plain functions on numpy data: no gradio, no plotting.
+
+    from brainmri.service import Service
+    svc = Service.from_folder("checkpoints")
+    r = svc.classify("scan.jpg", model="resnet50", method="gradcam")
+    r.label, r.probabilities, r.overlay.shape          # 'glioma', {...}, (H, W, 3)
+    svc.reblend(r.grey, r.heatmap, alpha=0.7)          # new overlay, no model call
+
+`app.py` wires these to components. Each model is reached through an *engine*: anything with
+`explain(image, method, target, alpha)` (and `classes`, `meta`, `default_method`), which a
+`Predictor` is; a request batcher with the same methods can replace it without touching this.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+
+from .cam import FAST_METHODS, LABELS, canonical_method
+from .checkpoint import INTENDED_USE
+from .io import ImageSource, load_image
+from .overlay import blend, colourise
+from .protocols import DESCRIPTIONS
+
+MODEL_NAMES = ("baseline", "resnet50")                 # checkpoints/<name>.safetensors
+MODEL_LABELS = {"baseline": "Baseline CNN", "resnet50": "ResNet-50"}
+CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour",
+                "pituitary": "Pituitary tumour"}
+PREDICTED = "predicted"                                # target choice: explain the predicted class
+NOT_MRI = "This does not look like a brain MRI slice"
+COLOURS = colourise(np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :])[0]   # (256, 3) uint8
+
+
+class Engine(Protocol):
+    classes: tuple[str, ...]
+    meta: dict
+    default_method: str
+
+    def explain(self, image: ImageSource, method: str | None = None,
+                target: str | int | None = None, alpha: float = 0.45): ...
+
+
+@dataclass(frozen=True)
+class Result:
+    """One model's answer for one image, ready to display."""
+    model: str                       # key in MODEL_NAMES
+    label: str                       # predicted class name
+    probabilities: dict[str, float]  # by class name, sums to 1
+    is_mri: bool
+    mri_score: float
+    method: str                      # canonical CAM method key
+    target: str                      # class the heatmap explains
+    heatmap: np.ndarray              # (H, W) float32 in [0, 1], input pixels
+    grey: np.ndarray                 # (H, W) uint8, the scan as luminance
+    overlay: np.ndarray              # (H, W, 3) uint8 RGB
+    time_ms: float                   # model time (prediction + explanation)
+    headline: str                    # markdown: the finding, or the not-an-MRI notice
+
+    @property
+    def heatmap_rgb(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, the heatmap in the overlay's colours (see `COLOURS`)."""
+        return colourise(self.heatmap)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    results: dict[str, Result]       # by model key, in MODEL_NAMES order
+    agree: bool | None               # None when fewer than two models are loaded
+    summary: str                     # markdown, one line
+
+
+def class_label(name: str) -> str:
+    return CLASS_LABELS.get(name, name)
+
+
+def headline(result_label: str, probs: Mapping[str, float], is_mri: bool, model: str,
+             method: str, target: str, time_ms: float) -> str:
+    """Markdown stating the finding, or plainly that the input is not a brain MRI slice."""
+    what = f"{MODEL_LABELS.get(model, model)} · {LABELS.get(method, method)} for *{class_label(target)}*"
+    if not is_mri:
+        return (f"### ⚠ {NOT_MRI}\n"
+                "The models were trained on axial brain MRI slices only, so no tumour class is "
+                "reported. The probabilities below are greyed out: they are not a finding.\n\n"
+                f"<small>{what} · {time_ms:.0f} ms</small>")
+    ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+    text = f"### {class_label(result_label)} — {100 * ranked[0][1]:.1f} %\n"
+    if len(ranked) > 1 and ranked[0][1] < 0.6:
+        text += (f"Low confidence: the model hesitates between {class_label(ranked[0][0])} and "
+                 f"{class_label(ranked[1][0])}.\n")
+    return text + f"\n<small>{what} · {time_ms:.0f} ms · research and education only, not a diagnosis</small>"
+
+
+class Service:
+    """Loaded models by name, and the handlers the UI calls. Thread-safe if the engines are."""
+
+    def __init__(self, engines: Mapping[str, Engine], warmup: bool = True):
+        if not engines:
+            raise ValueError("no models: the service needs at least one engine")
+        self.engines = dict(engines)
+        first = next(iter(self.engines.values()))
+        self.classes: tuple[str, ...] = tuple(first.classes)
+        for name, engine in self.engines.items():
+            if tuple(engine.classes) != self.classes:
+                raise ValueError(f"model {name!r} has classes {engine.classes}, "
+                                 f"expected {self.classes}")
+        if warmup:
+            self.warmup()
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device=None, names: Sequence[str] = MODEL_NAMES,
+                    warmup: bool = True) -> "Service":
+        """Load `<folder>/<name>.safetensors` for each name that exists (at least one must)."""
+        from .predictor import Predictor
+        folder = Path(folder)
+        paths = {n: folder / f"{n}.safetensors" for n in names}
+        found = {n: p for n, p in paths.items() if p.is_file()}
+        if not found:
+            raise FileNotFoundError(f"no checkpoints in {folder}: expected "
+                                    + " and/or ".join(p.name for p in paths.values()))
+        return cls({n: Predictor.from_checkpoint(p, device) for n, p in found.items()}, warmup)
+
+    def warmup(self) -> None:
+        """One forward (and explanation) per model, so the first user does not pay for it."""
+        ramp = np.tile(np.linspace(0, 255, 64, dtype=np.float32), (64, 1))
+        yy, xx = np.mgrid[-1:1:64j, -1:1:64j]
+        scan = np.where(xx ** 2 + yy ** 2 < 0.7, 60 + ramp * 0.5, 0).astype(np.uint8)
+        for engine in self.engines.values():
+            engine.explain(scan)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.engines)
+
+    @property
+    def methods(self) -> list[str]:
+        """CAM methods offered interactively: those computed from one trunk pass."""
+        return list(FAST_METHODS)
+
+    @property
+    def default_method(self) -> str:
+        return canonical_method(next(iter(self.engines.values())).default_method)
+
+    def _engine(self, model: str) -> Engine:
+        if model not in self.engines:
+            raise ValueError(f"unknown model {model!r}; loaded: {', '.join(self.engines)}")
+        return self.engines[model]
+
+    def _target(self, target: str | None) -> str | None:
+        if target in (None, "", PREDICTED):
+            return None
+        if target not in self.classes:
+            raise ValueError(f"unknown target class {target!r}; choose '{PREDICTED}' or one of "
+                             + ", ".join(self.classes))
+        return target
+
+    def _run(self, model: str, image, method: str, target: str | None, alpha: float) -> Result:
+        engine = self._engine(model)
+        start = time.perf_counter()
+        e = engine.explain(image, method=method, target=target, alpha=alpha)
+        ms = 1000 * (time.perf_counter() - start)
+        p = e.prediction
+        return Result(model, p.label, dict(p.probabilities), p.is_mri, p.mri_score, e.method,
+                      e.target, e.heatmap, e.grey, e.overlay, ms,
+                      headline(p.label, p.probabilities, p.is_mri, model, e.method, e.target, ms))
+
+    def classify(self, image: ImageSource, model: str, method: str | None = None,
+                 target: str | None = PREDICTED, alpha: float = 0.45) -> Result:
+        """Predict and explain one image. Raises ImageLoadError / ValueError with a user-safe
+        message for a bad image, model, method or target."""
+        method = canonical_method(method or self.default_method)
+        target = self._target(target)
+        return self._run(model, load_image(image), method, target, alpha)
+
+    def compare(self, image: ImageSource, method: str | None = None,
+                alpha: float = 0.45) -> Comparison:
+        """Every loaded model on the same image, each explaining its own prediction."""
+        method = canonical_method(method or self.default_method)
+        image = load_image(image)
+        results = {m: self._run(m, image, method, None, alpha) for m in self.engines}
+        return Comparison(results, *agreement(results))
+
+    @staticmethod
+    def reblend(grey: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
+        """A new overlay at opacity `alpha` from a cached result; runs no model."""
+        return blend(np.asarray(grey, np.uint8), np.asarray(heatmap, np.float32), alpha)
+
+    def model_card(self) -> str:
+        """Markdown: intended use, data, metrics by evaluation protocol, known limitations."""
+        parts = ["## Model card", f"**Intended use.** {INTENDED_USE} "
+                 "The output is a statistical guess about a single 2-D slice, made for research "
+                 "and teaching about classifiers and their explanations; it must never inform "
+                 "the care of a person.",
+                 "**Classes.** " + ", ".join(f"{class_label(c)} (`{c}`)" for c in self.classes) + ".",
+                 DATA_NOTE]
+        parts += [model_section(name, engine.meta) for name, engine in self.engines.items()]
+        parts += [LIMITATIONS]
+        return "\n\n".join(parts)
+
+
+def agreement(results: Mapping[str, Result]) -> tuple[bool | None, str]:
+    if len(results) < 2:
+        return None, "Only one model is loaded: nothing to compare."
+    names = {m: MODEL_LABELS.get(m, m) for m in results}
+    if not all(r.is_mri for r in results.values()):
+        flagged = [names[m] for m, r in results.items() if not r.is_mri]
+        return None, f"**{NOT_MRI}** (flagged by {', '.join(flagged)}): no finding to compare."
+    labels = {r.label for r in results.values()}
+    if len(labels) == 1:
+        return True, f"**The models agree:** {class_label(labels.pop())}."
+    said = "; ".join(f"{names[m]} says {class_label(r.label)}" for m, r in results.items())
+    return False, f"**The models disagree:** {said}."
+
+
+DATA_NOTE = (
+    "**Data.** The public Kaggle *Brain Tumor MRI Dataset* (M. Nickparvar), itself assembled "
+    "from three older sets (figshare / Cheng et al., SARTAJ, Br35H): 2-D slices exported as "
+    "JPEG/PNG, four classes. How each model's training data was drawn is stated below, "
+    "from its checkpoint.")
+
+LIMITATIONS = """### Known limitations
+- **Duplicated data.** The Kaggle set holds byte-identical, resized, re-encoded and mirrored
+  copies of the same scans; about three quarters of its Testing images have a copy in Training.
+  Accuracy on the official split therefore largely measures memory: read the *clean* number.
+- **Source shortcuts.** Image mode, size and border follow the source collection (greyscale
+  figshare tumours, RGB Br35H/SARTAJ normals), so a model can key on them instead of anatomy.
+  Inputs are converted to luminance and cropped to the head to blunt this; it is not proof.
+- **Narrow scope.** Single axial/coronal/sagittal slices of adults with one of three tumour
+  types or none; no other pathology, no 3-D context, no clinical information. Anything else
+  (other body parts, photos, other diseases) is out of scope; an out-of-distribution check
+  flags inputs unlike the training scans but cannot catch everything.
+- **Explanations are not localisation.** A class activation map shows which regions moved the
+  score, at coarse resolution; it can highlight a shortcut as confidently as a tumour."""
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def model_section(name: str, meta: dict) -> str:
+    """Markdown for one checkpoint from its own metadata (nothing repeated elsewhere)."""
+    preset = meta.get("preset", {})
+    lines = [f"### {MODEL_LABELS.get(name, name)} (`{meta.get('name', name)}`)",
+             f"- Architecture: `{meta.get('arch', '?')}`; input {preset.get('size', '?')} px, "
+             f"{preset.get('channels', '?')} channel(s), head-cropped luminance",
+             f"- Training recipe: `{meta.get('recipe', '?')}`"
+             + (f", best epoch {meta['best_epoch']}" if "best_epoch" in meta else "")]
+    data = meta.get("data") or {}
+    if isinstance(data, dict) and data.get("source"):
+        lines.append(f"- Data: {data['source']}")
+    if "calibration" in meta:
+        lines.append(f"- Probabilities calibrated by temperature scaling "
+                     f"(T = {meta['calibration'].get('temperature', 1.0):.2f}) on validation")
+    if "ood" in meta:
+        lines.append(f"- Not-an-MRI check: {meta['ood'].get('method', '?')}, threshold at the "
+                     f"{100 * meta['ood'].get('quantile', 0):.1f}th percentile of validation scans")
+    if meta.get("created"):
+        lines.append(f"- Created {meta['created']}")
+    metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if isinstance(v, dict)}
+    if metrics:
+        keys = sorted({k for v in metrics.values() for k, x in v.items()
+                       if isinstance(x, (int, float))})
+        lines += ["", "| protocol | " + " | ".join(keys) + " | what it measures |",
+                  "|---|" + "---|" * len(keys) + "---|"]
+        for proto, values in metrics.items():
+            cells = " | ".join(_fmt(values[k]) if k in values else "–" for k in keys)
+            lines.append(f"| {proto} | {cells} | {DESCRIPTIONS.get(proto, '')} |")
+    else:
+        lines.append("- No evaluation metrics recorded in this checkpoint.")
+    return "\n".join(lines)

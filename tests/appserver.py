@@ -1,0 +1,77 @@
+"""Run the real app (`python app.py`) as a subprocess on a free local port, for API and browser tests."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import SHIPPED, make_tiny_checkpoint
+from tests.synthetic import scan
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ("baseline", "resnet50")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def checkpoint_dir(tmp: Path) -> tuple[Path, bool]:
+    """(folder, real): the shipped checkpoints when both exist, else tiny random ones in `tmp`."""
+    if all((SHIPPED / f"{m}.safetensors").is_file() for m in MODELS):
+        return SHIPPED, True
+    for m in MODELS:
+        make_tiny_checkpoint(tmp / f"{m}.safetensors", m)
+    return tmp, False
+
+
+def sample_scan(tmp: Path) -> tuple[Path, bool]:
+    """(file, real): one Kaggle Testing glioma scan when BRAINMRI_DATA is set, else synthetic."""
+    data = os.environ.get("BRAINMRI_DATA")
+    folder = Path(data or "-") / "brain-tumor-mri" / "Testing" / "glioma"
+    if data and folder.is_dir():
+        return sorted(folder.iterdir())[0], True
+    path = tmp / "synthetic-scan.png"
+    scan(seed=3, size=200).save(path)
+    return path, False
+
+
+@contextmanager
+def running_app(checkpoints: Path, log: Path, timeout_s: float = 600.0, args=()):
+    """Yield the base URL of `app.py` serving `checkpoints`; stop it on exit."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("BRAINMRI_EXAMPLES", "SPACE_ID", "GRADIO_SERVER_NAME")}
+    env["GRADIO_ANALYTICS_ENABLED"] = "False"
+    cmd = [sys.executable, "app.py", "--port", str(port), "--checkpoints", str(checkpoints), *args]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "gradio_api/info", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"app not up after {timeout_s:.0f} s:\n"
+                                       f"{log.read_text()[-3000:]}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,161 @@
+"""The app's handlers as a library: brainmri.service, on tiny checkpoints and synthetic scans."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+
+from brainmri.checkpoint import update_metadata
+from brainmri.io import ImageLoadError
+from brainmri.ood import MahalanobisOOD
+from brainmri.predictor import Explanation, Prediction, Predictor
+from brainmri.protocols import DESCRIPTIONS
+from brainmri.service import NOT_MRI, PREDICTED, Service, class_label
+from tests.conftest import make_tiny_checkpoint
+from tests.synthetic import scan
+
+
+@pytest.fixture(scope="module")
+def service(tiny_checkpoints) -> Service:
+    return Service({m: Predictor.from_checkpoint(p, "cpu") for m, p in tiny_checkpoints.items()})
+
+
+def png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class FakeEngine:
+    """Anything with `explain` and the three attributes can stand in for a Predictor (the seam
+    a request batcher will use)."""
+
+    def __init__(self, probs: dict[str, float], is_mri: bool = True):
+        self.classes, self.meta, self.default_method = tuple(probs), {"arch": "fake"}, "gradcam"
+        self.probs, self.is_mri, self.calls = probs, is_mri, 0
+
+    def explain(self, image, method=None, target=None, alpha=0.45):
+        self.calls += 1
+        grey = np.full((20, 30), 100, np.uint8)
+        heat = np.linspace(0, 1, 600, dtype=np.float32).reshape(20, 30)
+        label = max(self.probs, key=self.probs.get)
+        p = Prediction(label, dict(self.probs), self.is_mri, 0.0 if self.is_mri else 1e6)
+        return Explanation(p, method or "gradcam", target or label, heat,
+                           np.zeros((20, 30, 3), np.uint8), grey)
+
+
+PROBS = {"glioma": 0.7, "meningioma": 0.1, "notumor": 0.1, "pituitary": 0.1}
+
+
+def test_classify_contract(service):
+    image = scan(seed=1, size=96)
+    r = service.classify(png(image), "resnet50", "gradcam", PREDICTED, 0.45)
+    assert r.label in service.classes and r.target == r.label and r.method == "gradcam"
+    assert set(r.probabilities) == set(service.classes)
+    assert math.isclose(sum(r.probabilities.values()), 1.0, abs_tol=1e-5)
+    assert r.heatmap.shape == (96, 96) and r.heatmap.dtype == np.float32
+    assert 0.0 <= r.heatmap.min() and r.heatmap.max() <= 1.0
+    assert r.overlay.shape == (96, 96, 3) and r.overlay.dtype == np.uint8
+    assert r.heatmap_rgb.shape == (96, 96, 3) and r.time_ms > 0
+    assert class_label(r.label) in r.headline and NOT_MRI not in r.headline
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "Layer-CAM", "eigencam", "hirescam", "xgradcam"])
+def test_methods_and_explicit_target(service, method):
+    r = service.classify(scan(seed=2, size=80), "baseline", method, "meningioma")
+    assert r.target == "meningioma" and class_label("meningioma") in r.headline
+    assert r.heatmap.shape == (80, 80) and 0.0 <= r.heatmap.min() <= r.heatmap.max() <= 1.0
+
+
+def test_bad_requests_name_the_value(service):
+    image = scan(seed=1, size=64)
+    with pytest.raises(ValueError, match="banana"):
+        service.classify(image, "resnet50", "gradcam", "banana")
+    with pytest.raises(ValueError, match="vgg"):
+        service.classify(image, "vgg", "gradcam")
+    with pytest.raises(ValueError, match="fancycam"):
+        service.classify(image, "resnet50", "fancycam")
+    with pytest.raises(ImageLoadError, match="empty"):
+        service.classify(b"", "resnet50")
+    with pytest.raises(ImageLoadError, match="not an image|not a readable image"):
+        service.classify(b"hello, I am a text file pretending to be a JPEG", "resnet50")
+
+
+def test_reblend_matches_and_runs_no_model(service):
+    r = service.classify(scan(seed=4, size=72), "baseline", alpha=0.3)
+    np.testing.assert_array_equal(service.reblend(r.grey, r.heatmap, 0.3), r.overlay)
+    plain = service.reblend(r.grey, r.heatmap, 0.0)
+    np.testing.assert_array_equal(plain, np.repeat(r.grey[:, :, None], 3, axis=2))
+    engine = FakeEngine(PROBS)
+    Service({"baseline": engine}, warmup=False).reblend(r.grey, r.heatmap, 0.9)
+    assert engine.calls == 0
+
+
+def test_compare_runs_every_model_once(service):
+    c = service.compare(scan(seed=5, size=90, rgb=True), "gradcam")
+    assert list(c.results) == ["baseline", "resnet50"]
+    for r in c.results.values():
+        assert r.target == r.label and r.overlay.shape == (90, 90, 3) and r.time_ms > 0
+    labels = {r.label for r in c.results.values()}
+    assert c.agree == (len(labels) == 1)
+    assert ("agree:" if c.agree else "disagree") in c.summary
+
+
+def test_engines_are_swappable_and_warmed_up():
+    engines = {"baseline": FakeEngine(PROBS), "resnet50": FakeEngine(PROBS)}
+    svc = Service(engines)
+    assert [e.calls for e in engines.values()] == [1, 1]
+    c = svc.compare(scan(seed=0, size=64))
+    assert c.agree is True and "agree" in c.summary
+
+
+def test_not_mri_is_said_plainly():
+    svc = Service({"resnet50": FakeEngine(PROBS, is_mri=False),
+                   "baseline": FakeEngine(PROBS)}, warmup=False)
+    r = svc.classify(scan(seed=0, size=64), "resnet50")
+    assert r.headline.startswith(f"### ⚠ {NOT_MRI}")
+    assert "70.0 %" not in r.headline and r.probabilities == PROBS     # shown, not a finding
+    c = svc.compare(scan(seed=0, size=64))
+    assert c.agree is None and NOT_MRI in c.summary
+
+
+def test_not_mri_with_a_real_detector(tmp_path):
+    """A tiny checkpoint whose OOD threshold refuses everything goes through the real path."""
+    path = make_tiny_checkpoint(tmp_path / "baseline.safetensors", "baseline")
+    rng = np.random.default_rng(0)
+    ood = MahalanobisOOD.fit(rng.normal(size=(40, 32)), np.arange(40) % 4, dims=8)
+    update_metadata(path, extra=ood.tensors(), ood={"method": "mahalanobis-pca",
+                                                    "threshold": -1.0, "quantile": 0.995})
+    svc = Service.from_folder(tmp_path, device="cpu")
+    r = svc.classify(scan(seed=1, size=64), "baseline")
+    assert not r.is_mri and NOT_MRI in r.headline
+    assert math.isclose(sum(r.probabilities.values()), 1.0, abs_tol=1e-5)
+    assert "Not-an-MRI check" in svc.model_card()
+
+
+def test_model_card_from_metadata(tmp_path):
+    path = make_tiny_checkpoint(tmp_path / "resnet50.safetensors", "resnet50")
+    update_metadata(path, metrics={"official": {"accuracy": 0.991, "macro_f1": 0.99},
+                                   "clean": {"accuracy": 0.9}})
+    svc = Service.from_folder(tmp_path, device="cpu", warmup=False)
+    assert svc.models == ["resnet50"]
+    card = svc.model_card()
+    for text in ("Research and education only", "not for diagnosis", "Known limitations",
+                 "Duplicated data", "Source shortcuts", "| clean | 0.900 | – |",
+                 "| official | 0.991 | 0.990 |", DESCRIPTIONS["clean"], "Kaggle"):
+        assert text in card
+
+
+def test_from_folder_without_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="baseline.safetensors"):
+        Service.from_folder(tmp_path)
+    with pytest.raises(ValueError, match="at least one"):
+        Service({})
+
+
+def test_default_method_follows_checkpoint(service):
+    assert service.default_method == "gradcam"
+    assert set(service.methods) >= {"gradcam", "gradcam++", "xgradcam", "layercam", "eigencam",
+                                    "hirescam"}
