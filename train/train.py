@@ -353,6 +353,11 @@ def main(args: argparse.Namespace) -> Path:
         (out / "best.json").write_text(json.dumps(best))
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
                     "step": step}, state_path)
+    if world > 1:
+        # DDP averages gradients, so parameters agree; batch-norm running statistics are only
+        # broadcast at the next forward, so after the last step every rank has its own: sync.
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     if world > 1 and cfg.get("rank_weights"):
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                   str(out / f"final-rank{rank}.safetensors"))
