@@ -5,6 +5,7 @@ Used by `brainmri.io.load_image`, which decides the kind by content (`sniff`):
   pixels get RescaleSlope/Intercept, then the file's own WindowCenter/WindowWidth (first pair)
   or, without one, a robust 1st-99th percentile window; MONOCHROME1 is inverted. Colour
   (RGB, YBR, PALETTE COLOR) becomes 8-bit RGB. Multi-frame: the middle frame unless `frame`.
+  The file's Modality travels along as `image.info["modality"]`.
 - NIfTI-1/2, `.nii` or `.nii.gz`: reoriented to RAS+, one slice along `axis` (default 2,
   axial; the middle slice unless `slice_index`), shown as radiology viewers do (superior or
   anterior at the top, patient's right on the left), 1st-99th percentile window. 4-D volumes
@@ -150,7 +151,7 @@ def _read_dicom(data: bytes, frame: int | None, max_pixels: int) -> Image.Image:
     if pixels.ndim == 3:                               # (H, W, 3) RGB after pydicom's conversion
         bits = 8 * pixels.dtype.itemsize
         rgb = pixels if pixels.dtype == np.uint8 else (pixels.astype(np.float64) / (2**bits - 1) * 255)
-        return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+        return _tagged(Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB"), ds)
     slope = _first(_attr(ds, index, "PixelValueTransformationSequence", "RescaleSlope"))
     intercept = _first(_attr(ds, index, "PixelValueTransformationSequence", "RescaleIntercept"))
     values = pixels.astype(np.float32) * (1.0 if slope is None else slope) + (intercept or 0.0)
@@ -159,7 +160,13 @@ def _read_dicom(data: bytes, frame: int | None, max_pixels: int) -> Image.Image:
     grey = window(values, centre, width)
     if photometric == "MONOCHROME1":                   # 0 is white in this interpretation
         grey = 255 - grey
-    return Image.fromarray(grey, "L")
+    return _tagged(Image.fromarray(grey, "L"), ds)
+
+
+def _tagged(image: Image.Image, ds) -> Image.Image:
+    """Keep the DICOM Modality (MR, CT, US...) with the picture, for `brainmri.mri_check`."""
+    image.info["modality"] = str(ds.get("Modality", "") or "").upper()
+    return image
 
 
 # ----------------------------------------------------------------------------- NIfTI

@@ -1,4 +1,5 @@
-"""brainmri.mri_check: grey scans pass in every storage mode; colourful pictures do not."""
+"""brainmri.mri_check: grey scans on black pass in every storage mode; colourful pictures,
+pictures without a dark surround and non-MR DICOM do not."""
 from __future__ import annotations
 
 import io
@@ -8,7 +9,7 @@ import pytest
 from PIL import Image
 
 from brainmri.io import load_image
-from brainmri.mri_check import MAX_COLOURFULNESS, check, colourfulness
+from brainmri.mri_check import MAX_COLOURFULNESS, MIN_DARK_BORDER, check, colourfulness
 
 from .synthetic import scan
 
@@ -53,6 +54,29 @@ def test_a_tint_is_tolerated_but_a_heatmap_overlay_is_not():
     heat[30:90, 30:90] = 255
     overlay = np.stack([0.5 * grey + 0.5 * heat, 0.5 * grey, 0.5 * grey + 0.5 * (255 - heat)], -1)
     assert not check(Image.fromarray(overlay.astype(np.uint8))).ok
+
+
+def test_a_picture_without_a_dark_surround_is_refused():
+    grey = np.asarray(scan(4, size=128))
+    document = 255 - grey                                  # the same anatomy on white
+    photo = np.clip(grey.astype(int) + 90, 0, 255).astype(np.uint8)    # a grey, lit scene
+    for array in (document, photo):
+        result = check(Image.fromarray(array))
+        assert not result.ok and result.dark_border < MIN_DARK_BORDER and result.score > 1
+    assert check(Image.fromarray(grey)).dark_border > 0.9
+
+
+def test_dicom_modality_other_than_mr_is_refused():
+    import pydicom
+    from pydicom.data import get_testdata_file
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    buf = io.BytesIO()
+    ds.Modality = "CT"
+    ds.save_as(buf)
+    mr, ct = load_image(get_testdata_file("MR_small.dcm")), load_image(buf.getvalue())
+    assert (mr.info["modality"], ct.info["modality"]) == ("MR", "CT")
+    assert check(ct).score >= 1e3 and not check(ct).ok
+    assert check(mr).modality == "MR"
 
 
 def test_predictor_combines_the_input_check_into_is_mri(tiny_checkpoints):
