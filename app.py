@@ -322,7 +322,9 @@ def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        service = Service.from_folder(args.checkpoints, device=args.device)
+        # ZeroGPU lends a GPU only inside `spaces.GPU` handlers: no warm-up forward at start.
+        service = Service.from_folder(args.checkpoints, device=args.device,
+                                      warmup=not os.environ.get("SPACES_ZERO_GPU"))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     demo = build_demo(service, pick_examples(args.examples))

@@ -50,6 +50,19 @@ class _NoHooks:
         pass
 
 
+def _eigen_projection(acts: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's `get_2d_projection` (EigenCAM) with a thin SVD: the first right
+    singular vector is the same, without building the (K, K) matrix (0.5 s -> 3 ms at K=2048)."""
+    acts = np.where(np.isnan(acts), 0, acts).astype(np.float32)
+    out = []
+    for a in acts:                                       # (K, h, w)
+        flat = a.reshape(a.shape[0], -1).T               # (h*w, K)
+        flat = flat - flat.mean(axis=0)
+        _, _, vt = np.linalg.svd(flat, full_matrices=False)
+        out.append((flat @ vt[0]).reshape(a.shape[1:]))
+    return np.float32(out)
+
+
 def cam_from_activations(method: str, activations: torch.Tensor, grads: torch.Tensor | None,
                          size: Sequence[int]) -> np.ndarray:
     """(B, K, h, w) activations and d score/d activations -> (B, H, W) float32 maps in [0, 1].
@@ -62,7 +75,10 @@ def cam_from_activations(method: str, activations: torch.Tensor, grads: torch.Te
     engine.activations_and_grads = _NoHooks()
     acts = activations.detach().float().cpu().numpy()
     grad = grads.detach().float().cpu().numpy() if grads is not None else np.zeros_like(acts)
-    cam = engine.get_cam_image(None, None, None, acts, grad, False)
+    if cls is EigenCAM:
+        cam = _eigen_projection(acts)
+    else:
+        cam = engine.get_cam_image(None, None, None, acts, grad, False)
     cam = scale_cam_image(np.maximum(cam, 0), (int(size[1]), int(size[0])))
     return scale_cam_image(np.maximum(cam, 0))
 

@@ -235,6 +235,12 @@ LIMITATIONS = """### Known limitations
   score, at coarse resolution; it can highlight a shortcut as confidently as a tumour."""
 
 
+# Columns of the metrics table, in order, when a checkpoint has them (else every number).
+METRIC_COLUMNS = {"n": "images", "accuracy": "accuracy", "macro_f1": "macro F1",
+                  "roc_auc_ovr": "ROC AUC", "ece_calibrated": "ECE"}
+PROTOCOL_ORDER = ("clean", "official", "roboflow", "val")
+
+
 def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -260,13 +266,18 @@ def model_section(name: str, meta: dict) -> str:
         lines.append(f"- Created {meta['created']}")
     metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if isinstance(v, dict)}
     if metrics:
-        keys = sorted({k for v in metrics.values() for k, x in v.items()
-                       if isinstance(x, (int, float))})
-        lines += ["", "| protocol | " + " | ".join(keys) + " | what it measures |",
-                  "|---|" + "---|" * len(keys) + "---|"]
-        for proto, values in metrics.items():
+        numeric = {k for v in metrics.values() for k, x in v.items()
+                   if isinstance(x, (int, float)) and not isinstance(x, bool)}
+        keys = [k for k in METRIC_COLUMNS if k in numeric] or sorted(numeric)
+        order = [p for p in PROTOCOL_ORDER if p in metrics] + \
+                [p for p in metrics if p not in PROTOCOL_ORDER]
+        lines += ["", "| protocol | " + " | ".join(METRIC_COLUMNS.get(k, k) for k in keys)
+                  + " | what it measures |", "|---|" + "---|" * len(keys) + "---|"]
+        for proto in order:
+            values = metrics[proto]
             cells = " | ".join(_fmt(values[k]) if k in values else "–" for k in keys)
-            lines.append(f"| {proto} | {cells} | {DESCRIPTIONS.get(proto, '')} |")
+            what = DESCRIPTIONS.get(proto) or values.get("description", "")
+            lines.append(f"| {proto} | {cells} | {what} |")
     else:
         lines.append("- No evaluation metrics recorded in this checkpoint.")
     return "\n".join(lines)

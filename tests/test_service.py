@@ -144,7 +144,7 @@ def test_model_card_from_metadata(tmp_path):
     card = svc.model_card()
     for text in ("Research and education only", "not for diagnosis", "Known limitations",
                  "Duplicated data", "Source shortcuts", "| clean | 0.900 | – |",
-                 "| official | 0.991 | 0.990 |", DESCRIPTIONS["clean"], "Kaggle"):
+                 "| official | 0.991 | 0.990 |", "| protocol | accuracy | macro F1 |", DESCRIPTIONS["clean"], "Kaggle"):
         assert text in card
 
 

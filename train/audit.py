@@ -20,19 +20,26 @@ import os
 import platform
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
 from brainmri.classes import CLASSES
 from brainmri.data import Sample, discover
 from brainmri.dedup import DEFAULT_THRESHOLD, Signatures, compute_signatures, group
 from train import shortcuts
-from train.audit_figures import plot_gallery, plot_histogram
+from train.audit_figures import aligned_r, head_thumb, plot_gallery, plot_histogram
 
 HIST_EDGES = np.round(np.arange(0.50, 1.0001, 0.01), 2)
 NEAR = 0.01          # "just above / just below the threshold" means within this of it
+# Second look at greyscale pairs near the threshold: re-compared at 128 px, a copy of one
+# picture stays >= 0.96 (measured: >= 0.98) while neighbouring slices fall below (<= 0.95).
+LOOK_SIZE, LOOK_COPY, LOOK_BAND = 128, 0.96, 0.03
 
 
 @dataclass
@@ -65,6 +72,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="processes for computing signatures")
     p.add_argument("--gallery", type=int, default=2,
                    help="pairs per row kind (greyscale/other) and side (above/below) in gallery.png")
+    p.add_argument("--recall-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="also compare every pair (brute force) to count copies the hash "
+                        "candidate stage misses")
+    p.add_argument("--second-look", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"re-compare greyscale pairs near the threshold at {LOOK_SIZE} px to "
+                        "count neighbouring slices on either side of it")
     p.add_argument("--list-limit", type=int, default=50, help="longest file list kept in the JSON")
     return p
 
@@ -101,7 +114,7 @@ def counts_by_split_class(ds: Dataset) -> dict:
     """
     cells: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, s in enumerate(ds.samples):
-        for key in ((s.split, s.class_name), (s.split, "all"), ("all", s.class_name), ("all", "all")):
+        for key in {(s.split, s.class_name), (s.split, "all"), ("all", s.class_name), ("all", "all")}:
             cells[key].append(i)
     out: dict[str, dict] = defaultdict(dict)
     for (split, cls), idx in sorted(cells.items()):
@@ -175,6 +188,81 @@ def near_threshold(ds: Dataset, threshold: float, per_kind: int, seed: int = 0) 
     return rows
 
 
+def exhaustive_pairs(sig: Signatures, threshold: float, rows: np.ndarray | None = None,
+                     chunk: int = 512) -> np.ndarray:
+    """(K, 2) every pair (i, j), i in `rows` (default all, then i < j), j != i, whose thumbnail
+    r (best of plain / mirrored) is >= threshold: brute force, O(len(rows) * N) dot products in
+    chunks of `chunk` rows (~30 MB each for 7,000 files). A check on the hash candidates."""
+    n = len(sig.paths)
+    a = np.where(sig.ok[:, None], sig.thumbs[:, 0].astype(np.float32), 0)         # (N, D)
+    b = np.where(sig.ok[:, None, None], sig.thumbs.astype(np.float32), 0)           # (N, 2, D)
+    b = np.concatenate([b[:, 0], b[:, 1]])                                          # (2N, D)
+    every = rows is None
+    rows = np.arange(n) if every else np.asarray(rows)
+    out = []
+    for s in range(0, len(rows), chunk):
+        idx = rows[s:s + chunk]
+        r = a[idx] @ b.T
+        i, j = np.nonzero(np.maximum(r[:, :n], r[:, n:]) >= threshold)
+        i = idx[i]
+        out.append(np.stack([i, j], 1)[i < j if every else i != j])
+    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 2), np.int64)
+
+
+def components(n: int, edges: np.ndarray, sha256: list[str]) -> np.ndarray:
+    """Group id per file from pair edges, byte-identical files joined as in `dedup.group`."""
+    first: dict[str, int] = {}
+    extra = []
+    for i, h in enumerate(sha256):
+        j = first.setdefault(h, i)
+        if j != i:
+            extra.append((j, i))
+    e = np.concatenate([edges.reshape(-1, 2), np.array(extra, np.int64).reshape(-1, 2)])
+    graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def candidate_recall(ds: Dataset, threshold: float) -> dict:
+    """How many pairs at or above the threshold the hash candidate stage never compares, and
+    what the headline figures would be with every pair compared."""
+    pairs = exhaustive_pairs(ds.sig, threshold)
+    found = int((ds.r >= threshold).sum())
+    full = Dataset(ds.root, ds.samples, ds.sig, ds.infos,
+                   components(len(ds.samples), pairs, ds.sig.sha256), ds.pairs, ds.r)
+    x = cross_split(full)
+    return {"pairs_at_or_above_threshold": int(len(pairs)), "found_by_hash_candidates": found,
+            "missed": int(len(pairs)) - found,
+            "recall": round(found / len(pairs), 4) if len(pairs) else 1.0,
+            "groups_if_all_pairs_compared": len(set(full.groups.tolist())),
+            "test_with_copy_in_train_if_all_pairs_compared":
+                x["test_with_copy_in_train"] if x else None}
+
+
+def _look_thumb(path: str) -> np.ndarray:
+    return head_thumb(path, LOOK_SIZE)
+
+
+def second_look(ds: Dataset, threshold: float, workers: int) -> dict:
+    """Greyscale-greyscale candidate pairs with r >= threshold - LOOK_BAND, re-compared at
+    LOOK_SIZE px. Per 0.01 bin of r: pairs, and how many still correlate >= LOOK_COPY at full
+    detail (the same picture) rather than below (a different slice, typically the next one)."""
+    sel = np.flatnonzero(greyscale_pairs(ds) & (ds.r >= threshold - LOOK_BAND))
+    files = sorted(set(ds.pairs[sel].ravel().tolist()))
+    with ProcessPoolExecutor(max(1, workers)) as pool:
+        thumbs = dict(zip(files, pool.map(_look_thumb, [str(ds.samples[i].path) for i in files],
+                                          chunksize=16)))
+    r_hi = np.array([aligned_r(thumbs[a], thumbs[b])[0] for a, b in ds.pairs[sel]])
+    edges = np.round(np.arange(threshold - LOOK_BAND, 1.0, 0.01), 3)
+    bins = np.clip(np.searchsorted(edges, ds.r[sel], side="right") - 1, 0, len(edges) - 1)
+    table = [{"r_from": float(e), "pairs": int((bins == k).sum()),
+              "same_picture_at_128px": int(((bins == k) & (r_hi >= LOOK_COPY)).sum())}
+             for k, e in enumerate(edges)]
+    above = ds.r[sel] >= threshold
+    return {"size": LOOK_SIZE, "copy_if_r_at_size_at_least": LOOK_COPY, "bins": table,
+            "above_threshold_but_different_at_128px": int((above & (r_hi < LOOK_COPY)).sum()),
+            "below_threshold_but_same_at_128px": int((~above & (r_hi >= LOOK_COPY)).sum())}
+
+
 def against_report(ds: Dataset, other: Dataset, threshold: float, limit: int) -> dict:
     """Which files of `ds` share a duplicate group with a file of `other` (grouped together)."""
     n = len(ds.samples)
@@ -183,6 +271,10 @@ def against_report(ds: Dataset, other: Dataset, threshold: float, limit: int) ->
                       np.concatenate([ds.sig.thumbs, other.sig.thumbs]),
                       np.concatenate([ds.sig.ok, other.sig.ok]))
     groups, _, _ = group(both, threshold)
+    direct = exhaustive_pairs(both, threshold, rows=np.arange(n))
+    direct = direct[direct[:, 1] >= n]
+    other_sha = set(other.sig.sha256)
+    with_direct = set(direct[:, 0].tolist()) | {i for i, h in enumerate(ds.sig.sha256) if h in other_sha}
     members: dict[int, list[int]] = defaultdict(list)
     for j in range(len(other.samples)):
         members[int(groups[n + j])].append(j)
@@ -207,6 +299,7 @@ def against_report(ds: Dataset, other: Dataset, threshold: float, limit: int) ->
     return {"other": str(other.root), "other_files": len(other.samples),
             "files": total["files"], "with_copy": total["with_copy"],
             "same_label": total["same_label"],
+            "with_direct_copy_all_pairs_compared": len(with_direct),
             "copy_in_split": {k[8:]: v for k, v in sorted(total.items()) if k.startswith("copy_in_")},
             "per_class": {c: dict(per_class[c]) for c in CLASSES if c in per_class},
             "without_copy": missing[:limit], "without_copy_count": len(missing),
@@ -281,7 +374,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def print_report(summary: dict) -> None:
+def print_duplicates(summary: dict) -> None:
     print(f"\n{summary['dataset']}: {summary['files']} files, {summary['unreadable']} unreadable; "
           f"threshold r >= {summary['threshold']}")
     print(f"{'split':<6} {'class':<11} {'files':>6} {'distinct':>9} {'redundant':>10} {'byte copies':>12}")
@@ -292,6 +385,22 @@ def print_report(summary: dict) -> None:
     print(f"groups: {summary['groups']} ({summary['groups_with_copies']} with more than one file); "
           f"candidate pairs: {summary['candidate_pairs']:,}, "
           f"at or above threshold: {summary['pairs_at_or_above_threshold']:,}")
+    c = summary["candidate_recall"]
+    if c:
+        print(f"every pair compared: {c['pairs_at_or_above_threshold']:,} at or above threshold, "
+              f"hash candidates found {c['found_by_hash_candidates']:,} (recall {c['recall']}); "
+              f"with every pair: {c['groups_if_all_pairs_compared']} groups"
+              + (f", Testing with a copy in Training {c['test_with_copy_in_train_if_all_pairs_compared']}"
+                 if summary["cross_split"] else ""))
+    look = summary["second_look"]
+    if look:
+        print(f"second look at greyscale pairs, {look['size']} px (same picture if r >= "
+              f"{look['copy_if_r_at_size_at_least']}): r bin: pairs / same picture")
+        print("  " + ", ".join(f"{b['r_from']:.2f}: {b['pairs']}/{b['same_picture_at_128px']}"
+                               for b in look["bins"]))
+        print(f"  above threshold but different at {look['size']} px: "
+              f"{look['above_threshold_but_different_at_128px']}; below threshold but the same: "
+              f"{look['below_threshold_but_same_at_128px']}")
     x = summary["cross_split"]
     if x:
         print(f"groups crossing Training/Testing: {x['groups_crossing']}; Testing images with a copy "
@@ -301,21 +410,25 @@ def print_report(summary: dict) -> None:
     print(f"groups with different labels: {len(summary['mixed_label_groups'])}")
     for g in summary["mixed_label_groups"]:
         print(f"  group {g['group']}: " + "; ".join(f"{m['path']}" for m in g["members"]))
-    a = summary.get("against")
-    if a:
-        print(f"\ncopies of {a['other']} ({a['other_files']} files): {a['with_copy']} of "
-              f"{a['files']} files; same label {a['same_label']}; copy found in split(s) "
-              f"{a['copy_in_split']}")
-        for c, v in a["per_class"].items():
-            print(f"  {c:<11} {v.get('with_copy', 0):>5} / {v['files']:<5} same label "
-                  f"{v.get('same_label', 0)}")
-        if a["without_copy_count"]:
-            print(f"  without a copy ({a['without_copy_count']}): {', '.join(a['without_copy'][:10])}")
-        if a["label_differs_count"]:
-            print(f"  copy has another label ({a['label_differs_count']}): "
-                  + ", ".join(f"{d['path']} -> {'/'.join(d['copy_classes'])}"
-                              for d in a["label_differs"][:10]))
-    s = summary["shortcuts"]
+
+
+def print_against(a: dict) -> None:
+    print(f"\ncopies of {a['other']} ({a['other_files']} files): {a['with_copy']} of "
+          f"{a['files']} files (every pair compared, direct copies: "
+          f"{a['with_direct_copy_all_pairs_compared']}); same label {a['same_label']}; "
+          f"copy found in split(s) {a['copy_in_split']}")
+    for c, v in a["per_class"].items():
+        print(f"  {c:<11} {v.get('with_copy', 0):>5} / {v['files']:<5} same label "
+              f"{v.get('same_label', 0)}")
+    if a["without_copy_count"]:
+        print(f"  without a copy ({a['without_copy_count']}): {', '.join(a['without_copy'][:10])}")
+    if a["label_differs_count"]:
+        print(f"  copy has another label ({a['label_differs_count']}): "
+              + ", ".join(f"{d['path']} -> {'/'.join(d['copy_classes'])}"
+                          for d in a["label_differs"][:10]))
+
+
+def print_shortcuts(s: dict) -> None:
     print("\nfile properties per class (mode, format, distinct sizes, most common size, median KiB):")
     for c, v in s["per_class"].items():
         print(f"  {c:<11} {v['mode']} {v['format']} {v['distinct_sizes']} sizes, "
@@ -323,17 +436,18 @@ def print_report(summary: dict) -> None:
     if s["extension_mismatch"]:
         print(f"  content format differs from extension: {len(s['extension_mismatch'])} "
               f"({', '.join(s['extension_mismatch'][:5])})")
-    if isinstance(s["classifiers"], str):
-        print(f"trivial classifiers: {s['classifiers']}")
-        return
     clf = s["classifiers"]
+    if isinstance(clf, str):
+        print(f"trivial classifiers: {clf}")
+        return
     names = list(clf["n"])
-    print(f"accuracy without anatomy (fit on {s['fit_on']}):")
-    print(f"  {'':<46}" + "".join(f"{n + ' (' + str(clf['n'][n]) + ')':>26}" for n in names))
-    for model, acc in clf.items():
-        if model != "n":
-            print(f"  {model:<46}" + "".join(f"{acc.get(n, float('nan')):>26.3f}" for n in names))
-    print(f"timings (s): {summary['timings_s']}")
+    print(f"accuracy / balanced accuracy without anatomy (fit on {s['fit_on']}):")
+    print(f"  {'':<44}" + "".join(f"{n + ' (' + str(clf['n'][n]) + ')':>24}" for n in names))
+    for model, acc in clf["accuracy"].items():
+        bal = clf["balanced_accuracy"][model]
+        print(f"  {model:<44}" + "".join(f"{acc.get(n, float('nan')):>15.3f} / "
+                                         f"{bal.get(n, float('nan')):.3f}" for n in names))
+    print("  classes: " + "; ".join(f"{n}: {c}" for n, c in clf["class_counts"].items()))
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -347,6 +461,10 @@ def main(args: argparse.Namespace) -> dict:
     t_sig = time.perf_counter()
     ds.groups, ds.pairs, ds.r = group(ds.sig, args.threshold)
     t_group = time.perf_counter()
+    recall = candidate_recall(ds, args.threshold) if args.recall_check else None
+    t_recall = time.perf_counter()
+    look = second_look(ds, args.threshold, args.workers) if args.second_look else None
+    t_look = time.perf_counter()
     summary = {
         "dataset": str(args.data_dir), "date": datetime.date.today().isoformat(),
         "machine": machine(), "threshold": args.threshold, "files": len(ds.samples),
@@ -359,6 +477,8 @@ def main(args: argparse.Namespace) -> dict:
         "cross_split": cross_split(ds),
         "mixed_label_groups": mixed_label_groups(ds),
         "r_histogram": r_histogram(ds),
+        "candidate_recall": recall,
+        "second_look": look,
     }
     rows = near_threshold(ds, args.threshold, args.gallery)
     summary["gallery"] = [{k: v for k, v in r.items() if k not in ("title_a", "title_b")}
@@ -371,9 +491,15 @@ def main(args: argparse.Namespace) -> dict:
     plot_histogram(summary["r_histogram"], args.threshold, args.out / "r_histogram.png")
     plot_gallery(rows, args.out / "gallery.png")
     summary["timings_s"] = {"signatures": round(t_sig - t0, 1), "grouping": round(t_group - t_sig, 1),
+                            "all_pairs_check": round(t_recall - t_group, 1),
+                            "second_look": round(t_look - t_recall, 1),
                             "total": round(time.perf_counter() - t0, 1)}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print_report(summary)
+    print_duplicates(summary)
+    if summary["against"]:
+        print_against(summary["against"])
+    print_shortcuts(summary["shortcuts"])
+    print(f"timings (s): {summary['timings_s']}")
     print(f"wrote {args.out}/summary.json, groups.csv, pairs_near_threshold.csv, "
           f"r_histogram.png, gallery.png")
     return summary

@@ -35,23 +35,23 @@ def aligned_r(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:
 
 
 def plot_histogram(hist: dict, threshold: float, path: Path) -> Path:
-    """Log-count bars of r per bin, greyscale-greyscale pairs and the rest, threshold marked."""
+    """Counts of candidate pairs per r bin (log scale), greyscale-greyscale pairs and the rest
+    as separate lines, the threshold marked."""
     edges = np.asarray(hist["edges"])
-    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
     grey, other = np.asarray(hist["greyscale_pairs"]), np.asarray(hist["other_pairs"])
-    ax.bar(centres, other, width, label="other pairs", color="#8aa9c9")
-    ax.bar(centres, grey, width, bottom=other, label="both greyscale (figshare-like)",
-           color="#d9822b")
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    ax.stairs(other, edges, label="other pairs (mostly RGB: Br35H / SARTAJ)", color="#3b6ea5", lw=1.5)
+    ax.stairs(grey, edges, label="both greyscale (figshare)", color="#d9822b", lw=1.5)
     ax.axvline(threshold, color="k", lw=1, ls="--")
-    ax.text(threshold, max(1, (grey + other).max()), f" threshold {threshold:.3f}",
-            va="top", fontsize=8)
-    ax.set_yscale("log")
+    ax.text(threshold, 0.98, f"threshold {threshold:.3f} ", ha="right", va="top", fontsize=8,
+            transform=ax.get_xaxis_transform())
+    if max(grey.max(), other.max()) > 0:           # log scale needs a positive count
+        ax.set_yscale("log")
     ax.set_xlabel("thumbnail correlation r (best of plain / mirrored)")
-    ax.set_ylabel("candidate pairs")
+    ax.set_ylabel("candidate pairs per 0.01")
     ax.set_title(f"{hist['pairs']:,} candidate pairs ({hist['below_range']:,} with r < {edges[0]})",
                  fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -62,7 +62,7 @@ def plot_gallery(rows: Sequence[dict], path: Path, size: int = 96) -> Path:
     """One row per pair: image A, image B (mirrored when that matches better), |z(A) - z(B)|.
 
     Each row dict: a, b (paths), title_a, title_b (short labels), r (the thumbnail r), side
-    ("above"/"below"). The 128 px r of the crops is computed here and shown beside it.
+    ("above"/"below"), kind ("greyscale"/"other"). The 128 px r of the crops is computed here and shown beside it.
     """
     if not rows:
         fig, ax = plt.subplots(figsize=(4, 1))
@@ -71,19 +71,19 @@ def plot_gallery(rows: Sequence[dict], path: Path, size: int = 96) -> Path:
         fig.savefig(path, dpi=72)
         plt.close(fig)
         return path
-    fig, axes = plt.subplots(len(rows), 3, figsize=(4.2, 1.55 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(4.2, 1.6 * len(rows)), squeeze=False)
     for ax_row, row in zip(axes, rows):
         r_hi, mirrored = aligned_r(head_thumb(row["a"], 128), head_thumb(row["b"], 128))
         a, b = head_thumb(row["a"], size), head_thumb(row["b"], size)
         b = b[:, ::-1] if mirrored else b
         diff = np.abs((a - a.mean()) / (a.std() or 1) - (b - b.mean()) / (b.std() or 1))
         panels = ((a, "gray", 255, row["title_a"]), (b, "gray", 255, row["title_b"]),
-                  (diff, "magma", 2, f"{row['side']}: r={row['r']:.3f}\nr@128px={r_hi:.3f}"))
+                  (diff, "magma", 2, f"{row['side']} ({row['kind']})\nr={row['r']:.4f} r@128px={r_hi:.3f}"))
         for ax, (img, cmap, vmax, title) in zip(ax_row, panels):
             ax.imshow(img, cmap=cmap, vmin=0, vmax=vmax)
             ax.set_title(title, fontsize=5.5)
             ax.axis("off")
     fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=72)
+    fig.savefig(path, dpi=96)
     plt.close(fig)
     return path

@@ -37,7 +37,8 @@ def markdown_tables(report: dict) -> str:
         tests = [s for s in ("clean", "official") if s in sp]
         head = ["method"] + [c for s in tests for c in (f"{s} PG", f"{s} energy")]
         head += ["val PG"] if "val" in sp else []
-        head += [f"outside head ({tests[0]})", f"border ({tests[0]})"] if tests else []
+        short = "official" if "official" in sp else (tests or [None])[0]     # notumor scans too
+        head += [f"outside head ({short})", f"border ({short})"] if short else []
         head += ["ROAD"] if "faithfulness" in res else []
         ns = ", ".join(f"{s}: {sp[s]['n_boxed']} boxed of {sp[s]['n']}, accuracy "
                        f"{_pct(sp[s]['accuracy'])}%" for s in sp)
@@ -51,23 +52,23 @@ def markdown_tables(report: dict) -> str:
                 row += [_pct(a["pointing"]), _pct(a["energy"])]
             if "val" in sp:
                 row.append(_pct(sp["val"]["localisation"][m]["all"]["pointing"]))
-            if tests:
-                sc = sp[tests[0]]["shortcut"][m]
+            if short:
+                sc = sp[short]["shortcut"][m]
                 row += [_pct(sc["outside_head"]), _pct(sc["border"])]
             if "faithfulness" in res:
                 row.append(_num(res["faithfulness"].get(m, {}).get("road_combined")))
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
         if default and tests:
+            classes = sorted({c for t in tests for c in sp[t]["localisation"][default]["by_class"]})
             lines += [f"{name}, {LABELS[default]}, pointing game % (n) by class and by prediction:", "",
-                      "| split | " + " | ".join(sp[tests[0]]["localisation"][default]["by_class"])
-                      + " | correct | incorrect |", "|---|" + "---|" * (
-                          len(sp[tests[0]]["localisation"][default]["by_class"]) + 2)]
+                      "| split | " + " | ".join(classes) + " | correct | incorrect |",
+                      "|---|" + "---|" * (len(classes) + 2)]
             for s in tests:
                 d = sp[s]["localisation"][default]
-                cells = [f"{_pct(v['pointing'])} ({v['n']})" for v in d["by_class"].values()]
-                cells += [f"{_pct(d[k]['pointing'])} ({d[k]['n']})" for k in ("correct", "incorrect")]
-                lines.append(f"| {s} | " + " | ".join(cells) + " |")
+                rows = [d["by_class"].get(c, {"pointing": None, "n": 0}) for c in classes]
+                rows += [d["correct"], d["incorrect"]]
+                lines.append(f"| {s} | " + " | ".join(f"{_pct(v['pointing'])} ({v['n']})" for v in rows) + " |")
             lines.append("")
     return "\n".join(lines)
 

@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.tree import DecisionTreeClassifier
 
 from brainmri.classes import CLASSES
@@ -20,7 +21,7 @@ from brainmri.classes import CLASSES
 FEATURE_SETS = {"mode+size": ("mode", "width", "height"),
                 "mode+size+format+bytes": ("mode", "width", "height", "format", "bytes")}
 MODELS = {"decision tree": lambda: DecisionTreeClassifier(min_samples_leaf=3, random_state=0),
-          "gradient boosting": lambda: HistGradientBoostingClassifier(random_state=0)}
+          "gradient boosting": lambda: GradientBoostingClassifier(random_state=0)}
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ def trivial_classifiers(train: tuple[Sequence[FileInfo], Sequence[int]],
                         evals: dict[str, tuple[Sequence[FileInfo], Sequence[int]]]) -> dict:
     """Accuracy of classifiers fit on file properties of `train`, scored on each of `evals`.
 
-    Returns {"majority class": {eval: acc}, "<model> on <features>": {eval: acc}, ...}, with
-    accuracies in [0, 1] and the eval set sizes under "n". Deterministic (fixed seeds).
+    Returns {"n": {eval: size}, "class_counts": {eval: {class: n}}, "accuracy": {model: {eval:
+    acc}}, "balanced_accuracy": {model: {eval: acc}}}, models being "majority class" and
+    "<model> on <features>", accuracies in [0, 1]. Deterministic (fixed seeds).
     """
     x_infos, y = train
     y = np.asarray(y)
@@ -90,14 +92,20 @@ def trivial_classifiers(train: tuple[Sequence[FileInfo], Sequence[int]],
     codes = {v: i for i, v in enumerate(sorted({f.mode for f in everything} |
                                                {f.format for f in everything}))}
     majority = Counter(y.tolist()).most_common(1)[0][0]
-    out = {"n": {name: len(ys) for name, (_, ys) in evals.items()},
-           "majority class": {name: float(np.mean(np.asarray(ys) == majority))
-                              for name, (_, ys) in evals.items()}}
+    predictions = {"majority class": {name: np.full(len(ys), majority)
+                                      for name, (_, ys) in evals.items()}}
     for fname, columns in FEATURE_SETS.items():
-        x = _features(x_infos, columns, codes)
         for mname, make in MODELS.items():
-            model = make().fit(x, y)
-            out[f"{mname} on {fname}"] = {
-                name: float(np.mean(model.predict(_features(infos, columns, codes)) == np.asarray(ys)))
-                for name, (infos, ys) in evals.items() if len(ys)}
-    return out
+            model = make().fit(_features(x_infos, columns, codes), y)
+            predictions[f"{mname} on {fname}"] = {
+                name: model.predict(_features(infos, columns, codes)) if len(ys) else np.zeros(0)
+                for name, (infos, ys) in evals.items()}
+    truth = {name: np.asarray(ys) for name, (_, ys) in evals.items()}
+    return {"n": {name: len(t) for name, t in truth.items()},
+            "class_counts": {name: {CLASSES[c]: int((t == c).sum()) for c in np.unique(t)}
+                             for name, t in truth.items()},
+            "accuracy": {m: {name: float(np.mean(p[name] == truth[name])) for name in p
+                             if len(truth[name])} for m, p in predictions.items()},
+            "balanced_accuracy": {m: {name: float(balanced_accuracy_score(truth[name], p[name]))
+                                      for name in p if len(truth[name])}
+                                  for m, p in predictions.items()}}

@@ -1,0 +1,156 @@
+"""Does a heatmap point at the tumour, and does it stay inside the head? (numpy + OpenCV only)
+
+Every function takes a heatmap (H, W) float in the input image's own pixels (the
+`Explanation.heatmap` contract: values in [0, 1], 0 outside the head crop) and boxes as
+(x0, y0, x1, y1) in those pixels with x1, y1 exclusive (PIL's crop box, `tumor_boxes.csv`).
+
+- `pointing_game`: is the heatmap's maximum inside the box grown by a tolerance?
+- `energy_in_box`: the share of positive heatmap mass inside the box (energy-based pointing
+  game, Wang et al. 2020, Score-CAM).
+- null baselines that look at no image: `centred_gaussian` and `random_heatmap`.
+- shortcut checks: `head_mask` + `mass_outside`, and `border_mass` (the outer band of a box).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+Box = Sequence[int]          # (x0, y0, x1, y1), x1/y1 exclusive
+
+
+def _positive(heatmap: np.ndarray) -> np.ndarray:
+    """(H, W) float32 with negatives and NaN set to 0."""
+    heatmap = np.asarray(heatmap, np.float32)
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be (H, W), got shape {heatmap.shape}")
+    return np.where(heatmap > 0, heatmap, np.float32(0))
+
+
+def box_mask(shape: tuple[int, int], box: Box, grow: int = 0) -> np.ndarray:
+    """(H, W) bool, True inside `box` grown by `grow` pixels on every side (clipped)."""
+    h, w = shape
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"empty box {tuple(box)}: needs x0 < x1 and y0 < y1")
+    mask = np.zeros((h, w), bool)
+    mask[max(0, y0 - grow):max(0, min(h, y1 + grow)), max(0, x0 - grow):max(0, min(w, x1 + grow))] = True
+    return mask
+
+
+def pointing_game(heatmap: np.ndarray, box: Box, tolerance_px: int = 0) -> bool:
+    """True when the heatmap's maximum lies inside `box` grown by `tolerance_px` pixels.
+
+    Ties (plateaus after upsampling, flat maps) count as a hit only when more than half of the
+    maximal pixels are inside, so a constant or all-zero map does not score.
+    """
+    heat = _positive(heatmap)
+    top = heat.max()
+    if top <= 0:
+        return False
+    peak = heat >= top - 1e-6 * top
+    inside = box_mask(heat.shape, box, int(tolerance_px))
+    return bool(2 * np.count_nonzero(peak & inside) > np.count_nonzero(peak))
+
+
+def mass_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """Share in [0, 1] of the positive heatmap mass where `mask` (H, W) is True; nan if none."""
+    heat = _positive(heatmap)
+    if mask.shape != heat.shape:
+        raise ValueError(f"mask {mask.shape} and heatmap {heat.shape} differ in shape")
+    total = heat.sum(dtype=np.float64)
+    return float(heat[mask].sum(dtype=np.float64) / total) if total > 0 else float("nan")
+
+
+def mass_outside(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """Share in [0, 1] of the positive heatmap mass where `mask` is False; nan if none."""
+    return 1.0 - mass_inside(heatmap, mask)
+
+
+def energy_in_box(heatmap: np.ndarray, box: Box) -> float:
+    """Share in [0, 1] of the positive heatmap mass inside `box`; nan for an all-zero map."""
+    return mass_inside(heatmap, box_mask(np.shape(heatmap), box))
+
+
+def border_mask(shape: tuple[int, int], band: float = 0.05, box: Box | None = None) -> np.ndarray:
+    """(H, W) bool: the outer band of `box` (default: the whole image), `band` of its size wide.
+
+    Use the head-crop box to look at the edge of what the model saw (frame, corner text).
+    """
+    h, w = shape
+    x0, y0, x1, y1 = box if box is not None else (0, 0, w, h)
+    bx, by = max(1, round(band * (x1 - x0))), max(1, round(band * (y1 - y0)))
+    mask = box_mask(shape, (x0, y0, x1, y1))
+    mask[y0 + by:y1 - by, x0 + bx:x1 - bx] = False
+    return mask
+
+
+def border_mass(heatmap: np.ndarray, band: float = 0.05, box: Box | None = None) -> float:
+    """Share of positive heatmap mass in the outer `band` of `box` (a uniform map: 1-(1-2b)^2)."""
+    return mass_inside(heatmap, border_mask(np.shape(heatmap), band, box))
+
+
+# -- null baselines: maps that never look at the image ----------------------------------------
+def centred_gaussian(shape: tuple[int, int], sigma: float = 0.25) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: a Gaussian at the centre, std `sigma` times each side."""
+    h, w = shape
+    yy = (np.arange(h) + 0.5 - h / 2) / (sigma * h)
+    xx = (np.arange(w) + 0.5 - w / 2) / (sigma * w)
+    g = np.exp(-0.5 * (yy[:, None] ** 2 + xx[None, :] ** 2))
+    return (g / g.max()).astype(np.float32)
+
+
+def random_heatmap(shape: tuple[int, int], rng: np.random.Generator, smooth: float = 0.08) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: white noise blurred by a Gaussian of std `smooth` x the longer side,
+    min-max scaled (blobs about the size of an upsampled CAM's). Made on a <= 64 px grid, then
+    resized: the same blobs at a fraction of the cost."""
+    h, w = shape
+    scale = min(1.0, 64.0 / max(h, w))
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    noise = rng.standard_normal((sh, sw)).astype(np.float32)
+    sigma = max(0.5, smooth * max(sh, sw))
+    blurred = cv2.GaussianBlur(noise, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    if (sh, sw) != (h, w):
+        blurred = cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR)
+    lo, hi = float(blurred.min()), float(blurred.max())
+    return ((blurred - lo) / (hi - lo) if hi > lo else np.zeros_like(blurred)).astype(np.float32)
+
+
+def place(heatmap: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndarray:
+    """Put an (h, w) map made for `box` into an (H, W) zero image (as CAMs are: 0 outside the crop)."""
+    x0, y0, x1, y1 = box
+    if heatmap.shape != (y1 - y0, x1 - x0):
+        raise ValueError(f"map {heatmap.shape} does not fit box {tuple(box)}")
+    full = np.zeros(shape, np.float32)
+    full[y0:y1, x0:x1] = heatmap
+    return full
+
+
+# -- the head ------------------------------------------------------------------------------
+def head_mask(grey: np.ndarray, min_share: float = 0.05) -> np.ndarray:
+    """(H, W) uint8 scan -> (H, W) bool, True on the head: the largest bright blob, holes filled.
+
+    Same threshold as `presets.head_box` (0.3 x Otsu, at least 10, on a <= 256 px blurred
+    copy). When no blob covers `min_share` of the image, the whole image counts as head.
+    """
+    grey = np.asarray(grey)
+    if grey.ndim != 2 or grey.dtype != np.uint8:
+        raise ValueError(f"head_mask needs an (H, W) uint8 image, got {grey.shape} {grey.dtype}")
+    h, w = grey.shape
+    scale = min(1.0, 256.0 / max(h, w))
+    small = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA) if scale < 1 else grey
+    small = cv2.GaussianBlur(small, (5, 5), 0)
+    otsu, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, bright = cv2.threshold(small, max(10.0, 0.3 * otsu), 255, cv2.THRESH_BINARY)
+    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return np.ones((h, w), bool)
+    filled = np.zeros_like(bright)
+    cv2.drawContours(filled, [max(contours, key=cv2.contourArea)], -1, 255, thickness=cv2.FILLED)
+    if np.count_nonzero(filled) < min_share * filled.size:
+        return np.ones((h, w), bool)
+    if scale < 1:
+        filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
+    return filled >= 128

@@ -1,0 +1,212 @@
+"""brainmri.localisation on synthetic maps, brainmri.multicam against explain_batch, and a
+smoke run of `python -m train.explain_eval` on a synthetic Kaggle-layout folder."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from brainmri import localisation as loc
+from brainmri.checkpoint import read_metadata
+from brainmri.classes import CLASSES
+from brainmri.multicam import explain_methods
+from brainmri.predictor import Predictor
+
+from .conftest import make_tiny_checkpoint
+from .synthetic import scan
+
+SHAPE = (120, 160)            # (H, W), not square, so an x/y mix-up shows
+BOX = (100, 20, 130, 50)      # x0, y0, x1, y1 (exclusive)
+
+
+def peak(y: int, x: int, shape=SHAPE, sigma: float = 4.0) -> np.ndarray:
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    return np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2)).astype(np.float32)
+
+
+def test_pointing_game_inside_and_outside():
+    assert loc.pointing_game(peak(35, 115), BOX) is True
+    assert loc.pointing_game(peak(35, 40), BOX) is False
+    assert loc.pointing_game(peak(100, 115), BOX) is False     # right x, wrong y
+
+
+def test_pointing_game_edges_are_exclusive_and_tolerance_grows_the_box():
+    just_right = peak(35, 130)                               # x1 = 130 is outside
+    assert loc.pointing_game(just_right, BOX) is False
+    assert loc.pointing_game(just_right, BOX, tolerance_px=1) is True
+    assert loc.pointing_game(peak(35, 99), BOX) is False
+    assert loc.pointing_game(peak(35, 99), BOX, tolerance_px=1) is True
+    assert loc.pointing_game(peak(35, 136), BOX, tolerance_px=5) is False
+    assert loc.pointing_game(peak(35, 134), BOX, tolerance_px=5) is True
+
+
+def test_flat_and_empty_maps_do_not_score():
+    assert loc.pointing_game(np.zeros(SHAPE), BOX) is False
+    assert loc.pointing_game(np.ones(SHAPE), BOX) is False
+    assert np.isnan(loc.energy_in_box(np.zeros(SHAPE), BOX))
+
+
+def test_energy_inside_plus_outside_is_one():
+    heat = loc.random_heatmap(SHAPE, np.random.default_rng(1))
+    inside = loc.energy_in_box(heat, BOX)
+    outside = loc.mass_outside(heat, loc.box_mask(SHAPE, BOX))
+    assert 0 < inside < 1 and inside + outside == pytest.approx(1.0)
+    assert loc.energy_in_box(np.ones(SHAPE), BOX) == pytest.approx(30 * 30 / (120 * 160))
+    assert loc.energy_in_box(peak(35, 115, sigma=2), BOX) > 0.99
+    with pytest.raises(ValueError, match="empty box"):
+        loc.energy_in_box(heat, (10, 10, 10, 20))
+
+
+def test_border_mass_of_a_uniform_map():
+    band = 0.1
+    assert loc.border_mass(np.ones((100, 100)), band) == pytest.approx(1 - 0.8 ** 2)
+    inner = (20, 10, 80, 90)                                  # only the band of this box counts
+    heat = np.zeros((100, 100))
+    heat[10:90, 20:80] = 1
+    assert loc.border_mass(heat, band, inner) == pytest.approx(1 - (0.8 * 0.8))
+    assert loc.border_mass(peak(50, 50, (100, 100)), band) < 0.01
+
+
+@pytest.mark.parametrize("make", [lambda s: loc.centred_gaussian(s),
+                                  lambda s: loc.random_heatmap(s, np.random.default_rng(0))])
+def test_null_baselines_shape_and_range(make):
+    heat = make(SHAPE)
+    assert heat.shape == SHAPE and heat.dtype == np.float32
+    assert heat.min() >= 0 and heat.max() == pytest.approx(1.0)
+
+
+def test_centred_gaussian_peaks_in_the_middle_and_noise_is_seeded():
+    g = loc.centred_gaussian(SHAPE)
+    assert loc.pointing_game(g, (70, 50, 90, 70))
+    a, b = (loc.random_heatmap(SHAPE, np.random.default_rng(3)) for _ in range(2))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, loc.random_heatmap(SHAPE, np.random.default_rng(4)))
+
+
+def test_place_puts_a_map_in_its_box():
+    full = loc.place(np.ones((30, 30), np.float32), BOX, SHAPE)
+    assert full.shape == SHAPE and full.sum() == 900 and full[20:50, 100:130].all()
+    with pytest.raises(ValueError, match="does not fit"):
+        loc.place(np.ones((5, 5)), BOX, SHAPE)
+
+
+def test_head_mask_covers_the_synthetic_head():
+    grey = np.asarray(scan(3, size=256))
+    mask = loc.head_mask(grey)
+    head = grey > 0
+    assert mask.shape == grey.shape and mask.dtype == bool
+    assert (mask & head).sum() / head.sum() > 0.97              # covers the head, dark texture too
+    assert (mask & ~head).sum() / (~head).sum() < 0.03          # and little background
+    assert not mask[:8].any() and not mask[:, :8].any()         # corners are background
+    heat = np.zeros(grey.shape, np.float32)
+    heat[:10, :10] = 1                                          # all mass in a corner
+    assert loc.mass_outside(heat, mask) == pytest.approx(1.0)
+
+
+def test_head_mask_of_a_blank_image_is_everything():
+    assert loc.head_mask(np.zeros((64, 64), np.uint8)).all()
+    with pytest.raises(ValueError, match="uint8"):
+        loc.head_mask(np.zeros((64, 64), np.float32))
+
+
+def test_multicam_matches_explain_batch(tiny_checkpoints):
+    predictor = Predictor.from_checkpoint(tiny_checkpoints["resnet50"], device="cpu")
+    images = [np.asarray(scan(i, size=96)) for i in range(2)]
+    methods = ("gradcam", "layercam", "eigencam")
+    maps = explain_methods(predictor, predictor.prepare(images), methods)
+    for m in methods:
+        for got, ref in zip(maps, predictor.explain_batch(images, method=m)):
+            assert got.target == ref.target and got.prediction.label == ref.prediction.label
+            assert got.prediction.probabilities == pytest.approx(ref.prediction.probabilities)
+            np.testing.assert_allclose(got.heatmaps[m], ref.heatmap, atol=1e-5)
+    with pytest.raises(ValueError, match="fast"):
+        explain_methods(predictor, predictor.prepare(images), ("scorecam",))
+
+
+def test_thin_svd_eigencam_is_the_library_projection(tiny_checkpoints):
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    from brainmri.cam import _eigen_projection
+    predictor = Predictor.from_checkpoint(tiny_checkpoints["resnet50"], device="cpu")
+    prepared = predictor.prepare([np.asarray(scan(i, size=96)) for i in range(3)])
+    acts = predictor.features(torch.stack([p.tensor for p in prepared])).numpy()   # (3, 2048, 2, 2)
+    np.testing.assert_allclose(_eigen_projection(acts), get_2d_projection(acts), rtol=1e-4, atol=1e-4)
+
+
+# -- the CLI on a synthetic Kaggle-layout folder -------------------------------------------
+def synthetic_kaggle(root, per_class: int = 3) -> None:
+    """Training/ and Testing/ with `per_class` scans per class and a boxes CSV of the lesions."""
+    rows = ["path,split,class,width,height,x0,y0,x1,y1"]
+    seed = 0
+    for split in ("Training", "Testing"):
+        for cls in CLASSES:
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                seed += 1
+                image = scan(seed, size=96 + 8 * i, lesion=cls != "notumor")
+                rel = f"{split}/{cls}/{split[:2]}-{cls[:2]}_{i:04d}.png"
+                image.save(root / rel)
+                ys, xs = np.nonzero(np.asarray(image) == 220)
+                if cls != "notumor" and len(xs):
+                    rows.append(f"{rel},{split},{cls},{image.width},{image.height},"
+                                f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}")
+    (root / "tumor_boxes.csv").write_text("\n".join(rows) + "\n")
+
+
+def run_cli(tmp_path, ckpt, data, out, *extra):
+    from train.explain_eval import get_args_parser, main
+    return main(get_args_parser().parse_args([
+        str(ckpt), "--data", str(data), "--out", str(out), "--methods", "gradcam,layercam",
+        "--batch-size", "4", "--cache-dir", str(tmp_path / "cache"), *extra]))
+
+
+def test_explain_eval_cli_smoke(tmp_path):
+    data = tmp_path / "brain-tumor-mri"
+    synthetic_kaggle(data)
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.safetensors", "baseline", size=48)
+    out = tmp_path / "out"
+    report = run_cli(tmp_path, ckpt, data, out, "--faithfulness", "2", "--grid-rows", "2",
+                     "--workers", "0", "--write-default")
+    saved = json.loads((out / "explain_metrics.json").read_text())
+    assert saved["methods"] == ["gradcam", "layercam"] and saved["tolerance"] == 0.02
+    (res,) = saved["models"].values()
+    for split in ("official", "clean", "val"):
+        assert split in res["splits"]
+    official = res["splits"]["official"]
+    assert official["n"] == 12 and official["n_boxed"] == 9
+    for name in ("gradcam", "layercam", "centre", "random"):
+        a = official["localisation"][name]["all"]
+        assert a["n"] == 9 and 0 <= a["pointing"] <= 1 and 0 <= a["energy"] <= 1
+        assert set(official["localisation"][name]["by_class"]) == {"glioma", "meningioma", "pituitary"}
+        sc = official["shortcut"][name]
+        assert sc["n"] == 12 and 0 <= sc["outside_head"] <= 1 and 0 <= sc["border"] <= 1
+    assert official["localisation"]["centre"]["all"]["energy"] > 0
+    faith = res["faithfulness"]
+    assert faith["gradcam"]["n"] == 2 and np.isfinite(faith["random"]["road_combined"])
+    choice = res["default_cam"]
+    assert choice["chosen_on"] == "val" and choice["method"] in ("gradcam", "layercam")
+    meta = read_metadata(ckpt)
+    assert meta["default_cam"] == choice["method"]
+    assert set(meta["cam_scores"]) == {"gradcam", "layercam"}
+    assert (out / "grid-tiny-baseline.png").stat().st_size > 1000
+    assert "| Grad-CAM" in (out / "tables.md").read_text()
+    assert report["models"].keys() == saved["models"].keys()
+
+    # Worker processes and the saved split lists give the same numbers, without Training/.
+    again = run_cli(tmp_path, ckpt, data, tmp_path / "again", "--faithfulness", "0", "--grid-rows",
+                    "0", "--workers", "1", "--samples", str(out / "samples.json"))
+    (res2,) = again["models"].values()
+    assert res2["splits"] == res["splits"]
+
+
+def test_explain_eval_rejects_bad_arguments(tmp_path):
+    from train.explain_eval import get_args_parser, main
+    base = ["x.safetensors", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    for extra, message in [(["--split", "test"], "--split"), (["--methods", "scorecam"], "fast"),
+                           (["--methods", "nope"], "unknown CAM method"),
+                           (["--split", "clean", "--write-default"], "val split")]:
+        with pytest.raises(SystemExit, match=message):
+            main(get_args_parser().parse_args(base + extra))

@@ -1,0 +1,101 @@
+"""Evaluation protocols: the validation split shares no duplicate group with training, and the
+clean test set shares none with Training."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import ImageEnhance, ImageOps
+
+from brainmri.classes import CLASSES
+from brainmri.data import Sample
+from brainmri.protocols import build_splits, first_of_group, group_split
+from tests.synthetic import scan
+
+ROOT = Path(__file__).resolve().parent.parent
+# Synthetic scans whose thumbnails correlate below 0.9 pairwise (checked once): distinct pictures.
+SEEDS = [0, 1, 2, 3, 4, 5, 7, 11, 12, 13, 14, 17, 18, 19, 21, 22, 28, 31, 32, 34, 41, 49, 52, 54,
+         70, 108, 117, 161]
+
+
+def fake_samples(n_groups: int = 60, seed: int = 0) -> tuple[list[Sample], np.ndarray]:
+    """Groups of 1-4 files, one label per group, in shuffled order."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5, n_groups)
+    groups = np.repeat(np.arange(n_groups), sizes)
+    labels = np.repeat(rng.integers(0, len(CLASSES), n_groups), sizes)
+    order = rng.permutation(len(groups))
+    samples = [Sample(Path(f"f{i}.png"), int(labels[i]), "train") for i in order]
+    return samples, groups[order]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_group_split_keeps_each_group_on_one_side(seed):
+    samples, groups = fake_samples(seed=seed)
+    train, val = group_split(samples, groups, val_fraction=0.25, seed=seed)
+    assert sorted(train + val) == list(range(len(samples)))
+    assert not set(groups[train]) & set(groups[val])
+    assert 0 < len(val) < len(train)
+
+
+def test_group_split_is_deterministic_and_stratified():
+    samples, groups = fake_samples(n_groups=200)
+    assert group_split(samples, groups, 0.2, seed=1) == group_split(samples, groups, 0.2, seed=1)
+    _, val = group_split(samples, groups, 0.2, seed=1)
+    labels = np.array([s.label for s in samples])
+    for c in range(len(CLASSES)):
+        n_groups = len(set(groups[labels == c]))
+        assert abs(len(set(groups[val][labels[val] == c])) - 0.2 * n_groups) <= 1
+
+
+def test_first_of_group_keeps_one_file_per_group():
+    groups = np.array([5, 5, 2, 7, 2, 5])
+    assert first_of_group([0, 1, 2, 3, 4, 5], groups) == [0, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def synthetic_kaggle(tmp_path_factory) -> Path:
+    """Training/Testing folders where some Testing files are mirrored copies of Training ones
+    and some Training pictures appear twice (the second time brighter)."""
+    root = tmp_path_factory.mktemp("kaggle")
+    for split in ("Training", "Testing"):
+        for name in CLASSES:
+            (root / split / name).mkdir(parents=True)
+    for c, name in enumerate(CLASSES):
+        for k in range(6):
+            seed = SEEDS[7 * c + k]
+            scan(seed).save(root / "Training" / name / f"tr_{k}.png")
+            if k < 2:
+                bright = ImageEnhance.Brightness(scan(seed)).enhance(1.2)
+                bright.save(root / "Training" / name / f"tr_{k}_bright.png")
+            if k == 0:
+                ImageOps.mirror(scan(seed)).save(root / "Testing" / name / "te_copy.png")
+        scan(SEEDS[7 * c + 6]).save(root / "Testing" / name / "te_new.png")
+    return root
+
+
+def check_splits(splits) -> None:
+    g = splits.groups
+    train = {g[str(s.path)] for s in splits.train}
+    val = {g[str(s.path)] for s in splits.val}
+    assert splits.val and not train & val
+    training = {g[str(s.path)] for s in splits.train + splits.val}
+    assert not training & {g[str(s.path)] for s in splits.clean}
+    assert {str(s.path) for s in splits.clean} <= {str(s.path) for s in splits.official}
+
+
+def test_build_splits_on_synthetic_groups(synthetic_kaggle, tmp_path):
+    splits = build_splits(synthetic_kaggle, val_fraction=0.34, cache_dir=tmp_path)
+    check_splits(splits)
+    assert len(splits.official) == 2 * len(CLASSES)
+    assert sorted(s.path.name for s in splits.clean) == ["te_new.png"] * len(CLASSES)
+    assert len(splits.train) + len(splits.val) == 6 * len(CLASSES)      # copies dropped
+
+
+@pytest.mark.real_data
+def test_build_splits_on_real_data(data_dir):
+    # Own cache file: the first run computes signatures (~15 s on 2 cores), later runs reuse them.
+    splits = build_splits(data_dir, cache_dir=ROOT / ".cache" / "tests")
+    check_splits(splits)
+    assert 200 < len(splits.clean) < len(splits.official) == 1311
