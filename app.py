@@ -28,8 +28,7 @@ from PIL import Image
 from brainmri.classes import UnknownClassError, canonical_class
 from brainmri.io import MAX_BYTES, ImageLoadError, load_image, to_grey
 from brainmri.cam import LABELS as METHOD_LABELS
-from brainmri.service import (COLOURS, MODEL_LABELS, NOT_MRI, PREDICTED, Service,
-                              class_label)
+from brainmri.service import COLOURS, MODEL_LABELS, PREDICTED, Service, class_label
 
 log = logging.getLogger("brainmri.app")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm"}
@@ -133,7 +132,7 @@ def flag_bars(*is_mri: bool) -> gr.Label | tuple[gr.Label, ...]:
     """Style only (value untouched): probability bars greyed and relabelled when a model says
     the input is not a brain MRI slice, so they cannot be read as a finding."""
     out = tuple(gr.Label(label="Probabilities", elem_classes=[]) if ok is not False else
-                gr.Label(label=f"Probabilities — {NOT_MRI.lower()}: not a finding",
+                gr.Label(label="Probabilities — not like a brain MRI slice: not a finding",
                          elem_classes=["flagged"]) for ok in is_mri)
     return out[0] if len(out) == 1 else out
 

@@ -13,7 +13,9 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from brainmri.classes import CLASSES
 from tests.appserver import ROOT, checkpoint_dir, running_app, sample_scan
@@ -40,9 +42,12 @@ def setup(tmp_path_factory):
         yield url, scan, real_models and real_scan
 
 
-def test_classify_opacity_compare(setup):
+def test_classify_opacity_compare(setup, tmp_path):
     url, scan, real = setup
     OUT.mkdir(exist_ok=True)
+    photo = tmp_path / "colour-photo.png"          # plainly colourful: not an MRI slice
+    yy, xx = np.mgrid[0:96, 0:96]
+    Image.fromarray(np.stack([xx * 2.6, yy * 2.6, 255 - xx * 2.6], 2).astype(np.uint8)).save(photo)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -67,6 +72,12 @@ def test_classify_opacity_compare(setup):
             page.wait_for_function(
                 "before => document.querySelector('#overlay img')?.src !== before", arg=before)
             page.screenshot(path=str(OUT / "classify-opacity.png"), full_page=True)
+
+            page.locator("#scan input[type=file]").set_input_files(str(photo))
+            sync_api.expect(page.locator("#headline")).to_contain_text(
+                "does not look like a brain MRI slice")
+            sync_api.expect(bars).to_have_class(re.compile("flagged"))     # greyed, relabelled
+            page.screenshot(path=str(OUT / "classify-not-mri.png"), full_page=True)
 
             page.get_by_role("tab", name="Compare").click()
             page.locator("#compare-scan input[type=file]").set_input_files(str(scan))
