@@ -53,7 +53,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="folder with brain-tumor-mri/ for real scans (else synthetic ones)")
     p.add_argument("--requests", type=int, default=500)
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--warmup", type=int, default=16, help="calls before the first memory reading")
+    p.add_argument("--warmup", type=int, default=32,
+                   help="calls before the first memory reading (one per model x method x scan)")
     p.add_argument("--budget-s", type=float, default=1800, help="stop sending after this long")
     p.add_argument("--request-timeout-s", type=float, default=300)
     p.add_argument("--max-growth-mb", type=float, default=100)

@@ -60,6 +60,9 @@ def test_audit_counts_copies_leaks_and_mixed_labels(folders, tmp_path):
     assert s["groups"] == 8
     assert s["candidate_recall"]["missed"] == 0
     assert s["candidate_recall"]["groups_if_all_pairs_compared"] == 8
+    look = s["second_look"]        # greyscale copies stay copies at 128 px
+    assert sum(b["pairs"] for b in look["bins"]) >= 3
+    assert look["above_threshold_but_different_at_128px"] == 0
     x = s["cross_split"]
     assert (x["test_files"], x["test_with_copy_in_train"], x["groups_crossing"]) == (3, 1, 1)
     assert [sorted(m["path"] for m in g["members"]) for g in s["mixed_label_groups"]] == \

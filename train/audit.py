@@ -393,7 +393,7 @@ def print_duplicates(summary: dict) -> None:
               + (f", Testing with a copy in Training {c['test_with_copy_in_train_if_all_pairs_compared']}"
                  if summary["cross_split"] else ""))
     look = summary["second_look"]
-    if look:
+    if look and any(b["pairs"] for b in look["bins"]):
         print(f"second look at greyscale pairs, {look['size']} px (same picture if r >= "
               f"{look['copy_if_r_at_size_at_least']}): r bin: pairs / same picture")
         print("  " + ", ".join(f"{b['r_from']:.2f}: {b['pairs']}/{b['same_picture_at_128px']}"

@@ -3,12 +3,14 @@ either side of the duplicate threshold. Plotting only; the numbers come from `tr
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import matplotlib
 import numpy as np
+from PIL import Image
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -84,6 +86,9 @@ def plot_gallery(rows: Sequence[dict], path: Path, size: int = 96) -> Path:
             ax.set_title(title, fontsize=5.5)
             ax.axis("off")
     fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=96)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=96)
     plt.close(fig)
+    # A 64-colour palette keeps the file small enough to commit next to the docs.
+    Image.open(buf).convert("RGB").quantize(colors=64).save(path, optimize=True)
     return path

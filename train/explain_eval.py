@@ -1,6 +1,6 @@
 """Do the heatmaps point at the tumour? Localisation, faithfulness and shortcut checks per model.
 
-    python -m train.explain_eval runs/resnet50/model.safetensors runs/baseline/model.safetensors \\
+    python -m train.explain_eval checkpoints/resnet50.safetensors checkpoints/baseline.safetensors \\
         --data ../shared/data --out runs/explain
     python -m train.explain_eval checkpoints/resnet50.safetensors --data ../shared/data --write-default
     python -m train.explain_eval CKPT --data DIR --limit 64 --faithfulness 16      # a quick look
