@@ -91,3 +91,10 @@ def test_audit_against_finds_copies_in_the_other_dataset(folders, tmp_path):
 def test_audit_rejects_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such"):
         main(get_args_parser().parse_args([str(tmp_path / "no-such")]))
+
+
+@pytest.mark.parametrize("flag, value", [("--threshold", "1.5"), ("--workers", "0")])
+def test_audit_rejects_bad_numbers(folders, tmp_path, flag, value):
+    data, _ = folders
+    with pytest.raises(ValueError, match=flag.lstrip("-")):
+        main(get_args_parser().parse_args([str(data), flag, value, "--out", str(tmp_path)]))

@@ -42,7 +42,8 @@ def plot_histogram(hist: dict, threshold: float, path: Path) -> Path:
     edges = np.asarray(hist["edges"])
     grey, other = np.asarray(hist["greyscale_pairs"]), np.asarray(hist["other_pairs"])
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    ax.stairs(other, edges, label="other pairs (mostly RGB: Br35H / SARTAJ)", color="#3b6ea5", lw=1.5)
+    ax.stairs(other, edges, label="other pairs (at least one RGB file: Br35H / SARTAJ)",
+              color="#3b6ea5", lw=1.5)
     ax.stairs(grey, edges, label="both greyscale (figshare)", color="#d9822b", lw=1.5)
     ax.axvline(threshold, color="k", lw=1, ls="--")
     ax.text(threshold, 0.98, f"threshold {threshold:.3f} ", ha="right", va="top", fontsize=8,
@@ -64,7 +65,8 @@ def plot_gallery(rows: Sequence[dict], path: Path, size: int = 96) -> Path:
     """One row per pair: image A, image B (mirrored when that matches better), |z(A) - z(B)|.
 
     Each row dict: a, b (paths), title_a, title_b (short labels), r (the thumbnail r), side
-    ("above"/"below"), kind ("greyscale"/"other"). The 128 px r of the crops is computed here and shown beside it.
+    ("above"/"below"), kind ("greyscale"/"other"). The 128 px r of the crops is computed here
+    and shown beside it.
     """
     if not rows:
         fig, ax = plt.subplots(figsize=(4, 1))
@@ -79,8 +81,9 @@ def plot_gallery(rows: Sequence[dict], path: Path, size: int = 96) -> Path:
         a, b = head_thumb(row["a"], size), head_thumb(row["b"], size)
         b = b[:, ::-1] if mirrored else b
         diff = np.abs((a - a.mean()) / (a.std() or 1) - (b - b.mean()) / (b.std() or 1))
+        caption = f"{row['side']} ({row['kind']})\nr={row['r']:.4f} r@128px={r_hi:.3f}"
         panels = ((a, "gray", 255, row["title_a"]), (b, "gray", 255, row["title_b"]),
-                  (diff, "magma", 2, f"{row['side']} ({row['kind']})\nr={row['r']:.4f} r@128px={r_hi:.3f}"))
+                  (diff, "magma", 2, caption))
         for ax, (img, cmap, vmax, title) in zip(ax_row, panels):
             ax.imshow(img, cmap=cmap, vmin=0, vmax=vmax)
             ax.set_title(title, fontsize=5.5)
