@@ -20,7 +20,6 @@ import json
 import logging
 import platform
 import time
-import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -146,48 +145,53 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _features(predictor: Predictor, images: list, threshold: float) -> list[float]:
+    return [p.mri_score / threshold for p in predictor.predict_batch(images)] if images else []
+
+
 def score(predictor: Predictor, items: dict[str, object], batch_size: int,
           cache: Path | None = None) -> list[dict]:
     """Per item: feature score and verdict, input check and verdict, combined verdict.
 
-    Scores are relative to each check's threshold (over 1 = refused). Items that the loader
-    refuses (e.g. too small) count as refused by every verdict. With `cache` (JSON lines),
-    rows already there are reused, so an interrupted run resumes where it stopped.
+    Scores are relative to each check's limit (over 1 = refused). Items the loader refuses
+    (e.g. too small) count as refused by every verdict. With `cache` (JSON lines of feature
+    scores, the expensive part), an interrupted run resumes where it stopped.
     """
-    threshold = predictor.ood.threshold if predictor.ood is not None else float("inf")
+    threshold = predictor.ood.threshold
     done = {}
     if cache is not None and cache.is_file():
-        done = {r["name"]: r for r in map(json.loads, cache.read_text().splitlines()) if r}
-    names = [n for n in items if n not in done]
+        done = {r["name"]: r["feature"] for r in map(json.loads, cache.read_text().splitlines())}
+    rows, names = [], list(items)
     sink = open(cache, "a") if cache is not None else None
     try:
         for start in range(0, len(names), batch_size):
-            chunk, images, rows = [], [], []
+            loaded = {}
             for name in names[start:start + batch_size]:
                 try:
-                    images.append(load_image(items[name]))
-                    chunk.append(name)
+                    loaded[name] = load_image(items[name])
                 except ImageLoadError as error:
                     rows.append({"name": name, "refused_at_load": str(error), "feature": 1e12,
                                  "feature_ok": False, "input": 1e12, "input_ok": False,
                                  "is_mri": False})
-            for name, image, p in zip(chunk, images, predictor.predict_batch(images) if images else []):
-                check = mri_check.check(image)
-                rows.append({"name": name, "feature": p.mri_score / threshold,
-                             "feature_ok": bool(p.mri_score <= threshold), "input": check.score,
-                             "input_ok": check.ok, "is_mri": bool(p.mri_score <= threshold and check.ok)})
-            for row in rows:
-                done[row["name"]] = row
+            todo = [n for n in loaded if n not in done]
+            for name, value in zip(todo, _features(predictor, [loaded[n] for n in todo], threshold)):
+                done[name] = value
                 if sink:
-                    sink.write(json.dumps(row) + "\n")
+                    sink.write(json.dumps({"name": name, "feature": value}) + "\n")
+            for name, image in loaded.items():
+                check = mri_check.check(image)
+                rows.append({"name": name, "feature": done[name], "feature_ok": done[name] <= 1.0,
+                             "input": check.score, "input_ok": check.ok,
+                             "is_mri": done[name] <= 1.0 and check.ok})
             if sink:
                 sink.flush()
-            if (start // batch_size) % 10 == 0:
-                log.info("scored %d/%d", start + len(rows), len(names))
+            if todo and (start // batch_size) % 10 == 0:
+                log.info("scored %d/%d", start + len(loaded), len(names))
     finally:
         if sink:
             sink.close()
-    return [done[n] for n in items]
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(rows, key=lambda r: order[r["name"]])
 
 
 def summarise(real: dict[str, list[dict]], other: list[dict]) -> dict:
@@ -241,9 +245,8 @@ def main(args: argparse.Namespace) -> dict:
     chosen = {p: [str(s.path) for s in splits.protocol(p)[: args.limit or None]] for p in args.protocols}
     paths = sorted(set().union(*chosen.values()))          # `clean` is a subset of `official`
     log.info("scoring %d scans (%s)", len(paths), ", ".join(f"{p} {len(v)}" for p, v in chosen.items()))
-    # One cache per checkpoint, OOD fit and input-check limits: a rerun resumes.
-    key = zlib.crc32(json.dumps([predictor.ood.threshold, mri_check.describe()]).encode())
-    cache = args.out / f"scores-{args.checkpoint.stem}-{key:08x}.jsonl"
+    # Feature scores cached per checkpoint and OOD fit: a rerun resumes.
+    cache = args.out / f"features-{args.checkpoint.stem}-{predictor.ood.threshold:.6g}.jsonl"
     rows = {r["name"]: r for r in score(predictor, {p: p for p in paths}, args.batch_size, cache)}
     real = {p: [rows[name] for name in names] for p, names in chosen.items()}
     other = score(predictor, non_mri(), args.batch_size)
