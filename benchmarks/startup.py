@@ -14,6 +14,8 @@ import subprocess  # noqa: E402
 import sys        # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from .timing import Timing  # noqa: E402  (imports torch: counted in the import phase)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,8 +35,8 @@ def main(paths: list[str], device: str | None = None) -> dict[str, float]:
             "warmup": 1000 * (warm - loaded), "total": 1000 * (warm - _start)}
 
 
-def measure(paths: list[str], device: str | None, repeats: int) -> tuple[dict[str, float], float]:
-    """(median of each phase in ms, median wall ms of the whole process incl. interpreter)."""
+def measure(paths: list[str], device: str | None, repeats: int) -> tuple[dict[str, Timing], Timing]:
+    """(each phase in ms, wall ms of the whole process incl. the interpreter's start)."""
     runs, walls = [], []
     for _ in range(repeats):
         args = [sys.executable, "-m", "benchmarks.startup", *map(str, paths)]
@@ -44,8 +46,7 @@ def measure(paths: list[str], device: str | None, repeats: int) -> tuple[dict[st
         out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT)
         walls.append(1000 * (time.perf_counter() - t))
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    med = {k: sorted(r[k] for r in runs)[len(runs) // 2] for k in runs[0]}
-    return med, sorted(walls)[len(walls) // 2]
+    return {k: Timing.of([r[k] for r in runs]) for k in runs[0]}, Timing.of(walls)
 
 
 if __name__ == "__main__":

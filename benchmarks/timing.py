@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -36,6 +37,18 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Median and fastest of repeated measurements, in ms. The median is the figure; the
+    fastest shows what the code does when nothing else wants the CPU."""
+    median: float
+    best: float
+
+    @classmethod
+    def of(cls, values: list[float], per: int = 1) -> "Timing":
+        return cls(statistics.median(values) / per, min(values) / per)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100), linear interpolation between order statistics."""
     ordered = sorted(values)
@@ -55,11 +68,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load() -> str:
+    """The 1/5/15-minute load averages: over the core count, other work skews every figure."""
+    try:
+        return ", ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
+    except OSError:
+        return "unknown"
+
+
 def machine() -> dict[str, str]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": f"{cpu_model()}, {os.cpu_count()} logical cores, "
-                   f"torch uses {torch.get_num_threads()} threads",
+                   f"torch threads: {torch.get_num_threads()}",
             "gpu": gpu, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": importlib.metadata.version("torchvision"),
             "grad-cam": importlib.metadata.version("grad-cam")}
