@@ -27,7 +27,6 @@ from PIL import Image
 
 from brainmri.classes import UnknownClassError, canonical_class
 from brainmri.io import MAX_BYTES, ImageLoadError, load_image, to_grey
-from brainmri.cam import LABELS as METHOD_LABELS
 from brainmri.service import COLOURS, MODEL_LABELS, PREDICTED, Service, class_label
 
 log = logging.getLogger("brainmri.app")
@@ -166,7 +165,7 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
     files = Files()
     heatmap_figure(np.zeros((8, 8), np.float32))        # loads matplotlib now, not on first use
     models = [(MODEL_LABELS.get(m, m), m) for m in service.models]
-    methods = [(METHOD_LABELS[m], m) for m in service.methods]
+    methods = service.method_choices()
     targets = [("predicted class", PREDICTED)] + [(class_label(c), c) for c in service.classes]
 
     @gpu
@@ -314,6 +313,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="folder of example scans, <class>/<file> or flat (env BRAINMRI_EXAMPLES); "
                         "a few per class are shown")
     p.add_argument("--device", default=None, help="torch device; default: cuda if available")
+    p.add_argument("--batch", type=int, default=int(env("BRAINMRI_BATCH") or 8),
+                   help="concurrent requests per model that share one forward pass, and the "
+                        "number of requests handled at once (env BRAINMRI_BATCH; 1: no batching)")
     return p
 
 
@@ -321,13 +323,15 @@ def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        # ZeroGPU lends a GPU only inside `spaces.GPU` handlers: no warm-up forward at start.
-        service = Service.from_folder(args.checkpoints, device=args.device,
-                                      warmup=not os.environ.get("SPACES_ZERO_GPU"))
+        # ZeroGPU lends a GPU only inside `spaces.GPU` handlers, to the handler's own thread:
+        # no warm-up forward at start, and no batching thread.
+        zero_gpu = bool(os.environ.get("SPACES_ZERO_GPU"))
+        service = Service.from_folder(args.checkpoints, device=args.device, warmup=not zero_gpu,
+                                      batch=1 if zero_gpu else max(1, args.batch))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     demo = build_demo(service, pick_examples(args.examples))
-    demo.queue(default_concurrency_limit=2)
+    demo.queue(default_concurrency_limit=max(2, args.batch))
     demo.launch(server_name=args.host, server_port=args.port, share=False, css=CSS,
                 max_file_size=MAX_BYTES, show_error=False)
 

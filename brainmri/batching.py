@@ -81,6 +81,14 @@ class Batcher:
         return self.predictor.name
 
     @property
+    def model(self):
+        return self.predictor.model
+
+    @property
+    def device(self):
+        return self.predictor.device
+
+    @property
     def pending(self) -> int:
         """Requests accepted and not yet answered."""
         return self._pending

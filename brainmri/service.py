@@ -111,8 +111,11 @@ class Service:
 
     @classmethod
     def from_folder(cls, folder: str | Path, device=None, names: Sequence[str] = MODEL_NAMES,
-                    warmup: bool = True) -> "Service":
-        """Load `<folder>/<name>.safetensors` for each name that exists (at least one must)."""
+                    warmup: bool = True, batch: int = 1, max_wait_ms: float = 5.0) -> "Service":
+        """Load `<folder>/<name>.safetensors` for each name that exists (at least one must).
+        With `batch` > 1 each model sits behind a `Batcher`: concurrent requests share one
+        forward pass (up to `batch` images, gathered for at most `max_wait_ms`)."""
+        from .batching import Batcher
         from .predictor import Predictor
         folder = Path(folder)
         paths = {n: folder / f"{n}.safetensors" for n in names}
@@ -120,7 +123,18 @@ class Service:
         if not found:
             raise FileNotFoundError(f"no checkpoints in {folder}: expected "
                                     + " and/or ".join(p.name for p in paths.values()))
-        return cls({n: Predictor.from_checkpoint(p, device) for n, p in found.items()}, warmup)
+        engines = {n: Predictor.from_checkpoint(p, device) for n, p in found.items()}
+        if batch > 1:
+            engines = {n: Batcher(e, max_batch=batch, max_wait_ms=max_wait_ms)
+                       for n, e in engines.items()}
+        return cls(engines, warmup)
+
+    def close(self) -> None:
+        """Stop the engines' worker threads, if any (after the requests already queued)."""
+        for engine in self.engines.values():
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
 
     def warmup(self) -> None:
         """One forward (and explanation) per model, so the first user does not pay for it."""
@@ -142,6 +156,18 @@ class Service:
     @property
     def default_method(self) -> str:
         return canonical_method(next(iter(self.engines.values())).default_method)
+
+    def method_choices(self) -> list[tuple[str, str]]:
+        """(label, key) per offered method; the label carries each model's measured pointing
+        game on validation scans with tumour boxes when its checkpoint has it, e.g.
+        ("Grad-CAM · points at the tumour: ResNet-50 93%, Baseline CNN 61%", "gradcam")."""
+        choices = []
+        for m in self.methods:
+            scores = [(MODEL_LABELS.get(n, n), e.meta.get("cam_scores", {}).get(m))
+                      for n, e in self.engines.items()]
+            measured = ", ".join(f"{name} {100 * s:.0f}%" for name, s in scores if s is not None)
+            choices.append((LABELS[m] + (f" · points at the tumour: {measured}" if measured else ""), m))
+        return choices
 
     def _engine(self, model: str) -> Engine:
         if model not in self.engines:
@@ -262,6 +288,13 @@ def model_section(name: str, meta: dict) -> str:
     if "ood" in meta:
         lines.append(f"- Not-an-MRI check: {meta['ood'].get('method', '?')}, threshold at the "
                      f"{100 * meta['ood'].get('quantile', 0):.1f}th percentile of validation scans")
+    if meta.get("cam_scores"):
+        best = meta.get("default_cam", "gradcam")
+        scores = ", ".join(f"{LABELS.get(m, m)}{' (default)' if m == best else ''} {100 * v:.0f}%"
+                           for m, v in sorted(meta["cam_scores"].items(), key=lambda kv: -(kv[1] or 0))
+                           if v is not None)
+        lines.append(f"- Explanations, pointing game ({meta.get('cam_scores_about', 'validation')}): "
+                     + scores)
     if meta.get("created"):
         lines.append(f"- Created {meta['created']}")
     metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if isinstance(v, dict)}

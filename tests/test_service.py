@@ -159,3 +159,45 @@ def test_default_method_follows_checkpoint(service):
     assert service.default_method == "gradcam"
     assert set(service.methods) >= {"gradcam", "gradcam++", "xgradcam", "layercam", "eigencam",
                                     "hirescam"}
+
+
+def test_from_folder_batches_concurrent_requests(tmp_path):
+    """With batch > 1 each model sits behind a Batcher: concurrent classify calls return what
+    unbatched calls return, in fewer forward passes than requests."""
+    from concurrent.futures import ThreadPoolExecutor
+    from brainmri.batching import Batcher
+    make_tiny_checkpoint(tmp_path / "resnet50.safetensors", "resnet50")
+    plain = Service.from_folder(tmp_path, device="cpu", warmup=False)
+    svc = Service.from_folder(tmp_path, device="cpu", batch=8, max_wait_ms=200)
+    try:
+        assert isinstance(svc.engines["resnet50"], Batcher)
+        images = [scan(seed=s, size=64) for s in range(6)]
+        before = svc.engines["resnet50"].batches
+        with ThreadPoolExecutor(6) as pool:
+            got = list(pool.map(lambda im: svc.classify(im, "resnet50", "gradcam"), images))
+        assert svc.engines["resnet50"].batches - before < len(images)
+        for image, r in zip(images, got):
+            want = plain.classify(image, "resnet50", "gradcam")
+            assert r.label == want.label
+            assert np.allclose(list(r.probabilities.values()), list(want.probabilities.values()), atol=1e-5)
+            assert np.abs(r.heatmap - want.heatmap).max() < 1e-4
+    finally:
+        svc.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        svc.classify(images[0], "resnet50")
+
+
+def test_method_choices_and_card_show_measured_scores(tmp_path):
+    for arch in ("baseline", "resnet50"):
+        make_tiny_checkpoint(tmp_path / f"{arch}.safetensors", arch)
+    update_metadata(tmp_path / "resnet50.safetensors", default_cam="layercam",
+                    cam_scores={"gradcam": 0.812, "layercam": 0.934},
+                    cam_scores_about="pointing game on 40 validation scans")
+    svc = Service.from_folder(tmp_path, device="cpu", warmup=False)
+    choices = dict((key, label) for label, key in svc.method_choices())
+    assert choices["gradcam"] == "Grad-CAM · points at the tumour: ResNet-50 81%"
+    assert choices["layercam"].endswith("ResNet-50 93%")
+    assert choices["eigencam"] == "Eigen-CAM"                   # not measured: no score shown
+    assert set(choices) == set(svc.methods)
+    card = svc.model_card()
+    assert "pointing game on 40 validation scans): Layer-CAM (default) 93%, Grad-CAM 81%" in card
