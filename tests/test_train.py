@@ -85,3 +85,25 @@ def test_torchrun_two_cpu_ranks_agree_on_final_weights(tiny_data, tmp_path):
         assert torch.equal(w0[k], w1[k]), k
     meta = Predictor.from_checkpoint(out / "model.safetensors", device="cpu").meta
     assert meta["data"]["world_size"] == 2
+
+
+def test_fit_ood_refits_on_the_inference_path(tiny_data, tmp_path):
+    """train.fit_ood: features of the files as the app decodes them, threshold on validation
+    only; --write replaces the detector and leaves the weights alone."""
+    from train import fit_ood
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS], tmp_path)
+    path = out / "model.safetensors"
+    weights = {k: v for k, v in load_file(path).items() if not k.startswith("ood.")}
+    args = fit_ood.get_args_parser().parse_args(
+        [str(path), "--data", str(tiny_data), "--dims", "8", "--quantile", "0.9",
+         "--cache-dir", str(tmp_path / "cache"), "--write", "--device", "cpu"])
+    report = fit_ood.main(args)
+    assert report["train_scans"] + report["val_scans"] == 8 * len(CLASSES)
+    assert 0 < report["val_refused_refit"] <= 0.1 + 1 / report["val_scans"]
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    assert predictor.meta["ood"]["fitted_by"] == "train.fit_ood"
+    assert predictor.ood.threshold == pytest.approx(report["threshold"])
+    assert predictor.ood.components.shape[1] == 8
+    after = load_file(path)
+    assert all(torch.equal(after[k], v) for k, v in weights.items())
