@@ -12,6 +12,7 @@ initialised networks of the same shape stand in (same cost, meaningless predicti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--devices", default="auto", help="cpu, cuda, or auto (cpu, plus cuda if present)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's, usually the core count)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="input size for every model (default: each checkpoint's own)")
+    parser.add_argument("--method", default=None,
+                        help="CAM method of the interactive rows (default: the checkpoint's default)")
     parser.add_argument("--out", default=None, help="also write the markdown here")
     return parser
 
@@ -76,10 +81,13 @@ def main(argv: list[str] | None = None) -> str:
                  f"- load average at start: {load()}"]
         for device in devices:
             ps = {a: Predictor.from_checkpoint(c.path, device) for a, c in ckpts.items()}
+            if args.size:
+                for p in ps.values():
+                    p.preset = dataclasses.replace(p.preset, size=args.size)
             size = ps["resnet50"].preset.size
             lines += ["", f"## {device} ({info['gpu'] if device.startswith('cuda') else 'CPU'}),"
                           f" ResNet-50 at {size} px", ""]
-            rows = device_rows(ps, files, folder, args.repeats, args.clients)
+            rows = device_rows(ps, files, folder, args.repeats, args.clients, args.method)
             phases, wall = startup.measure([c.path for c in ckpts.values()], device,
                                            max(1, min(3, args.repeats // 5)))
             rows.append(Row("Start-up: import brainmri + torch", phases["import"]))

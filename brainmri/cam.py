@@ -33,6 +33,8 @@ LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-C
           "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM"}
 # Computable from the target layer's activations and the head's gradient alone.
 FAST_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "hirescam")
+# The map does not depend on the class asked about (the activations' first principal component).
+CLASS_AGNOSTIC = frozenset({"eigencam"})
 
 
 def canonical_method(name: str) -> str:

@@ -19,7 +19,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from .cam import FAST_METHODS, LABELS, canonical_method
+from .cam import CLASS_AGNOSTIC, FAST_METHODS, LABELS, canonical_method
 from .checkpoint import INTENDED_USE
 from .io import ImageSource, load_image
 from .overlay import blend, colourise
@@ -79,7 +79,9 @@ def class_label(name: str) -> str:
 def headline(result_label: str, probs: Mapping[str, float], is_mri: bool, model: str,
              method: str, target: str, time_ms: float) -> str:
     """Markdown stating the finding, or plainly that the input is not a brain MRI slice."""
-    what = f"{MODEL_LABELS.get(model, model)} · {LABELS.get(method, method)} for *{class_label(target)}*"
+    about = ("the same map for every class" if method in CLASS_AGNOSTIC
+             else f"for *{class_label(target)}*")
+    what = f"{MODEL_LABELS.get(model, model)} · {LABELS.get(method, method)} {about}"
     if not is_mri:
         return (f"### ⚠ {NOT_MRI}\n"
                 "The models were trained on axial brain MRI slices only, so no tumour class is "
@@ -166,7 +168,8 @@ class Service:
             scores = [(MODEL_LABELS.get(n, n), e.meta.get("cam_scores", {}).get(m))
                       for n, e in self.engines.items()]
             measured = ", ".join(f"{name} {100 * s:.0f}%" for name, s in scores if s is not None)
-            choices.append((LABELS[m] + (f" · points at the tumour: {measured}" if measured else ""), m))
+            label = LABELS[m] + (" (class-agnostic)" if m in CLASS_AGNOSTIC else "")
+            choices.append((label + (f" · points at the tumour: {measured}" if measured else ""), m))
         return choices
 
     def _engine(self, model: str) -> Engine:

@@ -65,7 +65,8 @@ def test_classify_contract(service):
 @pytest.mark.parametrize("method", ["gradcam++", "Layer-CAM", "eigencam", "hirescam", "xgradcam"])
 def test_methods_and_explicit_target(service, method):
     r = service.classify(scan(seed=2, size=80), "baseline", method, "meningioma")
-    assert r.target == "meningioma" and class_label("meningioma") in r.headline
+    assert r.target == "meningioma"
+    assert (class_label("meningioma") in r.headline) != (method == "eigencam")  # class-agnostic
     assert r.heatmap.shape == (80, 80) and 0.0 <= r.heatmap.min() <= r.heatmap.max() <= 1.0
 
 
@@ -197,7 +198,9 @@ def test_method_choices_and_card_show_measured_scores(tmp_path):
     choices = dict((key, label) for label, key in svc.method_choices())
     assert choices["gradcam"] == "Grad-CAM · points at the tumour: ResNet-50 81%"
     assert choices["layercam"].endswith("ResNet-50 93%")
-    assert choices["eigencam"] == "Eigen-CAM"                   # not measured: no score shown
+    assert choices["eigencam"] == "Eigen-CAM (class-agnostic)"  # not measured: no score shown
     assert set(choices) == set(svc.methods)
+    r = svc.classify(scan(seed=2, size=64), "resnet50", "eigencam", target="glioma")
+    assert "Eigen-CAM the same map for every class" in r.headline
     card = svc.model_card()
     assert "pointing game on 40 validation scans): Layer-CAM (default) 93%, Grad-CAM 81%" in card
