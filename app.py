@@ -217,7 +217,7 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
 
     with gr.Blocks(title="brainmri: brain-tumour MRI classifier with explanations",
                    analytics_enabled=False) as demo:
-        gr.Markdown("# Brain-tumour MRI slice classifier, with Grad-CAM explanations\n"
+        gr.Markdown("# Brain-tumour MRI slice classifier, with heatmap explanations (CAM)\n"
                     "**Research and education only — not a medical device, not for diagnosis.** "
                     "Upload one 2-D brain MRI slice (JPEG, PNG, TIFF, DICOM…).")
         with gr.Tab("Classify"):

@@ -157,7 +157,9 @@ class Service:
 
     @property
     def default_method(self) -> str:
-        return canonical_method(next(iter(self.engines.values())).default_method)
+        """The default CAM method of the model offered first (the last loaded: ResNet-50 when
+        present), as measured and stored in its checkpoint by `train.explain_eval`."""
+        return canonical_method(self.engines[self.models[-1]].default_method)
 
     def method_choices(self) -> list[tuple[str, str]]:
         """(label, key) per offered method; the label carries each model's measured pointing

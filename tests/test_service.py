@@ -195,6 +195,7 @@ def test_method_choices_and_card_show_measured_scores(tmp_path):
                     cam_scores={"gradcam": 0.812, "layercam": 0.934},
                     cam_scores_about="pointing game on 40 validation scans")
     svc = Service.from_folder(tmp_path, device="cpu", warmup=False)
+    assert svc.models == ["baseline", "resnet50"] and svc.default_method == "layercam"
     choices = dict((key, label) for label, key in svc.method_choices())
     assert choices["gradcam"] == "Grad-CAM · points at the tumour: ResNet-50 81%"
     assert choices["layercam"].endswith("ResNet-50 93%")
