@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import shutil
 import platform
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ def save_checkpoint(path: str | Path, model: Classifier, meta: dict[str, Any],
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(state, str(tmp), metadata={"brainmri": json.dumps(meta, sort_keys=True)})
+    shutil.copymode(path, tmp)                 # keep the file's permissions
     tmp.replace(path)
     return path
 
@@ -127,4 +129,5 @@ def update_metadata(path: str | Path, extra: dict[str, torch.Tensor] | None = No
     meta.update(updates)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(state, str(tmp), metadata={"brainmri": json.dumps(meta, sort_keys=True)})
+    shutil.copymode(path, tmp)                 # keep the file's permissions
     tmp.replace(path)
