@@ -27,12 +27,14 @@ from PIL import Image
 
 from brainmri.classes import UnknownClassError, canonical_class
 from brainmri.io import MAX_BYTES, ImageLoadError, load_image, to_grey
-from brainmri.service import COLOURS, MODEL_LABELS, PREDICTED, Service, class_label
+from brainmri.overlay import with_colour_bar
+from brainmri.service import MODEL_LABELS, PREDICTED, Service, class_label
 
 log = logging.getLogger("brainmri.app")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm"}
 MEDICAL_SUFFIXES = [".dcm", ".dicom", ".ima", ".nii", ".gz"]     # the browser's image box refuses these
 CSS = ".flagged { opacity: 0.45; filter: grayscale(1); }"
+STATE_TTL_S = 3600          # a session's cached result (grey + heatmap, ~1 MB) is dropped after an hour
 
 try:                                    # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -111,22 +113,6 @@ class Files:
         return str(path)
 
 
-def heatmap_figure(heatmap: np.ndarray) -> np.ndarray:
-    """(H, W) in [0, 1] -> (h, w, 3) uint8 RGB picture of the map with a colour bar, in the
-    overlay's colours. Uses matplotlib's object API (no pyplot state): thread-safe."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(4.6, 4.0), dpi=100, layout="constrained")
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    im = ax.imshow(heatmap, cmap=ListedColormap(COLOURS / 255.0), vmin=0.0, vmax=1.0)
-    ax.set_axis_off()
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="relevance (0 to 1)")
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
-
-
 def flag_bars(*is_mri: bool) -> gr.Label | tuple[gr.Label, ...]:
     """Style only (value untouched): probability bars greyed and relabelled when a model says
     the input is not a brain MRI slice, so they cannot be read as a finding."""
@@ -163,7 +149,6 @@ def pick_examples(folder: str | Path | None, per_class: int = 2,
 def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None) -> gr.Blocks:
     """The whole UI. Handlers call `service`; nothing here computes a prediction."""
     files = Files()
-    heatmap_figure(np.zeros((8, 8), np.float32))        # loads matplotlib now, not on first use
     models = [(MODEL_LABELS.get(m, m), m) for m in service.models]
     methods = service.method_choices()
     targets = [("predicted class", PREDICTED)] + [(class_label(c), c) for c in service.classes]
@@ -176,7 +161,7 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
         progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
         r = service.classify(image, model, method, target, alpha)
         progress(0.9, desc="Drawing the heatmap")
-        return (r.headline, r.probabilities, r.overlay, heatmap_figure(r.heatmap),
+        return (r.headline, r.probabilities, r.overlay, with_colour_bar(r.heatmap),
                 files.save_heatmap(r.heatmap),
                 {"grey": r.grey, "heatmap": r.heatmap, "is_mri": r.is_mri})
 
@@ -244,7 +229,7 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
                                           elem_id="heatmap")
                     heat_file = gr.File(label="Raw heatmap (.npy, float32 in [0, 1], input pixels)",
                                         interactive=False)
-            cached = gr.State()
+            cached = gr.State(time_to_live=STATE_TTL_S)   # last result, for re-blending
             if examples:
                 gr.Examples([[str(p)] for p, _ in examples], inputs=[image], label="Example scans",
                             example_labels=[caption for _, caption in examples])
@@ -269,7 +254,7 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
                                            label="Explanation method")
                     c_run = gr.Button("Compare models", variant="primary")
                     agreement = gr.Markdown(label="Agreement", elem_id="agreement")
-            c_outputs, c_bars, c_flags = [], [], gr.State()
+            c_outputs, c_bars, c_flags = [], [], gr.State(time_to_live=STATE_TTL_S)
             with gr.Row():
                 for m in service.models:
                     name = MODEL_LABELS.get(m, m)

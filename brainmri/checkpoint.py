@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import shutil
 import platform
+import shutil
 from pathlib import Path
 from typing import Any
 

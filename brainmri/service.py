@@ -31,7 +31,6 @@ CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No t
                 "pituitary": "Pituitary tumour"}
 PREDICTED = "predicted"                                # target choice: explain the predicted class
 NOT_MRI = "This does not look like a brain MRI slice"
-COLOURS = colourise(np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :])[0]   # (256, 3) uint8
 
 
 class Engine(Protocol):
@@ -61,7 +60,7 @@ class Result:
 
     @property
     def heatmap_rgb(self) -> np.ndarray:
-        """(H, W, 3) uint8 RGB, the heatmap in the overlay's colours (see `COLOURS`)."""
+        """(H, W, 3) uint8 RGB, the heatmap in the overlay's colours."""
         return colourise(self.heatmap)
 
 

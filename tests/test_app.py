@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -186,7 +187,37 @@ def test_pick_examples(tmp_path):
     assert app.pick_examples(tmp_path / "not-a-class", per_class=2) != []      # flat folder
 
 
-def test_heatmap_figure():
-    import app
-    fig = app.heatmap_figure(np.linspace(0, 1, 50 * 40, dtype=np.float32).reshape(50, 40))
-    assert fig.dtype == np.uint8 and fig.ndim == 3 and fig.shape[2] == 3 and fig.shape[1] > 200
+def test_heatmap_with_colour_bar():
+    from brainmri.overlay import colourise, with_colour_bar
+    ramp = np.linspace(0, 1, 50 * 40, dtype=np.float32).reshape(50, 40)    # 0 top, 1 bottom
+    fig = with_colour_bar(ramp, size=200)
+    assert fig.dtype == np.uint8 and fig.ndim == 3 and fig.shape[2] == 3
+    assert fig.shape[0] == 200 + 24 and fig.shape[1] > 160 + 18      # map 200 x 160, bar beside
+    scaled = colourise(cv2.resize(ramp, (160, 200)))
+    assert np.abs(fig[12:212, 12:172].astype(int) - scaled).max() <= 1    # the map, as overlaid
+    bar = fig[12:212, 184:202]                                         # hot at the top
+    assert np.array_equal(bar[0, 9], colourise(np.float32([[1.0]]))[0, 0])
+    assert np.array_equal(bar[-1, 9], colourise(np.float32([[0.0]]))[0, 0])
+    assert (fig[12:212, 202:] < 128).any()                             # tick labels are drawn
+    with pytest.raises(ValueError, match="non-empty"):
+        with_colour_bar(np.zeros((0, 4), np.float32))
+
+
+def test_method_picker_opens_on_the_measured_default(app_url):
+    """The served page's method dropdown starts on the ResNet-50 checkpoint's stored default and
+    labels each method with the pointing game stored beside it (when the checkpoint has one)."""
+    import json
+    import urllib.request
+    from brainmri.checkpoint import read_metadata
+    from tests.conftest import SHIPPED
+    config = json.loads(urllib.request.urlopen(app_url.rstrip("/") + "/config", timeout=30).read())
+    pickers = [c["props"] for c in config["components"]
+               if c.get("type") == "dropdown" and c["props"].get("label") == "Explanation method"]
+    assert len(pickers) == 2                                    # Classify and Compare tabs
+    real = all((SHIPPED / f"{m}.safetensors").is_file() for m in ("baseline", "resnet50"))
+    meta = read_metadata(SHIPPED / "resnet50.safetensors") if real else {}   # else tiny ones
+    for props in pickers:
+        assert props["value"] == meta.get("default_cam", "gradcam")
+        labels = {value: label for label, value in props["choices"]}
+        for method, score in meta.get("cam_scores", {}).items():
+            assert f"ResNet-50 {100 * score:.0f}%" in labels[method]
