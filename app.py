@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
+import ctypes
 import functools
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -304,8 +306,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's per-thread heaps ("arenas") unless MALLOC_ARENA_MAX is set already.
+
+    Gradio runs handlers on a pool of threads; each busy thread gets its own arena (up to 8 per
+    core), and images freed in one stay mapped there. Under benchmarks/load.py (500 requests,
+    8 clients) resident memory grew by 133 MB with the default and by 36 MB with two arenas,
+    with slightly higher throughput. Returns True when the cap was applied.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt(-8, arenas) == 1       # -8: M_ARENA_MAX
+    except (OSError, AttributeError):                                  # not glibc (e.g. musl)
+        return False
+
+
 def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
+    limit_malloc_arenas()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         # ZeroGPU lends a GPU only inside `spaces.GPU` handlers, to the handler's own thread:
