@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
-import ctypes
 import functools
 import logging
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -23,14 +23,33 @@ import time
 import uuid
 from pathlib import Path
 
-import gradio as gr
-import numpy as np
-from PIL import Image
 
-from brainmri.classes import UnknownClassError, canonical_class
-from brainmri.io import MAX_BYTES, ImageLoadError, load_image, to_grey
-from brainmri.overlay import with_colour_bar
-from brainmri.service import MODEL_LABELS, PREDICTED, Service, class_label
+def cap_malloc_arenas(arenas: int = 2) -> None:
+    """Restart this process with MALLOC_ARENA_MAX=`arenas` unless it is set (glibc only).
+
+    Gradio runs handlers on a pool of threads; glibc gives each busy thread its own heap
+    ("arena", up to 8 per core), and images freed in one stay mapped there. Under
+    benchmarks/load.py (500 requests, 8 clients) resident memory grew by 133-145 MB without a
+    cap and by 36-53 MB with two arenas, at the same throughput. The cap only holds when set
+    before the interpreter starts (a later `mallopt` left the growth at 145 MB), hence the exec.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or platform.libc_ver()[0] != "glibc":
+        return
+    os.environ["MALLOC_ARENA_MAX"] = str(arenas)
+    os.execv(sys.executable, sys.orig_argv)
+
+
+if __name__ == "__main__":                  # before the heavy imports: the exec costs ~0.1 s
+    cap_malloc_arenas()
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from brainmri.classes import UnknownClassError, canonical_class  # noqa: E402
+from brainmri.io import MAX_BYTES, ImageLoadError, load_image, to_grey  # noqa: E402
+from brainmri.overlay import with_colour_bar  # noqa: E402
+from brainmri.service import MODEL_LABELS, PREDICTED, Service, class_label  # noqa: E402
 
 log = logging.getLogger("brainmri.app")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm"}
@@ -306,26 +325,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's per-thread heaps ("arenas") unless MALLOC_ARENA_MAX is set already.
-
-    Gradio runs handlers on a pool of threads; each busy thread gets its own arena (up to 8 per
-    core), and images freed in one stay mapped there. Under benchmarks/load.py (500 requests,
-    8 clients) resident memory grew by 133 MB with the default and by 36 MB with two arenas,
-    with slightly higher throughput. Returns True when the cap was applied.
-    """
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return False
-    try:
-        return ctypes.CDLL("libc.so.6").mallopt(-8, arenas) == 1       # -8: M_ARENA_MAX
-    except (OSError, AttributeError):                                  # not glibc (e.g. musl)
-        return False
-
-
 def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
-    limit_malloc_arenas()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log.info("MALLOC_ARENA_MAX=%s", os.environ.get("MALLOC_ARENA_MAX", "unset"))
     try:
         # ZeroGPU lends a GPU only inside `spaces.GPU` handlers, to the handler's own thread:
         # no warm-up forward at start, and no batching thread.

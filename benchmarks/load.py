@@ -127,8 +127,9 @@ class Load:
     """Calls shared by `clients` threads: each takes the next call number until none are left."""
 
     def __init__(self, url: str, models: list[str], methods: list[str], images: list[Path],
-                 bad: Path, total: int, budget_s: float, timeout_s: float):
-        self.url, self.total, self.timeout_s = url, total, timeout_s
+                 bad: Path, total: int, budget_s: float, timeout_s: float, pid: int | None = None):
+        self.url, self.total, self.timeout_s, self.pid = url, total, timeout_s, pid
+        self.rss: list[tuple[int, float | None]] = []      # (calls sent, server MiB) every 50 calls
         self.plan = list(itertools.product(models, methods, images))
         self.bad, self.deadline = bad, time.monotonic() + budget_s
         self.counter, self.lock = itertools.count(), threading.Lock()
@@ -138,6 +139,9 @@ class Load:
         from gradio_client import handle_file
         model, method, image = self.plan[i % len(self.plan)]
         bad = i % BAD_EVERY == BAD_EVERY - 1
+        if self.pid and i % 50 == 0:
+            with self.lock:
+                self.rss.append((i, rss_mb(self.pid)))
         start = time.perf_counter()
         try:
             job = client.submit(handle_file(str(self.bad if bad else image)), model, method,
@@ -229,7 +233,8 @@ def main(args: argparse.Namespace) -> int:
         warm_failures = list(load.failures)
         time.sleep(2)
         rss_warm = rss_mb(pid)
-        load = Load(url, models, methods, images, bad, args.requests, args.budget_s, args.request_timeout_s)
+        load = Load(url, models, methods, images, bad, args.requests, args.budget_s,
+                    args.request_timeout_s, pid)
         wall = load.run(args.clients)
         time.sleep(2)
         rss_after = rss_mb(pid)
@@ -257,7 +262,9 @@ def main(args: argparse.Namespace) -> int:
         "latency_s": {"p50": percentile(lat, 50), "p95": percentile(lat, 95),
                       "max": max(lat) if lat else None, "n": len(lat)},
         "throughput_per_s": round(len(lat) / wall, 2) if wall else None,
-        "rss_mb": {"after_warmup": rss_warm, "after_load": rss_after, "growth": growth},
+        "rss_mb": {"after_warmup": rss_warm, "after_load": rss_after, "growth": growth,
+                   "during_load": sorted(load.rss)},
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
         "hooks": hooks,
     }
     ok = (not load.failures and sent == args.requests

@@ -221,3 +221,22 @@ def test_method_picker_opens_on_the_measured_default(app_url):
         labels = {value: label for label, value in props["choices"]}
         for method, score in meta.get("cam_scores", {}).items():
             assert f"ResNet-50 {100 * score:.0f}%" in labels[method]
+
+
+def test_app_caps_malloc_arenas(tmp_path):
+    """Run as a program, the app restarts itself with MALLOC_ARENA_MAX=2 (glibc) unless the
+    operator set it; it then fails cleanly here: the folder has no checkpoints."""
+    import os
+    import platform
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    for preset, expected in ((None, "2" if platform.libc_ver()[0] == "glibc" else "unset"), ("4", "4")):
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+        if preset:
+            env["MALLOC_ARENA_MAX"] = preset
+        r = subprocess.run([sys.executable, "app.py", "--checkpoints", str(tmp_path)], cwd=root,
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and "no checkpoints in" in r.stderr
+        assert f"MALLOC_ARENA_MAX={expected}" in r.stderr
