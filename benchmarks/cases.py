@@ -33,14 +33,19 @@ class Row:
     ok: bool | None = None
 
 
-def floor(p: Predictor, batch_size: int, repeats: int) -> Timing:
-    """Bare channels_last forward (trunk, pool, head) of a prepared batch: ms per image."""
-    x = torch.randn(batch_size, p.preset.channels, p.preset.size, p.preset.size)
-    x = x.to(p.device).contiguous(memory_format=torch.channels_last)
+def floor(p: Predictor, batch_size: int, repeats: int, nchw: bool = False) -> Timing:
+    """Bare channels_last forward (trunk, pool, head) of a prepared batch: ms per image.
+    With `nchw`, the same in the default memory format (a copy of the model)."""
+    x = torch.randn(batch_size, p.preset.channels, p.preset.size, p.preset.size).to(p.device)
+    model = p.model
+    if nchw:
+        model = copy.deepcopy(p.model).to(memory_format=torch.contiguous_format)
+    else:
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def run(_):
         with torch.no_grad(), p._autocast():
-            p.model(x)
+            model(x)
     return Timing.of(times_ms(run, repeats, 2, p.device), batch_size)
 
 
@@ -130,6 +135,9 @@ def device_rows(ps: dict[str, Predictor], files: Sequence[bytes], folder: Path,
     few = max(3, repeats // 4)
     f1 = floor(r50, 1, repeats)
     rows = [Row("ResNet-50 forward, batch 1, channels_last (the floor)", f1)]
+    f1n = floor(r50, 1, few, nchw=True)
+    rows.append(Row("ResNet-50 forward, batch 1, NCHW (default memory format), for context", f1n,
+                    f"{f1n.median / f1.median:.2f}x floor"))
     clicks = {}
     for m in dict.fromkeys(["gradcam", method]):     # Grad-CAM, and the app's default if other
         clicks[m] = c = click(r50, files, repeats, m)

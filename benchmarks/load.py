@@ -264,7 +264,6 @@ def main(args: argparse.Namespace) -> int:
         "throughput_per_s": round(len(lat) / wall, 2) if wall else None,
         "rss_mb": {"after_warmup": rss_warm, "after_load": rss_after, "growth": growth,
                    "during_load": sorted(load.rss)},
-        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
         "hooks": hooks,
     }
     ok = (not load.failures and sent == args.requests

@@ -63,7 +63,7 @@ def save_checkpoint(path: str | Path, model: Classifier, meta: dict[str, Any],
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(state, str(tmp), metadata={"brainmri": json.dumps(meta, sort_keys=True)})
-    shutil.copymode(path, tmp)                 # keep the file's permissions
+    tmp.chmod(0o644)                           # safetensors writes 0600; a checkpoint is shared
     tmp.replace(path)
     return path
 
