@@ -33,6 +33,25 @@ def times_ms(fn: Callable[[int], object], repeats: int, warmup: int = 1,
     return out
 
 
+def interleaved(fns: dict[str, Callable[[int], object]], repeats: int, warmup: int = 1,
+                device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """`times_ms` for several functions taken in turn (a, b, c, a, b, c, ...), so that each
+    sees the same machine: on a shared 2-core VM, a separate run per function would compare
+    one quiet minute against a busy one."""
+    for i in range(warmup):
+        for fn in fns.values():
+            fn(i)
+    sync(device)
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(i)
+            sync(device)
+            out[name].append(1000 * (time.perf_counter() - start))
+    return out
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
