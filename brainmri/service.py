@@ -27,6 +27,7 @@ from .protocols import DESCRIPTIONS
 
 MODEL_NAMES = ("baseline", "resnet50")                 # checkpoints/<name>.safetensors
 MODEL_LABELS = {"baseline": "Baseline CNN", "resnet50": "ResNet-50"}
+SHORT_NAMES = {"baseline": "baseline", "resnet50": "ResNet-50"}
 CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour",
                 "pituitary": "Pituitary tumour"}
 PREDICTED = "predicted"                                # target choice: explain the predicted class
@@ -78,7 +79,7 @@ def class_label(name: str) -> str:
 def headline(result_label: str, probs: Mapping[str, float], is_mri: bool, model: str,
              method: str, target: str, time_ms: float) -> str:
     """Markdown stating the finding, or plainly that the input is not a brain MRI slice."""
-    about = ("the same map for every class" if method in CLASS_AGNOSTIC
+    about = ("(the same map for every class)" if method in CLASS_AGNOSTIC
              else f"for *{class_label(target)}*")
     what = f"{MODEL_LABELS.get(model, model)} · {LABELS.get(method, method)} {about}"
     if not is_mri:
@@ -162,15 +163,16 @@ class Service:
 
     def method_choices(self) -> list[tuple[str, str]]:
         """(label, key) per offered method; the label carries each model's measured pointing
-        game on validation scans with tumour boxes when its checkpoint has it, e.g.
-        ("Grad-CAM · points at the tumour: ResNet-50 93%, Baseline CNN 61%", "gradcam")."""
+        game on validation scans with tumour boxes when its checkpoint has it, the model
+        offered first leading, e.g. ("Grad-CAM · hits tumour: ResNet-50 29%, baseline 4%",
+        "gradcam")."""
         choices = []
         for m in self.methods:
-            scores = [(MODEL_LABELS.get(n, n), e.meta.get("cam_scores", {}).get(m))
-                      for n, e in self.engines.items()]
+            scores = [(SHORT_NAMES.get(n, n), self.engines[n].meta.get("cam_scores", {}).get(m))
+                      for n in reversed(self.models)]
             measured = ", ".join(f"{name} {100 * s:.0f}%" for name, s in scores if s is not None)
             label = LABELS[m] + (" (class-agnostic)" if m in CLASS_AGNOSTIC else "")
-            choices.append((label + (f" · points at the tumour: {measured}" if measured else ""), m))
+            choices.append((label + (f" · hits tumour: {measured}" if measured else ""), m))
         return choices
 
     def _engine(self, model: str) -> Engine:

@@ -194,14 +194,15 @@ def test_method_choices_and_card_show_measured_scores(tmp_path):
     update_metadata(tmp_path / "resnet50.safetensors", default_cam="layercam",
                     cam_scores={"gradcam": 0.812, "layercam": 0.934},
                     cam_scores_about="pointing game on 40 validation scans")
+    update_metadata(tmp_path / "baseline.safetensors", cam_scores={"gradcam": 0.04})
     svc = Service.from_folder(tmp_path, device="cpu", warmup=False)
     assert svc.models == ["baseline", "resnet50"] and svc.default_method == "layercam"
     choices = dict((key, label) for label, key in svc.method_choices())
-    assert choices["gradcam"] == "Grad-CAM · points at the tumour: ResNet-50 81%"
+    assert choices["gradcam"] == "Grad-CAM · hits tumour: ResNet-50 81%, baseline 4%"
     assert choices["layercam"].endswith("ResNet-50 93%")
     assert choices["eigencam"] == "Eigen-CAM (class-agnostic)"  # not measured: no score shown
     assert set(choices) == set(svc.methods)
     r = svc.classify(scan(seed=2, size=64), "resnet50", "eigencam", target="glioma")
-    assert "Eigen-CAM the same map for every class" in r.headline
+    assert "Eigen-CAM (the same map for every class)" in r.headline
     card = svc.model_card()
     assert "pointing game on 40 validation scans): Layer-CAM (default) 93%, Grad-CAM 81%" in card
