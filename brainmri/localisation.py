@@ -128,15 +128,11 @@ def place(heatmap: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndarray:
 
 
 # -- the head ------------------------------------------------------------------------------
-def head_mask(grey: np.ndarray, min_share: float = 0.05) -> np.ndarray:
-    """(H, W) uint8 scan -> (H, W) bool, True on the head: the largest bright blob, holes filled.
-
-    Same threshold as `presets.head_box` (0.3 x Otsu, at least 10, on a <= 256 px blurred
-    copy). When no blob covers `min_share` of the image, the whole image counts as head.
-    """
-    grey = np.asarray(grey)
-    if grey.ndim != 2 or grey.dtype != np.uint8:
-        raise ValueError(f"head_mask needs an (H, W) uint8 image, got {grey.shape} {grey.dtype}")
+def largest_bright_blob(grey: np.ndarray) -> tuple[np.ndarray | None, float, tuple[int, int]]:
+    """(contour, scale, (h, w)) of the largest bright blob of an (H, W) uint8 scan, found on a
+    blurred copy at most 256 px on its longer side (`scale` <= 1, of size (h, w)), bright
+    meaning above 0.3 x Otsu's threshold and at least 10. Contour None when nothing is bright.
+    The one head finder behind `presets.head_box` (the crop) and `head_mask` (the metrics)."""
     h, w = grey.shape
     scale = min(1.0, 256.0 / max(h, w))
     small = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))),
@@ -145,10 +141,25 @@ def head_mask(grey: np.ndarray, min_share: float = 0.05) -> np.ndarray:
     otsu, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     _, bright = cv2.threshold(small, max(10.0, 0.3 * otsu), 255, cv2.THRESH_BINARY)
     contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
+    blob = max(contours, key=cv2.contourArea) if contours else None
+    return blob, scale, small.shape[:2]
+
+
+def head_mask(grey: np.ndarray, min_share: float = 0.05) -> np.ndarray:
+    """(H, W) uint8 scan -> (H, W) bool, True on the head: the largest bright blob, holes filled.
+
+    The blob of `largest_bright_blob`, as `presets.head_box` crops to. When no blob covers
+    `min_share` of the image, the whole image counts as head.
+    """
+    grey = np.asarray(grey)
+    if grey.ndim != 2 or grey.dtype != np.uint8:
+        raise ValueError(f"head_mask needs an (H, W) uint8 image, got {grey.shape} {grey.dtype}")
+    h, w = grey.shape
+    blob, scale, small_shape = largest_bright_blob(grey)
+    if blob is None:
         return np.ones((h, w), bool)
-    filled = np.zeros_like(bright)
-    cv2.drawContours(filled, [max(contours, key=cv2.contourArea)], -1, 255, thickness=cv2.FILLED)
+    filled = np.zeros(small_shape, np.uint8)
+    cv2.drawContours(filled, [blob], -1, 255, thickness=cv2.FILLED)
     if np.count_nonzero(filled) < min_share * filled.size:
         return np.ones((h, w), bool)
     if scale < 1:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .io import ImageSource, load_image, to_grey
+from .localisation import largest_bright_blob
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,17 +31,11 @@ def head_box(grey: np.ndarray) -> tuple[int, int, int, int]:
     whole image when no blob covers at least 5% of it.
     """
     h, w = grey.shape
-    scale = 256.0 / max(h, w)
-    small = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))),
-                       interpolation=cv2.INTER_AREA) if scale < 1 else grey
-    small = cv2.GaussianBlur(small, (5, 5), 0)
-    otsu, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    _, mask = cv2.threshold(small, max(10.0, 0.3 * otsu), 255, cv2.THRESH_BINARY)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
+    blob, scale, (sh, sw) = largest_bright_blob(grey)
+    if blob is None:
         return 0, 0, w, h
-    x, y, bw, bh = cv2.boundingRect(max(contours, key=cv2.contourArea))
-    if bw * bh < 0.05 * small.shape[0] * small.shape[1]:
+    x, y, bw, bh = cv2.boundingRect(blob)
+    if bw * bh < 0.05 * sh * sw:
         return 0, 0, w, h
     s = 1.0 if scale >= 1 else 1.0 / scale
     margin = 0.02 * max(bw, bh) * s
