@@ -23,12 +23,10 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -98,29 +96,6 @@ def tiny_checkpoints(folder: Path) -> Path:
     for arch in ("baseline", "resnet50"):
         make_tiny_checkpoint(folder / f"{arch}.safetensors", arch)
     return folder
-
-
-def start_app(checkpoints: Path, port: int, log: Path) -> tuple[subprocess.Popen, str]:
-    from tests.appserver import free_port
-    port = port or free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("BRAINMRI_EXAMPLES", "SPACE_ID")}
-    env.update(GRADIO_ANALYTICS_ENABLED="False", BRAINMRI_HOST="127.0.0.1")
-    cmd = [sys.executable, "app.py", "--port", str(port), "--checkpoints", str(checkpoints)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 900
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"app exited with {proc.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(url + "gradio_api/info", timeout=2):
-                return proc, url
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit(f"app not up after 900 s; see {log}") from None
-            time.sleep(0.5)
 
 
 class Load:
@@ -211,6 +186,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # run `finally`: stop the app
+    from tests.appserver import start_app, stop_app            # the tests' launcher (imports torch)
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="brainmri-load-"))
     images = scans(args.data, tmp)
@@ -221,7 +197,10 @@ def main(args: argparse.Namespace) -> int:
     if args.url:
         url, pid = check_loopback(args.url), args.pid
     else:
-        proc, url = start_app(checkpoints, args.port, args.out / "app.log")
+        try:
+            proc, url = start_app(checkpoints, args.out / "app.log", args.port, timeout_s=900)
+        except RuntimeError as error:
+            raise SystemExit(f"{error}\n(log: {args.out / 'app.log'})") from None
         pid = proc.pid
     try:
         from gradio_client import Client
@@ -240,12 +219,7 @@ def main(args: argparse.Namespace) -> int:
         rss_after = rss_mb(pid)
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_app(proc)
     hooks = hooks_left(checkpoints, images) if (args.tiny or not args.url) else None
     lat = load.latencies
     sent = len(lat) + len(load.failures) + load.bad_ok
