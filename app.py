@@ -30,7 +30,7 @@ def cap_malloc_arenas(arenas: int = 2) -> None:
     Gradio runs handlers on a pool of threads; glibc gives each busy thread its own heap
     ("arena", up to 8 per core), and images freed in one stay mapped there. Under
     benchmarks/load.py (500 requests, 8 clients) resident memory grew by 133-145 MB without a
-    cap and by 36-53 MB with two arenas, at the same throughput. The cap only holds when set
+    cap and by 36-87 MB with two arenas, at the same throughput. The cap only holds when set
     before the interpreter starts (a later `mallopt` left the growth at 145 MB), hence the exec.
     """
     if os.environ.get("MALLOC_ARENA_MAX") or platform.libc_ver()[0] != "glibc":

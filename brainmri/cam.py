@@ -58,7 +58,7 @@ def _eigen_projection(acts: np.ndarray) -> np.ndarray:
     singular vector is the same, without building the (K, K) matrix (0.5 s -> ~11 ms at K=2048).
 
     The SVD runs on one BLAS thread: with OpenBLAS's worker threads woken up, they spun
-    against torch's threads and the next forward pass on two cores was ~1.5x slower (median
+    against torch's threads and slowed the next forward pass on two cores (median
     click with Eigen-CAM 205 -> 147 ms in an interleaved A/B, ResNet-50 at 192 px).
     """
     acts = np.where(np.isnan(acts), 0, acts).astype(np.float32)
