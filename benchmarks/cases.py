@@ -16,6 +16,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from brainmri.batch import classify_files, find_images, write_csv
 from brainmri.batching import Batcher
 from brainmri.cam import LABELS, canonical_method
+from brainmri.checkpoint import load_checkpoint
 from brainmri.io import load_image
 from brainmri.models import target_layer
 from brainmri.overlay import blend
@@ -33,14 +34,16 @@ class Row:
     ok: bool | None = None
 
 
-def floor_fn(p: Predictor, batch_size: int, nchw: bool = False) -> Callable[[int], object]:
-    """Bare channels_last forward (trunk, pool, head) of a prepared batch. With `nchw`, the
-    same in the default memory format (a copy of the model)."""
+def floor_fn(p: Predictor, batch_size: int, nchw: bool = False,
+             model: torch.nn.Module | None = None) -> Callable[[int], object]:
+    """Bare channels_last forward (trunk, pool, head) of a prepared batch, on the predictor's
+    model (batch-norm folded) or on `model`. With `nchw`, in the default memory format."""
     x = torch.randn(batch_size, p.preset.channels, p.preset.size, p.preset.size).to(p.device)
-    model = p.model
+    model = model if model is not None else p.model
     if nchw:
-        model = copy.deepcopy(p.model).to(memory_format=torch.contiguous_format)
+        model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     else:
+        model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
 
     def run(_):
@@ -60,9 +63,13 @@ def click_fn(p: Predictor, files: Sequence[bytes], method: str) -> Callable[[int
 
 
 def usual_fn(p: Predictor, files: Sequence[bytes]) -> Callable[[int], object]:
-    """The tutorial way: NCHW model, a forward for the prediction, then a GradCAM object built
-    per call (hooks, its own forward, full backward). Same preprocessing and overlay."""
-    model = copy.deepcopy(p.model).to(memory_format=torch.contiguous_format)
+    """The tutorial way: the checkpoint's model as loaded (NCHW, batch-norm not folded), a
+    forward for the prediction, then a GradCAM object built per call (hooks, its own forward,
+    full backward). Same preprocessing and overlay."""
+    if p.path is not None:
+        model = load_checkpoint(p.path, device=p.device)[0]
+    else:
+        model = copy.deepcopy(p.model).to(memory_format=torch.contiguous_format)
     layer = target_layer(model)
 
     def run(i):
@@ -140,14 +147,19 @@ def device_rows(ps: dict[str, Predictor], files: Sequence[bytes], folder: Path,
     few = max(3, repeats // 4)
     # The single-image figures are taken in turn, so every ratio compares like with like.
     fns = {"floor": floor_fn(r50, 1), "nchw": floor_fn(r50, 1, nchw=True)}
+    if r50.path is not None:                  # the model as loaded, before batch-norm folding
+        fns["loaded"] = floor_fn(r50, 1, model=load_checkpoint(r50.path, device=r50.device)[0])
     methods = list(dict.fromkeys(["gradcam", method]))  # Grad-CAM, and the app's default if other
     fns.update({m: click_fn(r50, files, m) for m in methods})
     fns["compare"] = compare_fn(ps, files, method)
     t = {k: Timing.of(v) for k, v in interleaved(fns, repeats, 2, r50.device).items()}
     f1 = t["floor"]
-    rows = [Row("ResNet-50 forward, batch 1, channels_last (the floor)", f1),
+    rows = [Row("ResNet-50 forward, batch 1, channels_last, batch-norm folded (the floor)", f1),
             Row("ResNet-50 forward, batch 1, NCHW (default memory format), for context",
                 t["nchw"], f"{t['nchw'].median / f1.median:.2f}x floor")]
+    if "loaded" in t:
+        rows.append(Row("ResNet-50 forward, batch 1, channels_last, batch-norm as loaded, for context",
+                        t["loaded"], f"{t['loaded'].median / f1.median:.2f}x floor"))
     for m in methods:
         c = t[m]
         rows.append(Row("Click to result: `Predictor.explain` (decode, preprocess, prediction, "

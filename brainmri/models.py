@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import resnet50 as tv_resnet50
 
 from .classes import CLASSES
@@ -66,12 +67,15 @@ def build_baseline(num_classes: int = len(CLASSES), in_channels: int = 1,
 
 
 def build_resnet50(num_classes: int = len(CLASSES), in_channels: int = 3,
-                   v1_strides: bool = True) -> Classifier:
+                   v1_strides: bool = True, dilate_layer4: bool = False) -> Classifier:
     """torchvision ResNet-50 as trunk (conv1..layer4) + a new linear head.
 
     `v1_strides` puts the stride of layer2..4's first block in its 1x1 conv (the original
     ResNet v1, which the Keras ImageNet weights were trained with); torchvision's v1.5
-    strides in the 3x3 conv. Strides are not in a state dict, so a checkpoint records this.
+    strides in the 3x3 conv. `dilate_layer4` trades layer4's stride for dilation (as
+    torchvision's `replace_stride_with_dilation`): the last map has output stride 16, 12x12
+    at 192 px instead of 6x6, for finer heatmaps. Neither is in a state dict, so a
+    checkpoint records both.
     """
     if in_channels != 3:
         raise ValueError(f"resnet50 takes 3 input channels, got {in_channels}")
@@ -79,9 +83,33 @@ def build_resnet50(num_classes: int = len(CLASSES), in_channels: int = 3,
     if v1_strides:
         for layer in (net.layer2, net.layer3, net.layer4):
             layer[0].conv1.stride, layer[0].conv2.stride = (2, 2), (1, 1)
+    if dilate_layer4:
+        first = net.layer4[0]
+        first.conv1.stride = first.conv2.stride = first.downsample[0].stride = (1, 1)
+        for block in list(net.layer4)[1:]:
+            block.conv2.dilation, block.conv2.padding = (2, 2), (2, 2)
     trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
                           net.layer1, net.layer2, net.layer3, net.layer4)
     return Classifier(trunk, nn.Linear(2048, num_classes))
+
+
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm2d into the Conv2d registered just before it, in place.
+
+    In our architectures (torchvision's Bottleneck, the stem, `downsample`, the baseline's
+    blocks) each batch-norm directly follows its convolution, in registration order and in
+    the forward. The folded model computes the same function (to float rounding) with one
+    memory pass less per convolution: for inference only; the batch-norm becomes Identity.
+    """
+    if model.training:
+        raise ValueError("fold_batch_norm needs a model in eval mode")
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, bn_name, nn.Identity())
+    return model
 
 
 def resnet50_trunk_keys() -> dict[str, str]:

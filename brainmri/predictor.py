@@ -20,6 +20,7 @@ from . import cam as cams
 from . import mri_check
 from .checkpoint import load_checkpoint
 from .io import ImageSource, load_image
+from .models import fold_batch_norm
 from .ood import MahalanobisOOD
 from .overlay import blend
 from .presets import EvalPreset, Prepared
@@ -56,21 +57,28 @@ def default_device() -> torch.device:
 class Predictor:
     """A loaded checkpoint with its preset; thread-safe for concurrent calls."""
 
-    def __init__(self, model, meta: dict, device: torch.device, ood: MahalanobisOOD | None = None):
-        self.meta, self.device = meta, device
+    def __init__(self, model, meta: dict, device: torch.device, ood: MahalanobisOOD | None = None,
+                 fold_bn: bool = True, path: Path | None = None):
+        """`fold_bn` folds batch-norm into the convolutions (same outputs, a faster forward:
+        `brainmri.models.fold_batch_norm`); `path` is the checkpoint it came from, if any."""
+        self.meta, self.device, self.path = meta, device, path
         self.classes: tuple[str, ...] = tuple(meta["classes"])
         self.preset = EvalPreset(**{k: tuple(v) if isinstance(v, list) else v
                                     for k, v in meta["preset"].items()})
         self.temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
-        self.model = model.to(device).eval().to(memory_format=torch.channels_last)
+        model = model.eval()
+        if fold_bn:
+            model = fold_batch_norm(model)
+        self.model = model.to(device).to(memory_format=torch.channels_last)
         self.ood = ood
         self.default_method = meta.get("default_cam", "gradcam")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> "Predictor":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
+                        fold_bn: bool = True) -> "Predictor":
         device = torch.device(device) if device is not None else default_device()
         model, meta = load_checkpoint(path, device="cpu")
-        return cls(model, meta, device, MahalanobisOOD.from_checkpoint(path, meta))
+        return cls(model, meta, device, MahalanobisOOD.from_checkpoint(path, meta), fold_bn, Path(path))
 
     @property
     def name(self) -> str:

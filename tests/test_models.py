@@ -1,6 +1,8 @@
 """brainmri.models: the registry, forward shapes, the CAM target layer, ResNet v1 strides."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torchvision.models import resnet50 as tv_resnet50
@@ -105,3 +107,27 @@ def test_torchvision_resnet50_weights_map_onto_the_trunk(models):
     assert set(renamed) == {k for k in ours if not k.startswith("head.")}   # a strict load fits
     for key, value in renamed.items():
         assert ours[key].shape == value.shape, key
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "baseline"])
+def test_fold_batch_norm_keeps_the_function_and_leaves_no_batch_norm(arch):
+    from brainmri.models import fold_batch_norm
+    torch.manual_seed(0)
+    model = build_model(arch)
+    for module in model.modules():            # non-trivial statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    x = torch.rand(2, 3 if arch == "resnet50" else 1, 64, 64)
+    with torch.no_grad():
+        before, acts_before = model(x), model.trunk(x)
+        folded = fold_batch_norm(copy.deepcopy(model))
+        after, acts_after = folded(x), folded.trunk(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    for a, b in ((before, after), (acts_before, acts_after)):     # float rounding only
+        assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norm(build_model(arch))

@@ -241,7 +241,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         loss.backward()
         return loss
     opt.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def main(args: argparse.Namespace) -> Path:
