@@ -1,0 +1,235 @@
+"""Give a trained ResNet-50 a finer last map: dilate layer4 and fine-tune it with the head.
+
+    python -m train.dilate checkpoints/resnet50.safetensors --data ../shared/data --out runs/dilate
+
+With dilation instead of stride in layer4 (torchvision's `replace_stride_with_dilation`),
+the last block's map, which every CAM method upsamples, has output stride 16: 12x12 at
+192 px instead of 6x6. The weights keep their shapes; layer4 and the head are fine-tuned so
+they work at the new spacing, with the recipe's loss (cross-entropy, label smoothing).
+
+conv1..layer3 stay frozen (and in eval mode), so their output is computed once for every
+scan and its mirror image, and layer4 trains on those cached maps (each epoch sees every
+scan once, mirrored or not at random): an epoch takes minutes on a CPU, not a quarter of
+an hour. The tumour boxes are not a training target (PROVENANCE.md): they are only read to
+report, per epoch, how often the true class's map peaks inside the box of a validation scan.
+The checkpoint is written as `train.train` writes one (temperature on validation, OOD
+detector), with the arguments and history; the epoch kept is the last one, a rule fixed
+before training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from brainmri.checkpoint import load_checkpoint
+from brainmri.io import ImageLoadError, load_image, to_grey
+from brainmri.models import build_model
+from brainmri.presets import EvalPreset
+from brainmri.protocols import build_splits, kaggle_root
+
+from .explain_eval import box_for, load_boxes
+from .train import finalise, lr_at
+
+log = logging.getLogger("train.dilate")
+FROZEN = 7                      # trunk[:7] = conv1 .. layer3; trunk[7] = layer4
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint", help="a trained resnet50 checkpoint to start from")
+    p.add_argument("--data", required=True, help="folder holding brain-tumor-mri/ (with tumor_boxes.csv)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-dilate", dest="dilate", action="store_false",
+                   help="keep layer4's stride (fine-tune only; for comparison)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.005)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--tolerance", type=float, default=0.02,
+                   help="pointing-game tolerance for the validation figure, share of the side")
+    p.add_argument("--limit", type=int, default=0, help="first N training scans only (smoke tests)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+# -- data: head crops, and where the tumour boxes fall in the model input (for the report) ---
+def _crop_and_box(args):
+    path, preset = args
+    try:
+        crop, box = preset.crop(to_grey(load_image(path)))
+    except ImageLoadError:
+        return None, None
+    return preset.resize(crop), box
+
+
+def crops_and_boxes(paths, preset: EvalPreset, workers: int):
+    """(N, S, S) uint8 head crops at the eval size, and each crop's box in the scan."""
+    with ProcessPoolExecutor(workers) as pool:
+        out = list(pool.map(_crop_and_box, [(p, preset) for p in paths], chunksize=32))
+    s = preset.size
+    crops = np.stack([c if c is not None else np.zeros((s, s), np.uint8) for c, _ in out])
+    return crops, [b for _, b in out]
+
+
+def box_in_input(box, crop_box, size: int) -> tuple[float, float, float, float] | None:
+    """A tumour box in scan pixels -> the same box in model-input pixels (None if outside)."""
+    x0, y0, x1, y1 = box
+    cx0, cy0, cx1, cy1 = crop_box
+    sx, sy = size / (cx1 - cx0), size / (cy1 - cy0)
+    b = (max(0.0, (x0 - cx0) * sx), max(0.0, (y0 - cy0) * sy),
+         min(size, (x1 - cx0) * sx), min(size, (y1 - cy0) * sy))
+    return b if b[2] > b[0] and b[3] > b[1] else None
+
+
+def class_maps(model, acts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) layer4 output -> (B, h, w) CAM of each sample's class (head weights)."""
+    weight = model.head.weight[labels]                                 # (B, K)
+    return torch.einsum("bk,bkhw->bhw", weight, acts)
+
+
+@torch.no_grad()
+def frozen_features(model, crops: np.ndarray, preset: EvalPreset, flip: bool, batch: int = 32):
+    """layer3 output (N, 1024, h, w) float16 for each crop (mirrored with `flip`)."""
+    stem = model.trunk[:FROZEN].eval()
+    out = []
+    for s in range(0, len(crops), batch):
+        x = torch.stack([preset.from_crop(c) for c in crops[s:s + batch]])
+        if flip:
+            x = x.flip(-1)
+        out.append(stem(x.contiguous(memory_format=torch.channels_last)).half())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def validate(model, feats, labels, boxes_px, size: int, tol: float) -> dict:
+    """Accuracy, loss, and how often the true class's map (upsampled to the input) peaks
+    inside its box grown by `tol` of the side (a quick stand-in for `train.explain_eval`)."""
+    model.trunk[FROZEN].eval()
+    logits, hits = [], []
+    for s in range(0, len(feats), 64):
+        acts = model.trunk[FROZEN](feats[s:s + 64].float())
+        logits.append(model.classify(acts))
+        maps = F.interpolate(class_maps(model, acts, labels[s:s + 64])[:, None], size=(size, size),
+                             mode="bilinear", align_corners=False)[:, 0]
+        for m, b in zip(maps, boxes_px[s:s + 64]):
+            if b is not None:
+                y, x = divmod(int(m.argmax()), size)
+                grow = tol * size
+                hits.append(b[0] - grow <= x < b[2] + grow and b[1] - grow <= y < b[3] + grow)
+    logits = torch.cat(logits)
+    return {"val_acc": float((logits.argmax(1) == labels).float().mean()),
+            "val_loss": float(F.cross_entropy(logits, labels)),
+            "val_pointing": float(np.mean(hits)) if hits else None}
+
+
+def main(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.FileHandler(out / "log.txt"), logging.StreamHandler()])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    start, meta = load_checkpoint(args.checkpoint)
+    if meta["arch"] != "resnet50":
+        raise SystemExit(f"{args.checkpoint} is a {meta['arch']}; train.dilate fine-tunes resnet50")
+    arch_kwargs = {**meta["arch_kwargs"], "dilate_layer4": bool(args.dilate)}
+    model = build_model("resnet50", num_classes=len(meta["classes"]), **arch_kwargs)
+    model.load_state_dict(start.state_dict())
+    preset = EvalPreset(**meta["preset"])
+    size = preset.size
+    cfg = {**meta["args"], **{k: v for k, v in vars(args).items()}, "model": "resnet50",
+           "recipe": "dilate", "init": str(args.checkpoint), "size": size, "augment": False}
+    (out / "args.json").write_text(json.dumps(cfg, indent=2))
+
+    splits = build_splits(args.data, meta["args"]["val_fraction"], meta["args"]["seed"])
+    train_s, val_s = splits.train, splits.val
+    if args.limit:
+        train_s, val_s = train_s[:args.limit], val_s[:max(8, args.limit // 4)]
+    root = kaggle_root(args.data)
+    csv = root / "tumor_boxes.csv"
+    boxes = load_boxes(csv) if csv.is_file() else {}          # only for the validation report
+    t0 = time.time()
+    train_crops, _ = crops_and_boxes([s.path for s in train_s], preset, args.workers)
+    val_crops, val_boxes = crops_and_boxes([s.path for s in val_s], preset, args.workers)
+
+    def input_boxes(samples, crop_boxes):
+        found = [box_for(s.path, root, boxes) if cb is not None and s.class_name != "notumor"
+                 else None for s, cb in zip(samples, crop_boxes)]
+        return [box_in_input(f[0], cb, size) if f else None for f, cb in zip(found, crop_boxes)]
+
+    val_px = input_boxes(val_s, val_boxes)
+    log.info("train %d scans, val %d (%d with boxes, for the report); crops in %.0f s",
+             len(train_s), len(val_s), sum(b is not None for b in val_px), time.time() - t0)
+
+    t0 = time.time()
+    feats = torch.cat([frozen_features(model, train_crops, preset, False),
+                       frozen_features(model, train_crops, preset, True)])
+    val_feats = frozen_features(model, val_crops, preset, False)
+    y = torch.tensor([s.label for s in train_s] * 2)
+    y_val = torch.tensor([s.label for s in val_s])
+    log.info("layer3 maps %s cached in %.0f s", tuple(feats.shape), time.time() - t0)
+
+    for p in model.trunk[:FROZEN].parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": args.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    opt = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=True)
+    steps = math.ceil(len(feats) // 2 / args.batch_size)          # one view of each scan per epoch
+    total = steps * args.epochs
+    history = [{"epoch": 0, **validate(model, val_feats, y_val, val_px, size, args.tolerance)}]
+    log.info(json.dumps(history[-1]))
+    gen = torch.Generator().manual_seed(args.seed)
+    step = 0
+    for epoch in range(args.epochs):
+        t = time.time()
+        model.trunk[FROZEN].train()
+        # Every scan once per epoch, as itself or mirrored at random.
+        n = len(feats) // 2
+        order = torch.randperm(n, generator=gen) + n * torch.randint(0, 2, (n,), generator=gen)
+        sums = np.zeros(2)
+        for s in range(0, len(order), args.batch_size):
+            idx = order[s:s + args.batch_size]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, 0, args.lr, "cosine")
+            acts = model.trunk[FROZEN](feats[idx].float())
+            logits = model.classify(acts)
+            loss = F.cross_entropy(logits, y[idx], label_smoothing=args.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            sums += [loss.item() * len(idx), len(idx)]
+        row = {"epoch": epoch + 1, "train_loss": sums[0] / sums[1],
+               **validate(model, val_feats, y_val, val_px, size, args.tolerance),
+               "seconds": round(time.time() - t, 1)}
+        history.append(row)
+        log.info(json.dumps(row))
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+
+    model.eval()
+    last = history[-1]
+    best = {"val_acc": last["val_acc"], "val_loss": last["val_loss"], "epoch": last["epoch"]}
+    cfg["val_pointing"] = last["val_pointing"]
+    return finalise(model, arch_kwargs, cfg, preset, preset, splits, train_s, val_s, val_crops,
+                    y_val.numpy(), train_crops, y[:len(train_s)].numpy(), history, best,
+                    torch.device("cpu"), out, 1)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
