@@ -99,5 +99,7 @@ def test_dilate_writes_a_dilated_self_describing_checkpoint(boxed_data, tmp_path
     predictor = Predictor.from_checkpoint(path, device="cpu")
     assert predictor.meta["arch_kwargs"] == {"v1_strides": True, "dilate_layer4": True}
     assert predictor.meta["recipe"] == "dilate" and predictor.meta["args"]["dilate"] is True
+    assert predictor.meta["args"]["freeze"] == "stem..layer3"
+    assert predictor.meta["args"]["init_args"]["val_fraction"] == 0.25
     explained = predictor.explain(synthetic.scan(5, size=64), method="gradcam")
     assert explained.heatmap.shape == (64, 64) and 0 <= explained.heatmap.min() <= explained.heatmap.max() <= 1

@@ -136,6 +136,16 @@ def validate(model, feats, labels, boxes_px, size: int, tol: float) -> dict:
             "val_pointing": float(np.mean(hits)) if hits else None}
 
 
+def resolve(args: argparse.Namespace, meta: dict, size: int) -> dict:
+    """This run's settings; the split (data, seed, val_fraction) is the starting checkpoint's,
+    whose own arguments are kept under `init_args`."""
+    init = meta["args"]
+    return {**vars(args), "model": "resnet50", "recipe": "dilate", "init": str(args.checkpoint),
+            "size": size, "augment": "mirror", "freeze": "stem..layer3", "optimizer": "sgd",
+            "schedule": "cosine", "val_fraction": init["val_fraction"],
+            "split_seed": init["seed"], "init_args": init}
+
+
 def main(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,11 +162,10 @@ def main(args: argparse.Namespace) -> Path:
     model.load_state_dict(start.state_dict())
     preset = EvalPreset(**meta["preset"])
     size = preset.size
-    cfg = {**meta["args"], **{k: v for k, v in vars(args).items()}, "model": "resnet50",
-           "recipe": "dilate", "init": str(args.checkpoint), "size": size, "augment": False}
+    cfg = resolve(args, meta, size)
     (out / "args.json").write_text(json.dumps(cfg, indent=2))
 
-    splits = build_splits(args.data, meta["args"]["val_fraction"], meta["args"]["seed"])
+    splits = build_splits(args.data, cfg["val_fraction"], cfg["split_seed"])
     train_s, val_s = splits.train, splits.val
     if args.limit:
         train_s, val_s = train_s[:args.limit], val_s[:max(8, args.limit // 4)]
