@@ -211,7 +211,7 @@ def main(args: argparse.Namespace) -> Path:
         # Every scan once per epoch, as itself or mirrored at random.
         n = len(feats) // 2
         order = torch.randperm(n, generator=gen) + n * torch.randint(0, 2, (n,), generator=gen)
-        sums = np.zeros(2)
+        sums = np.zeros(3)
         for s in range(0, len(order), args.batch_size):
             idx = order[s:s + args.batch_size]
             for g in opt.param_groups:
@@ -223,8 +223,8 @@ def main(args: argparse.Namespace) -> Path:
             loss.backward()
             opt.step()
             step += 1
-            sums += [loss.item() * len(idx), len(idx)]
-        row = {"epoch": epoch + 1, "train_loss": sums[0] / sums[1],
+            sums += [loss.item() * len(idx), (logits.argmax(1) == y[idx]).sum().item(), len(idx)]
+        row = {"epoch": epoch + 1, "train_loss": sums[0] / sums[2], "train_acc": sums[1] / sums[2],
                **validate(model, val_feats, y_val, val_px, size, args.tolerance),
                "seconds": round(time.time() - t, 1)}
         history.append(row)

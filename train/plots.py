@@ -30,13 +30,16 @@ def confusion(cm: np.ndarray, classes, title: str, path: Path) -> None:
 
 
 def curves(history: list[dict], name: str, path: Path) -> None:
-    ep = [h["epoch"] for h in history]
+    """Loss and accuracy per epoch; a series is drawn over the epochs that have it (an
+    epoch-0 row holds validation only, some runs log no training accuracy)."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
-    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
-    a.plot(ep, [h["val_loss"] for h in history], "o-", label="validation")
+    for ax, key, label, colour in ((a, "train_loss", "train", "C0"), (a, "val_loss", "validation", "C1"),
+                                   (b, "train_acc", "train (augmented)", "C0"),
+                                   (b, "val_acc", "validation", "C1")):
+        points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), "o-", label=label, color=colour)
     a.set_title(f"{name}: loss")
-    b.plot(ep, [h["train_acc"] for h in history], "o-", label="train (augmented)")
-    b.plot(ep, [h["val_acc"] for h in history], "o-", label="validation")
     b.set_title(f"{name}: accuracy")
     for ax in (a, b):
         ax.set_xlabel("epoch")
