@@ -282,7 +282,9 @@ def model_section(name: str, meta: dict) -> str:
     preset = meta.get("preset", {})
     lines = [f"### {MODEL_LABELS.get(name, name)} (`{meta.get('name', name)}`)",
              f"- Architecture: `{meta.get('arch', '?')}`; input {preset.get('size', '?')} px, "
-             f"{preset.get('channels', '?')} channel(s), head-cropped luminance",
+             f"{preset.get('channels', '?')} channel(s), head-cropped luminance"
+             + (", layer4 dilated (heatmaps from a map of output stride 16)"
+                if (meta.get("arch_kwargs") or {}).get("dilate_layer4") else ""),
              f"- Training recipe: `{meta.get('recipe', '?')}`"
              + (f", best epoch {meta['best_epoch']}" if "best_epoch" in meta else "")]
     data = meta.get("data") or {}
