@@ -9,7 +9,7 @@ caller's thread* (so decoding runs in parallel and a bad file raises there, to t
 alone) and waits on a future. One worker thread collects requests for up to `max_wait_ms`
 after the first arrives (or until `max_batch` are waiting), groups them by CAM method and
 target, and runs one `Predictor.explain_batch` per group. Batching pays because a batched
-forward costs less per image than a batch of 1 (ResNet-50 on this project's CPU: 85 vs 106 ms
+forward costs less per image than a batch of 1 (ResNet-50 on this project's CPU: 87 vs 120 ms
 per image at batch 16 vs 1 in docs/benchmarks.md, 71 vs 122 ms in FACTS.md). The price is up to
 `max_wait_ms` of extra latency for a request that arrives alone.
 """
