@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from brainmri import localisation as loc
 from brainmri.checkpoint import load_checkpoint
 from brainmri.io import ImageLoadError, load_image, to_grey
 from brainmri.models import build_model
@@ -127,9 +127,8 @@ def validate(model, feats, labels, boxes_px, size: int, tol: float) -> dict:
                              mode="bilinear", align_corners=False)[:, 0]
         for m, b in zip(maps, boxes_px[s:s + 64]):
             if b is not None:
-                y, x = divmod(int(m.argmax()), size)
-                grow = tol * size
-                hits.append(b[0] - grow <= x < b[2] + grow and b[1] - grow <= y < b[3] + grow)
+                box = (math.floor(b[0]), math.floor(b[1]), math.ceil(b[2]), math.ceil(b[3]))
+                hits.append(loc.pointing_game(m.numpy(), box, round(tol * size)))
     logits = torch.cat(logits)
     return {"val_acc": float((logits.argmax(1) == labels).float().mean()),
             "val_loss": float(F.cross_entropy(logits, labels)),
