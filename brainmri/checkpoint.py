@@ -118,13 +118,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def update_metadata(path: str | Path, extra: dict[str, torch.Tensor] | None = None,
-                    **updates: Any) -> None:
+                    drop_prefix: str | None = None, **updates: Any) -> None:
     """Rewrite `path` with its metadata updated (e.g. metrics after evaluation) and the
-    tensors in `extra` added or replaced (e.g. the `ood.*` detector)."""
+    tensors in `extra` added or replaced (e.g. the `ood.*` detector). Tensors whose names
+    start with `drop_prefix` are removed first (e.g. a detector of another kind)."""
     path = Path(path)
     meta = read_metadata(path)
     with safe_open(str(path), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
+        state = {k: f.get_tensor(k) for k in f.keys()
+                 if not (drop_prefix and k.startswith(drop_prefix))}
     state.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     meta.update(updates)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -21,7 +21,8 @@ from . import mri_check
 from .checkpoint import load_checkpoint
 from .io import ImageSource, load_image
 from .models import fold_batch_norm
-from .ood import MahalanobisOOD
+from .ood import KNNOOD, MahalanobisOOD
+from .ood import from_checkpoint as load_detector
 from .overlay import blend
 from .presets import EvalPreset, Prepared
 
@@ -57,8 +58,9 @@ def default_device() -> torch.device:
 class Predictor:
     """A loaded checkpoint with its preset; thread-safe for concurrent calls."""
 
-    def __init__(self, model, meta: dict, device: torch.device, ood: MahalanobisOOD | None = None,
-                 fold_bn: bool = True, path: Path | None = None):
+    def __init__(self, model, meta: dict, device: torch.device,
+                 ood: MahalanobisOOD | KNNOOD | None = None, fold_bn: bool = True,
+                 path: Path | None = None):
         """`fold_bn` folds batch-norm into the convolutions (same outputs, a faster forward:
         `brainmri.models.fold_batch_norm`); `path` is the checkpoint it came from, if any."""
         self.meta, self.device, self.path = meta, device, path
@@ -78,7 +80,7 @@ class Predictor:
                         fold_bn: bool = True) -> "Predictor":
         device = torch.device(device) if device is not None else default_device()
         model, meta = load_checkpoint(path, device="cpu")
-        return cls(model, meta, device, MahalanobisOOD.from_checkpoint(path, meta), fold_bn, Path(path))
+        return cls(model, meta, device, load_detector(path, meta), fold_bn, Path(path))
 
     @property
     def name(self) -> str:

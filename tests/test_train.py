@@ -107,3 +107,15 @@ def test_fit_ood_refits_on_the_inference_path(tiny_data, tmp_path):
     assert predictor.ood.components.shape[1] == 8
     after = load_file(path)
     assert all(torch.equal(after[k], v) for k, v in weights.items())
+    assert 0 <= report["crossfit_refused"] <= 1 and 0 <= report["non_mri_accepted"] <= 1
+    assert report["non_mri_scored"] >= 50 and 0 <= report["val_auroc"] <= 1
+    # Another method from the cached features; the Mahalanobis tensors go.
+    args = fit_ood.get_args_parser().parse_args(
+        [str(path), "--data", str(tiny_data), "--method", "knn-cosine", "--dims", "8", "--k", "3",
+         "--cache-dir", str(tmp_path / "cache"), "--write", "--device", "cpu"])
+    report = fit_ood.main(args)
+    cached = sorted(f.name.split("-")[1] for f in (tmp_path / "cache").glob("features-*.npz"))
+    assert cached == ["train", "val"]                                        # reused, not recomputed
+    ood = Predictor.from_checkpoint(path, device="cpu").ood
+    assert type(ood).__name__ == "KNNOOD" and ood.k == 3 and ood.bank.shape == (report["train_scans"], 8)
+    assert "ood.precision" not in load_file(path)

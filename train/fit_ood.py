@@ -6,14 +6,26 @@
 Training fits the detector on cached training-time crops; the app scores features of files
 decoded and cropped by `Predictor.prepare`. This command recomputes both sides exactly as the
 app does: features of every training scan of the checkpoint's own split (copies dropped), a
-Mahalanobis fit on them (`brainmri.ood`), and the threshold at `--quantile` of the validation
-scans' scores. Nothing from Kaggle Testing is read. Prints the validation share refused by the
-stored detector and by the refitted one; `--write` replaces the `ood.*` tensors and
-`meta["ood"]` in the checkpoint (weights untouched).
+detector fitted on them (`--method`, `brainmri.ood`), and the threshold at `--quantile` of the
+validation scans' scores. Nothing from Kaggle Testing is read. `--write` replaces the `ood.*`
+tensors and `meta["ood"]` in the checkpoint (weights untouched).
+
+Reports, to compare detectors without touching a test set:
+- the validation share refused by the stored detector and by the refitted one;
+- `crossfit_refused`: the share of training scans refused by a detector fitted on the other
+  `--crossfit` folds (threshold again from validation): how often unseen scans drawn like the
+  training ones would be refused, on thousands of scans instead of validation's hundreds;
+- `non_mri_accepted` and `val_auroc`: the feature score alone on `train.ood_eval`'s non-MRI
+  pictures (the app adds its input checks on top; `train.ood_eval` reports both).
+Features are cached in `--cache-dir`, keyed by the checkpoint's weights, so comparing methods
+costs one feature pass.
+
+    python -m train.fit_ood checkpoints/resnet50.safetensors --data ../shared/data --method knn-cosine
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
@@ -21,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from tqdm import tqdm
 
 from brainmri.checkpoint import update_metadata
-from brainmri.io import ImageLoadError
-from brainmri.ood import MahalanobisOOD
+from brainmri.io import ImageLoadError, load_image
+from brainmri import ood as detectors
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits
 
@@ -39,17 +52,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
     p.add_argument("--quantile", type=float, default=0.995,
                    help="share of validation scans the threshold accepts")
+    p.add_argument("--method", choices=sorted(detectors.DETECTORS), default="mahalanobis-pca",
+                   help="detector (brainmri.ood)")
     p.add_argument("--dims", type=int, default=128, help="PCA dimensions of the detector")
+    p.add_argument("--k", type=int, default=10, help="neighbour rank scored by knn-cosine")
+    p.add_argument("--crossfit", type=int, default=5, help="folds of the cross-fitted refusal (0: skip)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, default=0, help="at most N scans per split (0: all)")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache"),
-                   help="duplicate-signature cache used to rebuild the split")
+                   help="duplicate-signature and feature cache")
     p.add_argument("--device", default=None)
     p.add_argument("--write", action="store_true", help="store the refitted detector in the checkpoint")
     return p
 
 
-def pooled_features(predictor: Predictor, paths: list[Path], batch_size: int,
+def pooled_features(predictor: Predictor, paths: list, batch_size: int,
                     desc: str) -> tuple[np.ndarray, list[int]]:
     """(N, K) globally averaged target-layer activations of the files the loader accepts,
     computed exactly as `Predictor.predict_batch` does; and the indices of those files."""
@@ -69,6 +86,55 @@ def pooled_features(predictor: Predictor, paths: list[Path], batch_size: int,
     return np.concatenate(feats), kept
 
 
+def cached_features(predictor: Predictor, args, name: str, items: list) -> tuple[np.ndarray, list[int]]:
+    """`pooled_features`, stored under --cache-dir keyed by the checkpoint's weights (not its
+    detector, which --write replaces) and the items."""
+    key = hashlib.sha256()
+    with safe_open(str(args.checkpoint), framework="pt") as f:
+        for tensor in sorted(k for k in f.keys() if not k.startswith(detectors.PREFIX)):
+            key.update(tensor.encode() + f.get_tensor(tensor).numpy().tobytes())
+    key.update(json.dumps([str(i) for i in items]).encode())
+    path = Path(args.cache_dir) / f"features-{name}-{key.hexdigest()[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            return f["x"], f["kept"].tolist()
+    x, kept = pooled_features(predictor, items, args.batch_size, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x, kept=np.asarray(kept))
+    return x, kept
+
+
+def crossfit_refused(args, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
+                     **kwargs) -> float | None:
+    """Share of training scans refused by a detector fitted on the other folds."""
+    from sklearn.model_selection import StratifiedKFold
+    folds = min(args.crossfit, int(np.bincount(train_y).min()))
+    if folds < 2:
+        return None
+    refused = np.zeros(len(train_x), dtype=bool)
+    for fit_idx, held in StratifiedKFold(folds, shuffle=True, random_state=0).split(train_x, train_y):
+        ood = detectors.fit(args.method, train_x[fit_idx], train_y[fit_idx], **kwargs)
+        refused[held] = ood.score(train_x[held]) > np.quantile(ood.score(val_x), args.quantile)
+    return float(refused.mean())
+
+
+def non_mri_report(predictor: Predictor, args, ood, val_scores: np.ndarray) -> dict:
+    from sklearn.metrics import roc_auc_score
+    from train.ood_eval import non_mri
+    items = {}
+    for name, item in non_mri().items():
+        try:
+            items[name] = load_image(item)
+        except ImageLoadError:                         # refused before any feature is computed
+            pass
+    x, kept = pooled_features(predictor, list(items.values()), args.batch_size, "non-MRI")
+    scores, names = ood.score(x), [list(items)[i] for i in kept]
+    auroc = roc_auc_score(np.r_[np.zeros(len(val_scores)), np.ones(len(scores))], np.r_[val_scores, scores])
+    return {"non_mri_scored": len(names), "val_auroc": float(auroc),
+            "non_mri_accepted": float(np.mean(scores <= ood.threshold)),
+            "non_mri_accepted_names": [n for n, s in zip(names, scores) if s <= ood.threshold]}
+
+
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not 0.5 < args.quantile < 1:
@@ -79,23 +145,28 @@ def main(args: argparse.Namespace) -> dict:
     splits = build_splits(args.data, margs.get("val_fraction", 0.12), margs.get("seed", 0),
                           cache_dir=args.cache_dir)
     train, val = splits.train[: args.limit or None], splits.val[: args.limit or None]
-    train_x, kept = pooled_features(predictor, [s.path for s in train], args.batch_size, "train")
+    train_x, kept = cached_features(predictor, args, "train", [s.path for s in train])
     train_y = np.array([train[i].label for i in kept])
-    val_x, _ = pooled_features(predictor, [s.path for s in val], args.batch_size, "val")
-    ood = MahalanobisOOD.fit(train_x, train_y, dims=args.dims)
+    val_x, _ = cached_features(predictor, args, "val", [s.path for s in val])
+    kwargs = {"dims": args.dims} | ({"k": args.k} if args.method == "knn-cosine" else {})
+    ood = detectors.fit(args.method, train_x, train_y, **kwargs)
     val_scores = ood.score(val_x)
     ood.threshold = float(np.quantile(val_scores, args.quantile))
-    report = {"checkpoint": str(args.checkpoint), "train_scans": len(kept), "val_scans": len(val_x),
-              "quantile": args.quantile, "threshold": ood.threshold,
+    report = {"checkpoint": str(args.checkpoint), "method": args.method, **kwargs,
+              "train_scans": len(kept), "val_scans": len(val_x), "quantile": args.quantile,
+              "threshold": ood.threshold,
               "val_refused_refit": float(np.mean(val_scores > ood.threshold))}
+    if args.crossfit:
+        report["crossfit_refused"] = crossfit_refused(args, train_x, train_y, val_x, **kwargs)
+    report.update(non_mri_report(predictor, args, ood, val_scores))
     if predictor.ood is not None:
         old = predictor.ood.score(val_x)
         report.update(threshold_stored=predictor.ood.threshold,
                       val_refused_stored=float(np.mean(old > predictor.ood.threshold)))
     if args.write:
-        update_metadata(args.checkpoint, extra=ood.tensors(), ood={
-            "method": "mahalanobis-pca", "threshold": ood.threshold, "quantile": args.quantile,
-            "dims": args.dims, "fitted_on": f"train ({len(kept)} scans, inference path)",
+        update_metadata(args.checkpoint, extra=ood.tensors(), drop_prefix=detectors.PREFIX, ood={
+            "method": args.method, "threshold": ood.threshold, "quantile": args.quantile,
+            **kwargs, "fitted_on": f"train ({len(kept)} scans, inference path)",
             "threshold_on": f"val ({len(val_x)} scans)", "fitted_by": "train.fit_ood"})
         report["written"] = True
     report["seconds"] = round(time.time() - start, 1)
