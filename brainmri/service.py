@@ -84,8 +84,10 @@ def headline(result_label: str, probs: Mapping[str, float], is_mri: bool, model:
     what = f"{MODEL_LABELS.get(model, model)} · {LABELS.get(method, method)} {about}"
     if not is_mri:
         return (f"### ⚠ {NOT_MRI}\n"
-                "The models were trained on axial brain MRI slices only, so no tumour class is "
-                "reported. The probabilities below are greyed out: they are not a finding.\n\n"
+                "It is unlike the brain MRI slices the models were trained on (the Kaggle "
+                "brain-tumor-mri collection), so no tumour class is reported. CT, diffusion "
+                "images and MRI sequences or views rare in that collection can be flagged too. "
+                "The probabilities below are greyed out: they are not a finding.\n\n"
                 f"<small>{what} · {time_ms:.0f} ms</small>")
     ranked = sorted(probs.items(), key=lambda kv: -kv[1])
     text = f"### {class_label(result_label)} — {100 * ranked[0][1]:.1f} %\n"

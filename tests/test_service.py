@@ -132,6 +132,7 @@ def test_not_mri_with_a_real_detector(tmp_path):
     svc = Service.from_folder(tmp_path, device="cpu")
     r = svc.classify(scan(seed=1, size=64), "baseline")
     assert not r.is_mri and NOT_MRI in r.headline
+    assert "trained on" in r.headline and "CT" in r.headline     # says against what, and what else lands here
     assert math.isclose(sum(r.probabilities.values()), 1.0, abs_tol=1e-5)
     assert "Not-an-MRI check" in svc.model_card()
 
