@@ -11,8 +11,9 @@ RECIPES: dict[str, dict] = {
     "best": dict(model="resnet50", size=160, epochs=3, batch_size=32, optimizer="sgd", lr=0.02,
                  momentum=0.9, weight_decay=1e-4, label_smoothing=0.1, schedule="cosine",
                  warmup_epochs=0.2, freeze="stem+layer2", augment=True),
-    # The small CNN from scratch.
-    "baseline": dict(model="baseline", size=160, epochs=12, batch_size=64, optimizer="adamw",
+    # The small CNN from scratch. 80 epochs (~27 s each on 2 CPU cores): validation accuracy was
+    # 86.1% after 12 and 89.8% after 30, still rising.
+    "baseline": dict(model="baseline", size=160, epochs=80, batch_size=64, optimizer="adamw",
                      lr=3e-3, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,
                      schedule="cosine", warmup_epochs=1, freeze="none", augment=True),
 }
