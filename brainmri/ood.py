@@ -26,6 +26,13 @@ from safetensors import safe_open
 PREFIX = "ood."
 
 
+def _pca(x: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) -> the mean (K,) and the first `dims` principal directions (K, D)."""
+    mean = x.mean(0)
+    _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
+    return mean, v[: min(dims, v.shape[0])].T
+
+
 class MahalanobisOOD:
     def __init__(self, mean: torch.Tensor, components: torch.Tensor, class_means: torch.Tensor,
                  precision: torch.Tensor, threshold: float = float("inf")):
@@ -40,9 +47,7 @@ class MahalanobisOOD:
         """`features` (N, K) pooled activations, `labels` (N,) class indices."""
         from sklearn.covariance import LedoitWolf
         x = torch.as_tensor(features, dtype=torch.float64)
-        mean = x.mean(0)
-        _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
-        components = v[: min(dims, v.shape[0])].T                        # (K, D)
+        mean, components = _pca(x, dims)
         z = ((x - mean) @ components).numpy()
         labels = np.asarray(labels)
         class_means = np.stack([z[labels == c].mean(0) for c in np.unique(labels)])
@@ -64,7 +69,6 @@ class MahalanobisOOD:
                 for k in ("mean", "components", "class_means", "precision")}
 
 
-
 class KNNOOD:
     def __init__(self, mean: torch.Tensor, components: torch.Tensor, bank: torch.Tensor,
                  k: torch.Tensor | int = 10, threshold: float = float("inf")):
@@ -83,9 +87,7 @@ class KNNOOD:
             k: int = 10) -> "KNNOOD":
         """`features` (N, K) pooled activations; `labels` unused (the bank keeps every scan)."""
         x = cls._normalise(torch.as_tensor(features, dtype=torch.float64))
-        mean = x.mean(0)
-        _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
-        components = v[: min(dims, v.shape[0])].T                        # (K, D)
+        mean, components = _pca(x, dims)
         return cls(mean, components, (x - mean) @ components, min(k, len(x)))
 
     def score(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -96,7 +98,8 @@ class KNNOOD:
         return d.topk(self.k, dim=1, largest=False).values[:, -1].numpy()
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {PREFIX + "mean": self.mean.contiguous(), PREFIX + "components": self.components.contiguous(),
+        return {PREFIX + "mean": self.mean.contiguous(),
+                PREFIX + "components": self.components.contiguous(),
                 PREFIX + "bank": self.bank.half().contiguous(), PREFIX + "k": torch.tensor(self.k)}
 
 

@@ -86,13 +86,19 @@ def pooled_features(predictor: Predictor, paths: list, batch_size: int,
     return np.concatenate(feats), kept
 
 
-def cached_features(predictor: Predictor, args, name: str, items: list) -> tuple[np.ndarray, list[int]]:
-    """`pooled_features`, stored under --cache-dir keyed by the checkpoint's weights (not its
-    detector, which --write replaces) and the items."""
+def weights_digest(checkpoint: Path) -> str:
+    """sha256 of a checkpoint's weights, not its detector (which --write replaces)."""
     key = hashlib.sha256()
-    with safe_open(str(args.checkpoint), framework="pt") as f:
+    with safe_open(str(checkpoint), framework="pt") as f:
         for tensor in sorted(k for k in f.keys() if not k.startswith(detectors.PREFIX)):
             key.update(tensor.encode() + f.get_tensor(tensor).numpy().tobytes())
+    return key.hexdigest()
+
+
+def cached_features(predictor: Predictor, args, weights: str, name: str,
+                    items: list) -> tuple[np.ndarray, list[int]]:
+    """`pooled_features`, stored under --cache-dir keyed by `weights_digest` and the items."""
+    key = hashlib.sha256(weights.encode())
     key.update(json.dumps([str(i) for i in items]).encode())
     path = Path(args.cache_dir) / f"features-{name}-{key.hexdigest()[:16]}.npz"
     if path.is_file():
@@ -128,7 +134,8 @@ def non_mri_report(predictor: Predictor, args, ood, val_scores: np.ndarray) -> d
         except ImageLoadError:                         # refused before any feature is computed
             pass
     x, kept = pooled_features(predictor, list(items.values()), args.batch_size, "non-MRI")
-    scores, names = ood.score(x), [list(items)[i] for i in kept]
+    names = list(items)
+    scores, names = ood.score(x), [names[i] for i in kept]
     auroc = roc_auc_score(np.r_[np.zeros(len(val_scores)), np.ones(len(scores))], np.r_[val_scores, scores])
     return {"non_mri_scored": len(names), "val_auroc": float(auroc),
             "non_mri_accepted": float(np.mean(scores <= ood.threshold)),
@@ -145,9 +152,10 @@ def main(args: argparse.Namespace) -> dict:
     splits = build_splits(args.data, margs.get("val_fraction", 0.12), margs.get("seed", 0),
                           cache_dir=args.cache_dir)
     train, val = splits.train[: args.limit or None], splits.val[: args.limit or None]
-    train_x, kept = cached_features(predictor, args, "train", [s.path for s in train])
+    weights = weights_digest(args.checkpoint)
+    train_x, kept = cached_features(predictor, args, weights, "train", [s.path for s in train])
     train_y = np.array([train[i].label for i in kept])
-    val_x, _ = cached_features(predictor, args, "val", [s.path for s in val])
+    val_x, _ = cached_features(predictor, args, weights, "val", [s.path for s in val])
     kwargs = {"dims": args.dims} | ({"k": args.k} if args.method == "knn-cosine" else {})
     ood = detectors.fit(args.method, train_x, train_y, **kwargs)
     val_scores = ood.score(val_x)
