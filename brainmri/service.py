@@ -296,8 +296,11 @@ def model_section(name: str, meta: dict) -> str:
         lines.append(f"- Probabilities calibrated by temperature scaling "
                      f"(T = {meta['calibration'].get('temperature', 1.0):.2f}) on validation")
     if "ood" in meta:
-        lines.append(f"- Not-an-MRI check: {meta['ood'].get('method', '?')}, threshold at the "
-                     f"{100 * meta['ood'].get('quantile', 0):.1f}th percentile of validation scans")
+        ood = meta["ood"]
+        lines.append(f"- Not-an-MRI check: {ood.get('method', '?')}, threshold "
+                     + (f"refusing {100 * ood['refused']:.1f}% of unseen training and validation scans"
+                        if "refused" in ood else
+                        f"at the {100 * ood.get('quantile', 0):.1f}th percentile of validation scans"))
     if meta.get("cam_scores"):
         best = meta.get("default_cam", "gradcam")
         scores = ", ".join(f"{LABELS.get(m, m)}{' (default)' if m == best else ''} {100 * v:.0f}%"

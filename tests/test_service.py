@@ -134,7 +134,11 @@ def test_not_mri_with_a_real_detector(tmp_path):
     assert not r.is_mri and NOT_MRI in r.headline
     assert "trained on" in r.headline and "CT" in r.headline     # says against what, and what else lands here
     assert math.isclose(sum(r.probabilities.values()), 1.0, abs_tol=1e-5)
-    assert "Not-an-MRI check" in svc.model_card()
+    assert "99.5th percentile of validation scans" in svc.model_card()
+    update_metadata(path, ood={"method": "mahalanobis-pca", "threshold": -1.0, "quantile": 0.995,
+                               "refused": 0.001, "scale": 1.4})
+    card = Service.from_folder(tmp_path, device="cpu").model_card()
+    assert "refusing 0.1% of unseen training and validation scans" in card
 
 
 def test_model_card_from_metadata(tmp_path):

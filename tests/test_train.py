@@ -96,7 +96,7 @@ def test_fit_ood_refits_on_the_inference_path(tiny_data, tmp_path):
     path = out / "model.safetensors"
     weights = {k: v for k, v in load_file(path).items() if not k.startswith("ood.")}
     args = fit_ood.get_args_parser().parse_args(
-        [str(path), "--data", str(tiny_data), "--dims", "8", "--quantile", "0.9",
+        [str(path), "--data", str(tiny_data), "--dims", "8", "--quantile", "0.9", "--refused", "0",
          "--cache-dir", str(tmp_path / "cache"), "--write", "--device", "cpu"])
     report = fit_ood.main(args)
     assert report["train_scans"] + report["val_scans"] == 8 * len(CLASSES)
@@ -111,7 +111,7 @@ def test_fit_ood_refits_on_the_inference_path(tiny_data, tmp_path):
     assert report["non_mri_scored"] >= 50 and 0 <= report["val_auroc"] <= 1
     # Another method from the cached features; the Mahalanobis tensors go.
     args = fit_ood.get_args_parser().parse_args(
-        [str(path), "--data", str(tiny_data), "--method", "knn-cosine", "--dims", "8", "--k", "3",
+        [str(path), "--data", str(tiny_data), "--method", "knn-cosine", "--dims", "8", "--k", "3", "--refused", "0",
          "--cache-dir", str(tmp_path / "cache"), "--write", "--device", "cpu"])
     report = fit_ood.main(args)
     cached = sorted(f.name.split("-")[1] for f in (tmp_path / "cache").glob("features-*.npz"))
@@ -119,3 +119,19 @@ def test_fit_ood_refits_on_the_inference_path(tiny_data, tmp_path):
     ood = Predictor.from_checkpoint(path, device="cpu").ood
     assert type(ood).__name__ == "KNNOOD" and ood.k == 3 and ood.bank.shape == (report["train_scans"], 8)
     assert "ood.precision" not in load_file(path)
+    # The threshold from the pooled out-of-fold scans: refusing a share of them, stored in meta.
+    args = fit_ood.get_args_parser().parse_args(
+        [str(path), "--data", str(tiny_data), "--dims", "8", "--quantile", "0.9", "--crossfit", "2",
+         "--refused", "0.2", "--cache-dir", str(tmp_path / "cache"), "--write", "--device", "cpu"])
+    report = fit_ood.main(args)
+    n = report["train_scans"] + report["val_scans"]
+    assert abs(report["pooled_refused"] - 0.2) <= 1 / n + 1e-9
+    assert report["threshold"] == pytest.approx(report["threshold_scale"] * report["threshold_at_quantile"])
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    assert predictor.ood.threshold == pytest.approx(report["threshold"])
+    meta = predictor.meta["ood"]
+    assert meta["refused"] == 0.2 and meta["scale"] == pytest.approx(report["threshold_scale"])
+    assert "cross-fitted" in meta["threshold_on"]
+    with pytest.raises(SystemExit, match="--refused"):
+        fit_ood.main(fit_ood.get_args_parser().parse_args(
+            [str(path), "--data", str(tiny_data), "--crossfit", "0"]))
