@@ -99,7 +99,8 @@ def machine() -> dict[str, str]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": f"{cpu_model()}, {os.cpu_count()} logical cores, "
-                   f"torch threads: {torch.get_num_threads()}",
+                   f"torch threads: {torch.get_num_threads()}, "
+                   f"kernels: {torch.backends.cpu.get_cpu_capability()}",
             "gpu": gpu, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": importlib.metadata.version("torchvision"),
             "grad-cam": importlib.metadata.version("grad-cam")}
