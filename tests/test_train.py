@@ -135,3 +135,15 @@ def test_fit_ood_refits_on_the_inference_path(tiny_data, tmp_path):
     with pytest.raises(SystemExit, match="--refused"):
         fit_ood.main(fit_ood.get_args_parser().parse_args(
             [str(path), "--data", str(tiny_data), "--crossfit", "0"]))
+
+
+def test_mirror_check_scores_the_checkpoints_own_validation_split(tiny_data, tmp_path):
+    """train.mirror_check: the validation split train.train held out, scan vs mirror vs mean."""
+    from train import mirror_check
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS], tmp_path)
+    acc = mirror_check.accuracies(out / "model.safetensors", tiny_data, tmp_path / "cache")
+    history = json.loads((out / "history.json").read_text())
+    assert acc["n"] == 8                                             # a quarter of 32 training scans
+    assert acc["scan"] == pytest.approx(max(h["val_acc"] for h in history if "val_acc" in h))
+    assert all(0 <= acc[k] <= 1 for k in ("mirror", "mean of both"))
