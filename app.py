@@ -322,6 +322,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=int(env("BRAINMRI_BATCH") or 8),
                    help="concurrent requests per model that share one forward pass, and the "
                         "number of requests handled at once (env BRAINMRI_BATCH; 1: no batching)")
+    p.add_argument("--batch-workers", type=int, default=int(env("BRAINMRI_BATCH_WORKERS") or 2),
+                   help="batches in flight at once per model (env BRAINMRI_BATCH_WORKERS)")
     return p
 
 
@@ -334,7 +336,8 @@ def main(argv=None) -> None:
         # no warm-up forward at start, and no batching thread.
         zero_gpu = bool(os.environ.get("SPACES_ZERO_GPU"))
         service = Service.from_folder(args.checkpoints, device=args.device, warmup=not zero_gpu,
-                                      batch=1 if zero_gpu else max(1, args.batch))
+                                      batch=1 if zero_gpu else max(1, args.batch),
+                                      workers=max(1, args.batch_workers))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     demo = build_demo(service, pick_examples(args.examples))

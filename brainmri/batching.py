@@ -6,11 +6,14 @@
 
 A server thread per request calls `Batcher.explain`, which prepares its image *in the
 caller's thread* (so decoding runs in parallel and a bad file raises there, to that caller
-alone) and waits on a future. One worker thread collects requests for up to `max_wait_ms`
+alone) and waits on a future. A worker thread collects requests for up to `max_wait_ms`
 after the first arrives (or until `max_batch` are waiting), groups them by CAM method and
-target, and runs one `Predictor.explain_batch` per group. Batching pays because a batched
-forward costs less per image than a batch of 1 (ResNet-50 on this project's CPU: 87 vs 120 ms
-per image at batch 16 vs 1 in docs/benchmarks.md, 71 vs 122 ms in FACTS.md). The price is up to
+target, and runs one `Predictor.explain_batch` per group. With `workers` > 1, that many worker
+threads do this side by side, each gathering its own batch; hook-based methods (Score-CAM,
+Ablation-CAM) still run one batch at a time. Batching pays because a batched forward costs
+less per image than a batch of 1, and on a 2-core CPU two forwards in flight keep the cores
+busier than one (measured in docs/benchmarks.md; FACTS.md gives 71 vs 122 ms per image at
+batch 16 vs 1 on an AVX-512 Xeon). The price is up to
 `max_wait_ms` of extra latency for a request that arrives alone.
 """
 from __future__ import annotations
@@ -49,19 +52,25 @@ class Batcher:
     requests already queued, then stops the worker; later calls raise RuntimeError.
     """
 
-    def __init__(self, predictor: Predictor, max_batch: int = 8, max_wait_ms: float = 5.0):
+    def __init__(self, predictor: Predictor, max_batch: int = 8, max_wait_ms: float = 5.0,
+                 workers: int = 1):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait_ms / 1000
         self.batches = 0                    # explain_batch calls made, for tests and monitoring
         self._pending = 0
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
+        self._hooks = threading.Lock()      # hook-based CAM methods: one batch at a time
         self._closed = False
-        self._worker = threading.Thread(target=self._run, name="brainmri-batcher", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._run, name=f"brainmri-batcher-{i}", daemon=True)
+                         for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
 
     # The Engine protocol, delegated.
     @property
@@ -117,8 +126,10 @@ class Batcher:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(_STOP)
-        self._worker.join(timeout)
+            for _ in self._workers:         # one marker each, behind every request
+                self._queue.put(_STOP)
+        for worker in self._workers:
+            worker.join(timeout)
 
     def __enter__(self) -> "Batcher":
         return self
@@ -160,10 +171,16 @@ class Batcher:
 
     def _serve(self, group: list[_Request], method: str, target: int | None) -> None:
         alpha = group[0].alpha
-        self.batches += 1
+        with self._lock:
+            self.batches += 1
         try:
-            results = self.predictor.explain_batch(method=method, target=target, alpha=alpha,
-                                                   prepared=[r.prepared for r in group])
+            if method in cams.FAST_METHODS:     # no hooks: workers may run side by side
+                results = self.predictor.explain_batch(method=method, target=target, alpha=alpha,
+                                                       prepared=[r.prepared for r in group])
+            else:
+                with self._hooks:
+                    results = self.predictor.explain_batch(method=method, target=target, alpha=alpha,
+                                                           prepared=[r.prepared for r in group])
         except Exception as error:          # noqa: BLE001 - delivered to the caller
             if len(group) > 1:              # find the one that failed; the others still succeed
                 for r in group:

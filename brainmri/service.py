@@ -115,10 +115,12 @@ class Service:
 
     @classmethod
     def from_folder(cls, folder: str | Path, device=None, names: Sequence[str] = MODEL_NAMES,
-                    warmup: bool = True, batch: int = 1, max_wait_ms: float = 5.0) -> "Service":
+                    warmup: bool = True, batch: int = 1, max_wait_ms: float = 5.0,
+                    workers: int = 2) -> "Service":
         """Load `<folder>/<name>.safetensors` for each name that exists (at least one must).
         With `batch` > 1 each model sits behind a `Batcher`: concurrent requests share one
-        forward pass (up to `batch` images, gathered for at most `max_wait_ms`)."""
+        forward pass (up to `batch` images, gathered for at most `max_wait_ms`), with `workers`
+        batches in flight at once."""
         from .batching import Batcher
         from .predictor import Predictor
         folder = Path(folder)
@@ -129,7 +131,7 @@ class Service:
                                     + " and/or ".join(p.name for p in paths.values()))
         engines = {n: Predictor.from_checkpoint(p, device) for n, p in found.items()}
         if batch > 1:
-            engines = {n: Batcher(e, max_batch=batch, max_wait_ms=max_wait_ms)
+            engines = {n: Batcher(e, max_batch=batch, max_wait_ms=max_wait_ms, workers=workers)
                        for n, e in engines.items()}
         return cls(engines, warmup)
 

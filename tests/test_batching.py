@@ -147,7 +147,59 @@ def test_close_serves_queued_requests_then_refuses(predictors):
     for t in threads:
         t.join(10)
     assert len(results) == 3 and batcher.batches == 1 and batcher.pending == 0
-    assert not batcher._worker.is_alive()
+    assert not any(w.is_alive() for w in batcher._workers)
     with pytest.raises(RuntimeError, match="closed"):
         batcher.explain(scan(0))
     batcher.close()                        # idempotent
+
+
+def test_two_workers_run_their_batches_side_by_side(predictors, monkeypatch):
+    """workers=2: each worker gathers its own batch, and the two forwards overlap in time."""
+    predictor = predictors["baseline"]
+    images = [scan(i, size=64 + 4 * i) for i in range(6)]
+    expected = [predictor.explain(im) for im in images]
+    original, sizes = predictor.explain_batch, []
+    both = threading.Barrier(2, timeout=30)       # passes only while the other batch runs too
+
+    def explain_batch(*args, prepared=None, **kwargs):
+        sizes.append(len(prepared))
+        both.wait()
+        return original(*args, prepared=prepared, **kwargs)
+
+    monkeypatch.setattr(predictor, "explain_batch", explain_batch)
+    batcher = Batcher(predictor, max_batch=3, max_wait_ms=LONG_WAIT_MS, workers=2)
+    with batcher:
+        got = concurrently(batcher.explain, images)
+    assert sorted(sizes) == [3, 3] and batcher.batches == 2
+    assert not any(w.is_alive() for w in batcher._workers)
+    for e, g in zip(expected, got):
+        assert_same(e, g)
+
+
+def test_hook_based_methods_run_one_batch_at_a_time(predictors, monkeypatch):
+    """Score-CAM registers hooks on the model: two workers must not run it at once."""
+    predictor = predictors["baseline"]
+    original, active, peak = predictor.explain_batch, [0], [0]
+    lock = threading.Lock()
+
+    def explain_batch(*args, prepared=None, **kwargs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)                            # long enough for the other worker to try
+        try:
+            return original(*args, prepared=prepared, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(predictor, "explain_batch", explain_batch)
+    with Batcher(predictor, max_batch=1, max_wait_ms=0, workers=2) as batcher:
+        got = concurrently(lambda im: batcher.explain(im, method="scorecam"), [scan(1), scan(2)])
+    assert peak[0] == 1 and batcher.batches == 2
+    assert all(g.method == "scorecam" and g.heatmap.shape == g.grey.shape for g in got)
+
+
+def test_workers_must_be_positive(predictors):
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        Batcher(predictors["baseline"], workers=0)
