@@ -322,7 +322,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=int(env("BRAINMRI_BATCH") or 8),
                    help="concurrent requests per model that share one forward pass, and the "
                         "number of requests handled at once (env BRAINMRI_BATCH; 1: no batching)")
-    p.add_argument("--batch-workers", type=int, default=int(env("BRAINMRI_BATCH_WORKERS") or 2),
+    p.add_argument("--batch-workers", type=int, default=int(env("BRAINMRI_BATCH_WORKERS") or 1),
                    help="batches in flight at once per model (env BRAINMRI_BATCH_WORKERS)")
     return p
 

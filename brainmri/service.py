@@ -116,7 +116,7 @@ class Service:
     @classmethod
     def from_folder(cls, folder: str | Path, device=None, names: Sequence[str] = MODEL_NAMES,
                     warmup: bool = True, batch: int = 1, max_wait_ms: float = 5.0,
-                    workers: int = 2) -> "Service":
+                    workers: int = 1) -> "Service":
         """Load `<folder>/<name>.safetensors` for each name that exists (at least one must).
         With `batch` > 1 each model sits behind a `Batcher`: concurrent requests share one
         forward pass (up to `batch` images, gathered for at most `max_wait_ms`), with `workers`
