@@ -18,6 +18,7 @@ batch 16 vs 1 on an AVX-512 Xeon). The price is up to
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -173,14 +174,12 @@ class Batcher:
         alpha = group[0].alpha
         with self._lock:
             self.batches += 1
+        # Fast methods use no hooks, so workers may run them side by side.
+        hooks = contextlib.nullcontext() if method in cams.FAST_METHODS else self._hooks
         try:
-            if method in cams.FAST_METHODS:     # no hooks: workers may run side by side
+            with hooks:
                 results = self.predictor.explain_batch(method=method, target=target, alpha=alpha,
                                                        prepared=[r.prepared for r in group])
-            else:
-                with self._hooks:
-                    results = self.predictor.explain_batch(method=method, target=target, alpha=alpha,
-                                                           prepared=[r.prepared for r in group])
         except Exception as error:          # noqa: BLE001 - delivered to the caller
             if len(group) > 1:              # find the one that failed; the others still succeed
                 for r in group:

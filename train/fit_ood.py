@@ -156,8 +156,8 @@ def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not 0.5 < args.quantile < 1:
         raise SystemExit(f"--quantile must lie in (0.5, 1), got {args.quantile}")
-    args.refused = args.refused or None
-    if args.refused is not None and not (0 < args.refused < 0.5 and args.crossfit >= 2):
+    refused = args.refused or None                 # 0: the validation quantile alone
+    if refused is not None and not (0 < refused < 0.5 and args.crossfit >= 2):
         raise SystemExit("--refused must lie in [0, 0.5); above 0 it needs --crossfit >= 2")
     start = time.time()
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
@@ -175,15 +175,15 @@ def main(args: argparse.Namespace) -> dict:
     base = float(np.quantile(val_scores, args.quantile))
     ratios = crossfit_ratios(args, train_x, train_y, val_x, **kwargs) if args.crossfit else None
     scale, pooled = 1.0, None
-    if args.refused is not None:
+    if refused is not None:
         if ratios is None:
             raise SystemExit("--refused needs at least 2 training scans of every class")
         pooled = np.r_[ratios, val_scores / base]
-        scale = float(np.quantile(pooled, 1 - args.refused))
+        scale = float(np.quantile(pooled, 1 - refused))
     ood.threshold = base * scale
     report = {"checkpoint": str(args.checkpoint), "method": args.method, **kwargs,
               "train_scans": len(kept), "val_scans": len(val_x), "quantile": args.quantile,
-              "refused_target": args.refused, "threshold_scale": scale,
+              "refused_target": refused, "threshold_scale": scale,
               "threshold_at_quantile": base, "threshold": ood.threshold,
               "val_refused_refit": float(np.mean(val_scores > ood.threshold))}
     if ratios is not None:
@@ -201,7 +201,7 @@ def main(args: argparse.Namespace) -> dict:
               f"out-of-fold scans ({len(ratios)} cross-fitted train + {len(val_x)} val)")
         update_metadata(args.checkpoint, extra=ood.tensors(), drop_prefix=detectors.PREFIX, ood={
             "method": args.method, "threshold": ood.threshold, "quantile": args.quantile,
-            **({} if pooled is None else {"refused": args.refused, "scale": scale}),
+            **({} if pooled is None else {"refused": refused, "scale": scale}),
             **kwargs, "fitted_on": f"train ({len(kept)} scans, inference path)",
             "threshold_on": on, "fitted_by": "train.fit_ood"})
         report["written"] = True

@@ -9,6 +9,7 @@ of the mean of both (the checkpoint's own validation split, as `train.evaluate` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,13 @@ def accuracies(path: Path, data: Path, cache_dir: Path, batch_size: int = 16) ->
                          cache_dir=cache_dir).protocol("val")
     plain, mirrored = [], []
     for start in range(0, len(items), batch_size):
-        batch = torch.stack([p.tensor for p in predictor.prepare(
-            [s.path for s in items[start:start + batch_size]])])
-        for x, out in ((batch, plain), (torch.flip(batch, dims=[3]), mirrored)):
-            logits, _ = predictor._head(predictor.features(x), None)
-            out.append(torch.softmax(logits / predictor.temperature, dim=1).numpy())
+        prepared = predictor.prepare([s.path for s in items[start:start + batch_size]])
+        flipped = [dataclasses.replace(p, tensor=torch.flip(p.tensor, dims=[2])) for p in prepared]
+        for batch, out in ((prepared, plain), (flipped, mirrored)):
+            out += [[r.probabilities[c] for c in predictor.classes]
+                    for r in predictor.predict_batch(prepared=batch)]
     y = np.array([s.label for s in items])
-    plain, mirrored = np.concatenate(plain), np.concatenate(mirrored)
+    plain, mirrored = np.array(plain), np.array(mirrored)
     return {"n": len(y), "scan": float((plain.argmax(1) == y).mean()),
             "mirror": float((mirrored.argmax(1) == y).mean()),
             "mean of both": float(((plain + mirrored).argmax(1) == y).mean())}
