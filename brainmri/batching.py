@@ -174,8 +174,8 @@ class Batcher:
         alpha = group[0].alpha
         with self._lock:
             self.batches += 1
-        # Fast methods use no hooks, so workers may run them side by side.
-        hooks = contextlib.nullcontext() if method in cams.FAST_METHODS else self._hooks
+        # Fast and fused methods use no hooks, so workers may run them side by side.
+        hooks = contextlib.nullcontext() if method in cams.HOOK_FREE else self._hooks
         try:
             with hooks:
                 results = self.predictor.explain_batch(method=method, target=target, alpha=alpha,

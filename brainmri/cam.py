@@ -6,10 +6,16 @@ respect to the target layer's activations is known without back-propagating thro
 pytorch-grad-cam's *own* per-method code (`get_cam_image`) and scaling, so every fast map is
 the library's map. Methods that need extra forward passes (Score-CAM, Ablation-CAM) go through
 `reference_cam`, which builds the library's object with its hooks and releases them at once.
+
+"Layer-CAM, 2 layers" (`layercamfused`) is pytorch-grad-cam's Layer-CAM with two target layers,
+the last block and the earlier block whose map has twice its side (ResNet-50's layer2), fused
+by the library's own mean. The earlier layer's gradient needs a backward through the blocks
+after it (inputs only, no weight gradients, no hooks): finer maps for about twice a forward.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,12 +34,18 @@ METHODS = {
     "hirescam": HiResCAM,
     "scorecam": ScoreCAM,
     "ablationcam": AblationCAM,
+    "layercamfused": LayerCAM,
 }
 LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM",
           "layercam": "Layer-CAM", "eigencam": "Eigen-CAM", "hirescam": "HiRes-CAM",
-          "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM"}
+          "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM",
+          "layercamfused": "Layer-CAM, 2 layers"}
 # Computable from the target layer's activations and the head's gradient alone.
 FAST_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "hirescam")
+# Two target layers from one forward and a backward through the blocks after the first one.
+FUSED_METHODS = ("layercamfused",)
+# Need no hooks on the model: safe to run side by side on one model.
+HOOK_FREE = FAST_METHODS + FUSED_METHODS
 # The map does not depend on the class asked about (the activations' first principal component).
 CLASS_AGNOSTIC = frozenset({"eigencam"})
 
@@ -93,11 +105,70 @@ def cam_from_activations(method: str, activations: torch.Tensor, grads: torch.Te
     return scale_cam_image(np.maximum(cam, 0))
 
 
+def fusion_index(model: torch.nn.Module, size: Sequence[int]) -> int:
+    """Index of the last trunk block whose map side is at least twice the last map's, for a
+    (H, W) input; cached per model and size (one probe forward at batch 1 the first time)."""
+    cache = model.__dict__.setdefault("_fusion_index", {})
+    key = (int(size[0]), int(size[1]))
+    if key not in cache:
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        x = torch.zeros(1, first.in_channels, *key, device=first.weight.device)
+        sides = []
+        with torch.no_grad():
+            for block in model.trunk:
+                x = block(x)
+                sides.append(min(x.shape[-2:]))
+        found = [i for i, side in enumerate(sides[:-1]) if side >= 2 * sides[-1]]
+        if not found:
+            raise ValueError("no trunk block has a map twice the side of the last one")
+        cache[key] = found[-1]
+    return cache[key]
+
+
+def fused_cam(model: torch.nn.Module, batch: torch.Tensor,
+              choose: Callable[[torch.Tensor], Sequence[int]], context=None):
+    """Layer-CAM on two layers without hooks -> (last acts (B, K, h, w), logits, targets, maps).
+
+    The trunk runs once: without autograd up to the finer block, with it after. `choose` maps
+    the logits to one target class per image. `context` wraps the forward (autocast on a GPU).
+    Same maps as pytorch-grad-cam's LayerCAM with target_layers=[trunk[j], trunk[-1]].
+    """
+    j = fusion_index(model, batch.shape[-2:])
+    context = context or contextlib.nullcontext()
+    x = batch
+    with torch.no_grad(), context:
+        for block in model.trunk[:j + 1]:
+            x = block(x)
+    fine = x.float().detach().requires_grad_(True)
+    with torch.enable_grad(), context:
+        acts = fine
+        for block in model.trunk[j + 1:]:
+            acts = block(acts)
+        acts = acts.float()
+        logits = model.classify(acts)
+        targets = list(choose(logits.detach()))
+        chosen = logits[torch.arange(len(targets)), torch.as_tensor(targets, device=logits.device)]
+        g_fine, g_last = torch.autograd.grad(chosen.sum(), (fine, acts))
+    size = batch.shape[-2:]
+    engine = LayerCAM.__new__(LayerCAM)
+    engine.activations_and_grads = _NoHooks()
+    per_layer = []
+    for a, g in ((fine, g_fine), (acts, g_last)):
+        cam = engine.get_cam_image(None, None, None, a.detach().float().cpu().numpy(),
+                                   g.float().cpu().numpy(), False)
+        per_layer.append(scale_cam_image(np.maximum(cam, 0), (int(size[1]), int(size[0])))[:, None])
+    maps = np.float32(engine.aggregate_multi_layers(per_layer))
+    return acts.detach(), logits.detach(), targets, maps
+
+
 def reference_cam(model: torch.nn.Module, method: str, batch: torch.Tensor,
                   targets: Sequence[int]) -> np.ndarray:
     """pytorch-grad-cam's usual path (hooks, full backward); hooks are released on return."""
-    cls = METHODS[canonical_method(method)]
-    with cls(model=model, target_layers=[model.trunk[-1]]) as engine:
+    method = canonical_method(method)
+    cls = METHODS[method]
+    layers = ([model.trunk[fusion_index(model, batch.shape[-2:])], model.trunk[-1]]
+              if method in FUSED_METHODS else [model.trunk[-1]])
+    with cls(model=model, target_layers=layers) as engine:
         if hasattr(engine, "batch_size"):
             engine.batch_size = 32
         maps = engine(input_tensor=batch, targets=[ClassifierOutputTarget(t) for t in targets])

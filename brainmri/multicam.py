@@ -1,10 +1,11 @@
-"""Several fast CAM methods from one trunk pass, for evaluation (the app uses `explain_batch`).
+"""Several hook-free CAM methods at once, for evaluation (the app uses `explain_batch`).
 
     maps = explain_methods(predictor, predictor.prepare(paths), ("gradcam", "layercam"))
     maps[0].heatmaps["gradcam"]        # (H, W) float32 in [0, 1], the input image's pixels
 
 Every map is exactly what `Predictor.explain_batch(..., method=m)` returns for the same
-image and target; only the trunk pass and the head's gradient are shared.
+image and target; the fast methods share the trunk pass and the head's gradient (the fused
+Layer-CAM needs its own pass).
 """
 from __future__ import annotations
 
@@ -28,21 +29,27 @@ class MethodMaps:
 
 def input_maps(predictor: Predictor, batch: torch.Tensor, methods: Sequence[str],
                targets: Sequence[int] | None = None):
-    """(B, C, S, S) model input -> (logits (B, K), pooled (B, F), targets, {method: (B, S, S)}).
+    """(B, C, S, S) model input -> (logits (B, K), pooled (B, F), targets, {method: (B, S, S)})
+    for hook-free methods (`cams.HOOK_FREE`).
 
     `targets` are class indices (None: the predicted class); maps are over the model input.
     """
-    unknown = [m for m in methods if cams.canonical_method(m) not in cams.FAST_METHODS]
+    methods = [cams.canonical_method(m) for m in methods]
+    unknown = [m for m in methods if m not in cams.HOOK_FREE]
     if unknown:
-        raise ValueError(f"not a fast CAM method: {unknown}; fast: {', '.join(cams.FAST_METHODS)}")
+        raise ValueError(f"not a hook-free CAM method: {unknown}; these are: {', '.join(cams.HOOK_FREE)}")
     acts = predictor.features(batch)                                  # (B, K, h, w)
     logits, _ = predictor._head(acts, None)
     if targets is None:
         targets = logits.argmax(dim=1).tolist()
-    _, grads = predictor._head(acts, list(targets))
+    targets = list(targets)
+    _, grads = predictor._head(acts, targets)
     size = batch.shape[-2:]
-    maps = {cams.canonical_method(m): cams.cam_from_activations(m, acts, grads, size) for m in methods}
-    return logits, acts.mean(dim=(2, 3)), list(targets), maps
+    maps = {m: cams.cam_from_activations(m, acts, grads, size) for m in methods if m in cams.FAST_METHODS}
+    for m in methods:
+        if m in cams.FUSED_METHODS:         # its own forward (with autograd after the finer block)
+            maps[m] = predictor.fused(batch, lambda _: targets)[3]
+    return logits, acts.mean(dim=(2, 3)), targets, {m: maps[m] for m in methods}
 
 
 def explain_methods(predictor: Predictor, prepared: Sequence[Prepared], methods: Sequence[str],

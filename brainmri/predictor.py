@@ -114,6 +114,14 @@ class Predictor:
             (grads,) = torch.autograd.grad(chosen.sum(), leaf)
         return logits.detach(), grads
 
+    def fused(self, batch: torch.Tensor, choose=None):
+        """Layer-CAM on two layers (`cams.fused_cam`) for (B, C, S, S) model input ->
+        (last acts, logits, targets, maps (B, S, S)); `choose(logits)` gives the target class
+        indices (None: the predicted classes)."""
+        x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        return cams.fused_cam(self.model, x, choose or (lambda logits: logits.argmax(dim=1).tolist()),
+                              self._autocast())
+
     def _prediction(self, logits: torch.Tensor, pooled: torch.Tensor, index: int,
                     prepared: Prepared | None = None) -> Prediction:
         probs = torch.softmax(logits[index].float() / self.temperature, dim=0).cpu().numpy()
@@ -169,14 +177,18 @@ class Predictor:
         method = cams.canonical_method(method or self.default_method)
         prepared = prepared if prepared is not None else self.prepare(images)
         batch = torch.stack([p.tensor for p in prepared])
-        acts = self.features(batch)
-        logits, _ = self._head(acts, None)
-        targets = [self._target_index(target, logits, i) for i in range(len(prepared))]
-        if method in cams.FAST_METHODS:
-            _, grads = self._head(acts, targets)
-            maps = cams.cam_from_activations(method, acts, grads, batch.shape[-2:])
+        if method in cams.FUSED_METHODS:       # one forward; a backward after the finer block
+            acts, logits, targets, maps = self.fused(
+                batch, lambda lg: [self._target_index(target, lg, i) for i in range(len(lg))])
         else:
-            maps = cams.reference_cam(self.model, method, batch.to(self.device), targets)
+            acts = self.features(batch)
+            logits, _ = self._head(acts, None)
+            targets = [self._target_index(target, logits, i) for i in range(len(prepared))]
+            if method in cams.FAST_METHODS:
+                _, grads = self._head(acts, targets)
+                maps = cams.cam_from_activations(method, acts, grads, batch.shape[-2:])
+            else:
+                maps = cams.reference_cam(self.model, method, batch.to(self.device), targets)
         pooled = acts.mean(dim=(2, 3))
         out = []
         for i, p in enumerate(prepared):

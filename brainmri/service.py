@@ -19,7 +19,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from .cam import CLASS_AGNOSTIC, FAST_METHODS, LABELS, canonical_method
+from .cam import CLASS_AGNOSTIC, HOOK_FREE, LABELS, canonical_method
 from .checkpoint import INTENDED_USE
 from .io import ImageSource, load_image
 from .overlay import blend, colourise
@@ -156,8 +156,8 @@ class Service:
 
     @property
     def methods(self) -> list[str]:
-        """CAM methods offered interactively: those computed from one trunk pass."""
-        return list(FAST_METHODS)
+        """CAM methods offered interactively: those computed from one trunk pass, without hooks."""
+        return list(HOOK_FREE)
 
     @property
     def default_method(self) -> str:

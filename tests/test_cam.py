@@ -120,3 +120,68 @@ def test_score_cam_still_runs_through_the_library(predictors):
     assert e.heatmap.shape == image.shape and e.heatmap.dtype == np.float32
     assert 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0 and e.heatmap.max() > 0
     assert hooks_on(predictor.model) == []
+
+
+def trunk_sides(model: torch.nn.Module, x: torch.Tensor) -> list[int]:
+    sides = []
+    with torch.no_grad():
+        for block in model.trunk:
+            x = block(x)
+            sides.append(min(x.shape[-2:]))
+    return sides
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fused_layer_is_the_last_block_at_twice_the_side(predictors, batch, arch):
+    model, x = predictors[arch].model, batch[arch]
+    sides = trunk_sides(model, x[:1])
+    j = cams.fusion_index(model, x.shape[-2:])
+    assert sides[j] >= 2 * sides[-1]
+    assert all(side < 2 * sides[-1] for side in sides[j + 1:])
+    if arch == "resnet50":                   # trunk: conv1, bn1, relu, maxpool, layer1..layer4
+        dilated = model.trunk[-1][1].conv2.dilation == (2, 2)
+        assert j == (5 if dilated else 6)    # layer2 before a dilated layer4, else layer3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fused_layercam_equals_the_library(predictors, batch, arch):
+    """Two-layer Layer-CAM without hooks -> pytorch-grad-cam's LayerCAM on the same two layers."""
+    predictor, x = predictors[arch], batch[arch]
+    model = predictor.model
+    targets = [1, 3]
+    acts, logits, chosen, fused = predictor.fused(x, lambda _: targets)
+    assert chosen == targets
+    layers = [model.trunk[cams.fusion_index(model, x.shape[-2:])], model.trunk[-1]]
+    with cams.METHODS["layercamfused"](model=model, target_layers=layers) as engine:
+        reference = engine(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    model.zero_grad(set_to_none=True)
+    assert fused.shape == reference.shape == (2, *x.shape[-2:])
+    assert np.abs(fused - reference).max() < 1e-4
+    assert fused.max() > 0.5
+    assert torch.allclose(logits, model(x), atol=1e-4)              # same forward, same answer
+    assert torch.allclose(acts, predictor.features(x), atol=1e-4)
+    # differs from the last layer's Layer-CAM alone: the finer layer contributes
+    _, grads = predictor._head(acts, targets)
+    alone = cams.cam_from_activations("layercam", acts, grads, x.shape[-2:])
+    assert np.abs(fused - alone).max() > 0.05
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fused_layercam_runs_the_trunk_once_without_hooks_or_weight_gradients(predictors, arch):
+    predictor = predictors[arch]
+    model = predictor.model
+    model.zero_grad(set_to_none=True)
+    calls: list[bool] = []
+    handles = [b.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+               for b in model.trunk]
+    try:
+        e = predictor.explain(scan(3), method="layercam-fused", target="glioma")
+    finally:
+        for h in handles:
+            h.remove()
+    j = cams.fusion_index(model, predictor.preset(scan(3)).shape[-2:])
+    assert calls == [False] * (j + 1) + [True] * (len(model.trunk) - j - 1)   # each block once
+    assert all(p.grad is None for p in model.parameters())
+    assert hooks_on(model) == []
+    assert e.method == "layercamfused" and e.target == "glioma"
+    assert 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0

@@ -114,14 +114,14 @@ def test_head_mask_of_a_blank_image_is_everything():
 def test_multicam_matches_explain_batch(tiny_checkpoints):
     predictor = Predictor.from_checkpoint(tiny_checkpoints["resnet50"], device="cpu")
     images = [np.asarray(scan(i, size=96)) for i in range(2)]
-    methods = ("gradcam", "layercam", "eigencam")
+    methods = ("gradcam", "layercam", "eigencam", "layercamfused")
     maps = explain_methods(predictor, predictor.prepare(images), methods)
     for m in methods:
         for got, ref in zip(maps, predictor.explain_batch(images, method=m)):
             assert got.target == ref.target and got.prediction.label == ref.prediction.label
             assert got.prediction.probabilities == pytest.approx(ref.prediction.probabilities)
             np.testing.assert_allclose(got.heatmaps[m], ref.heatmap, atol=1e-5)
-    with pytest.raises(ValueError, match="fast"):
+    with pytest.raises(ValueError, match="hook-free"):
         explain_methods(predictor, predictor.prepare(images), ("scorecam",))
 
 
@@ -159,7 +159,7 @@ def synthetic_kaggle(root, per_class: int = 3) -> None:
 def run_cli(tmp_path, ckpt, data, out, *extra):
     from train.explain_eval import get_args_parser, main
     return main(get_args_parser().parse_args([
-        str(ckpt), "--data", str(data), "--out", str(out), "--methods", "gradcam,layercam",
+        str(ckpt), "--data", str(data), "--out", str(out), "--methods", "gradcam,layercam,layercamfused",
         "--batch-size", "4", "--cache-dir", str(tmp_path / "cache"), *extra]))
 
 
@@ -171,13 +171,13 @@ def test_explain_eval_cli_smoke(tmp_path):
     report = run_cli(tmp_path, ckpt, data, out, "--faithfulness", "2", "--grid-rows", "2",
                      "--workers", "0", "--write-default")
     saved = json.loads((out / "explain_metrics.json").read_text())
-    assert saved["methods"] == ["gradcam", "layercam"] and saved["tolerance"] == 0.02
+    assert saved["methods"] == ["gradcam", "layercam", "layercamfused"] and saved["tolerance"] == 0.02
     (res,) = saved["models"].values()
     for split in ("official", "clean", "val"):
         assert split in res["splits"]
     official = res["splits"]["official"]
     assert official["n"] == 12 and official["n_boxed"] == 9
-    for name in ("gradcam", "layercam", "centre", "random"):
+    for name in ("gradcam", "layercam", "layercamfused", "centre", "random"):
         a = official["localisation"][name]["all"]
         assert a["n"] == 9 and 0 <= a["pointing"] <= 1 and 0 <= a["energy"] <= 1
         assert set(official["localisation"][name]["by_class"]) == {"glioma", "meningioma", "pituitary"}
@@ -187,10 +187,10 @@ def test_explain_eval_cli_smoke(tmp_path):
     faith = res["faithfulness"]
     assert faith["gradcam"]["n"] == 2 and np.isfinite(faith["random"]["road_combined"])
     choice = res["default_cam"]
-    assert choice["chosen_on"] == "val" and choice["method"] in ("gradcam", "layercam")
+    assert choice["chosen_on"] == "val" and choice["method"] in ("gradcam", "layercam", "layercamfused")
     meta = read_metadata(ckpt)
     assert meta["default_cam"] == choice["method"]
-    assert set(meta["cam_scores"]) == {"gradcam", "layercam"}
+    assert set(meta["cam_scores"]) == {"gradcam", "layercam", "layercamfused"}
     assert (out / "grid-tiny-baseline.png").stat().st_size > 1000
     assert "| Grad-CAM" in (out / "tables.md").read_text()
     assert report["models"].keys() == saved["models"].keys()
@@ -205,7 +205,7 @@ def test_explain_eval_cli_smoke(tmp_path):
 def test_explain_eval_rejects_bad_arguments(tmp_path):
     from train.explain_eval import get_args_parser, main
     base = ["x.safetensors", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
-    for extra, message in [(["--split", "test"], "--split"), (["--methods", "scorecam"], "fast"),
+    for extra, message in [(["--split", "test"], "--split"), (["--methods", "scorecam"], "app's methods"),
                            (["--methods", "nope"], "unknown CAM method"),
                            (["--split", "clean", "--write-default"], "val split")]:
         with pytest.raises(SystemExit, match=message):

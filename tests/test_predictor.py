@@ -112,7 +112,7 @@ def test_explain_rgb_input_gives_input_sized_overlay(predictors):
     assert e.overlay.shape == (100, 100, 3) and e.overlay.dtype == np.uint8
 
 
-@pytest.mark.parametrize("method", cams.FAST_METHODS + ("scorecam",))
+@pytest.mark.parametrize("method", cams.FAST_METHODS + cams.FUSED_METHODS + ("scorecam",))
 def test_every_method_gives_a_map_in_unit_range(predictors, method, wide_scan):
     e = predictors["baseline"].explain(wide_scan, method=method)
     assert e.method == method

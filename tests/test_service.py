@@ -62,7 +62,8 @@ def test_classify_contract(service):
     assert class_label(r.label) in r.headline and NOT_MRI not in r.headline
 
 
-@pytest.mark.parametrize("method", ["gradcam++", "Layer-CAM", "eigencam", "hirescam", "xgradcam"])
+@pytest.mark.parametrize("method", ["gradcam++", "Layer-CAM", "eigencam", "hirescam", "xgradcam",
+                                    "layercam-fused"])
 def test_methods_and_explicit_target(service, method):
     r = service.classify(scan(seed=2, size=80), "baseline", method, "meningioma")
     assert r.target == "meningioma"
@@ -164,7 +165,7 @@ def test_from_folder_without_checkpoints(tmp_path):
 def test_default_method_follows_checkpoint(service):
     assert service.default_method == "gradcam"
     assert set(service.methods) >= {"gradcam", "gradcam++", "xgradcam", "layercam", "eigencam",
-                                    "hirescam"}
+                                    "hirescam", "layercamfused"}
 
 
 def test_from_folder_batches_concurrent_requests(tmp_path):

@@ -6,8 +6,8 @@
     python -m train.explain_eval CKPT --data DIR --limit 64 --faithfulness 16      # a quick look
     python -m train.explain_eval CKPT --data DIR --samples runs/explain/samples.json --workers 14
 
-For every scan of the chosen splits, every fast CAM method explains the *predicted* class
-(what the app shows) from one trunk pass. On the scans with a tumour box (`tumor_boxes.csv`):
+For every scan of the chosen splits, every CAM method the app offers explains the *predicted* class
+(what the app shows); the fast methods share one trunk pass. On the scans with a tumour box (`tumor_boxes.csv`):
 pointing game (maximum inside the box grown by `--tolerance` x the image's longer side) and the
 share of heatmap mass inside the box, beside two null maps that never look at the scan (a
 Gaussian centred on the head crop, smoothed noise on the head crop). On every scan: the share
@@ -38,7 +38,7 @@ import torch
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 
 from brainmri import localisation as loc
-from brainmri.cam import FAST_METHODS, canonical_method
+from brainmri.cam import HOOK_FREE, canonical_method
 from brainmri.checkpoint import update_metadata
 from brainmri.classes import CLASSES
 from brainmri.data import Sample
@@ -59,7 +59,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
     p.add_argument("--boxes", type=Path, help="boxes CSV (default: <kaggle root>/tumor_boxes.csv)")
     p.add_argument("--out", type=Path, default=Path("runs/explain"))
-    p.add_argument("--methods", default=",".join(FAST_METHODS), help="comma-separated fast CAM methods")
+    p.add_argument("--methods", default=",".join(HOOK_FREE),
+                   help="comma-separated CAM methods the app offers (fast and fused)")
     p.add_argument("--split", default=",".join(SPLITS), help=f"comma-separated, of {SPLITS}")
     p.add_argument("--limit", type=int, default=0, help="at most N scans per split (seeded sample)")
     p.add_argument("--tolerance", type=float, default=0.02,
@@ -374,9 +375,9 @@ def main(args: argparse.Namespace) -> dict:
         methods = tuple(dict.fromkeys(canonical_method(m) for m in args.methods.split(",") if m.strip()))
     except ValueError as error:
         raise SystemExit(f"--methods: {error}") from None
-    slow = [m for m in methods if m not in FAST_METHODS]
+    slow = [m for m in methods if m not in HOOK_FREE]
     if slow or not methods:
-        raise SystemExit(f"--methods: only fast methods are evaluated ({', '.join(FAST_METHODS)}); got {slow}")
+        raise SystemExit(f"--methods: only the app's methods are evaluated ({', '.join(HOOK_FREE)}); got {slow}")
     if args.write_default and "val" not in args.splits:
         raise SystemExit("--write-default needs the val split in --split (the choice is made on it)")
     if not 0 <= args.tolerance < 0.5 or not 0 < args.band < 0.5:
