@@ -206,7 +206,7 @@ def main(args: argparse.Namespace) -> int:
         from gradio_client import Client
         info = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
         models = [m for m in MODELS if (checkpoints / f"{m}.safetensors").is_file()] or list(MODELS)
-        methods = ["gradcam", "layercam"]           # offered in the UI; one trunk pass each
+        methods = ["gradcam", "layercam", "layercamfused"]   # offered in the UI, hook-free
         load = Load(url, models, methods, images, bad, args.warmup, args.budget_s, args.request_timeout_s)
         load.run(args.clients)
         warm_failures = list(load.failures)

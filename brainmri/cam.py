@@ -11,6 +11,9 @@ the library's map. Methods that need extra forward passes (Score-CAM, Ablation-C
 the last block and the earlier block whose map has twice its side (ResNet-50's layer2), fused
 by the library's own mean. The earlier layer's gradient needs a backward through the blocks
 after it (inputs only, no weight gradients, no hooks): finer maps for about twice a forward.
+Where the next block reads the finer map with a stride-2 1x1 convolution (ResNet v1 strides),
+only one position in each 2x2 cell gets a gradient; `spread_lattice` gives the other three
+that position's gradient, instead of the library's dot pattern (3 of 4 positions blank).
 """
 from __future__ import annotations
 
@@ -125,13 +128,32 @@ def fusion_index(model: torch.nn.Module, size: Sequence[int]) -> int:
     return cache[key]
 
 
+def spread_lattice(grads: np.ndarray) -> np.ndarray:
+    """(B, C, h, w) gradients that are zero everywhere but on one stride-2 lattice (a stride-2
+    1x1 convolution reads only those positions) -> each 2x2 cell takes its lattice point's
+    gradient. Any other gradients are returned unchanged."""
+    support = np.abs(grads).sum(axis=(0, 1)) > 0
+    h, w = support.shape
+    for pi in (0, 1):
+        for pj in (0, 1):
+            lattice = np.zeros_like(support)
+            lattice[pi::2, pj::2] = True
+            if support[lattice].any() and not support[~lattice].any():
+                sub = grads[:, :, pi::2, pj::2]
+                rows = np.clip((np.arange(h) - pi) // 2, 0, sub.shape[2] - 1)
+                cols = np.clip((np.arange(w) - pj) // 2, 0, sub.shape[3] - 1)
+                return np.ascontiguousarray(sub[:, :, rows][:, :, :, cols])
+    return grads
+
+
 def fused_cam(model: torch.nn.Module, batch: torch.Tensor,
               choose: Callable[[torch.Tensor], Sequence[int]], context=None):
     """Layer-CAM on two layers without hooks -> (last acts (B, K, h, w), logits, targets, maps).
 
     The trunk runs once: without autograd up to the finer block, with it after. `choose` maps
     the logits to one target class per image. `context` wraps the forward (autocast on a GPU).
-    Same maps as pytorch-grad-cam's LayerCAM with target_layers=[trunk[j], trunk[-1]].
+    Same maps as pytorch-grad-cam's LayerCAM with target_layers=[trunk[j], trunk[-1]], but for
+    `spread_lattice` on the finer layer's gradient.
     """
     j = fusion_index(model, batch.shape[-2:])
     context = context or contextlib.nullcontext()
@@ -153,9 +175,9 @@ def fused_cam(model: torch.nn.Module, batch: torch.Tensor,
     engine = LayerCAM.__new__(LayerCAM)
     engine.activations_and_grads = _NoHooks()
     per_layer = []
-    for a, g in ((fine, g_fine), (acts, g_last)):
-        cam = engine.get_cam_image(None, None, None, a.detach().float().cpu().numpy(),
-                                   g.float().cpu().numpy(), False)
+    grads = (spread_lattice(g_fine.float().cpu().numpy()), g_last.float().cpu().numpy())
+    for a, g in zip((fine, acts), grads):
+        cam = engine.get_cam_image(None, None, None, a.detach().float().cpu().numpy(), g, False)
         per_layer.append(scale_cam_image(np.maximum(cam, 0), (int(size[1]), int(size[0])))[:, None])
     maps = np.float32(engine.aggregate_multi_layers(per_layer))
     return acts.detach(), logits.detach(), targets, maps

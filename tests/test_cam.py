@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from brainmri import cam as cams
@@ -145,7 +146,8 @@ def test_fused_layer_is_the_last_block_at_twice_the_side(predictors, batch, arch
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fused_layercam_equals_the_library(predictors, batch, arch):
-    """Two-layer Layer-CAM without hooks -> pytorch-grad-cam's LayerCAM on the same two layers."""
+    """Two-layer Layer-CAM without hooks -> pytorch-grad-cam's LayerCAM on the same two layers,
+    with the finer layer's gradient spread over its 2x2 cells where it lives on a lattice."""
     predictor, x = predictors[arch], batch[arch]
     model = predictor.model
     targets = [1, 3]
@@ -154,9 +156,22 @@ def test_fused_layercam_equals_the_library(predictors, batch, arch):
     layers = [model.trunk[cams.fusion_index(model, x.shape[-2:])], model.trunk[-1]]
     with cams.METHODS["layercamfused"](model=model, target_layers=layers) as engine:
         reference = engine(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+        a_fine = engine.activations_and_grads.activations[0].numpy()
+        g_fine = engine.activations_and_grads.gradients[0].numpy()
+        a_last = engine.activations_and_grads.activations[1].numpy()
+        g_last = engine.activations_and_grads.gradients[1].numpy()
+        size = (x.shape[-1], x.shape[-2])
+        per_layer = [scale_cam_image(np.maximum(engine.get_cam_image(None, None, None, a, g, False), 0),
+                                     size)[:, None]
+                     for a, g in ((a_fine, cams.spread_lattice(g_fine)), (a_last, g_last))]
+        spread = engine.aggregate_multi_layers(per_layer)
     model.zero_grad(set_to_none=True)
-    assert fused.shape == reference.shape == (2, *x.shape[-2:])
-    assert np.abs(fused - reference).max() < 1e-4
+    on_lattice = not np.abs(g_fine[:, :, 1::2, :]).any() and not np.abs(g_fine[:, :, :, 1::2]).any()
+    assert on_lattice == (arch == "resnet50")      # v1 strides: a stride-2 1x1 conv reads the map
+    if not on_lattice:
+        assert np.abs(fused - reference).max() < 1e-4
+    assert fused.shape == spread.shape == (2, *x.shape[-2:])
+    assert np.abs(fused - spread).max() < 1e-4
     assert fused.max() > 0.5
     assert torch.allclose(logits, model(x), atol=1e-4)              # same forward, same answer
     assert torch.allclose(acts, predictor.features(x), atol=1e-4)
@@ -164,6 +179,25 @@ def test_fused_layercam_equals_the_library(predictors, batch, arch):
     _, grads = predictor._head(acts, targets)
     alone = cams.cam_from_activations("layercam", acts, grads, x.shape[-2:])
     assert np.abs(fused - alone).max() > 0.05
+
+
+@pytest.mark.parametrize("phase", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_spread_lattice_fills_each_cell_from_its_lattice_point(phase):
+    pi, pj = phase
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(2, 3, 7, 6)).astype(np.float32)
+    sparse = np.zeros_like(dense)
+    sparse[:, :, pi::2, pj::2] = dense[:, :, pi::2, pj::2]
+    out = cams.spread_lattice(sparse)
+    assert out.shape == sparse.shape and np.abs(out).min() > 0      # no blank position left
+    for y in range(7):
+        for x in range(6):
+            ly = min(max(pi + 2 * ((y - pi) // 2), pi), pi + 2 * ((7 - 1 - pi) // 2))
+            lx = min(max(pj + 2 * ((x - pj) // 2), pj), pj + 2 * ((6 - 1 - pj) // 2))
+            np.testing.assert_array_equal(out[:, :, y, x], sparse[:, :, ly, lx])
+    assert cams.spread_lattice(dense) is dense                      # dense gradients: unchanged
+    blank = np.zeros_like(dense)
+    assert cams.spread_lattice(blank) is blank
 
 
 @pytest.mark.parametrize("arch", ARCHS)
