@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from pytorch_grad_cam.utils.image import scale_cam_image
 
 from brainmri import localisation as loc
 from brainmri.checkpoint import read_metadata
@@ -210,3 +211,29 @@ def test_explain_eval_rejects_bad_arguments(tmp_path):
                            (["--split", "clean", "--write-default"], "val split")]:
         with pytest.raises(SystemExit, match=message):
             main(get_args_parser().parse_args(base + extra))
+
+
+def test_cam_layers_scores_sets_and_matches_the_fused_method(tmp_path):
+    from brainmri import cam as cams
+    from train.cam_layers import block_maps, get_args_parser, main
+    data = tmp_path / "brain-tumor-mri"
+    synthetic_kaggle(data, per_class=10)   # a few boxed validation scans
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.safetensors", "baseline", size=48)
+    out = tmp_path / "layers.json"
+    result = main(get_args_parser().parse_args([
+        str(ckpt), "--data", str(data), "--sets", "2", "0+2", "--cache-dir", str(tmp_path / "c"),
+        "--out", str(out), "--batch-size", "4"]))
+    assert set(result) == {"2", "0+2"}
+    for r in result.values():
+        assert r["n"] > 0 and 0 <= r["pointing"] <= 1 and 0 <= r["outside_head"] <= 1
+    assert json.loads(out.read_text())["split"] == "val"
+    # The pair the app offers is the same map as `layercamfused`.
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
+    batch = torch.stack([p.tensor for p in predictor.prepare([np.asarray(scan(i, size=96)) for i in range(2)])])
+    j = cams.fusion_index(predictor.model, batch.shape[-2:])
+    maps = block_maps(predictor, batch, [j, 2])
+    fused = predictor.fused(batch)[3]
+    pair = scale_cam_image(np.mean([maps[j], maps[2]], axis=0))
+    assert np.abs(pair - fused).max() < 1e-4
+    with pytest.raises(SystemExit, match="trunk indices"):
+        main(get_args_parser().parse_args([str(ckpt), "--data", str(data), "--sets", "9"]))

@@ -1,0 +1,128 @@
+"""Which trunk blocks should Layer-CAM fuse? Pointing game per set of blocks, on validation only.
+
+    python -m train.cam_layers checkpoints/resnet50.safetensors --data ../shared/data \\
+        --sets 7 5 5+7 6+7 5+6 5+6+7 4+5+6+7 4+5+7 4+5 --out runs/cam_layers.json
+
+Sets are '+'-joined trunk indices (ResNet-50: 4..7 = layer1..layer4; the baseline: 0..2).
+Each scan's predicted class is explained by pytorch-grad-cam's Layer-CAM math on every block
+of every set from one forward and one input-gradient backward (no hooks), the finer blocks'
+lattice gradients spread as in `brainmri.cam.spread_lattice`; a set's map is the library's
+mean of its blocks' maps. Scored like `train.explain_eval` (pointing game with the same
+tolerance, energy in the box, mass outside the head) on the checkpoint's own validation
+scans with tumour boxes. This is how the pair of `layercamfused` was chosen; Testing is never
+read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_grad_cam import LayerCAM
+from pytorch_grad_cam.utils.image import scale_cam_image
+
+from brainmri import cam as cams
+from brainmri.predictor import Predictor
+from brainmri.protocols import build_splits, kaggle_root
+
+from .explain_eval import box_for, load_boxes, measure_scan
+
+log = logging.getLogger("cam_layers")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Validation pointing game of Layer-CAM per set of trunk blocks.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--sets", nargs="+", required=True, help="'+'-joined trunk indices, e.g. 7 5+7")
+    p.add_argument("--tolerance", type=float, default=0.02)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, default=0, help="at most N boxed validation scans (0: all)")
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    return p
+
+
+def block_maps(predictor: Predictor, batch: torch.Tensor, blocks: list[int]) -> dict[int, np.ndarray]:
+    """{trunk index: (B, S, S) Layer-CAM of the predicted class, scaled like the library}."""
+    model, size = predictor.model, batch.shape[-2:]
+    x = batch.to(predictor.device).contiguous(memory_format=torch.channels_last)
+    first = min(blocks)
+    with torch.no_grad():
+        for block in model.trunk[:first + 1]:
+            x = block(x)
+    outs = {first: x.float().detach().requires_grad_(True)}
+    with torch.enable_grad():
+        a = outs[first]
+        for i, block in enumerate(model.trunk[first + 1:], first + 1):
+            a = block(a)
+            outs[i] = a
+        logits = model.classify(a.float())
+        chosen = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+        grads = torch.autograd.grad(chosen, [outs[b] for b in blocks])
+    engine = LayerCAM.__new__(LayerCAM)
+    engine.activations_and_grads = cams._NoHooks()
+    out = {}
+    for b, g in zip(blocks, grads):
+        acts = outs[b].detach().float().cpu().numpy()
+        cam = engine.get_cam_image(None, None, None, acts, cams.spread_lattice(g.float().cpu().numpy()), False)
+        out[b] = scale_cam_image(np.maximum(cam, 0), (int(size[1]), int(size[0])))
+    return out
+
+
+def main(args: argparse.Namespace) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    sets = {s: [int(i) for i in s.split("+")] for s in args.sets}
+    predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu")
+    depth = len(predictor.model.trunk)
+    bad = [s for s, idx in sets.items() if not all(0 <= i < depth for i in idx)]
+    if bad:
+        raise SystemExit(f"--sets: trunk indices run 0..{depth - 1}; got {bad}")
+    root = kaggle_root(args.data)
+    boxes = load_boxes(root / "tumor_boxes.csv")
+    train_args = predictor.meta.get("args", {})
+    splits = build_splits(args.data, float(train_args.get("val_fraction", 0.12)),
+                          int(train_args.get("seed", 0)), cache_dir=args.cache_dir)
+    val = [s for s in splits.protocol("val") if box_for(s.path, root, boxes)]
+    val = val[:args.limit] if args.limit > 0 else val
+    blocks = sorted({i for idx in sets.values() for i in idx})
+    scores: dict[str, list[tuple[str, bool, float, float]]] = {s: [] for s in sets}
+    for start in range(0, len(val), args.batch_size):
+        chunk = val[start:start + args.batch_size]
+        prepared = predictor.prepare([s.path for s in chunk])
+        maps = block_maps(predictor, torch.stack([p.tensor for p in prepared]), blocks)
+        for name, idx in sets.items():
+            fused = scale_cam_image(np.mean([maps[i] for i in idx], axis=0))
+            for i, (s, p) in enumerate(zip(chunk, prepared)):
+                box, (w, h) = box_for(s.path, root, boxes)
+                if (h, w) != p.grey.shape:
+                    continue
+                m = measure_scan(p.grey, p.box, {"x": fused[i]}, box, s.path.name, 0, args.tolerance, 0.05)["x"]
+                scores[name].append((s.class_name, m["pointing"], m["energy"], m["outside_head"]))
+        log.info("  %d/%d validation scans", min(start + args.batch_size, len(val)), len(val))
+    result = {}
+    for name, rows in scores.items():
+        classes = sorted({c for c, *_ in rows})
+        result[name] = {"n": len(rows), "pointing": float(np.mean([r[1] for r in rows])),
+                        "energy": float(np.mean([r[2] for r in rows])),
+                        "outside_head": float(np.mean([r[3] for r in rows])),
+                        "by_class": {c: float(np.mean([r[1] for r in rows if r[0] == c])) for c in classes}}
+    print("| blocks | n | val PG | energy | outside head | " + " | ".join(classes) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(classes))
+    for name, r in result.items():
+        print(f"| {name} | {r['n']} | {100 * r['pointing']:.1f} | {100 * r['energy']:.1f} | "
+              f"{100 * r['outside_head']:.1f} | "
+              + " | ".join(f"{100 * r['by_class'].get(c, float('nan')):.1f}" for c in classes) + " |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "split": "val",
+                                        "tolerance": args.tolerance, "sets": result}, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
