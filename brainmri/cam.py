@@ -68,6 +68,13 @@ class _NoHooks:
         pass
 
 
+def _math_only(cls):
+    """A pytorch-grad-cam method object without __init__: no model, no hooks; only its math."""
+    engine = cls.__new__(cls)
+    engine.activations_and_grads = _NoHooks()
+    return engine
+
+
 def _eigen_projection(acts: np.ndarray) -> np.ndarray:
     """pytorch-grad-cam's `get_2d_projection` (EigenCAM) with a thin SVD: the first right
     singular vector is the same, without building the (K, K) matrix (0.5 s -> ~11 ms at K=2048
@@ -96,8 +103,7 @@ def cam_from_activations(method: str, activations: torch.Tensor, grads: torch.Te
     activations and gradients (its `get_cam_image`, ReLU and `scale_cam_image`).
     """
     cls = METHODS[canonical_method(method)]
-    engine = cls.__new__(cls)            # no __init__: no model, no hooks; only the math is used
-    engine.activations_and_grads = _NoHooks()
+    engine = _math_only(cls)
     acts = activations.detach().float().cpu().numpy()
     grad = grads.detach().float().cpu().numpy() if grads is not None else np.zeros_like(acts)
     if cls is EigenCAM:
@@ -146,6 +152,17 @@ def spread_lattice(grads: np.ndarray) -> np.ndarray:
     return grads
 
 
+
+
+def layercam_map(activations: torch.Tensor, grads: torch.Tensor, size: Sequence[int]) -> np.ndarray:
+    """One layer's Layer-CAM (pytorch-grad-cam's per-layer math and scaling) from (B, K, h, w)
+    activations and gradients, lattice gradients spread (`spread_lattice`; dense ones are
+    used as they are) -> (B, H, W) in [0, 1] for a (H, W) input."""
+    cam = _math_only(LayerCAM).get_cam_image(None, None, None, activations.detach().float().cpu().numpy(),
+                                           spread_lattice(grads.detach().float().cpu().numpy()), False)
+    return scale_cam_image(np.maximum(cam, 0), (int(size[1]), int(size[0])))
+
+
 def fused_cam(model: torch.nn.Module, batch: torch.Tensor,
               choose: Callable[[torch.Tensor], Sequence[int]], context=None):
     """Layer-CAM on two layers without hooks -> (last acts (B, K, h, w), logits, targets, maps).
@@ -172,14 +189,8 @@ def fused_cam(model: torch.nn.Module, batch: torch.Tensor,
         chosen = logits[torch.arange(len(targets)), torch.as_tensor(targets, device=logits.device)]
         g_fine, g_last = torch.autograd.grad(chosen.sum(), (fine, acts))
     size = batch.shape[-2:]
-    engine = LayerCAM.__new__(LayerCAM)
-    engine.activations_and_grads = _NoHooks()
-    per_layer = []
-    grads = (spread_lattice(g_fine.float().cpu().numpy()), g_last.float().cpu().numpy())
-    for a, g in zip((fine, acts), grads):
-        cam = engine.get_cam_image(None, None, None, a.detach().float().cpu().numpy(), g, False)
-        per_layer.append(scale_cam_image(np.maximum(cam, 0), (int(size[1]), int(size[0])))[:, None])
-    maps = np.float32(engine.aggregate_multi_layers(per_layer))
+    per_layer = [layercam_map(a, g, size)[:, None] for a, g in ((fine, g_fine), (acts, g_last))]
+    maps = np.float32(_math_only(LayerCAM).aggregate_multi_layers(per_layer))
     return acts.detach(), logits.detach(), targets, maps
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_grad_cam import LayerCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 
 from brainmri import cam as cams
@@ -64,14 +63,7 @@ def block_maps(predictor: Predictor, batch: torch.Tensor, blocks: list[int]) -> 
         logits = model.classify(a.float())
         chosen = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
         grads = torch.autograd.grad(chosen, [outs[b] for b in blocks])
-    engine = LayerCAM.__new__(LayerCAM)
-    engine.activations_and_grads = cams._NoHooks()
-    out = {}
-    for b, g in zip(blocks, grads):
-        acts = outs[b].detach().float().cpu().numpy()
-        cam = engine.get_cam_image(None, None, None, acts, cams.spread_lattice(g.float().cpu().numpy()), False)
-        out[b] = scale_cam_image(np.maximum(cam, 0), (int(size[1]), int(size[0])))
-    return out
+    return {b: cams.layercam_map(outs[b], g, size) for b, g in zip(blocks, grads)}
 
 
 def main(args: argparse.Namespace) -> dict:
