@@ -52,18 +52,20 @@ def _small(image: Image.Image) -> Image.Image:
     return small
 
 
-def colour_share(image: Image.Image) -> float:
-    """Share of pixels whose RGB channels differ by more than DARK; 0 for greyscale modes."""
+def colour_share(image: Image.Image, small: Image.Image | None = None) -> float:
+    """Share of pixels whose RGB channels differ by more than DARK; 0 for greyscale modes.
+    `small`: `_small(image)` when the caller already has it."""
     if image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "LA", "La"):
         return 0.0
-    rgb = np.asarray(_small(image).convert("RGB"), np.int16)          # (h, w, 3)
+    small = small if small is not None else _small(image)
+    rgb = np.asarray(small.convert("RGB"), np.int16)                  # (h, w, 3)
     return float((rgb.max(-1) - rgb.min(-1) > DARK).mean())
 
 
-def dark_corners(image: Image.Image) -> float:
+def dark_corners(image: Image.Image, small: Image.Image | None = None) -> float:
     """Share of the four corner squares (1/8 of the shorter side) darker than DARK/255."""
     from .io import to_grey
-    grey = to_grey(_small(image))                                     # (h, w) uint8
+    grey = to_grey(small if small is not None else _small(image))    # (h, w) uint8
     k = max(1, min(grey.shape) // 8)
     corners = np.concatenate([grey[:k, :k].ravel(), grey[:k, -k:].ravel(),
                               grey[-k:, :k].ravel(), grey[-k:, -k:].ravel()])
@@ -72,7 +74,8 @@ def dark_corners(image: Image.Image) -> float:
 
 def check(image: Image.Image) -> InputCheck:
     """The input-level verdict for one decoded image (before any grey conversion)."""
-    c, d = colour_share(image), dark_corners(image)
+    small = _small(image)                             # one thumbnail for both checks
+    c, d = colour_share(image, small), dark_corners(image, small)
     modality = str(image.info.get("modality", "")).upper()
     mri = modality in MRI_MODALITIES
     score = max(c / MAX_COLOUR_SHARE, MIN_DARK_CORNERS / max(d, 1e-3), 0.0 if mri else 1e3)
