@@ -152,8 +152,6 @@ def spread_lattice(grads: np.ndarray) -> np.ndarray:
     return grads
 
 
-
-
 def layercam_map(activations: torch.Tensor, grads: torch.Tensor, size: Sequence[int]) -> np.ndarray:
     """One layer's Layer-CAM (pytorch-grad-cam's per-layer math and scaling) from (B, K, h, w)
     activations and gradients, lattice gradients spread (`spread_lattice`; dense ones are
@@ -163,35 +161,48 @@ def layercam_map(activations: torch.Tensor, grads: torch.Tensor, size: Sequence[
     return scale_cam_image(np.maximum(cam, 0), (int(size[1]), int(size[0])))
 
 
+def layercam_blocks(model: torch.nn.Module, batch: torch.Tensor, blocks: Sequence[int],
+                    choose: Callable[[torch.Tensor], Sequence[int]], context=None):
+    """Layer-CAM of the trunk blocks `blocks` without hooks -> (last acts (B, K, h, w), logits,
+    targets, {block: (B, H, W) map in [0, 1]}).
+
+    The trunk runs once: without autograd up to the first of `blocks`, with it after; only
+    input gradients are taken. `choose` maps the logits to one target class per image.
+    `context` wraps the forward (autocast on a GPU). Each map is `layercam_map` of its block.
+    """
+    first, last = min(blocks), len(model.trunk) - 1
+    context = context or contextlib.nullcontext()
+    x = batch
+    with torch.no_grad(), context:
+        for block in model.trunk[:first + 1]:
+            x = block(x)
+    outs = {first: x.float().detach().requires_grad_(True)}
+    with torch.enable_grad(), context:
+        acts = outs[first]
+        for i, block in enumerate(model.trunk[first + 1:], first + 1):
+            acts = outs[i] = block(acts)
+        acts = outs[last] = acts.float()
+        logits = model.classify(acts)
+        targets = list(choose(logits.detach()))
+        chosen = logits[torch.arange(len(targets)), torch.as_tensor(targets, device=logits.device)]
+        grads = torch.autograd.grad(chosen.sum(), [outs[b] for b in blocks])
+    size = batch.shape[-2:]
+    maps = {b: layercam_map(outs[b], g, size) for b, g in zip(blocks, grads)}
+    return acts.detach(), logits.detach(), targets, maps
+
+
 def fused_cam(model: torch.nn.Module, batch: torch.Tensor,
               choose: Callable[[torch.Tensor], Sequence[int]], context=None):
     """Layer-CAM on two layers without hooks -> (last acts (B, K, h, w), logits, targets, maps).
 
-    The trunk runs once: without autograd up to the finer block, with it after. `choose` maps
-    the logits to one target class per image. `context` wraps the forward (autocast on a GPU).
-    Same maps as pytorch-grad-cam's LayerCAM with target_layers=[trunk[j], trunk[-1]], but for
-    `spread_lattice` on the finer layer's gradient.
+    `layercam_blocks` on the finer block (`fusion_index`) and the last one, averaged by
+    pytorch-grad-cam's rule. Same maps as the library's LayerCAM with
+    target_layers=[trunk[j], trunk[-1]], but for `spread_lattice` on the finer layer's gradient.
     """
-    j = fusion_index(model, batch.shape[-2:])
-    context = context or contextlib.nullcontext()
-    x = batch
-    with torch.no_grad(), context:
-        for block in model.trunk[:j + 1]:
-            x = block(x)
-    fine = x.float().detach().requires_grad_(True)
-    with torch.enable_grad(), context:
-        acts = fine
-        for block in model.trunk[j + 1:]:
-            acts = block(acts)
-        acts = acts.float()
-        logits = model.classify(acts)
-        targets = list(choose(logits.detach()))
-        chosen = logits[torch.arange(len(targets)), torch.as_tensor(targets, device=logits.device)]
-        g_fine, g_last = torch.autograd.grad(chosen.sum(), (fine, acts))
-    size = batch.shape[-2:]
-    per_layer = [layercam_map(a, g, size)[:, None] for a, g in ((fine, g_fine), (acts, g_last))]
-    maps = np.float32(_math_only(LayerCAM).aggregate_multi_layers(per_layer))
-    return acts.detach(), logits.detach(), targets, maps
+    j, last = fusion_index(model, batch.shape[-2:]), len(model.trunk) - 1
+    acts, logits, targets, maps = layercam_blocks(model, batch, [j, last], choose, context)
+    per_layer = [maps[j][:, None], maps[last][:, None]]
+    return acts, logits, targets, np.float32(_math_only(LayerCAM).aggregate_multi_layers(per_layer))
 
 
 def reference_cam(model: torch.nn.Module, method: str, batch: torch.Tensor,

@@ -48,22 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def block_maps(predictor: Predictor, batch: torch.Tensor, blocks: list[int]) -> dict[int, np.ndarray]:
     """{trunk index: (B, S, S) Layer-CAM of the predicted class, scaled like the library}."""
-    model, size = predictor.model, batch.shape[-2:]
     x = batch.to(predictor.device).contiguous(memory_format=torch.channels_last)
-    first = min(blocks)
-    with torch.no_grad():
-        for block in model.trunk[:first + 1]:
-            x = block(x)
-    outs = {first: x.float().detach().requires_grad_(True)}
-    with torch.enable_grad():
-        a = outs[first]
-        for i, block in enumerate(model.trunk[first + 1:], first + 1):
-            a = block(a)
-            outs[i] = a
-        logits = model.classify(a.float())
-        chosen = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
-        grads = torch.autograd.grad(chosen, [outs[b] for b in blocks])
-    return {b: cams.layercam_map(outs[b], g, size) for b, g in zip(blocks, grads)}
+    return cams.layercam_blocks(predictor.model, x, blocks, lambda logits: logits.argmax(1).tolist())[3]
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -87,10 +73,10 @@ def main(args: argparse.Namespace) -> dict:
         chunk = val[start:start + args.batch_size]
         prepared = predictor.prepare([s.path for s in chunk])
         maps = block_maps(predictor, torch.stack([p.tensor for p in prepared]), blocks)
+        found = [box_for(s.path, root, boxes) for s in chunk]
         for name, idx in sets.items():
             fused = scale_cam_image(np.mean([maps[i] for i in idx], axis=0))
-            for i, (s, p) in enumerate(zip(chunk, prepared)):
-                box, (w, h) = box_for(s.path, root, boxes)
+            for i, (s, p, (box, (w, h))) in enumerate(zip(chunk, prepared, found)):
                 if (h, w) != p.grey.shape:
                     continue
                 m = measure_scan(p.grey, p.box, {"x": fused[i]}, box, s.path.name, 0, args.tolerance, 0.05)["x"]
