@@ -37,6 +37,32 @@ def test_class_maps_decompose_the_logits():
     assert torch.allclose(maps.mean(dim=(1, 2)), expected, atol=1e-5)
 
 
+def test_outside_share_is_the_cam_mass_on_outside_cells():
+    model = build_resnet50(dilate_layer4=True).eval()
+    with torch.no_grad():
+        model.head.weight.fill_(1.0)
+    acts = torch.zeros(2, 2048, 4, 4)
+    acts[0, :, 0, 0] = 1.0                   # all of sample 0's mass in a corner cell
+    acts[1, :, 1:3, 1:3] = 1.0               # all of sample 1's mass in the centre
+    outside = torch.zeros(2, 4, 4)
+    outside[:, 0, :] = 1.0                   # the top row lies outside the head
+    share = dilate.outside_share(model, acts, torch.tensor([0, 1]), outside)
+    assert torch.allclose(share, torch.tensor([1.0, 0.0]))
+    outside[:, :, :] = 0.5                   # half of every cell outside: half the mass
+    assert torch.allclose(dilate.outside_share(model, acts, torch.tensor([0, 1]), outside),
+                          torch.tensor([0.5, 0.5]))
+
+
+def test_outside_cells_come_from_the_head_mask_of_the_crop():
+    crop = np.zeros((64, 64), np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    crop[(yy - 32) ** 2 + (xx - 32) ** 2 < 24 ** 2] = 180        # a bright head, dark corners
+    cells = dilate.outside_cells(crop[None], 4)[0]
+    assert cells.shape == (4, 4)
+    assert cells[0, 0] > 0.5 and cells[3, 3] > 0.5               # corners: mostly outside
+    assert cells[1:3, 1:3].max() == 0.0                          # centre: inside
+
+
 def test_dilated_layer4_doubles_the_map_and_keeps_the_weights():
     plain, dilated = build_resnet50(), build_resnet50(dilate_layer4=True)
     dilated.load_state_dict(plain.state_dict())                    # same tensors, same shapes
@@ -90,16 +116,21 @@ def test_dilate_writes_a_dilated_self_describing_checkpoint(boxed_data, tmp_path
     save_checkpoint(start, build_resnet50(), meta)
     args = dilate.get_args_parser().parse_args(
         [str(start), "--data", str(boxed_data), "--out", str(tmp_path / "run"),
-         "--epochs", "2", "--batch-size", "8", "--workers", "1", "--threads", "1"])
+         "--epochs", "2", "--batch-size", "8", "--workers", "1", "--threads", "1",
+         "--outside-weight", "1.0"])
     path = dilate.main(args)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert all(0 <= h["val_pointing"] <= 1 for h in history)
     assert all(h["train_loss"] > 0 for h in history[1:])
+    assert all(0 <= h["val_outside_head"] <= 1 for h in history)
+    assert all(0 <= h["train_outside_head"] <= 1 for h in history[1:])
     predictor = Predictor.from_checkpoint(path, device="cpu")
     assert predictor.meta["arch_kwargs"] == {"v1_strides": True, "dilate_layer4": True}
     assert predictor.meta["recipe"] == "dilate" and predictor.meta["args"]["dilate"] is True
     assert predictor.meta["args"]["freeze"] == "stem..layer3"
+    assert predictor.meta["args"]["outside_weight"] == 1.0
+    assert 0 <= predictor.meta["args"]["val_outside_head"] <= 1
     assert predictor.meta["args"]["init_args"]["val_fraction"] == 0.25
     explained = predictor.explain(synthetic.scan(5, size=64), method="gradcam")
     assert explained.heatmap.shape == (64, 64) and 0 <= explained.heatmap.min() <= explained.heatmap.max() <= 1

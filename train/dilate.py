@@ -15,6 +15,10 @@ report, per epoch, how often the true class's map peaks inside the box of a vali
 The checkpoint is written as `train.train` writes one (temperature on validation, OOD
 detector), with the arguments and history; the epoch kept is the last one, a rule fixed
 before training.
+
+`--outside-weight W` adds W x the share of the true class's layer4 Layer-CAM mass that lies
+outside the head to the loss (Ross et al. 2017, "right for the right reasons", with a mask
+the scan itself gives: `localisation.head_mask` thresholded from each crop, no boxes).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -57,6 +62,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--outside-weight", type=float, default=0.0,
+                   help="weight of the penalty on the true class's layer4 Layer-CAM mass outside the head")
     p.add_argument("--tolerance", type=float, default=0.02,
                    help="pointing-game tolerance for the validation figure, share of the side")
     p.add_argument("--limit", type=int, default=0, help="first N training scans only (smoke tests)")
@@ -101,6 +108,25 @@ def class_maps(model, acts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bk,bkhw->bhw", weight, acts)
 
 
+def outside_cells(crops: np.ndarray, side: int) -> torch.Tensor:
+    """(N, S, S) uint8 head crops -> (N, side, side) float32: the share of each cell of a
+    side x side map that lies outside the head (`localisation.head_mask` of the crop)."""
+    cells = [cv2.resize((~loc.head_mask(c)).astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
+             for c in crops]
+    return torch.from_numpy(np.stack(cells)) if cells else torch.zeros(0, side, side)
+
+
+def outside_share(model, acts: torch.Tensor, labels: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """(B,) share of each sample's last-block Layer-CAM mass (true class) on `outside` cells.
+
+    With a global-average-pool + linear head, the logit's gradient is the class weight at every
+    position, so Layer-CAM of the last block is sum_k relu(w_k) A_k (A >= 0 after the block's
+    ReLU), up to a constant that the share cancels.
+    """
+    cam = torch.einsum("bk,bkhw->bhw", model.head.weight[labels].clamp(min=0), acts)
+    return (cam * outside).sum((1, 2)) / cam.sum((1, 2)).clamp(min=1e-8)
+
+
 @torch.no_grad()
 def frozen_features(model, crops: np.ndarray, preset: EvalPreset, flip: bool, batch: int = 32):
     """layer3 output (N, 1024, h, w) float16 for each crop (mirrored with `flip`)."""
@@ -115,14 +141,16 @@ def frozen_features(model, crops: np.ndarray, preset: EvalPreset, flip: bool, ba
 
 
 @torch.no_grad()
-def validate(model, feats, labels, boxes_px, size: int, tol: float) -> dict:
-    """Accuracy, loss, and how often the true class's map (upsampled to the input) peaks
-    inside its box grown by `tol` of the side (a quick stand-in for `train.explain_eval`)."""
+def validate(model, feats, labels, boxes_px, size: int, tol: float, outside: torch.Tensor) -> dict:
+    """Accuracy, loss, how often the true class's map (upsampled to the input) peaks inside
+    its box grown by `tol` of the side (a quick stand-in for `train.explain_eval`), and the
+    mean `outside_share` of the last block's Layer-CAM."""
     model.trunk[FROZEN].eval()
-    logits, hits = [], []
+    logits, hits, shares = [], [], []
     for s in range(0, len(feats), 64):
         acts = model.trunk[FROZEN](feats[s:s + 64].float())
         logits.append(model.classify(acts))
+        shares.append(outside_share(model, acts, labels[s:s + 64], outside[s:s + 64]))
         maps = F.interpolate(class_maps(model, acts, labels[s:s + 64])[:, None], size=(size, size),
                              mode="bilinear", align_corners=False)[:, 0]
         for m, b in zip(maps, boxes_px[s:s + 64]):
@@ -132,7 +160,8 @@ def validate(model, feats, labels, boxes_px, size: int, tol: float) -> dict:
     logits = torch.cat(logits)
     return {"val_acc": float((logits.argmax(1) == labels).float().mean()),
             "val_loss": float(F.cross_entropy(logits, labels)),
-            "val_pointing": float(np.mean(hits)) if hits else None}
+            "val_pointing": float(np.mean(hits)) if hits else None,
+            "val_outside_head": float(torch.cat(shares).mean())}
 
 
 def resolve(args: argparse.Namespace, meta: dict, size: int) -> dict:
@@ -191,6 +220,11 @@ def main(args: argparse.Namespace) -> Path:
     y = torch.tensor([s.label for s in train_s] * 2)
     y_val = torch.tensor([s.label for s in val_s])
     log.info("layer3 maps %s cached in %.0f s", tuple(feats.shape), time.time() - t0)
+    with torch.no_grad():
+        side = model.trunk[FROZEN](feats[:1].float()).shape[-1]
+    outside = outside_cells(train_crops, side)
+    outside = torch.cat([outside, outside.flip(-1)])          # the mirrored copies' masks
+    val_outside = outside_cells(val_crops, side)
 
     for p in model.trunk[:FROZEN].parameters():
         p.requires_grad_(False)
@@ -200,7 +234,7 @@ def main(args: argparse.Namespace) -> Path:
     opt = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=True)
     steps = math.ceil(len(feats) // 2 / args.batch_size)          # one view of each scan per epoch
     total = steps * args.epochs
-    history = [{"epoch": 0, **validate(model, val_feats, y_val, val_px, size, args.tolerance)}]
+    history = [{"epoch": 0, **validate(model, val_feats, y_val, val_px, size, args.tolerance, val_outside)}]
     log.info(json.dumps(history[-1]))
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
@@ -210,7 +244,7 @@ def main(args: argparse.Namespace) -> Path:
         # Every scan once per epoch, as itself or mirrored at random.
         n = len(feats) // 2
         order = torch.randperm(n, generator=gen) + n * torch.randint(0, 2, (n,), generator=gen)
-        sums = np.zeros(3)
+        sums = np.zeros(4)
         for s in range(0, len(order), args.batch_size):
             idx = order[s:s + args.batch_size]
             for g in opt.param_groups:
@@ -218,13 +252,18 @@ def main(args: argparse.Namespace) -> Path:
             acts = model.trunk[FROZEN](feats[idx].float())
             logits = model.classify(acts)
             loss = F.cross_entropy(logits, y[idx], label_smoothing=args.label_smoothing)
+            share = outside_share(model, acts, y[idx], outside[idx]).mean()
+            if args.outside_weight:
+                loss = loss + args.outside_weight * share
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-            sums += [loss.item() * len(idx), (logits.argmax(1) == y[idx]).sum().item(), len(idx)]
+            sums += [loss.item() * len(idx), (logits.argmax(1) == y[idx]).sum().item(), len(idx),
+                     share.item() * len(idx)]
         row = {"epoch": epoch + 1, "train_loss": sums[0] / sums[2], "train_acc": sums[1] / sums[2],
-               **validate(model, val_feats, y_val, val_px, size, args.tolerance),
+               "train_outside_head": sums[3] / sums[2],
+               **validate(model, val_feats, y_val, val_px, size, args.tolerance, val_outside),
                "seconds": round(time.time() - t, 1)}
         history.append(row)
         log.info(json.dumps(row))
@@ -234,6 +273,7 @@ def main(args: argparse.Namespace) -> Path:
     last = history[-1]
     best = {"val_acc": last["val_acc"], "val_loss": last["val_loss"], "epoch": last["epoch"]}
     cfg["val_pointing"] = last["val_pointing"]
+    cfg["val_outside_head"] = last["val_outside_head"]
     return finalise(model, arch_kwargs, cfg, preset, preset, splits, train_s, val_s, val_crops,
                     y_val.numpy(), train_crops, y[:len(train_s)].numpy(), history, best,
                     torch.device("cpu"), out, 1)
