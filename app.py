@@ -233,7 +233,7 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
                     file_input(image, "scan")
                     model = gr.Dropdown(models, value=service.models[-1], label="Model")
                     method = gr.Dropdown(methods, value=service.default_method,
-                                         label="Explanation method")
+                                         label="Explanation method", info=service.METHOD_INFO)
                     target = gr.Dropdown(targets, value=PREDICTED, label="Explain which class")
                     alpha = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity",
                                       elem_id="opacity")
@@ -272,7 +272,7 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
                     file_input(c_image, "compare-scan")
                 with gr.Column():
                     c_method = gr.Dropdown(methods, value=service.default_method,
-                                           label="Explanation method")
+                                           label="Explanation method", info=service.METHOD_INFO)
                     c_run = gr.Button("Compare models", variant="primary")
                     agreement = gr.Markdown(label="Agreement", elem_id="agreement")
             c_outputs, c_bars, c_flags = [], [], gr.State(time_to_live=STATE_TTL_S)

@@ -165,18 +165,21 @@ class Service:
         present), as measured and stored in its checkpoint by `train.explain_eval`."""
         return canonical_method(self.engines[self.models[-1]].default_method)
 
+    METHOD_INFO = ("% beside a method: how often its heatmap peaks inside the tumour box, "
+                   "on validation scans with boxes, per model")
+
     def method_choices(self) -> list[tuple[str, str]]:
         """(label, key) per offered method; the label carries each model's measured pointing
         game on validation scans with tumour boxes when its checkpoint has it, the model
-        offered first leading, e.g. ("Grad-CAM · hits tumour: ResNet-50 29%, baseline 4%",
-        "gradcam")."""
+        offered first leading, e.g. ("Grad-CAM · ResNet-50 29%, baseline 4%", "gradcam"); short
+        enough to show whole in a closed dropdown (`METHOD_INFO` says what the figures are)."""
         choices = []
         for m in self.methods:
             scores = [(SHORT_NAMES.get(n, n), self.engines[n].meta.get("cam_scores", {}).get(m))
                       for n in reversed(self.models)]
             measured = ", ".join(f"{name} {100 * s:.0f}%" for name, s in scores if s is not None)
             label = LABELS[m] + (" (class-agnostic)" if m in CLASS_AGNOSTIC else "")
-            choices.append((label + (f" · hits tumour: {measured}" if measured else ""), m))
+            choices.append((label + (f" · {measured}" if measured else ""), m))
         return choices
 
     def _engine(self, model: str) -> Engine:
@@ -290,7 +293,9 @@ def model_section(name: str, meta: dict) -> str:
              + (", layer4 dilated (heatmaps from a map of output stride 16)"
                 if (meta.get("arch_kwargs") or {}).get("dilate_layer4") else ""),
              f"- Training recipe: `{meta.get('recipe', '?')}`"
-             + (f", best epoch {meta['best_epoch']}" if "best_epoch" in meta else "")]
+             + (f", best epoch {meta['best_epoch']}" if "best_epoch" in meta else "")
+             + (f", last map kept inside the head (penalty weight {weight:g})"
+                if (weight := (meta.get("args") or {}).get("outside_weight")) else "")]
     data = meta.get("data") or {}
     if isinstance(data, dict) and data.get("source"):
         lines.append(f"- Data: {data['source']}")

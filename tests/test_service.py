@@ -145,10 +145,12 @@ def test_not_mri_with_a_real_detector(tmp_path):
 def test_model_card_from_metadata(tmp_path):
     path = make_tiny_checkpoint(tmp_path / "resnet50.safetensors", "resnet50")
     update_metadata(path, metrics={"official": {"accuracy": 0.991, "macro_f1": 0.99},
-                                   "clean": {"accuracy": 0.9}})
+                                   "clean": {"accuracy": 0.9}},
+                    recipe="dilate", args={"outside_weight": 1.0})
     svc = Service.from_folder(tmp_path, device="cpu", warmup=False)
     assert svc.models == ["resnet50"]
     card = svc.model_card()
+    assert "`dilate`, last map kept inside the head (penalty weight 1)" in card
     for text in ("Research and education only", "not for diagnosis", "Known limitations",
                  "Duplicated data", "Source shortcuts", "| clean | 0.900 | – |",
                  "| official | 0.991 | 0.990 |", "| protocol | accuracy | macro F1 |", DESCRIPTIONS["clean"], "Kaggle"):
@@ -205,7 +207,7 @@ def test_method_choices_and_card_show_measured_scores(tmp_path):
     svc = Service.from_folder(tmp_path, device="cpu", warmup=False)
     assert svc.models == ["baseline", "resnet50"] and svc.default_method == "layercam"
     choices = dict((key, label) for label, key in svc.method_choices())
-    assert choices["gradcam"] == "Grad-CAM · hits tumour: ResNet-50 81%, baseline 4%"
+    assert choices["gradcam"] == "Grad-CAM · ResNet-50 81%, baseline 4%"
     assert choices["layercam"].endswith("ResNet-50 93%")
     assert choices["eigencam"] == "Eigen-CAM (class-agnostic)"  # not measured: no score shown
     assert set(choices) == set(svc.methods)
