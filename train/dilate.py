@@ -102,10 +102,11 @@ def box_in_input(box, crop_box, size: int) -> tuple[float, float, float, float] 
     return b if b[2] > b[0] and b[3] > b[1] else None
 
 
-def class_maps(model, acts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B, K, h, w) layer4 output -> (B, h, w) CAM of each sample's class (head weights)."""
+def class_maps(model, acts: torch.Tensor, labels: torch.Tensor, positive: bool = False) -> torch.Tensor:
+    """(B, K, h, w) layer4 output -> (B, h, w) CAM of each sample's class (head weights; with
+    `positive`, only the channels whose weight is positive)."""
     weight = model.head.weight[labels]                                 # (B, K)
-    return torch.einsum("bk,bkhw->bhw", weight, acts)
+    return torch.einsum("bk,bkhw->bhw", weight.clamp(min=0) if positive else weight, acts)
 
 
 def outside_cells(crops: np.ndarray, side: int) -> torch.Tensor:
@@ -123,7 +124,7 @@ def outside_share(model, acts: torch.Tensor, labels: torch.Tensor, outside: torc
     position, so Layer-CAM of the last block is sum_k relu(w_k) A_k (A >= 0 after the block's
     ReLU), up to a constant that the share cancels.
     """
-    cam = torch.einsum("bk,bkhw->bhw", model.head.weight[labels].clamp(min=0), acts)
+    cam = class_maps(model, acts, labels, positive=True)
     return (cam * outside).sum((1, 2)) / cam.sum((1, 2)).clamp(min=1e-8)
 
 
