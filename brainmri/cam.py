@@ -134,22 +134,31 @@ def fusion_index(model: torch.nn.Module, size: Sequence[int]) -> int:
     return cache[key]
 
 
-def spread_lattice(grads: np.ndarray) -> np.ndarray:
-    """(B, C, h, w) gradients that are zero everywhere but on one stride-2 lattice (a stride-2
-    1x1 convolution reads only those positions) -> each 2x2 cell takes its lattice point's
-    gradient. Any other gradients are returned unchanged."""
-    support = np.abs(grads).sum(axis=(0, 1)) > 0
+def lattice_cells(support: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(h, w) bool map of where gradients are non-zero -> (rows, cols) indices that give each
+    2x2 cell its stride-2 lattice point (`grads[:, :, rows][:, :, :, cols]`), or None when the
+    support is not one such lattice."""
     h, w = support.shape
     for pi in (0, 1):
         for pj in (0, 1):
             lattice = np.zeros_like(support)
             lattice[pi::2, pj::2] = True
             if support[lattice].any() and not support[~lattice].any():
-                sub = grads[:, :, pi::2, pj::2]
-                rows = np.clip((np.arange(h) - pi) // 2, 0, sub.shape[2] - 1)
-                cols = np.clip((np.arange(w) - pj) // 2, 0, sub.shape[3] - 1)
-                return np.ascontiguousarray(sub[:, :, rows][:, :, :, cols])
-    return grads
+                rows = pi + 2 * np.clip((np.arange(h) - pi) // 2, 0, (h - pi - 1) // 2)
+                cols = pj + 2 * np.clip((np.arange(w) - pj) // 2, 0, (w - pj - 1) // 2)
+                return rows, cols
+    return None
+
+
+def spread_lattice(grads: np.ndarray) -> np.ndarray:
+    """(B, C, h, w) gradients that are zero everywhere but on one stride-2 lattice (a stride-2
+    1x1 convolution reads only those positions) -> each 2x2 cell takes its lattice point's
+    gradient. Any other gradients are returned unchanged."""
+    cells = lattice_cells(np.abs(grads).sum(axis=(0, 1)) > 0)
+    if cells is None:
+        return grads
+    rows, cols = cells
+    return np.ascontiguousarray(grads[:, :, rows][:, :, :, cols])
 
 
 def layercam_map(activations: torch.Tensor, grads: torch.Tensor, size: Sequence[int]) -> np.ndarray:

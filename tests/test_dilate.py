@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from brainmri import Predictor
-from brainmri.checkpoint import save_checkpoint
+from brainmri.checkpoint import load_checkpoint, save_checkpoint
 from brainmri.classes import CLASSES
 from brainmri.models import build_resnet50
 from brainmri.presets import EvalPreset
@@ -18,6 +18,7 @@ from train import dilate
 
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic  # noqa: E402
+from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
 
 
 def test_box_in_input_maps_scan_pixels_into_the_resized_crop():
@@ -134,3 +135,118 @@ def test_dilate_writes_a_dilated_self_describing_checkpoint(boxed_data, tmp_path
     assert predictor.meta["args"]["init_args"]["val_fraction"] == 0.25
     explained = predictor.explain(synthetic.scan(5, size=64), method="gradcam")
     assert explained.heatmap.shape == (64, 64) and 0 <= explained.heatmap.min() <= explained.heatmap.max() <= 1
+
+
+def test_input_layercam_is_pytorch_grad_cams_layercam_on_layer2():
+    """Dense gradients (torchvision strides): the library's LayerCAM on layer2, exactly."""
+    from pytorch_grad_cam import LayerCAM
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    torch.manual_seed(0)
+    model = build_resnet50(v1_strides=False, dilate_layer4=True).eval()
+    x = torch.rand(2, 3, 64, 64)
+    labels = torch.tensor([1, 3])
+    frozen = dilate.FROZEN["layer3-4"]
+    with torch.no_grad():
+        layer2 = model.trunk[:frozen](x)
+    logits, acts, cam = dilate.input_layercam(model, model.trunk[frozen:], layer2, labels)
+    assert torch.allclose(logits, model(x), atol=1e-4)
+    assert cam.shape == (2, 8, 8) and acts.shape[-1] == 4
+    with LayerCAM(model=model, target_layers=[model.trunk[frozen - 1]]) as reference:
+        expected = reference(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in labels])
+    ours = scale_cam_image(scale_cam_image(cam.detach().numpy(), (64, 64)))   # the library scales twice
+    assert np.abs(ours - expected).max() < 1e-4
+
+
+def test_input_layercam_is_the_apps_finer_map_with_v1_strides():
+    """v1 strides (the shipped model): the gradient on layer2 lives on a lattice and is spread,
+    as the app's fused Layer-CAM spreads it."""
+    from brainmri import cam as cams
+    torch.manual_seed(0)
+    model = build_resnet50(dilate_layer4=True).eval()
+    x = torch.rand(2, 3, 64, 64)
+    labels = torch.tensor([0, 2])
+    frozen = dilate.FROZEN["layer3-4"]
+    with torch.no_grad():
+        layer2 = model.trunk[:frozen](x)
+    cam = dilate.input_layercam(model, model.trunk[frozen:], layer2, labels)[2]
+    assert cams.fusion_index(model, (64, 64)) == frozen - 1
+    _, _, _, maps = cams.layercam_blocks(model, x, [frozen - 1], lambda _: labels.tolist())
+    ours = scale_cam_image(cam.detach().numpy(), (64, 64))
+    assert np.abs(ours - maps[frozen - 1]).max() < 1e-4
+    assert (cam > 0).float().mean() > 0.5                   # spread: not one cell in four
+
+
+def test_lattice_cells_spread_each_lattice_point_over_its_cell():
+    from brainmri import cam as cams
+    g = np.zeros((1, 1, 5, 4), np.float32)
+    g[0, 0, 1::2, 0::2] = np.arange(1, 5).reshape(2, 2)
+    rows, cols = cams.lattice_cells(g[0, 0] != 0)
+    assert rows.tolist() == [1, 1, 1, 3, 3] and cols.tolist() == [0, 0, 2, 2]
+    assert cams.spread_lattice(g)[0, 0].tolist() == [[1, 1, 2, 2]] * 3 + [[3, 3, 4, 4]] * 2
+    assert cams.lattice_cells(np.ones((4, 4), bool)) is None
+
+
+def test_finer_penalty_reaches_layer3_weights_and_moves_the_mass_inside():
+    """create_graph: the share of the layer2 map outside the head is differentiable in layer3."""
+    torch.manual_seed(0)
+    model = build_resnet50(dilate_layer4=True).eval()
+    frozen = dilate.FROZEN["layer3-4"]
+    tail = model.trunk[frozen:]
+    with torch.no_grad():
+        layer2 = model.trunk[:frozen](torch.rand(4, 3, 64, 64))
+    labels = torch.tensor([0, 1, 2, 3])
+    outside = torch.zeros(4, 8, 8)
+    outside[:, :2, :] = 1.0                                   # top quarter outside the head
+    params = [p for p in tail.parameters()] + list(model.head.parameters())
+    opt = torch.optim.SGD(params, lr=0.05)
+
+    def share():
+        return dilate.mass_share(dilate.input_layercam(model, tail, layer2, labels, create_graph=True)[2],
+                                 outside).mean()
+    before = share()
+    opt.zero_grad()
+    before.backward()
+    assert tail[0][0].conv1.weight.grad.abs().sum() > 0       # layer3's first conv gets a gradient
+    for _ in range(5):
+        opt.zero_grad()
+        share().backward()
+        opt.step()
+    assert share().item() < before.item()
+
+
+def test_layer3_4_run_reports_the_finer_share(boxed_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    meta = {"arch": "resnet50", "arch_kwargs": {"v1_strides": True, "dilate_layer4": True},
+            "classes": list(CLASSES), "preset": EvalPreset(size=32).to_dict(),
+            "args": {"val_fraction": 0.25, "seed": 0, "size": 32}}
+    model = build_resnet50(dilate_layer4=True)
+    save_checkpoint(start, model, meta)
+    args = dilate.get_args_parser().parse_args(
+        [str(start), "--data", str(boxed_data), "--out", str(tmp_path / "run"), "--epochs", "1",
+         "--batch-size", "8", "--workers", "1", "--threads", "1", "--train-blocks", "layer3-4",
+         "--outside-weight", "1.0", "--finer-weight", "1.0"])
+    path = dilate.main(args)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert all(0 <= h["val_outside_head_finer"] <= 1 for h in history)
+    assert 0 <= history[1]["train_outside_head_finer"] <= 1
+    trained, _ = load_checkpoint(path)
+    before = load_checkpoint(start)[0].state_dict()           # both as stored (half precision)
+    after = trained.state_dict()
+    assert torch.equal(after["trunk.5.0.conv1.weight"], before["trunk.5.0.conv1.weight"])      # layer2 frozen
+    assert not torch.equal(after["trunk.6.0.conv1.weight"], before["trunk.6.0.conv1.weight"])  # layer3 trained
+    assert torch.equal(after["trunk.6.0.bn1.running_mean"], before["trunk.6.0.bn1.running_mean"])
+    assert Predictor.from_checkpoint(path, device="cpu").meta["args"]["freeze"].startswith("stem..layer2")
+
+
+def test_finer_weight_needs_layer3_4(tmp_path):
+    start = tmp_path / "start.safetensors"
+    save_checkpoint(start, build_resnet50(), {"arch": "resnet50", "arch_kwargs": {}, "classes": list(CLASSES),
+                                              "preset": EvalPreset(size=32).to_dict(),
+                                              "args": {"val_fraction": 0.25, "seed": 0}})
+    args = dilate.get_args_parser().parse_args(
+        [str(start), "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--finer-weight", "1"])
+    with pytest.raises(SystemExit, match="layer3-4"):
+        dilate.main(args)

@@ -19,6 +19,12 @@ before training.
 `--outside-weight W` adds W x the share of the true class's layer4 Layer-CAM mass that lies
 outside the head to the loss (Ross et al. 2017, "right for the right reasons", with a mask
 the scan itself gives: `localisation.head_mask` thresholded from each crop, no boxes).
+
+`--train-blocks layer3-4` fine-tunes layer3 too, on cached layer2 maps, with batch-norm
+statistics frozen (so the gradients trained are the ones CAM methods see at inference);
+`--finer-weight W` then adds W x the same share for the true class's Layer-CAM on layer2's
+output, the finer map of "Layer-CAM, 2 layers", whose gradient comes through layer3 and
+layer4 (a second-order term: the step costs a few forward passes).
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from brainmri import cam as cams
 from brainmri import localisation as loc
 from brainmri.checkpoint import load_checkpoint
 from brainmri.io import ImageLoadError, load_image, to_grey
@@ -46,7 +53,7 @@ from .explain_eval import box_for, load_boxes
 from .train import finalise, lr_at
 
 log = logging.getLogger("train.dilate")
-FROZEN = 7                      # trunk[:7] = conv1 .. layer3; trunk[7] = layer4
+FROZEN = {"layer4": 7, "layer3-4": 6}     # trunk[:7] = conv1 .. layer3, trunk[:6] = .. layer2
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -64,6 +71,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--outside-weight", type=float, default=0.0,
                    help="weight of the penalty on the true class's layer4 Layer-CAM mass outside the head")
+    p.add_argument("--train-blocks", choices=sorted(FROZEN), default="layer4",
+                   help="blocks fine-tuned (the ones before are frozen and their output cached)")
+    p.add_argument("--finer-weight", type=float, default=0.0,
+                   help="weight of the penalty on the true class's layer2 Layer-CAM mass outside "
+                        "the head (needs --train-blocks layer3-4)")
     p.add_argument("--tolerance", type=float, default=0.02,
                    help="pointing-game tolerance for the validation figure, share of the side")
     p.add_argument("--limit", type=int, default=0, help="first N training scans only (smoke tests)")
@@ -124,14 +136,38 @@ def outside_share(model, acts: torch.Tensor, labels: torch.Tensor, outside: torc
     position, so Layer-CAM of the last block is sum_k relu(w_k) A_k (A >= 0 after the block's
     ReLU), up to a constant that the share cancels.
     """
-    cam = class_maps(model, acts, labels, positive=True)
+    return mass_share(class_maps(model, acts, labels, positive=True), outside)
+
+
+def mass_share(cam: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) non-negative maps and outside shares of their cells -> (B,) mass share outside."""
     return (cam * outside).sum((1, 2)) / cam.sum((1, 2)).clamp(min=1e-8)
 
 
+def input_layercam(model, tail, x: torch.Tensor, labels: torch.Tensor, create_graph: bool = False):
+    """Layer-CAM of the true class on the tail's input, as the app's "Layer-CAM, 2 layers"
+    computes its finer map (pytorch-grad-cam's LayerCAM, sum over channels of relu(gradient) x
+    activation, a gradient on one stride-2 lattice spread over its 2x2 cells as
+    `cam.spread_lattice` does) -> (logits, tail output, (B, h, w) map, not yet scaled).
+    With `create_graph` the map stays differentiable in the tail's and head's weights."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        acts = tail(x)
+        logits = model.classify(acts)
+        grads, = torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), x, create_graph=create_graph)
+    cells = cams.lattice_cells((grads.detach().abs().sum((0, 1)) > 0).cpu().numpy())
+    if cells is not None:
+        rows, cols = (torch.as_tensor(c, device=grads.device) for c in cells)
+        grads = grads[:, :, rows][:, :, :, cols]
+    return logits, acts, (grads.clamp(min=0) * x).sum(1)
+
+
 @torch.no_grad()
-def frozen_features(model, crops: np.ndarray, preset: EvalPreset, flip: bool, batch: int = 32):
-    """layer3 output (N, 1024, h, w) float16 for each crop (mirrored with `flip`)."""
-    stem = model.trunk[:FROZEN].eval()
+def frozen_features(model, crops: np.ndarray, preset: EvalPreset, flip: bool, batch: int = 32,
+                    frozen: int = FROZEN["layer4"]):
+    """Output of trunk[:frozen] (layer3: (N, 1024, h, w)) float16 for each crop (mirrored
+    with `flip`)."""
+    stem = model.trunk[:frozen].eval()
     out = []
     for s in range(0, len(crops), batch):
         x = torch.stack([preset.from_crop(c) for c in crops[s:s + batch]])
@@ -142,14 +178,21 @@ def frozen_features(model, crops: np.ndarray, preset: EvalPreset, flip: bool, ba
 
 
 @torch.no_grad()
-def validate(model, feats, labels, boxes_px, size: int, tol: float, outside: torch.Tensor) -> dict:
+def validate(model, tail, feats, labels, boxes_px, size: int, tol: float, outside: torch.Tensor,
+             finer_outside: torch.Tensor | None = None) -> dict:
     """Accuracy, loss, how often the true class's map (upsampled to the input) peaks inside
     its box grown by `tol` of the side (a quick stand-in for `train.explain_eval`), and the
-    mean `outside_share` of the last block's Layer-CAM."""
-    model.trunk[FROZEN].eval()
-    logits, hits, shares = [], [], []
+    mean `outside_share` of the last block's Layer-CAM (and, given `finer_outside`, of the
+    Layer-CAM on the tail's input)."""
+    tail.eval()
+    logits, hits, shares, finer = [], [], [], []
     for s in range(0, len(feats), 64):
-        acts = model.trunk[FROZEN](feats[s:s + 64].float())
+        if finer_outside is not None:
+            out, acts, cam = input_layercam(model, tail, feats[s:s + 64].float(), labels[s:s + 64])
+            acts = acts.detach()
+            finer.append(mass_share(cam, finer_outside[s:s + 64]))
+        else:
+            acts = tail(feats[s:s + 64].float())
         logits.append(model.classify(acts))
         shares.append(outside_share(model, acts, labels[s:s + 64], outside[s:s + 64]))
         maps = F.interpolate(class_maps(model, acts, labels[s:s + 64])[:, None], size=(size, size),
@@ -162,7 +205,8 @@ def validate(model, feats, labels, boxes_px, size: int, tol: float, outside: tor
     return {"val_acc": float((logits.argmax(1) == labels).float().mean()),
             "val_loss": float(F.cross_entropy(logits, labels)),
             "val_pointing": float(np.mean(hits)) if hits else None,
-            "val_outside_head": float(torch.cat(shares).mean())}
+            "val_outside_head": float(torch.cat(shares).mean()),
+            **({"val_outside_head_finer": float(torch.cat(finer).mean())} if finer else {})}
 
 
 def resolve(args: argparse.Namespace, meta: dict, size: int) -> dict:
@@ -170,7 +214,9 @@ def resolve(args: argparse.Namespace, meta: dict, size: int) -> dict:
     whose own arguments are kept under `init_args`."""
     init = meta["args"]
     return {**vars(args), "model": "resnet50", "recipe": "dilate", "init": str(args.checkpoint),
-            "size": size, "augment": "mirror", "freeze": "stem..layer3", "optimizer": "sgd",
+            "size": size, "augment": "mirror",
+            "freeze": "stem..layer3" if args.train_blocks == "layer4" else "stem..layer2, batch-norm statistics",
+            "optimizer": "sgd",
             "schedule": "cosine", "val_fraction": init["val_fraction"],
             "split_seed": init["seed"], "init_args": init}
 
@@ -189,10 +235,15 @@ def main(args: argparse.Namespace) -> Path:
     arch_kwargs = {**meta["arch_kwargs"], "dilate_layer4": bool(args.dilate)}
     model = build_model("resnet50", num_classes=len(meta["classes"]), **arch_kwargs)
     model.load_state_dict(start.state_dict())
+    model.eval()                    # batch-norm statistics move only where training says so
     preset = EvalPreset(**meta["preset"])
     size = preset.size
     cfg = resolve(args, meta, size)
     (out / "args.json").write_text(json.dumps(cfg, indent=2))
+    frozen = FROZEN[args.train_blocks]
+    if args.finer_weight and frozen != FROZEN["layer3-4"]:
+        raise SystemExit("--finer-weight needs --train-blocks layer3-4 (the penalised map is layer3's input)")
+    tail = model.trunk[frozen:]
 
     splits = build_splits(args.data, cfg["val_fraction"], cfg["split_seed"])
     train_s, val_s = splits.train, splits.val
@@ -215,19 +266,24 @@ def main(args: argparse.Namespace) -> Path:
              len(train_s), len(val_s), sum(b is not None for b in val_px), time.time() - t0)
 
     t0 = time.time()
-    feats = torch.cat([frozen_features(model, train_crops, preset, False),
-                       frozen_features(model, train_crops, preset, True)])
-    val_feats = frozen_features(model, val_crops, preset, False)
+    feats = torch.cat([frozen_features(model, train_crops, preset, False, frozen=frozen),
+                       frozen_features(model, train_crops, preset, True, frozen=frozen)])
+    val_feats = frozen_features(model, val_crops, preset, False, frozen=frozen)
     y = torch.tensor([s.label for s in train_s] * 2)
     y_val = torch.tensor([s.label for s in val_s])
-    log.info("layer3 maps %s cached in %.0f s", tuple(feats.shape), time.time() - t0)
+    log.info("trunk[:%d] maps %s cached in %.0f s", frozen, tuple(feats.shape), time.time() - t0)
     with torch.no_grad():
-        side = model.trunk[FROZEN](feats[:1].float()).shape[-1]
+        side = tail(feats[:1].float()).shape[-1]
     outside = outside_cells(train_crops, side)
     outside = torch.cat([outside, outside.flip(-1)])          # the mirrored copies' masks
     val_outside = outside_cells(val_crops, side)
+    finer = val_finer = None
+    if frozen == FROZEN["layer3-4"]:                          # the finer map: layer2's output
+        finer = outside_cells(train_crops, feats.shape[-1])
+        finer = torch.cat([finer, finer.flip(-1)])
+        val_finer = outside_cells(val_crops, feats.shape[-1])
 
-    for p in model.trunk[:FROZEN].parameters():
+    for p in model.trunk[:frozen].parameters():
         p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": args.weight_decay},
@@ -235,36 +291,49 @@ def main(args: argparse.Namespace) -> Path:
     opt = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=True)
     steps = math.ceil(len(feats) // 2 / args.batch_size)          # one view of each scan per epoch
     total = steps * args.epochs
-    history = [{"epoch": 0, **validate(model, val_feats, y_val, val_px, size, args.tolerance, val_outside)}]
+    def report():
+        return validate(model, tail, val_feats, y_val, val_px, size, args.tolerance, val_outside, val_finer)
+
+    history = [{"epoch": 0, **report()}]
     log.info(json.dumps(history[-1]))
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
     for epoch in range(args.epochs):
         t = time.time()
-        model.trunk[FROZEN].train()
+        # layer4 alone trains with batch statistics (as stage 4 did); layer3-4 keeps them frozen.
+        tail.train(frozen == FROZEN["layer4"])
         # Every scan once per epoch, as itself or mirrored at random.
         n = len(feats) // 2
         order = torch.randperm(n, generator=gen) + n * torch.randint(0, 2, (n,), generator=gen)
-        sums = np.zeros(4)
+        sums = np.zeros(5)
         for s in range(0, len(order), args.batch_size):
             idx = order[s:s + args.batch_size]
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, 0, args.lr, "cosine")
-            acts = model.trunk[FROZEN](feats[idx].float())
-            logits = model.classify(acts)
+            if finer is not None:
+                logits, acts, cam = input_layercam(model, tail, feats[idx].float(), y[idx],
+                                                   create_graph=bool(args.finer_weight))
+                finer_share = mass_share(cam, finer[idx]).mean()
+            else:
+                acts = tail(feats[idx].float())
+                logits = model.classify(acts)
+                finer_share = torch.zeros(())
             loss = F.cross_entropy(logits, y[idx], label_smoothing=args.label_smoothing)
             share = outside_share(model, acts, y[idx], outside[idx]).mean()
             if args.outside_weight:
                 loss = loss + args.outside_weight * share
+            if args.finer_weight:
+                loss = loss + args.finer_weight * finer_share
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
             sums += [loss.item() * len(idx), (logits.argmax(1) == y[idx]).sum().item(), len(idx),
-                     share.item() * len(idx)]
+                     share.item() * len(idx), finer_share.item() * len(idx)]
         row = {"epoch": epoch + 1, "train_loss": sums[0] / sums[2], "train_acc": sums[1] / sums[2],
                "train_outside_head": sums[3] / sums[2],
-               **validate(model, val_feats, y_val, val_px, size, args.tolerance, val_outside),
+               **({"train_outside_head_finer": sums[4] / sums[2]} if finer is not None else {}),
+               **report(),
                "seconds": round(time.time() - t, 1)}
         history.append(row)
         log.info(json.dumps(row))
