@@ -284,6 +284,18 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _head_penalty(args: dict) -> str:
+    """What `train.dilate`'s head-mask penalties kept inside the head, from a run's arguments."""
+    last, finer = args.get("outside_weight"), args.get("finer_weight")
+    if last and finer:
+        return f", last map and layer2's map kept inside the head (penalty weights {last:g} and {finer:g})"
+    if last:
+        return f", last map kept inside the head (penalty weight {last:g})"
+    if finer:
+        return f", layer2's map kept inside the head (penalty weight {finer:g})"
+    return ""
+
+
 def model_section(name: str, meta: dict) -> str:
     """Markdown for one checkpoint from its own metadata (nothing repeated elsewhere)."""
     preset = meta.get("preset", {})
@@ -294,8 +306,7 @@ def model_section(name: str, meta: dict) -> str:
                 if (meta.get("arch_kwargs") or {}).get("dilate_layer4") else ""),
              f"- Training recipe: `{meta.get('recipe', '?')}`"
              + (f", best epoch {meta['best_epoch']}" if "best_epoch" in meta else "")
-             + (f", last map kept inside the head (penalty weight {weight:g})"
-                if (weight := (meta.get("args") or {}).get("outside_weight")) else "")]
+             + _head_penalty(meta.get("args") or {})]
     data = meta.get("data") or {}
     if isinstance(data, dict) and data.get("source"):
         lines.append(f"- Data: {data['source']}")

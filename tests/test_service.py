@@ -151,6 +151,9 @@ def test_model_card_from_metadata(tmp_path):
     assert svc.models == ["resnet50"]
     card = svc.model_card()
     assert "`dilate`, last map kept inside the head (penalty weight 1)" in card
+    update_metadata(path, args={"outside_weight": 1.0, "finer_weight": 0.5})
+    assert ("`dilate`, last map and layer2's map kept inside the head (penalty weights 1 and 0.5)"
+            in Service.from_folder(tmp_path, device="cpu", warmup=False).model_card())
     for text in ("Research and education only", "not for diagnosis", "Known limitations",
                  "Duplicated data", "Source shortcuts", "| clean | 0.900 | – |",
                  "| official | 0.991 | 0.990 |", "| protocol | accuracy | macro F1 |", DESCRIPTIONS["clean"], "Kaggle"):
