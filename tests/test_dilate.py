@@ -140,7 +140,6 @@ def test_dilate_writes_a_dilated_self_describing_checkpoint(boxed_data, tmp_path
 def test_input_layercam_is_pytorch_grad_cams_layercam_on_layer2():
     """Dense gradients (torchvision strides): the library's LayerCAM on layer2, exactly."""
     from pytorch_grad_cam import LayerCAM
-    from pytorch_grad_cam.utils.image import scale_cam_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     torch.manual_seed(0)
     model = build_resnet50(v1_strides=False, dilate_layer4=True).eval()
@@ -250,3 +249,4 @@ def test_finer_weight_needs_layer3_4(tmp_path):
         [str(start), "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--finer-weight", "1"])
     with pytest.raises(SystemExit, match="layer3-4"):
         dilate.main(args)
+    assert not (tmp_path / "run").exists()                 # refused before writing anything

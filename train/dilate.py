@@ -189,11 +189,12 @@ def validate(model, tail, feats, labels, boxes_px, size: int, tol: float, outsid
     for s in range(0, len(feats), 64):
         if finer_outside is not None:
             out, acts, cam = input_layercam(model, tail, feats[s:s + 64].float(), labels[s:s + 64])
-            acts = acts.detach()
+            out, acts = out.detach(), acts.detach()
             finer.append(mass_share(cam, finer_outside[s:s + 64]))
         else:
             acts = tail(feats[s:s + 64].float())
-        logits.append(model.classify(acts))
+            out = model.classify(acts)
+        logits.append(out)
         shares.append(outside_share(model, acts, labels[s:s + 64], outside[s:s + 64]))
         maps = F.interpolate(class_maps(model, acts, labels[s:s + 64])[:, None], size=(size, size),
                              mode="bilinear", align_corners=False)[:, 0]
@@ -222,6 +223,9 @@ def resolve(args: argparse.Namespace, meta: dict, size: int) -> dict:
 
 
 def main(args: argparse.Namespace) -> Path:
+    frozen = FROZEN[args.train_blocks]
+    if args.finer_weight and frozen != FROZEN["layer3-4"]:
+        raise SystemExit("--finer-weight needs --train-blocks layer3-4 (the penalised map is layer3's input)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
@@ -240,9 +244,6 @@ def main(args: argparse.Namespace) -> Path:
     size = preset.size
     cfg = resolve(args, meta, size)
     (out / "args.json").write_text(json.dumps(cfg, indent=2))
-    frozen = FROZEN[args.train_blocks]
-    if args.finer_weight and frozen != FROZEN["layer3-4"]:
-        raise SystemExit("--finer-weight needs --train-blocks layer3-4 (the penalised map is layer3's input)")
     tail = model.trunk[frozen:]
 
     splits = build_splits(args.data, cfg["val_fraction"], cfg["split_seed"])
@@ -291,6 +292,7 @@ def main(args: argparse.Namespace) -> Path:
     opt = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=True)
     steps = math.ceil(len(feats) // 2 / args.batch_size)          # one view of each scan per epoch
     total = steps * args.epochs
+
     def report():
         return validate(model, tail, val_feats, y_val, val_px, size, args.tolerance, val_outside, val_finer)
 
