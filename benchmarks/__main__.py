@@ -42,6 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="input size for every model (default: each checkpoint's own)")
     parser.add_argument("--method", default=None,
                         help="CAM method of the interactive rows (default: the checkpoint's default)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="Predictor precision on a GPU (auto: bf16; the CPU always runs fp32)")
     parser.add_argument("--out", default=None, help="also write the markdown here")
     return parser
 
@@ -80,13 +82,17 @@ def main(argv: list[str] | None = None) -> str:
                  f"- images: {source}; repeats: {args.repeats} (medians)",
                  f"- load average at start: {load()}"]
         for device in devices:
-            ps = {a: Predictor.from_checkpoint(c.path, device) for a, c in ckpts.items()}
+            ps = {a: Predictor.from_checkpoint(c.path, device, precision=args.precision)
+                  for a, c in ckpts.items()}
             if args.size:
                 for p in ps.values():
                     p.preset = dataclasses.replace(p.preset, size=args.size)
             size = ps["resnet50"].preset.size
-            lines += ["", f"## {device} ({info['gpu'] if device.startswith('cuda') else 'CPU'}),"
-                          f" ResNet-50 at {size} px", ""]
+            gpu = device.startswith("cuda")
+            lines += ["", f"## {device} ({info['gpu'] if gpu else 'CPU'}), ResNet-50 at {size} px"
+                          + (f", precision {ps['resnet50'].precision}"
+                             f" (cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'})"
+                             if gpu else ""), ""]
             rows = device_rows(ps, files, folder, args.repeats, args.clients, args.method)
             phases, wall = startup.measure([c.path for c in ckpts.values()], device,
                                            max(1, min(3, args.repeats // 5)))

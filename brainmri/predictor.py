@@ -55,15 +55,23 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 class Predictor:
     """A loaded checkpoint with its preset; thread-safe for concurrent calls."""
 
     def __init__(self, model, meta: dict, device: torch.device,
                  ood: MahalanobisOOD | KNNOOD | None = None, fold_bn: bool = True,
-                 path: Path | None = None):
+                 path: Path | None = None, precision: str = "auto"):
         """`fold_bn` folds batch-norm into the convolutions (same outputs, a faster forward:
-        `brainmri.models.fold_batch_norm`); `path` is the checkpoint it came from, if any."""
-        self.meta, self.device, self.path = meta, device, path
+        `brainmri.models.fold_batch_norm`); `path` is the checkpoint it came from, if any.
+        `precision`: "bf16" runs the trunk under bfloat16 autocast on a GPU, "fp32" never
+        does, "auto" is bf16 on a GPU and fp32 on the CPU (docs/benchmarks.md, "GPU")."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.meta, self.device, self.path = meta, torch.device(device), path
+        self.precision = precision
         self.classes: tuple[str, ...] = tuple(meta["classes"])
         self.preset = EvalPreset(**{k: tuple(v) if isinstance(v, list) else v
                                     for k, v in meta["preset"].items()})
@@ -77,17 +85,17 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
-                        fold_bn: bool = True) -> "Predictor":
+                        fold_bn: bool = True, precision: str = "auto") -> "Predictor":
         device = torch.device(device) if device is not None else default_device()
         model, meta = load_checkpoint(path, device="cpu")
-        return cls(model, meta, device, load_detector(path, meta), fold_bn, Path(path))
+        return cls(model, meta, device, load_detector(path, meta), fold_bn, Path(path), precision)
 
     @property
     def name(self) -> str:
         return self.meta.get("name", self.meta["arch"])
 
     def _autocast(self):
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.precision != "fp32":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 

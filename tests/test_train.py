@@ -76,7 +76,8 @@ def test_torchrun_two_cpu_ranks_agree_on_final_weights(tiny_data, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "ddp"
     run([str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node=2",
-         "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS, "--rank-weights"],
+         "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS, "--rank-weights",
+         "--device", "cpu"],     # gloo ranks on the CPU, also where one GPU would be the default
         tmp_path)
     w0 = load_file(str(out / "final-rank0.safetensors"))
     w1 = load_file(str(out / "final-rank1.safetensors"))

@@ -1,0 +1,119 @@
+"""The same code on a CUDA GPU: skipped without one (CI has none); run on a GPU machine with
+`pytest tests/test_cuda.py`. Tiny checkpoints and synthetic scans, as on the CPU."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from brainmri import cam as cams
+from brainmri.batching import Batcher
+from brainmri.predictor import Predictor
+from brainmri.service import Service
+
+from .synthetic import scan
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+ARCHS = ("baseline", "resnet50")
+
+
+@pytest.fixture
+def strict_fp32():
+    """float32 without TF32 (PyTorch lets cuDNN convolutions use TF32 by default), restored after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.fixture(scope="module")
+def cpu(tiny_checkpoints) -> dict[str, Predictor]:
+    return {a: Predictor.from_checkpoint(p, "cpu") for a, p in tiny_checkpoints.items()}
+
+
+@pytest.fixture(scope="module")
+def gpu(tiny_checkpoints) -> dict[str, dict[str, Predictor]]:
+    return {precision: {a: Predictor.from_checkpoint(p, "cuda", precision=precision)
+                        for a, p in tiny_checkpoints.items()} for precision in ("fp32", "bf16")}
+
+
+def test_default_device_and_precision_on_a_gpu(tiny_checkpoints):
+    p = Predictor.from_checkpoint(tiny_checkpoints["resnet50"])
+    assert p.device.type == "cuda" and p.precision == "auto"
+    assert next(p.model.parameters()).is_cuda
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method", cams.FAST_METHODS + cams.FUSED_METHODS)
+def test_gpu_fast_path_equals_the_library_on_the_gpu(gpu, arch, method, strict_fp32):
+    """float32 on the GPU: every hook-free map equals pytorch-grad-cam's hooked path there."""
+    p = gpu["fp32"][arch]
+    x = torch.stack([p.preset(scan(i)) for i in (1, 2)]).to("cuda")
+    targets = [0, 2]
+    if method in cams.FUSED_METHODS:
+        _, _, _, fast = p.fused(x, lambda _: targets)
+    else:
+        acts = p.features(x)
+        _, grads = p._head(acts, targets)
+        fast = cams.cam_from_activations(method, acts, grads, x.shape[-2:])
+    reference = cams.reference_cam(p.model, method, x, targets)
+    p.model.zero_grad(set_to_none=True)
+    if method in cams.FUSED_METHODS and arch == "resnet50":
+        return      # lattice gradients are spread on purpose (test_cam checks that maths on the CPU)
+    assert np.abs(fast - reference).max() < 1e-4
+    assert fast.max() > 0.5
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gpu_and_cpu_agree(cpu, gpu, arch, strict_fp32):
+    images = [scan(i) for i in range(4)]
+    for c, g in zip(cpu[arch].explain_batch(images, "gradcam"),
+                    gpu["fp32"][arch].explain_batch(images, "gradcam")):
+        assert c.prediction.label == g.prediction.label
+        for k in c.prediction.probabilities:
+            assert abs(c.prediction.probabilities[k] - g.prediction.probabilities[k]) < 1e-4
+        assert np.abs(c.heatmap - g.heatmap).max() < 1e-3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method", ["gradcam", "layercamfused", "scorecam"])
+def test_bf16_gives_unit_range_maps_and_probabilities(cpu, gpu, arch, method):
+    image = scan(3)
+    e = gpu["bf16"][arch].explain(image, method)
+    ref = cpu[arch].explain(image, method)
+    assert e.heatmap.shape == ref.heatmap.shape and e.overlay.shape == ref.overlay.shape
+    assert 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0 and e.heatmap.max() > 0.5
+    assert sum(e.prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    for k in ref.prediction.probabilities:      # bfloat16 keeps about 3 significant digits
+        assert abs(e.prediction.probabilities[k] - ref.prediction.probabilities[k]) < 0.05
+
+
+def test_batcher_on_the_gpu_matches_one_at_a_time(gpu, strict_fp32):
+    p = gpu["fp32"]["resnet50"]
+    images = [scan(i) for i in range(6)]
+    with Batcher(p, max_batch=4, max_wait_ms=20) as batcher, ThreadPoolExecutor(6) as pool:
+        batched = list(pool.map(lambda image: batcher.explain(image, "gradcam"), images, timeout=60))
+    for image, b in zip(images, batched):
+        one = p.explain(image, "gradcam")
+        assert b.prediction.label == one.prediction.label
+        assert np.abs(b.heatmap - one.heatmap).max() < 1e-3
+
+
+def test_service_on_the_gpu(tiny_checkpoints):
+    service = Service({a: Predictor.from_checkpoint(p, "cuda") for a, p in tiny_checkpoints.items()})
+    try:
+        comparison = service.compare(scan(5))
+        assert set(comparison.results) == set(tiny_checkpoints)
+        for result in comparison.results.values():
+            assert result.overlay.dtype == np.uint8 and result.overlay.ndim == 3
+    finally:
+        service.close()
+
+
+def test_library_targets_move_to_the_gpu():
+    """ClassifierOutputTarget indexes a CUDA output (the reference path relies on it)."""
+    out = torch.randn(2, 4, device="cuda")
+    assert float(ClassifierOutputTarget(1)(out[0])) == float(out[0, 1])
