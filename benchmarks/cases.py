@@ -154,7 +154,8 @@ def device_rows(ps: dict[str, Predictor], files: Sequence[bytes], folder: Path,
     CAM method of the interactive rows (default: the ResNet-50 checkpoint's default, what the
     app shows first). The one-pass targets are judged on a one-pass method (the default when it
     is one, else Layer-CAM); a default that needs more (the fused Layer-CAM) gets its own rows
-    beside them, without a target."""
+    beside them, without a target. The targets are the issue's, for the CPU: on a GPU the rows
+    show them, marked "(CPU)", and judge none."""
     r50 = ps["resnet50"]
     method = canonical_method(method or r50.default_method)
     few = max(3, repeats // 4)
@@ -223,4 +224,7 @@ def device_rows(ps: dict[str, Predictor], files: Sequence[bytes], folder: Path,
                         f"{min(ratios):.2f}-{max(ratios):.2f}x); latency p50 "
                         f"{percentile(lat[w], 50):.0f} ms, p95 {percentile(lat[w], 95):.0f} ms",
                         ">= 1.5x", gain >= 1.5))
+    if r50.device.type != "cpu":
+        rows = [r if not r.target or r.ok is None else
+                Row(r.what, r.ms, r.vs, f"{r.target} (CPU)", None) for r in rows]
     return rows

@@ -177,7 +177,7 @@ def layercam_blocks(model: torch.nn.Module, batch: torch.Tensor, blocks: Sequenc
 
     The trunk runs once: without autograd up to the first of `blocks`, with it after; only
     input gradients are taken. `choose` maps the logits to one target class per image.
-    `context` wraps the forward (autocast on a GPU). Each map is `layercam_map` of its block.
+    `context` wraps the forward (bfloat16 autocast, when asked for). Each map is `layercam_map` of its block.
     """
     first, last = min(blocks), len(model.trunk) - 1
     context = context or contextlib.nullcontext()

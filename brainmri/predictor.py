@@ -66,8 +66,9 @@ class Predictor:
                  path: Path | None = None, precision: str = "auto"):
         """`fold_bn` folds batch-norm into the convolutions (same outputs, a faster forward:
         `brainmri.models.fold_batch_norm`); `path` is the checkpoint it came from, if any.
-        `precision`: "bf16" runs the trunk under bfloat16 autocast on a GPU, "fp32" never
-        does, "auto" is bf16 on a GPU and fp32 on the CPU (docs/benchmarks.md, "GPU")."""
+        `precision`: "bf16" runs the trunk under bfloat16 autocast on a GPU; "fp32" and
+        "auto" never do. bfloat16 moved probabilities by up to 0.04 and heatmap peaks on 7% of
+        validation scans, and was no faster at batch 1 (docs/gpu.md), so "auto" is float32."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.meta, self.device, self.path = meta, torch.device(device), path
@@ -95,7 +96,7 @@ class Predictor:
         return self.meta.get("name", self.meta["arch"])
 
     def _autocast(self):
-        if self.device.type == "cuda" and self.precision != "fp32":
+        if self.device.type == "cuda" and self.precision == "bf16":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -44,6 +45,9 @@ def test_default_device_and_precision_on_a_gpu(tiny_checkpoints):
     p = Predictor.from_checkpoint(tiny_checkpoints["resnet50"])
     assert p.device.type == "cuda" and p.precision == "auto"
     assert next(p.model.parameters()).is_cuda
+    bf16 = Predictor.from_checkpoint(tiny_checkpoints["resnet50"], precision="bf16")
+    assert isinstance(p._autocast(), nullcontext)               # auto is float32 (docs/gpu.md)
+    assert isinstance(bf16._autocast(), torch.autocast)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
