@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", default=None,
                         help="CAM method of the interactive rows (default: the checkpoint's default)")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                        help="Predictor precision on a GPU (auto: bf16; the CPU always runs fp32)")
+                        help="Predictor precision on a GPU (auto: fp32, docs/gpu.md); the CPU always runs fp32")
     parser.add_argument("--out", default=None, help="also write the markdown here")
     return parser
 

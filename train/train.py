@@ -222,9 +222,10 @@ def predict_crops(model: Classifier, crops: np.ndarray, preset: EvalPreset, devi
     for s in range(0, len(crops), batch_size):
         x = torch.stack([preset.from_crop(c) for c in crops[s:s + batch_size]]).to(device)
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            acts = model.trunk(x).float()
-            logits.append(model.classify(acts).float().cpu())
+        # float32, as `Predictor` runs (docs/gpu.md): the epoch choice, the temperature and the
+        # OOD threshold are fitted on what inference will see.
+        acts = model.trunk(x).float()
+        logits.append(model.classify(acts).float().cpu())
         feats.append((model.pool(acts) if head_input else acts.mean(dim=(2, 3))).cpu())
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
