@@ -15,7 +15,7 @@ step() { local name=$1 limit=$2; shift 2
   echo "== $name ($(date -u +%H:%M:%S))"; timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"
   echo "== $name: exit ${PIPESTATUS[0]}"; }
 step gpu 30 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-step tests 240 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_train.py
+step tests 300 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_train.py tests/test_dilate.py
 step precision 120 "$py" -m benchmarks.precision --images "$val" --count 160 --device cuda \
     --out "$out/precision.json"
 step bench 120 "$py" -m benchmarks --devices cuda --images "$bench" --count 32 --repeats 20 \

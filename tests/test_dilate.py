@@ -214,7 +214,10 @@ def test_finer_penalty_reaches_layer3_weights_and_moves_the_mass_inside():
     assert share().item() < before.item()
 
 
-def test_layer3_4_run_reports_the_finer_share(boxed_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                         reason="no CUDA GPU on this machine"))])
+def test_layer3_4_run_reports_the_finer_share(boxed_data, tmp_path, monkeypatch, device):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     start = tmp_path / "start.safetensors"
@@ -226,8 +229,9 @@ def test_layer3_4_run_reports_the_finer_share(boxed_data, tmp_path, monkeypatch)
     args = dilate.get_args_parser().parse_args(
         [str(start), "--data", str(boxed_data), "--out", str(tmp_path / "run"), "--epochs", "1",
          "--batch-size", "8", "--workers", "1", "--threads", "1", "--train-blocks", "layer3-4",
-         "--outside-weight", "1.0", "--finer-weight", "1.0"])
+         "--outside-weight", "1.0", "--finer-weight", "1.0", "--device", device])
     path = dilate.main(args)
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["device"] == device
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert all(0 <= h["val_outside_head_finer"] <= 1 for h in history)
     assert 0 <= history[1]["train_outside_head_finer"] <= 1

@@ -25,6 +25,9 @@ statistics frozen (so the gradients trained are the ones CAM methods see at infe
 `--finer-weight W` then adds W x the same share for the true class's Layer-CAM on layer2's
 output, the finer map of "Layer-CAM, 2 layers", whose gradient comes through layer3 and
 layer4 (a second-order term: the step costs a few forward passes).
+
+`--device` picks where it trains (default: CUDA when present); the cached maps stay in host
+memory in half precision and each batch moves to the device.
 """
 from __future__ import annotations
 
@@ -82,6 +85,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     return p
 
 
@@ -168,12 +172,13 @@ def frozen_features(model, crops: np.ndarray, preset: EvalPreset, flip: bool, ba
     """Output of trunk[:frozen] (layer3: (N, 1024, h, w)) float16 for each crop (mirrored
     with `flip`)."""
     stem = model.trunk[:frozen].eval()
+    device = next(stem.parameters()).device
     out = []
     for s in range(0, len(crops), batch):
-        x = torch.stack([preset.from_crop(c) for c in crops[s:s + batch]])
+        x = torch.stack([preset.from_crop(c) for c in crops[s:s + batch]]).to(device)
         if flip:
             x = x.flip(-1)
-        out.append(stem(x.contiguous(memory_format=torch.channels_last)).half())
+        out.append(stem(x.contiguous(memory_format=torch.channels_last)).half().cpu())
     return torch.cat(out)
 
 
@@ -183,21 +188,23 @@ def validate(model, tail, feats, labels, boxes_px, size: int, tol: float, outsid
     """Accuracy, loss, how often the true class's map (upsampled to the input) peaks inside
     its box grown by `tol` of the side (a quick stand-in for `train.explain_eval`), and the
     mean `outside_share` of the last block's Layer-CAM (and, given `finer_outside`, of the
-    Layer-CAM on the tail's input)."""
+    Layer-CAM on the tail's input). Batches go to the model's device; the figures come back."""
     tail.eval()
+    device = next(tail.parameters()).device
     logits, hits, shares, finer = [], [], [], []
     for s in range(0, len(feats), 64):
+        x, lab = feats[s:s + 64].float().to(device), labels[s:s + 64].to(device)
         if finer_outside is not None:
-            out, acts, cam = input_layercam(model, tail, feats[s:s + 64].float(), labels[s:s + 64])
+            out, acts, cam = input_layercam(model, tail, x, lab)
             out, acts = out.detach(), acts.detach()
-            finer.append(mass_share(cam, finer_outside[s:s + 64]))
+            finer.append(mass_share(cam, finer_outside[s:s + 64].to(device)).cpu())
         else:
-            acts = tail(feats[s:s + 64].float())
+            acts = tail(x)
             out = model.classify(acts)
-        logits.append(out)
-        shares.append(outside_share(model, acts, labels[s:s + 64], outside[s:s + 64]))
-        maps = F.interpolate(class_maps(model, acts, labels[s:s + 64])[:, None], size=(size, size),
-                             mode="bilinear", align_corners=False)[:, 0]
+        logits.append(out.cpu())
+        shares.append(outside_share(model, acts, lab, outside[s:s + 64].to(device)).cpu())
+        maps = F.interpolate(class_maps(model, acts, lab)[:, None], size=(size, size),
+                             mode="bilinear", align_corners=False)[:, 0].cpu()
         for m, b in zip(maps, boxes_px[s:s + 64]):
             if b is not None:
                 box = (math.floor(b[0]), math.floor(b[1]), math.ceil(b[2]), math.ceil(b[3]))
@@ -240,9 +247,11 @@ def main(args: argparse.Namespace) -> Path:
     model = build_model("resnet50", num_classes=len(meta["classes"]), **arch_kwargs)
     model.load_state_dict(start.state_dict())
     model.eval()                    # batch-norm statistics move only where training says so
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
     preset = EvalPreset(**meta["preset"])
     size = preset.size
-    cfg = resolve(args, meta, size)
+    cfg = {**resolve(args, meta, size), "device": str(device)}
     (out / "args.json").write_text(json.dumps(cfg, indent=2))
     tail = model.trunk[frozen:]
 
@@ -274,7 +283,7 @@ def main(args: argparse.Namespace) -> Path:
     y_val = torch.tensor([s.label for s in val_s])
     log.info("trunk[:%d] maps %s cached in %.0f s", frozen, tuple(feats.shape), time.time() - t0)
     with torch.no_grad():
-        side = tail(feats[:1].float()).shape[-1]
+        side = tail(feats[:1].float().to(device)).shape[-1]
     outside = outside_cells(train_crops, side)
     outside = torch.cat([outside, outside.flip(-1)])          # the mirrored copies' masks
     val_outside = outside_cells(val_crops, side)
@@ -312,16 +321,17 @@ def main(args: argparse.Namespace) -> Path:
             idx = order[s:s + args.batch_size]
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, 0, args.lr, "cosine")
+            x, yb = feats[idx].float().to(device), y[idx].to(device)
             if finer is not None:
-                logits, acts, cam = input_layercam(model, tail, feats[idx].float(), y[idx],
+                logits, acts, cam = input_layercam(model, tail, x, yb,
                                                    create_graph=bool(args.finer_weight))
-                finer_share = mass_share(cam, finer[idx]).mean()
+                finer_share = mass_share(cam, finer[idx].to(device)).mean()
             else:
-                acts = tail(feats[idx].float())
+                acts = tail(x)
                 logits = model.classify(acts)
-                finer_share = torch.zeros(())
-            loss = F.cross_entropy(logits, y[idx], label_smoothing=args.label_smoothing)
-            share = outside_share(model, acts, y[idx], outside[idx]).mean()
+                finer_share = torch.zeros((), device=device)
+            loss = F.cross_entropy(logits, yb, label_smoothing=args.label_smoothing)
+            share = outside_share(model, acts, yb, outside[idx].to(device)).mean()
             if args.outside_weight:
                 loss = loss + args.outside_weight * share
             if args.finer_weight:
@@ -330,7 +340,7 @@ def main(args: argparse.Namespace) -> Path:
             loss.backward()
             opt.step()
             step += 1
-            sums += [loss.item() * len(idx), (logits.argmax(1) == y[idx]).sum().item(), len(idx),
+            sums += [loss.item() * len(idx), (logits.argmax(1) == yb).sum().item(), len(idx),
                      share.item() * len(idx), finer_share.item() * len(idx)]
         row = {"epoch": epoch + 1, "train_loss": sums[0] / sums[2], "train_acc": sums[1] / sums[2],
                "train_outside_head": sums[3] / sums[2],
@@ -348,7 +358,7 @@ def main(args: argparse.Namespace) -> Path:
     cfg["val_outside_head"] = last["val_outside_head"]
     return finalise(model, arch_kwargs, cfg, preset, preset, splits, train_s, val_s, val_crops,
                     y_val.numpy(), train_crops, y[:len(train_s)].numpy(), history, best,
-                    torch.device("cpu"), out, 1)
+                    device, out, 1)
 
 
 if __name__ == "__main__":
