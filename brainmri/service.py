@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Mapping, Protocol, Sequence
 
 import numpy as np
+import torch
 
 from .cam import CLASS_AGNOSTIC, HOOK_FREE, LABELS, canonical_method
 from .checkpoint import INTENDED_USE
@@ -235,8 +236,29 @@ class Service:
                  "**Classes.** " + ", ".join(f"{class_label(c)} (`{c}`)" for c in self.classes) + ".",
                  DATA_NOTE]
         parts += [model_section(name, engine.meta) for name, engine in self.engines.items()]
-        parts += [LIMITATIONS]
-        return "\n\n".join(parts)
+        parts += [runs_on(self.engines), LIMITATIONS]
+        return "\n\n".join(part for part in parts if part)
+
+
+def runs_on(engines: Mapping[str, Engine]) -> str:
+    """Markdown: where each model runs and in which number format ("" if no engine says)."""
+    where = []
+    for name, engine in engines.items():
+        predictor = getattr(engine, "predictor", engine)          # a Batcher wraps a Predictor
+        device = getattr(predictor, "device", None)
+        if device is None:
+            continue
+        device = torch.device(device)
+        place = (f"GPU `{device}` ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+                 else f"the CPU ({torch.get_num_threads()} threads)" if device.type == "cpu" else f"`{device}`")
+        autocast = device.type == "cuda" and getattr(predictor, "precision", "auto") == "bf16"
+        where.append(f"{MODEL_LABELS.get(name, name)} on {place}, "
+                     f"{'bfloat16 autocast' if autocast else 'float32'}")
+    if not where:
+        return ""
+    return ("**Runs on.** " + "; ".join(where) + ". On a GPU the default is float32: bfloat16 "
+            "moved probabilities by up to 0.04 and heatmap peaks on 7% of validation scans "
+            "(docs/gpu.md).")
 
 
 def agreement(results: Mapping[str, Result]) -> tuple[bool | None, str]:

@@ -113,6 +113,7 @@ def test_service_on_the_gpu(tiny_checkpoints):
         assert set(comparison.results) == set(tiny_checkpoints)
         for result in comparison.results.values():
             assert result.overlay.dtype == np.uint8 and result.overlay.ndim == 3
+        assert f"({torch.cuda.get_device_name(0)}), float32" in service.model_card()
     finally:
         service.close()
 

@@ -218,3 +218,13 @@ def test_method_choices_and_card_show_measured_scores(tmp_path):
     assert "Eigen-CAM (the same map for every class)" in r.headline
     card = svc.model_card()
     assert "pointing game on 40 validation scans): Layer-CAM (default) 93%, Grad-CAM 81%" in card
+
+
+def test_model_card_says_where_each_model_runs(service):
+    card = service.model_card()
+    assert "**Runs on.** Baseline CNN on the CPU (" in card and "ResNet-50 on the CPU (" in card
+    assert "float32" in card
+
+
+def test_model_card_skips_engines_without_a_device():
+    assert "Runs on" not in Service({"resnet50": FakeEngine({"glioma": 1.0})}, warmup=False).model_card()
