@@ -171,13 +171,16 @@ def layercam_map(activations: torch.Tensor, grads: torch.Tensor, size: Sequence[
 
 
 def layercam_blocks(model: torch.nn.Module, batch: torch.Tensor, blocks: Sequence[int],
-                    choose: Callable[[torch.Tensor], Sequence[int]], context=None):
+                    choose: Callable[[torch.Tensor], Sequence[int]], context=None,
+                    versus: int | None = None):
     """Layer-CAM of the trunk blocks `blocks` without hooks -> (last acts (B, K, h, w), logits,
     targets, {block: (B, H, W) map in [0, 1]}).
 
     The trunk runs once: without autograd up to the first of `blocks`, with it after; only
     input gradients are taken. `choose` maps the logits to one target class per image.
     `context` wraps the forward (bfloat16 autocast, when asked for). Each map is `layercam_map` of its block.
+    With `versus`, a map explains the target's logit minus class `versus`'s logit (a contrastive
+    map: why this class rather than that one); an image whose target is `versus` keeps its plain map.
     """
     first, last = min(blocks), len(model.trunk) - 1
     context = context or contextlib.nullcontext()
@@ -193,7 +196,10 @@ def layercam_blocks(model: torch.nn.Module, batch: torch.Tensor, blocks: Sequenc
         acts = outs[last] = acts.float()
         logits = model.classify(acts)
         targets = list(choose(logits.detach()))
-        chosen = logits[torch.arange(len(targets)), torch.as_tensor(targets, device=logits.device)]
+        index = torch.as_tensor(targets, device=logits.device)
+        chosen = logits[torch.arange(len(targets)), index]
+        if versus is not None:
+            chosen = chosen - (index != versus).to(logits.dtype) * logits[:, versus]
         grads = torch.autograd.grad(chosen.sum(), [outs[b] for b in blocks])
     size = batch.shape[-2:]
     maps = {b: layercam_map(outs[b], g, size) for b, g in zip(blocks, grads)}

@@ -219,3 +219,23 @@ def test_fused_layercam_runs_the_trunk_once_without_hooks_or_weight_gradients(pr
     assert hooks_on(model) == []
     assert e.method == "layercamfused" and e.target == "glioma"
     assert 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0
+
+
+@pytest.mark.parametrize("versus", [3, 0])
+def test_contrastive_layercam_equals_the_library_with_a_difference_target(predictors, batch, versus):
+    """`versus`: the map of logit[target] - logit[versus] is the library's LayerCAM for that
+    target; an image whose target is `versus` keeps its plain map."""
+    predictor, x = predictors["baseline"], batch["baseline"]           # dense gradients
+    model, last = predictor.model, len(predictor.model.trunk) - 1
+    targets = [0, 2]
+    # scaled again after the resize, as the library's aggregation (and train.cam_layers) does
+    maps = scale_cam_image(cams.layercam_blocks(model, x, [last], lambda _: targets, versus=versus)[3][last])
+    wanted = [(lambda out, t=t: out[t] - out[versus]) if t != versus else ClassifierOutputTarget(t)
+              for t in targets]
+    with cams.METHODS["layercam"](model=model, target_layers=[model.trunk[last]]) as engine:
+        reference = engine(input_tensor=x, targets=wanted)
+    model.zero_grad(set_to_none=True)
+    assert np.abs(maps - reference).max() < 1e-4
+    plain = scale_cam_image(cams.layercam_blocks(model, x, [last], lambda _: targets)[3][last])
+    changed = [np.abs(maps[i] - plain[i]).max() > 1e-3 for i in range(2)]
+    assert changed == [t != versus for t in targets]

@@ -237,3 +237,9 @@ def test_cam_layers_scores_sets_and_matches_the_fused_method(tmp_path):
     assert np.abs(pair - fused).max() < 1e-4
     with pytest.raises(SystemExit, match="trunk indices"):
         main(get_args_parser().parse_args([str(ckpt), "--data", str(data), "--sets", "9"]))
+    contrast = main(get_args_parser().parse_args([
+        str(ckpt), "--data", str(data), "--sets", "2", "--versus", "notumor",
+        "--cache-dir", str(tmp_path / "c"), "--out", str(out), "--batch-size", "4"]))
+    assert contrast["2"]["n"] == result["2"]["n"] and json.loads(out.read_text())["versus"] == "notumor"
+    with pytest.raises(SystemExit, match="--versus"):
+        main(get_args_parser().parse_args([str(ckpt), "--data", str(data), "--sets", "2", "--versus", "cat"]))

@@ -38,6 +38,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
     p.add_argument("--sets", nargs="+", required=True, help="'+'-joined trunk indices, e.g. 7 5+7")
+    p.add_argument("--versus", default=None,
+                   help="a class name: contrastive maps, the predicted class's logit minus this "
+                        "class's (scans predicted as it keep the plain map)")
     p.add_argument("--tolerance", type=float, default=0.02)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, default=0, help="at most N boxed validation scans (0: all)")
@@ -46,10 +49,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def block_maps(predictor: Predictor, batch: torch.Tensor, blocks: list[int]) -> dict[int, np.ndarray]:
-    """{trunk index: (B, S, S) Layer-CAM of the predicted class, scaled like the library}."""
+def block_maps(predictor: Predictor, batch: torch.Tensor, blocks: list[int],
+               versus: int | None = None) -> dict[int, np.ndarray]:
+    """{trunk index: (B, S, S) Layer-CAM of the predicted class (against class `versus`, if
+    given), scaled like the library}."""
     x = batch.to(predictor.device).contiguous(memory_format=torch.channels_last)
-    return cams.layercam_blocks(predictor.model, x, blocks, lambda logits: logits.argmax(1).tolist())[3]
+    return cams.layercam_blocks(predictor.model, x, blocks, lambda logits: logits.argmax(1).tolist(),
+                                versus=versus)[3]
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -60,6 +66,9 @@ def main(args: argparse.Namespace) -> dict:
     bad = [s for s, idx in sets.items() if not all(0 <= i < depth for i in idx)]
     if bad:
         raise SystemExit(f"--sets: trunk indices run 0..{depth - 1}; got {bad}")
+    if args.versus is not None and args.versus not in predictor.classes:
+        raise SystemExit(f"--versus: {args.versus!r} is not one of {', '.join(predictor.classes)}")
+    versus = None if args.versus is None else predictor.classes.index(args.versus)
     root = kaggle_root(args.data)
     boxes = load_boxes(root / "tumor_boxes.csv")
     train_args = predictor.meta.get("args", {})
@@ -72,7 +81,7 @@ def main(args: argparse.Namespace) -> dict:
     for start in range(0, len(val), args.batch_size):
         chunk = val[start:start + args.batch_size]
         prepared = predictor.prepare([s.path for s in chunk])
-        maps = block_maps(predictor, torch.stack([p.tensor for p in prepared]), blocks)
+        maps = block_maps(predictor, torch.stack([p.tensor for p in prepared]), blocks, versus)
         found = [box_for(s.path, root, boxes) for s in chunk]
         for name, idx in sets.items():
             fused = scale_cam_image(np.mean([maps[i] for i in idx], axis=0))
@@ -98,7 +107,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "split": "val",
-                                        "tolerance": args.tolerance, "sets": result}, indent=1))
+                                        "tolerance": args.tolerance, "versus": args.versus,
+                                        "sets": result}, indent=1))
     return result
 
 
