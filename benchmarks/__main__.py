@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> str:
                              if gpu else ""), ""]
             rows = device_rows(ps, files, folder, args.repeats, args.clients, args.method)
             phases, wall = startup.measure([c.path for c in ckpts.values()], device,
-                                           max(1, min(3, args.repeats // 5)))
+                                           max(1, min(3, args.repeats // 5)), args.precision)
             rows.append(Row("Start-up: import brainmri + torch", phases["import"]))
             rows.append(Row("Start-up: load both checkpoints", phases["load"]))
             rows.append(Row("Start-up: warm-up (one explain per model)", phases["warmup"],

@@ -4,8 +4,9 @@
         --images DIR --device cuda --out precision.json
 
 Every scan is explained (batch 1, as a click in the app) with every hook-free method three ways:
-float32 with TF32 off (the strict reference), float32 with TF32 on (PyTorch's default for
-cuDNN convolutions) and bfloat16 autocast (`Predictor(precision="bf16")`). Against the strict
+float32 with TF32 off (the strict reference), float32 with TF32 on for convolutions and
+matrix products (PyTorch's default turns it on for cuDNN convolutions only, so this is the
+looser of the two) and bfloat16 autocast (`Predictor(precision="bf16")`). Against the strict
 way it reports, per method: predictions that change, the largest change of a calibrated
 probability, each scan's largest heatmap difference (median, 95th percentile, max) and how
 often the heatmap's peak moves by more than 5% of the image side. It also checks the strict

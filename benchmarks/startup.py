@@ -19,12 +19,12 @@ from .timing import Timing  # noqa: E402  (imports torch: counted in the import 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main(paths: list[str], device: str | None = None) -> dict[str, float]:
+def main(paths: list[str], device: str | None = None, precision: str = "auto") -> dict[str, float]:
     import numpy as np
     import torch  # noqa: F401
     from brainmri import Predictor
     imported = time.perf_counter()
-    predictors = [Predictor.from_checkpoint(p, device) for p in paths]
+    predictors = [Predictor.from_checkpoint(p, device, precision=precision) for p in paths]
     loaded = time.perf_counter()
     yy, xx = np.mgrid[-1:1:256j, -1:1:256j]
     scan = np.where(xx ** 2 + yy ** 2 < 0.7, 120, 0).astype(np.uint8)
@@ -35,13 +35,15 @@ def main(paths: list[str], device: str | None = None) -> dict[str, float]:
             "warmup": 1000 * (warm - loaded), "total": 1000 * (warm - _start)}
 
 
-def measure(paths: list[str], device: str | None, repeats: int) -> tuple[dict[str, Timing], Timing]:
+def measure(paths: list[str], device: str | None, repeats: int,
+            precision: str = "auto") -> tuple[dict[str, Timing], Timing]:
     """(each phase in ms, wall ms of the whole process incl. the interpreter's start)."""
     runs, walls = [], []
     for _ in range(repeats):
         args = [sys.executable, "-m", "benchmarks.startup", *map(str, paths)]
         if device:
             args += ["--device", device]
+        args += ["--precision", precision]
         t = time.perf_counter()
         out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT)
         walls.append(1000 * (time.perf_counter() - t))
@@ -51,8 +53,9 @@ def measure(paths: list[str], device: str | None, repeats: int) -> tuple[dict[st
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    dev = None
-    if "--device" in argv:
-        i = argv.index("--device")
-        dev, argv = argv[i + 1], argv[:i] + argv[i + 2:]
-    print(json.dumps(main(argv, dev)))
+    options = {"--device": None, "--precision": "auto"}
+    for flag in options:
+        if flag in argv:
+            i = argv.index(flag)
+            options[flag], argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    print(json.dumps(main(argv, options["--device"], options["--precision"])))

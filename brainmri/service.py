@@ -242,13 +242,14 @@ class Service:
 
 def runs_on(engines: Mapping[str, Engine]) -> str:
     """Markdown: where each model runs and in which number format ("" if no engine says)."""
-    where = []
+    where, gpu = [], False
     for name, engine in engines.items():
         predictor = getattr(engine, "predictor", engine)          # a Batcher wraps a Predictor
         device = getattr(predictor, "device", None)
         if device is None:
             continue
         device = torch.device(device)
+        gpu = gpu or device.type == "cuda"
         place = (f"GPU `{device}` ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
                  else f"the CPU ({torch.get_num_threads()} threads)" if device.type == "cpu" else f"`{device}`")
         autocast = device.type == "cuda" and getattr(predictor, "precision", "auto") == "bf16"
@@ -256,9 +257,9 @@ def runs_on(engines: Mapping[str, Engine]) -> str:
                      f"{'bfloat16 autocast' if autocast else 'float32'}")
     if not where:
         return ""
-    return ("**Runs on.** " + "; ".join(where) + ". On a GPU the default is float32: bfloat16 "
-            "moved probabilities by up to 0.04 and heatmap peaks on 7% of validation scans "
-            "(docs/gpu.md).")
+    why = (" On a GPU the default is float32: bfloat16 moved probabilities by up to 0.04 and "
+           "heatmap peaks on 7% of validation scans (docs/gpu.md).") if gpu else ""
+    return "**Runs on.** " + "; ".join(where) + "." + why
 
 
 def agreement(results: Mapping[str, Result]) -> tuple[bool | None, str]:

@@ -50,8 +50,13 @@ def test_default_device_and_precision_on_a_gpu(tiny_checkpoints):
     assert isinstance(bf16._autocast(), torch.autocast)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", cams.FAST_METHODS + cams.FUSED_METHODS)
+# ResNet-50's fused map spreads its lattice gradients on purpose, so it is not the library's
+# map there: test_cam checks that maths, and test_gpu_and_cpu_agree that the GPU gives the same.
+CASES = [(a, m) for a in ARCHS for m in cams.FAST_METHODS + cams.FUSED_METHODS
+         if not (a == "resnet50" and m in cams.FUSED_METHODS)]
+
+
+@pytest.mark.parametrize(("arch", "method"), CASES)
 def test_gpu_fast_path_equals_the_library_on_the_gpu(gpu, arch, method, strict_fp32):
     """float32 on the GPU: every hook-free map equals pytorch-grad-cam's hooked path there."""
     p = gpu["fp32"][arch]
@@ -65,17 +70,16 @@ def test_gpu_fast_path_equals_the_library_on_the_gpu(gpu, arch, method, strict_f
         fast = cams.cam_from_activations(method, acts, grads, x.shape[-2:])
     reference = cams.reference_cam(p.model, method, x, targets)
     p.model.zero_grad(set_to_none=True)
-    if method in cams.FUSED_METHODS and arch == "resnet50":
-        return      # lattice gradients are spread on purpose (test_cam checks that maths on the CPU)
     assert np.abs(fast - reference).max() < 1e-4
     assert fast.max() > 0.5
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_gpu_and_cpu_agree(cpu, gpu, arch, strict_fp32):
+@pytest.mark.parametrize("method", ["gradcam", "layercamfused"])
+def test_gpu_and_cpu_agree(cpu, gpu, arch, method, strict_fp32):
     images = [scan(i) for i in range(4)]
-    for c, g in zip(cpu[arch].explain_batch(images, "gradcam"),
-                    gpu["fp32"][arch].explain_batch(images, "gradcam")):
+    for c, g in zip(cpu[arch].explain_batch(images, method),
+                    gpu["fp32"][arch].explain_batch(images, method)):
         assert c.prediction.label == g.prediction.label
         for k in c.prediction.probabilities:
             assert abs(c.prediction.probabilities[k] - g.prediction.probabilities[k]) < 1e-4

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+import numpy as np
 import pytest
 
 from benchmarks import precision, stages
-from brainmri.predictor import PRECISIONS, Predictor
+from brainmri.predictor import PRECISIONS, Explanation, Prediction, Predictor
 
 from .synthetic import scan
 
@@ -44,14 +45,25 @@ def test_precision_script_finds_no_difference_where_nothing_differs(tiny_checkpo
     assert len(result["explain_prepared_ms_median"]) == 3 * len(methods)   # 3 ways each
 
 
-def test_compare_counts_a_changed_label_and_a_moved_peak(tiny_checkpoints, scans):
-    p = Predictor.from_checkpoint(tiny_checkpoints["resnet50"], "cpu")
-    a, b = p.explain(scan(0, size=96), "gradcam"), p.explain(scan(1, size=96), "gradcam")
+def fake(label: str, probs: tuple[float, float], peak: tuple[int, int]) -> Explanation:
+    heat = np.zeros((100, 100), np.float32)
+    heat[peak] = 1.0
+    prediction = Prediction(label, {"glioma": probs[0], "notumor": probs[1]}, True, 0.0)
+    return Explanation(prediction, "gradcam", label, heat, np.zeros((100, 100, 3), np.uint8),
+                       np.zeros((100, 100), np.uint8))
+
+
+def test_compare_counts_a_changed_label_and_a_moved_peak():
+    a = fake("glioma", (0.7, 0.3), (50, 50))
     same = precision.compare(a, a)
-    assert not same["label_changed"] and same["dprob"] == 0 and same["heat_max"] == 0
-    assert not same["peak_moved"]
-    other = precision.compare(a, b)
-    assert other["heat_max"] > 0 and other["label_changed"] == (a.prediction.label != b.prediction.label)
+    assert same == {"label_changed": False, "dprob": 0.0, "heat_max": 0.0, "heat_mean": 0.0,
+                    "peak_moved": False}
+    near = precision.compare(a, fake("glioma", (0.68, 0.32), (52, 51)))    # 2.2 px of 100
+    assert not near["label_changed"] and not near["peak_moved"]
+    assert near["dprob"] == pytest.approx(0.02) and near["heat_max"] == 1.0
+    assert near["heat_mean"] == pytest.approx(2 / 100 ** 2)
+    far = precision.compare(a, fake("notumor", (0.4, 0.6), (50, 60)))      # 10 px of 100
+    assert far["label_changed"] and far["peak_moved"] and far["dprob"] == pytest.approx(0.3)
 
 
 def test_stages_prints_a_row_per_model_and_method(tiny_checkpoints, scans):
@@ -61,4 +73,4 @@ def test_stages_prints_a_row_per_model_and_method(tiny_checkpoints, scans):
     assert len(rows) == 2          # tiny checkpoints default to Grad-CAM: one method each
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert all(float(v) > 0 for v in cells[2:])
+        assert all(float(v) >= 0 for v in cells[2:]) and float(cells[4]) > 0    # explain
