@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from brainmri.predictor import Predictor
+from brainmri.predictor import PRECISIONS, Predictor
 
 from . import startup
 from .cases import Row, device_rows
@@ -42,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="input size for every model (default: each checkpoint's own)")
     parser.add_argument("--method", default=None,
                         help="CAM method of the interactive rows (default: the checkpoint's default)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="Predictor precision on a GPU (auto: fp32, docs/gpu.md); the CPU always runs fp32")
     parser.add_argument("--out", default=None, help="also write the markdown here")
     return parser

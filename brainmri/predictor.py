@@ -95,8 +95,13 @@ class Predictor:
     def name(self) -> str:
         return self.meta.get("name", self.meta["arch"])
 
+    @property
+    def bf16(self) -> bool:
+        """Whether the trunk runs under bfloat16 autocast (asked for, and on a GPU)."""
+        return self.device.type == "cuda" and self.precision == "bf16"
+
     def _autocast(self):
-        if self.device.type == "cuda" and self.precision == "bf16":
+        if self.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 

@@ -252,9 +252,8 @@ def runs_on(engines: Mapping[str, Engine]) -> str:
         gpu = gpu or device.type == "cuda"
         place = (f"GPU `{device}` ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
                  else f"the CPU ({torch.get_num_threads()} threads)" if device.type == "cpu" else f"`{device}`")
-        autocast = device.type == "cuda" and getattr(predictor, "precision", "auto") == "bf16"
         where.append(f"{MODEL_LABELS.get(name, name)} on {place}, "
-                     f"{'bfloat16 autocast' if autocast else 'float32'}")
+                     f"{'bfloat16 autocast' if getattr(predictor, 'bf16', False) else 'float32'}")
     if not where:
         return ""
     why = (" On a GPU the default is float32: bfloat16 moved probabilities by up to 0.04 and "

@@ -10,6 +10,7 @@ import pytest
 import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from benchmarks.precision import tf32
 from brainmri import cam as cams
 from brainmri.batching import Batcher
 from brainmri.predictor import Predictor
@@ -24,10 +25,8 @@ ARCHS = ("baseline", "resnet50")
 @pytest.fixture
 def strict_fp32():
     """float32 without TF32 (PyTorch lets cuDNN convolutions use TF32 by default), restored after."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    with tf32(False):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +47,7 @@ def test_default_device_and_precision_on_a_gpu(tiny_checkpoints):
     bf16 = Predictor.from_checkpoint(tiny_checkpoints["resnet50"], precision="bf16")
     assert isinstance(p._autocast(), nullcontext)               # auto is float32 (docs/gpu.md)
     assert isinstance(bf16._autocast(), torch.autocast)
+    assert bf16.bf16 and not p.bf16
 
 
 # ResNet-50's fused map spreads its lattice gradients on purpose, so it is not the library's

@@ -49,6 +49,7 @@ from brainmri import localisation as loc
 from brainmri.checkpoint import load_checkpoint
 from brainmri.io import ImageLoadError, load_image, to_grey
 from brainmri.models import build_model
+from brainmri.predictor import default_device
 from brainmri.presets import EvalPreset
 from brainmri.protocols import build_splits, kaggle_root
 
@@ -247,7 +248,7 @@ def main(args: argparse.Namespace) -> Path:
     model = build_model("resnet50", num_classes=len(meta["classes"]), **arch_kwargs)
     model.load_state_dict(start.state_dict())
     model.eval()                    # batch-norm statistics move only where training says so
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device) if args.device else default_device()
     model.to(device)
     preset = EvalPreset(**meta["preset"])
     size = preset.size

@@ -33,6 +33,7 @@ from brainmri.classes import CLASSES
 from brainmri.data import fingerprint, load_crops
 from brainmri.imagenet import resnet50_imagenet
 from brainmri.models import ARCHS, Classifier, build_model, resnet50_trunk_keys
+from brainmri.predictor import default_device
 from brainmri.ood import MahalanobisOOD
 from brainmri.presets import EvalPreset, TrainPreset
 from brainmri.protocols import build_splits
@@ -247,7 +248,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def main(args: argparse.Namespace) -> Path:
     cfg = resolve(args)
-    device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(cfg["device"]) if cfg.get("device") else default_device()
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
     # Processes are forked to decode images below; start the process group only afterwards
