@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 from pytorch_grad_cam import (AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM,
@@ -218,6 +219,18 @@ def fused_cam(model: torch.nn.Module, batch: torch.Tensor,
     acts, logits, targets, maps = layercam_blocks(model, batch, [j, last], choose, context)
     per_layer = [maps[j][:, None], maps[last][:, None]]
     return acts, logits, targets, np.float32(_math_only(LayerCAM).aggregate_multi_layers(per_layer))
+
+
+def smooth_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """(B, H, W) maps -> the same blurred by a Gaussian of std `sigma` x the longer side, each
+    rescaled to [0, 1] by the library's `scale_cam_image`; `sigma` 0 returns `maps` unchanged."""
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    maps = np.asarray(maps, np.float32)
+    if sigma == 0:
+        return maps
+    std = float(sigma) * max(maps.shape[-2:])
+    return scale_cam_image(np.stack([cv2.GaussianBlur(m, (0, 0), std) for m in maps]))
 
 
 def reference_cam(model: torch.nn.Module, method: str, batch: torch.Tensor,

@@ -239,3 +239,21 @@ def test_contrastive_layercam_equals_the_library_with_a_difference_target(predic
     plain = scale_cam_image(cams.layercam_blocks(model, x, [last], lambda _: targets)[3][last])
     changed = [np.abs(maps[i] - plain[i]).max() > 1e-3 for i in range(2)]
     assert changed == [t != versus for t in targets]
+
+
+def test_smooth_maps_moves_the_peak_from_a_speck_to_the_broad_region():
+    maps = np.zeros((2, 64, 64), np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    maps[0] = 0.9 * np.exp(-((yy - 40) ** 2 + (xx - 20) ** 2) / (2 * 8.0 ** 2))   # a broad region
+    maps[0, 10, 50] = 1.0                                                          # a one-pixel speck
+    maps[1, 30, 30] = 1.0
+    assert np.unravel_index(maps[0].argmax(), maps[0].shape) == (10, 50)
+    smooth = cams.smooth_maps(maps, 0.05)
+    assert smooth.shape == maps.shape and smooth.dtype == np.float32
+    assert np.unravel_index(smooth[0].argmax(), (64, 64)) == (40, 20)
+    assert np.unravel_index(smooth[1].argmax(), (64, 64)) == (30, 30)
+    for m in smooth:                   # each map rescaled to [0, 1] like the library's maps
+        assert m.min() == pytest.approx(0, abs=1e-6) and m.max() == pytest.approx(1, abs=1e-6)
+    assert cams.smooth_maps(maps, 0) is not None and np.array_equal(cams.smooth_maps(maps, 0), maps)
+    with pytest.raises(ValueError, match="sigma"):
+        cams.smooth_maps(maps, -0.1)

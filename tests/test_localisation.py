@@ -243,3 +243,15 @@ def test_cam_layers_scores_sets_and_matches_the_fused_method(tmp_path):
     assert contrast["2"]["n"] == result["2"]["n"] and json.loads(out.read_text())["versus"] == "notumor"
     with pytest.raises(SystemExit, match="--versus"):
         main(get_args_parser().parse_args([str(ckpt), "--data", str(data), "--sets", "2", "--versus", "cat"]))
+    blurred = main(get_args_parser().parse_args([
+        str(ckpt), "--data", str(data), "--sets", "2", "--blur", "0", "0.05", "--halves",
+        "--cache-dir", str(tmp_path / "c"), "--out", str(out), "--batch-size", "4"]))
+    assert set(blurred) == {"2", "2 blur 0.05"}
+    assert blurred["2"]["pointing"] == result["2"]["pointing"]      # blur 0: the map as it is
+    for r in blurred.values():      # the halves split the scans: even and odd positions
+        assert r["half_A"]["n"] + r["half_B"]["n"] == r["n"] and abs(r["half_A"]["n"] - r["half_B"]["n"]) <= 1
+        assert r["n"] * r["pointing"] == pytest.approx(
+            r["half_A"]["n"] * r["half_A"]["pointing"] + r["half_B"]["n"] * r["half_B"]["pointing"])
+    assert json.loads(out.read_text())["blur"] == [0.0, 0.05]
+    with pytest.raises(SystemExit, match="--blur"):
+        main(get_args_parser().parse_args([str(ckpt), "--data", str(data), "--sets", "2", "--blur", "-1"]))
