@@ -16,14 +16,10 @@ def blend(grey: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndar
     if grey.shape != heatmap.shape:
         raise ValueError(f"image {grey.shape} and heatmap {heatmap.shape} differ in shape")
     alpha = float(np.clip(alpha, 0.0, 1.0))
-    # In place and broadcasting the grey term: the same float32 operations per element as
-    # (1 - alpha) * grey3 + alpha * colour + 0.5, at a sixth of the time (no (H, W, 3) temporaries).
-    out = colourise(heatmap).astype(np.float32)
-    out *= alpha
-    out += ((1.0 - alpha) * grey.astype(np.float32))[:, :, None]
-    out += 0.5
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8)
+    # OpenCV's saturating uint8 weighted sum: ~0.8 ms at 512 px where the same sum in numpy
+    # float32 took ~1.9 ms; it may round a channel 1 level differently from float maths.
+    return cv2.addWeighted(colourise(heatmap), alpha, cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB),
+                           1.0 - alpha, 0.0)
 
 
 def with_colour_bar(heatmap: np.ndarray, size: int = 384, bar: int = 18) -> np.ndarray:

@@ -240,3 +240,20 @@ def test_app_caps_malloc_arenas(tmp_path):
                            env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode != 0 and "no checkpoints in" in r.stderr
         assert f"MALLOC_ARENA_MAX={expected}" in r.stderr
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.45, 1.0, 1.7])
+def test_blend_is_the_weighted_sum_of_scan_and_colours(alpha):
+    from brainmri.overlay import blend, colourise
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    heat = rng.random((37, 53), dtype=np.float32)
+    out = blend(grey, heat, alpha)
+    a = min(alpha, 1.0)
+    exact = a * colourise(heat).astype(np.float64) + (1 - a) * grey[:, :, None].astype(np.float64)
+    assert out.dtype == np.uint8 and out.shape == (37, 53, 3)
+    assert np.abs(out - exact).max() <= 1.0            # rounding of the last level only
+    if a in (0.0, 1.0):                                # the scan alone, the colours alone
+        assert np.array_equal(out, np.repeat(grey[:, :, None], 3, 2) if a == 0 else colourise(heat))
+    with pytest.raises(ValueError, match="shape"):
+        blend(grey, heat[:, :-1], alpha)
