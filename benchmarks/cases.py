@@ -90,15 +90,16 @@ def compare_fn(ps: dict[str, Predictor], files: Sequence[bytes], method: str
     return run
 
 
-def cli_fn(p: Predictor, folder: Path, cams: bool, method: str | None = None
+def cli_fn(p: Predictor, folder: Path, cams: bool, method: str | None = None, fmt: str = "png"
            ) -> tuple[Callable[[int], object], int]:
-    """The batch CLI's pipeline over a folder (CSV, and overlays by `method` when `cams`), and
-    its file count."""
+    """The batch CLI's pipeline over a folder (CSV, and `fmt` overlays by `method` when `cams`),
+    and its file count."""
     items = find_images([folder])
 
     def run(_):
         with tempfile.TemporaryDirectory() as out:
-            rows = classify_files(p, items, 16, Path(out) / "cams" if cams else None, method)
+            rows = classify_files(p, items, 16, Path(out) / "cams" if cams else None, method,
+                                  cams_format=fmt)
             for _ in write_csv(Path(out) / "r.csv", rows, p.classes):
                 pass
     return run, len(items)
@@ -199,12 +200,15 @@ def device_rows(ps: dict[str, Predictor], files: Sequence[bytes], folder: Path,
     csv, n = cli_fn(r50, folder, False)
     cases = {"floor": floor_fn(r50, 16), "csv": csv}
     cases.update({f"png-{m}": cli_fn(r50, folder, True, m)[0] for m in compares})
+    cases.update({f"jpg-{m}": cli_fn(r50, folder, True, m, "jpg")[0] for m in compares if m in FAST_METHODS})
     batch = interleaved(cases, few, 1, r50.device)
     f16 = Timing.of(batch["floor"], 16)
     rows.append(Row("ResNet-50 forward, batch 16, channels_last, per image (batched floor)", f16,
                     f"{1000 / f16.median:.1f} img/s"))
     labels = {"csv": "CSV only (`predict_batch`)",
-              **{f"png-{m}": f"CSV + {LABELS[m]} overlay PNGs (`explain_batch`)" for m in compares}}
+              **{f"png-{m}": f"CSV + {LABELS[m]} overlay PNGs (`explain_batch`)" for m in compares},
+              **{f"jpg-{m}": f"CSV + {LABELS[m]} overlay JPEGs (`--cams-format jpg`)"
+                 for m in compares if m in FAST_METHODS}}
     for key, label in labels.items():
         tc, fast = Timing.of(batch[key], n), key == "csv" or key[4:] in FAST_METHODS
         rows.append(Row(f"Batch CLI, batch 16, {label}, per image", tc,

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .batch import classify_files, find_images, write_csv
+from .batch import CAM_FORMATS, classify_files, find_images, write_csv
 from .cam import METHODS, canonical_method
 from .checkpoint import CheckpointError
 
@@ -33,11 +33,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="results.csv", help="CSV to write")
     c.add_argument("--cams", default=None, metavar="DIR",
                    help="also write heatmap overlays (RGB PNG) into this folder")
+    c.add_argument("--cams-format", default="png", choices=CAM_FORMATS,
+                   help="overlay files: png (lossless) or jpg (quality 95: ~10x faster to write, "
+                        "~6x smaller)")
     c.add_argument("--method", default=None,
                    help=f"CAM method for --cams ({', '.join(METHODS)}); default: the checkpoint's")
     c.add_argument("--alpha", type=float, default=0.45, help="overlay opacity, 0..1")
     c.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    c.add_argument("--workers", type=int, default=2, help="threads decoding images and writing PNGs")
+    c.add_argument("--workers", type=int, default=2, help="threads decoding images and writing overlays")
     c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; default: cuda if present")
     c.add_argument("--threads", type=int, default=None, help="torch CPU threads; default: torch's")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -81,7 +84,7 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     start, errors = time.perf_counter(), 0
     rows = classify_files(predictor, items, args.batch_size, args.cams, method, args.alpha,
-                          args.workers)
+                          args.workers, args.cams_format)
     with tqdm(total=len(items), unit="img", disable=args.no_progress, file=sys.stderr) as bar:
         for row in write_csv(args.out, rows, predictor.classes):
             errors += bool(row.error)

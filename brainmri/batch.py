@@ -40,7 +40,7 @@ class Row:
     probabilities: dict[str, float] | None = None
     is_mri: bool | None = None
     mri_score: float = math.nan
-    cam: str = ""                 # the overlay PNG written, if any
+    cam: str = ""                 # the overlay file written, if any
     error: str = ""               # why this file has no prediction ("" when it has one)
 
 
@@ -58,16 +58,19 @@ def find_images(paths: Iterable[str | Path]) -> list[Item]:
     return items
 
 
-def _cam_paths(items: Sequence[Item], folder: Path) -> list[Path]:
-    """<folder>/<name>.png per item, made unique (a.jpg and a.png both exist, say)."""
+CAM_FORMATS = ("png", "jpg")     # lossless, or ~10x faster to encode and ~6x smaller (quality 95)
+
+
+def _cam_paths(items: Sequence[Item], folder: Path, fmt: str = "png") -> list[Path]:
+    """<folder>/<name>.<fmt> per item, made unique (a.jpg and a.png both exist, say)."""
     taken: set[Path] = set()
     out = []
     for item in items:
-        base = folder / item.name.with_suffix(".png")
+        base = folder / item.name.with_suffix(f".{fmt}")
         path, n = base, 1
         while path in taken:
             n += 1
-            path = base.with_name(f"{base.stem}-{n}.png")
+            path = base.with_name(f"{base.stem}-{n}.{fmt}")
         taken.add(path)
         out.append(path)
     return out
@@ -80,9 +83,11 @@ def _prepare(predictor: Predictor, path: Path) -> Prepared | Exception:
         return error
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
+def _write_overlay(path: Path, rgb: np.ndarray) -> None:
+    """PNG or JPEG (quality 95) by the path's suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix == ".jpg" else []
+    ok, data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise OSError(f"could not encode {path.name}")
     path.write_bytes(data.tobytes())
@@ -126,12 +131,16 @@ def _row(item: Item, result, cam: Path | None, write: Future | None) -> Row:
 
 def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int = 16,
                    cams: str | Path | None = None, method: str | None = None,
-                   alpha: float = 0.45, workers: int = 2) -> Iterator[Row]:
+                   alpha: float = 0.45, workers: int = 2, cams_format: str = "png") -> Iterator[Row]:
     """Yield one `Row` per item, in order. With `cams`, the prediction and a heatmap overlay
-    (RGB PNG, the input's size) come from one `explain_batch` pass; else `predict_batch`."""
+    (RGB, the input's size, PNG or `cams_format` "jpg") come from one `explain_batch` pass;
+    else `predict_batch`."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    cam_paths = _cam_paths(items, Path(cams)) if cams is not None else [None] * len(items)
+    if cams_format not in CAM_FORMATS:
+        raise ValueError(f"cams_format must be one of {', '.join(CAM_FORMATS)}, got {cams_format!r}")
+    cam_paths = (_cam_paths(items, Path(cams), cams_format) if cams is not None
+                 else [None] * len(items))
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="brainmri-io") as pool:
         ahead: deque[Future] = deque()
         queued = iter(items)
@@ -164,7 +173,7 @@ def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int 
             for item, result, cam in zip(chunk, results, cam_paths[start:start + batch_size]):
                 write = None
                 if cam is not None and not isinstance(result, Exception):
-                    write = pool.submit(_write_png, cam, result.overlay)
+                    write = pool.submit(_write_overlay, cam, result.overlay)
                 pending.append((item, result, cam, write))
         yield from (_row(*p) for p in pending)
 

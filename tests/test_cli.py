@@ -80,6 +80,25 @@ def test_classify_folder_writes_one_row_per_file_and_overlays(scans, tiny_checkp
     assert saved["summary"]["errors"] == 2 and saved["summary"]["method"] == "gradcam++"
 
 
+def test_overlays_as_jpeg_match_the_png_ones(scans, tiny_checkpoints, tmp_path):
+    args = ["classify", str(scans / "a.png"), str(scans / "sub"), "--model", str(tiny_checkpoints["baseline"]),
+            "--no-progress", "--method", "gradcam"]
+    assert main(args + ["--out", str(tmp_path / "p.csv"), "--cams", str(tmp_path / "png")]) == 0
+    assert main(args + ["--out", str(tmp_path / "j.csv"), "--cams", str(tmp_path / "jpg"),
+                        "--cams-format", "jpg"]) == 0
+    png, jpg = read_rows(tmp_path / "p.csv"), read_rows(tmp_path / "j.csv")
+    assert [r["label"] for r in png] == [r["label"] for r in jpg]
+    written = [(p["cam"], j["cam"]) for p, j in zip(png, jpg) if p["cam"]]
+    assert len(written) == 3                      # a.png, sub/c.png, sub/deeper/d.jpeg
+    for p, j in written:
+        assert j.endswith(".jpg") and Image.open(j).format == "JPEG" and Image.open(p).format == "PNG"
+        a, b = (np.asarray(Image.open(f), np.float32) for f in (p, j))
+        assert a.shape == b.shape and np.abs(a - b).mean() < 3.0    # quality 95: close to lossless
+    assert json.loads((tmp_path / "j.json").read_text())["args"]["cams_format"] == "jpg"
+    with pytest.raises(SystemExit):
+        main(args + ["--out", str(tmp_path / "x.csv"), "--cams", str(tmp_path / "x"), "--cams-format", "gif"])
+
+
 def test_model_by_name_without_cams_uses_predict_only(scans, tiny_checkpoints, tmp_path):
     folder = tmp_path / "ckpts"
     folder.mkdir()
