@@ -255,3 +255,51 @@ def test_cam_layers_scores_sets_and_matches_the_fused_method(tmp_path):
     assert json.loads(out.read_text())["blur"] == [0.0, 0.05]
     with pytest.raises(SystemExit, match="--blur"):
         main(get_args_parser().parse_args([str(ckpt), "--data", str(data), "--sets", "2", "--blur", "-1"]))
+
+
+def test_paint_out_removes_a_bright_lesion_and_the_control_box_avoids_it():
+    from train.lesion_masked import control_box, paint_out
+    grey = np.asarray(scan(4, size=128))
+    ys, xs = np.nonzero(grey == 220)                         # the synthetic lesion
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    out = paint_out(grey, box)
+    x0, y0, x1, y1 = box
+    assert out.shape == grey.shape and out.dtype == np.uint8
+    assert grey[y0:y1, x0:x1].mean() > out[y0:y1, x0:x1].mean() + 40       # the lesion is gone
+    outside = np.ones(grey.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(out[outside], grey[outside])                    # nothing else changed
+    head = loc.head_mask(grey)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        cx0, cy0, cx1, cy1 = control_box(head, box, rng)
+        assert (cx1 - cx0, cy1 - cy0) == (x1 - x0, y1 - y0)              # the same size
+        assert cx1 <= x0 or cx0 >= x1 or cy1 <= y0 or cy0 >= y1           # not on the lesion
+        assert head[cy0, cx0] and head[cy1 - 1, cx1 - 1]
+    assert control_box(head, (0, 0, 128, 128), rng) is None               # nothing fits
+
+
+def test_lesion_masked_cli_reports_each_version_per_class(tmp_path, capsys):
+    from train.lesion_masked import VERSIONS, get_args_parser, main
+    data = tmp_path / "brain-tumor-mri"
+    synthetic_kaggle(data, per_class=6)
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.safetensors", "baseline", size=48)
+    out = tmp_path / "masked.json"
+    result = main(get_args_parser().parse_args([
+        str(ckpt), "--data", str(data), "--split", "val,official", "--batch-size", "4",
+        "--cache-dir", str(tmp_path / "c"), "--out", str(out)]))
+    assert set(result) == {"val", "official"}
+    official = result["official"]
+    assert official["scans"] + official["skipped"] == 18        # 3 tumour classes x 6
+    assert official["classes"]["all"]["n"] == official["scans"] > 0
+    assert sum(c["n"] for name, c in official["classes"].items() if name != "all") == official["scans"]
+    for c in official["classes"].values():
+        for v in VERSIONS:
+            assert 0 <= c[v]["accuracy"] <= 1 and 0 <= c[v]["p_true"] <= 1
+        assert 0 <= c["needed"] <= c["n"] and 0 <= c["pointing"] <= 1
+        parts = [(c["needed"], c["pointing_needed"]), (c["n"] - c["needed"], c["pointing_not_needed"])]
+        assert sum(n * p for n, p in parts if n) == pytest.approx(c["n"] * c["pointing"])
+    assert json.loads(out.read_text())["splits"]["official"] == official
+    assert "| official | all |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--split"):
+        main(get_args_parser().parse_args([str(ckpt), "--data", str(data), "--split", "test"]))
