@@ -293,7 +293,12 @@ LIMITATIONS = """### Known limitations
   (other body parts, photos, other diseases) is out of scope; an out-of-distribution check
   flags inputs unlike the training scans but cannot catch everything.
 - **Explanations are not localisation.** A class activation map shows which regions moved the
-  score, at coarse resolution; it can highlight a shortcut as confidently as a tumour."""
+  score, at coarse resolution; it can highlight a shortcut as confidently as a tumour.
+- **The tumour is not always the evidence.** With the tumour painted out of validation scans,
+  the ResNet-50 still gives most pituitary and glioma scans the same answer: for those classes
+  it reads the rest of the slice, and a faithful map shows that, not the tumour. Meningioma
+  answers do rest on the tumour, and there the map points inside it
+  (`python -m train.lesion_masked`, docs/explanations.md)."""
 
 
 # Columns of the metrics table, in order, when a checkpoint has them (else every number).
