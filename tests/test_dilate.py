@@ -124,6 +124,8 @@ def test_dilate_writes_a_dilated_self_describing_checkpoint(boxed_data, tmp_path
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert all(0 <= h["val_pointing"] <= 1 for h in history)
     assert all(h["train_loss"] > 0 for h in history[1:])
+    for h in history[1:]:       # the logged objective is cross-entropy + 1.0 x the outside-head share
+        assert h["train_loss"] == pytest.approx(h["train_ce"] + 1.0 * h["train_outside_head"], rel=1e-5)
     assert all(0 <= h["val_outside_head"] <= 1 for h in history)
     assert all(0 <= h["train_outside_head"] <= 1 for h in history[1:])
     predictor = Predictor.from_checkpoint(path, device="cpu")

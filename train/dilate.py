@@ -317,7 +317,7 @@ def main(args: argparse.Namespace) -> Path:
         # Every scan once per epoch, as itself or mirrored at random.
         n = len(feats) // 2
         order = torch.randperm(n, generator=gen) + n * torch.randint(0, 2, (n,), generator=gen)
-        sums = np.zeros(5)
+        sums = np.zeros(6)
         for s in range(0, len(order), args.batch_size):
             idx = order[s:s + args.batch_size]
             for g in opt.param_groups:
@@ -331,7 +331,7 @@ def main(args: argparse.Namespace) -> Path:
                 acts = tail(x)
                 logits = model.classify(acts)
                 finer_share = torch.zeros((), device=device)
-            loss = F.cross_entropy(logits, yb, label_smoothing=args.label_smoothing)
+            loss = ce = F.cross_entropy(logits, yb, label_smoothing=args.label_smoothing)
             share = outside_share(model, acts, yb, outside[idx].to(device)).mean()
             if args.outside_weight:
                 loss = loss + args.outside_weight * share
@@ -342,8 +342,10 @@ def main(args: argparse.Namespace) -> Path:
             opt.step()
             step += 1
             sums += [loss.item() * len(idx), (logits.argmax(1) == yb).sum().item(), len(idx),
-                     share.item() * len(idx), finer_share.item() * len(idx)]
-        row = {"epoch": epoch + 1, "train_loss": sums[0] / sums[2], "train_acc": sums[1] / sums[2],
+                     share.item() * len(idx), finer_share.item() * len(idx), ce.item() * len(idx)]
+        # train_loss: the whole objective (cross-entropy + weighted penalties); train_ce: its first term.
+        row = {"epoch": epoch + 1, "train_loss": sums[0] / sums[2], "train_ce": sums[5] / sums[2],
+               "train_acc": sums[1] / sums[2],
                "train_outside_head": sums[3] / sums[2],
                **({"train_outside_head_finer": sums[4] / sums[2]} if finer is not None else {}),
                **report(),
