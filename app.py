@@ -55,6 +55,8 @@ log = logging.getLogger("brainmri.app")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm"}
 MEDICAL_SUFFIXES = [".dcm", ".dicom", ".ima", ".nii", ".gz"]     # the browser's image box refuses these
 CSS = ".flagged { opacity: 0.45; filter: grayscale(1); }"
+RECHECK_PROMPT = ("*Paints out the region where the heatmap is at least half its peak, fills it from "
+                  "the tissue around it, and runs the model again (one more forward pass).*")
 STATE_TTL_S = 3600          # a session's cached result (grey + heatmap, ~1 MB) is dropped after an hour
 
 try:                                    # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
@@ -184,7 +186,8 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
         progress(0.9, desc="Drawing the heatmap")
         return (r.headline, r.probabilities, r.overlay, with_colour_bar(r.heatmap),
                 files.save_heatmap(r.heatmap),
-                {"grey": r.grey, "heatmap": r.heatmap, "is_mri": r.is_mri})
+                {"grey": r.grey, "heatmap": r.heatmap, "is_mri": r.is_mri, "model": r.model,
+                 "method": r.method, "target": target, "probabilities": r.probabilities})
 
     def classify_if_image(image, model, method, target, alpha, progress=gr.Progress()):
         return gr.skip() if image is None else classify(image, model, method, target, alpha, progress)
@@ -200,6 +203,15 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
                               file_types=MEDICAL_SUFFIXES, type="filepath", elem_id=f"{name}-file")
         medical.upload(open_file, medical, image, api_name=f"{name.replace('-', '_')}_open_file",
                        api_visibility="undocumented")
+
+    @gpu
+    @user_errors
+    def recheck(cached, alpha):
+        if not cached or "model" not in cached:
+            raise gr.Error("Classify a scan first: the check paints out the hot region of its heatmap.")
+        c = service.recheck(cached["grey"], cached["heatmap"], cached["model"], cached["probabilities"],
+                            cached["target"], cached["method"], alpha)
+        return c.summary, c.painted.overlay
 
     def reblend(alpha, cached):
         if not cached:
@@ -250,6 +262,14 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
                                           elem_id="heatmap")
                     heat_file = gr.File(label="Raw heatmap (.npy, float32 in [0, 1], input pixels)",
                                         interactive=False)
+                    with gr.Accordion("Did the highlighted region decide? Paint it out and ask again",
+                                      open=False):
+                        check = gr.Button("Paint out the hot region and classify again",
+                                          elem_id="recheck-run")
+                        check_text = gr.Markdown(RECHECK_PROMPT, elem_id="recheck")
+                        check_overlay = gr.Image(label="The scan with the hot region painted out, "
+                                                 "and its new heatmap", format="png",
+                                                 interactive=False, elem_id="recheck-overlay")
             cached = gr.State(time_to_live=STATE_TTL_S)   # last result, for re-blending
             if examples:
                 gr.Examples([[str(p)] for p, _ in examples], inputs=[image], label="Example scans",
@@ -262,6 +282,9 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
                                 api_visibility="undocumented", trigger_mode="always_last")):
                 event.success(lambda c: flag_bars(c["is_mri"] if c else None), cached, bars,
                               api_name="flag_probabilities", api_visibility="private", queue=False)
+                event.success(lambda: (RECHECK_PROMPT, None), None, [check_text, check_overlay],
+                              api_name="clear_recheck", api_visibility="private", queue=False)
+            check.click(recheck, [cached, alpha], [check_text, check_overlay], api_name="recheck")
             alpha.change(reblend, [alpha, cached], overlay, api_name="reblend",
                          show_progress="hidden", trigger_mode="always_last", queue=False)
         with gr.Tab("Compare"):

@@ -9,6 +9,8 @@ Every function takes a heatmap (H, W) float in the input image's own pixels (the
   game, Wang et al. 2020, Score-CAM).
 - null baselines that look at no image: `centred_gaussian` and `random_heatmap`.
 - shortcut checks: `head_mask` + `mass_outside`, and `border_mass` (the outer band of a box).
+- counterfactuals: `hot_region` (where the map is near its peak) and `paint_out` (fill a region
+  from the tissue around it), to ask whether a region decided the answer.
 """
 from __future__ import annotations
 
@@ -165,3 +167,26 @@ def head_mask(grey: np.ndarray, min_share: float = 0.05) -> np.ndarray:
     if scale < 1:
         filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
     return filled >= 128
+
+
+# -- counterfactuals: paint a region out and ask again ----------------------------------------
+def hot_region(heatmap: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """(H, W) bool: the connected region around the heatmap's maximum where it is at least
+    `level` x that maximum (8-connected). All False for an all-zero map."""
+    heat = _positive(heatmap)
+    top = float(heat.max())
+    if top <= 0:
+        return np.zeros(heat.shape, bool)
+    _, labels = cv2.connectedComponents(np.uint8(heat >= level * top), connectivity=8)
+    peak = np.unravel_index(int(heat.argmax()), heat.shape)
+    return labels == labels[peak]
+
+
+def paint_out(grey: np.ndarray, mask: np.ndarray, radius: int = 5) -> np.ndarray:
+    """`grey` (H, W) uint8 with the pixels of `mask` (H, W) filled from the tissue around them
+    (OpenCV's Telea inpainting); every other pixel unchanged."""
+    grey = np.asarray(grey)
+    if grey.ndim != 2 or grey.dtype != np.uint8 or np.shape(mask) != grey.shape:
+        raise ValueError(f"paint_out needs an (H, W) uint8 image and a mask of its shape, got "
+                         f"{grey.shape} {grey.dtype} and {np.shape(mask)}")
+    return cv2.inpaint(grey, np.uint8(np.asarray(mask, bool)) * 255, radius, cv2.INPAINT_TELEA)

@@ -5,6 +5,7 @@
     r = svc.classify("scan.jpg", model="resnet50", method="gradcam")
     r.label, r.probabilities, r.overlay.shape          # 'glioma', {...}, (H, W, 3)
     svc.reblend(r.grey, r.heatmap, alpha=0.7)          # new overlay, no model call
+    svc.recheck(r.grey, r.heatmap, "resnet50", r.probabilities).summary   # hot region painted out
 
 `app.py` wires these to components. Each model is reached through an *engine*: anything with
 `explain(image, method, target, alpha)` (and `classes`, `meta`, `default_method`), which a
@@ -23,6 +24,7 @@ import torch
 from .cam import CLASS_AGNOSTIC, HOOK_FREE, LABELS, canonical_method
 from .checkpoint import INTENDED_USE
 from .io import ImageSource, load_image
+from .localisation import head_mask, hot_region, paint_out
 from .overlay import blend, colourise
 from .protocols import DESCRIPTIONS
 
@@ -71,6 +73,15 @@ class Comparison:
     results: dict[str, Result]       # by model key, in MODEL_NAMES order
     agree: bool | None               # None when fewer than two models are loaded
     summary: str                     # markdown, one line
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """The model asked again with the heatmap's hot region painted out of the scan."""
+    painted: Result                  # the answer, map and overlay for the painted scan
+    region_share: float              # the hot region's share of the head, in [0, 1]
+    changed: bool                    # True: the predicted class changed
+    summary: str                     # markdown
 
 
 def class_label(name: str) -> str:
@@ -226,6 +237,45 @@ class Service:
     def reblend(grey: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
         """A new overlay at opacity `alpha` from a cached result; runs no model."""
         return blend(np.asarray(grey, np.uint8), np.asarray(heatmap, np.float32), alpha)
+
+    def recheck(self, grey: np.ndarray, heatmap: np.ndarray, model: str,
+                before: Mapping[str, float], target: str | None = PREDICTED,
+                method: str | None = None, alpha: float = 0.45) -> Recheck:
+        """Paint the heatmap's hot region (`localisation.hot_region`: around its peak, at least
+        half of it) out of `grey` and classify again: did that region decide the answer
+        `before` (the probabilities by class of the first run)? Raises ValueError for an empty
+        map or mismatched shapes."""
+        grey, heat = np.asarray(grey, np.uint8), np.asarray(heatmap, np.float32)
+        if grey.ndim != 2 or grey.shape != heat.shape:
+            raise ValueError(f"scan {grey.shape} and heatmap {heat.shape} must be the same (H, W)")
+        region = hot_region(heat)
+        if not region.any():
+            raise ValueError("The heatmap is empty: there is no hot region to paint out.")
+        r = self._run(model, paint_out(grey, region), canonical_method(method or self.default_method),
+                      self._target(target), alpha)
+        share = float(region.sum() / max(1, (head_mask(grey) | region).sum()))
+        was = max(before, key=before.get)
+        asked = self._target(target) or was
+        changed = r.label != was
+        text = (f"**Hot region painted out** (where the map is at least half its peak: "
+                f"{100 * share:.0f}% of the head). {MODEL_LABELS.get(model, model)} now says "
+                f"**{class_label(r.label)} — {100 * r.probabilities[r.label]:.1f} %** (before: "
+                f"{class_label(was)} — {100 * before[was]:.1f} %); probability of "
+                f"*{class_label(asked)}* {100 * before[asked]:.1f} % → "
+                f"{100 * r.probabilities[asked]:.1f} %.\n\n")
+        text += ("**The highlighted region decided this answer.**" if changed else
+                 "**The answer holds without the highlighted region:** the model also reads other "
+                 "parts of the slice, so the map shows one place its evidence came from, not the "
+                 "only one.")
+        if share > 0.25:
+            text += (" The region covers a quarter of the head or more: painting out that much "
+                     "can change an answer by itself.")
+        if not r.is_mri:
+            text += " (The painted scan was flagged as not looking like a brain MRI slice.)"
+        text += ("\n\n<small>One slice, one painted region: a hint, not proof. On validation "
+                 "scans, painting out a tumour-sized region away from the tumour rarely changed "
+                 "the answer (`python -m train.lesion_masked`, docs/explanations.md).</small>")
+        return Recheck(r, share, changed, text)
 
     def model_card(self) -> str:
         """Markdown: intended use, data, metrics by evaluation protocol, known limitations."""

@@ -18,6 +18,7 @@ from gradio_client import Client, handle_file                      # noqa: E402
 from gradio_client.exceptions import AppError                      # noqa: E402
 
 from brainmri.classes import CLASSES                               # noqa: E402
+from brainmri.service import class_label                           # noqa: E402
 from tests.appserver import checkpoint_dir, running_app, sample_scan  # noqa: E402
 from tests.synthetic import scan                                   # noqa: E402
 
@@ -53,7 +54,7 @@ def check_probabilities(label: dict) -> None:
 
 def test_endpoints_are_documented(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/classify", "/reblend", "/compare", "/model_card"} <= names
+    assert {"/classify", "/reblend", "/recheck", "/compare", "/model_card"} <= names
 
 
 def test_classify_then_reblend(client, scan_file):
@@ -257,3 +258,16 @@ def test_blend_is_the_weighted_sum_of_scan_and_colours(alpha):
         assert np.array_equal(out, np.repeat(grey[:, :, None], 3, 2) if a == 0 else colourise(heat))
     with pytest.raises(ValueError, match="shape"):
         blend(grey, heat[:, :-1], alpha)
+
+
+def test_recheck_paints_out_the_hot_region(client, scan_file):
+    size = Image.open(scan_file).size
+    headline, label, *_ = client.predict(handle_file(str(scan_file)), "resnet50", "gradcam",
+                                         "predicted", 0.45, api_name="/classify")
+    text, painted = client.predict(0.45, api_name="/recheck")
+    assert "Hot region painted out" in text and "% of the head" in text
+    assert ("decided this answer" in text) or ("holds without" in text)
+    assert f"before: {class_label(label['label'])}" in text
+    assert Image.open(painted).size == size and Image.open(painted).mode == "RGB"
+    with pytest.raises(AppError, match="Classify a scan first"):           # a new session
+        Client(client.src, verbose=False).predict(0.45, api_name="/recheck")

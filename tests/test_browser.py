@@ -73,6 +73,14 @@ def test_classify_opacity_compare(setup, tmp_path):
                 "before => document.querySelector('#overlay img')?.src !== before", arg=before)
             page.screenshot(path=str(OUT / "classify-opacity.png"), full_page=True)
 
+            page.get_by_text("Did the highlighted region decide?").click()      # the accordion
+            page.locator("#recheck-run").click()
+            sync_api.expect(page.locator("#recheck")).to_contain_text("Hot region painted out")
+            sync_api.expect(page.locator("#recheck")).to_contain_text(
+                re.compile("decided this answer|holds without the highlighted region"))
+            sync_api.expect(page.locator("#recheck-overlay img")).to_be_visible()
+            page.screenshot(path=str(OUT / "classify-recheck.png"), full_page=True)
+
             page.locator("#scan input[type=file]").set_input_files(str(photo))
             sync_api.expect(page.locator("#headline")).to_contain_text(
                 "does not look like a brain MRI slice")

@@ -303,3 +303,18 @@ def test_lesion_masked_cli_reports_each_version_per_class(tmp_path, capsys):
     assert "| official | all |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--split"):
         main(get_args_parser().parse_args([str(ckpt), "--data", str(data), "--split", "test"]))
+
+
+def test_hot_region_is_the_connected_half_maximum_around_the_peak():
+    heat = np.zeros((40, 60), np.float32)
+    heat[5:15, 5:20] = 1.0               # the peak's region
+    heat[8, 10] = 1.2                    # the maximum, inside it
+    heat[25:35, 40:55] = 0.9             # as hot, but apart
+    heat[20, 30] = 0.55                  # above half the peak, isolated
+    region = loc.hot_region(heat)
+    assert region[5:15, 5:20].all() and region.sum() == 10 * 15
+    assert not region[25:35, 40:55].any() and not region[20, 30]
+    assert loc.hot_region(heat, level=0.9).sum() == 1                    # only the maximum
+    assert not loc.hot_region(np.zeros((4, 4))).any()
+    with pytest.raises(ValueError, match="uint8"):
+        loc.paint_out(np.zeros((4, 4), np.float32), np.ones((4, 4), bool))

@@ -228,3 +228,51 @@ def test_model_card_says_where_each_model_runs(service):
 
 def test_model_card_skips_engines_without_a_device():
     assert "Runs on" not in Service({"resnet50": FakeEngine({"glioma": 1.0})}, warmup=False).model_card()
+
+
+class LesionEngine(FakeEngine):
+    """Says glioma while the scan holds a bright (>= 200) spot, else no tumour."""
+
+    def explain(self, image, method=None, target=None, alpha=0.45):
+        self.calls += 1
+        grey = np.asarray(image, np.uint8)
+        probs = ({"glioma": 0.9, "meningioma": 0.04, "notumor": 0.03, "pituitary": 0.03}
+                 if grey.max() >= 200 else
+                 {"glioma": 0.2, "meningioma": 0.1, "notumor": 0.6, "pituitary": 0.1})
+        label = max(probs, key=probs.get)
+        heat = np.zeros(grey.shape, np.float32)
+        return Explanation(Prediction(label, probs, True, 0.0), method or "gradcam", target or label,
+                           heat, np.zeros((*grey.shape, 3), np.uint8), grey)
+
+
+def test_recheck_paints_out_the_hot_region_and_says_whether_it_decided():
+    yy, xx = np.mgrid[:80, :80]
+    grey = np.where((yy - 40) ** 2 + (xx - 40) ** 2 < 35 ** 2, 90, 0).astype(np.uint8)  # a head
+    grey[20:28, 50:58] = 230                                                           # the lesion
+    before = {"glioma": 0.9, "meningioma": 0.04, "notumor": 0.03, "pituitary": 0.03}
+    svc = Service({"resnet50": LesionEngine(PROBS)}, warmup=False)
+    on_lesion = np.exp(-((yy - 24) ** 2 + (xx - 54) ** 2) / 80.0).astype(np.float32)  # half-max r 7.4
+    r = svc.recheck(grey, on_lesion, "resnet50", before)
+    assert r.changed and r.painted.label == "notumor" and r.painted.grey.max() < 200
+    assert "decided this answer" in r.summary and "90.0 % → 20.0 %" in r.summary
+    assert 0 < r.region_share < 0.1
+    untouched = r.painted.grey.astype(int) != grey          # only the hot region was painted
+    assert untouched.any() and not untouched[60:, :].any()
+    elsewhere = np.exp(-((yy - 60) ** 2 + (xx - 30) ** 2) / 30.0).astype(np.float32)
+    r = svc.recheck(grey, elsewhere, "resnet50", before)
+    assert not r.changed and r.painted.label == "glioma" and "holds without" in r.summary
+    assert "quarter of the head" not in r.summary
+    broad = np.where(grey > 0, 1.0, 0.0).astype(np.float32)               # the whole head is hot
+    assert "quarter of the head" in svc.recheck(grey, broad, "resnet50", before).summary
+    with pytest.raises(ValueError, match="empty"):
+        svc.recheck(grey, np.zeros_like(on_lesion), "resnet50", before)
+    with pytest.raises(ValueError, match="same"):
+        svc.recheck(grey, on_lesion[:, :-1], "resnet50", before)
+
+
+def test_recheck_runs_the_real_models(service):
+    r = service.classify(scan(seed=3, size=96), "resnet50", "gradcam")
+    again = service.recheck(r.grey, r.heatmap, "resnet50", r.probabilities, method="gradcam")
+    assert again.painted.heatmap.shape == r.heatmap.shape and 0 < again.region_share <= 1
+    assert again.painted.label in service.classes and "Hot region painted out" in again.summary
+    assert again.changed == (again.painted.label != r.label)

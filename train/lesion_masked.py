@@ -28,7 +28,6 @@ import logging
 import zlib
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from brainmri import localisation as loc
@@ -68,10 +67,7 @@ def grown(box, grow_px: int, shape: tuple[int, int]) -> tuple[int, int, int, int
 
 def paint_out(grey: np.ndarray, box) -> np.ndarray:
     """`grey` (H, W) uint8 with `box` (x0, y0, x1, y1) filled from its surroundings (Telea)."""
-    x0, y0, x1, y1 = box
-    mask = np.zeros(grey.shape, np.uint8)
-    mask[y0:y1, x0:x1] = 255
-    return cv2.inpaint(grey, mask, 5, cv2.INPAINT_TELEA)
+    return loc.paint_out(grey, loc.box_mask(grey.shape, box))
 
 
 def control_box(head: np.ndarray, box, rng: np.random.Generator, tries: int = 200):
