@@ -318,3 +318,15 @@ def test_hot_region_is_the_connected_half_maximum_around_the_peak():
     assert not loc.hot_region(np.zeros((4, 4))).any()
     with pytest.raises(ValueError, match="uint8"):
         loc.paint_out(np.zeros((4, 4), np.float32), np.ones((4, 4), bool))
+
+
+def test_paint_out_fills_a_large_image_from_a_smaller_copy():
+    yy, xx = np.mgrid[:3000, :2000]
+    grey = np.where(((yy - 1500) / 1400) ** 2 + ((xx - 1000) / 900) ** 2 < 1, 100, 0).astype(np.uint8)
+    grey[1000:1400, 800:1200] = 240                                       # a bright lesion
+    mask = np.zeros(grey.shape, bool)
+    mask[990:1410, 790:1210] = True
+    out = loc.paint_out(grey, mask)
+    assert out.shape == grey.shape and out.dtype == np.uint8
+    assert np.array_equal(out[~mask], grey[~mask])                         # nothing else changed
+    assert abs(float(out[mask].mean()) - 100) < 15                          # filled like the tissue
