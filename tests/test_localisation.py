@@ -299,8 +299,11 @@ def test_lesion_masked_cli_reports_each_version_per_class(tmp_path, capsys):
         assert 0 <= c["needed"] <= c["n"] and 0 <= c["pointing"] <= 1
         parts = [(c["needed"], c["pointing_needed"]), (c["n"] - c["needed"], c["pointing_not_needed"])]
         assert sum(n * p for n, p in parts if n) == pytest.approx(c["n"] * c["pointing"])
+        assert 0 <= c["hot region out"]["accuracy"] <= 1 and 0 <= c["hot_changed"] <= c["n"]
+        assert 0 < c["hot_share_of_head"] <= 1
     assert json.loads(out.read_text())["splits"]["official"] == official
-    assert "| official | all |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert printed.count("| official | all |") == 2          # both tables
     with pytest.raises(SystemExit, match="--split"):
         main(get_args_parser().parse_args([str(ckpt), "--data", str(data), "--split", "test"]))
 

@@ -17,8 +17,13 @@ model relies on the tumour. If accuracy barely moves, the class is read from the
 slice (its level, plane, anatomy), and no explanation of that model can point at the tumour.
 Reported per class: accuracy and the mean probability of the true class for each version, and
 the pointing game of the checkpoint's default map on the original scan (as `train.explain_eval`
-scores it), split by whether painting the tumour out changed the answer ("needed") or not. The
-boxes are only used to measure; no model is trained or chosen here.
+scores it), split by whether painting the tumour out changed the answer ("needed") or not.
+
+A fourth version is the app's per-scan check (`Service.recheck`), which needs no box: **hot
+region out**, the default map's hot region (`localisation.hot_region`) painted out. Reported:
+how often that changed the answer, and how often the hot region touched the grown tumour box
+among the answers it changed and among those it did not, so the app's verdict can be read
+against the boxes. The boxes are only used to measure; no model is trained or chosen here.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from .explain_eval import box_for, load_boxes
 
 log = logging.getLogger("lesion_masked")
 VERSIONS = ("original", "lesion out", "control")
+HOT = "hot region out"            # built from the default map of the original, after the model ran
 SPLITS = ("val", "clean", "official")
 
 
@@ -89,15 +95,17 @@ def control_box(head: np.ndarray, box, rng: np.random.Generator, tries: int = 20
     return None
 
 
-def versions(path: Path, box, grow: float) -> dict[str, np.ndarray] | None:
-    """{version: (H, W) uint8} for one scan; None when no control box fits in the head."""
+def versions(path: Path, box, grow: float) -> tuple[dict[str, np.ndarray], tuple] | None:
+    """({version: (H, W) uint8}, the grown tumour box) for one scan; None when no control box
+    fits in the head."""
     grey = to_grey(load_image(path))
     lesion = grown(box, round(grow * max(grey.shape)), grey.shape)
     rng = np.random.default_rng(zlib.crc32(path.name.encode()))
     control = control_box(loc.head_mask(grey), lesion, rng)
     if control is None:
         return None
-    return {"original": grey, "lesion out": paint_out(grey, lesion), "control": paint_out(grey, control)}
+    return ({"original": grey, "lesion out": paint_out(grey, lesion),
+             "control": paint_out(grey, control)}, lesion)
 
 
 def _mean(values) -> float | None:
@@ -113,9 +121,15 @@ def summarise(rows: list[dict]) -> dict:
         chosen = [r for r in rows if name in ("all", r["class"])]
         needed = [r for r in chosen if r["lesion out"][0] != r["original"][0]]
         kept = [r for r in chosen if r["lesion out"][0] == r["original"][0]]
+        hot_changed = [r for r in chosen if r[HOT][0] != r["original"][0]]
+        hot_kept = [r for r in chosen if r[HOT][0] == r["original"][0]]
         out[name] = {"n": len(chosen), **{v: {"accuracy": _mean(r[v][0] == r["class"] for r in chosen),
                                                 "p_true": _mean(r[v][1] for r in chosen)}
-                                            for v in VERSIONS},
+                                            for v in (*VERSIONS, HOT)},
+                     "hot_changed": len(hot_changed),
+                     "hot_share_of_head": _mean(r["hot_share"] for r in chosen),
+                     "hot_on_tumour_changed": _mean(r["hot_on_tumour"] for r in hot_changed),
+                     "hot_on_tumour_kept": _mean(r["hot_on_tumour"] for r in hot_kept),
                      "needed": len(needed), "pointing": _mean(r["pointing"] for r in chosen),
                      "pointing_needed": _mean(r["pointing"] for r in needed),
                      "pointing_not_needed": _mean(r["pointing"] for r in kept)}
@@ -142,22 +156,26 @@ def main(args: argparse.Namespace) -> dict:
         for start in range(0, len(scans), args.batch_size):
             chunk, boxes_of = [], []
             for s, (box, (w, h)) in scans[start:start + args.batch_size]:
-                v = versions(s.path, box, args.grow)
-                if v is None or v["original"].shape != (h, w):
+                found_versions = versions(s.path, box, args.grow)
+                if found_versions is None or found_versions[0]["original"].shape != (h, w):
                     skipped += 1
                     continue
-                chunk.append((s, v))
-                boxes_of.append((box, (w, h)))
+                chunk.append((s, found_versions[0]))
+                boxes_of.append((box, found_versions[1]))
             new = [{"class": s.class_name} for s, _ in chunk]
-            for version in VERSIONS:
+            for version in (*VERSIONS, HOT):
                 if not chunk:
                     break
                 if version == "original":   # the app's default map, as the app shows it
                     found = predictor.explain_batch([v[version] for _, v in chunk])
                     preds = [e.prediction for e in found]
-                    for row, (_, v), (box, _), e in zip(new, chunk, boxes_of, found):
+                    for row, (_, v), (box, lesion), e in zip(new, chunk, boxes_of, found):
                         tol = round(args.tolerance * max(v[version].shape))
                         row["pointing"] = loc.pointing_game(e.heatmap, box, tol)
+                        hot = loc.hot_region(e.heatmap)
+                        v[HOT] = loc.paint_out(v[version], hot)
+                        row["hot_share"] = float(hot.sum() / max(1, (loc.head_mask(v[version]) | hot).sum()))
+                        row["hot_on_tumour"] = bool((hot & loc.box_mask(hot.shape, lesion)).any())
                 else:
                     preds = predictor.predict_batch([v[version] for _, v in chunk])
                 for row, (s, _), p in zip(new, chunk, preds):
@@ -186,6 +204,16 @@ def print_tables(result: dict) -> None:
             cells = " | ".join(f"{100 * c[v]['accuracy']:.1f} ({c[v]['p_true']:.2f})" for v in VERSIONS)
             print(f"| {split} | {name} | {c['n']} | {cells} | {c['needed']} | {pct(c['pointing'])} | "
                   f"{pct(c['pointing_needed'])} | {pct(c['pointing_not_needed'])} |")
+    print("\nThe app's per-scan check: the default map's hot region painted out instead (no box "
+          "needed), and whether that region touched the tumour box:\n")
+    print("| split | class | n | hot region out | answer changed | hot region, % of head | "
+          "touched the tumour, changed | touched the tumour, unchanged |")
+    print("|---|---|---|---|---|---|---|---|")
+    for split, r in result.items():
+        for name, c in r["classes"].items():
+            print(f"| {split} | {name} | {c['n']} | {100 * c[HOT]['accuracy']:.1f} ({c[HOT]['p_true']:.2f}) | "
+                  f"{c['hot_changed']} | {pct(c['hot_share_of_head'])} | {pct(c['hot_on_tumour_changed'])} | "
+                  f"{pct(c['hot_on_tumour_kept'])} |")
 
 
 if __name__ == "__main__":
