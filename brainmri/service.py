@@ -264,9 +264,9 @@ class Service:
                 f"*{class_label(asked)}* {100 * before[asked]:.1f} % → "
                 f"{100 * r.probabilities[asked]:.1f} %.\n\n")
         text += ("**The highlighted region decided this answer.**" if changed else
-                 "**The answer holds without the highlighted region:** the model also reads other "
-                 "parts of the slice, so the map shows one place its evidence came from, not the "
-                 "only one.")
+                 "**The answer holds without the highlighted region:** its evidence is not only "
+                 "there. It may be the rest of the same lesion (the region can be smaller than the "
+                 "tumour) or other parts of the slice.")
         if share > 0.25:
             text += (" The region covers a quarter of the head or more: painting out that much "
                      "can change an answer by itself.")
