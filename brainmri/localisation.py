@@ -9,8 +9,8 @@ Every function takes a heatmap (H, W) float in the input image's own pixels (the
   game, Wang et al. 2020, Score-CAM).
 - null baselines that look at no image: `centred_gaussian` and `random_heatmap`.
 - shortcut checks: `head_mask` + `mass_outside`, and `border_mass` (the outer band of a box).
-- counterfactuals: `hot_region` (where the map is near its peak) and `paint_out` (fill a region
-  from the tissue around it), to ask whether a region decided the answer.
+- counterfactuals: `hot_region` (where the map is near its peak), `paint_out` (fill a region
+  from the tissue around it) and `share_of_head`, to ask whether a region decided the answer.
 """
 from __future__ import annotations
 
@@ -180,6 +180,12 @@ def hot_region(heatmap: np.ndarray, level: float = 0.5) -> np.ndarray:
     _, labels = cv2.connectedComponents(np.uint8(heat >= level * top), connectivity=8)
     peak = np.unravel_index(int(heat.argmax()), heat.shape)
     return labels == labels[peak]
+
+
+def share_of_head(region: np.ndarray, head: np.ndarray) -> float:
+    """The share in [0, 1] of the head (`head` mask, with `region` counted in) that `region`
+    (H, W) bool covers: how much of the scan a counterfactual painted out."""
+    return float(np.count_nonzero(region) / max(1, np.count_nonzero(head | region)))
 
 
 def paint_out(grey: np.ndarray, mask: np.ndarray, radius: int = 5, max_side: int = 1024) -> np.ndarray:

@@ -24,7 +24,7 @@ import torch
 from .cam import CLASS_AGNOSTIC, HOOK_FREE, LABELS, canonical_method
 from .checkpoint import INTENDED_USE
 from .io import ImageSource, load_image
-from .localisation import head_mask, hot_region, paint_out
+from .localisation import head_mask, hot_region, paint_out, share_of_head
 from .overlay import blend, colourise
 from .protocols import DESCRIPTIONS
 
@@ -251,11 +251,12 @@ class Service:
         region = hot_region(heat)
         if not region.any():
             raise ValueError("The heatmap is empty: there is no hot region to paint out.")
+        target = self._target(target)
         r = self._run(model, paint_out(grey, region), canonical_method(method or self.default_method),
-                      self._target(target), alpha)
-        share = float(region.sum() / max(1, (head_mask(grey) | region).sum()))
+                      target, alpha)
+        share = share_of_head(region, head_mask(grey))
         was = max(before, key=before.get)
-        asked = self._target(target) or was
+        asked = target or was
         changed = r.label != was
         text = (f"**Hot region painted out** (where the map is at least half its peak: "
                 f"{100 * share:.0f}% of the head). {MODEL_LABELS.get(model, model)} now says "

@@ -318,6 +318,10 @@ def test_hot_region_is_the_connected_half_maximum_around_the_peak():
     assert region[5:15, 5:20].all() and region.sum() == 10 * 15
     assert not region[25:35, 40:55].any() and not region[20, 30]
     assert loc.hot_region(heat, level=0.9).sum() == 1                    # only the maximum
+    head = np.zeros(heat.shape, bool)
+    head[:, :30] = True                                                   # 1,200 pixels
+    assert loc.share_of_head(region, head) == 150 / 1200
+    assert loc.share_of_head(region, np.zeros_like(head)) == 1.0          # the region counts as head
     assert not loc.hot_region(np.zeros((4, 4))).any()
     with pytest.raises(ValueError, match="uint8"):
         loc.paint_out(np.zeros((4, 4), np.float32), np.ones((4, 4), bool))

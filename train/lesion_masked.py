@@ -95,17 +95,18 @@ def control_box(head: np.ndarray, box, rng: np.random.Generator, tries: int = 20
     return None
 
 
-def versions(path: Path, box, grow: float) -> tuple[dict[str, np.ndarray], tuple] | None:
-    """({version: (H, W) uint8}, the grown tumour box) for one scan; None when no control box
-    fits in the head."""
+def versions(path: Path, box, grow: float) -> tuple[dict[str, np.ndarray], tuple, np.ndarray] | None:
+    """({version: (H, W) uint8}, the grown tumour box, the head mask) for one scan; None when no
+    control box fits in the head."""
     grey = to_grey(load_image(path))
     lesion = grown(box, round(grow * max(grey.shape)), grey.shape)
     rng = np.random.default_rng(zlib.crc32(path.name.encode()))
-    control = control_box(loc.head_mask(grey), lesion, rng)
+    head = loc.head_mask(grey)
+    control = control_box(head, lesion, rng)
     if control is None:
         return None
     return ({"original": grey, "lesion out": paint_out(grey, lesion),
-             "control": paint_out(grey, control)}, lesion)
+             "control": paint_out(grey, control)}, lesion, head)
 
 
 def _mean(values) -> float | None:
@@ -161,7 +162,7 @@ def main(args: argparse.Namespace) -> dict:
                     skipped += 1
                     continue
                 chunk.append((s, found_versions[0]))
-                boxes_of.append((box, found_versions[1]))
+                boxes_of.append((box, *found_versions[1:]))
             new = [{"class": s.class_name} for s, _ in chunk]
             for version in (*VERSIONS, HOT):
                 if not chunk:
@@ -169,12 +170,12 @@ def main(args: argparse.Namespace) -> dict:
                 if version == "original":   # the app's default map, as the app shows it
                     found = predictor.explain_batch([v[version] for _, v in chunk])
                     preds = [e.prediction for e in found]
-                    for row, (_, v), (box, lesion), e in zip(new, chunk, boxes_of, found):
+                    for row, (_, v), (box, lesion, head), e in zip(new, chunk, boxes_of, found):
                         tol = round(args.tolerance * max(v[version].shape))
                         row["pointing"] = loc.pointing_game(e.heatmap, box, tol)
                         hot = loc.hot_region(e.heatmap)
                         v[HOT] = loc.paint_out(v[version], hot)
-                        row["hot_share"] = float(hot.sum() / max(1, (loc.head_mask(v[version]) | hot).sum()))
+                        row["hot_share"] = loc.share_of_head(hot, head)
                         row["hot_on_tumour"] = bool((hot & loc.box_mask(hot.shape, lesion)).any())
                 else:
                     preds = predictor.predict_batch([v[version] for _, v in chunk])
