@@ -7,7 +7,7 @@ the trunk runs once, without autograd.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -16,6 +16,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import resnet50 as tv_resnet50
 
 from .classes import CLASSES
+from .presets import IMAGENET_MEAN, IMAGENET_STD, EvalPreset
 
 
 def grid_pool(cells: int) -> nn.Sequential:
@@ -118,29 +119,114 @@ def resnet50_trunk_keys() -> dict[str, str]:
     return {name: f"trunk.{i}" for i, name in enumerate(names)}
 
 
+def resnet50_pretrained(source: str = "auto") -> tuple[dict[str, torch.Tensor], dict]:
+    """ImageNet weights from `source` (`brainmri.imagenet.resnet50_imagenet`: keras-npm,
+    torchvision or auto) -> (our trunk's state dict, the build kwargs those weights need)."""
+    from .imagenet import resnet50_imagenet
+    state, v1 = resnet50_imagenet(source)
+    prefixes = resnet50_trunk_keys()
+    trunk = {}
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head in prefixes:
+            trunk[f"{prefixes[head]}.{rest}"] = value
+    return trunk, {"v1_strides": v1}
+
+
 @dataclass(frozen=True)
 class Arch:
-    name: str
+    """Everything the library, the trainer, the app and the tests need to know about one
+    architecture; adding a model is one `register(Arch(...))`.
+
+    The CAM target layer is the trunk's last block (the `Classifier` contract); the fused
+    Layer-CAM's finer layer is the last block with twice that map's side (`cam.fusion_index`).
+    """
+    name: str                          # registry key, `--model` value, checkpoints/<name>.safetensors
+    label: str                         # display name ("ResNet-50")
+    short: str                         # name in compact lists
     build: Callable[..., Classifier]
     in_channels: int
-    size: int            # default input size
+    size: int                          # default input side, pixels
     description: str
+    stages: tuple[str, ...]            # one stage name per trunk block, in order (freezing by name)
+    mean: tuple[float, ...]            # input normalisation, one value per channel
+    std: tuple[float, ...]
+    # source -> (state dict over part of the model, build kwargs); None: trained from scratch.
+    pretrained: Callable[[str], tuple[dict[str, torch.Tensor], dict]] | None = None
+    small: dict = field(default_factory=dict)   # build kwargs of a small instance (tests)
+
+    def blocks_through(self, freeze: str) -> int:
+        """How many leading trunk blocks `freeze` keeps fixed: "none", "all-but-head", or stage
+        names joined by "+", everything up to the end of the last one named ("stem+layer2":
+        the stem, layer1 and layer2)."""
+        if freeze == "none":
+            return 0
+        if freeze == "all-but-head":
+            return len(self.stages)
+        names = freeze.split("+")
+        unknown = [n for n in names if n not in self.stages]
+        if unknown:
+            raise ValueError(f"{self.name} has no stage {unknown[0]!r}; stages: "
+                             + ", ".join(dict.fromkeys(self.stages)))
+        return 1 + max(i for i, s in enumerate(self.stages) if s in names)
+
+    def blocks_before(self, stage: str) -> int:
+        """Index of the first trunk block of `stage` (the blocks before it stay frozen)."""
+        if stage not in self.stages:
+            raise ValueError(f"{self.name} has no stage {stage!r}")
+        return self.stages.index(stage)
+
+    def preset(self, size: int | None = None) -> EvalPreset:
+        """The evaluation preset for this architecture at `size` (default: its own)."""
+        return EvalPreset(size=size or self.size, channels=self.in_channels,
+                          mean=tuple(self.mean), std=tuple(self.std))
 
 
-ARCHS: dict[str, Arch] = {
-    "baseline": Arch("baseline", build_baseline, 1, 160,
-                     "3 conv layers (5x5 s2, 3x3, 3x3; BN, ReLU) + 2 fully connected on a 4x4 grid, from scratch"),
-    "resnet50": Arch("resnet50", build_resnet50, 3, 224,
-                     "ResNet-50 (v1 strides) from ImageNet weights, new linear head"),
-}
+ARCHS: dict[str, Arch] = {}
+
+
+def register(arch: Arch) -> Arch:
+    """Add `arch` to the registry (replacing one of the same name) and return it."""
+    ARCHS[arch.name] = arch
+    return arch
+
+
+register(Arch("baseline", "Baseline CNN", "baseline", build_baseline, 1, 160,
+              "3 conv layers (5x5 s2, 3x3, 3x3; BN, ReLU) + 2 fully connected on a 4x4 grid, from scratch",
+              stages=("block1", "block2", "block3"), mean=(0.5,), std=(0.25,),
+              small={"widths": [8, 16, 32]}))
+register(Arch("resnet50", "ResNet-50", "ResNet-50", build_resnet50, 3, 224,
+              "ResNet-50 (v1 strides) from ImageNet weights, new linear head",
+              stages=("stem",) * 4 + ("layer1", "layer2", "layer3", "layer4"),
+              mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=resnet50_pretrained,
+              small={"v1_strides": True}))
+
+
+def get_arch(name: str) -> Arch:
+    if name not in ARCHS:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHS)}")
+    return ARCHS[name]
 
 
 def build_model(arch: str, **kwargs) -> Classifier:
-    if arch not in ARCHS:
-        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
-    spec = ARCHS[arch]
+    spec = get_arch(arch)
     kwargs.setdefault("in_channels", spec.in_channels)
     return spec.build(**kwargs)
+
+
+def pretrained_model(arch: str, source: str = "auto") -> tuple[Classifier, dict]:
+    """A new `arch` model with its pretrained weights (if it has any) -> (model, build kwargs).
+    Only the head may be left at its initialisation."""
+    spec = get_arch(arch)
+    if spec.pretrained is None:
+        return build_model(arch), {}
+    state, kwargs = spec.pretrained(source)
+    model = build_model(arch, **kwargs)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or not all(k.startswith("head.") for k in missing):
+        raise ValueError(f"{arch} pretrained weights do not fit: missing {missing}, "
+                         f"unexpected {unexpected}")
+    return model, kwargs
 
 
 def target_layer(model: Classifier) -> nn.Module:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -25,12 +25,30 @@ from .cam import CLASS_AGNOSTIC, HOOK_FREE, LABELS, canonical_method
 from .checkpoint import INTENDED_USE
 from .io import ImageSource, load_image
 from .localisation import head_mask, hot_region, paint_out, share_of_head
+from .models import ARCHS
 from .overlay import blend, colourise
 from .protocols import DESCRIPTIONS
 
-MODEL_NAMES = ("baseline", "resnet50")                 # checkpoints/<name>.safetensors
-MODEL_LABELS = {"baseline": "Baseline CNN", "resnet50": "ResNet-50"}
-SHORT_NAMES = {"baseline": "baseline", "resnet50": "ResNet-50"}
+
+class ArchField(Mapping[str, str]):
+    """One field of every registered architecture by name (`brainmri.models.ARCHS`), read live,
+    so an architecture registered after import is named too."""
+
+    def __init__(self, field: str):
+        self.field = field
+
+    def __getitem__(self, name: str) -> str:
+        return getattr(ARCHS[name], self.field)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ARCHS)
+
+    def __len__(self) -> int:
+        return len(ARCHS)
+
+
+MODEL_LABELS = ArchField("label")                      # "resnet50" -> "ResNet-50"
+SHORT_NAMES = ArchField("short")
 CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour",
                 "pituitary": "Pituitary tumour"}
 PREDICTED = "predicted"                                # target choice: explain the predicted class
@@ -49,7 +67,7 @@ class Engine(Protocol):
 @dataclass(frozen=True)
 class Result:
     """One model's answer for one image, ready to display."""
-    model: str                       # key in MODEL_NAMES
+    model: str                       # the engine's key (an architecture name for from_folder)
     label: str                       # predicted class name
     probabilities: dict[str, float]  # by class name, sums to 1
     is_mri: bool
@@ -70,7 +88,7 @@ class Result:
 
 @dataclass(frozen=True)
 class Comparison:
-    results: dict[str, Result]       # by model key, in MODEL_NAMES order
+    results: dict[str, Result]       # by model key, in the service's order
     agree: bool | None               # None when fewer than two models are loaded
     summary: str                     # markdown, one line
 
@@ -126,17 +144,18 @@ class Service:
             self.warmup()
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device=None, names: Sequence[str] = MODEL_NAMES,
+    def from_folder(cls, folder: str | Path, device=None, names: Sequence[str] | None = None,
                     warmup: bool = True, batch: int = 1, max_wait_ms: float = 5.0,
                     workers: int = 1) -> "Service":
-        """Load `<folder>/<name>.safetensors` for each name that exists (at least one must).
+        """Load `<folder>/<name>.safetensors` for each name that exists (at least one must);
+        `names` defaults to every registered architecture, in registry order.
         With `batch` > 1 each model sits behind a `Batcher`: concurrent requests share one
         forward pass (up to `batch` images, gathered for at most `max_wait_ms`), with `workers`
         batches in flight at once."""
         from .batching import Batcher
         from .predictor import Predictor
         folder = Path(folder)
-        paths = {n: folder / f"{n}.safetensors" for n in names}
+        paths = {n: folder / f"{n}.safetensors" for n in (ARCHS if names is None else names)}
         found = {n: p for n, p in paths.items() if p.is_file()}
         if not found:
             raise FileNotFoundError(f"no checkpoints in {folder}: expected "

@@ -9,11 +9,11 @@ import torch
 
 from brainmri.checkpoint import save_checkpoint
 from brainmri.classes import CLASSES
-from brainmri.models import build_model
-from brainmri.presets import EvalPreset
+from brainmri.models import ARCHS, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints"
+SHIPPED_ARCHS = tuple(ARCHS)          # the registry as imported: every architecture we ship
 
 # One thread: the tests' tensors are tiny, and on a machine shared with a training run
 # OpenMP threads that wait on each other make a 64 px forward ~20x slower than one thread.
@@ -36,12 +36,10 @@ def data_dir() -> Path:
 def make_tiny_checkpoint(path: Path, arch: str, size: int = 64, seed: int = 0) -> Path:
     """A randomly initialised checkpoint of `arch` at a small input size, for fast tests."""
     torch.manual_seed(seed)
-    kwargs = {"widths": [8, 16, 32]} if arch == "baseline" else {"v1_strides": True}
+    spec = ARCHS[arch]
+    kwargs = dict(spec.small)
     model = build_model(arch, **kwargs)
-    channels = 1 if arch == "baseline" else 3
-    preset = EvalPreset(size=size, channels=channels,
-                        mean=(0.5,) if channels == 1 else EvalPreset().mean,
-                        std=(0.25,) if channels == 1 else EvalPreset().std)
+    preset = spec.preset(size)
     meta = {"arch": arch, "arch_kwargs": kwargs, "classes": list(CLASSES),
             "preset": preset.to_dict(), "name": f"tiny-{arch}", "recipe": "test",
             "metrics": {}}
@@ -51,13 +49,12 @@ def make_tiny_checkpoint(path: Path, arch: str, size: int = 64, seed: int = 0) -
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("ckpt")
-    return {arch: make_tiny_checkpoint(folder / f"{arch}.safetensors", arch)
-            for arch in ("baseline", "resnet50")}
+    return {arch: make_tiny_checkpoint(folder / f"{arch}.safetensors", arch) for arch in SHIPPED_ARCHS}
 
 
 @pytest.fixture(scope="session")
 def shipped_checkpoints() -> dict[str, Path]:
-    found = {a: SHIPPED / f"{a}.safetensors" for a in ("baseline", "resnet50")}
+    found = {a: SHIPPED / f"{a}.safetensors" for a in SHIPPED_ARCHS}
     missing = [str(p) for p in found.values() if not p.is_file()]
     if missing:
         pytest.skip(f"shipped checkpoints missing: {missing}")

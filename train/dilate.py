@@ -48,7 +48,7 @@ from brainmri import cam as cams
 from brainmri import localisation as loc
 from brainmri.checkpoint import load_checkpoint
 from brainmri.io import ImageLoadError, load_image, to_grey
-from brainmri.models import build_model
+from brainmri.models import ARCHS, build_model
 from brainmri.predictor import default_device
 from brainmri.presets import EvalPreset
 from brainmri.protocols import build_splits, kaggle_root
@@ -57,7 +57,9 @@ from .explain_eval import box_for, load_boxes
 from .train import finalise, lr_at
 
 log = logging.getLogger("train.dilate")
-FROZEN = {"layer4": 7, "layer3-4": 6}     # trunk[:7] = conv1 .. layer3, trunk[:6] = .. layer2
+# --train-blocks -> how many leading trunk blocks stay frozen (conv1 .. layer3, or .. layer2).
+FROZEN = {"layer4": ARCHS["resnet50"].blocks_before("layer4"),
+          "layer3-4": ARCHS["resnet50"].blocks_before("layer3")}
 
 
 def get_args_parser() -> argparse.ArgumentParser:

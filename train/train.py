@@ -31,8 +31,7 @@ from tqdm import tqdm
 from brainmri.checkpoint import load_checkpoint, save_checkpoint
 from brainmri.classes import CLASSES
 from brainmri.data import fingerprint, load_crops
-from brainmri.imagenet import resnet50_imagenet
-from brainmri.models import ARCHS, Classifier, build_model, resnet50_trunk_keys
+from brainmri.models import ARCHS, Classifier, pretrained_model
 from brainmri.predictor import default_device
 from brainmri.ood import MahalanobisOOD
 from brainmri.presets import EvalPreset, TrainPreset
@@ -56,7 +55,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, help="overrides the recipe")
     p.add_argument("--optimizer", choices=["sgd", "adamw"])
     p.add_argument("--schedule", choices=["cosine", "constant"])
-    p.add_argument("--freeze", choices=["none", "stem+layer1", "stem+layer2", "all-but-head"])
+    p.add_argument("--freeze", help='"none", "all-but-head", or stage names joined by "+" '
+                   ', e.g. "stem+layer2" freezes through layer2 (brainmri.models.Arch)')
     p.add_argument("--augment", type=int, choices=[0, 1])
     p.add_argument("--imagenet", choices=["auto", "keras-npm", "torchvision"], default="auto")
     p.add_argument("--init", type=Path, default=None,
@@ -103,38 +103,23 @@ def make_model(cfg: dict) -> tuple[Classifier, dict]:
         if meta["arch"] != arch:
             raise ValueError(f"--init {cfg['init']} is a {meta['arch']}, not a {arch}")
         return model.float().train(), meta["arch_kwargs"]
-    if arch == "resnet50":
-        state, v1 = resnet50_imagenet(cfg["imagenet"])
-        kwargs = {"v1_strides": v1}
-        model = build_model(arch, **kwargs)
-        prefixes = resnet50_trunk_keys()
-        trunk_state = {}
-        for k, v in state.items():
-            head, _, rest = k.partition(".")
-            if head in prefixes:
-                trunk_state[f"{prefixes[head]}.{rest}"] = v
-        missing, unexpected = model.load_state_dict(trunk_state, strict=False)
-        assert not unexpected and all(k.startswith("head.") for k in missing), (missing, unexpected)
-    else:
-        kwargs = {}
-        model = build_model(arch, **kwargs)
-    return model, kwargs
+    return pretrained_model(arch, cfg["imagenet"])
 
 
-def apply_freeze(model: Classifier, freeze: str) -> None:
-    """Freeze parameters (and batch-norm statistics) of the leading trunk stages."""
-    upto = {"none": 0, "stem+layer1": 5, "stem+layer2": 6, "all-but-head": len(model.trunk)}[freeze]
-    for i, module in enumerate(model.trunk):
-        if i < upto:
-            for p in module.parameters():
-                p.requires_grad_(False)
+def frozen_blocks(cfg: dict) -> int:
+    """How many leading trunk blocks the recipe's `freeze` keeps fixed (the arch names them)."""
+    return ARCHS[cfg["model"]].blocks_through(cfg["freeze"])
 
 
-def frozen_eval(model: Classifier, freeze: str) -> None:
-    upto = {"none": 0, "stem+layer1": 5, "stem+layer2": 6, "all-but-head": len(model.trunk)}[freeze]
-    for i, module in enumerate(model.trunk):
-        if i < upto:
-            module.eval()
+def apply_freeze(model: Classifier, blocks: int) -> None:
+    """Freeze the parameters of the leading `blocks` trunk blocks."""
+    for p in model.trunk[:blocks].parameters():
+        p.requires_grad_(False)
+
+
+def frozen_eval(model: Classifier, blocks: int) -> None:
+    """Keep the frozen blocks' batch-norm statistics fixed (eval mode) while the rest trains."""
+    model.trunk[:blocks].eval()
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
@@ -158,7 +143,7 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None, rank: int,
 def train_one_epoch(model, crops, labels, preset: TrainPreset | EvalPreset, cfg, opt, epoch,
                     step0, total_steps, warmup_steps, device, rank, world, gen) -> tuple[float, float, int]:
     model.train()
-    frozen_eval(model.module if hasattr(model, "module") else model, cfg["freeze"])
+    frozen_eval(model.module if hasattr(model, "module") else model, frozen_blocks(cfg))
     rng = np.random.default_rng(cfg["seed"] * 1000 + epoch)
     n_batches = math.ceil(len(crops) / world / cfg["batch_size"])
     seen = correct = 0
@@ -261,11 +246,7 @@ def main(args: argparse.Namespace) -> Path:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                             handlers=[logging.FileHandler(out / "log.txt"), logging.StreamHandler()])
     torch.manual_seed(cfg["seed"])
-    arch = ARCHS[cfg["model"]]
-    channels = arch.in_channels
-    eval_preset = EvalPreset(size=cfg["size"], channels=channels,
-                             mean=EvalPreset().mean if channels == 3 else (0.5,),
-                             std=EvalPreset().std if channels == 3 else (0.25,))
+    eval_preset = ARCHS[cfg["model"]].preset(cfg["size"])
     train_preset = TrainPreset(eval=eval_preset) if cfg["augment"] else eval_preset
 
     splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"])
@@ -290,7 +271,7 @@ def main(args: argparse.Namespace) -> Path:
     y_val = np.array([s.label for s in val_s], np.int64)
 
     model, arch_kwargs = make_model(cfg)
-    apply_freeze(model, cfg["freeze"])
+    apply_freeze(model, frozen_blocks(cfg))
     model = model.to(device).to(memory_format=torch.channels_last)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     params = [p for p in model.parameters() if p.requires_grad]
