@@ -48,7 +48,7 @@ def floor_fn(p: Predictor, batch_size: int, nchw: bool = False,
         x = x.contiguous(memory_format=torch.channels_last)
 
     def run(_):
-        with torch.no_grad(), p._autocast():
+        with torch.no_grad(), p.autocast():
             model(x)
     return run
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from brainmri.checkpoint import save_checkpoint
 from brainmri.classes import CLASSES
-from brainmri.data import _files
+from brainmri.data import image_files
 from brainmri.models import ARCHS, build_model
-from brainmri.presets import EvalPreset
 
 
 @dataclass(frozen=True)
@@ -19,17 +18,15 @@ class Checkpoint:
 
 
 def checkpoints(folder: str | Path | None, scratch: Path) -> dict[str, Checkpoint]:
-    """`<folder>/{baseline,resnet50}.safetensors`, or random ones at each arch's default size."""
+    """`<folder>/<arch>.safetensors` per registered arch, or random ones at its default size."""
     out = {}
-    for arch in ("baseline", "resnet50"):
+    for arch in ARCHS:
         path = Path(folder) / f"{arch}.safetensors" if folder else None
         if path is not None and path.is_file():
             out[arch] = Checkpoint(path, False)
             continue
         spec = ARCHS[arch]
-        preset = EvalPreset(size=spec.size, channels=spec.in_channels,
-                            mean=EvalPreset().mean[: spec.in_channels],
-                            std=EvalPreset().std[: spec.in_channels])
+        preset = spec.preset()
         meta = {"arch": arch, "arch_kwargs": {}, "classes": list(CLASSES),
                 "preset": preset.to_dict(), "name": f"random-{arch}", "recipe": "benchmark"}
         out[arch] = Checkpoint(save_checkpoint(scratch / f"{arch}.safetensors",
@@ -52,7 +49,7 @@ def scan_files(folder: str | Path | None, count: int) -> tuple[list[bytes], str]
     """`count` files spread evenly over the sorted files under `folder` (or synthetic ones)."""
     if not folder:
         return synthetic_scans(count), f"{count} synthetic 512x512 JPEG scans"
-    files = list(_files(Path(folder)))
+    files = list(image_files(Path(folder)))
     if not files:
         raise FileNotFoundError(f"no files under {folder}")
     step = max(1, len(files) // count)

@@ -77,10 +77,9 @@ def library_check(p: Predictor, prepared, count: int) -> dict[str, float]:
     x = torch.stack([q.tensor for q in prepared[:count]]).to(p.device)
     out = {}
     with tf32(False):
-        acts = p.features(x)
-        logits, _ = p._head(acts, None)
+        logits, acts = p.logits_and_features(x)
         targets = logits.argmax(1).tolist()
-        _, grads = p._head(acts, targets)
+        _, grads = p.classify(acts, targets)
         for method in cams.FAST_METHODS:
             fast = cams.cam_from_activations(method, acts, grads, x.shape[-2:])
             out[method] = float(np.abs(fast - cams.reference_cam(p.model, method, x, targets)).max())

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from .data import _files
+from .data import image_files
 from .predictor import Predictor
 from .presets import Prepared
 
@@ -52,7 +52,7 @@ def find_images(paths: Iterable[str | Path]) -> list[Item]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            items += [Item(f, Path(path.resolve().name) / f.relative_to(path)) for f in _files(path)]
+            items += [Item(f, Path(path.resolve().name) / f.relative_to(path)) for f in image_files(path)]
         else:
             items.append(Item(path, Path(path.name)))
     return items

@@ -111,7 +111,7 @@ class Batcher:
                 target: str | int | None = None, alpha: float = 0.45) -> Explanation:
         """As `Predictor.explain`. Raises ImageLoadError / ValueError here, in the caller."""
         method = cams.canonical_method(method or self.default_method)
-        index = None if target is None else self.predictor._target_index(target, None, 0)
+        index = None if target is None else self.predictor.target_index(target, None, 0)
         prepared = self.predictor.prepare([image])[0]
         future: Future = Future()
         with self._lock:                    # no request may slip in behind the stop marker

@@ -18,6 +18,7 @@ that position's gradient, instead of the library's dot pattern (3 of 4 positions
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import cv2
@@ -29,29 +30,43 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from threadpoolctl import threadpool_limits
 
-METHODS = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "layercam": LayerCAM,
-    "eigencam": EigenCAM,
-    "hirescam": HiResCAM,
-    "scorecam": ScoreCAM,
-    "ablationcam": AblationCAM,
-    "layercamfused": LayerCAM,
-}
-LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM",
-          "layercam": "Layer-CAM", "eigencam": "Eigen-CAM", "hirescam": "HiRes-CAM",
-          "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM",
-          "layercamfused": "Layer-CAM, 2 layers"}
-# Computable from the target layer's activations and the head's gradient alone.
-FAST_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "hirescam")
-# Two target layers from one forward and a backward through the blocks after the first one.
-FUSED_METHODS = ("layercamfused",)
-# Need no hooks on the model: safe to run side by side on one model.
+@dataclass(frozen=True)
+class Method:
+    """One CAM method: its key, its label, the pytorch-grad-cam class whose math it is, and
+    the path that computes it (`Predictor.maps` decides by this field alone):
+    - "fast": from the target layer's activations and the head's gradient (one trunk pass);
+    - "fused": two target layers, one forward and a backward after the finer block;
+    - "reference": the library's own object with hooks (extra forward passes)."""
+    name: str
+    label: str
+    engine: type
+    path: str
+    class_agnostic: bool = False      # the map does not depend on the class asked about
+
+    @property
+    def hook_free(self) -> bool:
+        """Needs no hooks on the model: safe to run side by side on one model."""
+        return self.path != "reference"
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("gradcam", "Grad-CAM", GradCAM, "fast"),
+    Method("gradcam++", "Grad-CAM++", GradCAMPlusPlus, "fast"),
+    Method("xgradcam", "XGrad-CAM", XGradCAM, "fast"),
+    Method("layercam", "Layer-CAM", LayerCAM, "fast"),
+    # The activations' first principal component: the same map for every class.
+    Method("eigencam", "Eigen-CAM", EigenCAM, "fast", class_agnostic=True),
+    Method("hirescam", "HiRes-CAM", HiResCAM, "fast"),
+    Method("scorecam", "Score-CAM", ScoreCAM, "reference"),
+    Method("ablationcam", "Ablation-CAM", AblationCAM, "reference"),
+    Method("layercamfused", "Layer-CAM, 2 layers", LayerCAM, "fused"),
+)}
+# Views of the registry, in its order.
+LABELS = {name: m.label for name, m in METHODS.items()}
+FAST_METHODS = tuple(name for name, m in METHODS.items() if m.path == "fast")
+FUSED_METHODS = tuple(name for name, m in METHODS.items() if m.path == "fused")
 HOOK_FREE = FAST_METHODS + FUSED_METHODS
-# The map does not depend on the class asked about (the activations' first principal component).
-CLASS_AGNOSTIC = frozenset({"eigencam"})
+CLASS_AGNOSTIC = frozenset(name for name, m in METHODS.items() if m.class_agnostic)
 
 
 def canonical_method(name: str) -> str:
@@ -103,7 +118,7 @@ def cam_from_activations(method: str, activations: torch.Tensor, grads: torch.Te
     `size` is the model input's (H, W). Identical to what pytorch-grad-cam returns for the same
     activations and gradients (its `get_cam_image`, ReLU and `scale_cam_image`).
     """
-    cls = METHODS[canonical_method(method)]
+    cls = METHODS[canonical_method(method)].engine
     engine = _math_only(cls)
     acts = activations.detach().float().cpu().numpy()
     grad = grads.detach().float().cpu().numpy() if grads is not None else np.zeros_like(acts)
@@ -236,10 +251,10 @@ def smooth_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
 def reference_cam(model: torch.nn.Module, method: str, batch: torch.Tensor,
                   targets: Sequence[int]) -> np.ndarray:
     """pytorch-grad-cam's usual path (hooks, full backward); hooks are released on return."""
-    method = canonical_method(method)
-    cls = METHODS[method]
+    spec = METHODS[canonical_method(method)]
+    cls = spec.engine
     layers = ([model.trunk[fusion_index(model, batch.shape[-2:])], model.trunk[-1]]
-              if method in FUSED_METHODS else [model.trunk[-1]])
+              if spec.path == "fused" else [model.trunk[-1]])
     with cls(model=model, target_layers=layers) as engine:
         if hasattr(engine, "batch_size"):
             engine.batch_size = 32

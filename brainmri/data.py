@@ -37,7 +37,9 @@ class Sample:
         return CLASSES[self.label]
 
 
-def _files(folder: Path) -> Iterable[Path]:
+def image_files(folder: Path) -> Iterable[Path]:
+    """Every file under `folder` that may be an image, sorted (notes, tables and hidden files
+    skipped; whether it decodes is found later)."""
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.name not in SKIP_NAMES and p.suffix.lower() not in SKIP_SUFFIXES \
                 and not p.name.startswith("."):
@@ -66,11 +68,11 @@ def discover(root: str | Path) -> list[Sample]:
             for class_dir in _class_dirs(split_dir):
                 label = CLASSES.index(canonical_class(class_dir.name))
                 split = SPLIT_ALIASES[split_dir.name.lower()]
-                samples += [Sample(p, label, split) for p in _files(class_dir)]
+                samples += [Sample(p, label, split) for p in image_files(class_dir)]
     else:
         for class_dir in subdirs:
             label = CLASSES.index(canonical_class(class_dir.name))
-            samples += [Sample(p, label, "all") for p in _files(class_dir)]
+            samples += [Sample(p, label, "all") for p in image_files(class_dir)]
     if not samples:
         raise ValueError(f"no image files found under {root}")
     return samples

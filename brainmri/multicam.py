@@ -4,8 +4,8 @@
     maps[0].heatmaps["gradcam"]        # (H, W) float32 in [0, 1], the input image's pixels
 
 Every map is exactly what `Predictor.explain_batch(..., method=m)` returns for the same
-image and target; the fast methods share the trunk pass and the head's gradient (the fused
-Layer-CAM needs its own pass).
+image and target: both go through `Predictor.maps`, where the fast methods share the trunk
+pass and the head's gradient (the fused Layer-CAM needs its own pass).
 """
 from __future__ import annotations
 
@@ -38,18 +38,7 @@ def input_maps(predictor: Predictor, batch: torch.Tensor, methods: Sequence[str]
     unknown = [m for m in methods if m not in cams.HOOK_FREE]
     if unknown:
         raise ValueError(f"not a hook-free CAM method: {unknown}; these are: {', '.join(cams.HOOK_FREE)}")
-    acts = predictor.features(batch)                                  # (B, K, h, w)
-    logits, _ = predictor._head(acts, None)
-    if targets is None:
-        targets = logits.argmax(dim=1).tolist()
-    targets = list(targets)
-    _, grads = predictor._head(acts, targets)
-    size = batch.shape[-2:]
-    maps = {m: cams.cam_from_activations(m, acts, grads, size) for m in methods if m in cams.FAST_METHODS}
-    for m in methods:
-        if m in cams.FUSED_METHODS:         # its own forward (with autograd after the finer block)
-            maps[m] = predictor.fused(batch, lambda _: targets)[3]
-    return logits, acts.mean(dim=(2, 3)), targets, {m: maps[m] for m in methods}
+    return predictor.maps(batch, methods, None if targets is None else (lambda _: list(targets)))
 
 
 def explain_methods(predictor: Predictor, prepared: Sequence[Prepared], methods: Sequence[str],
@@ -57,6 +46,6 @@ def explain_methods(predictor: Predictor, prepared: Sequence[Prepared], methods:
     """Prediction and one heatmap per method for each prepared image, from one trunk pass."""
     batch = torch.stack([p.tensor for p in prepared])
     logits, pooled, targets, maps = input_maps(predictor, batch, methods, targets)
-    return [MethodMaps(predictor._prediction(logits, pooled, i), predictor.classes[targets[i]],
+    return [MethodMaps(predictor.prediction(logits, pooled, i), predictor.classes[targets[i]],
                        {m: to_input_pixels(maps[m][i], p) for m in maps})
             for i, p in enumerate(prepared)]

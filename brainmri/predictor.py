@@ -100,7 +100,8 @@ class Predictor:
         """Whether the trunk runs under bfloat16 autocast (asked for, and on a GPU)."""
         return self.device.type == "cuda" and self.precision == "bf16"
 
-    def _autocast(self):
+    def autocast(self):
+        """The context the trunk runs in: bfloat16 autocast when `bf16`, else nothing."""
         if self.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
@@ -109,12 +110,13 @@ class Predictor:
     def features(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) -> target-layer activations (B, K, h, w), float32, no autograd."""
         x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        with self.autocast():
             acts = self.model.trunk(x)
         return acts.float()
 
-    def _head(self, acts: torch.Tensor, targets: Sequence[int] | None):
-        """Logits (B, K) and, when `targets` is given, d logit[target] / d acts (B, C, h, w).
+    def classify(self, acts: torch.Tensor, targets: Sequence[int] | None = None):
+        """Target-layer activations (B, K, h, w) -> logits (B, classes) and, when `targets`
+        (one class index per image) is given, d logit[target] / d acts (B, K, h, w), else None.
 
         Autograd runs through the parameter-free pool and the small head only.
         """
@@ -128,17 +130,59 @@ class Predictor:
             (grads,) = torch.autograd.grad(chosen.sum(), leaf)
         return logits.detach(), grads
 
+    def logits_and_features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, S, S) model input -> (raw logits (B, classes), activations (B, K, h, w)),
+        float32, from one trunk pass without autograd."""
+        acts = self.features(batch)
+        return self.classify(acts)[0], acts
+
     def fused(self, batch: torch.Tensor, choose=None):
         """Layer-CAM on two layers (`cams.fused_cam`) for (B, C, S, S) model input ->
         (last acts, logits, targets, maps (B, S, S)); `choose(logits)` gives the target class
         indices (None: the predicted classes)."""
         x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        return cams.fused_cam(self.model, x, choose or (lambda logits: logits.argmax(dim=1).tolist()),
-                              self._autocast())
+        return cams.fused_cam(self.model, x, choose or predicted, self.autocast())
 
-    def _prediction(self, logits: torch.Tensor, pooled: torch.Tensor, index: int,
-                    prepared: Prepared | None = None) -> Prediction:
-        probs = torch.softmax(logits[index].float() / self.temperature, dim=0).cpu().numpy()
+    def maps(self, batch: torch.Tensor, methods: Sequence[str], choose=None):
+        """(B, C, S, S) model input -> (logits (B, classes), pooled activations (B, K), targets,
+        {method: (B, S, S) maps in [0, 1] over the model input}).
+
+        `choose(logits)` gives one target class index per image (None: the predicted class).
+        Each method is computed the way its record says (`cams.Method.path`): the fast ones
+        share one trunk pass and the head's gradient; the fused one runs its own pass (alone,
+        it is the only pass); reference methods go through pytorch-grad-cam's hooks.
+        """
+        specs = [cams.METHODS[cams.canonical_method(m)] for m in methods]
+        choose = choose or predicted
+        if specs and all(m.path == "fused" for m in specs):
+            acts, logits, targets, fused = self.fused(batch, choose)
+            return logits, acts.mean(dim=(2, 3)), targets, {m.name: fused for m in specs}
+        acts = self.features(batch)
+        logits, _ = self.classify(acts)
+        targets = list(choose(logits))
+        out: dict[str, np.ndarray] = {}
+        if any(m.path == "fast" for m in specs):
+            _, grads = self.classify(acts, targets)
+            out.update({m.name: cams.cam_from_activations(m.name, acts, grads, batch.shape[-2:])
+                        for m in specs if m.path == "fast"})
+        for m in specs:
+            if m.path == "fused":        # its own forward, with autograd after the finer block
+                out[m.name] = self.fused(batch, lambda _: targets)[3]
+            elif m.path == "reference":
+                out[m.name] = cams.reference_cam(self.model, m.name, batch.to(self.device), targets)
+        return logits, acts.mean(dim=(2, 3)), targets, {m.name: out[m.name] for m in specs}
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Raw logits (..., classes) -> calibrated probabilities (`calibrated` at this
+        checkpoint's temperature)."""
+        return calibrated(logits, self.temperature)
+
+    def prediction(self, logits: torch.Tensor, pooled: torch.Tensor, index: int,
+                   prepared: Prepared | None = None) -> Prediction:
+        """Image `index` of a batch's logits (B, classes) and pooled activations (B, K) -> its
+        `Prediction` (calibrated probabilities, the not-an-MRI check on features and, given
+        `prepared`, on the input)."""
+        probs = self.probabilities(logits[index]).cpu().numpy()
         by_class = {c: float(p) for c, p in zip(self.classes, probs)}
         if self.ood is not None:
             score = float(self.ood.score(pooled[index:index + 1].cpu())[0])
@@ -161,15 +205,16 @@ class Predictor:
     def predict_batch(self, images: Sequence[ImageSource] | None = None, *,
                       prepared: Sequence[Prepared] | None = None) -> list[Prediction]:
         prepared = prepared if prepared is not None else self.prepare(images)
-        acts = self.features(torch.stack([p.tensor for p in prepared]))
-        logits, _ = self._head(acts, None)
+        logits, acts = self.logits_and_features(torch.stack([p.tensor for p in prepared]))
         pooled = acts.mean(dim=(2, 3))
-        return [self._prediction(logits, pooled, i, p) for i, p in enumerate(prepared)]
+        return [self.prediction(logits, pooled, i, p) for i, p in enumerate(prepared)]
 
     def predict(self, image: ImageSource) -> Prediction:
         return self.predict_batch([image])[0]
 
-    def _target_index(self, target: str | int | None, logits: torch.Tensor, i: int) -> int:
+    def target_index(self, target: str | int | None, logits: torch.Tensor | None, i: int) -> int:
+        """The class index to explain for image `i`: `target` (a class name or index) checked,
+        or the predicted class when it is None."""
         if target is None:
             return int(logits[i].argmax())
         if isinstance(target, int):
@@ -191,29 +236,30 @@ class Predictor:
         method = cams.canonical_method(method or self.default_method)
         prepared = prepared if prepared is not None else self.prepare(images)
         batch = torch.stack([p.tensor for p in prepared])
-        if method in cams.FUSED_METHODS:       # one forward; a backward after the finer block
-            acts, logits, targets, maps = self.fused(
-                batch, lambda lg: [self._target_index(target, lg, i) for i in range(len(lg))])
-        else:
-            acts = self.features(batch)
-            logits, _ = self._head(acts, None)
-            targets = [self._target_index(target, logits, i) for i in range(len(prepared))]
-            if method in cams.FAST_METHODS:
-                _, grads = self._head(acts, targets)
-                maps = cams.cam_from_activations(method, acts, grads, batch.shape[-2:])
-            else:
-                maps = cams.reference_cam(self.model, method, batch.to(self.device), targets)
-        pooled = acts.mean(dim=(2, 3))
+        logits, pooled, targets, maps = self.maps(
+            batch, [method], lambda lg: [self.target_index(target, lg, i) for i in range(len(lg))])
+        maps = maps[method]
         out = []
         for i, p in enumerate(prepared):
             heat = to_input_pixels(maps[i], p)
-            out.append(Explanation(self._prediction(logits, pooled, i, p), method,
+            out.append(Explanation(self.prediction(logits, pooled, i, p), method,
                                    self.classes[targets[i]], heat, blend(p.grey, heat, alpha), p.grey))
         return out
 
     def explain(self, image: ImageSource, method: str | None = None,
                 target: str | int | None = None, alpha: float = 0.45) -> Explanation:
         return self.explain_batch([image], method, target, alpha)[0]
+
+
+def calibrated(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Logits (..., classes) -> float32 softmax of logits / temperature over the last axis
+    (temperature scaling, Guo et al. 2017; 1.0: the raw softmax)."""
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
+def predicted(logits: torch.Tensor) -> list[int]:
+    """The predicted class index of each row of logits (B, classes)."""
+    return logits.argmax(dim=1).tolist()
 
 
 def to_input_pixels(heatmap: np.ndarray, prepared: Prepared) -> np.ndarray:

@@ -32,7 +32,7 @@ def batch(predictors) -> dict[str, torch.Tensor]:
 
 def library_cam(model: torch.nn.Module, method: str, batch: torch.Tensor, targets) -> np.ndarray:
     """pytorch-grad-cam built the usual way: its own hooks, forward and full backward."""
-    with cams.METHODS[method](model=model, target_layers=[target_layer(model)]) as engine:
+    with cams.METHODS[method].engine(model=model, target_layers=[target_layer(model)]) as engine:
         maps = engine(input_tensor=batch, targets=[ClassifierOutputTarget(t) for t in targets])
     model.zero_grad(set_to_none=True)
     return maps
@@ -50,7 +50,7 @@ def test_fast_path_equals_the_library(predictors, batch, arch, method):
     predictor, x = predictors[arch], batch[arch]
     targets = [0, 2]                        # a different class per image in one batch
     acts = predictor.features(x)
-    _, grads = predictor._head(acts, targets)
+    _, grads = predictor.classify(acts, targets)
     fast = cams.cam_from_activations(method, acts, grads, x.shape[-2:])
     reference = library_cam(predictor.model, method, x, targets)
     assert fast.shape == reference.shape == (2, *x.shape[-2:])
@@ -79,7 +79,7 @@ def test_the_trunk_check_would_see_a_library_backward(predictors, batch):
     """Guards the test above: the usual path does leave gradients on trunk parameters."""
     model = predictors["baseline"].model
     model.zero_grad(set_to_none=True)
-    with cams.METHODS["gradcam"](model=model, target_layers=[target_layer(model)]) as engine:
+    with cams.METHODS["gradcam"].engine(model=model, target_layers=[target_layer(model)]) as engine:
         engine(input_tensor=batch["baseline"], targets=[ClassifierOutputTarget(0)] * 2)
     assert any(p.grad is not None for p in model.trunk.parameters())
     model.zero_grad(set_to_none=True)
@@ -154,7 +154,7 @@ def test_fused_layercam_equals_the_library(predictors, batch, arch):
     acts, logits, chosen, fused = predictor.fused(x, lambda _: targets)
     assert chosen == targets
     layers = [model.trunk[cams.fusion_index(model, x.shape[-2:])], model.trunk[-1]]
-    with cams.METHODS["layercamfused"](model=model, target_layers=layers) as engine:
+    with cams.METHODS["layercamfused"].engine(model=model, target_layers=layers) as engine:
         reference = engine(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
         a_fine = engine.activations_and_grads.activations[0].numpy()
         g_fine = engine.activations_and_grads.gradients[0].numpy()
@@ -176,7 +176,7 @@ def test_fused_layercam_equals_the_library(predictors, batch, arch):
     assert torch.allclose(logits, model(x), atol=1e-4)              # same forward, same answer
     assert torch.allclose(acts, predictor.features(x), atol=1e-4)
     # differs from the last layer's Layer-CAM alone: the finer layer contributes
-    _, grads = predictor._head(acts, targets)
+    _, grads = predictor.classify(acts, targets)
     alone = cams.cam_from_activations("layercam", acts, grads, x.shape[-2:])
     assert np.abs(fused - alone).max() > 0.05
 
@@ -232,7 +232,7 @@ def test_contrastive_layercam_equals_the_library_with_a_difference_target(predic
     maps = scale_cam_image(cams.layercam_blocks(model, x, [last], lambda _: targets, versus=versus)[3][last])
     wanted = [(lambda out, t=t: out[t] - out[versus]) if t != versus else ClassifierOutputTarget(t)
               for t in targets]
-    with cams.METHODS["layercam"](model=model, target_layers=[model.trunk[last]]) as engine:
+    with cams.METHODS["layercam"].engine(model=model, target_layers=[model.trunk[last]]) as engine:
         reference = engine(input_tensor=x, targets=wanted)
     model.zero_grad(set_to_none=True)
     assert np.abs(maps - reference).max() < 1e-4

@@ -45,8 +45,8 @@ def test_default_device_and_precision_on_a_gpu(tiny_checkpoints):
     assert p.device.type == "cuda" and p.precision == "auto"
     assert next(p.model.parameters()).is_cuda
     bf16 = Predictor.from_checkpoint(tiny_checkpoints["resnet50"], precision="bf16")
-    assert isinstance(p._autocast(), nullcontext)               # auto is float32 (docs/gpu.md)
-    assert isinstance(bf16._autocast(), torch.autocast)
+    assert isinstance(p.autocast(), nullcontext)               # auto is float32 (docs/gpu.md)
+    assert isinstance(bf16.autocast(), torch.autocast)
     assert bf16.bf16 and not p.bf16
 
 
@@ -66,7 +66,7 @@ def test_gpu_fast_path_equals_the_library_on_the_gpu(gpu, arch, method, strict_f
         _, _, _, fast = p.fused(x, lambda _: targets)
     else:
         acts = p.features(x)
-        _, grads = p._head(acts, targets)
+        _, grads = p.classify(acts, targets)
         fast = cams.cam_from_activations(method, acts, grads, x.shape[-2:])
     reference = cams.reference_cam(p.model, method, x, targets)
     p.model.zero_grad(set_to_none=True)

@@ -26,7 +26,7 @@ def test_precision_is_checked_and_the_cpu_never_autocasts(tiny_checkpoints):
         Predictor.from_checkpoint(path, "cpu", precision="fp16")
     for precision_name in PRECISIONS:
         p = Predictor.from_checkpoint(path, "cpu", precision=precision_name)
-        assert p.precision == precision_name and not p.bf16 and isinstance(p._autocast(), nullcontext)
+        assert p.precision == precision_name and not p.bf16 and isinstance(p.autocast(), nullcontext)
 
 
 def test_precision_script_finds_no_difference_where_nothing_differs(tiny_checkpoints, scans, tmp_path):

@@ -136,7 +136,7 @@ def test_fast_gradcam_equals_the_library_path(predictors):
     batch = torch.stack([predictor.preset(scan(i)) for i in range(2)])
     acts = predictor.features(batch)
     targets = [0, 2]
-    _, grads = predictor._head(acts, targets)
+    _, grads = predictor.classify(acts, targets)
     fast = cams.cam_from_activations("gradcam", acts, grads, batch.shape[-2:])
     reference = cams.reference_cam(predictor.model, "gradcam", batch, targets)
     assert fast.shape == reference.shape == (2, 64, 64)

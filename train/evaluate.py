@@ -21,6 +21,7 @@ from sklearn.metrics import (accuracy_score, classification_report, confusion_ma
                              log_loss, roc_auc_score)
 
 from brainmri import Predictor
+from brainmri.predictor import calibrated
 from brainmri.checkpoint import update_metadata
 from brainmri.io import ImageLoadError
 from brainmri.protocols import DESCRIPTIONS, PROTOCOLS, build_splits
@@ -71,18 +72,15 @@ def infer(predictor: Predictor, paths: list[Path], batch_size: int) -> tuple[np.
             keep = [(i, p) for i, p in zip(chunk, prepared) if p is not None]
             if not keep:
                 continue
-            acts = predictor.features(torch.stack([p.tensor for _, p in keep]))
-            out, _ = predictor._head(acts, None)
+            out, _ = predictor.logits_and_features(torch.stack([p.tensor for _, p in keep]))
             logits.append(out.float().cpu().numpy())
             ok += [i for i, _ in keep]
     return np.concatenate(logits), ok
 
 
-def softmax(z: np.ndarray, t: float = 1.0) -> np.ndarray:
-    z = z / t
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(N, K) logits -> probabilities, as `Predictor` computes them (`predictor.calibrated`)."""
+    return calibrated(torch.from_numpy(np.asarray(logits)), temperature).numpy()
 
 
 def metrics_for(logits: np.ndarray, labels: np.ndarray, classes, temperature: float) -> dict:
