@@ -256,3 +256,24 @@ def test_finer_weight_needs_layer3_4(tmp_path):
     with pytest.raises(SystemExit, match="layer3-4"):
         dilate.main(args)
     assert not (tmp_path / "run").exists()                 # refused before writing anything
+
+
+def test_class_maps_are_the_librarys_layercam_and_gradcam():
+    """The training-time torch maps of the last block (`class_maps`, which `outside_share`
+    penalises) are brainmri.cam's Layer-CAM (positive weights) and Grad-CAM, up to scale."""
+    from brainmri import cam as cams
+    torch.manual_seed(0)
+    model = build_resnet50(dilate_layer4=True).eval()
+    x = torch.rand(2, 3, 64, 64)
+    labels = torch.tensor([1, 2])
+    with torch.no_grad():
+        acts = model.trunk(x)
+    leaf = acts.clone().requires_grad_(True)
+    chosen = model.classify(leaf)[torch.arange(2), labels]
+    grads, = torch.autograd.grad(chosen.sum(), leaf)
+    for positive, method in ((True, "layercam"), (False, "gradcam")):
+        with torch.no_grad():
+            cam = dilate.class_maps(model, acts, labels, positive=positive).numpy()
+        ours = scale_cam_image(scale_cam_image(np.maximum(cam, 0), (64, 64)))
+        expected = cams.cam_from_activations(method, acts, grads, (64, 64))
+        assert np.abs(ours - expected).max() < 1e-4, method
