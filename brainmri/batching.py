@@ -73,6 +73,16 @@ class Batcher:
         for worker in self._workers:
             worker.start()
 
+    @property
+    def workers(self) -> int:
+        """Worker threads started (batches that can be in flight at once)."""
+        return len(self._workers)
+
+    @property
+    def running(self) -> int:
+        """Worker threads still alive (0 once `close` has returned)."""
+        return sum(w.is_alive() for w in self._workers)
+
     # The Engine protocol, delegated.
     @property
     def classes(self) -> tuple[str, ...]:

@@ -66,7 +66,9 @@ def read_tfjs_weights(model_dir: Path) -> dict[str, np.ndarray]:
     return weights
 
 
-def _torch_name(keras_layer: str) -> str:
+def torch_name(keras_layer: str) -> str:
+    """A Keras ResNet-50 layer name -> the torchvision module it maps onto ("res2a_branch2a"
+    -> "layer1.0.conv1"); KeyError for a layer with no counterpart."""
     if keras_layer == "conv1":
         return "conv1"
     if keras_layer == "bn_conv1":
@@ -99,7 +101,7 @@ def convert_keras_resnet50(weights: dict[str, np.ndarray]) -> dict[str, torch.Te
     state: dict[str, np.ndarray] = {}
     conv_bias: dict[str, np.ndarray] = {}          # torch conv name -> bias to fold
     for layer, params in layers.items():
-        tname = _torch_name(layer)
+        tname = torch_name(layer)
         if layer == "fc1000":
             state["fc.weight"] = params["kernel"].T
             state["fc.bias"] = params["bias"]

@@ -188,7 +188,9 @@ def _nifti_version(head: bytes) -> int:
     return 0
 
 
-def _unpack(data: bytes, limit: int = MAX_VOLUME_BYTES) -> bytes:
+def unpack_gzip(data: bytes, limit: int = MAX_VOLUME_BYTES) -> bytes:
+    """`data` gunzipped when it is gzip (else as it is); ImageLoadError when damaged,
+    truncated or unpacking past `limit` bytes."""
     if data[:2] != b"\x1f\x8b":
         return data
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -234,7 +236,7 @@ def _shape3(header) -> tuple[int, int, int]:
 def _nifti(data: bytes):
     """(nibabel image, 3-D shape), refusing header-only and 4-D files."""
     import nibabel as nib
-    raw = _unpack(data)
+    raw = unpack_gzip(data)
     header = _header(raw[:544])
     shape = _shape3(header)
     try:

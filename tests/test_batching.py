@@ -147,7 +147,7 @@ def test_close_serves_queued_requests_then_refuses(predictors):
     for t in threads:
         t.join(10)
     assert len(results) == 3 and batcher.batches == 1 and batcher.pending == 0
-    assert not any(w.is_alive() for w in batcher._workers)
+    assert batcher.running == 0
     with pytest.raises(RuntimeError, match="closed"):
         batcher.explain(scan(0))
     batcher.close()                        # idempotent
@@ -171,7 +171,7 @@ def test_two_workers_run_their_batches_side_by_side(predictors, monkeypatch):
     with batcher:
         got = concurrently(batcher.explain, images)
     assert sorted(sizes) == [3, 3] and batcher.batches == 2
-    assert not any(w.is_alive() for w in batcher._workers)
+    assert batcher.running == 0
     for e, g in zip(expected, got):
         assert_same(e, g)
 

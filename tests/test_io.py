@@ -21,7 +21,7 @@ from pydicom.data import get_testdata_file
 
 from brainmri.io import ImageLoadError, describe, load_image, to_grey
 from brainmri.presets import EvalPreset
-from brainmri.volumes import sniff, window, _unpack
+from brainmri.volumes import sniff, window, unpack_gzip
 
 from .synthetic import scan
 
@@ -301,4 +301,4 @@ def test_nifti_header_without_data_truncated_and_bomb():
         data = nifti_bytes(volume, gz=gz)
         refused(data[: len(data) // 2], "truncated")
     with pytest.raises(ImageLoadError, match="unpacks to more than"):
-        _unpack(gzip.compress(bytes(10_000)), limit=1_000)
+        unpack_gzip(gzip.compress(bytes(10_000)), limit=1_000)

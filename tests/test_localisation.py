@@ -129,11 +129,11 @@ def test_multicam_matches_explain_batch(tiny_checkpoints):
 def test_thin_svd_eigencam_is_the_library_projection(tiny_checkpoints):
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
-    from brainmri.cam import _eigen_projection
+    from brainmri.cam import eigen_projection
     predictor = Predictor.from_checkpoint(tiny_checkpoints["resnet50"], device="cpu")
     prepared = predictor.prepare([np.asarray(scan(i, size=96)) for i in range(3)])
     acts = predictor.features(torch.stack([p.tensor for p in prepared])).numpy()   # (3, 2048, 2, 2)
-    np.testing.assert_allclose(_eigen_projection(acts), get_2d_projection(acts), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(eigen_projection(acts), get_2d_projection(acts), rtol=1e-4, atol=1e-4)
 
 
 # -- the CLI on a synthetic Kaggle-layout folder -------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from brainmri.io import load_image
-from brainmri.mri_check import DARK, MAX_COLOUR_SHARE, MIN_DARK_CORNERS, _small, check, colour_share
+from brainmri.mri_check import DARK, MAX_COLOUR_SHARE, MIN_DARK_CORNERS, thumbnail, check, colour_share
 
 from .synthetic import scan
 
@@ -99,7 +99,7 @@ def test_colour_share_is_the_share_of_pixels_whose_channels_spread_past_dark():
     rng = np.random.default_rng(7)
     rgb = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)
     image = Image.fromarray(rgb)
-    thumb = np.asarray(_small(image)).astype(int)                     # at most 256 on a side
+    thumb = np.asarray(thumbnail(image)).astype(int)                     # at most 256 on a side
     assert thumb.shape == (256, 171, 3)
     assert colour_share(image) == float(np.mean(thumb.max(-1) - thumb.min(-1) > DARK))
     assert colour_share(Image.fromarray(rgb[:, :, 0])) == 0.0          # a grey mode: 0 by definition

@@ -183,7 +183,7 @@ def test_from_folder_batches_concurrent_requests(tmp_path):
     svc = Service.from_folder(tmp_path, device="cpu", batch=8, max_wait_ms=200, workers=2)
     try:
         assert isinstance(svc.engines["resnet50"], Batcher)
-        assert len(svc.engines["resnet50"]._workers) == 2
+        assert svc.engines["resnet50"].workers == 2
         images = [scan(seed=s, size=64) for s in range(6)]
         before = svc.engines["resnet50"].batches
         with ThreadPoolExecutor(6) as pool:

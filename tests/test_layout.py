@@ -1,0 +1,50 @@
+"""The shape of the repository: the library's public API is the only way in."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SKIP = {".venv", ".git", ".cache", "runs", "node_modules"}
+
+
+def python_files(*, inside_library: bool) -> list[Path]:
+    files = [p for p in ROOT.rglob("*.py") if not SKIP & set(p.relative_to(ROOT).parts)]
+    return [p for p in files if (p.relative_to(ROOT).parts[0] == "brainmri") == inside_library]
+
+
+def private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def library_private_names() -> set[str]:
+    """Every leading-underscore function, class, attribute or variable the library defines."""
+    names = set()
+    for path in python_files(inside_library=True):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    return {n for n in names if private(n)}
+
+
+def test_no_module_outside_the_library_uses_its_private_names():
+    library = library_private_names()
+    found = []
+    for path in python_files(inside_library=False):
+        tree = ast.parse(path.read_text())
+        own = {getattr(node, "name", None) or getattr(node, "attr", None) or getattr(node, "id", None)
+               for node in ast.walk(tree)
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+               or isinstance(getattr(node, "ctx", None), ast.Store)}
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("brainmri"):
+                found += [f"{where} imports {a.name}" for a in node.names if private(a.name)]
+            elif (isinstance(node, ast.Attribute) and node.attr in library
+                  and node.attr not in own):
+                found.append(f"{where} uses .{node.attr}")
+    assert not found, "private names of brainmri used outside it:\n" + "\n".join(found)
