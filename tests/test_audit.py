@@ -8,7 +8,7 @@ import pytest
 from PIL import ImageOps
 
 from tests.synthetic import scan
-from train.audit import get_args_parser, main
+from studies.audit import get_args_parser, main
 
 # Seeds of synthetic scans whose thumbnails correlate below 0.85 pairwise: distinct pictures.
 G, N, NEW = (0, 1, 2, 4), (5, 7), (12, 13, 18)

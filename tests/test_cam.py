@@ -228,7 +228,7 @@ def test_contrastive_layercam_equals_the_library_with_a_difference_target(predic
     predictor, x = predictors["baseline"], batch["baseline"]           # dense gradients
     model, last = predictor.model, len(predictor.model.trunk) - 1
     targets = [0, 2]
-    # scaled again after the resize, as the library's aggregation (and train.cam_layers) does
+    # scaled again after the resize, as the library's aggregation (and studies.cam_layers) does
     maps = scale_cam_image(cams.layercam_blocks(model, x, [last], lambda _: targets, versus=versus)[3][last])
     wanted = [(lambda out, t=t: out[t] - out[versus]) if t != versus else ClassifierOutputTarget(t)
               for t in targets]

@@ -1,5 +1,5 @@
 """brainmri.localisation on synthetic maps, brainmri.multicam against explain_batch, and a
-smoke run of `python -m train.explain_eval` on a synthetic Kaggle-layout folder."""
+smoke run of `python -m studies.explain_eval` on a synthetic Kaggle-layout folder."""
 from __future__ import annotations
 
 import json
@@ -158,7 +158,7 @@ def synthetic_kaggle(root, per_class: int = 3) -> None:
 
 
 def run_cli(tmp_path, ckpt, data, out, *extra):
-    from train.explain_eval import get_args_parser, main
+    from studies.explain_eval import get_args_parser, main
     return main(get_args_parser().parse_args([
         str(ckpt), "--data", str(data), "--out", str(out), "--methods", "gradcam,layercam,layercamfused",
         "--batch-size", "4", "--cache-dir", str(tmp_path / "cache"), *extra]))
@@ -204,7 +204,7 @@ def test_explain_eval_cli_smoke(tmp_path):
 
 
 def test_explain_eval_rejects_bad_arguments(tmp_path):
-    from train.explain_eval import get_args_parser, main
+    from studies.explain_eval import get_args_parser, main
     base = ["x.safetensors", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
     for extra, message in [(["--split", "test"], "--split"), (["--methods", "scorecam"], "app's methods"),
                            (["--methods", "nope"], "unknown CAM method"),
@@ -215,7 +215,7 @@ def test_explain_eval_rejects_bad_arguments(tmp_path):
 
 def test_cam_layers_scores_sets_and_matches_the_fused_method(tmp_path):
     from brainmri import cam as cams
-    from train.cam_layers import block_maps, get_args_parser, main
+    from studies.cam_layers import block_maps, get_args_parser, main
     data = tmp_path / "brain-tumor-mri"
     synthetic_kaggle(data, per_class=10)   # a few boxed validation scans
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.safetensors", "baseline", size=48)
@@ -258,7 +258,7 @@ def test_cam_layers_scores_sets_and_matches_the_fused_method(tmp_path):
 
 
 def test_paint_out_removes_a_bright_lesion_and_the_control_box_avoids_it():
-    from train.lesion_masked import control_box, paint_out
+    from studies.lesion_masked import control_box, paint_out
     grey = np.asarray(scan(4, size=128))
     ys, xs = np.nonzero(grey == 220)                         # the synthetic lesion
     box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
@@ -280,7 +280,7 @@ def test_paint_out_removes_a_bright_lesion_and_the_control_box_avoids_it():
 
 
 def test_lesion_masked_cli_reports_each_version_per_class(tmp_path, capsys):
-    from train.lesion_masked import VERSIONS, get_args_parser, main
+    from studies.lesion_masked import VERSIONS, get_args_parser, main
     data = tmp_path / "brain-tumor-mri"
     synthetic_kaggle(data, per_class=6)
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.safetensors", "baseline", size=48)

@@ -140,8 +140,8 @@ def test_fit_ood_refits_on_the_inference_path(tiny_data, tmp_path):
 
 
 def test_mirror_check_scores_the_checkpoints_own_validation_split(tiny_data, tmp_path):
-    """train.mirror_check: the validation split train.train held out, scan vs mirror vs mean."""
-    from train import mirror_check
+    """studies.mirror_check: the validation split train.train held out, scan vs mirror vs mean."""
+    from studies import mirror_check
     out = tmp_path / "run"
     run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS], tmp_path)
     acc = mirror_check.accuracies(out / "model.safetensors", tiny_data, tmp_path / "cache")

@@ -53,8 +53,8 @@ from brainmri.predictor import default_device
 from brainmri.presets import EvalPreset
 from brainmri.protocols import build_splits, kaggle_root
 
-from .explain_eval import box_for, load_boxes
-from .train import finalise, lr_at
+from brainmri.boxes import box_for, load_boxes
+from .train import Run, Split, finalise, lr_at
 
 log = logging.getLogger("train.dilate")
 # --train-blocks -> how many leading trunk blocks stay frozen (conv1 .. layer3, or .. layer2).
@@ -189,7 +189,7 @@ def frozen_features(model, crops: np.ndarray, preset: EvalPreset, flip: bool, ba
 def validate(model, tail, feats, labels, boxes_px, size: int, tol: float, outside: torch.Tensor,
              finer_outside: torch.Tensor | None = None) -> dict:
     """Accuracy, loss, how often the true class's map (upsampled to the input) peaks inside
-    its box grown by `tol` of the side (a quick stand-in for `train.explain_eval`), and the
+    its box grown by `tol` of the side (a quick stand-in for `studies.explain_eval`), and the
     mean `outside_share` of the last block's Layer-CAM (and, given `finer_outside`, of the
     Layer-CAM on the tail's input). Batches go to the model's device; the figures come back."""
     tail.eval()
@@ -361,9 +361,9 @@ def main(args: argparse.Namespace) -> Path:
     best = {"val_acc": last["val_acc"], "val_loss": last["val_loss"], "epoch": last["epoch"]}
     cfg["val_pointing"] = last["val_pointing"]
     cfg["val_outside_head"] = last["val_outside_head"]
-    return finalise(model, arch_kwargs, cfg, preset, preset, splits, train_s, val_s, val_crops,
-                    y_val.numpy(), train_crops, y[:len(train_s)].numpy(), history, best,
-                    device, out, 1)
+    run = Run(cfg, arch_kwargs, preset, preset, history, best)
+    return finalise(model, run, Split(train_s, train_crops, y[:len(train_s)].numpy()),
+                    Split(val_s, val_crops, y_val.numpy()), device, out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from brainmri.checkpoint import load_checkpoint, save_checkpoint
 from brainmri.classes import CLASSES
-from brainmri.data import fingerprint, load_crops
+from brainmri.data import Sample, fingerprint, load_crops
 from brainmri.models import ARCHS, Classifier, pretrained_model
 from brainmri.predictor import default_device
 from brainmri.ood import MahalanobisOOD
@@ -349,42 +350,63 @@ def main(args: argparse.Namespace) -> Path:
         if best_state is None:
             best_state = torch.load(out / "best_state.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(best_state)
-        path = finalise(model, arch_kwargs, cfg, eval_preset, train_preset, splits, train_s, val_s,
-                        val_crops, y_val, train_crops, y_train, history, best, device, out, world)
+        run = Run(cfg, arch_kwargs, eval_preset, train_preset, history, best, world)
+        path = finalise(model, run, Split(train_s, train_crops, y_train),
+                        Split(val_s, val_crops, y_val), device, out)
     if world > 1:
         dist.barrier()                # the other ranks wait here while rank 0 writes the checkpoint
         dist.destroy_process_group()
     return path
 
 
-def finalise(model, arch_kwargs, cfg, eval_preset, train_preset, splits, train_s, val_s, val_crops,
-             y_val, train_crops, y_train, history, best, device, out, world) -> Path:
+@dataclass(frozen=True)
+class Split:
+    """One side of the data as a trainer holds it."""
+    samples: list[Sample]
+    crops: np.ndarray            # (N, s, s) uint8 head crops (training: at the cache size)
+    labels: np.ndarray           # (N,) int64 class indices
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a finished training run hands to `finalise`, besides the model and the data."""
+    cfg: dict                    # resolved arguments, stored as meta["args"]
+    arch_kwargs: dict
+    eval_preset: EvalPreset
+    train_preset: TrainPreset | EvalPreset
+    history: list[dict]
+    best: dict                   # {"val_acc", "val_loss", "epoch"} of the weights kept
+    world: int = 1               # processes that trained
+
+
+def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out: Path) -> Path:
     """Calibrate on validation, fit the OOD detector, write the checkpoint."""
     model = model.float()
-    logits, val_feats = predict_crops(model, val_crops, eval_preset, device)
-    temperature = fit_temperature(logits, y_val)
+    logits, val_feats = predict_crops(model, val.crops, run.eval_preset, device)
+    temperature = fit_temperature(logits, val.labels)
     # OOD fit on training features (eval preset: resize the cached crops to the eval size).
-    sub = np.random.default_rng(0).permutation(len(train_crops))[:1500]
-    train_eval = np.stack([eval_preset.resize(c) for c in train_crops[sub]])
-    _, train_feats = predict_crops(model, train_eval, eval_preset, device)
-    ood = MahalanobisOOD.fit(train_feats, y_train[sub])
+    sub = np.random.default_rng(0).permutation(len(train.crops))[:1500]
+    train_eval = np.stack([run.eval_preset.resize(c) for c in train.crops[sub]])
+    _, train_feats = predict_crops(model, train_eval, run.eval_preset, device)
+    ood = MahalanobisOOD.fit(train_feats, train.labels[sub])
     val_scores = ood.score(val_feats)
     quantile = 0.995
     ood.threshold = float(np.quantile(val_scores, quantile))
+    cfg, train_preset = run.cfg, run.train_preset
     meta = {
         "name": cfg.get("name") or cfg["model"],
-        "arch": cfg["model"], "arch_kwargs": arch_kwargs, "classes": list(CLASSES),
-        "preset": eval_preset.to_dict(),
+        "arch": cfg["model"], "arch_kwargs": run.arch_kwargs, "classes": list(CLASSES),
+        "preset": run.eval_preset.to_dict(),
         "train_preset": {k: v for k, v in vars(train_preset).items() if k != "eval"}
         if isinstance(train_preset, TrainPreset) else None,
-        "recipe": cfg["recipe"], "args": cfg, "history": history, "best_epoch": best["epoch"],
-        "data": {"train": fingerprint(train_s), "val": fingerprint(val_s),
+        "recipe": cfg["recipe"], "args": cfg, "history": run.history, "best_epoch": run.best["epoch"],
+        "data": {"train": fingerprint(train.samples), "val": fingerprint(val.samples),
                  "source": "Kaggle brain-tumor-mri Training, copies dropped, group validation split",
-                 "world_size": world},
+                 "world_size": run.world},
         "calibration": {"temperature": temperature, "fitted_on": "val"},
         "ood": {"method": "mahalanobis-pca", "threshold": ood.threshold, "quantile": quantile,
                 "fitted_on": "train (1500 sampled)", "threshold_on": "val"},
-        "metrics": {"val": {"accuracy": best["val_acc"], "loss": best["val_loss"]}},
+        "metrics": {"val": {"accuracy": run.best["val_acc"], "loss": run.best["val_loss"]}},
         "default_cam": "gradcam",
     }
     path = save_checkpoint(out / "model.safetensors", model.cpu(), meta, extra=ood.tensors())

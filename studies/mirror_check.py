@@ -1,6 +1,6 @@
 """Does averaging a scan's probabilities with its mirror image's help? Validation split only.
 
-    python -m train.mirror_check checkpoints/resnet50.safetensors checkpoints/baseline.safetensors \
+    python -m studies.mirror_check checkpoints/resnet50.safetensors checkpoints/baseline.safetensors \
         --data ../shared/data
 
 Prints, per checkpoint, validation accuracy of the scan, of its left-right mirror image, and

@@ -1,8 +1,8 @@
 """Leak-aware data audit: copies of one picture within and across splits (and datasets), the
 evidence behind the duplicate threshold, and how far file properties alone predict the class.
 
-    python -m train.audit ../shared/data/brain-tumor-mri --out runs/audit/kaggle
-    python -m train.audit ../shared/data/roboflow-brain-mri \\
+    python -m studies.audit ../shared/data/brain-tumor-mri --out runs/audit/kaggle
+    python -m studies.audit ../shared/data/roboflow-brain-mri \\
         --against ../shared/data/brain-tumor-mri --out runs/audit/roboflow
 
 Writes to --out: summary.json (every figure printed), groups.csv (one row per file: its
@@ -26,17 +26,17 @@ import numpy as np
 
 from brainmri.data import discover
 from brainmri.dedup import DEFAULT_THRESHOLD, compute_signatures, group
-from train import shortcuts
-from train.audit_figures import plot_gallery, plot_histogram
-from train.audit_print import print_against, print_duplicates, print_shortcuts
-from train.audit_stats import (LOOK_SIZE, Dataset, against_report, candidate_recall,
+from studies import shortcuts
+from studies.audit_figures import plot_gallery, plot_histogram
+from studies.audit_print import print_against, print_duplicates, print_shortcuts
+from studies.audit_stats import (LOOK_SIZE, Dataset, against_report, candidate_recall,
                                counts_by_split_class, cross_split, greyscale_pairs,
                                mixed_label_groups, near_threshold, r_histogram, second_look,
                                shortcut_report)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train.audit", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m studies.audit", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data_dir", type=Path, help="dataset folder: <split>/<class>/* or <class>/*")
     p.add_argument("--against", type=Path, default=None,

@@ -1,10 +1,10 @@
 """Do the heatmaps point at the tumour? Localisation, faithfulness and shortcut checks per model.
 
-    python -m train.explain_eval checkpoints/resnet50.safetensors checkpoints/baseline.safetensors \\
+    python -m studies.explain_eval checkpoints/resnet50.safetensors checkpoints/baseline.safetensors \\
         --data ../shared/data --out runs/explain
-    python -m train.explain_eval checkpoints/resnet50.safetensors --data ../shared/data --write-default
-    python -m train.explain_eval CKPT --data DIR --limit 64 --faithfulness 16      # a quick look
-    python -m train.explain_eval CKPT --data DIR --samples runs/explain/samples.json --workers 14
+    python -m studies.explain_eval checkpoints/resnet50.safetensors --data ../shared/data --write-default
+    python -m studies.explain_eval CKPT --data DIR --limit 64 --faithfulness 16      # a quick look
+    python -m studies.explain_eval CKPT --data DIR --samples runs/explain/samples.json --workers 14
 
 For every scan of the chosen splits, every CAM method the app offers explains the *predicted* class
 (what the app shows); the fast methods share one trunk pass. On the scans with a tumour box (`tumor_boxes.csv`):
@@ -21,7 +21,6 @@ per-scan numpy work and ROAD's imputation run in --workers processes; the model 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import multiprocessing as mp
@@ -38,6 +37,7 @@ import torch
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 
 from brainmri import localisation as loc
+from brainmri.boxes import box_for, load_boxes
 from brainmri.cam import HOOK_FREE, canonical_method
 from brainmri.checkpoint import update_metadata
 from brainmri.classes import CLASSES
@@ -83,30 +83,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-# -- boxes ----------------------------------------------------------------------------------
-def load_boxes(path: Path) -> dict[str, tuple[tuple[int, int, int, int], tuple[int, int]]]:
-    """CSV path -> {relative path: ((x0, y0, x1, y1), (width, height))}; also keyed by file name."""
-    if not path.is_file():
-        raise FileNotFoundError(f"boxes CSV not found: {path}")
-    boxes = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                value = (tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1")),
-                         (int(row["width"]), int(row["height"])))
-            except (KeyError, ValueError) as error:
-                raise ValueError(f"{path.name}: bad row {row}: {error}") from None
-            rel = row["path"].replace("\\", "/")
-            boxes[rel] = value
-            boxes.setdefault(rel.rsplit("/", 1)[-1], value)
-    return boxes
-
-
-def box_for(path: Path, root: Path, boxes: dict):
-    rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-    return boxes.get(rel) or boxes.get(path.name)
-
-
+# -- samples -----------------------------------------------------------------------------------
 def sample(items: list, n: int, seed: int) -> list:
     """The first `n` of a seeded permutation (all of them, in order, when n <= 0)."""
     if n <= 0 or n >= len(items):
@@ -348,7 +325,7 @@ def evaluate_checkpoint(path: Path, args, root: Path, boxes: dict, methods, spli
             update_metadata(path, default_cam=best, cam_scores=scores,
                             cam_scores_about=f"pointing game on {result['splits']['val']['n_boxed']} "
                             f"validation scans with tumour boxes, tolerance {args.tolerance:.0%} "
-                            "of the image side (train.explain_eval)")
+                            "of the image side (studies.explain_eval)")
             log.info("wrote default_cam=%s and cam_scores into %s", best, path)
     test = [n for n in ("clean", "official") if n in chosen]
     if args.faithfulness > 0 and test:

@@ -1,7 +1,7 @@
 """Source-shortcut report: how far file properties alone (colour mode, size, format, bytes)
 predict the class, without looking at anatomy.
 
-Used by `python -m train.audit`; the functions take plain lists and return JSON-ready dicts.
+Used by `python -m studies.audit`; the functions take plain lists and return JSON-ready dicts.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Figures for the data audit: the r histogram of candidate pairs and a gallery of pairs on
-either side of the duplicate threshold. Plotting only; the numbers come from `train.audit`.
+either side of the duplicate threshold. Plotting only; the numbers come from `studies.audit`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tables and the heatmap grid for `train.explain_eval`. Plotting and formatting only."""
+"""Tables and the heatmap grid for `studies.explain_eval`. Plotting and formatting only."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -90,7 +90,7 @@ def _rows(samples, root: Path, boxes: dict, n: int, seed: int, box_for) -> list:
 def plot_grid(predictor, samples, root: Path, boxes: dict, methods, args) -> Path | None:
     """Rows: scans (head crop, tumour box in green, heatmap maximum as a white cross);
     columns: methods. Saved as <out>/grid-<model name>.png."""
-    from .explain_eval import box_for
+    from brainmri.boxes import box_for
     rows = _rows(samples, root, boxes, args.grid_rows, args.seed, box_for)
     if not rows:
         return None

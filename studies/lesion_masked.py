@@ -1,6 +1,6 @@
 """Does the model need the tumour? Accuracy with the tumour painted out, against a control.
 
-    python -m train.lesion_masked checkpoints/resnet50.safetensors --data ../shared/data \\
+    python -m studies.lesion_masked checkpoints/resnet50.safetensors --data ../shared/data \\
         --out runs/lesion_masked.json
 
 A heatmap can only point at the tumour if the decision rests on it. For every boxed scan of
@@ -16,7 +16,7 @@ If painting the tumour out changes the answer much more than painting out a cont
 model relies on the tumour. If accuracy barely moves, the class is read from the rest of the
 slice (its level, plane, anatomy), and no explanation of that model can point at the tumour.
 Reported per class: accuracy and the mean probability of the true class for each version, and
-the pointing game of the checkpoint's default map on the original scan (as `train.explain_eval`
+the pointing game of the checkpoint's default map on the original scan (as `studies.explain_eval`
 scores it), split by whether painting the tumour out changed the answer ("needed") or not.
 
 A fourth version is the app's per-scan check (`Service.recheck`), which needs no box: **hot
@@ -40,7 +40,7 @@ from brainmri.io import load_image, to_grey
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits, kaggle_root
 
-from .explain_eval import box_for, load_boxes
+from brainmri.boxes import box_for, load_boxes
 
 log = logging.getLogger("lesion_masked")
 VERSIONS = ("original", "lesion out", "control")
@@ -56,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val,clean", help=f"comma-separated, of {SPLITS}")
     p.add_argument("--grow", type=float, default=0.02, help="grow the tumour box by this x the longer side")
     p.add_argument("--tolerance", type=float, default=0.02,
-                   help="pointing-game tolerance, a fraction of the longer side (as train.explain_eval)")
+                   help="pointing-game tolerance, a fraction of the longer side (as studies.explain_eval)")
     p.add_argument("--limit", type=int, default=0, help="at most N boxed scans per split (0: all)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--cache-dir", type=Path, default=Path(".cache"))

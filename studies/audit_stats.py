@@ -1,4 +1,4 @@
-"""The figures of the data audit (`python -m train.audit`): duplicate counts per split and
+"""The figures of the data audit (`python -m studies.audit`): duplicate counts per split and
 class, Training/Testing leakage, label conflicts, threshold evidence, copies in a second
 dataset, and the source-shortcut report. Plain functions of a `Dataset`; JSON-ready output.
 """
@@ -16,8 +16,8 @@ from scipy.sparse.csgraph import connected_components
 from brainmri.classes import CLASSES
 from brainmri.data import Sample
 from brainmri.dedup import Signatures, group
-from train import shortcuts
-from train.audit_figures import aligned_r, head_thumb
+from studies import shortcuts
+from studies.audit_figures import aligned_r, head_thumb
 
 HIST_EDGES = np.round(np.arange(0.50, 1.0001, 0.01), 2)
 NEAR = 0.01          # "just above / just below the threshold" means within this of it

@@ -1,6 +1,6 @@
 """Does the "is this a brain MRI?" verdict hold? Real held-out scans versus non-MRI images.
 
-    python -m train.ood_eval checkpoints/resnet50.safetensors --data ../shared/data --out runs/ood
+    python -m studies.ood_eval checkpoints/resnet50.safetensors --data ../shared/data --out runs/ood
 
 Real scans: the validation split the checkpoint was trained with (its threshold was set there)
 and Kaggle Testing under the `clean` and `official` protocols (reporting only; nothing is tuned

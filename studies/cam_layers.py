@@ -1,13 +1,13 @@
 """Which trunk blocks should Layer-CAM fuse? Pointing game per set of blocks, on validation only.
 
-    python -m train.cam_layers checkpoints/resnet50.safetensors --data ../shared/data \\
+    python -m studies.cam_layers checkpoints/resnet50.safetensors --data ../shared/data \\
         --sets 7 5 5+7 6+7 5+6 5+6+7 4+5+6+7 4+5+7 4+5 --out runs/cam_layers.json
 
 Sets are '+'-joined trunk indices (ResNet-50: 4..7 = layer1..layer4; the baseline: 0..2).
 Each scan's predicted class is explained by pytorch-grad-cam's Layer-CAM math on every block
 of every set from one forward and one input-gradient backward (no hooks), the finer blocks'
 lattice gradients spread as in `brainmri.cam.spread_lattice`; a set's map is the library's
-mean of its blocks' maps. Scored like `train.explain_eval` (pointing game with the same
+mean of its blocks' maps. Scored like `studies.explain_eval` (pointing game with the same
 tolerance, energy in the box, mass outside the head) on the checkpoint's own validation
 scans with tumour boxes. This is how the pair of `layercamfused` was chosen; Testing is never
 read.
@@ -24,10 +24,11 @@ import torch
 from pytorch_grad_cam.utils.image import scale_cam_image
 
 from brainmri import cam as cams
+from brainmri.boxes import box_for, load_boxes
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits, kaggle_root
 
-from .explain_eval import box_for, load_boxes, measure_scan
+from .explain_eval import measure_scan
 
 log = logging.getLogger("cam_layers")
 
