@@ -1,6 +1,7 @@
 """Command line: classify many scans into a CSV, optionally with heatmap overlays.
 
     python -m brainmri classify scans/ one.jpg --model resnet50 --out results.csv --cams cams/
+    brainmri classify scans/ --out results.csv          # the same, once installed (pyproject.toml)
 
 `--model` is a name (`checkpoints/<name>.safetensors` under --checkpoints) or a path to a
 .safetensors file. Folders are searched recursively. Every input gives one CSV row; a file
