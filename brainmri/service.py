@@ -193,7 +193,7 @@ class Service:
     @property
     def default_method(self) -> str:
         """The default CAM method of the model offered first (the last loaded: ResNet-50 when
-        present), as measured and stored in its checkpoint by `train.explain_eval`."""
+        present), as measured and stored in its checkpoint by `studies.explain_eval`."""
         return canonical_method(self.engines[self.models[-1]].default_method)
 
     METHOD_INFO = ("% beside a method: how often its heatmap peaks inside the tumour box, "
@@ -292,9 +292,9 @@ class Service:
                      "can change an answer by itself.")
         if not r.is_mri:
             text += " (The painted scan was flagged as not looking like a brain MRI slice.)"
-        text += ("\n\n<small>One slice, one painted region: a hint, not proof. On validation "
-                 "scans, painting out a tumour-sized region away from the tumour rarely changed "
-                 "the answer (`python -m train.lesion_masked`, docs/explanations.md).</small>")
+        found = card_texts({model: self._engine(model)}, "recheck")
+        text += ("\n\n<small>" + " ".join(["One slice, one painted region: a hint, not proof."]
+                                           + found) + "</small>")
         return Recheck(r, share, changed, text)
 
     def model_card(self) -> str:
@@ -306,7 +306,7 @@ class Service:
                  "**Classes.** " + ", ".join(f"{class_label(c)} (`{c}`)" for c in self.classes) + ".",
                  DATA_NOTE]
         parts += [model_section(name, engine.meta) for name, engine in self.engines.items()]
-        parts += [runs_on(self.engines), LIMITATIONS]
+        parts += [runs_on(self.engines), limitations(self.engines)]
         return "\n\n".join(part for part in parts if part)
 
 
@@ -326,8 +326,7 @@ def runs_on(engines: Mapping[str, Engine]) -> str:
                      f"{'bfloat16 autocast' if getattr(predictor, 'bf16', False) else 'float32'}")
     if not where:
         return ""
-    why = (" On a GPU the default is float32: bfloat16 moved probabilities by up to 0.04 and "
-           "heatmap peaks on 7% of validation scans (docs/gpu.md).") if gpu else ""
+    why = "".join(" " + text for text in card_texts(engines, "precision")) if gpu else ""
     return "**Runs on.** " + "; ".join(where) + "." + why
 
 
@@ -363,12 +362,23 @@ LIMITATIONS = """### Known limitations
   (other body parts, photos, other diseases) is out of scope; an out-of-distribution check
   flags inputs unlike the training scans but cannot catch everything.
 - **Explanations are not localisation.** A class activation map shows which regions moved the
-  score, at coarse resolution; it can highlight a shortcut as confidently as a tumour.
-- **The tumour is not always the evidence.** With the tumour painted out of validation scans,
-  the ResNet-50 still gives most pituitary and glioma scans the same answer: for those classes
-  it reads the rest of the slice, and a faithful map shows that, not the tumour. Meningioma
-  answers do rest on the tumour, and there the map points inside it
-  (`python -m train.lesion_masked`, docs/explanations.md)."""
+  score, at coarse resolution; it can highlight a shortcut as confidently as a tumour."""
+
+
+def card_texts(engines: Mapping[str, Engine], key: str) -> list[str]:
+    """The texts under `key` of each engine's model card (`meta["card"]`, written from the
+    studies that measured that checkpoint: `python -m train.card`), in order, each once."""
+    found: list[str] = []
+    for engine in engines.values():
+        value = (engine.meta.get("card") or {}).get(key) or []
+        found += [t for t in ([value] if isinstance(value, str) else value) if t not in found]
+    return found
+
+
+def limitations(engines: Mapping[str, Engine]) -> str:
+    """Markdown: the limitations of any model trained on this data, then what the checkpoints'
+    own cards add."""
+    return LIMITATIONS + "".join("\n- " + text for text in card_texts(engines, "limitations"))
 
 
 # Columns of the metrics table, in order, when a checkpoint has them (else every number).

@@ -276,3 +276,35 @@ def test_recheck_runs_the_real_models(service):
     assert again.painted.heatmap.shape == r.heatmap.shape and 0 < again.region_share <= 1
     assert again.painted.label in service.classes and "Hot region painted out" in again.summary
     assert again.changed == (again.painted.label != r.label)
+
+
+def test_findings_about_a_checkpoint_come_from_its_card(tmp_path):
+    """The library holds no finding about a particular checkpoint: limitations and the
+    recheck's note come from `meta["card"]` (`python -m train.card`), generic without it."""
+    import json
+    from train.card import main as write_card
+    path = make_tiny_checkpoint(tmp_path / "resnet50.safetensors", "resnet50")
+    grey = np.where(np.hypot(*np.mgrid[-40:40, -40:40]) < 35, 90, 0).astype(np.uint8)
+    heat = np.exp(-np.hypot(*np.mgrid[-40:40, -40:40]) ** 2 / 80).astype(np.float32)
+    plain = Service.from_folder(tmp_path, device="cpu", warmup=False)
+    assert "Known limitations" in plain.model_card() and "studies" not in plain.model_card()
+    summary = plain.recheck(grey, heat, "resnet50", PROBS).summary
+    assert summary.endswith("<small>One slice, one painted region: a hint, not proof.</small>")
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"limitations": ["**Finding A.** Measured (`python -m studies.x`)."],
+                                "recheck": "Painting elsewhere rarely changed it."}))
+    assert write_card([str(path), str(card)])["recheck"] == "Painting elsewhere rarely changed it."
+    svc = Service.from_folder(tmp_path, device="cpu", warmup=False)
+    assert "\n- **Finding A.** Measured (`python -m studies.x`)." in svc.model_card()
+    assert svc.recheck(grey, heat, "resnet50", PROBS).summary.endswith(
+        "a hint, not proof. Painting elsewhere rarely changed it.</small>")
+    card.write_text(json.dumps({"limits": "typo"}))
+    with pytest.raises(ValueError, match="unknown card key 'limits'"):
+        write_card([str(path), str(card)])
+
+
+def test_shipped_cards_hold_the_studies_findings(shipped_checkpoints):
+    from brainmri.checkpoint import read_metadata
+    card = read_metadata(shipped_checkpoints["resnet50"])["card"]
+    assert "studies.lesion_masked" in card["limitations"][0] and "docs/gpu.md" in card["precision"]
+    assert read_metadata(shipped_checkpoints["baseline"])["card"]["recheck"] == card["recheck"]
