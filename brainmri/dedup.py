@@ -28,7 +28,7 @@ from .presets import head_box
 
 THUMB = 32
 # Copies score r >= 0.97 (re-encodes and resizes ~0.99+); different scans, neighbouring
-# slices of one patient included, stay below: see README "Data audit" for the measured pairs.
+# slices of one patient included, stay below: see docs/audit.md for the measured pairs.
 DEFAULT_THRESHOLD = 0.97
 BANDS = 4
 

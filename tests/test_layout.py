@@ -48,3 +48,32 @@ def test_no_module_outside_the_library_uses_its_private_names():
                   and node.attr not in own):
                 found.append(f"{where} uses .{node.attr}")
     assert not found, "private names of brainmri used outside it:\n" + "\n".join(found)
+
+
+def test_readme_is_short_and_its_links_resolve():
+    """README.md stays under 200 lines (the rest lives in docs/) and every relative link in it,
+    and in the docs pages, names a file that exists."""
+    import re
+    readme = (ROOT / "README.md").read_text()
+    assert readme.startswith("---\ntitle: brainmri\n"), "the Hugging Face Space front matter comes first"
+    assert len(readme.splitlines()) < 200
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#")[0]
+            if path and "://" not in path and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, "links to missing files:\n" + "\n".join(broken)
+
+
+def test_pyproject_declares_the_packages_and_the_cli():
+    import tomllib
+    from importlib import import_module
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert set(project["tool"]["setuptools"]["packages"]) >= {"brainmri", "train", "studies"}
+    module, _, name = project["project"]["scripts"]["brainmri"].partition(":")
+    main = getattr(import_module(module), name)
+    try:
+        main(["classify", "--help"])
+    except SystemExit as done:                  # argparse exits 0 after printing the help
+        assert done.code == 0
