@@ -28,10 +28,10 @@ def cap_malloc_arenas(arenas: int = 2) -> None:
     """Restart this process with MALLOC_ARENA_MAX=`arenas` unless it is set (glibc only).
 
     Gradio runs handlers on a pool of threads; glibc gives each busy thread its own heap
-    ("arena", up to 8 per core), and images freed in one stay mapped there. Under
-    benchmarks/load.py (500 requests, 8 clients) resident memory grew by 133-145 MB without a
-    cap and by 36-87 MB with two arenas, at the same throughput. The cap only holds when set
-    before the interpreter starts (a later `mallopt` left the growth at 145 MB), hence the exec.
+    ("arena", up to 8 per core), and images freed in one stay mapped there: under
+    benchmarks/load.py resident memory grows far less with two arenas, at the same throughput
+    (docs/trust.md). The cap only holds when set before the interpreter starts (a later
+    `mallopt` did not hold it), hence the exec.
     """
     if os.environ.get("MALLOC_ARENA_MAX") or platform.libc_ver()[0] != "glibc":
         return
@@ -39,7 +39,7 @@ def cap_malloc_arenas(arenas: int = 2) -> None:
     os.execv(sys.executable, sys.orig_argv)
 
 
-if __name__ == "__main__":                  # before the heavy imports: the exec costs ~0.1 s
+if __name__ == "__main__":                  # before the heavy imports, so the exec is cheap
     cap_malloc_arenas()
 
 import gradio as gr  # noqa: E402

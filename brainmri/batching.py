@@ -11,9 +11,8 @@ after the first arrives (or until `max_batch` are waiting), groups them by CAM m
 target, and runs one `Predictor.explain_batch` per group. With `workers` > 1, that many worker
 threads do this side by side, each gathering its own batch; hook-based methods (Score-CAM,
 Ablation-CAM) still run one batch at a time. Batching pays because a batched forward costs
-less per image than a batch of 1, and on a 2-core CPU two forwards in flight keep the cores
-busier than one (measured in docs/benchmarks.md; FACTS.md gives 71 vs 122 ms per image at
-batch 16 vs 1 on an AVX-512 Xeon). The price is up to
+less per image than a batch of 1, and two forwards in flight can keep a small CPU's cores
+busier than one (how much, per machine: docs/benchmarks.md). The price is up to
 `max_wait_ms` of extra latency for a request that arrives alone.
 """
 from __future__ import annotations

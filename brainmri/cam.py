@@ -93,12 +93,11 @@ def _math_only(cls):
 
 def eigen_projection(acts: np.ndarray) -> np.ndarray:
     """pytorch-grad-cam's `get_2d_projection` (EigenCAM) with a thin SVD: the first right
-    singular vector is the same, without building the (K, K) matrix (0.5 s -> ~11 ms at K=2048
-    channels and 36 positions, the stage-2 6x6 map).
+    singular vector is the same, without building the (K, K) matrix (K = 2048 channels for
+    ResNet-50 against a few dozen positions).
 
-    The SVD runs on one BLAS thread: with OpenBLAS's worker threads woken up, they spun
-    against torch's threads and slowed the next forward pass on two cores (median
-    click with Eigen-CAM 205 -> 147 ms in an interleaved A/B, ResNet-50 at 192 px).
+    The SVD runs on one BLAS thread: woken OpenBLAS worker threads spin against torch's
+    threads and slow the next forward pass on a machine with few cores.
     """
     acts = np.where(np.isnan(acts), 0, acts).astype(np.float32)
     out = []

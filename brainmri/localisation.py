@@ -191,8 +191,8 @@ def share_of_head(region: np.ndarray, head: np.ndarray) -> float:
 def paint_out(grey: np.ndarray, mask: np.ndarray, radius: int = 5, max_side: int = 1024) -> np.ndarray:
     """`grey` (H, W) uint8 with the pixels of `mask` (H, W) filled from the tissue around them
     (OpenCV's Telea inpainting); every other pixel unchanged. Images longer than `max_side`
-    are filled from a copy scaled down to it (Telea's time grows with the area: ~0.3 s for a
-    quarter of a 1024 px image, ~5 s at 4096 px), the fill scaled back up."""
+    are filled from a copy scaled down to it (Telea's time grows with the area, to seconds
+    on a 4096 px upload), the fill scaled back up."""
     grey = np.asarray(grey)
     if grey.ndim != 2 or grey.dtype != np.uint8 or np.shape(mask) != grey.shape:
         raise ValueError(f"paint_out needs an (H, W) uint8 image and a mask of its shape, got "

@@ -67,8 +67,8 @@ class Predictor:
         """`fold_bn` folds batch-norm into the convolutions (same outputs, a faster forward:
         `brainmri.models.fold_batch_norm`); `path` is the checkpoint it came from, if any.
         `precision`: "bf16" runs the trunk under bfloat16 autocast on a GPU; "fp32" and
-        "auto" never do. bfloat16 moved probabilities by up to 0.04 and heatmap peaks on 7% of
-        validation scans, and was no faster at batch 1 (docs/gpu.md), so "auto" is float32."""
+        "auto" never do: "auto" is float32, because bfloat16 moved the shipped model's answers
+        and heatmaps more than the rule written before measuring allowed (docs/gpu.md)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.meta, self.device, self.path = meta, torch.device(device), path
