@@ -93,7 +93,7 @@ def scans(data: Path | None, folder: Path) -> list[Path]:
 
 def tiny_checkpoints(folder: Path) -> Path:
     from tests.conftest import make_tiny_checkpoint
-    for arch in ("baseline", "resnet50"):
+    for arch in MODELS:
         make_tiny_checkpoint(folder / f"{arch}.safetensors", arch)
     return folder
 

@@ -10,11 +10,11 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import SHIPPED, make_tiny_checkpoint
+from tests.conftest import SHIPPED, SHIPPED_ARCHS, make_tiny_checkpoint
 from tests.synthetic import scan
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("baseline", "resnet50")
+MODELS = SHIPPED_ARCHS
 
 
 def free_port() -> int:
