@@ -37,6 +37,7 @@ import logging
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -185,13 +186,24 @@ def frozen_features(model, crops: np.ndarray, preset: EvalPreset, flip: bool, ba
     return torch.cat(out)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """The validation scans as `validate` reads them."""
+    feats: torch.Tensor                      # (N, K, h, w) float16: the frozen blocks' output
+    labels: torch.Tensor                     # (N,) class indices
+    boxes: list                              # per scan, its tumour box in input pixels, or None
+    outside: torch.Tensor                    # (N, h', w') outside-head share of each last-map cell
+    finer_outside: torch.Tensor | None = None   # the same on the tail's input map
+
+
 @torch.no_grad()
-def validate(model, tail, feats, labels, boxes_px, size: int, tol: float, outside: torch.Tensor,
-             finer_outside: torch.Tensor | None = None) -> dict:
+def validate(model, tail, val: Validation, size: int, tol: float) -> dict:
     """Accuracy, loss, how often the true class's map (upsampled to the input) peaks inside
     its box grown by `tol` of the side (a quick stand-in for `studies.explain_eval`), and the
-    mean `outside_share` of the last block's Layer-CAM (and, given `finer_outside`, of the
+    mean `outside_share` of the last block's Layer-CAM (and, given `val.finer_outside`, of the
     Layer-CAM on the tail's input). Batches go to the model's device; the figures come back."""
+    feats, labels, boxes_px, outside, finer_outside = (val.feats, val.labels, val.boxes,
+                                                        val.outside, val.finer_outside)
     tail.eval()
     device = next(tail.parameters()).device
     logits, hits, shares, finer = [], [], [], []
@@ -305,8 +317,10 @@ def main(args: argparse.Namespace) -> Path:
     steps = math.ceil(len(feats) // 2 / args.batch_size)          # one view of each scan per epoch
     total = steps * args.epochs
 
+    val = Validation(val_feats, y_val, val_px, val_outside, val_finer)
+
     def report():
-        return validate(model, tail, val_feats, y_val, val_px, size, args.tolerance, val_outside, val_finer)
+        return validate(model, tail, val, size, args.tolerance)
 
     history = [{"epoch": 0, **report()}]
     log.info(json.dumps(history[-1]))
