@@ -169,11 +169,22 @@ def pick_examples(folder: str | Path | None, per_class: int = 2,
             for i, (p, caption) in enumerate(chosen)]
 
 
-def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None) -> gr.Blocks:
-    """The whole UI. Handlers call `service`; nothing here computes a prediction."""
-    files = Files()
+def file_input(image: gr.Image, name: str, files: Files) -> None:
+    """DICOM / NIfTI upload: shown as its slice in `image`, which then drives every event."""
+    @user_errors
+    def open_file(path):
+        return gr.skip() if path is None else files.save_slice(path)
+
+    with gr.Accordion("DICOM or NIfTI file", open=False):
+        medical = gr.File(label="DICOM (.dcm) or NIfTI (.nii, .nii.gz): one slice is read",
+                          file_types=MEDICAL_SUFFIXES, type="filepath", elem_id=f"{name}-file")
+    medical.upload(open_file, medical, image, api_name=f"{name.replace('-', '_')}_open_file",
+                   api_visibility="undocumented")
+
+
+def classify_tab(service: Service, files: Files, examples: list[tuple[Path, str]] | None) -> None:
+    """The Classify tab: one scan, one model, one map; re-blend and the painted-out recheck."""
     models = [(MODEL_LABELS.get(m, m), m) for m in service.models]
-    methods = service.method_choices()
     targets = [("predicted class", PREDICTED)] + [(class_label(c), c) for c in service.classes]
 
     @gpu
@@ -192,18 +203,6 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
     def classify_if_image(image, model, method, target, alpha, progress=gr.Progress()):
         return gr.skip() if image is None else classify(image, model, method, target, alpha, progress)
 
-    @user_errors
-    def open_file(path):
-        return gr.skip() if path is None else files.save_slice(path)
-
-    def file_input(image: gr.Image, name: str) -> None:
-        """DICOM / NIfTI upload: shown as its slice in `image`, which then drives every event."""
-        with gr.Accordion("DICOM or NIfTI file", open=False):
-            medical = gr.File(label="DICOM (.dcm) or NIfTI (.nii, .nii.gz): one slice is read",
-                              file_types=MEDICAL_SUFFIXES, type="filepath", elem_id=f"{name}-file")
-        medical.upload(open_file, medical, image, api_name=f"{name.replace('-', '_')}_open_file",
-                       api_visibility="undocumented")
-
     @gpu
     @user_errors
     def recheck(cached, alpha):
@@ -218,6 +217,58 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
             return gr.skip()
         return service.reblend(cached["grey"], cached["heatmap"], alpha)
 
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = scan_input(label="Brain MRI slice", height=320, elem_id="scan")
+            file_input(image, "scan", files)
+            model = gr.Dropdown(models, value=service.models[-1], label="Model")
+            method = gr.Dropdown(service.method_choices(), value=service.default_method,
+                                 label="Explanation method", info=service.METHOD_INFO)
+            target = gr.Dropdown(targets, value=PREDICTED, label="Explain which class")
+            alpha = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity",
+                              elem_id="opacity")
+            run = gr.Button("Classify", variant="primary")
+        with gr.Column(scale=2):
+            headline = gr.Markdown("*Upload a scan to see the model's answer.*",
+                                   label="Finding", elem_id="headline")
+            bars = gr.Label(num_top_classes=len(service.classes), label="Probabilities",
+                            elem_id="bars")
+            with gr.Row():
+                overlay = gr.Image(label="Explanation overlay", format="png",
+                                   interactive=False, elem_id="overlay")
+                figure = gr.Image(label="Heatmap", format="png", interactive=False,
+                                  elem_id="heatmap")
+            heat_file = gr.File(label="Raw heatmap (.npy, float32 in [0, 1], input pixels)",
+                                interactive=False)
+            with gr.Accordion("Did the highlighted region decide? Paint it out and ask again",
+                              open=False):
+                check = gr.Button("Paint out the hot region and classify again",
+                                  elem_id="recheck-run")
+                check_text = gr.Markdown(RECHECK_PROMPT, elem_id="recheck")
+                check_overlay = gr.Image(label="The scan with the hot region painted out, "
+                                         "and its new heatmap", format="png",
+                                         interactive=False, elem_id="recheck-overlay")
+    cached = gr.State(time_to_live=STATE_TTL_S)   # last result, for re-blending
+    if examples:
+        gr.Examples([[str(p)] for p, _ in examples], inputs=[image], label="Example scans",
+                    example_labels=[caption for _, caption in examples])
+    outputs = [headline, bars, overlay, figure, heat_file, cached]
+    inputs = [image, model, method, target, alpha]
+    for event in (run.click(classify, inputs, outputs, api_name="classify"),
+                  gr.on([image.change, model.change, method.change, target.change],
+                        classify_if_image, inputs, outputs, api_name="classify_on_change",
+                        api_visibility="undocumented", trigger_mode="always_last")):
+        event.success(lambda c: flag_bars(c["is_mri"] if c else None), cached, bars,
+                      api_name="flag_probabilities", api_visibility="private", queue=False)
+        event.success(lambda: (RECHECK_PROMPT, None), None, [check_text, check_overlay],
+                      api_name="clear_recheck", api_visibility="private", queue=False)
+    check.click(recheck, [cached, alpha], [check_text, check_overlay], api_name="recheck")
+    alpha.change(reblend, [alpha, cached], overlay, api_name="reblend",
+                 show_progress="hidden", trigger_mode="always_last", queue=False)
+
+
+def compare_tab(service: Service, files: Files) -> None:
+    """The Compare tab: every loaded model on one scan, side by side, and whether they agree."""
     @gpu
     @user_errors
     def compare(image, method, progress=gr.Progress()):
@@ -233,92 +284,52 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
     def compare_if_image(image, method, progress=gr.Progress()):
         return gr.skip() if image is None else compare(image, method, progress)
 
+    with gr.Row():
+        with gr.Column():
+            c_image = scan_input(label="Brain MRI slice", height=260,
+                                 elem_id="compare-scan")
+            file_input(c_image, "compare-scan", files)
+        with gr.Column():
+            c_method = gr.Dropdown(service.method_choices(), value=service.default_method,
+                                   label="Explanation method", info=service.METHOD_INFO)
+            c_run = gr.Button("Compare models", variant="primary")
+            agreement = gr.Markdown(label="Agreement", elem_id="agreement")
+    c_outputs, c_bars, c_flags = [], [], gr.State(time_to_live=STATE_TTL_S)
+    with gr.Row():
+        for m in service.models:
+            name = MODEL_LABELS.get(m, m)
+            with gr.Column():
+                gr.Markdown(f"## {name}")
+                finding = gr.Markdown(label=f"{name} finding", elem_id=f"finding-{m}")
+                c_bars.append(gr.Label(num_top_classes=len(service.classes),
+                                       label="Probabilities", elem_id=f"bars-{m}"))
+                c_outputs += [finding, c_bars[-1],
+                              gr.Image(label=f"{name} overlay", format="png",
+                                       interactive=False, elem_id=f"overlay-{m}")]
+    for event in (c_run.click(compare, [c_image, c_method],
+                              c_outputs + [agreement, c_flags], api_name="compare"),
+                  c_image.change(compare_if_image, [c_image, c_method],
+                                 c_outputs + [agreement, c_flags],
+                                 api_name="compare_on_change",
+                                 api_visibility="undocumented")):
+        event.success(lambda flags: flag_bars(*(flags or [None] * len(c_bars))),
+                      c_flags, c_bars, api_name="flag_compare", api_visibility="private",
+                      queue=False)
+
+
+def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None) -> gr.Blocks:
+    """The whole UI: one function per tab. Handlers call `service`; nothing here computes a
+    prediction."""
+    files = Files()
     with gr.Blocks(title="brainmri: brain-tumour MRI classifier with explanations",
                    analytics_enabled=False) as demo:
         gr.Markdown("# Brain-tumour MRI slice classifier, with heatmap explanations (CAM)\n"
                     "**Research and education only — not a medical device, not for diagnosis.** "
                     "Upload one 2-D brain MRI slice (JPEG, PNG, TIFF, DICOM…).")
         with gr.Tab("Classify"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    image = scan_input(label="Brain MRI slice", height=320, elem_id="scan")
-                    file_input(image, "scan")
-                    model = gr.Dropdown(models, value=service.models[-1], label="Model")
-                    method = gr.Dropdown(methods, value=service.default_method,
-                                         label="Explanation method", info=service.METHOD_INFO)
-                    target = gr.Dropdown(targets, value=PREDICTED, label="Explain which class")
-                    alpha = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity",
-                                      elem_id="opacity")
-                    run = gr.Button("Classify", variant="primary")
-                with gr.Column(scale=2):
-                    headline = gr.Markdown("*Upload a scan to see the model's answer.*",
-                                           label="Finding", elem_id="headline")
-                    bars = gr.Label(num_top_classes=len(service.classes), label="Probabilities",
-                                    elem_id="bars")
-                    with gr.Row():
-                        overlay = gr.Image(label="Explanation overlay", format="png",
-                                           interactive=False, elem_id="overlay")
-                        figure = gr.Image(label="Heatmap", format="png", interactive=False,
-                                          elem_id="heatmap")
-                    heat_file = gr.File(label="Raw heatmap (.npy, float32 in [0, 1], input pixels)",
-                                        interactive=False)
-                    with gr.Accordion("Did the highlighted region decide? Paint it out and ask again",
-                                      open=False):
-                        check = gr.Button("Paint out the hot region and classify again",
-                                          elem_id="recheck-run")
-                        check_text = gr.Markdown(RECHECK_PROMPT, elem_id="recheck")
-                        check_overlay = gr.Image(label="The scan with the hot region painted out, "
-                                                 "and its new heatmap", format="png",
-                                                 interactive=False, elem_id="recheck-overlay")
-            cached = gr.State(time_to_live=STATE_TTL_S)   # last result, for re-blending
-            if examples:
-                gr.Examples([[str(p)] for p, _ in examples], inputs=[image], label="Example scans",
-                            example_labels=[caption for _, caption in examples])
-            outputs = [headline, bars, overlay, figure, heat_file, cached]
-            inputs = [image, model, method, target, alpha]
-            for event in (run.click(classify, inputs, outputs, api_name="classify"),
-                          gr.on([image.change, model.change, method.change, target.change],
-                                classify_if_image, inputs, outputs, api_name="classify_on_change",
-                                api_visibility="undocumented", trigger_mode="always_last")):
-                event.success(lambda c: flag_bars(c["is_mri"] if c else None), cached, bars,
-                              api_name="flag_probabilities", api_visibility="private", queue=False)
-                event.success(lambda: (RECHECK_PROMPT, None), None, [check_text, check_overlay],
-                              api_name="clear_recheck", api_visibility="private", queue=False)
-            check.click(recheck, [cached, alpha], [check_text, check_overlay], api_name="recheck")
-            alpha.change(reblend, [alpha, cached], overlay, api_name="reblend",
-                         show_progress="hidden", trigger_mode="always_last", queue=False)
+            classify_tab(service, files, examples)
         with gr.Tab("Compare"):
-            with gr.Row():
-                with gr.Column():
-                    c_image = scan_input(label="Brain MRI slice", height=260,
-                                         elem_id="compare-scan")
-                    file_input(c_image, "compare-scan")
-                with gr.Column():
-                    c_method = gr.Dropdown(methods, value=service.default_method,
-                                           label="Explanation method", info=service.METHOD_INFO)
-                    c_run = gr.Button("Compare models", variant="primary")
-                    agreement = gr.Markdown(label="Agreement", elem_id="agreement")
-            c_outputs, c_bars, c_flags = [], [], gr.State(time_to_live=STATE_TTL_S)
-            with gr.Row():
-                for m in service.models:
-                    name = MODEL_LABELS.get(m, m)
-                    with gr.Column():
-                        gr.Markdown(f"## {name}")
-                        finding = gr.Markdown(label=f"{name} finding", elem_id=f"finding-{m}")
-                        c_bars.append(gr.Label(num_top_classes=len(service.classes),
-                                               label="Probabilities", elem_id=f"bars-{m}"))
-                        c_outputs += [finding, c_bars[-1],
-                                      gr.Image(label=f"{name} overlay", format="png",
-                                               interactive=False, elem_id=f"overlay-{m}")]
-            for event in (c_run.click(compare, [c_image, c_method],
-                                      c_outputs + [agreement, c_flags], api_name="compare"),
-                          c_image.change(compare_if_image, [c_image, c_method],
-                                         c_outputs + [agreement, c_flags],
-                                         api_name="compare_on_change",
-                                         api_visibility="undocumented")):
-                event.success(lambda flags: flag_bars(*(flags or [None] * len(c_bars))),
-                              c_flags, c_bars, api_name="flag_compare", api_visibility="private",
-                              queue=False)
+            compare_tab(service, files)
         with gr.Tab("About"):
             card = gr.Markdown(service.model_card(), label="Model card")
         demo.load(service.model_card, None, card, api_name="model_card", queue=False)
