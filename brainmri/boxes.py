@@ -3,8 +3,9 @@
     boxes = load_boxes(root / "tumor_boxes.csv")
     found = box_for(sample.path, root, boxes)     # ((x0, y0, x1, y1), (width, height)) or None
 
-Boxes are in the pixels of the scan file they name; they are used to measure explanations,
-never as a training target.
+Boxes are in the pixels of the scan file they name. Boxes of Training scans may train
+(`train.paint`, `train.guidance`); boxes of the validation scans carved from Training choose
+settings; boxes of Testing scans only measure (PROVENANCE.md).
 """
 from __future__ import annotations
 

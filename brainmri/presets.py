@@ -123,11 +123,12 @@ class TrainPreset:
     def cache_size(self) -> int:
         return round(self.eval.size * 8 / 7)
 
-    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        b = batch.shape[0]
-        g = generator
-        x = batch.float().div(255.0)                                    # (B, 1, s, s)
-        # Random affine crop: scale, aspect, shift, rotation and mirror in one sampling grid.
+    def warp(self, x: torch.Tensor, generator: torch.Generator | None = None,
+             masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Random affine crop of (B, 1, s, s) float images: scale, aspect, shift, rotation and
+        mirror in one sampling grid, output (B, 1, size, size). `masks` (B, M, s, s), if given,
+        go through the same grid (so a box drawn on the crop follows the scan)."""
+        b, g = x.shape[0], generator
         rand = lambda *shape: torch.rand(*shape, generator=g)           # noqa: E731
         area = self.scale[0] + (self.scale[1] - self.scale[0]) * rand(b)
         aspect = torch.exp((rand(b) - 0.5) * 0.2)
@@ -141,7 +142,16 @@ class TrainPreset:
         size = self.eval.size
         grid = F.affine_grid(theta, (b, 1, size, size), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        # Intensity: contrast and brightness around the image mean, then gamma.
+        if masks is not None:
+            masks = F.grid_sample(masks.float(), grid, mode="bilinear", padding_mode="zeros",
+                                  align_corners=False)
+        return x, masks
+
+    def jitter(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Intensity changes of (B, 1, S, S) images in [0, 1]: contrast and brightness around
+        the image mean, gamma, occasional blur, noise; output in [0, 1]."""
+        b, g = x.shape[0], generator
+        rand = lambda *shape: torch.rand(*shape, generator=g)           # noqa: E731
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         c = 1 + (2 * rand(b, 1, 1, 1) - 1) * self.contrast
         br = (2 * rand(b, 1, 1, 1) - 1) * self.brightness
@@ -153,5 +163,8 @@ class TrainPreset:
             k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
             kernel = (k[:, None] * k[None, :]).view(1, 1, 5, 5)
             x[blur] = F.conv2d(F.pad(x[blur], (2, 2, 2, 2), mode="replicate"), kernel)
-        x = (x + torch.randn(x.shape, generator=g) * self.noise_std * rand(b, 1, 1, 1)).clamp(0, 1)
-        return self.eval.normalise(x).contiguous()
+        return (x + torch.randn(x.shape, generator=g) * self.noise_std * rand(b, 1, 1, 1)).clamp(0, 1)
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x, _ = self.warp(batch.float().div(255.0), generator)             # (B, 1, size, size)
+        return self.eval.normalise(self.jitter(x, generator)).contiguous()

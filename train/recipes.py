@@ -16,4 +16,19 @@ RECIPES: dict[str, dict] = {
     "baseline": dict(model="baseline", size=160, epochs=80, batch_size=64, optimizer="adamw",
                      lr=3e-3, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,
                      schedule="cosine", warmup_epochs=1, freeze="none", augment=True),
+    # Stage 6 (issue #22): the shipped stage-5 ResNet-50, layer2..4 and head fine-tuned (batch-norm
+    # statistics kept) with counterfactual no-tumour scans balanced by control paintings, box guidance on
+    # the last block's Layer-CAM and acquisition/contrast augmentation; the last epoch is kept.
+    "lesion": dict(model="resnet50", size=192, epochs=3, batch_size=32, optimizer="sgd", lr=0.003,
+                   momentum=0.9, weight_decay=1e-4, label_smoothing=0.1, schedule="cosine",
+                   warmup_epochs=0.1, freeze="stem+layer1", augment=True, freeze_bn=1,
+                   init="checkpoints/resnet50.safetensors", counterfactual=0.3, paint_share=0.6, notumor_repeat=2,
+                   guidance=1.0, acquisition=1, grow=0.04, keep="last"),
+    # The same signals for the small CNN, fine-tuned from the shipped baseline.
+    "lesion-baseline": dict(model="baseline", size=160, epochs=12, batch_size=64, optimizer="adamw",
+                            lr=1e-3, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,
+                            schedule="cosine", warmup_epochs=0.5, freeze="none", augment=True,
+                            freeze_bn=0, init="checkpoints/baseline.safetensors",
+                            counterfactual=0.3, paint_share=0.6, notumor_repeat=2, guidance=1.0, acquisition=1,
+                            grow=0.04, keep="last"),
 }

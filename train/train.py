@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +34,14 @@ from brainmri.classes import CLASSES
 from brainmri.data import Sample, fingerprint, load_crops
 from brainmri.models import ARCHS, Classifier, pretrained_model
 from brainmri.predictor import default_device
+from brainmri.boxes import box_for, load_boxes
 from brainmri.ood import MahalanobisOOD
 from brainmri.presets import EvalPreset, TrainPreset
-from brainmri.protocols import build_splits
+from brainmri.protocols import build_splits, kaggle_root
 
+from .augment import Acquisition
+from .guidance import box_penalty
+from .paint import LESION_OUT, Painter, Plan, plan_epoch
 from .recipes import RECIPES
 
 log = logging.getLogger("train")
@@ -69,6 +73,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
     p.add_argument("--name", default=None, help="model name stored in the checkpoint")
+    p.add_argument("--counterfactual", type=float,
+                   help="share of boxed tumour scans also trained painted out as notumor (train.paint)")
+    p.add_argument("--paint-share", type=float,
+                   help="share of each epoch's samples painted (counterfactuals + balancing controls)")
+    p.add_argument("--notumor-repeat", type=int,
+                   help="each no-tumour scan this many times an epoch (room for its control paintings)")
+    p.add_argument("--guidance", type=float,
+                   help="weight of the true class's map mass outside the tumour box (train.guidance)")
+    p.add_argument("--acquisition", type=int, choices=[0, 1],
+                   help="acquisition and contrast augmentation (train.augment)")
+    p.add_argument("--grow", type=float, help="tumour boxes grown by this x the crop side")
+    p.add_argument("--freeze-bn", type=int, choices=[0, 1], help="keep every batch-norm's statistics")
+    p.add_argument("--keep", choices=["best", "last"], help="epoch kept: best validation accuracy or last")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bfloat16 autocast on CUDA and on CPUs with avx512_bf16/amx_bf16")
     p.add_argument("--rank-weights", action="store_true",
                    help="under torchrun, every rank also saves its final weights (to check they agree)")
     return p
@@ -82,6 +101,26 @@ def resolve(args: argparse.Namespace) -> dict:
     cfg["data"], cfg["out"] = str(cfg["data"]), str(cfg["out"])
     cfg["init"] = str(cfg["init"]) if cfg.get("init") else None
     return cfg
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16): there, bf16
+    autocast trains ResNet-50 2-2.5x faster than float32; without it, slower."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def use_bf16(device: torch.device, precision: str = "auto", cpuinfo: str | None = None) -> bool:
+    """The training precision rule: bf16 autocast when asked, or by default on CUDA and on a CPU
+    with native bf16 (batch-norm statistics, the loss and the guidance stay float32)."""
+    if precision != "auto":
+        return precision == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16(cpuinfo))
 
 
 # -- distributed -------------------------------------------------------------------------
@@ -141,39 +180,90 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None, rank: int,
         yield order[s:s + batch_size]
 
 
-def train_one_epoch(model, crops, labels, preset: TrainPreset | EvalPreset, cfg, opt, epoch,
-                    step0, total_steps, warmup_steps, device, rank, world, gen) -> tuple[float, float, int]:
-    model.train()
-    frozen_eval(model.module if hasattr(model, "module") else model, frozen_blocks(cfg))
-    rng = np.random.default_rng(cfg["seed"] * 1000 + epoch)
-    n_batches = math.ceil(len(crops) / world / cfg["batch_size"])
-    seen = correct = 0
-    loss_sum = 0.0
-    step = step0
-    bar = tqdm(batches(len(crops), cfg["batch_size"], rng, rank, world), total=n_batches,
-               desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not is_main(), file=sys.stderr,
-               mininterval=10)
-    for idx in bar:
-        lr = lr_at(step, total_steps, warmup_steps, cfg["lr"], cfg["schedule"])
-        for g in opt.param_groups:
-            g["lr"] = lr
+def plain_batches(crops, labels, preset, cfg, rng, rank, world, gen):
+    """(x (B, C, S, S) normalised, y (B,), None, None) for every batch of an epoch."""
+    for idx in batches(len(crops), cfg["batch_size"], rng, rank, world):
         x = torch.from_numpy(crops[idx])[:, None]                     # (B, 1, s, s) uint8
         x = preset(x, gen) if isinstance(preset, TrainPreset) else \
             torch.stack([preset.from_crop(c) for c in crops[idx]])
+        yield x, torch.from_numpy(labels[idx]), None, None
+
+
+def painted_batches(painter: Painter, plan: Plan, preset: TrainPreset, acquisition, cfg, rng, gen):
+    """Batches of a `train.paint.Plan`: each row's crop painted as its kind says, warped with
+    its grown tumour box (the guidance mask, on boxed tumour rows that keep their tumour),
+    intensity-jittered, then `acquisition` (train.augment) -> (x, y, masks, guided)."""
+    side = painter.side
+    for s in range(0, len(plan), cfg["batch_size"]):
+        rows = range(s, min(len(plan), s + cfg["batch_size"]))
+        crops, masks, guided = [], np.zeros((len(rows), 1, side, side), np.float32), []
+        for j, r in enumerate(rows):
+            i, kind = int(plan.index[r]), int(plan.kind[r])
+            crop, _ = painter(i, kind, rng)
+            crops.append(crop)
+            box = painter.grown[i]
+            keep = box is not None and kind != LESION_OUT and plan.label[r] != painter.notumor
+            if keep:
+                masks[j, 0, box[1]:box[3], box[0]:box[2]] = 1
+            guided.append(keep)
+        x = torch.from_numpy(np.stack(crops))[:, None].float().div(255.0)
+        x, m = preset.warp(x, gen, torch.from_numpy(masks))
+        x = preset.jitter(x, gen)
+        if acquisition is not None:
+            x = acquisition(x, gen)
+        yield (preset.eval.normalise(x).contiguous(), torch.from_numpy(plan.label[list(rows)]),
+               m, torch.tensor(guided))
+
+
+def train_one_epoch(model, source, n_batches, cfg, opt, epoch, step0, total_steps, warmup_steps,
+                    device, bf16: bool) -> tuple[dict, int]:
+    """One pass over `source` (batches of (x, y, masks, guided)); with cfg["guidance"] > 0 the
+    loss adds that weight x the guided rows' map mass outside their tumour box."""
+    model.train()
+    core = model.module if hasattr(model, "module") else model
+    frozen_eval(core, frozen_blocks(cfg))
+    if cfg.get("freeze_bn"):
+        for m in core.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    weight = float(cfg.get("guidance") or 0.0)
+    sums = {"loss": 0.0, "ce": 0.0, "outside_box": 0.0, "guided": 0, "correct": 0, "seen": 0}
+    step = step0
+    bar = tqdm(source, total=n_batches, desc=f"epoch {epoch + 1}/{cfg['epochs']}",
+               disable=not is_main(), file=sys.stderr, mininterval=10)
+    for x, y, masks, guided in bar:
+        lr = lr_at(step, total_steps, warmup_steps, cfg["lr"], cfg["schedule"])
+        for g in opt.param_groups:
+            g["lr"] = lr
         x = x.to(device).contiguous(memory_format=torch.channels_last)
-        y = torch.from_numpy(labels[idx]).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
+        y = y.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            if weight:
+                acts = core.trunk(x)
+                logits, outside = box_penalty(core, acts, y, masks.to(device), guided.to(device))
+            else:
+                logits, outside = model(x), None
+        ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
+        loss = ce + weight * outside if outside is not None else ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
-        seen += len(idx)
-        correct += int((logits.argmax(1) == y).sum())
-        loss_sum += float(loss.detach()) * len(idx)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}")
-    return loss_sum / max(1, seen), correct / max(1, seen), step
+        n = len(y)
+        sums["seen"] += n
+        sums["correct"] += int((logits.argmax(1) == y).sum())
+        sums["loss"] += float(loss.detach()) * n
+        sums["ce"] += float(ce.detach()) * n
+        if outside is not None and guided.any():
+            sums["outside_box"] += float(outside.detach()) * int(guided.sum())
+            sums["guided"] += int(guided.sum())
+        bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", acc=f"{sums['correct'] / sums['seen']:.3f}",
+                        lr=f"{lr:.2e}")
+    seen = max(1, sums["seen"])
+    row = {"train_loss": sums["loss"] / seen, "train_acc": sums["correct"] / seen}
+    if weight:
+        row.update(train_ce=sums["ce"] / seen, train_outside_box=sums["outside_box"] / max(1, sums["guided"]))
+    return row, step
 
 
 def train_head_epoch(model, feats, labels, cfg, opt, epoch, step, total_steps, warmup_steps):
@@ -232,6 +322,33 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(log_t.detach().exp())
 
 
+def lesion_painter(train_s, cfg: dict, eval_preset: EvalPreset, crop_size: int):
+    """(head crops (N, s, s) uint8 at `crop_size`, a `train.paint.Painter` with each scan's
+    tumour box in crop pixels, from the Training boxes of tumor_boxes.csv)."""
+    from .dilate import box_in_input, crops_and_boxes     # dilate imports this module
+    root = kaggle_root(cfg["data"])
+    boxes = load_boxes(root / "tumor_boxes.csv")
+    crops, crop_boxes = crops_and_boxes([s.path for s in train_s],
+                                        replace(eval_preset, size=crop_size), cfg["workers"])
+    in_crop = []
+    for s, cb in zip(train_s, crop_boxes):
+        found = box_for(s.path, root, boxes) if cb is not None and s.class_name != "notumor" else None
+        if found is not None and "Training/" not in s.path.as_posix():
+            raise ValueError(f"{s.path}: only Training boxes may train (PROVENANCE.md)")
+        in_crop.append(box_in_input(found[0], cb, crop_size) if found else None)
+    log.info("%d of %d training scans have a tumour box", sum(b is not None for b in in_crop), len(in_crop))
+    return crops, Painter(crops, in_crop, grow=cfg.get("grow") or 0.04,
+                          notumor=CLASSES.index("notumor"))
+
+
+def plan_for(painter: Painter, labels: np.ndarray, cfg: dict, epoch: int) -> Plan:
+    """The epoch's plan: the same for a given seed and epoch (so a resumed run repeats it)."""
+    boxed = np.array([b is not None for b in painter.grown])
+    return plan_epoch(labels, boxed, CLASSES.index("notumor"), cfg.get("counterfactual") or 0.0,
+                      cfg.get("paint_share") or 0.0, np.random.default_rng([cfg["seed"], epoch, 17]),
+                      notumor_repeat=cfg.get("notumor_repeat") or 1)
+
+
 def main(args: argparse.Namespace) -> Path:
     cfg = resolve(args)
     device = torch.device(cfg["device"]) if cfg.get("device") else default_device()
@@ -252,16 +369,24 @@ def main(args: argparse.Namespace) -> Path:
 
     splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"])
     train_s, val_s = splits.train, splits.val
+    painting = bool(cfg.get("counterfactual") or cfg.get("paint_share") or cfg.get("guidance"))
     if cfg.get("limit"):
-        train_s, val_s = train_s[:cfg["limit"]], val_s[:max(8, cfg["limit"] // 4)]
+        # Painting needs every class in the subset: take evenly spaced scans then.
+        every = max(1, len(train_s) // cfg["limit"]) if painting else 1
+        train_s, val_s = train_s[::every][:cfg["limit"]], val_s[:max(8, cfg["limit"] // 4)]
     log.info("train %d, val %d images (copies dropped; validation carved by duplicate groups)",
              len(train_s), len(val_s))
     cache = Path(".cache")
     tag = f"{fingerprint(train_s)['sha256']}"
     crop_size = train_preset.cache_size if cfg["augment"] else cfg["size"]
     t0 = time.time()
-    train_crops = load_crops([s.path for s in train_s], eval_preset, crop_size, cfg["workers"],
-                             cache / f"crops-{tag}-{crop_size}.npy")
+    if painting:
+        if not isinstance(train_preset, TrainPreset):
+            raise SystemExit("--counterfactual/--paint-share/--guidance need --augment 1")
+        train_crops, painter = lesion_painter(train_s, cfg, eval_preset, crop_size)
+    else:
+        train_crops = load_crops([s.path for s in train_s], eval_preset, crop_size, cfg["workers"],
+                                 cache / f"crops-{tag}-{crop_size}.npy")
     val_crops = load_crops([s.path for s in val_s], eval_preset, cfg["size"], cfg["workers"],
                            cache / f"crops-{fingerprint(val_s)['sha256']}-{cfg['size']}.npy")
     log.info("decoded and cropped in %.0f s", time.time() - t0)
@@ -283,7 +408,12 @@ def main(args: argparse.Namespace) -> Path:
     opt = (torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
            if cfg["optimizer"] == "sgd" else torch.optim.AdamW(groups, lr=cfg["lr"]))
 
-    steps_per_epoch = math.ceil(len(train_crops) / world / cfg["batch_size"])
+    if painting and world > 1:
+        raise SystemExit("painting and guidance train on one process (no torchrun)")
+    n_epoch = len(train_crops)
+    if painting:                      # the epoch's length: every scan + its counterfactuals
+        n_epoch = len(plan_for(painter, y_train, cfg, 0))
+    steps_per_epoch = math.ceil(n_epoch / world / cfg["batch_size"])
     total_steps = steps_per_epoch * cfg["epochs"]
     warmup_steps = int(cfg["warmup_epochs"] * steps_per_epoch)
     state_path = out / "last_state.pt"
@@ -298,6 +428,9 @@ def main(args: argparse.Namespace) -> Path:
         best = json.loads((out / "best.json").read_text())
         log.info("resumed after epoch %d", start_epoch)
     gen = torch.Generator().manual_seed(cfg["seed"] + rank)
+    bf16 = use_bf16(device, cfg.get("precision", "auto"))
+    acquisition = Acquisition() if cfg.get("acquisition") else None
+    log.info("precision: %s autocast on %s", "bf16" if bf16 else "no", device)
     best_state = None
     head_only = cfg["freeze"] == "all-but-head" and not cfg["augment"]
     if head_only:
@@ -313,9 +446,17 @@ def main(args: argparse.Namespace) -> Path:
             tr_loss, tr_acc, step = train_head_epoch(model, train_feats, y_train, cfg, opt, epoch,
                                                      step, total_steps, warmup_steps)
         else:
-            tr_loss, tr_acc, step = train_one_epoch(net, train_crops, y_train, train_preset, cfg,
-                                                    opt, epoch, step, total_steps, warmup_steps,
-                                                    device, rank, world, gen)
+            rng = np.random.default_rng(cfg["seed"] * 1000 + epoch)
+            if painting:
+                plan = plan_for(painter, y_train, cfg, epoch)
+                if epoch == start_epoch:
+                    log.info("epoch plan (kind: label counts): %s", json.dumps(plan.counts(CLASSES)))
+                source = painted_batches(painter, plan, train_preset, acquisition, cfg, rng, gen)
+            else:
+                source = plain_batches(train_crops, y_train, train_preset, cfg, rng, rank, world, gen)
+            train_row, step = train_one_epoch(net, source, steps_per_epoch, cfg, opt, epoch, step,
+                                              total_steps, warmup_steps, device, bf16)
+            tr_loss, tr_acc = train_row["train_loss"], train_row["train_acc"]
         if not is_main():
             continue
         if head_only:
@@ -325,11 +466,14 @@ def main(args: argparse.Namespace) -> Path:
             logits, _ = predict_crops(model, val_crops, eval_preset, device)
         val_loss = float(F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(y_val)))
         val_acc = float((logits.argmax(1) == y_val).mean())
-        row = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": val_loss,
+        row = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc,
+               **({} if head_only else train_row), "val_loss": val_loss,
                "val_acc": val_acc, "seconds": round(time.time() - t, 1)}
         history.append(row)
         log.info(json.dumps(row))
-        if (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]):
+        last = epoch + 1 == cfg["epochs"]
+        if cfg.get("keep") == "last" and last or cfg.get("keep") != "last" and \
+                (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]):
             best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             torch.save(best_state, out / "best_state.pt")
