@@ -127,6 +127,7 @@ def summarise(rows: list[dict]) -> dict:
         out[name] = {"n": len(chosen), **{v: {"accuracy": _mean(r[v][0] == r["class"] for r in chosen),
                                                 "p_true": _mean(r[v][1] for r in chosen)}
                                             for v in (*VERSIONS, HOT)},
+                     "control_unchanged": _mean(r["control"][0] == r["original"][0] for r in chosen),
                      "hot_changed": len(hot_changed),
                      "hot_share_of_head": _mean(r["hot_share"] for r in chosen),
                      "hot_on_tumour_changed": _mean(r["hot_on_tumour"] for r in hot_changed),
@@ -197,13 +198,14 @@ def print_tables(result: dict) -> None:
     print("Accuracy % (mean probability of the true class) with the tumour box painted out "
           "and with a control box of the same size painted out elsewhere in the head:\n")
     print("| split | class | n | original | lesion out | control | answer changed by lesion out | "
-          "PG, all | PG, changed | PG, unchanged |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "control: answer unchanged | PG, all | PG, changed | PG, unchanged |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"                       # noqa: E731
     for split, r in result.items():
         for name, c in r["classes"].items():
             cells = " | ".join(f"{100 * c[v]['accuracy']:.1f} ({c[v]['p_true']:.2f})" for v in VERSIONS)
-            print(f"| {split} | {name} | {c['n']} | {cells} | {c['needed']} | {pct(c['pointing'])} | "
+            print(f"| {split} | {name} | {c['n']} | {cells} | {c['needed']} | {pct(c['control_unchanged'])} | "
+                  f"{pct(c['pointing'])} | "
                   f"{pct(c['pointing_needed'])} | {pct(c['pointing_not_needed'])} |")
     print("\nThe app's per-scan check: the default map's hot region painted out instead (no box "
           "needed), and whether that region touched the tumour box:\n")

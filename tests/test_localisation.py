@@ -301,6 +301,9 @@ def test_lesion_masked_cli_reports_each_version_per_class(tmp_path, capsys):
         assert sum(n * p for n, p in parts if n) == pytest.approx(c["n"] * c["pointing"])
         assert 0 <= c["hot region out"]["accuracy"] <= 1 and 0 <= c["hot_changed"] <= c["n"]
         assert 0 < c["hot_share_of_head"] <= 1
+        assert 0 <= c["control_unchanged"] <= 1
+        # A control answer that is right where the original was right is unchanged.
+        assert c["control_unchanged"] >= c["control"]["accuracy"] + c["original"]["accuracy"] - 1 - 1e-9
     assert json.loads(out.read_text())["splits"]["official"] == official
     printed = capsys.readouterr().out
     assert printed.count("| official | all |") == 2          # both tables

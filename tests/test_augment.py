@@ -1,0 +1,96 @@
+"""train.augment: each acquisition transform's shape, range, effect and determinism."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainmri.presets import EvalPreset, TrainPreset
+from train.augment import TRANSFORMS, Acquisition, bias_field, monotone_curve, random_knots
+from train.train import cpu_has_bf16, use_bf16
+
+sys.path.insert(0, str(Path(__file__).parent))
+import synthetic  # noqa: E402
+
+
+def batch(n: int = 3, size: int = 64) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(np.array(synthetic.scan(i, size=size))).float()[None] / 255
+                        for i in range(n)])
+
+
+@pytest.mark.parametrize("name", TRANSFORMS)
+def test_each_transform_keeps_shape_and_range_changes_the_image_and_is_seeded(name):
+    x = batch()
+    aug = Acquisition()
+    a = aug(x, torch.Generator().manual_seed(3), only=name)
+    b = aug(x, torch.Generator().manual_seed(3), only=name)
+    assert a.shape == x.shape and a.dtype == torch.float32
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b)
+    assert (a - x).abs().mean() > 1e-3
+    assert not torch.equal(a, aug(x, torch.Generator().manual_seed(4), only=name)) or name == "invert"
+
+
+def test_curves_are_monotone_and_keep_black_and_white():
+    knots = random_knots(5, 6, torch.Generator().manual_seed(0))
+    assert (knots[:, 0] == 0).all() and torch.allclose(knots[:, -1], torch.ones(5))
+    assert (knots.diff(dim=1) >= 0).all()
+    ramp = torch.linspace(0, 1, 101).view(1, 1, 1, 101).expand(5, 1, 1, 101)
+    out = monotone_curve(ramp, knots)
+    assert (out.diff(dim=-1) >= -1e-6).all()
+
+
+def test_inversion_keeps_the_background_black_and_inverts_the_head():
+    x = batch(1)
+    out = Acquisition()(x, torch.Generator().manual_seed(0), only="invert")
+    background = x < 0.01
+    assert out[background].max() < 0.05
+    head = x > 0.3
+    assert (out[head] < 0.7).float().mean() > 0.9        # bright tissue becomes dark
+
+
+def test_bias_field_is_smooth_and_positive():
+    field = bias_field(2, 64, torch.tensor([0.4, 0.1]), torch.Generator().manual_seed(0))
+    assert field.shape == (2, 1, 64, 64) and (field > 0).all()
+    assert field[0].log().abs().max() <= 0.4 + 1e-5
+    assert field.diff(dim=-1).abs().max() < 0.1         # no jumps between neighbours
+
+
+def test_unknown_transform_is_refused():
+    with pytest.raises(ValueError, match="unknown transform"):
+        Acquisition()(batch(1), only="warp")
+
+
+def test_the_full_augmentation_is_deterministic_under_a_seed():
+    x = batch(4)
+    a = Acquisition()(x, torch.Generator().manual_seed(9))
+    assert torch.equal(a, Acquisition()(x, torch.Generator().manual_seed(9)))
+
+
+def test_warp_moves_a_mask_with_the_image():
+    preset = TrainPreset(eval=EvalPreset(size=48, channels=1, mean=(0.5,), std=(0.25,)))
+    x = torch.zeros(2, 1, 55, 55)
+    x[:, :, 10:25, 30:45] = 1.0
+    img, mask = preset.warp(x, torch.Generator().manual_seed(0), x.clone())
+    assert img.shape == mask.shape == (2, 1, 48, 48)
+    torch.testing.assert_close(img, mask)
+
+
+def test_train_preset_is_warp_then_jitter_then_normalise():
+    preset = TrainPreset(eval=EvalPreset(size=48, channels=1, mean=(0.5,), std=(0.25,)))
+    x = (batch(2, 55) * 255).to(torch.uint8)
+    whole = preset(x, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    parts = preset.eval.normalise(preset.jitter(preset.warp(x.float() / 255, g)[0], g))
+    torch.testing.assert_close(whole, parts)
+
+
+def test_bf16_rule_follows_the_cpu_flag_and_the_request():
+    assert cpu_has_bf16("flags : fpu avx512f avx512_bf16") and not cpu_has_bf16("flags : fpu avx2")
+    cpu = torch.device("cpu")
+    assert use_bf16(cpu, "auto", "flags : avx512_bf16") and not use_bf16(cpu, "auto", "flags : avx2")
+    assert use_bf16(torch.device("cuda"), "auto", "")
+    assert not use_bf16(cpu, "fp32", "avx512_bf16") and use_bf16(cpu, "bf16", "")

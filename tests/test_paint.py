@@ -1,0 +1,109 @@
+"""train.paint: counterfactual no-tumour scans and balanced control paintings."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainmri import localisation as loc
+from train.paint import CONTROL, LESION_OUT, PLAIN, Painter, grow_box, overlaps, place_control, plan_epoch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import synthetic  # noqa: E402
+
+NOTUMOR = 2
+
+
+def crop_with_lesion(seed: int = 0, size: int = 96) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A synthetic head crop with a bright square lesion, and the lesion's box."""
+    img = np.array(synthetic.scan(seed, size=size, lesion=False))
+    box = (40, 30, 52, 44)
+    img[box[1]:box[3], box[0]:box[2]] = 230
+    return img, box
+
+
+def test_grow_box_grows_by_a_share_of_the_side_and_clips():
+    assert grow_box((10, 20, 30, 40), 0.05, 100) == (5, 15, 35, 45)
+    assert grow_box((0, 1, 99, 100), 0.05, 100) == (0, 0, 100, 100)
+
+
+def test_painter_paints_exactly_the_grown_box_and_removes_the_lesion():
+    crop, box = crop_with_lesion()
+    painter = Painter(crop[None], [box], grow=0.04, notumor=NOTUMOR)
+    grown = painter.grown[0]
+    assert grown == grow_box(box, 0.04, crop.shape[0])
+    out, painted = painter(0, LESION_OUT, np.random.default_rng(0))
+    assert painted == grown
+    changed = out != crop
+    inside = loc.box_mask(crop.shape, grown)
+    assert changed.any() and not (changed & ~inside).any()          # nothing outside the box moves
+    x0, y0, x1, y1 = box
+    assert out[y0:y1, x0:x1].mean() < 160 < crop[y0:y1, x0:x1].mean()  # the bright lesion is gone
+
+
+def test_control_box_is_in_the_head_away_from_the_tumour_and_keeps_its_size():
+    crop, box = crop_with_lesion(3)
+    head = loc.head_mask(crop)
+    rng = np.random.default_rng(1)
+    avoid = grow_box(box, 0.04, crop.shape[0])
+    for _ in range(20):
+        c = place_control(head, (0.1, 0.1, 0.25, 0.2), rng, avoid=avoid)
+        assert c is not None and not overlaps(c, avoid)
+        assert (c[2] - c[0], c[3] - c[1]) == (round(0.15 * 96), round(0.1 * 96))
+        assert head[(c[1] + c[3]) // 2, (c[0] + c[2]) // 2]
+    assert place_control(head, (0.0, 0.0, 1.0, 1.0), rng) is None   # too large: nothing fits
+
+
+def test_painter_controls_avoid_the_tumour_and_are_reused():
+    crop, box = crop_with_lesion(4)
+    painter = Painter(crop[None], [box], notumor=NOTUMOR, pool=np.array([[0.2, 0.6, 0.35, 0.75]]), bank=1)
+    out, c = painter(0, CONTROL, np.random.default_rng(0))
+    assert c is not None and not overlaps(c, painter.grown[0])
+    assert not ((out != crop) & ~loc.box_mask(crop.shape, c)).any()
+    again, c2 = painter(0, CONTROL, np.random.default_rng(5))
+    assert c2 == c and again is out                                   # the bank keeps one painting
+    plain, none = painter(0, PLAIN, np.random.default_rng(0))
+    assert none is None and np.array_equal(plain, crop)
+
+
+def test_lesion_out_needs_a_box():
+    crop, _ = crop_with_lesion()
+    with pytest.raises(ValueError, match="no tumour box"):
+        Painter(crop[None], [None], notumor=NOTUMOR)(0, LESION_OUT, np.random.default_rng(0))
+
+
+def fake_split(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1, 2, 3], [300, 200, 120, 250])
+    boxed = (labels != NOTUMOR) & (rng.random(len(labels)) < 0.9)
+    return labels, boxed
+
+
+def test_plan_balances_labels_between_painted_and_unpainted():
+    labels, boxed = fake_split()
+    plan = plan_epoch(labels, boxed, NOTUMOR, 0.3, 0.6, np.random.default_rng(0), notumor_repeat=2)
+    painted = plan.kind != PLAIN
+    n_cf = round(0.3 * boxed.sum())
+    assert (plan.kind == LESION_OUT).sum() == n_cf
+    assert (plan.label[plan.kind == LESION_OUT] == NOTUMOR).all()
+    assert len(plan) == len(labels) + (labels == NOTUMOR).sum() + n_cf
+    for c in range(4):
+        share_painted = (plan.label[painted] == c).mean()
+        share_plain = (plan.label[~painted] == c).mean()
+        assert abs(share_painted - share_plain) < 0.01, c
+    # Tumour-class controls only on boxed scans (a control must not cover an unboxed tumour).
+    controls = plan.index[(plan.kind == CONTROL) & (plan.label != NOTUMOR)]
+    assert boxed[controls].all()
+    # Every counterfactual comes from a boxed tumour scan.
+    assert boxed[plan.index[plan.kind == LESION_OUT]].all()
+
+
+def test_plan_is_deterministic_under_a_seed_and_refuses_impossible_balance():
+    labels, boxed = fake_split()
+    a = plan_epoch(labels, boxed, NOTUMOR, 0.3, 0.6, np.random.default_rng(7), notumor_repeat=2)
+    b = plan_epoch(labels, boxed, NOTUMOR, 0.3, 0.6, np.random.default_rng(7), notumor_repeat=2)
+    assert (a.index == b.index).all() and (a.kind == b.kind).all() and (a.label == b.label).all()
+    with pytest.raises(ValueError, match="balancing needs"):
+        plan_epoch(labels, boxed, NOTUMOR, 0.9, 0.2, np.random.default_rng(0))
