@@ -94,3 +94,12 @@ def test_bf16_rule_follows_the_cpu_flag_and_the_request():
     assert use_bf16(cpu, "auto", "flags : avx512_bf16") and not use_bf16(cpu, "auto", "flags : avx2")
     assert use_bf16(torch.device("cuda"), "auto", "")
     assert not use_bf16(cpu, "fp32", "avx512_bf16") and use_bf16(cpu, "bf16", "")
+
+
+def test_the_figure_shows_every_transform(tmp_path):
+    from PIL import Image
+    from train.augment import figure
+    crops = [np.array(synthetic.scan(i, size=80)) for i in range(2)]
+    out = figure(crops, tmp_path / "aug.png", size=48)
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.width > img.height      # one column per transform

@@ -185,7 +185,7 @@ def figure(crops: list[np.ndarray], out: Path, seed: int = 0, size: int = 192) -
     fig.suptitle("train.augment.Acquisition: each transform alone (python -m train.augment)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=60)
     plt.close(fig)
     return out
 
