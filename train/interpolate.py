@@ -1,0 +1,96 @@
+"""Interpolate two checkpoints of one architecture: (1 - alpha) x A + alpha x B (WiSE-FT).
+
+    python -m train.interpolate checkpoints/resnet50.safetensors runs/lesion-r50b/model.safetensors \\
+        --alpha 0.5 --data ../shared/data --out runs/wise-0.5.safetensors
+
+Wortsman et al. 2022 ("Robust fine-tuning of zero-shot models"): averaging the weights of a
+model and of its fine-tuned version often keeps most of what the fine-tuning taught while
+recovering accuracy it cost. Here A is the model before a fine-tuning stage and B after it;
+both must share the architecture, its arguments and the preprocessing. Every floating-point
+tensor (weights and batch-norm statistics) is interpolated; integer buffers come from B. The
+calibration temperature is refitted on the validation split of B's own training run (the
+not-an-MRI detector is B's: refit it with `train.fit_ood --write` before shipping).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from safetensors import safe_open
+
+from brainmri.checkpoint import load_checkpoint, save_checkpoint
+from brainmri.predictor import Predictor
+from brainmri.protocols import build_splits
+
+from .train import fit_temperature
+
+log = logging.getLogger("train.interpolate")
+
+
+def interpolate(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """State dicts of one architecture -> (1 - alpha) a + alpha b for floating tensors, b's
+    value for the others. Raises ValueError when the keys or shapes differ."""
+    if a.keys() != b.keys():
+        raise ValueError(f"the checkpoints' tensors differ: {sorted(a.keys() ^ b.keys())[:5]}")
+    out = {}
+    for k, vb in b.items():
+        va = a[k]
+        if va.shape != vb.shape:
+            raise ValueError(f"{k}: shape {tuple(va.shape)} against {tuple(vb.shape)}")
+        out[k] = torch.lerp(va.float(), vb.float(), alpha).to(vb.dtype) if vb.is_floating_point() else vb.clone()
+    return out
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("a", type=Path, help="the checkpoint before fine-tuning")
+    p.add_argument("b", type=Path, help="the checkpoint after it")
+    p.add_argument("--alpha", type=float, required=True, help="0: A, 1: B")
+    p.add_argument("--data", type=Path, required=True, help="for the validation split (temperature)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if not 0 <= args.alpha <= 1:
+        raise SystemExit(f"--alpha must be in [0, 1], got {args.alpha}")
+    model_a, meta_a = load_checkpoint(args.a)
+    model_b, meta_b = load_checkpoint(args.b)
+    same = ("arch", "arch_kwargs", "preset", "classes")
+    if any(meta_a[k] != meta_b[k] for k in same):
+        raise SystemExit(f"{args.a} and {args.b} differ in {[k for k in same if meta_a[k] != meta_b[k]]}")
+    model_b.load_state_dict(interpolate(model_a.state_dict(), model_b.state_dict(), args.alpha))
+    train_args = meta_b["args"]
+    val = build_splits(args.data, float(train_args.get("val_fraction", 0.12)),
+                       int(train_args.get("split_seed", train_args.get("seed", 0)))).val
+    meta = {**meta_b, "calibration": {"temperature": 1.0, "fitted_on": "val"}}
+    predictor = Predictor(model_b, meta, torch.device("cpu"), ood=None, fold_bn=False)
+    logits = []
+    for s in range(0, len(val), args.batch_size):
+        prepared = predictor.prepare([v.path for v in val[s:s + args.batch_size]])
+        logits.append(predictor.logits_and_features(torch.stack([p.tensor for p in prepared]))[0])
+    logits = torch.cat(logits).numpy()
+    labels = np.array([v.label for v in val])
+    accuracy = float((logits.argmax(1) == labels).mean())
+    temperature = fit_temperature(logits, labels)
+    meta["calibration"]["temperature"] = temperature
+    meta["interpolated"] = {"a": str(args.a), "b": str(args.b), "alpha": args.alpha}
+    meta["metrics"] = {"val": {"accuracy": accuracy}}
+    with safe_open(str(args.b), "pt") as f:               # B's detectors (ood.*, ...), as they are
+        weights = set(model_b.state_dict())
+        extra = {k: f.get_tensor(k) for k in f.keys() if k not in weights}
+    save_checkpoint(args.out, model_b, meta, extra=extra)
+    result = {"alpha": args.alpha, "val_accuracy": accuracy, "n": len(val), "temperature": temperature}
+    log.info("%s", result)
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
