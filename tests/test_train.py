@@ -149,3 +149,35 @@ def test_mirror_check_scores_the_checkpoints_own_validation_split(tiny_data, tmp
     assert acc["n"] == 8                                             # a quarter of 32 training scans
     assert acc["scan"] == pytest.approx(max(h["val_acc"] for h in history if "val_acc" in h))
     assert all(0 <= acc[k] <= 1 for k in ("mirror", "mean of both"))
+
+
+def test_lesion_signals_train_end_to_end(tmp_path):
+    """Counterfactuals, balanced controls, box guidance and acquisition augmentation through
+    the CLI on a tiny synthetic folder with a tumor_boxes.csv (the lesion's own bounding box)."""
+    import numpy as np
+    root = tmp_path / "kaggle"
+    rows = ["path,split,class,width,height,x0,y0,x1,y1"]
+    for c, name in enumerate(CLASSES):
+        folder = root / "Training" / name
+        folder.mkdir(parents=True)
+        for i in range(10):
+            img = synthetic.scan(seed=5000 + 100 * c + i, size=64, lesion=name != "notumor")
+            img.save(folder / f"{name}-{i}.png")
+            ys, xs = np.nonzero(np.array(img) == 220)
+            if name != "notumor" and len(xs):
+                rows.append(f"Training/{name}/{name}-{i}.png,Training,{name},64,64,"
+                            f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}")
+    (root / "tumor_boxes.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(root), "--out", str(out), *ARGS,
+         "--epochs", "1", "--counterfactual", "0.3", "--paint-share", "0.6", "--notumor-repeat", "2",
+         "--guidance", "1", "--acquisition", "1", "--keep", "last", "--precision", "fp32"], tmp_path)
+    history = json.loads((out / "history.json").read_text())
+    row = history[-1]
+    assert 0 <= row["train_outside_box"] <= 1 and row["train_loss"] >= row["train_ce"]
+    log = (out / "log.txt").read_text()
+    assert "epoch plan" in log and '"lesion out": {"glioma": 0' in log
+    args = json.loads((out / "args.json").read_text())
+    assert args["counterfactual"] == 0.3 and args["guidance"] == 1.0 and args["keep"] == "last"
+    assert Predictor.from_checkpoint(out / "model.safetensors", device="cpu").predict(
+        synthetic.scan(1, size=64)).label in CLASSES
