@@ -1,34 +1,57 @@
 """Print the README results table from evaluation metrics files (never typed by hand).
 
-    python scripts/results_table.py runs/eval/metrics.json
+    python scripts/results_table.py runs/eval/metrics.json \\
+        --lesion resnet50=checkpoints/eval/explain/lesion_masked.json \\
+        --lesion baseline=checkpoints/eval/explain/baseline/lesion_masked.json
+
+`--lesion MODEL=JSON` adds, from `studies.lesion_masked`'s JSON, two validation columns: how often
+a scan with its tumour painted out is still called that tumour (glioma / meningioma / pituitary),
+and how often painting out a control box of the same size leaves the answer unchanged.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 STUDY = {"baseline": "86.84% (study's own split)", "resnet50": "95.10% (Roboflow set)"}
 PROTOCOLS = ("val", "official", "clean", "roboflow")
+TUMOURS = ("glioma", "meningioma", "pituitary")
 
 
-def main(path: str) -> None:
-    results = json.loads(Path(path).read_text())
+def lesion_cells(path: Path | None, split: str = "val") -> list[str]:
+    """[tumour out still called, g / m / p in %; control out unchanged, %] or dashes."""
+    if path is None:
+        return ["-", "-"]
+    classes = json.loads(path.read_text())["splits"][split]["classes"]
+    still = " / ".join(f"{100 * classes[c]['lesion out']['accuracy']:.0f}" for c in TUMOURS)
+    unchanged = classes["all"].get("control_unchanged")
+    return [f"{still}%", "-" if unchanged is None else f"{100 * unchanged:.1f}%"]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("metrics", nargs="?", default="runs/eval/metrics.json")
+    p.add_argument("--lesion", action="append", default=[], metavar="MODEL=JSON")
+    args = p.parse_args(argv)
+    lesion = {k: Path(v) for k, v in (item.split("=", 1) for item in args.lesion)}
+    results = json.loads(Path(args.metrics).read_text())
+    extra = " | val: tumour out, still called (gl / me / pi) | val: control out, unchanged" if lesion else ""
     head = "| model | " + " | ".join(f"{p} acc / macro-F1" for p in PROTOCOLS) + \
-           " | clean ROC-AUC | clean ECE (raw -> calibrated) | the study |"
+           " | clean ROC-AUC | clean ECE (raw -> calibrated)" + extra + " | the study |"
     print(head)
-    print("|" + "---|" * (len(PROTOCOLS) + 4))
+    print("|" + "---|" * (len(PROTOCOLS) + 4 + (2 if lesion else 0)))
     for r in results:
         cells = []
-        for p in PROTOCOLS:
-            m = r["protocols"].get(p)
+        for proto in PROTOCOLS:
+            m = r["protocols"].get(proto)
             cells.append(f"{m['accuracy']:.2%} / {m['macro_f1']:.3f} (n={m['n']})" if m else "-")
         c = r["protocols"].get("clean", {})
         ece = f"{c['ece_uncalibrated']:.3f} -> {c['ece_calibrated']:.3f}" if c else "-"
         auc = f"{c['roc_auc_ovr']:.4f}" if c else "-"
-        print(f"| {r['model']} | " + " | ".join(cells) +
-              f" | {auc} | {ece} | {STUDY.get(r['model'], '-')} |")
+        cells += [auc, ece] + (lesion_cells(lesion.get(r["model"])) if lesion else [])
+        print(f"| {r['model']} | " + " | ".join(cells) + f" | {STUDY.get(r['model'], '-')} |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/eval/metrics.json")
+    main()
