@@ -11,15 +11,36 @@ def colourise(heatmap: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
+CLEAR_BELOW, OPAQUE_FROM = 0.2, 0.5     # heatmap values: transparent below, full `alpha` from
+
+
+def opacity(heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """(H, W) float32 per-pixel opacity: 0 where the map is under CLEAR_BELOW, `alpha` from
+    OPAQUE_FROM, linear between; so low relevance leaves the scan's own background (the jet
+    map's navy never covers it) and only the hot regions are coloured."""
+    ramp = (np.asarray(heatmap, np.float32) - CLEAR_BELOW) / (OPAQUE_FROM - CLEAR_BELOW)
+    return np.clip(ramp, 0.0, 1.0) * float(np.clip(alpha, 0.0, 1.0))
+
+
 def blend(grey: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Overlay `heatmap` (H, W) in [0, 1] on `grey` (H, W) uint8 with opacity `alpha` in [0, 1]."""
+    """Overlay `heatmap` (H, W) in [0, 1] on `grey` (H, W) uint8: (H, W, 3) uint8 RGB, each pixel
+    `w * colour + (1 - w) * scan` with w = `opacity(heatmap, alpha)`, alpha in [0, 1]."""
     if grey.shape != heatmap.shape:
         raise ValueError(f"image {grey.shape} and heatmap {heatmap.shape} differ in shape")
-    alpha = float(np.clip(alpha, 0.0, 1.0))
-    # OpenCV's saturating uint8 weighted sum: about twice as fast as the same sum in numpy
-    # float32; it may round a channel 1 level differently from float maths.
-    return cv2.addWeighted(colourise(heatmap), alpha, cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB),
-                           1.0 - alpha, 0.0)
+    w = opacity(heatmap, alpha)[:, :, None]                           # (H, W, 1)
+    scan = np.asarray(grey, np.float32)[:, :, None]
+    return np.rint(w * colourise(heatmap) + (1.0 - w) * scan).astype(np.uint8)
+
+
+def upscale(rgb: np.ndarray, min_side: int = 512) -> np.ndarray:
+    """(H, W[, 3]) uint8 enlarged (bicubic) so its longer side is at least `min_side`, for
+    display: a 64 px DICOM's overlay should not be a thumbnail. Larger images are returned
+    unchanged."""
+    h, w = rgb.shape[:2]
+    if max(h, w) >= min_side:
+        return rgb
+    scale = min_side / max(h, w)
+    return cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
 
 
 def with_colour_bar(heatmap: np.ndarray, size: int = 384, bar: int = 18) -> np.ndarray:

@@ -20,10 +20,12 @@ from typing import Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
+from . import mri_check
 from .cam import CLASS_AGNOSTIC, HOOK_FREE, LABELS, canonical_method
 from .checkpoint import INTENDED_USE
-from .io import ImageSource, load_image
+from .io import ImageSource, describe, load_image
 from .localisation import head_mask, hot_region, paint_out, share_of_head
 from .models import ARCHS
 from .overlay import blend, colourise
@@ -53,6 +55,9 @@ CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No t
                 "pituitary": "Pituitary tumour"}
 PREDICTED = "predicted"                                # target choice: explain the predicted class
 NOT_MRI = "This does not look like a brain MRI slice"
+OUTCOMES = ("confident", "caution", "not_mri")
+LOW_CONFIDENCE = 0.6          # top probability below this: "caution", the model hesitates
+DISCLAIMER = "Research and education only: not a medical device, not a diagnosis."
 
 
 class Engine(Protocol):
@@ -78,12 +83,29 @@ class Result:
     grey: np.ndarray                 # (H, W) uint8, the scan as luminance
     overlay: np.ndarray              # (H, W, 3) uint8 RGB
     time_ms: float                   # model time (prediction + explanation)
-    headline: str                    # markdown: the finding, or the not-an-MRI notice
+    headline: str                    # markdown (no HTML): the finding, or the not-an-MRI notice
+    outcome: str = "confident"       # one of OUTCOMES
+    reasons: tuple[str, ...] = ()    # why "caution" or "not_mri", in words; () when confident
 
     @property
     def heatmap_rgb(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB, the heatmap in the overlay's colours."""
         return colourise(self.heatmap)
+
+    @property
+    def finding(self) -> str | None:
+        """The predicted class name, or None when the input was refused (not an MRI slice)."""
+        return self.label if self.is_mri else None
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary for API clients: `label` is None for a refused input; the
+        probabilities are kept for reference (they are not a finding when `is_mri` is False)."""
+        return {"label": self.finding, "label_name": class_label(self.finding) if self.finding else None,
+                "is_mri": self.is_mri, "outcome": self.outcome, "reasons": list(self.reasons),
+                "probabilities": {c: round(float(v), 6) for c, v in self.probabilities.items()},
+                "model": self.model, "method": self.method,
+                "explained_class": self.target if self.is_mri else None,
+                "time_ms": round(self.time_ms, 1), "disclaimer": DISCLAIMER}
 
 
 @dataclass(frozen=True)
@@ -106,25 +128,97 @@ def class_label(name: str) -> str:
     return CLASS_LABELS.get(name, name)
 
 
+def percent(p: float) -> str:
+    """A probability as a percentage with one decimal that never rounds to a certainty:
+    0.9996 -> ">99.9%", 0.0004 -> "<0.1%", 0.5 -> "50.0%"."""
+    if p > 0.999:
+        return ">99.9%"
+    if p < 0.001:
+        return "<0.1%" if p > 0 else "0.0%"
+    return f"{100 * p:.1f}%"
+
+
+def refusal_reasons(image) -> tuple[str, ...]:
+    """Why an input was refused, in words, from the model-free input checks of
+    `brainmri.mri_check` (the feature check is the fallback reason)."""
+    reasons = []
+    if isinstance(image, Image.Image):
+        check = mri_check.check(image)
+        if check.modality not in mri_check.MRI_MODALITIES:
+            reasons.append(f"the DICOM file declares modality {check.modality}, not MR")
+        if check.colour_share > mri_check.MAX_COLOUR_SHARE:
+            reasons.append("it is in colour, where MRI is greyscale")
+        if check.dark_corners < mri_check.MIN_DARK_CORNERS:
+            reasons.append("there is no dark background around the head")
+    return tuple(reasons) or ("its features are unlike the brain MRI slices the models were "
+                              "trained on",)
+
+
+def outcome_of(prediction, probs: Mapping[str, float], image=None) -> tuple[str, tuple[str, ...]]:
+    """(outcome, reasons) for a prediction: its own `outcome`/`reasons` when the predictor
+    gives them, else "not_mri" when refused (reasons from `refusal_reasons(image)`), "caution"
+    when the top probability is under LOW_CONFIDENCE, "confident" otherwise."""
+    own = getattr(prediction, "outcome", None)
+    if own:
+        return own, tuple(getattr(prediction, "reasons", ()) or ())
+    if not prediction.is_mri:
+        return "not_mri", refusal_reasons(image)
+    ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+    if ranked[0][1] < LOW_CONFIDENCE:
+        return "caution", (f"low confidence: {class_label(ranked[0][0])} {percent(ranked[0][1])}, "
+                           f"then {class_label(ranked[1][0])} {percent(ranked[1][1])}",)
+    return "confident", ()
+
+
+def probability_table(probs: Mapping[str, float], is_mri: bool = True, width: int = 12) -> str:
+    """Markdown (no HTML): one row per class, most probable first, with the headline's names, a
+    bar of `width` blocks and `percent`. A refused input gets one line instead: its
+    probabilities are not a finding."""
+    if not is_mri:
+        return ("*No probabilities shown: the input does not look like a brain MRI slice, so "
+                "they would not be a finding.*")
+    rows = ["| class | | probability |", "|---|---|---:|"]
+    for name, p in sorted(probs.items(), key=lambda kv: -kv[1]):
+        filled = round(width * p)
+        rows.append(f"| {class_label(name)} | `{'█' * filled}{'░' * (width - filled)}` | {percent(p)} |")
+    return "\n".join(rows)
+
+
 def headline(result_label: str, probs: Mapping[str, float], is_mri: bool, model: str,
-             method: str, target: str, time_ms: float) -> str:
-    """Markdown stating the finding, or plainly that the input is not a brain MRI slice."""
+             method: str, target: str, time_ms: float, reasons: Sequence[str] = ()) -> str:
+    """Markdown (no HTML) stating the finding, or plainly that the input is not a brain MRI
+    slice (then no class and no probability is named)."""
     about = ("(the same map for every class)" if method in CLASS_AGNOSTIC
              else f"for *{class_label(target)}*")
     what = f"{MODEL_LABELS.get(model, model)} · {LABELS.get(method, method)} {about}"
     if not is_mri:
-        return (f"### ⚠ {NOT_MRI}\n"
+        why = f"**Why:** {'; '.join(reasons)}.\n\n" if reasons else ""
+        return (f"### ⚠ {NOT_MRI}\n" + why +
                 "It is unlike the brain MRI slices the models were trained on (the Kaggle "
                 "brain-tumor-mri collection), so no tumour class is reported. CT, diffusion "
                 "images and MRI sequences or views rare in that collection can be flagged too. "
-                "The probabilities below are greyed out: they are not a finding.\n\n"
-                f"<small>{what} · {time_ms:.0f} ms</small>")
+                "No probabilities or heatmap are shown: they would not be a finding.\n\n"
+                f"*{MODEL_LABELS.get(model, model)} · {time_ms:.0f} ms · research and education "
+                "only, not a diagnosis*")
     ranked = sorted(probs.items(), key=lambda kv: -kv[1])
-    text = f"### {class_label(result_label)} — {100 * ranked[0][1]:.1f} %\n"
-    if len(ranked) > 1 and ranked[0][1] < 0.6:
-        text += (f"Low confidence: the model hesitates between {class_label(ranked[0][0])} and "
+    text = f"### {class_label(result_label)} — {percent(ranked[0][1])}\n"
+    if len(ranked) > 1 and ranked[0][1] < LOW_CONFIDENCE:
+        text += (f"**Low confidence:** the model hesitates between {class_label(ranked[0][0])} and "
                  f"{class_label(ranked[1][0])}.\n")
-    return text + f"\n<small>{what} · {time_ms:.0f} ms · research and education only, not a diagnosis</small>"
+    extra = [r for r in reasons if not r.startswith("low confidence")]
+    if extra:
+        text += "**Treat with caution:** " + "; ".join(extra) + ".\n"
+    return text + f"\n_{what} · {time_ms:.0f} ms · research and education only, not a diagnosis_"
+
+
+def load_slice(image: ImageSource, frame: int | None = None):
+    """`load_image`, with `frame` picking a DICOM frame or TIFF page, or a NIfTI axial slice
+    (a file's Modality and windowing are kept: DICOM comes back tagged by `brainmri.volumes`)."""
+    if frame is None or not isinstance(image, (str, bytes, Path)):
+        return load_image(image)
+    if describe(image).kind == "nifti":
+        return load_image(image, slice_index=int(frame))
+    return load_image(image, frame=int(frame))
 
 
 class Service:
@@ -232,23 +326,29 @@ class Service:
         e = engine.explain(image, method=method, target=target, alpha=alpha)
         ms = 1000 * (time.perf_counter() - start)
         p = e.prediction
+        outcome, reasons = outcome_of(p, p.probabilities, image)
+        # A refused input gets no heatmap colour: the overlay is the scan alone.
+        overlay = e.overlay if p.is_mri else blend(e.grey, e.heatmap, 0.0)
         return Result(model, p.label, dict(p.probabilities), p.is_mri, p.mri_score, e.method,
-                      e.target, e.heatmap, e.grey, e.overlay, ms,
-                      headline(p.label, p.probabilities, p.is_mri, model, e.method, e.target, ms))
+                      e.target, e.heatmap, e.grey, overlay, ms,
+                      headline(p.label, p.probabilities, p.is_mri, model, e.method, e.target, ms,
+                               reasons), outcome, reasons)
 
     def classify(self, image: ImageSource, model: str, method: str | None = None,
-                 target: str | None = PREDICTED, alpha: float = 0.45) -> Result:
-        """Predict and explain one image. Raises ImageLoadError / ValueError with a user-safe
-        message for a bad image, model, method or target."""
+                 target: str | None = PREDICTED, alpha: float = 0.45,
+                 frame: int | None = None) -> Result:
+        """Predict and explain one image. `frame`: the slice of a volume (DICOM frame, NIfTI
+        axial slice, TIFF page; default: `load_image`'s). Raises ImageLoadError / ValueError
+        with a user-safe message for a bad image, model, method or target."""
         method = canonical_method(method or self.default_method)
         target = self._target(target)
-        return self._run(model, load_image(image), method, target, alpha)
+        return self._run(model, load_slice(image, frame), method, target, alpha)
 
     def compare(self, image: ImageSource, method: str | None = None,
-                alpha: float = 0.45) -> Comparison:
+                alpha: float = 0.45, frame: int | None = None) -> Comparison:
         """Every loaded model on the same image, each explaining its own prediction."""
         method = canonical_method(method or self.default_method)
-        image = load_image(image)
+        image = load_slice(image, frame)
         results = {m: self._run(m, image, method, None, alpha) for m in self.engines}
         return Comparison(results, *agreement(results))
 
@@ -279,10 +379,10 @@ class Service:
         changed = r.label != was
         text = (f"**Hot region painted out** (where the map is at least half its peak: "
                 f"{100 * share:.0f}% of the head). {MODEL_LABELS.get(model, model)} now says "
-                f"**{class_label(r.label)} — {100 * r.probabilities[r.label]:.1f} %** (before: "
-                f"{class_label(was)} — {100 * before[was]:.1f} %); probability of "
-                f"*{class_label(asked)}* {100 * before[asked]:.1f} % → "
-                f"{100 * r.probabilities[asked]:.1f} %.\n\n")
+                f"**{class_label(r.label)} — {percent(r.probabilities[r.label])}** (before: "
+                f"{class_label(was)} — {percent(before[was])}); probability of "
+                f"*{class_label(asked)}* {percent(before[asked])} → "
+                f"{percent(r.probabilities[asked])}.\n\n")
         text += ("**The highlighted region decided this answer.**" if changed else
                  "**The answer holds without the highlighted region:** its evidence is not only "
                  "there. It may be the rest of the same lesion (the region can be smaller than the "
@@ -293,8 +393,7 @@ class Service:
         if not r.is_mri:
             text += " (The painted scan was flagged as not looking like a brain MRI slice.)"
         found = card_texts({model: self._engine(model)}, "recheck")
-        text += ("\n\n<small>" + " ".join(["One slice, one painted region: a hint, not proof."]
-                                           + found) + "</small>")
+        text += "\n\n*" + " ".join(["One slice, one painted region: a hint, not proof."] + found) + "*"
         return Recheck(r, share, changed, text)
 
     def model_card(self) -> str:

@@ -118,7 +118,7 @@ def test_not_mri_is_said_plainly():
                    "baseline": FakeEngine(PROBS)}, warmup=False)
     r = svc.classify(scan(seed=0, size=64), "resnet50")
     assert r.headline.startswith(f"### ⚠ {NOT_MRI}")
-    assert "70.0 %" not in r.headline and r.probabilities == PROBS     # shown, not a finding
+    assert "70.0%" not in r.headline and r.probabilities == PROBS      # kept, not a finding
     c = svc.compare(scan(seed=0, size=64))
     assert c.agree is None and NOT_MRI in c.summary
 
@@ -254,7 +254,7 @@ def test_recheck_paints_out_the_hot_region_and_says_whether_it_decided():
     on_lesion = np.exp(-((yy - 24) ** 2 + (xx - 54) ** 2) / 80.0).astype(np.float32)  # half-max r 7.4
     r = svc.recheck(grey, on_lesion, "resnet50", before)
     assert r.changed and r.painted.label == "notumor" and r.painted.grey.max() < 200
-    assert "decided this answer" in r.summary and "90.0 % → 20.0 %" in r.summary
+    assert "decided this answer" in r.summary and "90.0% → 20.0%" in r.summary
     assert 0 < r.region_share < 0.1
     untouched = r.painted.grey.astype(int) != grey          # only the hot region was painted
     assert untouched.any() and not untouched[60:, :].any()
@@ -289,7 +289,7 @@ def test_findings_about_a_checkpoint_come_from_its_card(tmp_path):
     plain = Service.from_folder(tmp_path, device="cpu", warmup=False)
     assert "Known limitations" in plain.model_card() and "studies" not in plain.model_card()
     summary = plain.recheck(grey, heat, "resnet50", PROBS).summary
-    assert summary.endswith("<small>One slice, one painted region: a hint, not proof.</small>")
+    assert summary.endswith("*One slice, one painted region: a hint, not proof.*")
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"limitations": ["**Finding A.** Measured (`python -m studies.x`)."],
                                 "recheck": "Painting elsewhere rarely changed it."}))
@@ -297,7 +297,7 @@ def test_findings_about_a_checkpoint_come_from_its_card(tmp_path):
     svc = Service.from_folder(tmp_path, device="cpu", warmup=False)
     assert "\n- **Finding A.** Measured (`python -m studies.x`)." in svc.model_card()
     assert svc.recheck(grey, heat, "resnet50", PROBS).summary.endswith(
-        "a hint, not proof. Painting elsewhere rarely changed it.</small>")
+        "a hint, not proof. Painting elsewhere rarely changed it.*")
     card.write_text(json.dumps({"limits": "typo"}))
     with pytest.raises(ValueError, match="unknown card key 'limits'"):
         write_card([str(path), str(card)])
@@ -308,3 +308,45 @@ def test_shipped_cards_hold_the_studies_findings(shipped_checkpoints):
     card = read_metadata(shipped_checkpoints["resnet50"])["card"]
     assert "studies.lesion_masked" in card["limitations"][0] and "docs/gpu.md" in card["precision"]
     assert read_metadata(shipped_checkpoints["baseline"])["card"]["recheck"] == card["recheck"]
+
+
+def test_percent_never_rounds_to_a_certainty():
+    from brainmri.service import percent
+    assert [percent(p) for p in (0.9996, 0.999, 0.998, 0.5, 0.0004, 0.0)] == [
+        ">99.9%", "99.9%", "99.8%", "50.0%", "<0.1%", "0.0%"]
+
+
+def test_probability_table_uses_the_headline_names():
+    from brainmri.service import probability_table
+    table = probability_table({"glioma": 0.0002, "meningioma": 0.0003, "notumor": 0.9995,
+                               "pituitary": 0.0})
+    rows = table.splitlines()[2:]
+    assert rows[0].startswith("| No tumour |") and rows[0].endswith("| >99.9% |")
+    assert "notumor" not in table and "100" not in table and "<" not in table.replace("<0.1%", "")
+    assert "No probabilities" in probability_table(PROBS, is_mri=False) and "%" not in \
+        probability_table(PROBS, is_mri=False)
+
+
+@pytest.mark.parametrize("probs, is_mri, outcome", [
+    (PROBS, True, "confident"),
+    ({"glioma": 0.5, "meningioma": 0.3, "notumor": 0.1, "pituitary": 0.1}, True, "caution"),
+    (PROBS, False, "not_mri")])
+def test_structured_result(probs, is_mri, outcome):
+    svc = Service({"resnet50": FakeEngine(probs, is_mri)}, warmup=False)
+    r = svc.classify(scan(seed=0, size=64), "resnet50")
+    d = r.as_dict()
+    assert d["outcome"] == r.outcome == outcome and d["is_mri"] is is_mri
+    assert d["label"] == ("glioma" if is_mri else None) and set(d["probabilities"]) == set(probs)
+    assert bool(d["reasons"]) == (outcome != "confident")
+    assert "<" not in r.headline and ">" not in r.headline.replace("&gt;", "")   # no HTML
+    if not is_mri:
+        assert "Glioma" not in r.headline and "%" not in r.headline
+        assert (r.overlay == r.grey[:, :, None]).all()                # no heatmap colour
+
+
+def test_ct_dicom_is_refused_with_its_reason(service):
+    """pydicom's CT test file through the real loader: the Modality field reaches the check."""
+    pydicom_data = pytest.importorskip("pydicom.data")
+    r = service.classify(pydicom_data.get_testdata_file("CT_small.dcm"), "baseline")
+    assert not r.is_mri and r.outcome == "not_mri" and r.finding is None
+    assert any("modality CT" in reason for reason in r.reasons) and "CT, not MR" in r.headline
