@@ -2,6 +2,7 @@
 
     python -m brainmri classify scans/ one.jpg --model resnet50 --out results.csv --cams cams/
     brainmri classify scans/ --out results.csv          # the same, once installed (pyproject.toml)
+    python -m brainmri classify one.jpg --report reports/      # also a one-page PDF per scan
 
 `--model` is a name (`checkpoints/<name>.safetensors` under --checkpoints) or a path to a
 .safetensors file. Folders are searched recursively. Every input gives one CSV row; a file
@@ -11,6 +12,7 @@ and a summary are saved next to the CSV (`<out>.json`). Research and education o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -40,6 +42,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", default=None,
                    help=f"CAM method for --cams ({', '.join(METHODS)}); default: the checkpoint's")
     c.add_argument("--alpha", type=float, default=0.45, help="overlay opacity, 0..1")
+    c.add_argument("--report", default=None, metavar="DIR",
+                   help="also write a one-page PDF report per readable scan into this folder "
+                        "(scan, overlay, probabilities, model and method, outcome, date; "
+                        "one more forward pass each)")
     c.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     c.add_argument("--workers", type=int, default=2, help="threads decoding images and writing overlays")
     c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; default: cuda if present")
@@ -90,8 +96,9 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for row in write_csv(args.out, rows, predictor.classes):
             errors += bool(row.error)
             bar.update()
+    reports = write_reports(predictor, items, args.report, method, args.alpha) if args.report else 0
     seconds = time.perf_counter() - start
-    summary = {"images": len(items), "errors": errors, "seconds": round(seconds, 3),
+    summary = {"reports": reports, "images": len(items), "errors": errors, "seconds": round(seconds, 3),
                "images_per_second": round(len(items) / seconds, 2),
                "checkpoint": str(checkpoint), "model": predictor.name,
                "method": (method or predictor.default_method) if args.cams else None,
@@ -101,6 +108,26 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"{len(items)} files, {errors} errors, {summary['images_per_second']} img/s "
           f"-> {args.out}", file=sys.stderr)
     return 0
+
+
+def write_reports(predictor, items, folder: str | Path, method: str | None, alpha: float) -> int:
+    """One PDF per readable item, `<folder>/<item name>.pdf`; returns how many were written
+    (a file that cannot be read already has its error in the CSV)."""
+    from .io import ImageLoadError
+    from .report import write_report
+    from .service import Service
+    service = Service({"model": predictor}, warmup=False)
+    written = 0
+    for item in items:
+        try:
+            result = service.classify(item.path, "model", method, alpha=alpha)
+        except (ImageLoadError, ValueError):
+            continue
+        result = dataclasses.replace(result, model=predictor.meta.get("arch", predictor.name))
+        write_report(result, Path(folder) / item.name.with_suffix(".pdf"), source=item.path.name,
+                     model_name=predictor.name)
+        written += 1
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:

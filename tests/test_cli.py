@@ -124,3 +124,13 @@ def test_bad_arguments_exit_with_a_message(scans, tiny_checkpoints, tmp_path, ca
         main(args + extra)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_report_writes_one_pdf_per_readable_scan(scans, tiny_checkpoints, tmp_path):
+    out, reports = tmp_path / "r.csv", tmp_path / "reports"
+    assert main(["classify", str(scans / "sub"), "--model", str(tiny_checkpoints["baseline"]),
+                 "--out", str(out), "--report", str(reports), "--no-progress"]) == 0
+    pdfs = sorted(str(p.relative_to(reports)) for p in reports.rglob("*.pdf"))
+    assert pdfs == ["sub/c.pdf", "sub/deeper/d.pdf"]                  # not the corrupt file
+    assert all(p.read_bytes().startswith(b"%PDF") for p in reports.rglob("*.pdf"))
+    assert json.loads(out.with_suffix(".json").read_text())["summary"]["reports"] == 2

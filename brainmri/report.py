@@ -1,0 +1,105 @@
+"""A one-page PDF report of one finding: scan, overlay, probabilities, model and method,
+outcome, date and the disclaimer. Matplotlib's object API only (no pyplot, no UI).
+
+    from brainmri.service import Service
+    from brainmri.report import write_report
+    svc = Service.from_folder("checkpoints")
+    write_report(svc.classify("scan.jpg", "resnet50"), "finding.pdf", source="scan.jpg")
+
+    python -m brainmri classify scans/ --report reports/        # one PDF per readable scan
+"""
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_pdf import FigureCanvasPdf
+from matplotlib.figure import Figure
+
+from .cam import CLASS_AGNOSTIC, LABELS
+from .service import DISCLAIMER, MODEL_LABELS, Result, class_label, percent
+
+A4 = (8.27, 11.69)                                   # inches, portrait
+OUTCOME_WORDS = {"confident": ("Answer", "#1b7837"), "caution": ("Treat with caution", "#b35806"),
+                 "not_mri": ("Not a brain MRI slice: no finding", "#b2182b")}
+
+
+def _title(result: Result) -> str:
+    if not result.is_mri:
+        return "This does not look like a brain MRI slice"
+    return f"{class_label(result.label)} — {percent(result.probabilities[result.label])}"
+
+
+def report_figure(result: Result, *, source: str = "", when: dt.datetime | None = None,
+                  model_name: str = "") -> Figure:
+    """The report page as a matplotlib Figure (A4 portrait). `source`: the scan's file name as
+    the user knows it; `when`: the time stated on the page (default: now, UTC); `model_name`:
+    the checkpoint's own name, printed beside the model."""
+    when = when or dt.datetime.now(dt.timezone.utc)
+    fig = Figure(figsize=A4)
+    word, colour = OUTCOME_WORDS.get(result.outcome, (result.outcome, "black"))
+    fig.text(0.06, 0.955, "brainmri — report of one finding", fontsize=16, weight="bold")
+    fig.text(0.06, 0.93, f"{when:%Y-%m-%d %H:%M %Z}" + (f" · scan: {source}" if source else ""),
+             fontsize=9, color="#444444")
+    fig.text(0.06, 0.895, f"{word}: ", fontsize=12, color=colour, weight="bold")
+    fig.text(0.06, 0.870, _title(result), fontsize=15, weight="bold")
+    y = 0.850
+    for reason in result.reasons:
+        for line in textwrap.wrap(f"• {reason}", 100):
+            fig.text(0.07, y, line, fontsize=9)
+            y -= 0.016
+
+    top = min(y - 0.01, 0.82)
+    for i, (image, title) in enumerate(((np.repeat(result.grey[:, :, None], 3, 2), "Scan (as the model reads it)"),
+                                        (result.overlay, "Heatmap on the scan" if result.is_mri
+                                         else "No heatmap: not a finding"))):
+        ax = fig.add_axes((0.06 + i * 0.46, top - 0.36, 0.42, 0.34))
+        ax.imshow(image, interpolation="bilinear")
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+
+    ax = fig.add_axes((0.30, top - 0.58, 0.50, 0.16))
+    ranked = sorted(result.probabilities.items(), key=lambda kv: kv[1])
+    values = [v for _, v in ranked]
+    ax.barh([class_label(c) for c, _ in ranked], values,
+            color="#bbbbbb" if not result.is_mri else "#4a6fa5")
+    for j, v in enumerate(values):
+        ax.text(min(v, 1.0) + 0.01, j, percent(v), va="center", fontsize=9)
+    ax.set_xlim(0, 1.18)
+    ax.set_xticks([0, 0.5, 1.0], ["0", "0.5", "1"])
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title("Probabilities" + ("" if result.is_mri else " (not a finding: input refused)"),
+                 fontsize=10)
+
+    about = ("the same map for every class" if result.method in CLASS_AGNOSTIC else
+             f"explaining {class_label(result.target)}")
+    lines = [f"Model: {MODEL_LABELS.get(result.model, result.model)}"
+             + (f" (checkpoint {model_name})" if model_name else ""),
+             f"Explanation: {LABELS.get(result.method, result.method)}, {about}; a class "
+             "activation map shows which regions moved the score, at coarse resolution, and "
+             "can highlight a shortcut as confidently as a tumour.",
+             f"Outcome: {result.outcome}. Model time: {result.time_ms:.0f} ms.",
+             "Classes: glioma, meningioma, no tumour, pituitary tumour; trained on the public "
+             "Kaggle Brain Tumor MRI Dataset (2-D slices). Other diseases, body parts and "
+             "imaging types are out of scope."]
+    y = top - 0.63
+    for text in lines:
+        for line in textwrap.wrap(text, 105):
+            fig.text(0.06, y, line, fontsize=8.5)
+            y -= 0.015
+        y -= 0.004
+    fig.text(0.06, 0.055, DISCLAIMER, fontsize=10, weight="bold", color="#b2182b")
+    fig.text(0.06, 0.037, "It is a statistical guess about one 2-D slice and must never inform "
+             "the care of a person.", fontsize=9, color="#b2182b")
+    return fig
+
+
+def write_report(result: Result, path: str | Path, **kwargs) -> Path:
+    """Write `report_figure(result, **kwargs)` as a one-page PDF at `path`; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = report_figure(result, **kwargs)
+    FigureCanvasPdf(fig).print_pdf(str(path))
+    return path
