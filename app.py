@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import base64
 import functools
 import logging
 import os
@@ -42,22 +41,38 @@ def cap_malloc_arenas(arenas: int = 2) -> None:
 if __name__ == "__main__":                  # before the heavy imports, so the exec is cheap
     cap_malloc_arenas()
 
+import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from brainmri.classes import UnknownClassError, canonical_class  # noqa: E402
-from brainmri.io import MAX_BYTES, ImageLoadError, load_image, to_grey  # noqa: E402
-from brainmri.overlay import with_colour_bar  # noqa: E402
-from brainmri.service import MODEL_LABELS, PREDICTED, Service, class_label  # noqa: E402
+from brainmri.io import MAX_BYTES, ImageLoadError, describe  # noqa: E402
+from brainmri.overlay import upscale, with_colour_bar  # noqa: E402
+from brainmri.report import write_report  # noqa: E402
+from brainmri.service import (MODEL_LABELS, PREDICTED, Service, class_label,  # noqa: E402
+                              probability_table)
 
 log = logging.getLogger("brainmri.app")
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = ROOT / "examples"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm"}
-MEDICAL_SUFFIXES = [".dcm", ".dicom", ".ima", ".nii", ".gz"]     # the browser's image box refuses these
-CSS = ".flagged { opacity: 0.45; filter: grayscale(1); }"
+# Tables (the About tab's metrics, the probability bars) scroll sideways on a phone instead
+# of breaking words and numbers (a Markdown table has no such option in Gradio).
+CSS = """
+#card table, #bars table { display: block; overflow-x: auto; }
+#card th, #card td, #bars th, #bars td { white-space: nowrap; }
+#card td:last-child { white-space: normal; min-width: 14em; }
+"""
+# On a phone the columns stack and the answer lands below the screen: bring it into view.
+SHOW_ANSWER = ("() => { if (window.innerWidth < 768) document.getElementById('headline')"
+               "?.scrollIntoView({block: 'start'}); }")
 RECHECK_PROMPT = ("*Paints out the region where the heatmap is at least half its peak, fills it from "
                   "the tissue around it, and runs the model again (one more forward pass).*")
+WAITING = "*Drop a scan, or click an example, to see the model's answer.*"
 STATE_TTL_S = 3600          # a session's cached result (grey + heatmap, ~1 MB) is dropped after an hour
+NO_SLICE = -1               # the slice input's value for 2-D images: the file's default
+HEATMAP_SIDE = 1024         # the .npy download's longer side at most (the map's detail is the model's grid)
+DISPLAY_SIDE = 512          # smaller scans are enlarged for display
 
 try:                                    # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -67,271 +82,369 @@ except ImportError:
         return fn
 
 
-def scan_input(**kwargs) -> gr.Image:
-    """`gr.Image` (drag/drop, paste, pick) that hands the handler the uploaded file untouched.
+class UserError(gr.Error):
+    """A problem with the user's input: shown as one message, logged in one line."""
 
-    gr.Image would open it with PIL first; here the library decides the format by content
-    (DICOM included) and reports a bad file in words. The handler gets a path, bytes or None.
-    The override is per instance: a subclass would make gradio write an `app.pyi` stub.
-    """
-    image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"], **kwargs)
-    image.preprocess = raw_upload
-    return image
-
-
-def raw_upload(payload):
-    if payload is None:
-        return None
-    if payload.url and payload.url.startswith("data:"):
-        return base64.b64decode(payload.url.split(",", 1)[1])
-    return payload.path
+    def __init__(self, message: str):
+        super().__init__(message, title="Cannot use this input", print_exception=False)
 
 
 def user_errors(fn):
-    """Errors reach the user as a readable `gr.Error`, never a stack trace or a server path."""
+    """Errors reach the user as a readable `gr.Error`, never a stack trace or a server path;
+    the server logs a user error in one line and anything else with its traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as error:
+            log.info("%s: %s", fn.__name__, error.message)
             raise
         except (ImageLoadError, ValueError) as error:
-            raise gr.Error(str(error), title="Cannot use this input", print_exception=False) from None
+            log.info("%s refused the input: %s", fn.__name__, error)
+            raise UserError(str(error)) from None
         except Exception:
             log.exception("handler %s failed", fn.__name__)
             raise gr.Error("Something went wrong while processing this image; "
-                           "the server log has the details.") from None
+                           "the server log has the details.", print_exception=False) from None
     return wrapper
 
 
 class Files:
-    """Per-process folder for heatmaps and slice previews; old files are pruned, all removed
-    at exit."""
+    """Per-process folder for heatmaps and reports; old files are pruned, all removed at exit."""
 
     def __init__(self, keep_s: float = 3600):
         self.dir = Path(tempfile.mkdtemp(prefix="brainmri-app-"))
         self.keep_s = keep_s
         atexit.register(shutil.rmtree, self.dir, True)
 
-    def new(self, stem: str, suffix: str) -> Path:
+    def new(self, name: str) -> Path:
         now = time.time()
-        for old in self.dir.iterdir():
-            if now - old.stat().st_mtime > self.keep_s:
+        for old in self.dir.rglob("*"):
+            if old.is_file() and now - old.stat().st_mtime > self.keep_s:
                 old.unlink(missing_ok=True)
-        return self.dir / f"{stem}-{uuid.uuid4().hex[:12]}{suffix}"
+        folder = self.dir / uuid.uuid4().hex[:12]          # the file keeps a readable name
+        folder.mkdir()
+        return folder / name
 
     def save_heatmap(self, heatmap: np.ndarray) -> str:
-        path = self.new("heatmap", ".npy")
-        np.save(path, heatmap.astype(np.float32))
-        return str(path)
-
-    def save_slice(self, source) -> str:
-        """A DICOM/NIfTI (or any) file -> PNG of the 8-bit slice `load_image` reads from it:
-        the same pixels the model gets, in a form the browser can show."""
-        image = load_image(source)
-        if image.mode not in ("L", "RGB"):
-            image = Image.fromarray(to_grey(image))
-        path = self.new("slice", ".png")
-        image.save(path)
+        """float16 .npy of the map in [0, 1], at the scan's pixels, its longer side at most
+        HEATMAP_SIDE; the shape is in the file name (the page shows the file's size)."""
+        h, w = heatmap.shape
+        if max(h, w) > HEATMAP_SIDE:
+            scale = HEATMAP_SIDE / max(h, w)
+            heatmap = cv2.resize(heatmap, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                 interpolation=cv2.INTER_AREA)
+        path = self.new(f"heatmap-{heatmap.shape[0]}x{heatmap.shape[1]}-float16.npy")
+        np.save(path, np.clip(heatmap, 0, 1).astype(np.float16))
         return str(path)
 
 
-def flag_bars(*is_mri: bool) -> gr.Label | tuple[gr.Label, ...]:
-    """Style only (value untouched): probability bars greyed and relabelled when a model says
-    the input is not a brain MRI slice, so they cannot be read as a finding."""
-    out = tuple(gr.Label(label="Probabilities", elem_classes=[]) if ok is not False else
-                gr.Label(label="Probabilities — not like a brain MRI slice: not a finding",
-                         elem_classes=["flagged"]) for ok in is_mri)
-    return out[0] if len(out) == 1 else out
+def display_pair(r) -> tuple[np.ndarray, np.ndarray]:
+    """(scan, overlay) as RGB for the before/after slider, enlarged when small."""
+    return upscale(np.repeat(r.grey[:, :, None], 3, 2), DISPLAY_SIDE), upscale(r.overlay, DISPLAY_SIDE)
 
 
 def pick_examples(folder: str | Path | None, per_class: int = 2,
                   limit: int = 8) -> list[tuple[Path, str]]:
     """(copy, caption) for a few images per class folder (Kaggle-style `<class>/<file>`) or
-    from a flat folder; copied to a temporary folder so no operator path is ever served."""
+    from a flat folder (caption from a `<class>-...` file name, else the stem); copied to a
+    temporary folder so no operator path is ever served."""
     if not folder or not Path(folder).is_dir():
         return []
     folder = Path(folder)
     images = lambda d: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def caption(name: str) -> str:
+        try:
+            return class_label(canonical_class(name))
+        except UnknownClassError:
+            return ""
     chosen = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        try:
-            caption = class_label(canonical_class(sub.name))
-        except UnknownClassError:
-            continue
-        chosen += [(p, caption) for p in images(sub)[:per_class]]
-    chosen = (chosen or [(p, p.stem) for p in images(folder)])[:limit]
+        if caption(sub.name):
+            chosen += [(p, caption(sub.name)) for p in images(sub)[:per_class]]
+    chosen = (chosen or [(p, caption(p.stem.split("-")[0]) or p.stem) for p in images(folder)])[:limit]
     if not chosen:
         return []
     target = Path(tempfile.mkdtemp(prefix="brainmri-examples-"))
     atexit.register(shutil.rmtree, target, True)
-    return [(Path(shutil.copy2(p, target / f"{i:02d}{p.suffix}")), caption)
-            for i, (p, caption) in enumerate(chosen)]
-
-
-def file_input(image: gr.Image, name: str, files: Files) -> None:
-    """DICOM / NIfTI upload: shown as its slice in `image`, which then drives every event."""
-    @user_errors
-    def open_file(path):
-        return gr.skip() if path is None else files.save_slice(path)
-
-    with gr.Accordion("DICOM or NIfTI file", open=False):
-        medical = gr.File(label="DICOM (.dcm) or NIfTI (.nii, .nii.gz): one slice is read",
-                          file_types=MEDICAL_SUFFIXES, type="filepath", elem_id=f"{name}-file")
-    medical.upload(open_file, medical, image, api_name=f"{name.replace('-', '_')}_open_file",
-                   api_visibility="undocumented")
-
-
-def classify_tab(service: Service, files: Files, examples: list[tuple[Path, str]] | None) -> None:
-    """The Classify tab: one scan, one model, one map; re-blend and the painted-out recheck."""
-    models = [(MODEL_LABELS.get(m, m), m) for m in service.models]
-    targets = [("predicted class", PREDICTED)] + [(class_label(c), c) for c in service.classes]
-
-    @gpu
-    @user_errors
-    def classify(image, model, method, target, alpha, progress=gr.Progress()):
-        if image is None:
-            raise gr.Error("Upload a brain MRI slice first (drag and drop, paste or pick a file).")
-        progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
-        r = service.classify(image, model, method, target, alpha)
-        progress(0.9, desc="Drawing the heatmap")
-        return (r.headline, r.probabilities, r.overlay, with_colour_bar(r.heatmap),
-                files.save_heatmap(r.heatmap),
-                {"grey": r.grey, "heatmap": r.heatmap, "is_mri": r.is_mri, "model": r.model,
-                 "method": r.method, "target": target, "probabilities": r.probabilities})
-
-    def classify_if_image(image, model, method, target, alpha, progress=gr.Progress()):
-        return gr.skip() if image is None else classify(image, model, method, target, alpha, progress)
-
-    @gpu
-    @user_errors
-    def recheck(cached, alpha):
-        if not cached or "model" not in cached:
-            raise gr.Error("Classify a scan first: the check paints out the hot region of its heatmap.")
-        c = service.recheck(cached["grey"], cached["heatmap"], cached["model"], cached["probabilities"],
-                            cached["target"], cached["method"], alpha)
-        return c.summary, c.painted.overlay
-
-    def reblend(alpha, cached):
-        if not cached:
-            return gr.skip()
-        return service.reblend(cached["grey"], cached["heatmap"], alpha)
-
-    with gr.Row():
-        with gr.Column(scale=1):
-            image = scan_input(label="Brain MRI slice", height=320, elem_id="scan")
-            file_input(image, "scan", files)
-            model = gr.Dropdown(models, value=service.models[-1], label="Model")
-            method = gr.Dropdown(service.method_choices(), value=service.default_method,
-                                 label="Explanation method", info=service.METHOD_INFO)
-            target = gr.Dropdown(targets, value=PREDICTED, label="Explain which class")
-            alpha = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity",
-                              elem_id="opacity")
-            run = gr.Button("Classify", variant="primary")
-        with gr.Column(scale=2):
-            headline = gr.Markdown("*Upload a scan to see the model's answer.*",
-                                   label="Finding", elem_id="headline")
-            bars = gr.Label(num_top_classes=len(service.classes), label="Probabilities",
-                            elem_id="bars")
-            with gr.Row():
-                overlay = gr.Image(label="Explanation overlay", format="png",
-                                   interactive=False, elem_id="overlay")
-                figure = gr.Image(label="Heatmap", format="png", interactive=False,
-                                  elem_id="heatmap")
-            heat_file = gr.File(label="Raw heatmap (.npy, float32 in [0, 1], input pixels)",
-                                interactive=False)
-            with gr.Accordion("Did the highlighted region decide? Paint it out and ask again",
-                              open=False):
-                check = gr.Button("Paint out the hot region and classify again",
-                                  elem_id="recheck-run")
-                check_text = gr.Markdown(RECHECK_PROMPT, elem_id="recheck")
-                check_overlay = gr.Image(label="The scan with the hot region painted out, "
-                                         "and its new heatmap", format="png",
-                                         interactive=False, elem_id="recheck-overlay")
-    cached = gr.State(time_to_live=STATE_TTL_S)   # last result, for re-blending
-    if examples:
-        gr.Examples([[str(p)] for p, _ in examples], inputs=[image], label="Example scans",
-                    example_labels=[caption for _, caption in examples])
-    outputs = [headline, bars, overlay, figure, heat_file, cached]
-    inputs = [image, model, method, target, alpha]
-    for event in (run.click(classify, inputs, outputs, api_name="classify"),
-                  gr.on([image.change, model.change, method.change, target.change],
-                        classify_if_image, inputs, outputs, api_name="classify_on_change",
-                        api_visibility="undocumented", trigger_mode="always_last")):
-        event.success(lambda c: flag_bars(c["is_mri"] if c else None), cached, bars,
-                      api_name="flag_probabilities", api_visibility="private", queue=False)
-        event.success(lambda: (RECHECK_PROMPT, None), None, [check_text, check_overlay],
-                      api_name="clear_recheck", api_visibility="private", queue=False)
-    check.click(recheck, [cached, alpha], [check_text, check_overlay], api_name="recheck")
-    alpha.change(reblend, [alpha, cached], overlay, api_name="reblend",
-                 show_progress="hidden", trigger_mode="always_last", queue=False)
-
-
-def compare_tab(service: Service, files: Files) -> None:
-    """The Compare tab: every loaded model on one scan, side by side, and whether they agree."""
-    @gpu
-    @user_errors
-    def compare(image, method, progress=gr.Progress()):
-        if image is None:
-            raise gr.Error("Upload a brain MRI slice first (drag and drop, paste or pick a file).")
-        progress(0.1, desc="Running every model")
-        c = service.compare(image, method)
-        out = []
-        for r in c.results.values():
-            out += [r.headline, r.probabilities, r.overlay]
-        return (*out, c.summary, [r.is_mri for r in c.results.values()])
-
-    def compare_if_image(image, method, progress=gr.Progress()):
-        return gr.skip() if image is None else compare(image, method, progress)
-
-    with gr.Row():
-        with gr.Column():
-            c_image = scan_input(label="Brain MRI slice", height=260,
-                                 elem_id="compare-scan")
-            file_input(c_image, "compare-scan", files)
-        with gr.Column():
-            c_method = gr.Dropdown(service.method_choices(), value=service.default_method,
-                                   label="Explanation method", info=service.METHOD_INFO)
-            c_run = gr.Button("Compare models", variant="primary")
-            agreement = gr.Markdown(label="Agreement", elem_id="agreement")
-    c_outputs, c_bars, c_flags = [], [], gr.State(time_to_live=STATE_TTL_S)
-    with gr.Row():
-        for m in service.models:
-            name = MODEL_LABELS.get(m, m)
-            with gr.Column():
-                gr.Markdown(f"## {name}")
-                finding = gr.Markdown(label=f"{name} finding", elem_id=f"finding-{m}")
-                c_bars.append(gr.Label(num_top_classes=len(service.classes),
-                                       label="Probabilities", elem_id=f"bars-{m}"))
-                c_outputs += [finding, c_bars[-1],
-                              gr.Image(label=f"{name} overlay", format="png",
-                                       interactive=False, elem_id=f"overlay-{m}")]
-    for event in (c_run.click(compare, [c_image, c_method],
-                              c_outputs + [agreement, c_flags], api_name="compare"),
-                  c_image.change(compare_if_image, [c_image, c_method],
-                                 c_outputs + [agreement, c_flags],
-                                 api_name="compare_on_change",
-                                 api_visibility="undocumented")):
-        event.success(lambda flags: flag_bars(*(flags or [None] * len(c_bars))),
-                      c_flags, c_bars, api_name="flag_compare", api_visibility="private",
-                      queue=False)
+    copies = []
+    for i, (p, caption) in enumerate(chosen):           # the file name is the user's hint
+        (target / f"{i:02d}").mkdir()
+        copies.append((Path(shutil.copy2(p, target / f"{i:02d}" / p.name)), caption))
+    return copies
 
 
 def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None) -> gr.Blocks:
-    """The whole UI: one function per tab. Handlers call `service`; nothing here computes a
-    prediction."""
+    """The whole UI. Handlers call `service`; nothing here computes a prediction."""
     files = Files()
+    # Gradio caches example results on first use; one folder per process, so a cache made
+    # with other checkpoints is never served.
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(files.dir / "examples-cache"))
+    models = [(MODEL_LABELS.get(m, m), m) for m in service.models]
+    methods = service.method_choices()
+    targets = [("predicted class", PREDICTED)] + [(class_label(c), c) for c in service.classes]
+    cleared = (WAITING, "", None, None, None, None, None)
+
+    def frame_of(slice_no) -> int | None:
+        return None if slice_no is None or slice_no < 0 else int(slice_no)
+
+    def outputs_of(r, target):
+        figure = with_colour_bar(r.heatmap) if r.is_mri else None
+        heat = files.save_heatmap(r.heatmap) if r.is_mri else None
+        return (r.headline, probability_table(r.probabilities, r.is_mri), display_pair(r), figure,
+                heat, r.as_dict(), {"result": r, "target": target})
+
+    def run_model(scan, model, method, target, alpha, slice_no):
+        if scan is None:
+            raise UserError("Drop a brain MRI slice first (or click an example).")
+        return service.classify(scan, model, method, target, alpha, frame=frame_of(slice_no))
+
+    @gpu
+    @user_errors
+    def classify(scan, model, method, target, alpha, slice_no=NO_SLICE, progress=gr.Progress()):
+        progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
+        return outputs_of(run_model(scan, model, method, target, alpha, slice_no), target)
+
+    @gpu
+    @user_errors
+    def classify_upload(scan, model, method, target, alpha, progress=gr.Progress()):
+        """A dropped file becomes the scan in use (the drop zone empties, ready for the next);
+        a volume offers its slices; then its default slice is classified."""
+        if scan is None:
+            return (gr.skip(),) * 10
+        info = describe(scan)
+        if info.frames > 1:
+            chooser = gr.Slider(minimum=0, maximum=info.frames - 1, value=info.default, step=1,
+                                visible=True, label=f"Slice ({info.format}, {info.frames} in all)")
+            slice_no = info.default
+        else:
+            chooser, slice_no = gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE), NO_SLICE
+        progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
+        found = outputs_of(run_model(scan, model, method, target, alpha, slice_no), target)
+        return (None, scan, chooser, *found)
+
+    def classify_example(_thumb, scan, model, method, target, alpha):
+        return classify(scan, model, method, target, alpha)[:-1]           # no session state
+
+    def adopt_example(scan):
+        """After an example click: the example is the scan in use; the drop zone empties."""
+        return None, scan, gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE), None
+
+    def remembered(cached, scan, model, method, target, alpha, slice_no):
+        """The session's last result; recomputed from the scan when the session has none
+        (an example answered from Gradio's cache, or an expired state)."""
+        if cached and "result" in cached:
+            return cached
+        if scan is None:
+            raise UserError("Classify a scan first.")
+        return {"result": run_model(scan, model, method, target, alpha, slice_no), "target": target}
+
+    @user_errors
+    def reblend(alpha, cached):
+        if not cached or "result" not in cached:
+            raise UserError("Classify a scan first: there is no heatmap in this session to re-blend.")
+        r = cached["result"]
+        return display_pair(r)[0], upscale(service.reblend(r.grey, r.heatmap, alpha if r.is_mri else 0.0),
+                                           DISPLAY_SIDE)
+
+    @user_errors
+    def reblend_ui(alpha, cached, scan, model, method, target, slice_no):
+        if scan is None:
+            return gr.skip(), cached
+        cached = remembered(cached, scan, model, method, target, alpha, slice_no)
+        return reblend(alpha, cached), cached
+
+    @gpu
+    @user_errors
+    def recheck(cached, alpha, scan=None, model=None, method=None, target=PREDICTED,
+                slice_no=NO_SLICE):
+        if (not cached or "result" not in cached) and scan is None:
+            raise UserError("Classify a scan first: the check paints out the hot region of its heatmap.")
+        cached = remembered(cached, scan, model, method, target, alpha, slice_no)
+        r = cached["result"]
+        if not r.is_mri:
+            raise UserError("This input does not look like a brain MRI slice: there is no finding to check.")
+        c = service.recheck(r.grey, r.heatmap, r.model, r.probabilities, cached["target"], r.method, alpha)
+        return c.summary, upscale(c.painted.overlay, DISPLAY_SIDE)
+
+    @user_errors
+    def report(cached, scan=None, model=None, method=None, target=PREDICTED, alpha=0.45,
+               slice_no=NO_SLICE):
+        if (not cached or "result" not in cached) and scan is None:
+            raise UserError("Classify a scan first: the report describes its finding.")
+        cached = remembered(cached, scan, model, method, target, alpha, slice_no)
+        r = cached["result"]
+        source = Path(scan).name if isinstance(scan, str) else ""
+        meta = getattr(service.engines[r.model], "meta", {})
+        return str(write_report(r, files.new(f"brainmri-report-{time.strftime('%Y%m%d-%H%M%S')}.pdf"),
+                                source=source, model_name=meta.get("name", "")))
+
+    @gpu
+    @user_errors
+    def compare(scan, method, slice_no=NO_SLICE, progress=gr.Progress()):
+        if scan is None:
+            raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")
+        progress(0.1, desc="Running every model")
+        c = service.compare(scan, method, frame=frame_of(slice_no))
+        out = []
+        for r in c.results.values():
+            out += [r.headline, probability_table(r.probabilities, r.is_mri), upscale(r.overlay, DISPLAY_SIDE)]
+        return (*out, c.summary)
+
+    def compare_upload(scan, method):
+        return (None, *compare(scan, method), (scan, method, NO_SLICE))
+
+    def compare_if_new(scan, method, slice_no, done):
+        """The Compare tab opened or its settings changed: compare the scan in use, once."""
+        key = (scan, method, slice_no)
+        if scan is None or done == key:
+            return (gr.skip(),) * (3 * len(service.models) + 2)
+        return (*compare(scan, method, slice_no), key)
+
+    def compare_again(done, scan, method):
+        """Compare again, with `method`: the scan last compared, else the scan in use."""
+        scan, _, slice_no = done or (scan, method, NO_SLICE)
+        return compare_if_new(scan, method, slice_no, None)
+
     with gr.Blocks(title="brainmri: brain-tumour MRI classifier with explanations",
                    analytics_enabled=False) as demo:
-        gr.Markdown("# Brain-tumour MRI slice classifier, with heatmap explanations (CAM)\n"
+        gr.Markdown("# Brain-tumour MRI slice classifier, with heatmap explanations\n"
                     "**Research and education only — not a medical device, not for diagnosis.** "
-                    "Upload one 2-D brain MRI slice (JPEG, PNG, TIFF, DICOM…).")
+                    "One 2-D brain MRI slice: JPEG, PNG, TIFF, WebP, BMP, DICOM or NIfTI.")
+        model = gr.Dropdown(models, value=service.models[-1], label="Model", render=False)
+        method = gr.Dropdown(methods, value=service.default_method, label="Explanation method",
+                             info=service.METHOD_INFO, render=False)
+        target = gr.Dropdown(targets, value=PREDICTED, label="Explain which class", render=False)
+        alpha = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity",
+                          elem_id="opacity", render=False)
+        current = gr.State(time_to_live=STATE_TTL_S)      # the scan in use: an uploaded file's path
+        cached = gr.State(time_to_live=STATE_TTL_S)       # its last result, for re-blending
         with gr.Tab("Classify"):
-            classify_tab(service, files, examples)
-        with gr.Tab("Compare"):
-            compare_tab(service, files)
+            with gr.Row():
+                with gr.Column(scale=1, min_width=280):
+                    # Any file is accepted: the library reads the format from the content
+                    # (a browser would refuse .dcm/.nii in an image box) and says what is wrong.
+                    scan = gr.File(label="Drop a scan here, or click to pick one", type="filepath",
+                                   file_count="single", height=130, elem_id="scan")
+                    slice_no = gr.Slider(NO_SLICE, 0, value=NO_SLICE, step=1, label="Slice",
+                                         visible=False, elem_id="slice")
+                    thumb = gr.Image(type="filepath", visible=False, label="Example scan")
+                    example_box = gr.Column()
+                    run = gr.Button("Classify again", variant="primary")
+                    with gr.Accordion("Model and explanation settings", open=False):
+                        model.render()
+                        method.render()
+                        target.render()
+                with gr.Column(scale=2, min_width=300):
+                    headline = gr.Markdown(WAITING, label="Finding", elem_id="headline")
+                    bars = gr.Markdown("", label="Probabilities", elem_id="bars")
+                    pair = gr.ImageSlider(label="Scan | heatmap on the scan (drag the handle)",
+                                          type="numpy", format="png", interactive=False,
+                                          elem_id="slider", max_height=560)
+                    alpha.render()
+                    with gr.Row():
+                        figure = gr.Image(label="Heatmap alone, with its colour bar", format="png",
+                                          interactive=False, elem_id="heatmap", height=240)
+                        with gr.Column():
+                            heat_file = gr.File(label="Raw heatmap (.npy: float16 in [0, 1], the "
+                                                "scan's pixels, longer side at most 1024)",
+                                                interactive=False, height=90, elem_id="heatmap-file")
+                            report_run = gr.Button("Make a one-page PDF report", elem_id="report-run")
+                            report_file = gr.File(label="Report (PDF)", interactive=False,
+                                                  height=90, elem_id="report")
+                    with gr.Accordion("Result as data (what the API returns)", open=False):
+                        result = gr.JSON(label="Result", elem_id="result")
+                    with gr.Accordion("Did the highlighted region decide? Paint it out and ask again",
+                                      open=False):
+                        check = gr.Button("Paint out the hot region and classify again",
+                                          elem_id="recheck-run")
+                        check_text = gr.Markdown(RECHECK_PROMPT, label="Check", elem_id="recheck")
+                        check_overlay = gr.Image(label="The scan with the hot region painted out, "
+                                                 "and its new heatmap", format="png",
+                                                 interactive=False, elem_id="recheck-overlay")
+            outputs = [headline, bars, pair, figure, heat_file, result, cached]
+            settings = [model, method, target, alpha]
+            if examples:
+                with example_box:
+                    shown = gr.Examples([[str(p), str(p), service.models[-1], service.default_method,
+                                          PREDICTED, 0.45] for p, _ in examples],
+                                        inputs=[thumb, scan, *settings], outputs=outputs[:-1],
+                                        fn=classify_example, visible_columns=[0],
+                                        cache_examples=True, cache_mode="lazy", examples_per_page=8,
+                                        label="Examples (Kaggle Testing scans; examples/ATTRIBUTION.md)",
+                                        elem_id="examples", api_visibility="private")
+                shown.load_input_event.then(adopt_example, scan, [scan, current, slice_no, cached],
+                                            api_visibility="private", queue=False).then(
+                    None, js=SHOW_ANSWER, api_visibility="private")
+            clear = lambda: (None, None, *cleared)
+            ui_events = [
+                scan.upload(classify_upload, [scan, *settings], [scan, current, slice_no] + outputs,
+                            api_name="classify_upload", api_visibility="private"),
+                gr.on([run.click, model.input, method.input, target.input, slice_no.release],
+                      classify, [current, *settings, slice_no], outputs, api_name="classify_ui",
+                      api_visibility="private", trigger_mode="always_last")]
+            for event in ui_events:
+                # One message (the error) and nothing left of the previous scan's answer.
+                event.failure(clear, None, [scan, current] + outputs, api_visibility="private",
+                              queue=False)
+            ui_events[0].then(None, js=SHOW_ANSWER, api_visibility="private")
+            current.change(lambda: (RECHECK_PROMPT, None, None), None,
+                           [check_text, check_overlay, report_file], api_visibility="private",
+                           queue=False)
+            check.click(recheck, [cached, alpha, current, *settings[:3], slice_no],
+                        [check_text, check_overlay], api_name="recheck_ui", api_visibility="private")
+            alpha.change(reblend_ui, [alpha, cached, current, *settings[:3], slice_no],
+                          [pair, cached], api_name="reblend_ui", api_visibility="private",
+                          trigger_mode="always_last")
+            report_run.click(report, [cached, current, *settings, slice_no], report_file,
+                             api_name="report_ui", api_visibility="private")
+            # The documented endpoints: a file in, or the API session's own last result.
+            with gr.Row(visible=False):
+                api_scan = gr.File(label="scan", type="filepath")
+                api_buttons = [gr.Button(n) for n in ("classify", "reblend", "recheck", "report")]
+            api_buttons[0].click(classify, [api_scan, *settings, slice_no], outputs, api_name="classify")
+            api_buttons[1].click(reblend, [alpha, cached], pair, api_name="reblend")
+            api_buttons[2].click(recheck, [cached, alpha], [check_text, check_overlay],
+                                 api_name="recheck")
+            api_buttons[3].click(report, [cached], report_file, api_name="report")
+        with gr.Tab("Compare") as compare_tab:
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("Both models on the scan in use in the Classify tab, or drop another here.")
+                    c_scan = gr.File(label="Drop another scan to compare", type="filepath",
+                                     file_count="single", height=110, elem_id="compare-scan")
+                with gr.Column():
+                    c_method = gr.Dropdown(methods, value=service.default_method,
+                                           label="Explanation method", info=service.METHOD_INFO)
+                    c_run = gr.Button("Compare again", variant="primary")
+                    agreement = gr.Markdown(label="Agreement", elem_id="agreement")
+            c_outputs = []
+            with gr.Row():
+                for m in service.models:
+                    name = MODEL_LABELS.get(m, m)
+                    with gr.Column(min_width=280):
+                        gr.Markdown(f"## {name}")
+                        c_outputs += [gr.Markdown(label=f"{name} finding", elem_id=f"finding-{m}"),
+                                      gr.Markdown(label=f"{name} probabilities", elem_id=f"bars-{m}"),
+                                      gr.Image(label=f"{name} heatmap on the scan", format="png",
+                                               interactive=False, elem_id=f"overlay-{m}")]
+            compared = gr.State()                       # (scan, method, slice) last compared
+            c_all = c_outputs + [agreement]
+            c_scan.upload(compare_upload, [c_scan, c_method], [c_scan] + c_all + [compared],
+                          api_name="compare_upload", api_visibility="private").failure(
+                lambda: None, None, c_scan, api_visibility="private", queue=False)
+            compare_tab.select(compare_if_new, [current, c_method, slice_no, compared],
+                               c_all + [compared], api_name="compare_on_select",
+                               api_visibility="private")
+            gr.on([c_run.click, c_method.input], compare_again, [compared, current, c_method],
+                  c_all + [compared], api_name="compare_again", api_visibility="private")
+            with gr.Row(visible=False):
+                api_c_scan = gr.File(label="scan", type="filepath")
+                api_compare = gr.Button("compare")
+            api_compare.click(compare, [api_c_scan, c_method, slice_no], c_all, api_name="compare")
         with gr.Tab("About"):
-            card = gr.Markdown(service.model_card(), label="Model card")
+            card = gr.Markdown(service.model_card(), label="Model card", elem_id="card")
         demo.load(service.model_card, None, card, api_name="model_card", queue=False)
     return demo
 
@@ -349,9 +462,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", type=Path, default=Path(env("BRAINMRI_CHECKPOINTS") or "checkpoints"),
                    help="folder with baseline.safetensors and/or resnet50.safetensors "
                         "(env BRAINMRI_CHECKPOINTS)")
-    p.add_argument("--examples", type=Path, default=env("BRAINMRI_EXAMPLES") or None,
+    p.add_argument("--examples", type=Path, default=env("BRAINMRI_EXAMPLES") or EXAMPLES,
                    help="folder of example scans, <class>/<file> or flat (env BRAINMRI_EXAMPLES); "
-                        "a few per class are shown")
+                        "a few per class are shown; a missing folder: no examples")
     p.add_argument("--device", default=None, help="torch device; default: cuda if available")
     p.add_argument("--batch", type=int, default=int(env("BRAINMRI_BATCH") or 8),
                    help="concurrent requests per model that share one forward pass, and the "

@@ -55,7 +55,7 @@ def main(argv=None) -> None:
             page.goto(url)
             page.locator("#scan input[type=file]").set_input_files(str(args.scan))
             expect(page.locator("#headline")).to_contain_text(ANSWER)
-            expect(page.locator("#overlay img")).to_be_visible()
+            expect(page.locator("#slider img").first).to_be_visible()
             expect(page.locator("#heatmap img")).to_be_visible()
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.out), full_page=True)

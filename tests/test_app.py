@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 import cv2
 import numpy as np
@@ -24,11 +25,20 @@ from tests.synthetic import scan                                   # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("app")
-    folder, _ = checkpoint_dir(tmp)
-    with running_app(folder, tmp / "app.log") as url:
+def app_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("app")
+
+
+@pytest.fixture(scope="module")
+def app_url(app_dir):
+    folder, _ = checkpoint_dir(app_dir)
+    with running_app(folder, app_dir / "app.log") as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def app_log(app_dir):
+    return app_dir / "app.log"
 
 
 @pytest.fixture(scope="module")
@@ -41,74 +51,97 @@ def scan_file(tmp_path_factory):
     return sample_scan(tmp_path_factory.mktemp("scan"))[0]
 
 
-def probabilities(label: dict) -> dict[str, float]:
-    return {c["label"]: c["confidence"] for c in label["confidences"]}
+def classify(client, scan, model="resnet50", method="gradcam", target="predicted", alpha=0.45):
+    """/classify -> (headline, bars, (scan, overlay), heatmap figure, .npy, result dict)."""
+    return client.predict(handle_file(str(scan)), model, method, target, alpha, -1,
+                          api_name="/classify")
 
 
-def check_probabilities(label: dict) -> None:
-    probs = probabilities(label)
-    assert sorted(probs) == sorted(CLASSES)
-    assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-4)
-    assert label["label"] in CLASSES and probs[label["label"]] == max(probs.values())
+def display_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The app shows scans with a longer side under 512 px enlarged to 512."""
+    scale = max(1.0, 512 / max(size))
+    return round(size[0] * scale), round(size[1] * scale)
 
 
-def test_endpoints_are_documented(client):
-    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/classify", "/reblend", "/recheck", "/compare", "/model_card"} <= names
+def test_endpoints_are_documented_and_named(client):
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/classify", "/reblend", "/recheck", "/report", "/compare", "/model_card"} <= set(api)
+    for name, endpoint in api.items():
+        for value in endpoint["returns"] + endpoint["parameters"]:
+            assert not (value.get("label") or "").startswith("value_"), (name, value)
+    assert [p["parameter_name"] for p in api["/classify"]["parameters"]] == [
+        "scan", "model", "method", "target", "alpha", "slice_no"]
 
 
-def test_classify_then_reblend(client, scan_file):
+def test_classify_then_reblend_and_report(client, scan_file):
     size = Image.open(scan_file).size
-    headline, label, overlay, figure, heat = client.predict(
-        handle_file(str(scan_file)), "resnet50", "gradcam", "predicted", 0.45, api_name="/classify")
-    check_probabilities(label)
+    headline, bars, (before, after), figure, heat, result = classify(client, scan_file)
+    assert set(result["probabilities"]) == set(CLASSES) and result["is_mri"]
+    assert math.isclose(sum(result["probabilities"].values()), 1.0, abs_tol=1e-4)
+    assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
+    assert result["outcome"] in ("confident", "caution") and isinstance(result["reasons"], list)
     assert "%" in headline and "not a diagnosis" in headline
-    assert Image.open(overlay).size == size and Image.open(overlay).mode == "RGB"
-    assert Image.open(figure).size[0] > 100                      # heatmap with its colour bar
+    for name in CLASSES:                                  # the headline's names, one decimal
+        assert f"| {class_label(name)} |" in bars
+    assert "notumor" not in bars and "100%" not in bars and "100.0%" not in bars
+    for text in (headline, bars):
+        assert not re.search(r"<[a-z/]", text), text       # no HTML markup
+    assert Image.open(before).size == Image.open(after).size == display_size(size)
+    assert Image.open(after).mode == "RGB"
+    assert Image.open(figure).size[0] > 100                # heatmap with its colour bar
     heatmap = np.load(heat)
-    assert heatmap.shape == size[::-1] and heatmap.dtype == np.float32
+    assert heatmap.shape == size[::-1] and heatmap.dtype == np.float16
+    assert f"{size[1]}x{size[0]}-float16" in heat
     assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0 and heatmap.max() > 0
     # Opacity 0: the overlay is the scan itself (grey in all three channels), no model run.
-    plain = np.asarray(Image.open(client.predict(0.0, api_name="/reblend")))
-    assert plain.shape == (size[1], size[0], 3)
+    _, plain = client.predict(0.0, api_name="/reblend")
+    plain = np.asarray(Image.open(plain))
     assert (plain[:, :, 0] == plain[:, :, 1]).all() and (plain[:, :, 1] == plain[:, :, 2]).all()
-    strong = np.asarray(Image.open(client.predict(1.0, api_name="/reblend")))
-    assert not np.array_equal(plain, strong)
+    _, strong = client.predict(1.0, api_name="/reblend")
+    assert not np.array_equal(plain, np.asarray(Image.open(strong)))
+    pdf = client.predict(api_name="/report")
+    assert pdf.endswith(".pdf") and open(pdf, "rb").read(4) == b"%PDF"
+
+
+def test_a_new_session_gets_a_clear_message(client):
+    fresh = Client(client.src, verbose=False)
+    for endpoint, args in (("/reblend", (0.5,)), ("/recheck", (0.45,)), ("/report", ())):
+        with pytest.raises(AppError, match="Classify a scan first"):
+            fresh.predict(*args, api_name=endpoint)
 
 
 def test_classify_baseline_with_target(client, scan_file):
-    headline, label, overlay, _, heat = client.predict(
-        handle_file(str(scan_file)), "baseline", "layercam", "meningioma", 0.6, api_name="/classify")
-    check_probabilities(label)
-    assert "Layer-CAM for *Meningioma*" in headline
+    headline, *_, heat, result = classify(client, scan_file, "baseline", "layercam", "meningioma", 0.6)
+    assert "Layer-CAM for *Meningioma*" in headline and result["explained_class"] == "meningioma"
     assert 0.0 <= np.load(heat).min() and np.load(heat).max() <= 1.0
 
 
 def test_compare(client, scan_file):
-    size = Image.open(scan_file).size
-    out = client.predict(handle_file(str(scan_file)), "gradcam", api_name="/compare")
+    out = client.predict(handle_file(str(scan_file)), "gradcam", -1, api_name="/compare")
     assert len(out) == 7
-    (h1, l1, o1), (h2, l2, o2), summary = out[0:3], out[3:6], out[6]
-    for headline, label, overlay in ((h1, l1, o1), (h2, l2, o2)):
-        check_probabilities(label)
-        assert " ms" in headline and Image.open(overlay).size == size
+    (h1, b1, o1), (h2, b2, o2), summary = out[0:3], out[3:6], out[6]
+    for headline, bars, overlay in ((h1, b1, o1), (h2, b2, o2)):
+        assert " ms" in headline and "| probability |" in bars
+        assert Image.open(overlay).size == display_size(Image.open(scan_file).size)
     assert "Baseline CNN" in h1 and "ResNet-50" in h2
-    agree = l1["label"] == l2["label"]
-    assert ("models agree" if agree else "models disagree") in summary
+    assert ("models agree" in summary) or ("models disagree" in summary)
 
 
-def test_dicom_via_api_and_via_the_file_box(client):
-    """A DICOM goes straight to /classify (format read from content); the UI's DICOM/NIfTI box
-    turns it into a PNG of the very slice the model reads."""
+def test_dicom_goes_to_the_model_with_its_modality(client):
+    """A DICOM goes straight to /classify (format read from content); an MR file is classified
+    (a 64 px slice shown enlarged), a CT is refused with its reason, as in the library."""
     pydicom_data = pytest.importorskip("pydicom.data")
-    dicom = pydicom_data.get_testdata_file("MR_small.dcm")
-    _, label, overlay, _, heat = client.predict(handle_file(dicom), "baseline", "gradcam",
-                                                "predicted", 0.45, api_name="/classify")
-    check_probabilities(label)
-    assert Image.open(overlay).size == (64, 64) and np.load(heat).shape == (64, 64)
-    preview = client.predict(handle_file(dicom), api_name="/scan_open_file")
-    from brainmri.io import load_image
-    np.testing.assert_array_equal(np.asarray(Image.open(preview)), np.asarray(load_image(dicom)))
+    headline, bars, (before, after), _, heat, result = classify(
+        client, pydicom_data.get_testdata_file("MR_small.dcm"), "baseline")
+    assert Image.open(after).size == (512, 512)
+    assert (np.load(heat).shape == (64, 64)) if result["is_mri"] else heat is None
+    headline, bars, (before, after), figure, heat, result = classify(
+        client, pydicom_data.get_testdata_file("CT_small.dcm"))
+    assert result["label"] is None and result["outcome"] == "not_mri" and not result["is_mri"]
+    assert any("modality CT" in r for r in result["reasons"]) and "CT, not MR" in headline
+    assert figure is None and heat is None and "%" not in bars and "%" not in headline
+    overlay = np.asarray(Image.open(after))                      # no heatmap colour
+    assert (overlay[:, :, 0] == overlay[:, :, 1]).all() and (overlay[:, :, 1] == overlay[:, :, 2]).all()
 
 
 def test_colour_photo_is_not_called_a_tumour(client, tmp_path):
@@ -116,10 +149,11 @@ def test_colour_photo_is_not_called_a_tumour(client, tmp_path):
     photo = np.stack([xx * 2.6, yy * 2.6, 255 - xx * 2.6], axis=2).astype(np.uint8)
     path = tmp_path / "photo.png"
     Image.fromarray(photo).save(path)
-    headline, label, *_ = client.predict(handle_file(str(path)), "resnet50", "gradcam",
-                                         "predicted", 0.45, api_name="/classify")
-    assert "This does not look like a brain MRI slice" in headline and " %" not in headline
-    check_probabilities(label)                              # still shown, for reference
+    headline, bars, _, figure, _, result = classify(client, path)
+    assert "This does not look like a brain MRI slice" in headline and "%" not in headline
+    assert result["label"] is None and any("colour" in r for r in result["reasons"])
+    assert figure is None and "%" not in bars
+    assert set(result["probabilities"]) == set(CLASSES)          # kept for reference
 
 
 def test_model_card(client):
@@ -136,21 +170,29 @@ def test_bad_upload_is_a_readable_error(client, scan_file, tmp_path, content, me
     bad = tmp_path / "scan.jpg"
     bad.write_bytes(content)
     with pytest.raises(AppError) as info:
-        client.predict(handle_file(str(bad)), "resnet50", "gradcam", "predicted", 0.45,
-                       api_name="/classify")
+        classify(client, bad)
     text = str(info.value)
     assert re.search(message, text), text
     assert "Traceback" not in text and "/tmp" not in text and "gradio" not in text.lower()
     # ... and the server still serves.
-    _, label, *_ = client.predict(handle_file(str(scan_file)), "baseline", "gradcam", "predicted",
-                                  0.45, api_name="/classify")
-    check_probabilities(label)
+    *_, result = classify(client, scan_file, "baseline")
+    assert result["label"] in CLASSES
+
+
+def test_a_user_error_is_logged_in_one_line(client, app_log, tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(AppError):
+        classify(client, empty)
+    time.sleep(0.5)
+    text = app_log.read_text()
+    assert "refused the input: the file is empty" in text
+    assert "Traceback" not in text
 
 
 def test_bad_choice_is_refused(client, scan_file):
     with pytest.raises(AppError) as info:
-        client.predict(handle_file(str(scan_file)), "resnet50", "gradcam", "banana", 0.45,
-                       api_name="/classify")
+        classify(client, scan_file, target="banana")
     assert "banana" in str(info.value) and "Traceback" not in str(info.value)
 
 
@@ -163,7 +205,7 @@ def test_flags_and_environment(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     args = app.get_args_parser().parse_args([])
     assert (args.host, args.port, str(args.checkpoints), args.examples) == (
-        "127.0.0.1", 7860, "checkpoints", None)
+        "127.0.0.1", 7860, "checkpoints", app.EXAMPLES)
     monkeypatch.setenv("SPACE_ID", "someone/brainmri")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7000")
     args = app.get_args_parser().parse_args([])
@@ -184,6 +226,10 @@ def test_pick_examples(tmp_path):
     picked = app.pick_examples(tmp_path, per_class=2)
     assert [c for _, c in picked] == ["Glioma", "Glioma", "No tumour", "No tumour"]
     assert all(p.is_file() and tmp_path not in p.parents for p, _ in picked)   # copies
+    assert [p.name for p, _ in picked] == ["0.png", "1.png", "0.png", "1.png"]  # names kept
+    shipped = app.pick_examples(app.EXAMPLES)                       # the repository's own
+    assert len(shipped) == 8 and {c for _, c in shipped} == {
+        "Glioma", "Meningioma", "No tumour", "Pituitary tumour"}
     assert app.pick_examples(None) == [] and app.pick_examples(tmp_path / "missing") == []
     assert app.pick_examples(tmp_path / "not-a-class", per_class=2) != []      # flat folder
 
@@ -244,30 +290,41 @@ def test_app_caps_malloc_arenas(tmp_path):
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 0.45, 1.0, 1.7])
-def test_blend_is_the_weighted_sum_of_scan_and_colours(alpha):
-    from brainmri.overlay import blend, colourise
+def test_blend_colours_only_the_hot_regions(alpha):
+    from brainmri.overlay import CLEAR_BELOW, OPAQUE_FROM, blend, colourise
     rng = np.random.default_rng(3)
     grey = rng.integers(0, 256, (37, 53), dtype=np.uint8)
     heat = rng.random((37, 53), dtype=np.float32)
     out = blend(grey, heat, alpha)
     a = min(alpha, 1.0)
-    exact = a * colourise(heat).astype(np.float64) + (1 - a) * grey[:, :, None].astype(np.float64)
+    w = np.clip((heat - CLEAR_BELOW) / (OPAQUE_FROM - CLEAR_BELOW), 0, 1)[:, :, None] * a
+    exact = w * colourise(heat).astype(np.float64) + (1 - w) * grey[:, :, None].astype(np.float64)
     assert out.dtype == np.uint8 and out.shape == (37, 53, 3)
     assert np.abs(out - exact).max() <= 1.0            # rounding of the last level only
-    if a in (0.0, 1.0):                                # the scan alone, the colours alone
-        assert np.array_equal(out, np.repeat(grey[:, :, None], 3, 2) if a == 0 else colourise(heat))
+    cold = heat < CLEAR_BELOW                          # low relevance: the scan's own pixels
+    assert np.array_equal(out[cold], np.repeat(grey[cold][:, None], 3, 1))
+    if a == 0.0:
+        assert np.array_equal(out, np.repeat(grey[:, :, None], 3, 2))
+    if a == 1.0:
+        hot = heat >= OPAQUE_FROM                      # the colours alone where the map is hot
+        assert np.array_equal(out[hot], colourise(heat)[hot])
     with pytest.raises(ValueError, match="shape"):
         blend(grey, heat[:, :-1], alpha)
 
 
+def test_upscale_for_display():
+    from brainmri.overlay import upscale
+    small = np.zeros((64, 48, 3), np.uint8)
+    assert upscale(small).shape == (512, 384, 3)
+    big = np.zeros((600, 700), np.uint8)
+    assert upscale(big) is big
+
+
 def test_recheck_paints_out_the_hot_region(client, scan_file):
     size = Image.open(scan_file).size
-    headline, label, *_ = client.predict(handle_file(str(scan_file)), "resnet50", "gradcam",
-                                         "predicted", 0.45, api_name="/classify")
+    *_, result = classify(client, scan_file)
     text, painted = client.predict(0.45, api_name="/recheck")
     assert "Hot region painted out" in text and "% of the head" in text
     assert ("decided this answer" in text) or ("holds without" in text)
-    assert f"before: {class_label(label['label'])}" in text
-    assert Image.open(painted).size == size and Image.open(painted).mode == "RGB"
-    with pytest.raises(AppError, match="Classify a scan first"):           # a new session
-        Client(client.src, verbose=False).predict(0.45, api_name="/recheck")
+    assert f"before: {class_label(result['label'])}" in text and not re.search(r"<[a-z/]", text)
+    assert Image.open(painted).size == display_size(size) and Image.open(painted).mode == "RGB"

@@ -1,10 +1,12 @@
-"""The app in a real browser (Debian chromium via Python Playwright): upload, classify, opacity,
-compare. Screenshots go to test-output/.
+"""The app in a real browser (Debian chromium via Python Playwright), as a visitor meets it:
+an example, a DICOM CT, a text file, the heatmap slider and opacity, the paint-out check,
+Compare on the same scan, and the About table and the answer on a 390 px phone.
+Screenshots go to test-output/.
 
     BRAINMRI_DATA=../shared/data BRAINMRI_SCREENSHOT=1 .venv/bin/python -m pytest -q tests/test_browser.py
 
-With BRAINMRI_SCREENSHOT=1, the shipped checkpoints and a real scan, the Classify screenshot is
-also written to docs/screenshot-classify.png for the README.
+With BRAINMRI_SCREENSHOT=1 and the shipped checkpoints, the screenshots in docs/
+(screenshot-*.png) are refreshed from this run.
 """
 from __future__ import annotations
 
@@ -13,95 +15,195 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from brainmri.classes import CLASSES
-from tests.appserver import ROOT, checkpoint_dir, running_app, sample_scan
+from tests.appserver import ROOT, checkpoint_dir, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 OUT = ROOT / "test-output"
 WAIT_MS = 180_000
-ANSWER = re.compile("not a diagnosis|does not look like a brain MRI")    # the headline, final
+ANSWER = re.compile("not a diagnosis")                # the headline's last line, when final
+NOT_MRI = "does not look like a brain MRI slice"
+DOCS = {"classify.png": "screenshot-classify.png", "not-mri.png": "screenshot-not-mri.png",
+        "phone.png": "screenshot-phone.png"}
 
 if not CHROMIUM.exists():
     pytest.skip("browser test needs Debian chromium at /usr/bin/chromium "
                 "(apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
+expect = sync_api.expect
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     folder, real_models = checkpoint_dir(tmp)
-    scan, real_scan = sample_scan(tmp)
-    with running_app(folder, tmp / "app.log") as url:
-        yield url, scan, real_models and real_scan
+    with running_app(folder, tmp / "app.log") as url:          # examples/: the default
+        yield url, real_models
 
 
-def test_classify_opacity_compare(setup, tmp_path):
-    url, scan, real = setup
-    OUT.mkdir(exist_ok=True)
-    photo = tmp_path / "colour-photo.png"          # plainly colourful: not an MRI slice
-    yy, xx = np.mgrid[0:96, 0:96]
-    Image.fromarray(np.stack([xx * 2.6, yy * 2.6, 255 - xx * 2.6], 2).astype(np.uint8)).save(photo)
+@pytest.fixture(scope="module")
+def browser():
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        try:
-            page.set_default_timeout(WAIT_MS)
-            sync_api.expect.set_options(timeout=WAIT_MS)
-            page.goto(url)
-            page.locator("#scan input[type=file]").set_input_files(str(scan))
-            sync_api.expect(page.locator("#headline")).to_contain_text(ANSWER)
-            bars = page.locator("#bars")
-            for name in CLASSES:
-                sync_api.expect(bars).to_contain_text(name)
-            overlay = page.locator("#overlay img")
-            sync_api.expect(overlay).to_be_visible()
-            sync_api.expect(page.locator("#heatmap img")).to_be_visible()
-            before = overlay.get_attribute("src")
-            page.screenshot(path=str(OUT / "classify.png"), full_page=True)
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield b
+        b.close()
 
-            number = page.locator("#opacity input[type=number]")
-            number.fill("0.9")
-            number.press("Enter")
-            page.wait_for_function(
-                "before => document.querySelector('#overlay img')?.src !== before", arg=before)
-            page.screenshot(path=str(OUT / "classify-opacity.png"), full_page=True)
 
-            page.get_by_text("Did the highlighted region decide?").click()      # the accordion
-            page.locator("#recheck-run").click()
-            sync_api.expect(page.locator("#recheck")).to_contain_text("Hot region painted out")
-            sync_api.expect(page.locator("#recheck")).to_contain_text(
-                re.compile("decided this answer|holds without the highlighted region"))
-            sync_api.expect(page.locator("#recheck-overlay img")).to_be_visible()
-            page.screenshot(path=str(OUT / "classify-recheck.png"), full_page=True)
+def open_page(browser, url, width=1280, height=1000):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(WAIT_MS)
+    expect.set_options(timeout=WAIT_MS)
+    page.goto(url)
+    return page
 
-            page.locator("#scan input[type=file]").set_input_files(str(photo))
-            sync_api.expect(page.locator("#headline")).to_contain_text(
-                "does not look like a brain MRI slice")
-            sync_api.expect(bars).to_have_class(re.compile("flagged"))     # greyed, relabelled
-            page.screenshot(path=str(OUT / "classify-not-mri.png"), full_page=True)
 
-            page.get_by_role("tab", name="Compare").click()
-            page.locator("#compare-scan input[type=file]").set_input_files(str(scan))
-            sync_api.expect(page.locator("#agreement")).to_contain_text(re.compile("agree|no finding"))
-            for m in ("baseline", "resnet50"):
-                sync_api.expect(page.locator(f"#finding-{m}")).to_contain_text(ANSWER)
-                sync_api.expect(page.locator(f"#overlay-{m} img")).to_be_visible()
-            page.screenshot(path=str(OUT / "compare.png"), full_page=True)
+def drop(page, path, box="#scan"):
+    """What a drop on the box does: the file goes to its file input."""
+    page.locator(f"{box} input[type=file]").set_input_files(str(path))
 
-            page.get_by_role("tab", name="About").click()
-            sync_api.expect(page.get_by_text("Known limitations")).to_be_visible()
-        except Exception:
-            page.screenshot(path=str(OUT / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+
+def shot(page, name):
+    OUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUT / name), full_page=True)
+
+
+def test_a_visitor_without_a_scan(setup, browser, tmp_path):
+    url, _ = setup
+    page = open_page(browser, url)
+    try:
+        # An example (the RGB meningioma) answers, from the cache or the model.
+        examples = page.locator("#examples .gallery-item")
+        expect(examples).to_have_count(8)
+        examples.nth(2).click()
+        headline = page.locator("#headline")
+        expect(headline).to_contain_text(ANSWER)
+        expect(page.locator("#bars")).to_contain_text("%")
+        bars = page.locator("#bars").inner_text()
+        assert "notumor" not in bars and not re.search(r"\b100(\.0)?%", bars)
+        slider = page.locator("#slider")
+        expect(slider.locator("img").first).to_be_visible()
+        shot(page, "classify.png")
+
+        # The before/after slider moves: drag its handle to the left quarter.
+        box = slider.locator("img").first.bounding_box()
+        handle = slider.locator(".handle, [role=slider], .slider-handle, .inner").first
+        hb = handle.bounding_box() if handle.count() else None
+        start = (hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2) if hb else (
+            box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        clip = lambda: page.evaluate(
+            "() => [...document.querySelectorAll('#slider *')].map(e => getComputedStyle(e).clipPath"
+            " + e.style.cssText).join('|')")
+        before = clip()
+        page.mouse.move(*start)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.2, start[1], steps=8)
+        page.mouse.up()
+        page.wait_for_function("b => [...document.querySelectorAll('#slider *')].map(e => "
+                               "getComputedStyle(e).clipPath + e.style.cssText).join('|') !== b",
+                               arg=before)
+        assert clip() != before
+
+        # Opacity re-blends the heatmap without a model run.
+        after_img = slider.locator("img").last
+        src = after_img.get_attribute("src")
+        number = page.locator("#opacity input[type=number]")
+        number.fill("0.9")
+        number.press("Enter")
+        page.wait_for_function(
+            "s => [...document.querySelectorAll('#slider img')].every(i => i.src !== s)", arg=src)
+
+        # The paint-out check works on an example answered from the cache.
+        page.get_by_text("Did the highlighted region decide?").click()
+        page.locator("#recheck-run").click()
+        expect(page.locator("#recheck")).to_contain_text(
+            re.compile("decided this answer|holds without the highlighted region"))
+
+        # A PDF report of the finding.
+        page.locator("#report-run").click()
+        expect(page.locator("#report")).to_contain_text(".pdf")
+
+        # Compare reuses the scan in use.
+        page.get_by_role("tab", name="Compare").click()
+        expect(page.locator("#agreement")).to_contain_text(re.compile("agree|no finding"))
+        for m in ("baseline", "resnet50"):
+            expect(page.locator(f"#finding-{m}")).to_contain_text(ANSWER)
+        shot(page, "compare.png")
+        page.get_by_role("tab", name="Classify").click()
+
+        # A CT in DICOM, dropped on the main box: refused, no class, no bars, no heatmap.
+        pydicom_data = pytest.importorskip("pydicom.data")
+        drop(page, pydicom_data.get_testdata_file("CT_small.dcm"))
+        expect(headline).to_contain_text(NOT_MRI)
+        expect(headline).to_contain_text("modality CT")
+        text = headline.inner_text()
+        assert not re.search("Glioma|Meningioma|Pituitary|No tumour|%", text.split("\n")[0] + text)
+        expect(page.locator("#bars")).not_to_contain_text("%")
+        expect(page.locator("#heatmap img")).to_have_count(0)
+        shot(page, "not-mri.png")
+
+        # A good result, then a text file: one message, nothing left of the previous answer.
+        drop(page, ROOT / "examples" / "glioma-Te-gl_0079.jpg")
+        expect(headline).to_contain_text("Glioma")
+        notes = tmp_path / "notes.jpg"
+        notes.write_text("this is a text file, not a scan\n" * 10)
+        drop(page, notes)
+        toast = page.locator(".toast-body")
+        expect(toast).to_have_count(1)
+        expect(toast).to_contain_text("text file")
+        expect(headline).not_to_contain_text("Glioma")
+        expect(page.locator("#bars")).not_to_contain_text("%")
+        expect(page.locator("#slider img")).to_have_count(0)
+        assert page.get_by_text("text file, not an image").count() == 1
+        shot(page, "error.png")
+    except Exception:
+        shot(page, "failure.png")
+        raise
+    finally:
+        page.close()
+
+
+def test_a_phone(setup, browser):
+    url, real = setup
+    page = open_page(browser, url, width=390, height=844)
+    try:
+        # The answer is in view after an upload.
+        drop(page, ROOT / "examples" / "pituitary-Te-pi_0067.jpg")
+        headline = page.locator("#headline")
+        expect(headline).to_contain_text(ANSWER)
+        page.wait_for_function("() => { const r = document.getElementById('headline')"
+                               ".getBoundingClientRect(); return r.top >= 0 && r.top < 844 - 60; }")
+        page.screenshot(path=str(OUT / "phone.png"))
+
+        # The About tables: no number broken over two lines; wide tables scroll sideways.
+        page.get_by_role("tab", name="About").click()
+        expect(page.locator("#card table").first).to_be_visible()
+        broken = page.evaluate("""() => {
+            const bad = [];
+            for (const cell of document.querySelectorAll('#card td, #card th')) {
+                const text = cell.innerText.trim();
+                if (!/^[0-9.,–-]+%?$/.test(text) && !/^[a-z_]+$/.test(text)) continue;
+                const range = document.createRange();
+                range.selectNodeContents(cell);
+                const lines = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+                if (lines.size > 1) bad.push(text);
+            }
+            return bad;
+        }""")
+        assert broken == []
+        tables = page.evaluate("() => [...document.querySelectorAll('#card table')].map("
+                               "t => [t.scrollWidth, t.clientWidth, getComputedStyle(t).overflowX])")
+        assert tables and all(overflow == "auto" for _, _, overflow in tables)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1   # the page does not
+        page.screenshot(path=str(OUT / "phone-about.png"), full_page=True)
+    except Exception:
+        shot(page, "failure-phone.png")
+        raise
+    finally:
+        page.close()
     if real and os.environ.get("BRAINMRI_SCREENSHOT") == "1":
-        (ROOT / "docs").mkdir(exist_ok=True)
-        shutil.copyfile(OUT / "classify.png", ROOT / "docs" / "screenshot-classify.png")
+        for name, doc in DOCS.items():
+            if (OUT / name).is_file():
+                shutil.copyfile(OUT / name, ROOT / "docs" / doc)
