@@ -145,9 +145,10 @@ def test_app_api_serves_the_third_model(folder, tmp_path):
         client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
         image = tmp_path / "scan.png"
         scan(seed=4, size=96).save(image)
-        headline, label, *_ = client.predict(gradio_client.handle_file(str(image)), "tiny",
-                                             "gradcam", "predicted", 0.45, api_name="/classify")
-        assert "Tiny CNN" in headline and label["label"] in CLASSES
+        headline, *_, result = client.predict(gradio_client.handle_file(str(image)), "tiny",
+                                              "gradcam", "predicted", 0.45, api_name="/classify")
+        assert "Tiny CNN" in headline and result["model"] == "tiny"
+        assert set(result["probabilities"]) == set(CLASSES)
         out = client.predict(gradio_client.handle_file(str(image)), "gradcam", api_name="/compare")
         assert len(out) == 3 * 3 + 1 and "Tiny CNN" in out[6]
         assert "Tiny CNN" in client.predict(api_name="/model_card")
