@@ -15,6 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.appserver import ROOT, checkpoint_dir, running_app
@@ -143,6 +144,19 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         expect(page.locator("#bars")).not_to_contain_text("%")
         expect(page.locator("#heatmap img")).to_have_count(0)
         shot(page, "not-mri.png")
+
+        # A NIfTI volume offers its slices; the chosen one is classified.
+        nib = pytest.importorskip("nibabel")
+        from tests.synthetic import scan
+        volume = np.stack([np.asarray(scan(seed=i, size=96)) for i in range(5)], axis=2)
+        nifti = tmp_path / "head.nii.gz"
+        nib.save(nib.Nifti1Image(volume.astype(np.uint8), np.eye(4)), str(nifti))
+        drop(page, nifti)
+        chooser = page.locator("#slice")
+        expect(chooser).to_be_visible()
+        expect(chooser).to_contain_text("5 in all")
+        expect(headline).not_to_contain_text("modality CT")           # this file's own answer
+        expect(headline).to_contain_text(ANSWER)
 
         # A good result, then a text file: one message, nothing left of the previous answer.
         drop(page, ROOT / "examples" / "glioma-Te-gl_0079.jpg")

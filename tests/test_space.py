@@ -16,7 +16,7 @@ from tests.appserver import ROOT, free_port, stop_app
 
 def test_dry_run_lists_the_files_and_sizes():
     r = subprocess.run([sys.executable, "-m", "brainmri.space", "--dry-run"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     listed = [line.split()[0] for line in lines[:-1]]
@@ -30,7 +30,7 @@ def test_dry_run_lists_the_files_and_sizes():
 
 def test_upload_needs_a_space_name():
     r = subprocess.run([sys.executable, "-m", "brainmri.space"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=600)
     assert r.returncode == 2 and "owner/name" in r.stderr
 
 
