@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from .models import Classifier, build_model
 
 FORMAT = "brainmri-checkpoint/1"
+DETECTOR_PREFIXES = ("ood.", "fam.")      # detector tensors stored beside the weights
 INTENDED_USE = ("Research and education only. Not a medical device; not for diagnosis or "
                 "any clinical decision.")
 
@@ -95,7 +96,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     meta = read_metadata(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("ood.")}
+            state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(DETECTOR_PREFIXES)}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(path, f"weights are unreadable or truncated ({error})") from None
     try:

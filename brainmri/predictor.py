@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import cam as cams
+from . import familiarity as fam
 from . import mri_check
 from .checkpoint import load_checkpoint
 from .io import ImageSource, load_image
@@ -33,6 +34,9 @@ class Prediction:
     probabilities: dict[str, float]     # calibrated, by class name, summing to 1
     is_mri: bool                        # False: not like a brain MRI slice (features or input check)
     mri_score: float                    # out-of-distribution score; higher = less like training scans
+    familiarity: float = float("nan")   # in [0, 1]: share of validation scans as unfamiliar; nan: no detector
+    outcome: str = fam.CONFIDENT        # "confident", "caution" or "not_mri" (brainmri.familiarity)
+    reasons: tuple[str, ...] = ()       # why "caution": e.g. "unfamiliar acquisition", "low confidence"
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,15 @@ class Predictor:
 
     def __init__(self, model, meta: dict, device: torch.device,
                  ood: MahalanobisOOD | KNNOOD | None = None, fold_bn: bool = True,
-                 path: Path | None = None, precision: str = "auto"):
+                 path: Path | None = None, precision: str = "auto",
+                 familiarity: fam.Familiarity | None = None):
         """`fold_bn` folds batch-norm into the convolutions (same outputs, a faster forward:
         `brainmri.models.fold_batch_norm`); `path` is the checkpoint it came from, if any.
         `precision`: "bf16" runs the trunk under bfloat16 autocast on a GPU; "fp32" and
         "auto" never do: "auto" is float32, because bfloat16 moved the shipped model's answers
-        and heatmaps more than the rule written before measuring allowed (docs/gpu.md)."""
+        and heatmaps more than the rule written before measuring allowed (docs/gpu.md).
+        `familiarity`: the detector behind `Prediction.familiarity` and the outcome; the trunk's
+        stages are wrapped in `familiarity.Tap` (no hooks) so one pass gives its statistics."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.meta, self.device, self.path = meta, torch.device(device), path
@@ -81,7 +88,9 @@ class Predictor:
         if fold_bn:
             model = fold_batch_norm(model)
         self.model = model.to(device).to(memory_format=torch.channels_last)
-        self.ood = ood
+        self.ood, self.familiarity = ood, familiarity
+        self.taps = familiarity.taps if familiarity is not None else fam.default_taps(self.model.trunk)
+        fam.add_taps(self.model.trunk, self.taps)
         self.default_method = meta.get("default_cam", "gradcam")
 
     @classmethod
@@ -89,7 +98,8 @@ class Predictor:
                         fold_bn: bool = True, precision: str = "auto") -> "Predictor":
         device = torch.device(device) if device is not None else default_device()
         model, meta = load_checkpoint(path, device="cpu")
-        return cls(model, meta, device, load_detector(path, meta), fold_bn, Path(path), precision)
+        return cls(model, meta, device, load_detector(path, meta), fold_bn, Path(path), precision,
+                   fam.from_checkpoint(path, meta))
 
     @property
     def name(self) -> str:
@@ -136,6 +146,23 @@ class Predictor:
         acts = self.features(batch)
         return self.classify(acts)[0], acts
 
+    def recorded(self, batch: torch.Tensor, run, probe: bool = False):
+        """`run()` and the taps' statistics {tap: (mean (B, K), std (B, K))} of the first trunk
+        pass it makes -> (its result, statistics). `probe`: run `cams.fusion_index`'s one-off
+        probe pass first, so that it is not the pass recorded (fused and reference methods)."""
+        if probe:
+            try:
+                cams.fusion_index(self.model, batch.shape[-2:])
+            except ValueError:                 # no finer block: no fused map will be asked for
+                pass
+        with fam.recording() as taps:
+            out = run()
+        return out, dict(taps)
+
+    def tapped(self, batch: torch.Tensor) -> tuple[torch.Tensor, fam.TapStats]:
+        """`features` plus the taps' statistics, from one trunk pass."""
+        return self.recorded(batch, lambda: self.features(batch))
+
     def fused(self, batch: torch.Tensor, choose=None):
         """Layer-CAM on two layers (`cams.fused_cam`) for (B, C, S, S) model input ->
         (last acts, logits, targets, maps (B, S, S)); `choose(logits)` gives the target class
@@ -178,10 +205,11 @@ class Predictor:
         return calibrated(logits, self.temperature)
 
     def prediction(self, logits: torch.Tensor, pooled: torch.Tensor, index: int,
-                   prepared: Prepared | None = None) -> Prediction:
+                   prepared: Prepared | None = None, taps: fam.TapStats | None = None) -> Prediction:
         """Image `index` of a batch's logits (B, classes) and pooled activations (B, K) -> its
         `Prediction` (calibrated probabilities, the not-an-MRI check on features and, given
-        `prepared`, on the input)."""
+        `prepared`, on the input; given the same pass's `taps` and a familiarity detector,
+        familiarity and the outcome's reasons)."""
         probs = self.probabilities(logits[index]).cpu().numpy()
         by_class = {c: float(p) for c, p in zip(self.classes, probs)}
         if self.ood is not None:
@@ -190,8 +218,15 @@ class Predictor:
         else:
             score, is_mri = float("nan"), True
         check = getattr(prepared, "input_check", None)
-        is_mri = is_mri and (check is None or check.ok)
-        return Prediction(self.classes[int(probs.argmax())], by_class, bool(is_mri), score)
+        is_mri = bool(is_mri and (check is None or check.ok))
+        top = int(probs.argmax())
+        familiarity, reasons = float("nan"), ()
+        if self.familiarity is not None and taps:
+            one = {t: (m[index:index + 1], s[index:index + 1]) for t, (m, s) in taps.items()}
+            familiarity = float(self.familiarity.score_stats(one, [top])[0])
+            reasons = self.familiarity.reasons(familiarity, float(probs[top]))
+        return Prediction(self.classes[top], by_class, is_mri, score, familiarity,
+                          fam.outcome(is_mri, reasons), reasons)
 
     def prepare(self, images: Sequence[ImageSource]) -> list[Checked]:
         out = []
@@ -205,9 +240,10 @@ class Predictor:
     def predict_batch(self, images: Sequence[ImageSource] | None = None, *,
                       prepared: Sequence[Prepared] | None = None) -> list[Prediction]:
         prepared = prepared if prepared is not None else self.prepare(images)
-        logits, acts = self.logits_and_features(torch.stack([p.tensor for p in prepared]))
+        batch = torch.stack([p.tensor for p in prepared])
+        (logits, acts), taps = self.recorded(batch, lambda: self.logits_and_features(batch))
         pooled = acts.mean(dim=(2, 3))
-        return [self.prediction(logits, pooled, i, p) for i, p in enumerate(prepared)]
+        return [self.prediction(logits, pooled, i, p, taps) for i, p in enumerate(prepared)]
 
     def predict(self, image: ImageSource) -> Prediction:
         return self.predict_batch([image])[0]
@@ -236,13 +272,14 @@ class Predictor:
         method = cams.canonical_method(method or self.default_method)
         prepared = prepared if prepared is not None else self.prepare(images)
         batch = torch.stack([p.tensor for p in prepared])
-        logits, pooled, targets, maps = self.maps(
-            batch, [method], lambda lg: [self.target_index(target, lg, i) for i in range(len(lg))])
+        (logits, pooled, targets, maps), taps = self.recorded(batch, lambda: self.maps(
+            batch, [method], lambda lg: [self.target_index(target, lg, i) for i in range(len(lg))]),
+            probe=cams.METHODS[method].path != "fast")
         maps = maps[method]
         out = []
         for i, p in enumerate(prepared):
             heat = to_input_pixels(maps[i], p)
-            out.append(Explanation(self.prediction(logits, pooled, i, p), method,
+            out.append(Explanation(self.prediction(logits, pooled, i, p, taps), method,
                                    self.classes[targets[i]], heat, blend(p.grey, heat, alpha), p.grey))
         return out
 
