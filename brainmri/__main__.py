@@ -16,6 +16,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from .batch import CAM_FORMATS, classify_files, find_images, write_csv
@@ -89,16 +90,18 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not items:
         parser.error("no files found in " + ", ".join(args.paths))
 
-    start, errors = time.perf_counter(), 0
+    start, errors, outcomes = time.perf_counter(), 0, Counter()
     rows = classify_files(predictor, items, args.batch_size, args.cams, method, args.alpha,
                           args.workers, args.cams_format)
     with tqdm(total=len(items), unit="img", disable=args.no_progress, file=sys.stderr) as bar:
         for row in write_csv(args.out, rows, predictor.classes):
             errors += bool(row.error)
+            outcomes["error" if not row.label else row.outcome or "unassessed"] += 1
             bar.update()
     reports = write_reports(predictor, items, args.report, method, args.alpha) if args.report else 0
     seconds = time.perf_counter() - start
-    summary = {"reports": reports, "images": len(items), "errors": errors, "seconds": round(seconds, 3),
+    summary = {"reports": reports, "images": len(items), "errors": errors, "outcomes": dict(outcomes),
+               "seconds": round(seconds, 3),
                "images_per_second": round(len(items) / seconds, 2),
                "checkpoint": str(checkpoint), "model": predictor.name,
                "method": (method or predictor.default_method) if args.cams else None,

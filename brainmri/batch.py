@@ -40,6 +40,9 @@ class Row:
     probabilities: dict[str, float] | None = None
     is_mri: bool | None = None
     mri_score: float = math.nan
+    outcome: str = ""             # "confident", "caution" or "not_mri" ("" without a prediction)
+    reasons: tuple[str, ...] = () # why "caution"
+    familiarity: float = math.nan # in [0, 1]; nan when the checkpoint has no detector
     cam: str = ""                 # the overlay file written, if any
     error: str = ""               # why this file has no prediction ("" when it has one)
 
@@ -126,7 +129,7 @@ def _row(item: Item, result, cam: Path | None, write: Future | None) -> Row:
     if write is not None and write.exception() is not None:
         error, cam = f"overlay not written: {_describe(write.exception())}", None
     return Row(str(item.path), p.label, dict(p.probabilities), p.is_mri, p.mri_score,
-               str(cam) if cam else "", error)
+               p.outcome, tuple(p.reasons), p.familiarity, str(cam) if cam else "", error)
 
 
 def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int = 16,
@@ -181,19 +184,22 @@ def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int 
 def write_csv(out: str | Path, rows: Iterable[Row], classes: Sequence[str]) -> Iterator[Row]:
     """Write rows as they come (a generator: iterate it); yields each row after writing it.
 
-    Columns: path, label, p_<class> per class, is_mri, mri_score, cam, error."""
+    Columns: path, label, p_<class> per class, is_mri, mri_score, outcome, reasons (joined by
+    "; "), familiarity, cam, error."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", *(f"p_{c}" for c in classes), "is_mri", "mri_score",
-                         "cam", "error"])
+                         "outcome", "reasons", "familiarity", "cam", "error"])
         for row in rows:
             probs = row.probabilities or {}
             writer.writerow([row.path, row.label,
                              *(f"{probs[c]:.6f}" if c in probs else "" for c in classes),
                              "" if row.is_mri is None else str(row.is_mri).lower(),
                              "" if math.isnan(row.mri_score) else f"{row.mri_score:.4f}",
+                             row.outcome, "; ".join(row.reasons),
+                             "" if math.isnan(row.familiarity) else f"{row.familiarity:.4f}",
                              row.cam, row.error])
             f.flush()
             yield row

@@ -35,7 +35,7 @@ class Prediction:
     is_mri: bool                        # False: not like a brain MRI slice (features or input check)
     mri_score: float                    # out-of-distribution score; higher = less like training scans
     familiarity: float = float("nan")   # in [0, 1]: share of validation scans as unfamiliar; nan: no detector
-    outcome: str = fam.CONFIDENT        # "confident", "caution" or "not_mri" (brainmri.familiarity)
+    outcome: str = ""                   # "confident", "caution", "not_mri"; "": no familiarity detector
     reasons: tuple[str, ...] = ()       # why "caution": e.g. "unfamiliar acquisition", "low confidence"
 
 
@@ -225,8 +225,8 @@ class Predictor:
             one = {t: (m[index:index + 1], s[index:index + 1]) for t, (m, s) in taps.items()}
             familiarity = float(self.familiarity.score_stats(one, [top])[0])
             reasons = self.familiarity.reasons(familiarity, float(probs[top]))
-        return Prediction(self.classes[top], by_class, is_mri, score, familiarity,
-                          fam.outcome(is_mri, reasons), reasons)
+        outcome = fam.outcome(is_mri, reasons) if self.familiarity is not None else ""
+        return Prediction(self.classes[top], by_class, is_mri, score, familiarity, outcome, reasons)
 
     def prepare(self, images: Sequence[ImageSource]) -> list[Checked]:
         out = []

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Mapping, Protocol, Sequence
 
@@ -159,6 +159,8 @@ def outcome_of(prediction, probs: Mapping[str, float], image=None) -> tuple[str,
     gives them, else "not_mri" when refused (reasons from `refusal_reasons(image)`), "caution"
     when the top probability is under LOW_CONFIDENCE, "confident" otherwise."""
     own = getattr(prediction, "outcome", None)
+    if own == "not_mri" and not getattr(prediction, "reasons", ()):
+        return own, refusal_reasons(image)
     if own:
         return own, tuple(getattr(prediction, "reasons", ()) or ())
     if not prediction.is_mri:
@@ -205,7 +207,7 @@ def headline(result_label: str, probs: Mapping[str, float], is_mri: bool, model:
     if len(ranked) > 1 and ranked[0][1] < LOW_CONFIDENCE:
         text += (f"**Low confidence:** the model hesitates between {class_label(ranked[0][0])} and "
                  f"{class_label(ranked[1][0])}.\n")
-    extra = [r for r in reasons if not r.startswith("low confidence")]
+    extra = [r for r in reasons if not r.startswith("low confidence:")]
     if extra:
         text += "**Treat with caution:** " + "; ".join(extra) + ".\n"
     return text + f"\n_{what} · {time_ms:.0f} ms · research and education only, not a diagnosis_"
@@ -350,7 +352,10 @@ class Service:
         method = canonical_method(method or self.default_method)
         image = load_slice(image, frame)
         results = {m: self._run(m, image, method, None, alpha) for m in self.engines}
-        return Comparison(results, *agreement(results))
+        agree, summary = agreement(results)
+        if agree is False:                 # both answered, differently: neither is confident
+            results = {m: with_reason(r, DISAGREE) for m, r in results.items()}
+        return Comparison(results, agree, summary)
 
     @staticmethod
     def reblend(grey: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
@@ -429,6 +434,18 @@ def runs_on(engines: Mapping[str, Engine]) -> str:
     return "**Runs on.** " + "; ".join(where) + "." + why
 
 
+DISAGREE = "the two models disagree"      # brainmri.familiarity.DISAGREE
+
+
+def with_reason(r: Result, reason: str) -> Result:
+    """`r` marked "caution" with one more reason (a refused input stays as it is)."""
+    if r.outcome == "not_mri" or reason in r.reasons:
+        return r
+    reasons = (*r.reasons, reason)
+    return replace(r, outcome="caution", reasons=reasons, headline=headline(
+        r.label, r.probabilities, r.is_mri, r.model, r.method, r.target, r.time_ms, reasons))
+
+
 def agreement(results: Mapping[str, Result]) -> tuple[bool | None, str]:
     if len(results) < 2:
         return None, "Only one model is loaded: nothing to compare."
@@ -502,6 +519,22 @@ def _head_penalty(args: dict) -> str:
     return ""
 
 
+def familiarity_line(info: dict) -> str:
+    """Markdown: what "confident" means for one checkpoint, from `meta["familiarity"]`."""
+    line = (f"- Outcome: **confident** unless the scan's familiarity (taps {info.get('taps')}, "
+            f"`{info.get('stats', '?')}` statistics) is below {info.get('min_familiarity', 0):g} "
+            f"(under the {100 * info.get('min_familiarity', 0):g}th percentile of validation scans: "
+            f"*unfamiliar acquisition*) or the top probability is below "
+            f"{info.get('min_confidence', 0):.3f} (*low confidence*); then *treat with caution*")
+    measured = info.get("measured") or {}
+    if measured:
+        line += (f". Measured ({measured.get('by', 'train.fit_familiarity')}): "
+                 + "; ".join(f"{name}: {100 * m['confident']:.1f}% confident, accuracy of confident "
+                             f"answers {100 * m['accuracy_confident']:.1f}%"
+                             for name, m in measured.items() if isinstance(m, dict)))
+    return line
+
+
 def model_section(name: str, meta: dict) -> str:
     """Markdown for one checkpoint from its own metadata (nothing repeated elsewhere)."""
     preset = meta.get("preset", {})
@@ -525,6 +558,8 @@ def model_section(name: str, meta: dict) -> str:
                      + (f"refusing {100 * ood['refused']:.1f}% of unseen training and validation scans"
                         if "refused" in ood else
                         f"at the {100 * ood.get('quantile', 0):.1f}th percentile of validation scans"))
+    if "familiarity" in meta:
+        lines.append(familiarity_line(meta["familiarity"]))
     if meta.get("cam_scores"):
         best = meta.get("default_cam", "gradcam")
         scores = ", ".join(f"{LABELS.get(m, m)}{' (default)' if m == best else ''} {100 * v:.0f}%"

@@ -52,7 +52,7 @@ def test_classify_folder_writes_one_row_per_file_and_overlays(scans, tiny_checkp
     assert code == 0
     rows = read_rows(out)
     assert list(rows[0]) == ["path", "label", *(f"p_{c}" for c in CLASSES), "is_mri",
-                             "mri_score", "cam", "error"]
+                             "mri_score", "outcome", "reasons", "familiarity", "cam", "error"]
     by_name = {r["path"].split("/")[-1]: r for r in rows}
     assert len(rows) == 7 and set(by_name) == {"a.png", "b.jpg", "e.png", "c.png", "corrupt.jpg",
                                                "d.jpeg", "missing.png"}
@@ -69,6 +69,7 @@ def test_classify_folder_writes_one_row_per_file_and_overlays(scans, tiny_checkp
             continue
         expected = predictor.predict(row["path"])
         assert row["label"] == expected.label and row["is_mri"] in ("true", "false")
+        assert row["outcome"] == expected.outcome and row["reasons"] == "; ".join(expected.reasons)
         probs = [float(row[f"p_{c}"]) for c in CLASSES]
         assert sum(probs) == pytest.approx(1.0, abs=1e-5)
         assert probs == pytest.approx([expected.probabilities[c] for c in CLASSES], abs=1e-5)
@@ -78,6 +79,7 @@ def test_classify_folder_writes_one_row_per_file_and_overlays(scans, tiny_checkp
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["args"]["batch_size"] == 2 and saved["summary"]["images"] == 7
     assert saved["summary"]["errors"] == 2 and saved["summary"]["method"] == "gradcam++"
+    assert sum(saved["summary"]["outcomes"].values()) == 7 and saved["summary"]["outcomes"]["error"] == 2
 
 
 def test_overlays_as_jpeg_match_the_png_ones(scans, tiny_checkpoints, tmp_path):

@@ -350,3 +350,26 @@ def test_ct_dicom_is_refused_with_its_reason(service):
     r = service.classify(pydicom_data.get_testdata_file("CT_small.dcm"), "baseline")
     assert not r.is_mri and r.outcome == "not_mri" and r.finding is None
     assert any("modality CT" in reason for reason in r.reasons) and "CT, not MR" in r.headline
+
+
+def test_disagreeing_models_are_both_marked_caution():
+    from brainmri import familiarity as fam
+    other = {"glioma": 0.1, "meningioma": 0.7, "notumor": 0.1, "pituitary": 0.1}
+    svc = Service({"resnet50": FakeEngine(PROBS), "baseline": FakeEngine(other)}, warmup=False)
+    c = svc.compare(scan(seed=0, size=64))
+    assert c.agree is False
+    assert all(r.outcome == "caution" and fam.DISAGREE in r.reasons and fam.DISAGREE in r.headline
+               for r in c.results.values())
+    same = Service({"resnet50": FakeEngine(PROBS), "baseline": FakeEngine(PROBS)}, warmup=False)
+    assert all(r.outcome == "confident" for r in same.compare(scan(seed=0, size=64)).results.values())
+
+
+def test_model_card_says_what_confident_means():
+    from brainmri.service import model_section
+    meta = {"arch": "resnet50", "familiarity": {
+        "taps": [4, 5, 6, 7], "stats": "mean", "min_familiarity": 0.025, "min_confidence": 0.912,
+        "measured": {"by": "studies.shift_bench, 2026-12-02 13:00 UTC",
+                     "clean": {"n": 329, "confident": 0.9, "accuracy_confident": 0.985}}}}
+    text = model_section("resnet50", meta)
+    assert "below 0.912 (*low confidence*)" in text and "2.5th percentile of validation" in text
+    assert "clean: 90.0% confident, accuracy of confident answers 98.5%" in text
