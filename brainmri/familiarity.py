@@ -58,6 +58,22 @@ class Tap(nn.Module):
         super().__init__()
         self.block, self.index = block, index
 
+    # The wrapped block stays reachable as before: trunk[-1][1].conv2, len(trunk[4]), ...
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("block"), name)
+
+    def __getitem__(self, index):
+        return self.block[index]
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    def __iter__(self):
+        return iter(self.block)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
         record = getattr(_LOCAL, "stats", None)

@@ -45,7 +45,8 @@ def explain_methods(predictor: Predictor, prepared: Sequence[Prepared], methods:
                     targets: Sequence[int] | None = None) -> list[MethodMaps]:
     """Prediction and one heatmap per method for each prepared image, from one trunk pass."""
     batch = torch.stack([p.tensor for p in prepared])
-    logits, pooled, targets, maps = input_maps(predictor, batch, methods, targets)
-    return [MethodMaps(predictor.prediction(logits, pooled, i), predictor.classes[targets[i]],
+    (logits, pooled, targets, maps), taps = predictor.recorded(
+        batch, lambda: input_maps(predictor, batch, methods, targets), probe=True)
+    return [MethodMaps(predictor.prediction(logits, pooled, i, taps=taps), predictor.classes[targets[i]],
                        {m: to_input_pixels(maps[m][i], p) for m in maps})
             for i, p in enumerate(prepared)]

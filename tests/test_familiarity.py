@@ -77,6 +77,8 @@ def test_taps_record_once_per_pass_without_hooks():
     assert set(stats) == {0, 2} and stats[2][0].shape == (3, 6) and stats[2][1].shape == (3, 6)
     torch.testing.assert_close(stats[2][0], out.mean(dim=(2, 3)))
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in trunk.modules())
+    assert isinstance(trunk[0][0], torch.nn.Conv2d) and len(trunk[2]) == 1   # still reads as the block
+    assert trunk[2][0].out_channels == 6 and trunk[0].index == 0
 
 
 def tiny_with_detector(tmp_path, min_familiarity=0.025, min_confidence=0.0, ood_threshold=None):

@@ -95,3 +95,19 @@ def test_shipped_checkpoint_classifies_real_scans(shipped_checkpoints, kaggle, a
     assert accuracy >= 0.6, f"{arch}: {correct}/{len(samples)} correct"
     for p in predictions:
         assert abs(sum(p.probabilities.values()) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["baseline", "resnet50"])
+def test_shipped_checkpoint_says_how_sure_it_is(shipped_checkpoints, kaggle, arch):
+    """The shipped checkpoints carry the familiarity detector (refit after retraining:
+    `python -m train.fit_familiarity CKPT --data DATA --write`), and real scans get outcomes."""
+    from brainmri import familiarity as fam
+    predictor = Predictor.from_checkpoint(shipped_checkpoints[arch], device="cpu")
+    assert predictor.familiarity is not None, (
+        f"{arch}: no familiarity detector; run python -m train.fit_familiarity "
+        f"checkpoints/{arch}.safetensors --data ../shared/data --write")
+    info = predictor.meta["familiarity"]
+    assert info["quantile"] == info["min_familiarity"] == 0.025 and 0 < info["min_confidence"] < 1
+    predictions = predictor.predict_batch([s.path for s in _testing_sample(kaggle)])
+    assert all(0 <= p.familiarity <= 1 and p.outcome in fam.OUTCOMES for p in predictions)
+    assert sum(p.outcome == fam.CONFIDENT for p in predictions) >= len(predictions) // 2

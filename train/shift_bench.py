@@ -59,6 +59,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--update-checkpoint", action="store_true",
+                   help='store what "confident" was measured to mean (validation and Testing '
+                        'protocols) in meta["familiarity"]["measured"], for the model card')
     return p
 
 
@@ -152,11 +155,7 @@ def figure(name: str, results: dict, curves: dict, path: Path) -> None:
 
 def bench(path: Path, args, splits) -> dict:
     predictor = Predictor.from_checkpoint(path, args.device)
-    if predictor.familiarity is None:
-        raise SystemExit(f"{path}: no familiarity detector; run python -m train.fit_familiarity "
-                         f"{path} --data {args.data} --write")
     weights = weights_digest(path)
-    det = predictor.familiarity
     val_s = splits.val
     keys = [str(s.path) for s in val_s]
     stats = cached_stats(predictor, args.cache_dir, weights, "val", keys,
@@ -184,6 +183,10 @@ def bench(path: Path, args, splits) -> dict:
         st = cached_stats(predictor, args.cache_dir, weights, proto, [str(s.path) for s in samples],
                           [from_file(s.path) for s in samples], args.batch_size)
         sets[proto] = (st, np.array([samples[i].label for i in st["kept"]]))
+    det = predictor.familiarity                     # checked after the (cached) passes
+    if det is None:
+        raise SystemExit(f"{path}: no familiarity detector; run python -m train.fit_familiarity "
+                         f"{path} --data {args.data} --write")
     scored = {}
     for name, (st, truth) in sets.items():
         o = outcomes(predictor, st)
@@ -212,6 +215,17 @@ def print_table(name: str, report: dict) -> None:
               f"{pct(r['share_not_mri'])} | {pct(r['accuracy'])} | {pct(r['accuracy_confident'])} |")
 
 
+def store_measured(path: Path, report: dict, start: datetime) -> None:
+    """Write the confident share and accuracy of validation and the Testing protocols into
+    meta["familiarity"]["measured"] (the model card reads it)."""
+    from brainmri.checkpoint import read_metadata, update_metadata
+    info = dict(read_metadata(path)["familiarity"])
+    info["measured"] = {"by": f"train.shift_bench, {start:%Y-%m-%d %H:%M} UTC"} | {
+        s: {"n": r["n"], "confident": r["share_confident"], "accuracy_confident": r["accuracy_confident"]}
+        for s, r in report["sets"].items() if s in ("val", "clean", "official") and r["accuracy_confident"] is not None}
+    update_metadata(path, familiarity=info)
+
+
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -229,6 +243,8 @@ def main(args: argparse.Namespace) -> dict:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"{path.stem}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
         print_table(path.stem, report)
+        if args.update_checkpoint:
+            store_measured(path, report, start)
         out[path.stem] = report
     print(f"\n{start:%Y-%m-%d %H:%M} - {datetime.now(timezone.utc):%H:%M} UTC, {platform.node()}; "
           f"figures and JSON in {args.out}")
