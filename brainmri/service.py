@@ -477,6 +477,11 @@ LIMITATIONS = """### Known limitations
   types or none; no other pathology, no 3-D context, no clinical information. Anything else
   (other body parts, photos, other diseases) is out of scope; an out-of-distribution check
   flags inputs unlike the training scans but cannot catch everything.
+- **Confidence outside the collection.** On brain MRI from other hospitals, sequences and
+  exports, a high percentage can mean little. Scans unlike the training scans of their class
+  are marked "treat with caution", but no such check catches every shift, and it cannot see an
+  answer that ignores the lesion: what "confident" was measured to mean is in each model's
+  section above.
 - **Explanations are not localisation.** A class activation map shows which regions moved the
   score, at coarse resolution; it can highlight a shortcut as confidently as a tumour."""
 
@@ -521,8 +526,9 @@ def _head_penalty(args: dict) -> str:
 
 def familiarity_line(info: dict) -> str:
     """Markdown: what "confident" means for one checkpoint, from `meta["familiarity"]`."""
-    line = (f"- Outcome: **confident** unless the scan's familiarity (taps {info.get('taps')}, "
-            f"`{info.get('stats', '?')}` statistics) is below {info.get('min_familiarity', 0):g} "
+    line = (f"- Outcome: **confident** unless the scan's familiarity (how much it resembles the "
+            f"training scans of its predicted class, at {len(info.get('taps', []))} depths of the "
+            f"network) is below {info.get('min_familiarity', 0):g} "
             f"(under the {100 * info.get('min_familiarity', 0):g}th percentile of validation scans: "
             f"*unfamiliar acquisition*) or the top probability is below "
             f"{info.get('min_confidence', 0):.3f} (*low confidence*); then *treat with caution*")
