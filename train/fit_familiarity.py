@@ -14,7 +14,7 @@ confidence"). Nothing from Kaggle Testing is read. `--write` replaces the `fam.*
 `meta["familiarity"]` (weights and the not-an-MRI detector untouched).
 
 `--compare` scores the three candidate statistics (`CANDIDATES`) on the development shifts
-(`train.shifts.DEV`) of the validation scans and prints the AUROC of each; the rule picks the
+(`studies.shifts.DEV`) of the validation scans and prints the AUROC of each; the rule picks the
 highest mean (within 0.005, the simpler). Statistics are cached in `--cache-dir`, keyed by the
 checkpoint's weights, so a second run costs no trunk pass.
 """
@@ -89,8 +89,8 @@ def scan_stats(predictor: Predictor, sources: Sequence[Source], batch_size: int,
         if not prepared:
             continue
         acts, stats = predictor.tapped(torch.stack([p.tensor for p in prepared]))
-        logits, _ = predictor._head(acts, None)
-        probs.append(torch.softmax(logits.float() / predictor.temperature, 1).cpu().numpy())
+        logits, _ = predictor.classify(acts)
+        probs.append(predictor.probabilities(logits).cpu().numpy())
         ok += [p.input_check is None or p.input_check.ok for p in prepared]
         kept += idx
         for t, (m, s) in stats.items():
@@ -178,7 +178,7 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
 def compare(predictor: Predictor, args, weights: str, val_samples: list, train: dict,
             train_y: np.ndarray, val: dict) -> dict:
     """AUROC of unfamiliarity, development shift vs validation, per candidate; the rule's pick."""
-    from .shifts import DEV
+    from studies.shifts import DEV
     keys = [str(s.path) for s in val_samples]
     dev = {name: cached_stats(predictor, args.cache_dir, weights, f"dev-{name}", keys,
                               [shifted(s.path, shift) for s in val_samples], args.batch_size)

@@ -1,11 +1,11 @@
 """The shift bench: does familiarity catch acquisitions unlike the training scans?
 
-    python -m train.shift_bench checkpoints/resnet50.safetensors checkpoints/baseline.safetensors \\
+    python -m studies.shift_bench checkpoints/resnet50.safetensors checkpoints/baseline.safetensors \\
         --data ../shared/data --out checkpoints/eval/familiarity
 
 Reads the familiarity detector and thresholds stored in each checkpoint (`train.fit_familiarity
 --write`) and scores, as the app would (`Predictor.prepare` on the picture, one trunk pass):
-the validation scans; each shift of `train.shifts.BENCH` applied to them (named in
+the validation scans; each shift of `studies.shifts.BENCH` applied to them (named in
 docs/familiarity.md before any measurement; none is a training augmentation); the
 counterfactual no-tumour scans (the tumour box of boxed validation scans, grown by 2% of the
 longer side, painted out with `brainmri.localisation.paint_out`; truth: notumor); and Kaggle
@@ -33,12 +33,14 @@ import torch
 
 from brainmri import familiarity as fam
 from brainmri import localisation as loc
+from brainmri.boxes import box_for, load_boxes
 from brainmri.classes import CLASSES
 from brainmri.io import load_image, to_grey
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits, kaggle_root
 
-from .fit_familiarity import auroc, cached_stats, from_file, shifted, tap_stats, weights_digest
+from train.fit_familiarity import auroc, cached_stats, from_file, shifted, tap_stats, weights_digest
+
 from .shifts import BENCH, COUNTERFACTUAL
 
 log = logging.getLogger("shift_bench")
@@ -164,7 +166,6 @@ def bench(path: Path, args, splits) -> dict:
     val_kept = [val_s[i] for i in stats["kept"]]
     for shift in args.shifts:
         if shift == COUNTERFACTUAL:
-            from .explain_eval import box_for, load_boxes
             root = kaggle_root(args.data)
             boxes = load_boxes(root / "tumor_boxes.csv")
             boxed = [(s, box_for(s.path, root, boxes)) for s in val_kept]
@@ -220,7 +221,7 @@ def store_measured(path: Path, report: dict, start: datetime) -> None:
     meta["familiarity"]["measured"] (the model card reads it)."""
     from brainmri.checkpoint import read_metadata, update_metadata
     info = dict(read_metadata(path)["familiarity"])
-    info["measured"] = {"by": f"train.shift_bench, {start:%Y-%m-%d %H:%M} UTC"} | {
+    info["measured"] = {"by": f"studies.shift_bench, {start:%Y-%m-%d %H:%M} UTC"} | {
         s: {"n": r["n"], "confident": r["share_confident"], "accuracy_confident": r["accuracy_confident"]}
         for s, r in report["sets"].items() if s in ("val", "clean", "official") and r["accuracy_confident"] is not None}
     update_metadata(path, familiarity=info)

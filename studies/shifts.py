@@ -1,4 +1,4 @@
-"""Acquisition shifts for the familiarity bench, as plain functions on decoded pictures.
+"""Acquisition shifts for the familiarity bench (`studies.shift_bench`), as plain functions on decoded pictures.
 
 Each takes a grey scan (H, W) uint8 and a seeded `np.random.Generator` and returns a picture
 of the same (H, W): uint8 grey, or (H, W, 3) uint8 RGB for `falsecolour`. Deterministic for a
@@ -126,4 +126,4 @@ BENCH: dict[str, Shift] = {"rician": rician, "gibbs": gibbs, "ghosting": ghostin
                            "clahe": clahe, "histeq": histeq, "window": window, "falsecolour": falsecolour}
 DEV: dict[str, Shift] = {"invert": invert, "gamma3": gamma(3.0), "gamma0.33": gamma(0.33),
                          "blur": blur, "down4": down4, "jpeg5": jpeg5}
-COUNTERFACTUAL = "counterfactual"           # the tumour box painted out (train.shift_bench)
+COUNTERFACTUAL = "counterfactual"           # the tumour box painted out (studies.shift_bench)
