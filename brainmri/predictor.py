@@ -38,6 +38,11 @@ class Prediction:
     outcome: str = ""                   # "confident", "caution", "not_mri"; "": no familiarity detector
     reasons: tuple[str, ...] = ()       # why "caution": e.g. "unfamiliar acquisition", "low confidence"
 
+    def __post_init__(self):
+        # one truth for "not an MRI": a Prediction built with is_mri False says so as its outcome
+        if not self.is_mri and self.outcome != fam.NOT_MRI:
+            object.__setattr__(self, "outcome", fam.NOT_MRI)
+
 
 @dataclass(frozen=True)
 class Checked(Prepared):

@@ -147,3 +147,10 @@ def test_explain_gives_the_same_familiarity_as_predict(tmp_path, method):
 def test_no_detector_means_no_caution(tiny_checkpoints):
     p = Predictor.from_checkpoint(tiny_checkpoints["baseline"], device="cpu").predict(scan(seed=2, size=64))
     assert np.isnan(p.familiarity) and p.reasons == () and p.outcome in ("", fam.NOT_MRI)
+
+
+def test_a_prediction_that_is_not_an_mri_says_so_whatever_it_was_built_with():
+    from brainmri.predictor import Prediction
+    p = Prediction("glioma", {"glioma": 1.0}, False, 1e6)
+    assert p.outcome == fam.NOT_MRI
+    assert Prediction("glioma", {"glioma": 1.0}, True, 0.0).outcome == ""      # the caller decides
