@@ -204,6 +204,8 @@ def headline(result_label: str, probs: Mapping[str, float], is_mri: bool, model:
                 "only, not a diagnosis*")
     ranked = sorted(probs.items(), key=lambda kv: -kv[1])
     text = f"### {class_label(result_label)} — {percent(ranked[0][1])}\n"
+    if reasons and not all(r.startswith("low confidence:") for r in reasons):
+        text += f"🟠 **Unfamiliar scan: treat with caution** ({', '.join(reasons)})\n\n"
     if len(ranked) > 1 and ranked[0][1] < LOW_CONFIDENCE:
         text += (f"**Low confidence:** the model hesitates between {class_label(ranked[0][0])} and "
                  f"{class_label(ranked[1][0])}.\n")

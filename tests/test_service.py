@@ -373,3 +373,11 @@ def test_model_card_says_what_confident_means():
     text = model_section("resnet50", meta)
     assert "below 0.912 (*low confidence*)" in text and "2.5th percentile of validation" in text
     assert "clean: 90.0% confident, accuracy of confident answers 98.5%" in text
+
+
+def test_caution_is_said_at_a_glance_under_the_finding():
+    from brainmri import familiarity as fam
+    from brainmri.service import headline
+    text = headline("glioma", PROBS, True, "resnet50", "gradcam", "glioma", 10.0, (fam.UNFAMILIAR,))
+    assert text.split("\n")[1] == "🟠 **Unfamiliar scan: treat with caution** (unfamiliar acquisition)"
+    assert "🟠" not in headline("glioma", PROBS, True, "resnet50", "gradcam", "glioma", 10.0)
