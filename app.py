@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import functools
 import logging
 import os
@@ -21,6 +22,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 
 def cap_malloc_arenas(arenas: int = 2) -> None:
@@ -175,40 +177,47 @@ def pick_examples(folder: str | Path | None, per_class: int = 2,
     return copies
 
 
-def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None) -> gr.Blocks:
-    """The whole UI. Handlers call `service`; nothing here computes a prediction."""
-    files = Files()
-    # Gradio caches example results on first use; one folder per process, so a cache made
-    # with other checkpoints is never served.
-    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(files.dir / "examples-cache"))
-    models = [(MODEL_LABELS.get(m, m), m) for m in service.models]
-    methods = service.method_choices()
-    targets = [("predicted class", PREDICTED)] + [(class_label(c), c) for c in service.classes]
-    cleared = (WAITING, "", None, None, None, None, None)
+def frame_of(slice_no) -> int | None:
+    """The slice input's value as a frame number; None for a 2-D image (NO_SLICE)."""
+    return None if slice_no is None or slice_no < 0 else int(slice_no)
 
-    def frame_of(slice_no) -> int | None:
-        return None if slice_no is None or slice_no < 0 else int(slice_no)
 
-    def outputs_of(r, target):
+def adopt_example(scan):
+    """After an example click: the example is the scan in use; the drop zone empties."""
+    return None, scan, gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE), None
+
+
+class Handlers:
+    """Every event's handler, over one `service` and one `Files`; nothing here lays out a page.
+
+    The GPU handlers are wrapped per instance, so ZeroGPU's `spaces.GPU` sees a bound method
+    (the service travels with it, as with the closures this replaces), never as an argument.
+    """
+    GPU = ("classify", "classify_upload", "recheck", "compare")
+
+    def __init__(self, service: Service, files: Files):
+        self.service, self.files = service, files
+        for name in self.GPU:
+            setattr(self, name, gpu(getattr(self, name)))
+
+    def outputs_of(self, r, target):
         figure = with_colour_bar(r.heatmap) if r.is_mri else None
-        heat = files.save_heatmap(r.heatmap) if r.is_mri else None
+        heat = self.files.save_heatmap(r.heatmap) if r.is_mri else None
         return (r.headline, probability_table(r.probabilities, r.is_mri), display_pair(r), figure,
                 heat, r.as_dict(), {"result": r, "target": target})
 
-    def run_model(scan, model, method, target, alpha, slice_no):
+    def run_model(self, scan, model, method, target, alpha, slice_no):
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or click an example).")
-        return service.classify(scan, model, method, target, alpha, frame=frame_of(slice_no))
+        return self.service.classify(scan, model, method, target, alpha, frame=frame_of(slice_no))
 
-    @gpu
     @user_errors
-    def classify(scan, model, method, target, alpha, slice_no=NO_SLICE, progress=gr.Progress()):
+    def classify(self, scan, model, method, target, alpha, slice_no=NO_SLICE, progress=gr.Progress()):
         progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
-        return outputs_of(run_model(scan, model, method, target, alpha, slice_no), target)
+        return self.outputs_of(self.run_model(scan, model, method, target, alpha, slice_no), target)
 
-    @gpu
     @user_errors
-    def classify_upload(scan, model, method, target, alpha, progress=gr.Progress()):
+    def classify_upload(self, scan, model, method, target, alpha, progress=gr.Progress()):
         """A dropped file becomes the scan in use (the drop zone empties, ready for the next);
         a volume offers its slices; then its default slice is classified."""
         if scan is None:
@@ -221,230 +230,290 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
         else:
             chooser, slice_no = gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE), NO_SLICE
         progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
-        found = outputs_of(run_model(scan, model, method, target, alpha, slice_no), target)
+        found = self.outputs_of(self.run_model(scan, model, method, target, alpha, slice_no), target)
         return (None, scan, chooser, *found)
 
-    def classify_example(_thumb, scan, model, method, target, alpha):
-        return classify(scan, model, method, target, alpha)[:-1]           # no session state
+    def classify_example(self, _thumb, scan, model, method, target, alpha):
+        return self.classify(scan, model, method, target, alpha)[:-1]      # no session state
 
-    def adopt_example(scan):
-        """After an example click: the example is the scan in use; the drop zone empties."""
-        return None, scan, gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE), None
-
-    def remembered(cached, scan, model, method, target, alpha, slice_no):
+    def remembered(self, cached, scan, model, method, target, alpha, slice_no):
         """The session's last result; recomputed from the scan when the session has none
         (an example answered from Gradio's cache, or an expired state)."""
         if cached and "result" in cached:
             return cached
         if scan is None:
             raise UserError("Classify a scan first.")
-        return {"result": run_model(scan, model, method, target, alpha, slice_no), "target": target}
+        return {"result": self.run_model(scan, model, method, target, alpha, slice_no),
+                "target": target}
 
     @user_errors
-    def reblend(alpha, cached):
+    def reblend(self, alpha, cached):
         if not cached or "result" not in cached:
             raise UserError("Classify a scan first: there is no heatmap in this session to re-blend.")
         r = cached["result"]
-        return display_pair(r)[0], upscale(service.reblend(r.grey, r.heatmap, alpha if r.is_mri else 0.0),
-                                           DISPLAY_SIDE)
+        return display_pair(r)[0], upscale(
+            self.service.reblend(r.grey, r.heatmap, alpha if r.is_mri else 0.0), DISPLAY_SIDE)
 
     @user_errors
-    def reblend_ui(alpha, cached, scan, model, method, target, slice_no):
+    def reblend_ui(self, alpha, cached, scan, model, method, target, slice_no):
         if scan is None:
             return gr.skip(), cached
-        cached = remembered(cached, scan, model, method, target, alpha, slice_no)
-        return reblend(alpha, cached), cached
+        cached = self.remembered(cached, scan, model, method, target, alpha, slice_no)
+        return self.reblend(alpha, cached), cached
 
-    @gpu
     @user_errors
-    def recheck(cached, alpha, scan=None, model=None, method=None, target=PREDICTED,
+    def recheck(self, cached, alpha, scan=None, model=None, method=None, target=PREDICTED,
                 slice_no=NO_SLICE):
         if (not cached or "result" not in cached) and scan is None:
             raise UserError("Classify a scan first: the check paints out the hot region of its heatmap.")
-        cached = remembered(cached, scan, model, method, target, alpha, slice_no)
+        cached = self.remembered(cached, scan, model, method, target, alpha, slice_no)
         r = cached["result"]
         if not r.is_mri:
             raise UserError("This input does not look like a brain MRI slice: there is no finding to check.")
-        c = service.recheck(r.grey, r.heatmap, r.model, r.probabilities, cached["target"], r.method, alpha)
+        c = self.service.recheck(r.grey, r.heatmap, r.model, r.probabilities, cached["target"],
+                                 r.method, alpha)
         return c.summary, upscale(c.painted.overlay, DISPLAY_SIDE)
 
     @user_errors
-    def report(cached, scan=None, model=None, method=None, target=PREDICTED, alpha=0.45,
+    def report(self, cached, scan=None, model=None, method=None, target=PREDICTED, alpha=0.45,
                slice_no=NO_SLICE):
         if (not cached or "result" not in cached) and scan is None:
             raise UserError("Classify a scan first: the report describes its finding.")
-        cached = remembered(cached, scan, model, method, target, alpha, slice_no)
+        cached = self.remembered(cached, scan, model, method, target, alpha, slice_no)
         r = cached["result"]
         source = Path(scan).name if isinstance(scan, str) else ""
-        meta = getattr(service.engines[r.model], "meta", {})
-        return str(write_report(r, files.new(f"brainmri-report-{time.strftime('%Y%m%d-%H%M%S')}.pdf"),
-                                source=source, model_name=meta.get("name", "")))
+        meta = getattr(self.service.engines[r.model], "meta", {})
+        path = self.files.new(f"brainmri-report-{time.strftime('%Y%m%d-%H%M%S')}.pdf")
+        return str(write_report(r, path, source=source, model_name=meta.get("name", "")))
 
-    @gpu
     @user_errors
-    def compare(scan, method, slice_no=NO_SLICE, progress=gr.Progress()):
+    def compare(self, scan, method, slice_no=NO_SLICE, progress=gr.Progress()):
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")
         progress(0.1, desc="Running every model")
-        c = service.compare(scan, method, frame=frame_of(slice_no))
+        c = self.service.compare(scan, method, frame=frame_of(slice_no))
         out = []
         for r in c.results.values():
-            out += [r.headline, probability_table(r.probabilities, r.is_mri), upscale(r.overlay, DISPLAY_SIDE)]
+            out += [r.headline, probability_table(r.probabilities, r.is_mri),
+                    upscale(r.overlay, DISPLAY_SIDE)]
         return (*out, c.summary)
 
-    def compare_upload(scan, method):
-        return (None, *compare(scan, method), (scan, method, NO_SLICE))
+    def compare_upload(self, scan, method):
+        return (None, *self.compare(scan, method), (scan, method, NO_SLICE))
 
-    def compare_if_new(scan, method, slice_no, done):
+    def compare_if_new(self, scan, method, slice_no, done):
         """The Compare tab opened or its settings changed: compare the scan in use, once."""
         key = (scan, method, slice_no)
         if scan is None or done == key:
-            return (gr.skip(),) * (3 * len(service.models) + 2)
-        return (*compare(scan, method, slice_no), key)
+            return (gr.skip(),) * (3 * len(self.service.models) + 2)
+        return (*self.compare(scan, method, slice_no), key)
 
-    def compare_again(done, scan, method):
+    def compare_again(self, done, scan, method):
         """Compare again, with `method`: the scan last compared, else the scan in use."""
         scan, _, slice_no = done or (scan, method, NO_SLICE)
-        return compare_if_new(scan, method, slice_no, None)
+        return self.compare_if_new(scan, method, slice_no, None)
 
+
+@dataclasses.dataclass
+class Session:
+    """What the Classify and Compare tabs share: the settings (laid out in Classify, unrendered
+    until then) and the session's scan in use and its last result."""
+    model: gr.Dropdown
+    method: gr.Dropdown
+    target: gr.Dropdown
+    alpha: gr.Slider
+    current: gr.State                   # the scan in use: an uploaded file's path
+    cached: gr.State                    # its last result, for re-blending
+    slice_no: gr.Slider | None = None   # set by classify_tab
+
+    @property
+    def settings(self) -> list:
+        return [self.model, self.method, self.target, self.alpha]
+
+
+def session(service: Service) -> Session:
+    models = [(MODEL_LABELS.get(m, m), m) for m in service.models]
+    targets = [("predicted class", PREDICTED)] + [(class_label(c), c) for c in service.classes]
+    return Session(
+        model=gr.Dropdown(models, value=service.models[-1], label="Model", render=False),
+        method=gr.Dropdown(service.method_choices(), value=service.default_method,
+                           label="Explanation method", info=service.METHOD_INFO, render=False),
+        target=gr.Dropdown(targets, value=PREDICTED, label="Explain which class", render=False),
+        alpha=gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity",
+                        elem_id="opacity", render=False),
+        current=gr.State(time_to_live=STATE_TTL_S),
+        cached=gr.State(time_to_live=STATE_TTL_S))
+
+
+def classify_layout(s: Session) -> SimpleNamespace:
+    """The Classify tab's components: the drop zone and settings left, the answer right."""
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            # Any file is accepted: the library reads the format from the content
+            # (a browser would refuse .dcm/.nii in an image box) and says what is wrong.
+            scan = gr.File(label="Drop a scan here, or click to pick one", type="filepath",
+                           file_count="single", height=130, elem_id="scan")
+            s.slice_no = gr.Slider(NO_SLICE, 0, value=NO_SLICE, step=1, label="Slice",
+                                   visible=False, elem_id="slice")
+            thumb = gr.Image(type="filepath", visible=False, label="Example scan")
+            example_box = gr.Column()
+            run = gr.Button("Classify again", variant="primary")
+            with gr.Accordion("Model and explanation settings", open=False):
+                s.model.render()
+                s.method.render()
+                s.target.render()
+        with gr.Column(scale=2, min_width=300):
+            headline = gr.Markdown(WAITING, label="Finding", elem_id="headline")
+            bars = gr.Markdown("", label="Probabilities", elem_id="bars")
+            pair = gr.ImageSlider(label="Scan | heatmap on the scan (drag the handle)",
+                                  type="numpy", format="png", interactive=False,
+                                  elem_id="slider", max_height=560)
+            s.alpha.render()
+            with gr.Row():
+                figure = gr.Image(label="Heatmap alone, with its colour bar", format="png",
+                                  interactive=False, elem_id="heatmap", height=240)
+                with gr.Column():
+                    heat_file = gr.File(label="Raw heatmap (.npy: float16 in [0, 1], the "
+                                        "scan's pixels, longer side at most 1024)",
+                                        interactive=False, height=90, elem_id="heatmap-file")
+                    report_run = gr.Button("Make a one-page PDF report", elem_id="report-run")
+                    report_file = gr.File(label="Report (PDF)", interactive=False,
+                                          height=90, elem_id="report")
+            with gr.Accordion("Result as data (what the API returns)", open=False):
+                result = gr.JSON(label="Result", elem_id="result")
+            with gr.Accordion("Did the highlighted region decide? Paint it out and ask again",
+                              open=False):
+                check = gr.Button("Paint out the hot region and classify again",
+                                  elem_id="recheck-run")
+                check_text = gr.Markdown(RECHECK_PROMPT, label="Check", elem_id="recheck")
+                check_overlay = gr.Image(label="The scan with the hot region painted out, "
+                                         "and its new heatmap", format="png",
+                                         interactive=False, elem_id="recheck-overlay")
+    return SimpleNamespace(scan=scan, thumb=thumb, example_box=example_box, run=run,
+                           pair=pair, report_run=report_run, report_file=report_file,
+                           check=check, check_text=check_text, check_overlay=check_overlay,
+                           outputs=[headline, bars, pair, figure, heat_file, result, s.cached])
+
+
+def classify_examples(h: Handlers, s: Session, ui: SimpleNamespace,
+                      examples: list[tuple[Path, str]]) -> None:
+    """Example scans under the drop zone; a click answers (cached) and makes it the scan in use."""
+    with ui.example_box:
+        shown = gr.Examples([[str(p), str(p), h.service.models[-1], h.service.default_method,
+                              PREDICTED, 0.45] for p, _ in examples],
+                            inputs=[ui.thumb, ui.scan, *s.settings], outputs=ui.outputs[:-1],
+                            fn=h.classify_example, visible_columns=[0],
+                            cache_examples=True, cache_mode="lazy", examples_per_page=8,
+                            label="Examples (Kaggle Testing scans; examples/ATTRIBUTION.md)",
+                            elem_id="examples", api_visibility="private")
+    shown.load_input_event.then(adopt_example, ui.scan, [ui.scan, s.current, s.slice_no, s.cached],
+                                api_visibility="private", queue=False).then(
+        None, js=SHOW_ANSWER, api_visibility="private")
+
+
+def classify_tab(h: Handlers, s: Session, examples: list[tuple[Path, str]] | None) -> None:
+    """The Classify tab: one scan, one model, one map; re-blend, recheck, report; and the
+    documented endpoints (a file in, or the API session's own last result)."""
+    ui = classify_layout(s)
+    outputs, settings = ui.outputs, s.settings
+    if examples:
+        classify_examples(h, s, ui, examples)
+    cleared = (WAITING, "", None, None, None, None, None)
+    clear = lambda: (None, None, *cleared)
+    ui_events = [
+        ui.scan.upload(h.classify_upload, [ui.scan, *settings], [ui.scan, s.current, s.slice_no] + outputs,
+                       api_name="classify_upload", api_visibility="private"),
+        gr.on([ui.run.click, s.model.input, s.method.input, s.target.input, s.slice_no.release],
+              h.classify, [s.current, *settings, s.slice_no], outputs, api_name="classify_ui",
+              api_visibility="private", trigger_mode="always_last")]
+    for event in ui_events:
+        # One message (the error) and nothing left of the previous scan's answer.
+        event.failure(clear, None, [ui.scan, s.current] + outputs, api_visibility="private",
+                      queue=False)
+    ui_events[0].then(None, js=SHOW_ANSWER, api_visibility="private")
+    s.current.change(lambda: (RECHECK_PROMPT, None, None), None,
+                     [ui.check_text, ui.check_overlay, ui.report_file], api_visibility="private",
+                     queue=False)
+    ui.check.click(h.recheck, [s.cached, s.alpha, s.current, *settings[:3], s.slice_no],
+                   [ui.check_text, ui.check_overlay], api_name="recheck_ui", api_visibility="private")
+    s.alpha.change(h.reblend_ui, [s.alpha, s.cached, s.current, *settings[:3], s.slice_no],
+                   [ui.pair, s.cached], api_name="reblend_ui", api_visibility="private",
+                   trigger_mode="always_last")
+    ui.report_run.click(h.report, [s.cached, s.current, *settings, s.slice_no], ui.report_file,
+                        api_name="report_ui", api_visibility="private")
+    with gr.Row(visible=False):
+        api_scan = gr.File(label="scan", type="filepath")
+        api_buttons = [gr.Button(n) for n in ("classify", "reblend", "recheck", "report")]
+    api_buttons[0].click(h.classify, [api_scan, *settings, s.slice_no], outputs, api_name="classify")
+    api_buttons[1].click(h.reblend, [s.alpha, s.cached], ui.pair, api_name="reblend")
+    api_buttons[2].click(h.recheck, [s.cached, s.alpha], [ui.check_text, ui.check_overlay],
+                         api_name="recheck")
+    api_buttons[3].click(h.report, [s.cached], ui.report_file, api_name="report")
+
+
+def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
+    """The Compare tab: every model on the scan in use (when the tab opens) or on one dropped
+    here, side by side, and whether they agree."""
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("Both models on the scan in use in the Classify tab, or drop another here.")
+            c_scan = gr.File(label="Drop another scan to compare", type="filepath",
+                             file_count="single", height=110, elem_id="compare-scan")
+        with gr.Column():
+            c_method = gr.Dropdown(h.service.method_choices(), value=h.service.default_method,
+                                   label="Explanation method", info=h.service.METHOD_INFO)
+            c_run = gr.Button("Compare again", variant="primary")
+            agreement = gr.Markdown(label="Agreement", elem_id="agreement")
+    c_outputs = []
+    with gr.Row():
+        for m in h.service.models:
+            name = MODEL_LABELS.get(m, m)
+            with gr.Column(min_width=280):
+                gr.Markdown(f"## {name}")
+                c_outputs += [gr.Markdown(label=f"{name} finding", elem_id=f"finding-{m}"),
+                              gr.Markdown(label=f"{name} probabilities", elem_id=f"bars-{m}"),
+                              gr.Image(label=f"{name} heatmap on the scan", format="png",
+                                       interactive=False, elem_id=f"overlay-{m}")]
+    compared = gr.State()                       # (scan, method, slice) last compared
+    c_all = c_outputs + [agreement]
+    c_scan.upload(h.compare_upload, [c_scan, c_method], [c_scan] + c_all + [compared],
+                  api_name="compare_upload", api_visibility="private").failure(
+        lambda: None, None, c_scan, api_visibility="private", queue=False)
+    tab.select(h.compare_if_new, [s.current, c_method, s.slice_no, compared],
+               c_all + [compared], api_name="compare_on_select", api_visibility="private")
+    gr.on([c_run.click, c_method.input], h.compare_again, [compared, s.current, c_method],
+          c_all + [compared], api_name="compare_again", api_visibility="private")
+    with gr.Row(visible=False):
+        api_c_scan = gr.File(label="scan", type="filepath")
+        api_compare = gr.Button("compare")
+    api_compare.click(h.compare, [api_c_scan, c_method, s.slice_no], c_all, api_name="compare")
+
+
+def about_tab(service: Service) -> gr.Markdown:
+    """The About tab: the model card (re-read on each page load)."""
+    return gr.Markdown(service.model_card(), label="Model card", elem_id="card")
+
+
+def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None) -> gr.Blocks:
+    """The whole UI: the tabs, laid out and wired. Handlers call `service`; nothing here
+    computes a prediction."""
+    files = Files()
+    # Gradio caches example results on first use; one folder per process, so a cache made
+    # with other checkpoints is never served.
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(files.dir / "examples-cache"))
+    h = Handlers(service, files)
     with gr.Blocks(title="brainmri: brain-tumour MRI classifier with explanations",
                    analytics_enabled=False) as demo:
         gr.Markdown("# Brain-tumour MRI slice classifier, with heatmap explanations\n"
                     "**Research and education only — not a medical device, not for diagnosis.** "
                     "One 2-D brain MRI slice: JPEG, PNG, TIFF, WebP, BMP, DICOM or NIfTI.")
-        model = gr.Dropdown(models, value=service.models[-1], label="Model", render=False)
-        method = gr.Dropdown(methods, value=service.default_method, label="Explanation method",
-                             info=service.METHOD_INFO, render=False)
-        target = gr.Dropdown(targets, value=PREDICTED, label="Explain which class", render=False)
-        alpha = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity",
-                          elem_id="opacity", render=False)
-        current = gr.State(time_to_live=STATE_TTL_S)      # the scan in use: an uploaded file's path
-        cached = gr.State(time_to_live=STATE_TTL_S)       # its last result, for re-blending
+        s = session(service)
         with gr.Tab("Classify"):
-            with gr.Row():
-                with gr.Column(scale=1, min_width=280):
-                    # Any file is accepted: the library reads the format from the content
-                    # (a browser would refuse .dcm/.nii in an image box) and says what is wrong.
-                    scan = gr.File(label="Drop a scan here, or click to pick one", type="filepath",
-                                   file_count="single", height=130, elem_id="scan")
-                    slice_no = gr.Slider(NO_SLICE, 0, value=NO_SLICE, step=1, label="Slice",
-                                         visible=False, elem_id="slice")
-                    thumb = gr.Image(type="filepath", visible=False, label="Example scan")
-                    example_box = gr.Column()
-                    run = gr.Button("Classify again", variant="primary")
-                    with gr.Accordion("Model and explanation settings", open=False):
-                        model.render()
-                        method.render()
-                        target.render()
-                with gr.Column(scale=2, min_width=300):
-                    headline = gr.Markdown(WAITING, label="Finding", elem_id="headline")
-                    bars = gr.Markdown("", label="Probabilities", elem_id="bars")
-                    pair = gr.ImageSlider(label="Scan | heatmap on the scan (drag the handle)",
-                                          type="numpy", format="png", interactive=False,
-                                          elem_id="slider", max_height=560)
-                    alpha.render()
-                    with gr.Row():
-                        figure = gr.Image(label="Heatmap alone, with its colour bar", format="png",
-                                          interactive=False, elem_id="heatmap", height=240)
-                        with gr.Column():
-                            heat_file = gr.File(label="Raw heatmap (.npy: float16 in [0, 1], the "
-                                                "scan's pixels, longer side at most 1024)",
-                                                interactive=False, height=90, elem_id="heatmap-file")
-                            report_run = gr.Button("Make a one-page PDF report", elem_id="report-run")
-                            report_file = gr.File(label="Report (PDF)", interactive=False,
-                                                  height=90, elem_id="report")
-                    with gr.Accordion("Result as data (what the API returns)", open=False):
-                        result = gr.JSON(label="Result", elem_id="result")
-                    with gr.Accordion("Did the highlighted region decide? Paint it out and ask again",
-                                      open=False):
-                        check = gr.Button("Paint out the hot region and classify again",
-                                          elem_id="recheck-run")
-                        check_text = gr.Markdown(RECHECK_PROMPT, label="Check", elem_id="recheck")
-                        check_overlay = gr.Image(label="The scan with the hot region painted out, "
-                                                 "and its new heatmap", format="png",
-                                                 interactive=False, elem_id="recheck-overlay")
-            outputs = [headline, bars, pair, figure, heat_file, result, cached]
-            settings = [model, method, target, alpha]
-            if examples:
-                with example_box:
-                    shown = gr.Examples([[str(p), str(p), service.models[-1], service.default_method,
-                                          PREDICTED, 0.45] for p, _ in examples],
-                                        inputs=[thumb, scan, *settings], outputs=outputs[:-1],
-                                        fn=classify_example, visible_columns=[0],
-                                        cache_examples=True, cache_mode="lazy", examples_per_page=8,
-                                        label="Examples (Kaggle Testing scans; examples/ATTRIBUTION.md)",
-                                        elem_id="examples", api_visibility="private")
-                shown.load_input_event.then(adopt_example, scan, [scan, current, slice_no, cached],
-                                            api_visibility="private", queue=False).then(
-                    None, js=SHOW_ANSWER, api_visibility="private")
-            clear = lambda: (None, None, *cleared)
-            ui_events = [
-                scan.upload(classify_upload, [scan, *settings], [scan, current, slice_no] + outputs,
-                            api_name="classify_upload", api_visibility="private"),
-                gr.on([run.click, model.input, method.input, target.input, slice_no.release],
-                      classify, [current, *settings, slice_no], outputs, api_name="classify_ui",
-                      api_visibility="private", trigger_mode="always_last")]
-            for event in ui_events:
-                # One message (the error) and nothing left of the previous scan's answer.
-                event.failure(clear, None, [scan, current] + outputs, api_visibility="private",
-                              queue=False)
-            ui_events[0].then(None, js=SHOW_ANSWER, api_visibility="private")
-            current.change(lambda: (RECHECK_PROMPT, None, None), None,
-                           [check_text, check_overlay, report_file], api_visibility="private",
-                           queue=False)
-            check.click(recheck, [cached, alpha, current, *settings[:3], slice_no],
-                        [check_text, check_overlay], api_name="recheck_ui", api_visibility="private")
-            alpha.change(reblend_ui, [alpha, cached, current, *settings[:3], slice_no],
-                          [pair, cached], api_name="reblend_ui", api_visibility="private",
-                          trigger_mode="always_last")
-            report_run.click(report, [cached, current, *settings, slice_no], report_file,
-                             api_name="report_ui", api_visibility="private")
-            # The documented endpoints: a file in, or the API session's own last result.
-            with gr.Row(visible=False):
-                api_scan = gr.File(label="scan", type="filepath")
-                api_buttons = [gr.Button(n) for n in ("classify", "reblend", "recheck", "report")]
-            api_buttons[0].click(classify, [api_scan, *settings, slice_no], outputs, api_name="classify")
-            api_buttons[1].click(reblend, [alpha, cached], pair, api_name="reblend")
-            api_buttons[2].click(recheck, [cached, alpha], [check_text, check_overlay],
-                                 api_name="recheck")
-            api_buttons[3].click(report, [cached], report_file, api_name="report")
-        with gr.Tab("Compare") as compare_tab:
-            with gr.Row():
-                with gr.Column():
-                    gr.Markdown("Both models on the scan in use in the Classify tab, or drop another here.")
-                    c_scan = gr.File(label="Drop another scan to compare", type="filepath",
-                                     file_count="single", height=110, elem_id="compare-scan")
-                with gr.Column():
-                    c_method = gr.Dropdown(methods, value=service.default_method,
-                                           label="Explanation method", info=service.METHOD_INFO)
-                    c_run = gr.Button("Compare again", variant="primary")
-                    agreement = gr.Markdown(label="Agreement", elem_id="agreement")
-            c_outputs = []
-            with gr.Row():
-                for m in service.models:
-                    name = MODEL_LABELS.get(m, m)
-                    with gr.Column(min_width=280):
-                        gr.Markdown(f"## {name}")
-                        c_outputs += [gr.Markdown(label=f"{name} finding", elem_id=f"finding-{m}"),
-                                      gr.Markdown(label=f"{name} probabilities", elem_id=f"bars-{m}"),
-                                      gr.Image(label=f"{name} heatmap on the scan", format="png",
-                                               interactive=False, elem_id=f"overlay-{m}")]
-            compared = gr.State()                       # (scan, method, slice) last compared
-            c_all = c_outputs + [agreement]
-            c_scan.upload(compare_upload, [c_scan, c_method], [c_scan] + c_all + [compared],
-                          api_name="compare_upload", api_visibility="private").failure(
-                lambda: None, None, c_scan, api_visibility="private", queue=False)
-            compare_tab.select(compare_if_new, [current, c_method, slice_no, compared],
-                               c_all + [compared], api_name="compare_on_select",
-                               api_visibility="private")
-            gr.on([c_run.click, c_method.input], compare_again, [compared, current, c_method],
-                  c_all + [compared], api_name="compare_again", api_visibility="private")
-            with gr.Row(visible=False):
-                api_c_scan = gr.File(label="scan", type="filepath")
-                api_compare = gr.Button("compare")
-            api_compare.click(compare, [api_c_scan, c_method, slice_no], c_all, api_name="compare")
+            classify_tab(h, s, examples)
+        with gr.Tab("Compare") as tab:
+            compare_tab(h, s, tab)
         with gr.Tab("About"):
-            card = gr.Markdown(service.model_card(), label="Model card", elem_id="card")
+            card = about_tab(service)
         demo.load(service.model_card, None, card, api_name="model_card", queue=False)
     return demo
 
