@@ -20,3 +20,27 @@ def scan(seed: int = 0, size: int = 256, rgb: bool = False, lesion: bool = True)
     img = np.clip(img, 0, 255).astype(np.uint8)
     pil = Image.fromarray(img, "L")
     return pil.convert("RGB") if rgb else pil
+
+
+def boxed_kaggle(root, counts=(("Training", 8), ("Testing", 2)), classes=("glioma", "meningioma", "notumor", "pituitary"),
+                 class_step: int = 1000, offset: int = 0):
+    """A Kaggle-layout folder of synthetic scans under `root` with a tumor_boxes.csv: the
+    bounding box of each tumour scan's lesion. Scan i of class c has the seed
+    offset + class_step * c + 100 * (split == "Testing") + i. Returns `root`."""
+    from pathlib import Path
+    root = Path(root)
+    rows = ["path,split,class,width,height,x0,y0,x1,y1"]
+    for split, n in counts:
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = scan(seed=offset + class_step * c + 100 * (split == "Testing") + i, size=64,
+                           lesion=name != "notumor")
+                img.save(folder / f"{name}-{i}.png")
+                ys, xs = np.nonzero(np.asarray(img) == 220)
+                if name != "notumor" and len(xs):
+                    rows.append(f"{split}/{name}/{name}-{i}.png,{split},{name},64,64,"
+                                f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}")
+    (root / "tumor_boxes.csv").write_text("\n".join(rows) + "\n")
+    return root

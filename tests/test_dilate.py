@@ -90,20 +90,7 @@ def test_dilation_is_torchvisions_replace_stride_with_dilation():
 def boxed_data(tmp_path_factory) -> Path:
     """Kaggle layout with tumor_boxes.csv: the box around each synthetic scan's lesion."""
     root = tmp_path_factory.mktemp("kaggle") / "brain-tumor-mri"
-    rows = ["path,split,class,width,height,x0,y0,x1,y1"]
-    for split, n in (("Training", 8), ("Testing", 2)):
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(n):
-                img = synthetic.scan(seed=1000 * c + 100 * (split == "Testing") + i, size=64,
-                                     lesion=name != "notumor")
-                img.save(folder / f"{name}-{i}.png")
-                ys, xs = np.nonzero(np.asarray(img) == 220)
-                if name != "notumor" and len(xs):
-                    rows.append(f"{split}/{name}/{name}-{i}.png,{split},{name},64,64,"
-                                f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}")
-    (root / "tumor_boxes.csv").write_text("\n".join(rows) + "\n")
+    synthetic.boxed_kaggle(root)
     return root.parent
 
 

@@ -154,20 +154,8 @@ def test_mirror_check_scores_the_checkpoints_own_validation_split(tiny_data, tmp
 def test_lesion_signals_train_end_to_end(tmp_path):
     """Counterfactuals, balanced controls, box guidance and acquisition augmentation through
     the CLI on a tiny synthetic folder with a tumor_boxes.csv (the lesion's own bounding box)."""
-    import numpy as np
-    root = tmp_path / "kaggle"
-    rows = ["path,split,class,width,height,x0,y0,x1,y1"]
-    for c, name in enumerate(CLASSES):
-        folder = root / "Training" / name
-        folder.mkdir(parents=True)
-        for i in range(10):
-            img = synthetic.scan(seed=5000 + 100 * c + i, size=64, lesion=name != "notumor")
-            img.save(folder / f"{name}-{i}.png")
-            ys, xs = np.nonzero(np.array(img) == 220)
-            if name != "notumor" and len(xs):
-                rows.append(f"Training/{name}/{name}-{i}.png,Training,{name},64,64,"
-                            f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}")
-    (root / "tumor_boxes.csv").write_text("\n".join(rows) + "\n")
+    root = synthetic.boxed_kaggle(tmp_path / "kaggle", counts=(("Training", 10),),
+                                  class_step=100, offset=5000)
     out = tmp_path / "run"
     run([sys.executable, "-m", "train", "--data", str(root), "--out", str(out), *ARGS,
          "--epochs", "1", "--counterfactual", "0.3", "--paint-share", "0.6", "--notumor-repeat", "2",
