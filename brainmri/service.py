@@ -138,9 +138,9 @@ def percent(p: float) -> str:
     return f"{100 * p:.1f}%"
 
 
-def refusal_reasons(image) -> tuple[str, ...]:
+def refusal_reasons(image, fallback: bool = True) -> tuple[str, ...]:
     """Why an input was refused, in words, from the model-free input checks of
-    `brainmri.mri_check` (the feature check is the fallback reason)."""
+    `brainmri.mri_check` (with `fallback`, the feature check is the reason when none fired)."""
     reasons = []
     if isinstance(image, Image.Image):
         check = mri_check.check(image)
@@ -150,8 +150,9 @@ def refusal_reasons(image) -> tuple[str, ...]:
             reasons.append("it is in colour, where MRI is greyscale")
         if check.dark_corners < mri_check.MIN_DARK_CORNERS:
             reasons.append("there is no dark background around the head")
-    return tuple(reasons) or ("its features are unlike the brain MRI slices the models were "
-                              "trained on",)
+    if reasons or not fallback:
+        return tuple(reasons)
+    return ("its features are unlike the brain MRI slices the models were trained on",)
 
 
 def outcome_of(prediction, probs: Mapping[str, float], image=None) -> tuple[str, tuple[str, ...]]:
@@ -159,8 +160,9 @@ def outcome_of(prediction, probs: Mapping[str, float], image=None) -> tuple[str,
     gives them, else "not_mri" when refused (reasons from `refusal_reasons(image)`), "caution"
     when the top probability is under LOW_CONFIDENCE, "confident" otherwise."""
     own = getattr(prediction, "outcome", None)
-    if own == "not_mri" and not getattr(prediction, "reasons", ()):
-        return own, refusal_reasons(image)
+    if own == "not_mri":          # the input checks' reasons first (a CT says so), then the model's
+        found = refusal_reasons(image, fallback=False) + tuple(getattr(prediction, "reasons", ()) or ())
+        return own, tuple(dict.fromkeys(found)) or refusal_reasons(image)
     if own:
         return own, tuple(getattr(prediction, "reasons", ()) or ())
     if not prediction.is_mri:

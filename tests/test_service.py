@@ -307,7 +307,9 @@ def test_shipped_cards_hold_the_studies_findings(shipped_checkpoints):
     from brainmri.checkpoint import read_metadata
     card = read_metadata(shipped_checkpoints["resnet50"])["card"]
     assert "studies.lesion_masked" in card["limitations"][0] and "docs/gpu.md" in card["precision"]
-    assert read_metadata(shipped_checkpoints["baseline"])["card"]["recheck"] == card["recheck"]
+    baseline = read_metadata(shipped_checkpoints["baseline"])["card"]
+    assert all("studies.lesion_masked" in c["recheck"] for c in (card, baseline))
+    assert any("counterfactual" in line for line in baseline["limitations"])
 
 
 def test_percent_never_rounds_to_a_certainty():
@@ -381,3 +383,16 @@ def test_caution_is_said_at_a_glance_under_the_finding():
     text = headline("glioma", PROBS, True, "resnet50", "gradcam", "glioma", 10.0, (fam.UNFAMILIAR,))
     assert text.split("\n")[1] == "🟠 **Unfamiliar scan: treat with caution** (unfamiliar acquisition)"
     assert "🟠" not in headline("glioma", PROBS, True, "resnet50", "gradcam", "glioma", 10.0)
+
+
+def test_a_refusal_names_the_input_check_before_the_models_reason():
+    from types import SimpleNamespace
+    import pydicom.data
+    from brainmri.io import load_image
+    from brainmri.service import outcome_of
+    ct = load_image(pydicom.data.get_testdata_file("CT_small.dcm"))
+    refused = SimpleNamespace(outcome="not_mri", reasons=("unfamiliar acquisition",), is_mri=False)
+    outcome, reasons = outcome_of(refused, {}, ct)
+    assert outcome == "not_mri" and "modality CT" in reasons[0] and reasons[1] == "unfamiliar acquisition"
+    bare = SimpleNamespace(outcome="not_mri", reasons=(), is_mri=False)
+    assert outcome_of(bare, {}, None)[1] == ("its features are unlike the brain MRI slices the models were trained on",)
