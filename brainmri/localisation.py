@@ -169,6 +169,37 @@ def head_mask(grey: np.ndarray, min_share: float = 0.05) -> np.ndarray:
     return filled >= 128
 
 
+def boxes_overlap(a: Box, b: Box) -> bool:
+    """Whether two (x0, y0, x1, y1) boxes, x1/y1 exclusive, share a pixel."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def fit_box(head: np.ndarray, size: tuple[int, int], rng: np.random.Generator,
+            avoid: Box | None = None, first: tuple[int, int] | None = None,
+            tries: int = 200) -> Box | None:
+    """A box of `size` (width, height) with its four corners and its centre on the `head` mask
+    (H, W) bool, not overlapping `avoid`: at `first` (x0, y0, clipped into the image) if that
+    fits, else at random places (x0 then y0 drawn from `rng`); None when `tries` places fail or
+    the box is as large as the image."""
+    h, w = head.shape
+    bw, bh = size
+    if bw >= w or bh >= h:
+        return None
+    for t in range(tries):
+        if t == 0 and first is not None:
+            x0, y0 = min(max(0, first[0]), w - bw), min(max(0, first[1]), h - bh)
+        else:
+            x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+        box = (x0, y0, x0 + bw, y0 + bh)
+        if avoid is not None and boxes_overlap(box, avoid):
+            continue
+        points = [(y0, x0), (y0, x0 + bw - 1), (y0 + bh - 1, x0), (y0 + bh - 1, x0 + bw - 1),
+                  (y0 + bh // 2, x0 + bw // 2)]
+        if all(head[y, x] for y, x in points):
+            return box
+    return None
+
+
 # -- counterfactuals: paint a region out and ask again ----------------------------------------
 def hot_region(heatmap: np.ndarray, level: float = 0.5) -> np.ndarray:
     """(H, W) bool: the connected region around the heatmap's maximum where it is at least

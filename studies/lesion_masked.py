@@ -79,20 +79,8 @@ def paint_out(grey: np.ndarray, box) -> np.ndarray:
 def control_box(head: np.ndarray, box, rng: np.random.Generator, tries: int = 200):
     """A box of `box`'s size inside `head` (all four corners and the centre on it) that does not
     overlap `box`; None if `tries` random places all fail."""
-    h, w = head.shape
     x0, y0, x1, y1 = box
-    bw, bh = x1 - x0, y1 - y0
-    if bw >= w or bh >= h:
-        return None
-    for _ in range(tries):
-        cx, cy = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
-        if cx < x1 and cx + bw > x0 and cy < y1 and cy + bh > y0:
-            continue                                        # overlaps the tumour box
-        points = [(cy, cx), (cy, cx + bw - 1), (cy + bh - 1, cx), (cy + bh - 1, cx + bw - 1),
-                  (cy + bh // 2, cx + bw // 2)]
-        if all(head[y, x] for y, x in points):
-            return cx, cy, cx + bw, cy + bh
-    return None
+    return loc.fit_box(head, (x1 - x0, y1 - y0), rng, avoid=tuple(box), tries=tries)
 
 
 def versions(path: Path, box, grow: float) -> tuple[dict[str, np.ndarray], tuple, np.ndarray] | None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from brainmri import localisation as loc
-from train.paint import CONTROL, LESION_OUT, PLAIN, Painter, grow_box, overlaps, place_control, plan_epoch
+from brainmri.localisation import boxes_overlap as overlaps
+from train.paint import CONTROL, LESION_OUT, PLAIN, Painter, grow_box, place_control, plan_epoch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic  # noqa: E402

@@ -40,32 +40,16 @@ def grow_box(box, frac: float, side: int) -> Box:
             min(side, int(np.ceil(x1 + g))), min(side, int(np.ceil(y1 + g))))
 
 
-def overlaps(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
 def place_control(head: np.ndarray, rel_box, rng: np.random.Generator, avoid: Box | None = None,
                   tries: int = 50) -> Box | None:
     """A box of `rel_box`'s relative size (x0, y0, x1, y1 as shares of the side), first at its
     own relative position, then at random positions, with its centre and corners on the
-    `head` mask (S, S) bool and not overlapping `avoid`; None when nothing fits."""
+    `head` mask (S, S) bool and not overlapping `avoid`; None when nothing fits
+    (`brainmri.localisation.fit_box`)."""
     h, w = head.shape
-    bw = max(2, round((rel_box[2] - rel_box[0]) * w))
-    bh = max(2, round((rel_box[3] - rel_box[1]) * h))
-    if bw >= w or bh >= h:
-        return None
+    size = (max(2, round((rel_box[2] - rel_box[0]) * w)), max(2, round((rel_box[3] - rel_box[1]) * h)))
     first = (round(rel_box[0] * w), round(rel_box[1] * h))
-    for t in range(tries):
-        x0, y0 = first if t == 0 else (int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1)))
-        x0, y0 = min(max(0, x0), w - bw), min(max(0, y0), h - bh)
-        box = (x0, y0, x0 + bw, y0 + bh)
-        if avoid is not None and overlaps(box, avoid):
-            continue
-        points = [(y0, x0), (y0, x0 + bw - 1), (y0 + bh - 1, x0), (y0 + bh - 1, x0 + bw - 1),
-                  (y0 + bh // 2, x0 + bw // 2)]
-        if all(head[y, x] for y, x in points):
-            return box
-    return None
+    return loc.fit_box(head, size, rng, avoid=avoid, first=first, tries=tries)
 
 
 def paint(crop: np.ndarray, box: Box) -> np.ndarray:
