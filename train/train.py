@@ -34,6 +34,7 @@ from brainmri.classes import CLASSES
 from brainmri.data import Sample, fingerprint, load_crops
 from brainmri.models import ARCHS, Classifier, pretrained_model
 from brainmri.predictor import default_device
+from brainmri import localisation as loc
 from brainmri.boxes import box_for, load_boxes
 from brainmri.ood import MahalanobisOOD
 from brainmri.presets import EvalPreset, TrainPreset
@@ -204,7 +205,7 @@ def painted_batches(painter: Painter, plan: Plan, preset: TrainPreset, acquisiti
             box = painter.grown[i]
             keep = box is not None and kind != LESION_OUT and plan.label[r] != painter.notumor
             if keep:
-                masks[j, 0, box[1]:box[3], box[0]:box[2]] = 1
+                masks[j, 0] = loc.box_mask((side, side), box)
             guided.append(keep)
         x = torch.from_numpy(np.stack(crops))[:, None].float().div(255.0)
         x, m = preset.warp(x, gen, torch.from_numpy(masks))
@@ -445,6 +446,7 @@ def main(args: argparse.Namespace) -> Path:
         if head_only:
             tr_loss, tr_acc, step = train_head_epoch(model, train_feats, y_train, cfg, opt, epoch,
                                                      step, total_steps, warmup_steps)
+            train_row = {"train_loss": tr_loss, "train_acc": tr_acc}
         else:
             rng = np.random.default_rng(cfg["seed"] * 1000 + epoch)
             if painting:
@@ -456,7 +458,6 @@ def main(args: argparse.Namespace) -> Path:
                 source = plain_batches(train_crops, y_train, train_preset, cfg, rng, rank, world, gen)
             train_row, step = train_one_epoch(net, source, steps_per_epoch, cfg, opt, epoch, step,
                                               total_steps, warmup_steps, device, bf16)
-            tr_loss, tr_acc = train_row["train_loss"], train_row["train_acc"]
         if not is_main():
             continue
         if head_only:
@@ -466,14 +467,12 @@ def main(args: argparse.Namespace) -> Path:
             logits, _ = predict_crops(model, val_crops, eval_preset, device)
         val_loss = float(F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(y_val)))
         val_acc = float((logits.argmax(1) == y_val).mean())
-        row = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc,
-               **({} if head_only else train_row), "val_loss": val_loss,
-               "val_acc": val_acc, "seconds": round(time.time() - t, 1)}
+        row = {"epoch": epoch + 1, **train_row, "val_loss": val_loss, "val_acc": val_acc,
+               "seconds": round(time.time() - t, 1)}
         history.append(row)
         log.info(json.dumps(row))
-        last = epoch + 1 == cfg["epochs"]
-        if cfg.get("keep") == "last" and last or cfg.get("keep") != "last" and \
-                (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]):
+        better = (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"])
+        if (epoch + 1 == cfg["epochs"]) if cfg.get("keep") == "last" else better:
             best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             torch.save(best_state, out / "best_state.pt")
