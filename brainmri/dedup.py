@@ -95,7 +95,8 @@ def compute_signatures(paths: Sequence[str | Path], cache: Path | None = None,
                      np.stack([r[2] for r in rows]), np.array([r[3] for r in rows]))
     if cache is not None and todo:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        # One temporary name per process: torchrun ranks build the same cache at once.
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, keys=np.array(keys), sha=np.array(sig.sha256), hashes=sig.hashes,
                  thumbs=sig.thumbs, ok=sig.ok)
         tmp.replace(cache)
