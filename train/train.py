@@ -40,6 +40,7 @@ from brainmri.ood import MahalanobisOOD
 from brainmri.presets import EvalPreset, TrainPreset
 from brainmri.protocols import build_splits, kaggle_root
 
+from . import prior
 from .augment import Acquisition
 from .guidance import box_penalty
 from .paint import LESION_OUT, Painter, Plan, plan_epoch
@@ -89,6 +90,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", choices=["best", "last"], help="epoch kept: best validation accuracy or last")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bfloat16 autocast on CUDA and on CPUs with avx512_bf16/amx_bf16")
+    p.add_argument("--prior-correct", type=int, choices=[0, 1],
+                   help="undo the no-tumour prior the painting plan adds (train.prior); with "
+                        "--epochs 0 --init CKPT it corrects and recalibrates a trained checkpoint")
     p.add_argument("--rank-weights", action="store_true",
                    help="under torchrun, every rank also saves its final weights (to check they agree)")
     return p
@@ -409,11 +413,21 @@ def main(args: argparse.Namespace) -> Path:
     opt = (torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
            if cfg["optimizer"] == "sgd" else torch.optim.AdamW(groups, lr=cfg["lr"]))
 
+    if cfg.get("prior_correct") and not painting:
+        raise SystemExit("--prior-correct undoes the painting plan's prior: it needs --counterfactual")
     if painting and world > 1:
         raise SystemExit("painting and guidance train on one process (no torchrun)")
     n_epoch = len(train_crops)
+    prior_shift = None
     if painting:                      # the epoch's length: every scan + its counterfactuals
-        n_epoch = len(plan_for(painter, y_train, cfg, 0))
+        plan0 = plan_for(painter, y_train, cfg, 0)
+        n_epoch = len(plan0)
+        if cfg.get("prior_correct"):
+            counts = (np.bincount(y_train, minlength=len(CLASSES)),
+                      np.bincount(plan0.label, minlength=len(CLASSES)))
+            prior_shift = {"natural_counts": counts[0].tolist(), "trained_counts": counts[1].tolist(),
+                           "logit_shift": prior.logit_shift(*counts).round(4).tolist()}
+            log.info("prior correction: %s", json.dumps(prior_shift))
     steps_per_epoch = math.ceil(n_epoch / world / cfg["batch_size"])
     total_steps = steps_per_epoch * cfg["epochs"]
     warmup_steps = int(cfg["warmup_epochs"] * steps_per_epoch)
@@ -490,10 +504,12 @@ def main(args: argparse.Namespace) -> Path:
                   str(out / f"final-rank{rank}.safetensors"))
     path = out / "model.safetensors"
     if is_main():
+        if best_state is None and cfg["epochs"] == 0:
+            best_state = model.state_dict()          # nothing trained: finalise the --init weights
         if best_state is None:
             best_state = torch.load(out / "best_state.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(best_state)
-        run = Run(cfg, arch_kwargs, eval_preset, train_preset, history, best, world)
+        run = Run(cfg, arch_kwargs, eval_preset, train_preset, history, best, world, prior_shift)
         path = finalise(model, run, Split(train_s, train_crops, y_train),
                         Split(val_s, val_crops, y_val), device, out)
     if world > 1:
@@ -520,12 +536,17 @@ class Run:
     history: list[dict]
     best: dict                   # {"val_acc", "val_loss", "epoch"} of the weights kept
     world: int = 1               # processes that trained
+    prior_shift: dict | None = None   # train.prior's correction (counts and the logit shift)
 
 
 def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out: Path) -> Path:
-    """Calibrate on validation, fit the OOD detector, write the checkpoint."""
+    """Correct the label prior (when asked), calibrate on validation, fit the OOD detector,
+    write the checkpoint."""
     model = model.float()
+    if run.prior_shift is not None:
+        prior.shift_logits(model, np.array(run.prior_shift["logit_shift"]))
     logits, val_feats = predict_crops(model, val.crops, run.eval_preset, device)
+    val_acc = float((logits.argmax(1) == val.labels).mean())
     temperature = fit_temperature(logits, val.labels)
     # OOD fit on training features (eval preset: resize the cached crops to the eval size).
     sub = np.random.default_rng(0).permutation(len(train.crops))[:1500]
@@ -549,9 +570,13 @@ def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out:
         "calibration": {"temperature": temperature, "fitted_on": "val"},
         "ood": {"method": "mahalanobis-pca", "threshold": ood.threshold, "quantile": quantile,
                 "fitted_on": "train (1500 sampled)", "threshold_on": "val"},
-        "metrics": {"val": {"accuracy": run.best["val_acc"], "loss": run.best["val_loss"]}},
+        "metrics": {"val": {"accuracy": val_acc,
+                            "loss": float(F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(val.labels)))}},
         "default_cam": "gradcam",
     }
+    if run.prior_shift is not None:
+        meta["prior_correction"] = {**run.prior_shift, "method": "post-hoc logit adjustment (train.prior)"}
     path = save_checkpoint(out / "model.safetensors", model.cpu(), meta, extra=ood.tensors())
-    log.info("wrote %s (T=%.3f, OOD threshold %.1f)", path, temperature, ood.threshold)
+    log.info("wrote %s (val accuracy %.4f, T=%.3f, OOD threshold %.1f)", path, val_acc, temperature,
+             ood.threshold)
     return path
