@@ -525,7 +525,22 @@ def _head_penalty(args: dict) -> str:
         return f", last map kept inside the head (penalty weight {last:g})"
     if finer:
         return f", layer2's map kept inside the head (penalty weight {finer:g})"
-    return ""
+    return _lesion_signals(args)
+
+
+def _lesion_signals(args: dict) -> str:
+    """What the lesion recipes (`train.paint`, `train.guidance`, `train.augment`) trained with."""
+    parts = []
+    if args.get("counterfactual"):
+        parts.append(f"{100 * args['counterfactual']:g}% of boxed tumour scans also shown with the "
+                     f"tumour painted out as no tumour, with balanced control paintings")
+    if args.get("guidance"):
+        parts.append(f"map mass outside the tumour box penalised (weight {args['guidance']:g})")
+    if args.get("acquisition"):
+        parts.append("contrast and acquisition augmentation")
+    if args.get("prior_correct"):
+        parts.append("no-tumour prior corrected")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def familiarity_line(info: dict) -> str:

@@ -142,6 +142,15 @@ def test_not_mri_with_a_real_detector(tmp_path):
     assert "refusing 0.1% of unseen training and validation scans" in card
 
 
+def test_model_card_names_the_lesion_signals(tmp_path):
+    path = make_tiny_checkpoint(tmp_path / "resnet50.safetensors", "resnet50")
+    update_metadata(path, recipe="lesion", args={"counterfactual": 0.15, "guidance": 1.0, "acquisition": 1})
+    card = Service.from_folder(tmp_path, device="cpu", warmup=False).model_card()
+    assert ("`lesion`; 15% of boxed tumour scans also shown with the tumour painted out as no tumour, "
+            "with balanced control paintings; map mass outside the tumour box penalised (weight 1); "
+            "contrast and acquisition augmentation") in card
+
+
 def test_model_card_from_metadata(tmp_path):
     path = make_tiny_checkpoint(tmp_path / "resnet50.safetensors", "resnet50")
     update_metadata(path, metrics={"official": {"accuracy": 0.991, "macro_f1": 0.99},
