@@ -525,7 +525,7 @@ def _head_penalty(args: dict) -> str:
         return f", last map kept inside the head (penalty weight {last:g})"
     if finer:
         return f", layer2's map kept inside the head (penalty weight {finer:g})"
-    return _lesion_signals(args)
+    return ""
 
 
 def _lesion_signals(args: dict) -> str:
@@ -570,7 +570,7 @@ def model_section(name: str, meta: dict) -> str:
                 if (meta.get("arch_kwargs") or {}).get("dilate_layer4") else ""),
              f"- Training recipe: `{meta.get('recipe', '?')}`"
              + (f", best epoch {meta['best_epoch']}" if "best_epoch" in meta else "")
-             + _head_penalty(meta.get("args") or {})]
+             + _head_penalty(meta.get("args") or {}) + _lesion_signals(meta.get("args") or {})]
     data = meta.get("data") or {}
     if isinstance(data, dict) and data.get("source"):
         lines.append(f"- Data: {data['source']}")

@@ -13,7 +13,7 @@ from brainmri import Predictor
 from brainmri.checkpoint import load_checkpoint
 from brainmri.classes import CLASSES
 from brainmri.models import build_baseline
-from train.prior import last_linear, logit_shift, shift_logits
+from train.prior import correction, last_linear, logit_shift, shift_logits
 
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic  # noqa: E402
@@ -45,6 +45,14 @@ def test_softmax_with_the_shift_recovers_the_natural_posterior():
 def test_missing_or_mismatched_counts_are_refused(natural, trained):
     with pytest.raises(ValueError):
         logit_shift(natural, trained)
+
+
+def test_correction_records_the_counts_and_their_shift():
+    record = correction(np.array([0, 1, 2, 3, 3]), np.array([0, 1, 2, 2, 2, 3, 3]), 4)
+    assert record["natural_counts"] == [1, 1, 1, 2] and record["trained_counts"] == [1, 1, 3, 2]
+    assert np.allclose(record["logit_shift"], logit_shift([1, 1, 1, 2], [1, 1, 3, 2]), atol=1e-4)
+    with pytest.raises(ValueError):                   # a class the plan never shows
+        correction(np.array([0, 1, 2, 3]), np.array([0, 1, 2]), 4)
 
 
 def test_shift_goes_into_the_last_layer_and_moves_every_logit_by_it():

@@ -26,6 +26,15 @@ def logit_shift(natural: np.ndarray, trained: np.ndarray) -> np.ndarray:
     return shift - shift.mean()
 
 
+def correction(natural_labels: np.ndarray, trained_labels: np.ndarray, n_classes: int) -> dict:
+    """Label arrays (the distinct training scans', an epoch plan's) -> the record a checkpoint
+    stores: both count vectors and `logit_shift` (rounded to 4 decimals)."""
+    natural = np.bincount(natural_labels, minlength=n_classes)
+    trained = np.bincount(trained_labels, minlength=n_classes)
+    return {"natural_counts": natural.tolist(), "trained_counts": trained.tolist(),
+            "logit_shift": logit_shift(natural, trained).round(4).tolist()}
+
+
 def last_linear(model: nn.Module) -> nn.Linear:
     """The layer that produces the logits (the last `nn.Linear` of `model.head`)."""
     layers = [m for m in model.head.modules() if isinstance(m, nn.Linear)]

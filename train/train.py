@@ -312,6 +312,12 @@ def predict_crops(model: Classifier, crops: np.ndarray, preset: EvalPreset, devi
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 
+def scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(accuracy, cross-entropy) of (N, classes) logits against (N,) labels."""
+    loss = F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(labels))
+    return float((logits.argmax(1) == labels).mean()), float(loss)
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Temperature scaling (Guo et al. 2017) by minimising validation NLL over log T."""
     z, y = torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels)
@@ -423,10 +429,7 @@ def main(args: argparse.Namespace) -> Path:
         plan0 = plan_for(painter, y_train, cfg, 0)
         n_epoch = len(plan0)
         if cfg.get("prior_correct"):
-            counts = (np.bincount(y_train, minlength=len(CLASSES)),
-                      np.bincount(plan0.label, minlength=len(CLASSES)))
-            prior_shift = {"natural_counts": counts[0].tolist(), "trained_counts": counts[1].tolist(),
-                           "logit_shift": prior.logit_shift(*counts).round(4).tolist()}
+            prior_shift = prior.correction(y_train, plan0.label, len(CLASSES))
             log.info("prior correction: %s", json.dumps(prior_shift))
     steps_per_epoch = math.ceil(n_epoch / world / cfg["batch_size"])
     total_steps = steps_per_epoch * cfg["epochs"]
@@ -479,8 +482,7 @@ def main(args: argparse.Namespace) -> Path:
                 logits = model.head(torch.as_tensor(val_feats).to(device)).cpu().numpy()
         else:
             logits, _ = predict_crops(model, val_crops, eval_preset, device)
-        val_loss = float(F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(y_val)))
-        val_acc = float((logits.argmax(1) == y_val).mean())
+        val_acc, val_loss = scores(logits, y_val)
         row = {"epoch": epoch + 1, **train_row, "val_loss": val_loss, "val_acc": val_acc,
                "seconds": round(time.time() - t, 1)}
         history.append(row)
@@ -546,7 +548,7 @@ def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out:
     if run.prior_shift is not None:
         prior.shift_logits(model, np.array(run.prior_shift["logit_shift"]))
     logits, val_feats = predict_crops(model, val.crops, run.eval_preset, device)
-    val_acc = float((logits.argmax(1) == val.labels).mean())
+    val_acc, val_loss = scores(logits, val.labels)
     temperature = fit_temperature(logits, val.labels)
     # OOD fit on training features (eval preset: resize the cached crops to the eval size).
     sub = np.random.default_rng(0).permutation(len(train.crops))[:1500]
@@ -570,8 +572,7 @@ def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out:
         "calibration": {"temperature": temperature, "fitted_on": "val"},
         "ood": {"method": "mahalanobis-pca", "threshold": ood.threshold, "quantile": quantile,
                 "fitted_on": "train (1500 sampled)", "threshold_on": "val"},
-        "metrics": {"val": {"accuracy": val_acc,
-                            "loss": float(F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(val.labels)))}},
+        "metrics": {"val": {"accuracy": val_acc, "loss": val_loss}},
         "default_cam": "gradcam",
     }
     if run.prior_shift is not None:
