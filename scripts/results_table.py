@@ -1,8 +1,8 @@
 """Print the README results table from evaluation metrics files (never typed by hand).
 
     python scripts/results_table.py runs/eval/metrics.json \\
-        --lesion resnet50=checkpoints/eval/explain/lesion_masked.json \\
-        --lesion baseline=checkpoints/eval/explain/baseline/lesion_masked.json
+        --lesion resnet50=logs/eval/explain/lesion_masked.json \\
+        --lesion baseline=logs/eval/explain/baseline/lesion_masked.json
 
 `--lesion MODEL=JSON` adds, from `studies.lesion_masked`'s JSON, two validation columns: how often
 a scan with its tumour painted out is still called that tumour (glioma / meningioma / pituitary),

@@ -1,7 +1,7 @@
 """The shift bench: does familiarity catch acquisitions unlike the training scans?
 
     python -m studies.shift_bench checkpoints/resnet50.safetensors checkpoints/baseline.safetensors \\
-        --data ../shared/data --out checkpoints/eval/familiarity
+        --data ../shared/data --out logs/eval/familiarity
 
 Reads the familiarity detector and thresholds stored in each checkpoint (`train.fit_familiarity
 --write`) and scores, as the app would (`Predictor.prepare` on the picture, one trunk pass):
@@ -53,7 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoints", type=Path, nargs="+")
     p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
-    p.add_argument("--out", type=Path, default=Path("checkpoints/eval/familiarity"))
+    p.add_argument("--out", type=Path, default=Path("logs/eval/familiarity"))
     p.add_argument("--shifts", nargs="+", default=[*BENCH, COUNTERFACTUAL],
                    choices=[*BENCH, COUNTERFACTUAL])
     p.add_argument("--protocols", nargs="*", default=["clean", "official"], choices=["clean", "official"])

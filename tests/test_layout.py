@@ -77,3 +77,17 @@ def test_pyproject_declares_the_packages_and_the_cli():
         main(["classify", "--help"])
     except SystemExit as done:                  # argparse exits 0 after printing the help
         assert done.code == 0
+
+
+def test_checkpoints_folder_holds_only_the_weight_files():
+    """Run logs, rules and evaluation outputs live in logs/, never beside the weights."""
+    others = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "checkpoints").rglob("*")
+                    if p.is_file() and p.suffix != ".safetensors")
+    assert not others, "move these to logs/<run-name>/: " + ", ".join(others)
+
+
+def test_train_main_lists_every_recipe():
+    import train.__main__ as entry
+    from train.recipes import RECIPES
+    missing = [name for name in RECIPES if f"--recipe {name} " not in entry.__doc__]
+    assert not missing, f"train/__main__.py's docstring does not show --recipe {missing}"

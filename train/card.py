@@ -1,6 +1,6 @@
 """Write a checkpoint's model card: what the studies found about that checkpoint.
 
-    python -m train.card checkpoints/resnet50.safetensors checkpoints/eval/resnet50/card.json
+    python -m train.card checkpoints/resnet50.safetensors logs/eval/resnet50/card.json
     python -m train.card checkpoints/resnet50.safetensors            # print the card it holds
 
 The card is `meta["card"]`, read by the app (`brainmri.service`), which holds no finding about
