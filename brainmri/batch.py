@@ -61,7 +61,7 @@ def find_images(paths: Iterable[str | Path]) -> list[Item]:
     return items
 
 
-CAM_FORMATS = ("png", "jpg")     # lossless, or ~10x faster to encode and ~6x smaller (quality 95)
+CAM_FORMATS = ("png", "jpg")     # lossless, or quicker to encode and smaller (JPEG quality 95)
 
 
 def _cam_paths(items: Sequence[Item], folder: Path, fmt: str = "png") -> list[Path]:

@@ -14,11 +14,9 @@ near the scans'. These checks look at the whole decoded picture, before the grey
 3. DICOM Modality: a DICOM file that declares CT, ultrasound, X-ray... is not MRI, whatever it
    looks like (secondary captures, OT/SC, and files without a Modality pass).
 
-Limits come from the Kaggle *Training* scans (the train and validation splits, 3,425 images;
-these checks learn nothing from them), never from Testing: colour share at most 0.031 there
-(photographs 0.33-0.96), dark corners below 0.40 for 4 scans (0.12%; the 0.1st percentile is
-0.415). Both run on a copy at most 256 pixels on a side, so their cost does not grow with
-the upload.
+The limits sit between the Kaggle *Training* scans (train and validation splits; nothing is
+fitted on them) and photographs, never set on Testing; the measured values: docs/trust.md.
+Both run on a copy at most SIDE pixels on a side, so their cost does not grow with the upload.
 """
 from __future__ import annotations
 
@@ -27,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-MAX_COLOUR_SHARE = 0.2       # Training scans <= 0.031; photographs 0.33-0.96
-MIN_DARK_CORNERS = 0.4       # ~ the 0.1st percentile of the Training scans
+MAX_COLOUR_SHARE = 0.2       # above every Training scan, below photographs (docs/trust.md)
+MIN_DARK_CORNERS = 0.4       # below all but the rarest Training scans (docs/trust.md)
 DARK = 40                    # grey level counted as background; also the chroma step
 MRI_MODALITIES = ("MR", "OT", "SC", "")
 SIDE = 256
@@ -61,7 +59,7 @@ def colour_share(image: Image.Image, small: Image.Image | None = None) -> float:
         return 0.0
     small = small if small is not None else thumbnail(image)
     rgb = np.asarray(small.convert("RGB"))                            # (h, w, 3) uint8
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]     # channel-wise: ~15x faster than max(-1)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]     # channel-wise: quicker than max(-1)
     spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
     return float(np.count_nonzero(spread > DARK) / spread.size)
 

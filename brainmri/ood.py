@@ -7,11 +7,9 @@ features lie from them (higher = less like a training scan):
   slices) lie far from every mean.
 - `KNNOOD` ("knn-cosine", Sun et al. 2022, "Out-of-distribution detection with deep nearest
   neighbors"): distance from the L2-normalised feature to its k-th nearest training scan;
-  no shape is assumed, so a rare style is near its own kind. On the shipped ResNet-50 it
-  refused fewer unseen training scans but accepted twice as many non-MRI pictures
-  (docs/trust.md), so the checkpoints ship the Mahalanobis detector.
-The threshold is set on validation scans so that a chosen share of them (e.g. 0.5%) would be
-refused. Both reuse the features of the forward pass that makes the prediction.
+  no shape is assumed, so a rare style is near its own kind.
+A checkpoint's metadata names the one it carries; how the two compare: docs/trust.md.
+The threshold is set on validation scans so that a chosen share of them would be refused. Both reuse the features of the forward pass that makes the prediction.
 Stored in the checkpoint as tensors `ood.*` plus `meta["ood"]` (method, threshold, quantile);
 `from_checkpoint` picks the class from `meta["ood"]["method"]`.
 """

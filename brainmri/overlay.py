@@ -47,7 +47,7 @@ def with_colour_bar(heatmap: np.ndarray, size: int = 384, bar: int = 18) -> np.n
     """(H, W) in [0, 1] -> (h, w, 3) uint8 RGB: the map in `colourise`'s colours, its longer
     side scaled to `size`, on white with a colour bar labelled 0, 0.5 and 1 ("relevance").
 
-    OpenCV only: a few milliseconds, where a matplotlib figure costs a hundred or more.
+    OpenCV only, no matplotlib figure: drawn per request, so it must stay cheap.
     """
     heat = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32)), 0.0, 1.0)
     if heat.ndim != 2 or min(heat.shape) == 0:

@@ -77,8 +77,7 @@ class Predictor:
         """`fold_bn` folds batch-norm into the convolutions (same outputs, a faster forward:
         `brainmri.models.fold_batch_norm`); `path` is the checkpoint it came from, if any.
         `precision`: "bf16" runs the trunk under bfloat16 autocast on a GPU; "fp32" and
-        "auto" never do: "auto" is float32, because bfloat16 moved the shipped model's answers
-        and heatmaps more than the rule written before measuring allowed (docs/gpu.md).
+        "auto" never do: "auto" is float32 (why: docs/gpu.md).
         `familiarity`: the detector behind `Prediction.familiarity` and the outcome; the trunk's
         stages are wrapped in `familiarity.Tap` (no hooks) so one pass gives its statistics."""
         if precision not in PRECISIONS:

@@ -11,14 +11,14 @@ RECIPES: dict[str, dict] = {
     "best": dict(model="resnet50", size=160, epochs=3, batch_size=32, optimizer="sgd", lr=0.02,
                  momentum=0.9, weight_decay=1e-4, label_smoothing=0.1, schedule="cosine",
                  warmup_epochs=0.2, freeze="stem+layer2", augment=True),
-    # The small CNN from scratch. 80 epochs (~27 s each on 2 CPU cores): validation accuracy was
-    # 86.1% after 12 and 89.8% after 30, still rising.
+    # The small CNN from scratch (its per-epoch history: logs/baseline/).
     "baseline": dict(model="baseline", size=160, epochs=80, batch_size=64, optimizer="adamw",
                      lr=3e-3, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,
                      schedule="cosine", warmup_epochs=1, freeze="none", augment=True),
-    # Stage 6 (issue #22): the shipped stage-5 ResNet-50, layer2..4 and head fine-tuned (batch-norm
-    # statistics kept) with counterfactual no-tumour scans balanced by control paintings, box guidance on
-    # the last block's Layer-CAM and acquisition/contrast augmentation; the last epoch is kept.
+    # Teach the shipped ResNet-50 to read the lesion: layer2..4 and head fine-tuned (batch-norm
+    # statistics kept) with counterfactual no-tumour scans balanced by control paintings, box
+    # guidance on the last block's Layer-CAM and acquisition/contrast augmentation; the last
+    # epoch is kept (docs/lesion.md).
     "lesion": dict(model="resnet50", size=192, epochs=3, batch_size=32, optimizer="sgd", lr=0.003,
                    momentum=0.9, weight_decay=1e-4, label_smoothing=0.1, schedule="cosine",
                    warmup_epochs=0.1, freeze="stem+layer1", augment=True, freeze_bn=1,
