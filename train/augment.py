@@ -163,6 +163,16 @@ class Acquisition:
         return x.clamp(0, 1)
 
 
+# Named settings for `python -m train --acquisition 1 --acquisition-kind NAME`. "wide" draws
+# contrast and export changes more often and further (half the scans inverted inside the
+# head), so that intensity and export carry less of the source than in "standard".
+ACQUISITIONS = {
+    "standard": Acquisition(),
+    "wide": Acquisition(p_curve=0.8, p_gamma=0.5, gamma=0.8, p_invert=0.5, p_bias=0.5,
+                        p_resample=0.5, p_jpeg=0.5, p_noise=0.5),
+}
+
+
 def figure(crops: list[np.ndarray], out: Path, seed: int = 0, size: int = 192) -> Path:
     """A grid: one row per scan, the original then each transform alone (seeded)."""
     import matplotlib

@@ -38,10 +38,10 @@ from brainmri import localisation as loc
 from brainmri.boxes import box_for, load_boxes
 from brainmri.ood import MahalanobisOOD
 from brainmri.presets import EvalPreset, TrainPreset
-from brainmri.protocols import build_splits, kaggle_root
+from brainmri.protocols import SOURCES, build_splits, kaggle_root
 
 from . import prior
-from .augment import Acquisition
+from .augment import ACQUISITIONS
 from .guidance import box_penalty
 from .paint import LESION_OUT, Painter, Plan, plan_epoch
 from .recipes import RECIPES
@@ -69,6 +69,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, default=None,
                    help="start from this brainmri checkpoint's weights instead of ImageNet")
     p.add_argument("--val-fraction", type=float, default=0.12)
+    p.add_argument("--holdout-source", choices=SOURCES, default=None,
+                   help="leave this source out of training and validation (brainmri.protocols "
+                        "`loso`), duplicate groups respected")
+    p.add_argument("--holdout-classes", default=None,
+                   help="with --holdout-source: hold out only these classes' groups of that "
+                        "source (comma-separated class names)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes decoding images once")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
@@ -85,6 +91,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="weight of the true class's map mass outside the tumour box (train.guidance)")
     p.add_argument("--acquisition", type=int, choices=[0, 1],
                    help="acquisition and contrast augmentation (train.augment)")
+    p.add_argument("--acquisition-kind", choices=sorted(ACQUISITIONS), default=None,
+                   help="which train.augment.ACQUISITIONS setting (default: standard)")
     p.add_argument("--grow", type=float, help="tumour boxes grown by this x the crop side")
     p.add_argument("--freeze-bn", type=int, choices=[0, 1], help="keep every batch-norm's statistics")
     p.add_argument("--keep", choices=["best", "last"], help="epoch kept: best validation accuracy or last")
@@ -106,6 +114,12 @@ def resolve(args: argparse.Namespace) -> dict:
     cfg["data"], cfg["out"] = str(cfg["data"]), str(cfg["out"])
     cfg["init"] = str(cfg["init"]) if cfg.get("init") else None
     return cfg
+
+
+def held_classes(cfg: dict) -> list[str] | None:
+    """The --holdout-classes list, or None for every class."""
+    names = cfg.get("holdout_classes")
+    return [c.strip() for c in names.split(",") if c.strip()] if names else None
 
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
@@ -185,12 +199,18 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None, rank: int,
         yield order[s:s + batch_size]
 
 
-def plain_batches(crops, labels, preset, cfg, rng, rank, world, gen):
-    """(x (B, C, S, S) normalised, y (B,), None, None) for every batch of an epoch."""
+def plain_batches(crops, labels, preset, cfg, rng, rank, world, gen, acquisition=None):
+    """(x (B, C, S, S) normalised, y (B,), None, None) for every batch of an epoch; with a
+    `TrainPreset`, warped and jittered, then `acquisition` (train.augment) when given."""
     for idx in batches(len(crops), cfg["batch_size"], rng, rank, world):
         x = torch.from_numpy(crops[idx])[:, None]                     # (B, 1, s, s) uint8
-        x = preset(x, gen) if isinstance(preset, TrainPreset) else \
-            torch.stack([preset.from_crop(c) for c in crops[idx]])
+        if isinstance(preset, TrainPreset) and acquisition is not None:
+            x = preset.jitter(preset.warp(x.float().div(255.0), gen)[0], gen)
+            x = preset.eval.normalise(acquisition(x, gen)).contiguous()
+        elif isinstance(preset, TrainPreset):
+            x = preset(x, gen)
+        else:
+            x = torch.stack([preset.from_crop(c) for c in crops[idx]])
         yield x, torch.from_numpy(labels[idx]), None, None
 
 
@@ -378,7 +398,9 @@ def main(args: argparse.Namespace) -> Path:
     eval_preset = ARCHS[cfg["model"]].preset(cfg["size"])
     train_preset = TrainPreset(eval=eval_preset) if cfg["augment"] else eval_preset
 
-    splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"])
+    splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"],
+                          holdout_source=cfg.get("holdout_source"),
+                          holdout_classes=held_classes(cfg))
     train_s, val_s = splits.train, splits.val
     painting = bool(cfg.get("counterfactual") or cfg.get("paint_share") or cfg.get("guidance"))
     if cfg.get("limit"):
@@ -447,7 +469,7 @@ def main(args: argparse.Namespace) -> Path:
         log.info("resumed after epoch %d", start_epoch)
     gen = torch.Generator().manual_seed(cfg["seed"] + rank)
     bf16 = use_bf16(device, cfg.get("precision", "auto"))
-    acquisition = Acquisition() if cfg.get("acquisition") else None
+    acquisition = ACQUISITIONS[cfg.get("acquisition_kind") or "standard"] if cfg.get("acquisition") else None
     log.info("precision: %s autocast on %s", "bf16" if bf16 else "no", device)
     best_state = None
     head_only = cfg["freeze"] == "all-but-head" and not cfg["augment"]
@@ -472,7 +494,8 @@ def main(args: argparse.Namespace) -> Path:
                     log.info("epoch plan (kind: label counts): %s", json.dumps(plan.counts(CLASSES)))
                 source = painted_batches(painter, plan, train_preset, acquisition, cfg, rng, gen)
             else:
-                source = plain_batches(train_crops, y_train, train_preset, cfg, rng, rank, world, gen)
+                source = plain_batches(train_crops, y_train, train_preset, cfg, rng, rank, world, gen,
+                                       acquisition)
             train_row, step = train_one_epoch(net, source, steps_per_epoch, cfg, opt, epoch, step,
                                               total_steps, warmup_steps, device, bf16)
         if not is_main():
@@ -567,7 +590,9 @@ def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out:
         if isinstance(train_preset, TrainPreset) else None,
         "recipe": cfg["recipe"], "args": cfg, "history": run.history, "best_epoch": run.best["epoch"],
         "data": {"train": fingerprint(train.samples), "val": fingerprint(val.samples),
-                 "source": "Kaggle brain-tumor-mri Training, copies dropped, group validation split",
+                 "source": "Kaggle brain-tumor-mri Training, copies dropped, group validation split"
+                 + (f", source {cfg['holdout_source']} held out ({cfg.get('holdout_classes') or 'all classes'})"
+                    if cfg.get("holdout_source") else ""),
                  "world_size": run.world},
         "calibration": {"temperature": temperature, "fitted_on": "val"},
         "ood": {"method": "mahalanobis-pca", "threshold": ood.threshold, "quantile": quantile,
