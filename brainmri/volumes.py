@@ -50,7 +50,7 @@ def _raw_dicom(data: bytes):
     return ds if ("SOPClassUID" in ds or "Rows" in ds) else None
 
 
-def _dataset(data: bytes, header_only: bool = False):
+def dataset(data: bytes, header_only: bool = False):
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     try:
@@ -67,14 +67,14 @@ def _dataset(data: bytes, header_only: bool = False):
     return ds
 
 
-def _frames(ds) -> int:
+def frame_count(ds) -> int:
     try:
         return max(1, int(ds.get("NumberOfFrames", 1) or 1))
     except (TypeError, ValueError):
         return 1
 
 
-def _attr(ds, index: int, sequence: str, name: str):
+def frame_attr(ds, index: int, sequence: str, name: str):
     """A per-frame attribute: top level, else the shared, else this frame's functional group."""
     if name in ds:
         return ds[name].value
@@ -137,12 +137,25 @@ def read_dicom(data: bytes, frame: int | None, max_pixels: int) -> Image.Image:
 
 
 def _read_dicom(data: bytes, frame: int | None, max_pixels: int) -> Image.Image:
-    ds = _dataset(data)
+    ds = dataset(data)
+    check_shape(ds, max_pixels)
+    frames = frame_count(ds)
+    index = frames // 2 if frame is None else check_index("frame", frame, frames)
+    return picture(ds, *frame_values(ds, index))
+
+
+def check_shape(ds, max_pixels: int) -> None:
+    """ImageLoadError unless the data set declares an image size within `max_pixels`."""
     if not ds.get("Rows") or not ds.get("Columns"):
         raise ImageLoadError("this DICOM file has pixel data but no image size (Rows/Columns)")
     check_size(int(ds.Columns), int(ds.Rows), max_pixels)
-    frames = _frames(ds)
-    index = frames // 2 if frame is None else check_index("frame", frame, frames)
+
+
+def frame_values(ds, index: int) -> tuple[np.ndarray, float | None, float | None]:
+    """Frame `index` of a data set with pixels -> (values, window centre, window width).
+
+    Colour: (H, W, 3) uint8 RGB and no window. Monochrome: (H, W) float32 after
+    RescaleSlope/Intercept, with the file's own first window (None, None when it has none)."""
     pixels = _decode_frame(ds, index)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
@@ -151,15 +164,23 @@ def _read_dicom(data: bytes, frame: int | None, max_pixels: int) -> Image.Image:
     if pixels.ndim == 3:                               # (H, W, 3) RGB after pydicom's conversion
         bits = 8 * pixels.dtype.itemsize
         rgb = pixels if pixels.dtype == np.uint8 else (pixels.astype(np.float64) / (2**bits - 1) * 255)
-        return _tagged(Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB"), ds)
-    slope = _first(_attr(ds, index, "PixelValueTransformationSequence", "RescaleSlope"))
-    intercept = _first(_attr(ds, index, "PixelValueTransformationSequence", "RescaleIntercept"))
+        return np.clip(rgb, 0, 255).astype(np.uint8), None, None
+    slope = _first(frame_attr(ds, index, "PixelValueTransformationSequence", "RescaleSlope"))
+    intercept = _first(frame_attr(ds, index, "PixelValueTransformationSequence", "RescaleIntercept"))
     values = pixels.astype(np.float32) * (1.0 if slope is None else slope) + (intercept or 0.0)
-    centre = _first(_attr(ds, index, "FrameVOILUTSequence", "WindowCenter"))
-    width = _first(_attr(ds, index, "FrameVOILUTSequence", "WindowWidth"))
+    centre = _first(frame_attr(ds, index, "FrameVOILUTSequence", "WindowCenter"))
+    width = _first(frame_attr(ds, index, "FrameVOILUTSequence", "WindowWidth"))
+    return values, centre, width
+
+
+def picture(ds, values: np.ndarray, centre: float | None, width: float | None) -> Image.Image:
+    """`frame_values`' output -> an 8-bit PIL image: RGB as it is, monochrome through the
+    window (percentiles without one), MONOCHROME1 inverted; tagged with the Modality."""
+    if values.ndim == 3:
+        return _tagged(Image.fromarray(values, "RGB"), ds)
     grey = window(values, centre, width)
-    if photometric == "MONOCHROME1":                   # 0 is white in this interpretation
-        grey = 255 - grey
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        grey = 255 - grey                              # 0 is white in this interpretation
     return _tagged(Image.fromarray(grey, "L"), ds)
 
 
@@ -233,10 +254,17 @@ def _shape3(header) -> tuple[int, int, int]:
     return shape + (1,) * (3 - len(shape))
 
 
-def _nifti(data: bytes):
+def nifti_shape(data: bytes) -> tuple[str, tuple[int, int, int]]:
+    """("NIfTI-1" or "NIfTI-2", 3-D voxel shape) from the header alone; 4-D refused."""
+    import nibabel as nib
+    header = _header(_nifti_head(data))
+    return ("NIfTI-2" if isinstance(header, nib.Nifti2Header) else "NIfTI-1"), _shape3(header)
+
+
+def _nifti(data: bytes, limit: int = MAX_VOLUME_BYTES):
     """(nibabel image, 3-D shape), refusing header-only and 4-D files."""
     import nibabel as nib
-    raw = unpack_gzip(data)
+    raw = unpack_gzip(data, limit)
     header = _header(raw[:544])
     shape = _shape3(header)
     try:
@@ -247,31 +275,50 @@ def _nifti(data: bytes):
     return image, shape
 
 
-def read_nifti(data: bytes, axis: int = 2, slice_index: int | None = None,
-               max_pixels: int = 64_000_000) -> Image.Image:
+def nifti_volume(data: bytes, limit: int = MAX_VOLUME_BYTES) -> tuple[np.ndarray, np.ndarray]:
+    """A NIfTI-1/2 file (gzipped or not) -> (volume (X, Y, Z) float32 in RAS+ voxel order,
+    its 4x4 voxel-to-world affine after reorientation). Header-only and 4-D files are refused."""
     import nibabel as nib
-    if axis not in (0, 1, 2):
-        raise ImageLoadError(f"axis must be 0 (sagittal), 1 (coronal) or 2 (axial), not {axis!r}")
-    image, shape = _nifti(data)
+    image, shape = _nifti(data, limit)
     try:
-        volume = np.asanyarray(image.dataobj).reshape(shape).astype(np.float32)
         ornt = nib.orientations.io_orientation(image.affine)
+        volume = np.asanyarray(image.dataobj).reshape(shape).astype(np.float32)
         volume = nib.orientations.apply_orientation(volume, ornt)      # (X, Y, Z) RAS+
+        affine = image.affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     except Exception as error:  # noqa: BLE001 - truncated data, odd dtype, impossible affine
         raise ImageLoadError(f"the NIfTI image data is damaged or truncated "
                              f"({type(error).__name__})") from None
-    count = volume.shape[axis]
-    index = count // 2 if slice_index is None else check_index("slice", slice_index, count)
+    return np.ascontiguousarray(volume), affine
+
+
+def display_plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """Slice `index` along RAS+ `axis` of an (X, Y, Z) volume, as radiology viewers show it:
+    superior (or anterior, on an axial slice) at the top, the patient's right on the left,
+    anterior on the left of a sagittal slice. (rows, columns) of the two other axes."""
     plane = np.take(volume, index, axis=axis)          # (p, q): the two other RAS+ axes
-    plane = plane.T[::-1, ::-1]                        # rows: q high -> low; columns: p high -> low
+    return plane.T[::-1, ::-1]                         # rows: q high -> low; columns: p high -> low
+
+
+def check_axis(axis: int) -> int:
+    if axis not in (0, 1, 2):
+        raise ImageLoadError(f"axis must be 0 (sagittal), 1 (coronal) or 2 (axial), not {axis!r}")
+    return axis
+
+
+def read_nifti(data: bytes, axis: int = 2, slice_index: int | None = None,
+               max_pixels: int = 64_000_000) -> Image.Image:
+    volume, _ = nifti_volume(data)
+    count = volume.shape[check_axis(axis)]
+    index = count // 2 if slice_index is None else check_index("slice", slice_index, count)
+    plane = display_plane(volume, axis, index)
     check_size(plane.shape[1], plane.shape[0], max_pixels)
     return Image.fromarray(window(plane), "L")
 
 
 def describe(kind: str, data: bytes) -> SourceInfo:
     if kind == "dicom":
-        ds = _dataset(data, header_only=True)
-        frames = _frames(ds)
+        ds = dataset(data, header_only=True)
+        frames = frame_count(ds)
         shape = (frames, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
         return SourceInfo("dicom", f"DICOM {ds.get('Modality', '')}".strip(), shape, frames, frames // 2)
     import nibabel as nib

@@ -1,0 +1,502 @@
+"""Whole scans: a DICOM series (a .zip or a folder of files), a multi-frame DICOM or a NIfTI
+volume, read as an ordered stack of 2-D slices.
+
+    from brainmri.scans import read_scan, list_series, is_scan
+    scan = read_scan("series.zip")                  # Scan: slices ordered along the normal
+    scan = read_scan("head.nii.gz", axis=0)         # sagittal slices of a volume
+    list_series("study.zip")                        # several series: pick one by key or number
+    read_scan("study.zip", series="2")
+
+- DICOM series: every DICOM file of the chosen series (SeriesInstanceUID; several in one
+  archive raise `SeriesChoice`, which lists them by SeriesDescription), ordered by
+  ImagePositionPatient projected on the slice normal (the cross product of the two
+  ImageOrientationPatient directions), InstanceNumber when positions are missing. Slices must
+  share one size and one orientation, and no two may share a position (several echoes or
+  time points in one series); uneven spacing (a missing slice) is a note, not a refusal.
+  Pixels are shown as stored, through each file's own window, or one window for the whole
+  series (1st-99th percentile) when the files carry none, so empty slices stay dark.
+- Multi-frame DICOM: each frame a slice, ordered by its plane position when the file has one.
+- NIfTI-1/2: reoriented to RAS+, the slices along `axis` (0 sagittal, 1 coronal, 2 axial),
+  each shown as `volumes.display_plane` does; one window for the whole volume. 4-D refused.
+The Modality travels with every slice (`image.info["modality"]`), so a CT series is refused
+per slice by `brainmri.mri_check`, as a single CT file is. A file that cannot be read inside
+an archive is skipped and named in `Scan.notes`; limits (`Limits`) stop archive and
+decompression bombs before they are read. Every refusal is an `ImageLoadError` a user can read.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+from . import volumes
+from .io import MAX_BYTES, MAX_PIXELS, ImageLoadError, ImageSource, read_bytes
+
+PLANES = ("sagittal", "coronal", "axial")     # the patient axis the slice normal runs along
+SKIPPED = ("__MACOSX", ".DS_Store", "Thumbs.db", "DICOMDIR")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one scan may hold; over any of them is a refusal, checked before reading more."""
+    files: int = 2048                       # files in an archive or folder
+    upload_bytes: int = 512 * 2**20         # the archive or volume file as uploaded
+    file_bytes: int = MAX_BYTES             # one file inside an archive or folder, unpacked
+    total_bytes: int = volumes.MAX_VOLUME_BYTES   # all files together, unpacked
+    slices: int = 512                       # slices in the scan
+    voxels: int = 2**27                     # slices x rows x columns
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series found in an archive or folder."""
+    key: str            # SeriesInstanceUID, or a stand-in when the files have none
+    number: int         # 1, 2, ... in the order listed: what a user may type
+    description: str    # SeriesDescription, else "" (label() says "series <n>")
+    modality: str
+    files: int
+
+    def label(self) -> str:
+        name = self.description or f"series {self.number}"
+        return f"{self.number}: {name} ({self.files} file{'s' * (self.files != 1)}" \
+               f"{', ' + self.modality if self.modality else ''})"
+
+
+class SeriesChoice(ImageLoadError):
+    """Several series in one archive and none chosen; `series` lists them."""
+
+    def __init__(self, series: list[SeriesInfo]):
+        self.series = series
+        super().__init__(f"this archive holds {len(series)} series; pick one: "
+                         + "; ".join(s.label() for s in series))
+
+
+@dataclass(frozen=True)
+class Scan:
+    """An ordered stack of 2-D slices of one scan.
+
+    slices: 8-bit PIL images ("L", or "RGB" for colour DICOM), one size, ordered along the
+    slice normal (inferior to superior, right to left, posterior to anterior in patient terms
+    for axial, sagittal and coronal series), each with `info["modality"]`.
+    positions: mm along the normal, ascending (NaN when the files give none)."""
+    slices: tuple[Image.Image, ...]
+    positions: tuple[float, ...]
+    source: str                      # "DICOM series", "DICOM multi-frame", "NIfTI-1", "NIfTI-2"
+    plane: str = ""                  # "axial", "coronal", "sagittal", "" when unknown
+    description: str = ""            # SeriesDescription, or the file's name
+    modality: str = ""
+    notes: tuple[str, ...] = field(default=())   # what a user should know: skipped files, gaps
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    @property
+    def spacing(self) -> float:
+        """Median distance between neighbouring slices in mm; NaN when unknown."""
+        steps = np.diff(np.asarray(self.positions, float))
+        return float(np.median(steps)) if steps.size and np.isfinite(steps).all() else math.nan
+
+
+# ----------------------------------------------------------------------------- what is a scan
+def _is_zip(data: bytes) -> bool:
+    return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def is_scan(source: ImageSource) -> bool:
+    """Whether `source` is read as a whole scan: a folder, a .zip, a NIfTI volume with more
+    than one axial slice, or a DICOM file with several frames. Unreadable: False."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        return True
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return False
+    try:
+        head = _head(source)
+        if _is_zip(head):
+            return True
+        kind = volumes.sniff(head)
+        if kind == "image":
+            return False
+        from .io import describe
+        info = describe(source, max_bytes=Limits.upload_bytes)
+    except ImageLoadError:
+        return False
+    return info.frames > 1
+
+
+def _head(source, size: int = 64 * 1024) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:size])
+    path = Path(source)
+    if not path.is_file():
+        raise ImageLoadError(f"no such file: {path.name}")
+    with path.open("rb") as f:
+        return f.read(size)
+
+
+# ----------------------------------------------------------------------------- files
+@dataclass(frozen=True)
+class _File:
+    name: str
+    data: bytes
+
+
+def _budget(files: list[_File], name: str, size: int, limits: Limits, total: int) -> None:
+    if len(files) >= limits.files:
+        raise ImageLoadError(f"the scan holds more than {limits.files} files, over the limit")
+    if size > limits.file_bytes:
+        raise ImageLoadError(f"{name} unpacks to more than {limits.file_bytes / 2**20:.0f} MiB, "
+                             "over the limit for one file")
+    if total + size > limits.total_bytes:
+        raise ImageLoadError(f"the scan unpacks to more than {limits.total_bytes / 2**20:.0f} MiB, "
+                             "over the limit")
+
+
+def _skipped(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return any(p.startswith(".") or p in SKIPPED for p in parts)
+
+
+def _zip_files(data: bytes, limits: Limits) -> list[_File]:
+    """The archive's files, read with their declared and their actual sizes bounded."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = [m for m in archive.infolist() if not m.is_dir() and not _skipped(m.filename)]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as error:
+        raise ImageLoadError(f"the .zip archive is damaged ({error})") from None
+    files: list[_File] = []
+    total = 0
+    for m in members:
+        _budget(files, m.filename, m.file_size, limits, total)
+        try:
+            with archive.open(m) as f:      # zipfile stops at the declared size (CRC checked)
+                content = f.read(min(m.file_size, limits.file_bytes))
+        except RuntimeError as error:       # encrypted
+            raise ImageLoadError(f"{m.filename} in the archive is encrypted ({error}); "
+                                 "zip it again without a password") from None
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
+            files.append(_File(m.filename, b""))     # named as unreadable in the notes
+            continue
+        total += len(content)
+        files.append(_File(m.filename, content))
+    return files
+
+
+def _folder_files(folder: Path, limits: Limits) -> list[_File]:
+    files: list[_File] = []
+    total = 0
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if not path.is_file() or _skipped(name):
+            continue
+        size = path.stat().st_size
+        _budget(files, name, size, limits, total)
+        total += size
+        files.append(_File(name, path.read_bytes()))
+    return files
+
+
+# ----------------------------------------------------------------------------- DICOM series
+@dataclass
+class _Slice:
+    name: str
+    ds: object                     # pydicom Dataset with pixels
+    frame: int = 0
+    position: np.ndarray | None = None     # ImagePositionPatient (3,)
+    orientation: np.ndarray | None = None  # ImageOrientationPatient (6,)
+    instance: float = math.nan
+
+
+def _vector(value, n: int) -> np.ndarray | None:
+    try:
+        v = np.asarray([float(x) for x in value], float)
+    except (TypeError, ValueError):
+        return None
+    return v if v.shape == (n,) and np.isfinite(v).all() else None
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _parse(files: list[_File]) -> tuple[list[_Slice], list[str]]:
+    """DICOM files with pixels -> slices (headers and pixels parsed lazily by pydicom);
+    the names of files skipped, with why."""
+    slices, skipped, others = [], [], 0
+    for f in files:
+        if not f.data:
+            skipped.append(f"{f.name} (cannot be unpacked: the archive is damaged)")
+            continue
+        if volumes.sniff(f.data) != "dicom":
+            others += 1
+            continue
+        try:
+            ds = volumes.dataset(f.data)
+        except ImageLoadError as error:
+            skipped.append(f"{f.name} ({error})")
+            continue
+        slices.append(_Slice(f.name, ds, 0, _vector(ds.get("ImagePositionPatient"), 3),
+                             _vector(ds.get("ImageOrientationPatient"), 6),
+                             _number(ds.get("InstanceNumber"))))
+    notes = []
+    if skipped:
+        notes.append(f"{len(skipped)} file{'s' * (len(skipped) > 1)} skipped: " + "; ".join(skipped))
+    if others:
+        notes.append(f"{others} file{'s' * (others > 1)} that are not DICOM images ignored")
+    return slices, notes
+
+
+def _series_key(ds) -> str:
+    uid = str(ds.get("SeriesInstanceUID", "") or "")
+    return uid or f"{ds.get('SeriesNumber', '')}|{ds.get('SeriesDescription', '')}"
+
+
+def _group(slices: list[_Slice]) -> tuple[list[SeriesInfo], dict[str, list[_Slice]]]:
+    groups: dict[str, list[_Slice]] = {}
+    for s in slices:
+        groups.setdefault(_series_key(s.ds), []).append(s)
+    def order(item):
+        number = _number(item[1][0].ds.get("SeriesNumber"))
+        return (math.isnan(number), number, item[0])
+    infos = []
+    for n, (key, members) in enumerate(sorted(groups.items(), key=order), start=1):
+        ds = members[0].ds
+        infos.append(SeriesInfo(key, n, str(ds.get("SeriesDescription", "") or "").strip(),
+                                str(ds.get("Modality", "") or "").upper(), len(members)))
+    return infos, groups
+
+
+def _choose(infos: list[SeriesInfo], series: str | int | None) -> SeriesInfo:
+    if series is None or series == "":
+        if len(infos) > 1:
+            raise SeriesChoice(infos)
+        return infos[0]
+    for s in infos:
+        if str(series) in (s.key, str(s.number)):
+            return s
+    raise ImageLoadError(f"no series {series!r} here; the series are: "
+                         + "; ".join(s.label() for s in infos))
+
+
+def _plane(normal: np.ndarray) -> str:
+    return PLANES[int(np.argmax(np.abs(normal)))]
+
+
+def _order(slices: list[_Slice]) -> tuple[list[_Slice], list[float], str, list[str]]:
+    """Slices sorted along their normal -> (slices, positions in mm, plane, notes)."""
+    if all(s.position is not None and s.orientation is not None for s in slices):
+        first = slices[0].orientation
+        if any(np.abs(s.orientation - first).max() > 1e-3 for s in slices):
+            raise ImageLoadError("the series' slices do not share one orientation (a localiser "
+                                 "or a reformatted series?); export a series of parallel slices")
+        normal = np.cross(first[:3], first[3:])
+        if np.linalg.norm(normal) < 0.5:
+            raise ImageLoadError("the series' ImageOrientationPatient is not two perpendicular "
+                                 "directions")
+        normal /= np.linalg.norm(normal)
+        distance = [float(s.position @ normal) for s in slices]
+        order = np.argsort(distance, kind="stable")
+        slices, distance = [slices[i] for i in order], [distance[i] for i in order]
+        steps = np.diff(distance)
+        if steps.size and steps.min() < 1e-3:
+            clashes = int(np.count_nonzero(steps < 1e-3))
+            raise ImageLoadError(
+                f"{clashes + 1} or more slices of the series share one position (several echoes, "
+                "time points or acquisitions in one series?); export one volume")
+        return slices, distance, _plane(normal), []
+    if all(math.isfinite(s.instance) for s in slices):
+        slices = sorted(slices, key=lambda s: s.instance)
+        note = "ordered by InstanceNumber: the files give no position"
+    else:
+        slices = sorted(slices, key=lambda s: s.name)
+        note = "ordered by file name: the files give neither position nor InstanceNumber"
+    return slices, [math.nan] * len(slices), "", [note] if len(slices) > 1 else []
+
+
+def _check_stack(count: int, rows: int, columns: int, limits: Limits) -> None:
+    if count > limits.slices:
+        raise ImageLoadError(f"the scan has {count} slices, over the limit of {limits.slices}")
+    if count * rows * columns > limits.voxels:
+        raise ImageLoadError(f"the scan has {count} slices of {columns}x{rows} pixels, over the "
+                             f"limit of {limits.voxels:,} voxels")
+
+
+def _pictures(slices: list[_Slice], max_pixels: int, limits: Limits
+              ) -> tuple[list[int], list[Image.Image], list[str]]:
+    """Decode and window the ordered slices -> (indices of the slices kept, their pictures,
+    notes); a slice whose pixels fail is skipped and named."""
+    sizes = {(int(s.ds.get("Rows", 0) or 0), int(s.ds.get("Columns", 0) or 0)) for s in slices}
+    if len(sizes) > 1:
+        raise ImageLoadError("the series' slices are not all the same size ("
+                             + ", ".join(f"{c}x{r}" for r, c in sorted(sizes)) + ")")
+    rows, columns = sizes.pop()
+    _check_stack(len(slices), rows, columns, limits)
+    decoded, failed, kept = [], [], []
+    for i, s in enumerate(slices):
+        try:
+            volumes.check_shape(s.ds, max_pixels)
+            decoded.append((s, *volumes.frame_values(s.ds, s.frame)))
+            kept.append(i)
+        except ImageLoadError as error:
+            failed.append(f"{s.name} ({error})")
+    if not decoded:
+        raise ImageLoadError("no slice of the series could be decoded: " + "; ".join(failed))
+    grey = [values for _, values, centre, width in decoded if values.ndim == 2]
+    shared = (None, None)
+    if any(centre is None or width is None for _, values, centre, width in decoded):
+        lo, hi = _percentiles(grey) if grey else (0.0, 0.0)
+        shared = ((lo + hi) / 2, hi - lo)
+    pictures = [volumes.picture(s.ds, values, *((centre, width) if centre is not None
+                                                and width is not None else shared))
+                for s, values, centre, width in decoded]
+    notes = [f"{len(failed)} slice{'s' * (len(failed) > 1)} skipped: " + "; ".join(failed)] \
+        if failed else []
+    return kept, pictures, notes
+
+
+def _percentiles(stack: list[np.ndarray] | np.ndarray, samples: int = 4_000_000) -> tuple[float, float]:
+    """1st and 99th percentiles of the finite values of a whole volume (a strided sample)."""
+    flat = np.concatenate([np.ravel(a) for a in stack]) if isinstance(stack, list) else stack.ravel()
+    flat = flat[:: max(1, flat.size // samples)]
+    flat = flat[np.isfinite(flat)]
+    if not flat.size:
+        return 0.0, 0.0
+    lo, hi = np.percentile(flat, (1, 99))
+    if hi <= lo:
+        lo, hi = float(flat.min()), float(flat.max())
+    return float(lo), float(hi)
+
+
+def _series(files: list[_File], series: str | int | None, max_pixels: int, limits: Limits) -> Scan:
+    slices, notes = _parse(files)
+    if not slices:
+        raise ImageLoadError("no DICOM image found in the archive or folder"
+                             + (f" ({'; '.join(notes)})" if notes else ""))
+    infos, groups = _group(slices)
+    chosen = _choose(infos, series)
+    members = groups[chosen.key]
+    if len(members) == 1 and volumes.frame_count(members[0].ds) > 1:
+        scan = _multiframe(members[0].ds, members[0].name, max_pixels, limits)
+        return Scan(scan.slices, scan.positions, scan.source, scan.plane, chosen.description
+                    or scan.description, scan.modality, tuple(notes) + scan.notes)
+    _check_stack(len(members), 1, 1, limits)
+    ordered, positions, plane, order_notes = _order(members)
+    kept, pictures, decode_notes = _pictures(ordered, max_pixels, limits)
+    positions = [positions[i] for i in kept]
+    return Scan(tuple(pictures), tuple(positions), "DICOM series", plane, chosen.description,
+                chosen.modality, tuple(notes + order_notes + decode_notes + _gaps(positions)))
+
+
+def _gaps(positions: list[float]) -> list[str]:
+    """A note when the slices are unevenly spaced (a slice missing, or two stacks joined)."""
+    steps = np.diff(np.asarray(positions, float))
+    if steps.size > 1 and np.isfinite(steps).all() and steps.max() > 1.5 * np.median(steps):
+        return [f"uneven slice spacing ({steps.min():.2f} to {steps.max():.2f} mm): "
+                "a slice may be missing"]
+    return []
+
+
+def _multiframe(ds, name: str, max_pixels: int, limits: Limits) -> Scan:
+    frames = volumes.frame_count(ds)
+    slices = [_Slice(name, ds, i,
+                     _vector(volumes.frame_attr(ds, i, "PlanePositionSequence", "ImagePositionPatient"), 3),
+                     _vector(volumes.frame_attr(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient"), 6),
+                     float(i)) for i in range(frames)]
+    if len({tuple(s.position) if s.position is not None else None for s in slices}) < frames:
+        for s in slices:                # one position for all frames (legacy): frame order
+            s.position = None
+    ordered, positions, plane, notes = _order(slices)
+    notes = [n for n in notes if not n.startswith("ordered by InstanceNumber")]
+    _, pictures, decode_notes = _pictures(ordered, max_pixels, limits)
+    if decode_notes:
+        raise ImageLoadError("the multi-frame DICOM file is damaged: " + decode_notes[0])
+    return Scan(tuple(pictures), tuple(positions), "DICOM multi-frame", plane,
+                str(ds.get("SeriesDescription", "") or "").strip() or name,
+                str(ds.get("Modality", "") or "").upper(), tuple(notes + _gaps(positions)))
+
+
+# ----------------------------------------------------------------------------- NIfTI
+def _nifti_scan(data: bytes, axis: int, name: str, max_pixels: int, limits: Limits) -> Scan:
+    volumes.check_axis(axis)
+    version, shape = volumes.nifti_shape(data)
+    if int(np.prod(shape)) > limits.voxels:
+        raise ImageLoadError(f"the volume is {'x'.join(map(str, shape))} voxels, over the limit "
+                             f"of {limits.voxels:,} voxels")
+    volume, affine = volumes.nifti_volume(data, limits.total_bytes)
+    count = volume.shape[axis]
+    plane0 = volumes.display_plane(volume, axis, 0)
+    _check_stack(count, *plane0.shape, limits)
+    from .io import check_size
+    check_size(plane0.shape[1], plane0.shape[0], max_pixels)
+    lo, hi = _percentiles(volume)
+    slices = tuple(_tag(Image.fromarray(volumes.window(volumes.display_plane(volume, axis, i),
+                                                       (lo + hi) / 2, hi - lo), "L"))
+                   for i in range(count))
+    step = np.zeros(4)
+    step[axis] = 1.0
+    origin = affine @ np.array([0.0, 0.0, 0.0, 1.0])
+    direction = (affine @ step)[:3]
+    positions = tuple(float(origin[axis] + i * direction[axis]) for i in range(count))
+    return Scan(slices, positions, version, PLANES[axis], name, "")
+
+
+def _tag(image: Image.Image, modality: str = "") -> Image.Image:
+    image.info["modality"] = modality
+    return image
+
+
+# ----------------------------------------------------------------------------- entry points
+def _files(source: ImageSource, limits: Limits) -> tuple[list[_File] | None, bytes | None, str]:
+    """(archive or folder files, or None; the single file's bytes, or None; a display name)."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        return _folder_files(Path(source), limits), None, Path(source).name
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "upload"
+    data = read_bytes(source, limits.upload_bytes)
+    if _is_zip(data):
+        return _zip_files(data, limits), None, name
+    return None, data, name
+
+
+def list_series(source: ImageSource, limits: Limits = Limits()) -> list[SeriesInfo]:
+    """The DICOM series in a .zip or folder (one entry for a single DICOM or NIfTI file)."""
+    files, data, name = _files(source, limits)
+    if files is None:
+        files = [_File(name, data)]
+        if volumes.sniff(data) == "nifti":
+            info = volumes.describe("nifti", data)
+            return [SeriesInfo(name, 1, name, "", info.shape[2])]
+    slices, notes = _parse(files)
+    if not slices:
+        raise ImageLoadError("no DICOM image found" + (f" ({'; '.join(notes)})" if notes else ""))
+    return _group(slices)[0]
+
+
+def read_scan(source: ImageSource, series: str | int | None = None, axis: int = 2, *,
+              max_pixels: int = MAX_PIXELS, limits: Limits = Limits()) -> Scan:
+    """Read a whole scan from a folder, a .zip, a DICOM file or a NIfTI file (path or bytes).
+
+    `series`: the key or number (`SeriesInfo`) of the series to read when an archive holds
+    several (None: `SeriesChoice` is raised when there is more than one). `axis`: for NIfTI,
+    0 sagittal, 1 coronal, 2 axial slices. `max_pixels`: per slice."""
+    with warnings.catch_warnings():     # pydicom's notes on padding or VR guesses: not for users
+        warnings.simplefilter("ignore", UserWarning)
+        files, data, name = _files(source, limits)
+        if files is not None:
+            return _series(files, series, max_pixels, limits)
+        kind = volumes.sniff(data)
+        if kind == "nifti":
+            return _nifti_scan(data, axis, name, max_pixels, limits)
+        if kind == "dicom":
+            return _series([_File(name, data)], series, max_pixels, limits)
+    raise ImageLoadError("this is a single picture, not a scan: a scan is a .zip or folder of "
+                         "DICOM files, a multi-frame DICOM file or a NIfTI volume")

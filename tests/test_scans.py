@@ -1,0 +1,275 @@
+"""brainmri.scans: DICOM series (zip, folder), multi-frame DICOM and NIfTI volumes as ordered
+slice stacks, and a clear ImageLoadError for every bad scan. Every file is made here by pydicom
+and nibabel."""
+from __future__ import annotations
+
+import io
+import random
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from nibabel.testing import data_path as NIB_DATA
+
+from brainmri import mri_check
+from brainmri.io import ImageLoadError
+from brainmri.scans import Limits, SeriesChoice, is_scan, list_series, read_scan
+
+from .synthetic import dicom_series, dicom_slice, head_volume, nifti, scan, zipped
+
+
+def squares(n: int = 8, size: int = 48) -> np.ndarray:
+    """(n, size, size) uint16 whose slice k holds a bright square of side 6 + 4k: its area
+    tells the slice's true place in the stack."""
+    volume = np.full((n, size, size), 20, np.uint16)
+    for k in range(n):
+        volume[k, 4:10 + 4 * k, 4:10 + 4 * k] = 1000
+    return volume
+
+
+def areas(scan_) -> list[int]:
+    return [int((np.asarray(s) > 128).sum()) for s in scan_.slices]
+
+
+def shuffled_zip(files: list[bytes], seed: int = 0) -> bytes:
+    order = list(range(len(files)))
+    random.Random(seed).shuffle(order)
+    return zipped({f"export/IM{random.Random(k).randrange(10**6):06d}": files[k] for k in order})
+
+
+# ----------------------------------------------------------------------------- DICOM series
+@pytest.mark.parametrize("orientation, plane", [((1, 0, 0, 0, 1, 0), "axial"),
+                                                ((0, 1, 0, 0, 0, -1), "sagittal"),
+                                                ((0.96, 0.28, 0, 0, 0, -1), "coronal")])
+def test_shuffled_series_is_ordered_along_the_normal(orientation, plane):
+    files = dicom_series(squares(), spacing=3.0, orientation=orientation, origin=(10, -40, 25))
+    for k, f in enumerate(files):                     # InstanceNumber against the position order
+        ds = pydicom.dcmread(io.BytesIO(f))
+        ds.InstanceNumber = len(files) - k
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        files[k] = buf.getvalue()
+    s = read_scan(shuffled_zip(files))
+    assert len(s) == 8 and s.source == "DICOM series" and s.description == "T2 AX"
+    assert areas(s) == sorted(areas(s)) and len(set(areas(s))) == 8
+    assert np.allclose(np.diff(s.positions), 3.0) and s.spacing == pytest.approx(3.0)
+    assert s.plane == plane
+    assert all(im.mode == "L" and im.size == (48, 48) and im.info["modality"] == "MR" for im in s.slices)
+    assert s.notes == ()
+
+
+def test_a_folder_reads_as_its_zip(tmp_path):
+    files = dicom_series(squares(5))
+    for k, f in enumerate(files):
+        (tmp_path / f"slice{4 - k}.dcm").write_bytes(f)
+    (tmp_path / ".DS_Store").write_bytes(b"junk")
+    a, b = read_scan(tmp_path), read_scan(shuffled_zip(files))
+    assert areas(a) == areas(b) == sorted(areas(a))
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.slices, b.slices))
+    assert is_scan(tmp_path)
+
+
+def test_instance_number_orders_a_series_without_positions():
+    volume = squares(6)
+    files = [dicom_slice(volume[k], instance=k + 1, position=None, orientation=None) for k in range(6)]
+    s = read_scan(shuffled_zip(files, seed=3))
+    assert areas(s) == sorted(areas(s)) and np.isnan(s.spacing) and s.plane == ""
+    assert any("ordered by InstanceNumber" in n for n in s.notes)
+
+
+def test_empty_slices_stay_dark_under_one_window_for_the_series():
+    s = read_scan(zipped({f"{k}.dcm": f for k, f in enumerate(dicom_series(head_volume(10)))}))
+    assert np.asarray(s.slices[0]).max() < 10 and np.asarray(s.slices[5]).max() == 255
+
+
+def test_several_series_are_listed_for_the_user_to_pick():
+    t2 = dicom_series(squares(4), series="7", description="T2 AX", number=3)
+    t1 = dicom_series(squares(6)[:, ::-1], series="8", description="T1 post", number=5)
+    data = zipped({**{f"a/{k}": f for k, f in enumerate(t2)}, **{f"b/{k}": f for k, f in enumerate(t1)}})
+    with pytest.raises(SeriesChoice, match=r"2 series; pick one: 1: T2 AX \(4 files, MR\); "
+                                           r"2: T1 post \(6 files, MR\)") as choice:
+        read_scan(data)
+    assert [s.label() for s in choice.value.series] == [s.label() for s in list_series(data)]
+    assert len(read_scan(data, series=2)) == 6 and read_scan(data, series="2").description == "T1 post"
+    picked = choice.value.series[0]
+    assert len(read_scan(data, series=picked.key)) == 4
+    with pytest.raises(ImageLoadError, match="no series '9' here"):
+        read_scan(data, series="9")
+
+
+def test_a_ct_series_is_read_but_refused_slice_by_slice_as_a_single_ct_file_is():
+    s = read_scan(zipped({f"{k}.dcm": f for k, f in enumerate(
+        dicom_series(head_volume(6), modality="CT"))}))
+    assert s.modality == "CT" and all(im.info["modality"] == "CT" for im in s.slices)
+    assert not any(mri_check.check(im).ok for im in s.slices)
+
+
+def test_a_corrupt_file_inside_the_zip_is_skipped_and_named():
+    files = dicom_series(squares(6))
+    files[2] = files[2][: len(files[2]) // 2]              # truncated inside its pixel data
+    data = zipped({**{f"s/{k}.dcm": f for k, f in enumerate(files)}, "s/README.txt": b"notes",
+                   "s/broken.dcm": b"\0" * 128 + b"DICM" + b"\xff" * 40})
+    s = read_scan(data)
+    assert len(s) == 5 and areas(s) == sorted(areas(s))
+    notes = " ".join(s.notes)
+    assert "s/2.dcm" in notes and "s/broken.dcm" in notes and "damaged or truncated" in notes
+    assert "not DICOM images ignored" in notes and "a slice may be missing" in notes
+
+
+def test_slices_must_agree_in_size_orientation_and_position():
+    base = dicom_series(squares(4))
+    other_size = dicom_slice(np.zeros((32, 32), np.uint16), instance=9, position=(0, 0, 40))
+    with pytest.raises(ImageLoadError, match="not all the same size \\(32x32, 48x48\\)"):
+        read_scan(zipped({f"{k}": f for k, f in enumerate(base + [other_size])}))
+    tilted = dicom_slice(squares(1)[0], instance=9, position=(0, 0, 40), orientation=(1, 0, 0, 0, 0, -1))
+    with pytest.raises(ImageLoadError, match="do not share one orientation"):
+        read_scan(zipped({f"{k}": f for k, f in enumerate(base + [tilted])}))
+    echo = dicom_slice(squares(1)[0], instance=9, position=(0, 0, 5.0))
+    with pytest.raises(ImageLoadError, match="share one position .*echoes"):
+        read_scan(zipped({f"{k}": f for k, f in enumerate(base + [echo])}))
+
+
+def test_archives_without_images_and_damaged_archives_are_named():
+    with pytest.raises(ImageLoadError, match="no DICOM image found .*1 file that are not DICOM"):
+        read_scan(zipped({"a.txt": b"hello"}))
+    with pytest.raises(ImageLoadError, match="the .zip archive is damaged"):
+        read_scan(zipped({"a.dcm": dicom_slice(squares(1)[0])})[:-30])
+    with pytest.raises(ImageLoadError, match="single picture, not a scan"):
+        read_scan(_png())
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    scan(0, size=32).save(buf, "PNG")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- bombs
+def test_zip_bomb_is_refused_by_its_declared_size_before_it_is_read():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("bomb.dcm", "w", force_zip64=True) as f:
+            block = bytes(2**20)
+            for _ in range(60):                            # 60 MiB of zeros, ~60 KiB packed
+                f.write(block)
+    assert len(buf.getvalue()) < 2**20
+    with pytest.raises(ImageLoadError, match="bomb.dcm unpacks to more than 50 MiB"):
+        read_scan(buf.getvalue())
+
+
+def test_limits_on_total_bytes_files_and_slices():
+    files = {f"{k}.dcm": f for k, f in enumerate(dicom_series(squares(6)))}
+    data = zipped(files)
+    size = len(next(iter(files.values())))
+    with pytest.raises(ImageLoadError, match="the scan unpacks to more than"):
+        read_scan(data, limits=Limits(total_bytes=3 * size))
+    with pytest.raises(ImageLoadError, match="more than 4 files"):
+        read_scan(data, limits=Limits(files=4))
+    with pytest.raises(ImageLoadError, match="6 slices, over the limit of 5"):
+        read_scan(data, limits=Limits(slices=5))
+    with pytest.raises(ImageLoadError, match="over the limit of 10,000 voxels"):
+        read_scan(data, limits=Limits(voxels=10_000))
+    with pytest.raises(ImageLoadError, match="over the limit"):
+        read_scan(data, limits=Limits(upload_bytes=len(data) - 1))
+
+
+def test_a_member_that_unpacks_past_its_declared_size_is_refused():
+    content = dicom_slice(squares(1)[0])
+    data = bytearray(zipped({"a.dcm": content}, zipfile.ZIP_STORED))
+    local = data.index(b"PK\x03\x04")
+    central = data.index(b"PK\x01\x02")
+    for offset in (local + 22, central + 24):              # uncompressed size: claim 100 bytes
+        data[offset:offset + 4] = (100).to_bytes(4, "little")
+    with pytest.raises(ImageLoadError, match="a.dcm \\(cannot be unpacked: the archive is damaged"):
+        read_scan(bytes(data))
+
+
+# ----------------------------------------------------------------------------- multi-frame
+def test_multiframe_dicom_frames_become_slices_in_plane_position_order():
+    volume = squares(5)
+    ds = pydicom.dcmread(io.BytesIO(dicom_slice(volume[0])))
+    order = [3, 0, 4, 1, 2]                                # frames stored out of order
+    ds.NumberOfFrames = 5
+    ds.PixelData = np.ascontiguousarray(volume[order]).tobytes()
+    del ds.ImagePositionPatient, ds.ImageOrientationPatient
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    frames = []
+    for k in order:
+        position, orient, group = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [0.0, 0.0, 2.0 * k]
+        orient.ImageOrientationPatient = [1.0, 0, 0, 0, 1.0, 0]
+        group.PlanePositionSequence, group.PlaneOrientationSequence = Sequence([position]), Sequence([orient])
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    assert is_scan(data)
+    s = read_scan(data)
+    assert s.source == "DICOM multi-frame" and len(s) == 5 and s.plane == "axial"
+    assert areas(s) == sorted(areas(s)) and list(s.positions) == [0, 2, 4, 6, 8]
+    assert len(read_scan(zipped({"one.dcm": data}))) == 5
+
+
+def test_legacy_multiframe_without_frame_positions_keeps_frame_order():
+    volume = squares(4)[::-1]
+    ds = pydicom.dcmread(io.BytesIO(dicom_slice(volume[0])))
+    ds.NumberOfFrames, ds.PixelData = 4, np.ascontiguousarray(volume).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    s = read_scan(buf.getvalue())
+    assert areas(s) == sorted(areas(s), reverse=True) and s.notes == ()
+
+
+def test_single_frame_dicom_and_plain_images_are_not_scans():
+    assert not is_scan(dicom_slice(squares(1)[0])) and not is_scan(_png())
+    assert len(read_scan(dicom_slice(squares(1)[0]))) == 1
+
+
+# ----------------------------------------------------------------------------- NIfTI
+def test_nifti_slices_along_each_axis_are_shown_radiologically():
+    # voxel axes (i, j, k) -> (anterior, superior, left): an acquisition stored sideways
+    affine = np.array([[0, 0, -1, 30], [1, 0, 0, -20], [0, 1, 0, -10], [0, 0, 0, 1]], float)
+    volume = np.zeros((30, 40, 20), np.float32)          # (A, S, L) extents 30, 40, 20
+    volume[22:, 32:, :4] = 1.0                             # anterior, superior, on the right
+    data = nifti(volume, affine)
+    assert is_scan(data)
+    for axis, (count, shape) in enumerate([(20, (40, 30)), (30, (40, 20)), (40, (30, 20))]):
+        s = read_scan(data, axis=axis)
+        assert s.plane == ("sagittal", "coronal", "axial")[axis] and len(s) == count
+        assert all(np.asarray(im).shape == shape for im in s.slices)
+        assert np.all(np.diff(s.positions) > 0)
+        last, first = np.asarray(s.slices[-1]), np.asarray(s.slices[0])
+        assert first.max() == 0 and last[:4, :4].min() == 255 and last[-4:, -4:].max() == 0
+
+
+def test_nifti_volume_matches_nibabels_canonical_orientation():
+    path = Path(NIB_DATA) / "anatomical.nii"
+    canonical = nib.as_closest_canonical(nib.load(path)).get_fdata()
+    s = read_scan(path)
+    assert len(s) == canonical.shape[2] and s.source == "NIfTI-1" and s.description == "anatomical.nii"
+    k = 12
+    expected = np.fliplr(np.rot90(canonical[:, :, k]))    # radiological: the patient's right on the left
+    got = np.asarray(s.slices[k]).astype(float)
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.99
+
+
+def test_four_d_nifti_is_refused_with_what_to_do():
+    data = nifti(np.zeros((16, 16, 8, 3), np.float32))
+    assert not is_scan(data)
+    with pytest.raises(ImageLoadError, match="4-D \\(16x16x8x3: 3 volumes.*fslroi"):
+        read_scan(data)
+
+
+def test_nifti_limits():
+    data = nifti(np.zeros((32, 32, 20), np.float32))
+    with pytest.raises(ImageLoadError, match="20 slices, over the limit of 10"):
+        read_scan(data, limits=Limits(slices=10))
+    with pytest.raises(ImageLoadError, match="over the limit of 1,000 voxels"):
+        read_scan(data, limits=Limits(voxels=1000))
+    with pytest.raises(ImageLoadError, match="unpacks to more than"):
+        read_scan(data, limits=Limits(total_bytes=2**10))
