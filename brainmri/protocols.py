@@ -80,6 +80,12 @@ def group_sources(file_sources: list[str], groups: np.ndarray) -> list[str]:
             for g, src in zip(groups, file_sources)]
 
 
+def held_classes(args: dict) -> list[str] | None:
+    """A run's `holdout_classes` argument (comma-separated class names) as a list; None: all."""
+    names = args.get("holdout_classes")
+    return [c.strip() for c in names.split(",") if c.strip()] if names else None
+
+
 def kaggle_root(data: str | Path) -> Path:
     """Accept the Kaggle folder itself or a parent holding it (e.g. ../shared/data)."""
     data = Path(data)

@@ -129,3 +129,44 @@ def nifti(volume: np.ndarray, affine=None, version: int = 1) -> bytes:
     import nibabel as nib
     cls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
     return gzip.compress(cls(volume, np.eye(4) if affine is None else affine).to_bytes(), 1)
+
+
+def two_source_kaggle(root, seeds):
+    """Kaggle layout with both sources under `root`: 512x512 greyscale files (figshare) and RGB
+    files of other sizes (the others). In each tumour class, scan 0 is a figshare picture with
+    an RGB re-export beside it (one group, two file sources); scans 1-2 are figshare only;
+    scans 3-4 are RGB only. No-tumour scans are RGB only. Testing holds one new picture of
+    each source per class and an RGB re-export of Training's figshare scan 1. Every picture
+    is a 256 px synthetic scan resized; `seeds` (7 a class) must give distinct pictures at
+    that size. Returns `root`."""
+    from pathlib import Path
+    from brainmri.classes import CLASSES
+    root = Path(root)
+
+    def figshare(seed):
+        return scan(seed).resize((512, 512))
+
+    def other(seed, size=256):
+        return scan(seed, rgb=True).resize((size, size))
+
+    for split in ("Training", "Testing"):
+        for name in CLASSES:
+            (root / split / name).mkdir(parents=True)
+    for c, name in enumerate(CLASSES):
+        tumour = name != "notumor"
+        pick = iter(seeds[7 * c:7 * c + 7])
+        folder = root / "Training" / name
+        for k in range(5):
+            seed = next(pick)
+            if tumour and k < 3:
+                figshare(seed).save(folder / f"fs_{k}.png")
+                if k == 0:
+                    other(seed, 300).save(folder / f"fs_{k}_rgb.jpg", quality=95)
+                if k == 1:
+                    other(seed, 240).save(root / "Testing" / name / "te_copy_rgb.png")
+            else:
+                other(seed).save(folder / f"ot_{k}.png")
+        if tumour:
+            figshare(next(pick)).save(root / "Testing" / name / "te_fs.png")
+        other(next(pick), 240).save(root / "Testing" / name / "te_ot.png")
+    return root

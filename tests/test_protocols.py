@@ -11,6 +11,7 @@ from PIL import ImageEnhance, ImageOps
 from brainmri.classes import CLASSES
 from brainmri.data import Sample
 from brainmri.protocols import build_splits, first_of_group, group_split
+from tests import synthetic
 from tests.synthetic import scan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,3 +100,73 @@ def test_build_splits_on_real_data(data_dir):
     splits = build_splits(data_dir, cache_dir=ROOT / ".cache" / "tests")
     check_splits(splits)
     assert 200 < len(splits.clean) < len(splits.official) == 1311
+
+
+# -- leave one source out ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_source_kaggle(tmp_path_factory) -> Path:
+    return synthetic.two_source_kaggle(tmp_path_factory.mktemp("two-sources"), SEEDS)
+
+
+def test_source_of_reads_the_header(two_source_kaggle):
+    from brainmri.protocols import FIGSHARE, OTHER, source_of
+    glioma = two_source_kaggle / "Training" / "glioma"
+    assert source_of(glioma / "fs_1.png") == FIGSHARE
+    assert source_of(glioma / "fs_0_rgb.jpg") == OTHER
+    assert source_of(glioma / "ot_3.png") == OTHER
+
+
+def test_group_sources_follow_the_figshare_member():
+    from brainmri.protocols import FIGSHARE, OTHER, group_sources
+    files = [FIGSHARE, OTHER, OTHER, "", OTHER]
+    groups = np.array([0, 0, 1, 2, 2])
+    assert group_sources(files, groups) == [FIGSHARE, FIGSHARE, OTHER, "", OTHER]
+
+
+@pytest.mark.parametrize("holdout,classes", [("figshare", None), ("sartaj-br35h", None),
+                                             ("sartaj-br35h", ["meningioma"]),
+                                             ("figshare", ["glioma", "pituitary"])])
+def test_loso_keeps_every_held_out_group_out_of_training(two_source_kaggle, tmp_path, holdout, classes):
+    splits = build_splits(two_source_kaggle, val_fraction=0.34, cache_dir=tmp_path,
+                          holdout_source=holdout, holdout_classes=classes)
+    check_splits(splits)
+    g, src = splits.groups, splits.sources
+    held_classes = set(classes or CLASSES)
+    held = {g[str(x.path)] for x in splits.loso}
+    seen = {g[str(s.path)] for s in splits.train + splits.val}
+    assert splits.loso and not held & seen                      # no held-out group reaches training
+    assert all(src[str(s.path)] == holdout and s.class_name in held_classes for s in splits.loso)
+    assert len(held) == len(splits.loso)                        # one picture per group
+    # every picture of the held-out source and classes is in a held-out group
+    every = [p for p, s in src.items() if s == holdout]
+    for p in every:
+        cls = Path(p).parent.name
+        if cls in held_classes:
+            assert g[p] in held, p
+    # what is not held out still trains
+    if classes:
+        kept = set(CLASSES) - held_classes
+        assert {s.class_name for s in splits.train + splits.val} >= kept
+
+
+def test_loso_re_export_of_a_figshare_slice_counts_as_figshare(two_source_kaggle, tmp_path):
+    splits = build_splits(two_source_kaggle, val_fraction=0.34, cache_dir=tmp_path,
+                          holdout_source="figshare")
+    names = {s.path.name for s in splits.train + splits.val}
+    assert not names & {"fs_0_rgb.jpg", "fs_0.png", "fs_1.png", "fs_2.png"}
+    assert "te_copy_rgb.png" not in {s.path.name for s in splits.train + splits.val}
+    assert splits.sources[str(two_source_kaggle / "Training" / "glioma" / "fs_0_rgb.jpg")] == "figshare"
+
+
+def test_loso_rejects_unknown_source_and_class(two_source_kaggle, tmp_path):
+    with pytest.raises(ValueError, match="unknown source"):
+        build_splits(two_source_kaggle, cache_dir=tmp_path, holdout_source="br35h-only")
+    with pytest.raises(ValueError, match="unknown classes"):
+        build_splits(two_source_kaggle, cache_dir=tmp_path, holdout_source="figshare",
+                     holdout_classes=["astrocytoma"])
+
+
+def test_no_holdout_leaves_splits_unchanged(synthetic_kaggle, tmp_path):
+    plain = build_splits(synthetic_kaggle, val_fraction=0.34, cache_dir=tmp_path)
+    assert plain.loso is None and plain.holdout_source is None
+    assert set(plain.sources.values()) == {"sartaj-br35h"}        # 256 px files: not figshare

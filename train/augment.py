@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from brainmri.intensity import invert_head
+
 TRANSFORMS = ("curve", "gamma", "invert", "bias", "resample", "jpeg", "noise")
 
 
@@ -60,13 +62,6 @@ def random_knots(n: int, k: int, g: torch.Generator | None) -> torch.Tensor:
     curve = torch.cat([torch.zeros(n, 1), cum], 1)
     share = torch.rand(n, 1, generator=g)
     return (1 - share) * torch.linspace(0, 1, k) + share * curve
-
-
-def head_of(x: torch.Tensor, level: float = 0.04) -> torch.Tensor:
-    """(B, 1, S, S) -> a soft mask of the head: smoothed `x > level`, so that inversion and the
-    bias field leave the black background black."""
-    mask = (x > level).float()
-    return F.avg_pool2d(mask, 5, 1, 2)
 
 
 def bias_field(n: int, size: int, strength: torch.Tensor, g: torch.Generator | None,
@@ -138,8 +133,7 @@ class Acquisition:
             x[pick] = x[pick].clamp_min(1e-6) ** gam[pick].view(-1, 1, 1, 1)
         pick = chosen("invert")
         if pick.any():
-            head = head_of(x[pick])
-            x[pick] = head * (1 - x[pick]) * (x[pick] > 0.02) + (1 - head) * x[pick]
+            x[pick] = invert_head(x[pick])
         pick = chosen("bias")
         field = bias_field(b, s, _uniform(b, 0.1, self.bias, g), g)
         if pick.any():

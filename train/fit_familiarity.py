@@ -38,7 +38,7 @@ from brainmri import familiarity as fam
 from brainmri.checkpoint import DETECTOR_PREFIXES, update_metadata
 from brainmri.io import ImageLoadError, load_image, to_grey
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits
+from brainmri.protocols import build_splits, held_classes
 
 log = logging.getLogger("fit_familiarity")
 
@@ -219,7 +219,8 @@ def main(args: argparse.Namespace) -> dict:
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
     margs = predictor.meta.get("args", {})
     splits = build_splits(args.data, margs.get("val_fraction", 0.12), margs.get("seed", 0),
-                          cache_dir=args.cache_dir)
+                          cache_dir=args.cache_dir, holdout_source=margs.get("holdout_source"),
+                          holdout_classes=held_classes(margs))
     train_s, val_s = spread(splits.train, args.limit), spread(splits.val, args.limit)
     weights = weights_digest(args.checkpoint)
     stats = {name: cached_stats(predictor, args.cache_dir, weights, name, [str(s.path) for s in samples],

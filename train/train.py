@@ -38,7 +38,7 @@ from brainmri import localisation as loc
 from brainmri.boxes import box_for, load_boxes
 from brainmri.ood import MahalanobisOOD
 from brainmri.presets import EvalPreset, TrainPreset
-from brainmri.protocols import SOURCES, build_splits, kaggle_root
+from brainmri.protocols import SOURCES, build_splits, held_classes, kaggle_root
 
 from . import prior
 from .augment import ACQUISITIONS
@@ -114,12 +114,6 @@ def resolve(args: argparse.Namespace) -> dict:
     cfg["data"], cfg["out"] = str(cfg["data"]), str(cfg["out"])
     cfg["init"] = str(cfg["init"]) if cfg.get("init") else None
     return cfg
-
-
-def held_classes(cfg: dict) -> list[str] | None:
-    """The --holdout-classes list, or None for every class."""
-    names = cfg.get("holdout_classes")
-    return [c.strip() for c in names.split(",") if c.strip()] if names else None
 
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:

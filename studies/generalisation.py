@@ -1,0 +1,227 @@
+"""Generalisation across sources: leave-one-source-out, and validation broken down by source,
+brightness and framing, with how far "confident" holds on each.
+
+    python -m studies.generalisation checkpoints/resnet50.safetensors logs/loso/A/model.safetensors \\
+        --data ../shared/data --out logs/eval/generalisation
+
+For each checkpoint the splits are rebuilt as it was trained (`brainmri.protocols`, with the
+run's `holdout_source` / `holdout_classes` when it held a source out). Sets scored: `val`,
+and `loso` for a run that held a source out (the held-out source's pictures), else `clean`.
+Every scan goes through `Predictor` as the app runs it (input check, calibrated
+probabilities, not-an-MRI detector, familiarity and the outcome when the checkpoint carries
+a detector), and once more with its intensities inverted inside the head
+(`brainmri.intensity.invert_head`): an answer is *stable* when the inverted scan gets the same
+class.
+
+Strata (measured, not labelled by hand; the collection carries no plane or sequence label):
+- `source`: the scan's duplicate group's source (`brainmri.protocols.group_sources`);
+- `brightness`: mean intensity inside the head at the model's input, in tertiles of `val`;
+- `framing`: the head crop's share of the picture's area, in tertiles of `val`.
+
+Reported per set: accuracy, per-class recall and what each class is called instead; per
+stratum and class, counts and accuracy; the share of answers marked confident and how many
+of them are right, under the outcome as it stands and with "stable" added. Writes
+`<model>.json` under `--out` and prints Markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brainmri.classes import CLASSES
+from brainmri.intensity import invert_head
+from brainmri.io import ImageLoadError
+from brainmri.predictor import Predictor
+from brainmri.protocols import build_splits, held_classes
+
+log = logging.getLogger("generalisation")
+HEAD = 0.04            # intensity (of 1) above which a pixel counts as head for `brightness`
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--out", type=Path, default=Path("logs/eval/generalisation"))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=int, default=0, help="score only N evenly spaced scans a set (smoke tests)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def unit_input(predictor: Predictor, tensor: torch.Tensor) -> torch.Tensor:
+    """A prepared (C, S, S) normalised tensor -> its (1, S, S) luminance in [0, 1]."""
+    preset = predictor.preset
+    return tensor[:1] * preset.std[0] + preset.mean[0]
+
+
+def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size: int) -> dict:
+    """Per-scan arrays for `samples`: label, probabilities (plain and inverted), outcome,
+    is_mri, brightness, framing, source. Unreadable files are skipped (counted)."""
+    rows = {k: [] for k in ("label", "probs", "probs_inverted", "outcome", "is_mri",
+                            "brightness", "framing", "source", "path")}
+    unreadable = 0
+    for s in range(0, len(samples), batch_size):
+        chunk, prepared = [], []
+        for smp in samples[s:s + batch_size]:
+            try:
+                prepared += predictor.prepare([smp.path])
+                chunk.append(smp)
+            except ImageLoadError:
+                unreadable += 1
+        if not prepared:
+            continue
+        preds = predictor.predict_batch(prepared=prepared)
+        unit = torch.stack([unit_input(predictor, p.tensor) for p in prepared])
+        inverted = predictor.preset.normalise(invert_head(unit)).contiguous()
+        with torch.no_grad():
+            logits, _ = predictor.logits_and_features(inverted)
+        probs_inv = predictor.probabilities(logits.float()).cpu().numpy()
+        for smp, p, pred, u, pi in zip(chunk, prepared, preds, unit, probs_inv):
+            x0, y0, x1, y1 = p.box
+            inside = u[u > HEAD]
+            rows["label"].append(smp.label)
+            rows["probs"].append([pred.probabilities[c] for c in predictor.classes])
+            rows["probs_inverted"].append(pi.tolist())
+            rows["outcome"].append(pred.outcome)
+            rows["is_mri"].append(pred.is_mri)
+            rows["brightness"].append(float(inside.mean()) if inside.numel() else 0.0)
+            rows["framing"].append((x1 - x0) * (y1 - y0) / float(p.grey.shape[0] * p.grey.shape[1]))
+            rows["source"].append(sources.get(str(smp.path), ""))
+            rows["path"].append(str(smp.path))
+    out = {k: np.array(v) for k, v in rows.items()}
+    out["unreadable"] = unreadable
+    return out
+
+
+def confident_mask(scored: dict, min_top: float) -> np.ndarray:
+    """The outcome as it stands: "confident" from the checkpoint's own rule when it carries a
+    familiarity detector, else (a run without one) a real MRI whose top probability reaches
+    `min_top`."""
+    outcome = scored["outcome"]
+    if (outcome != "").all():
+        return outcome == "confident"
+    return scored["is_mri"] & (scored["probs"].max(1) >= min_top)
+
+
+def tertile_edges(values: np.ndarray) -> list[float]:
+    return [float(q) for q in np.quantile(values, [1 / 3, 2 / 3])]
+
+
+def stratum(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    names = np.array(["low", "mid", "high"])
+    return names[np.searchsorted(edges, values, side="right")]
+
+
+def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[float]],
+              min_top: float) -> dict:
+    y = scored["label"]
+    pred = scored["probs"].argmax(1)
+    right = pred == y
+    stable = pred == scored["probs_inverted"].argmax(1)
+    confident = confident_mask(scored, min_top)
+    per_class = {}
+    for c, name in enumerate(classes):
+        m = y == c
+        if m.any():
+            called = {classes[k]: int((pred[m] == k).sum()) for k in range(len(classes))}
+            per_class[name] = {"n": int(m.sum()), "recall": float(right[m].mean()), "called": called}
+    strata = {"source": scored["source"],
+              "brightness": stratum(scored["brightness"], edges["brightness"]),
+              "framing": stratum(scored["framing"], edges["framing"])}
+    breakdown = {}
+    for kind, values in strata.items():
+        breakdown[kind] = {}
+        for v in sorted(set(values.tolist())):
+            m = values == v
+            breakdown[kind][v] = {
+                "n": int(m.sum()), "accuracy": float(right[m].mean()),
+                "per_class": {classes[c]: {"n": int((m & (y == c)).sum()),
+                                           "accuracy": float(right[m & (y == c)].mean())}
+                              for c in range(len(classes)) if (m & (y == c)).any()}}
+
+    def held(mask: np.ndarray) -> dict:
+        return {"share": float(mask.mean()), "n": int(mask.sum()),
+                "right": float(right[mask].mean()) if mask.any() else float("nan")}
+    return {"n": int(len(y)), "unreadable": int(scored["unreadable"]), "accuracy": float(right.mean()),
+            "per_class": per_class, "stable": float(stable.mean()),
+            "stable_right": float(right[stable].mean()) if stable.any() else float("nan"),
+            "unstable_right": float(right[~stable].mean()) if (~stable).any() else float("nan"),
+            "confident": held(confident), "confident_stable": held(confident & stable),
+            "breakdown": breakdown}
+
+
+def evaluate(path: Path, args) -> dict:
+    predictor = Predictor.from_checkpoint(path, device=args.device)
+    margs = predictor.meta.get("args", {})
+    holdout = margs.get("holdout_source")
+    splits = build_splits(args.data, margs.get("val_fraction", 0.12), margs.get("seed", 0),
+                          holdout_source=holdout, holdout_classes=held_classes(margs))
+    sets = {"val": splits.val, ("loso" if holdout else "clean"): splits.loso if holdout else splits.clean}
+    # A run without a familiarity detector: the service's top-probability floor stands in.
+    min_top = float(getattr(predictor.familiarity, "min_confidence", 0.6))
+    scored = {}
+    for name, samples in sets.items():
+        if args.limit:
+            samples = samples[::max(1, len(samples) // args.limit)][:args.limit]
+        t = time.time()
+        scored[name] = score_set(predictor, samples, splits.sources, args.batch_size)
+        log.info("%s %s: %d scans in %.0f s", predictor.name, name, len(samples), time.time() - t)
+    edges = {k: tertile_edges(scored["val"][k]) for k in ("brightness", "framing")}
+    return {
+        "checkpoint": str(path), "model": predictor.name,
+        "holdout_source": holdout, "holdout_classes": margs.get("holdout_classes"),
+        "confident_rule": "checkpoint outcome" if predictor.familiarity is not None
+                          else f"is_mri and top probability >= {min_top}",
+        "tertile_edges": edges,
+        "sets": {name: summarise(s, predictor.classes, edges, min_top) for name, s in scored.items()},
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+    }
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| model | set | n | accuracy | per-class recall | stable | confident (right) | "
+             "confident and stable (right) |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for name, s in r["sets"].items():
+            recall = ", ".join(f"{c[:4]} {v['recall']:.1%} ({v['n']})" for c, v in s["per_class"].items())
+            c, cs = s["confident"], s["confident_stable"]
+            lines.append(f"| {r['model']} | {name} | {s['n']} | {s['accuracy']:.1%} | {recall} | "
+                         f"{s['stable']:.1%} | {c['share']:.1%} ({c['right']:.1%}) | "
+                         f"{cs['share']:.1%} ({cs['right']:.1%}) |")
+    lines += ["", "| model | set | stratum | value | n | accuracy |", "|---|---|---|---|---|---|"]
+    for r in results:
+        for name, s in r["sets"].items():
+            for kind, values in s["breakdown"].items():
+                for v, b in values.items():
+                    lines.append(f"| {r['model']} | {name} | {kind} | {v} | {b['n']} | {b['accuracy']:.1%} |")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in args.checkpoints:
+        r = evaluate(path, args)
+        (args.out / f"{r['model']}.json").write_text(json.dumps(r, indent=1))
+        results.append(r)
+    print(table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

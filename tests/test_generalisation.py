@@ -1,0 +1,60 @@
+"""studies.generalisation on a synthetic two-source folder and a tiny checkpoint trained
+"without" one source: the sets, strata and confident shares it reports."""
+from __future__ import annotations
+
+import json
+from argparse import Namespace
+
+import pytest
+
+from brainmri.checkpoint import load_checkpoint, save_checkpoint
+from brainmri.protocols import build_splits
+from studies import generalisation
+from tests import synthetic
+from tests.conftest import make_tiny_checkpoint
+from tests.test_protocols import SEEDS
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return synthetic.two_source_kaggle(tmp_path_factory.mktemp("two-sources"), SEEDS)
+
+
+def loso_checkpoint(tmp_path, **args):
+    path = make_tiny_checkpoint(tmp_path / "tiny.safetensors", "baseline")
+    model, meta = load_checkpoint(path)
+    meta["args"] = {"val_fraction": 0.34, "seed": 0, **args}
+    return save_checkpoint(path, model, meta)
+
+
+def run(checkpoint, folder, out):
+    return generalisation.main(Namespace(checkpoints=[checkpoint], data=folder, out=out, batch_size=8,
+                                         limit=0, threads=1, device="cpu"))[0]
+
+
+def test_loso_run_is_scored_on_its_held_out_source(folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                   # the signature cache goes under tmp_path
+    ckpt = loso_checkpoint(tmp_path, holdout_source="sartaj-br35h", holdout_classes="meningioma")
+    r = run(ckpt, folder, tmp_path / "out")
+    splits = build_splits(folder, 0.34, 0, holdout_source="sartaj-br35h",
+                          holdout_classes=["meningioma"])
+    assert set(r["sets"]) == {"val", "loso"}
+    loso = r["sets"]["loso"]
+    assert loso["n"] == len(splits.loso) > 0
+    assert set(loso["per_class"]) == {"meningioma"}
+    assert sum(loso["per_class"]["meningioma"]["called"].values()) == loso["n"]
+    assert set(loso["breakdown"]["source"]) == {"sartaj-br35h"}
+    for s in r["sets"].values():
+        assert 0 <= s["stable"] <= 1 and 0 <= s["accuracy"] <= 1
+        assert s["confident_stable"]["n"] <= s["confident"]["n"] <= s["n"]
+        assert sum(b["n"] for b in s["breakdown"]["framing"].values()) == s["n"]
+    assert r["confident_rule"].startswith("is_mri and top probability")
+    saved = json.loads((tmp_path / "out" / f"{r['model']}.json").read_text())
+    assert saved["sets"]["loso"]["n"] == loso["n"]
+
+
+def test_plain_run_is_scored_on_clean(folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run(loso_checkpoint(tmp_path), folder, tmp_path / "out")
+    assert set(r["sets"]) == {"val", "clean"} and r["holdout_source"] is None
+    assert set(r["sets"]["val"]["breakdown"]["source"]) <= {"figshare", "sartaj-br35h"}
