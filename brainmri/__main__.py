@@ -3,10 +3,13 @@
     python -m brainmri classify scans/ one.jpg --model resnet50 --out results.csv --cams cams/
     brainmri classify scans/ --out results.csv          # the same, once installed (pyproject.toml)
     python -m brainmri classify one.jpg --report reports/      # also a one-page PDF per scan
+    python -m brainmri classify series.zip head.nii.gz --out scans.csv   # whole scans
 
 `--model` is a name (`checkpoints/<name>.safetensors` under --checkpoints) or a path to a
-.safetensors file. Folders are searched recursively. Every input gives one CSV row; a file
-that cannot be read gets a row with its `error` and the run goes on. The resolved arguments
+.safetensors file. Folders are searched recursively. Every image gives one CSV row; a file
+that cannot be read gets a row with its `error` and the run goes on. A whole scan (a .zip of
+DICOM files, the DICOM files of one series in a folder, a NIfTI volume, a multi-frame DICOM)
+gives one row per slice and one for the scan (`slice` = scan: its finding, brainmri.scanmode). The resolved arguments
 and a summary are saved next to the CSV (`<out>.json`). Research and education only.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .batch import CAM_FORMATS, classify_files, find_images, write_csv
+from .batch import CAM_FORMATS, SCAN_ROW, classify_files, find_images, write_csv
 from .cam import METHODS, canonical_method
 from .checkpoint import CheckpointError
 
@@ -30,7 +33,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     c = commands.add_parser("classify", help="classify image files and folders into a CSV",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (recursive)")
+    c.add_argument("paths", nargs="+", metavar="PATH", help="image files, scans (.zip of DICOM, NIfTI, multi-frame DICOM) and/or "
+                        "folders (recursive)")
     c.add_argument("--model", default="resnet50",
                    help="baseline | resnet50 (from --checkpoints) or a .safetensors path")
     c.add_argument("--checkpoints", default="checkpoints", help="folder of <name>.safetensors")
@@ -90,25 +94,31 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not items:
         parser.error("no files found in " + ", ".join(args.paths))
 
-    start, errors, outcomes = time.perf_counter(), 0, Counter()
+    start, errors, outcomes, slices = time.perf_counter(), 0, Counter(), 0
     rows = classify_files(predictor, items, args.batch_size, args.cams, method, args.alpha,
                           args.workers, args.cams_format)
-    with tqdm(total=len(items), unit="img", disable=args.no_progress, file=sys.stderr) as bar:
+    with tqdm(total=len(items), unit="file", disable=args.no_progress, file=sys.stderr) as bar:
         for row in write_csv(args.out, rows, predictor.classes):
+            if row.slice not in ("", SCAN_ROW):        # a scan's slice: counted in its scan
+                slices += 1
+                continue
             errors += bool(row.error)
             outcomes["error" if not row.label else row.outcome or "unassessed"] += 1
-            bar.update()
+            bar.update()          # an archive of several series moves it once per series
     reports = write_reports(predictor, items, args.report, method, args.alpha) if args.report else 0
     seconds = time.perf_counter() - start
-    summary = {"reports": reports, "images": len(items), "errors": errors, "outcomes": dict(outcomes),
+    scans = sum(item.scan for item in items)
+    summary = {"reports": reports, "images": len(items) - scans, "scans": scans,
+               "scan_slices": slices, "errors": errors, "outcomes": dict(outcomes),
                "seconds": round(seconds, 3),
-               "images_per_second": round(len(items) / seconds, 2),
+               "images_per_second": round((len(items) - scans + slices) / seconds, 2),
                "checkpoint": str(checkpoint), "model": predictor.name,
                "method": (method or predictor.default_method) if args.cams else None,
                "device": str(predictor.device), "torch_threads": torch.get_num_threads()}
     Path(args.out).with_suffix(".json").write_text(
         json.dumps({"args": vars(args), "summary": summary}, indent=2, default=str) + "\n")
-    print(f"{len(items)} files, {errors} errors, {summary['images_per_second']} img/s "
+    print(f"{len(items)} files ({scans} scans, {slices} slices), {errors} errors, "
+          f"{summary['images_per_second']} img/s "
           f"-> {args.out}", file=sys.stderr)
     return 0
 
@@ -122,6 +132,8 @@ def write_reports(predictor, items, folder: str | Path, method: str | None, alph
     service = Service({"model": predictor}, warmup=False)
     written = 0
     for item in items:
+        if item.scan:                   # a whole scan: its rows are in the CSV, not a report
+            continue
         try:
             result = service.classify(item.path, "model", method, alpha=alpha)
         except (ImageLoadError, ValueError):

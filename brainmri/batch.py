@@ -8,6 +8,13 @@ The command line is `python -m brainmri classify` (see `brainmri/__main__.py`). 
 read, decoded and prepared by a small thread pool while the model runs on the previous batch;
 overlays are written by the same pool. A file that cannot be read gives a row with its
 `error`; it never stops the run.
+
+Whole scans (`brainmri.scans`: a .zip of DICOM files, a NIfTI volume, a multi-frame DICOM, or
+the DICOM files of one series side by side in a folder) go through `brainmri.scanmode`: one
+row per slice (`slice` its index; slices outside the head have no label and say so in
+`note`) and one row for the scan (`slice` "scan": the finding, the chosen slice's
+probabilities, outcome and overlay). An archive holding several series gives one scan per
+series, its path suffixed `#<series number>`.
 """
 from __future__ import annotations
 
@@ -23,14 +30,19 @@ import cv2
 import numpy as np
 
 from .data import image_files
+from .io import ImageLoadError
 from .predictor import Predictor
 from .presets import Prepared
+
+SCAN_ROW = "scan"         # the `slice` of a scan's own row
 
 
 @dataclass(frozen=True)
 class Item:
-    path: Path          # the file to read
+    path: Path          # the file to read (a folder, for a series of files side by side)
     name: Path          # relative name for its overlay: <folder argument's name>/<sub/path>
+    scan: bool = False  # read as a whole scan (`brainmri.scans.read_scan`)
+    members: tuple[Path, ...] = ()   # a series of files side by side: its files
 
 
 @dataclass(frozen=True)
@@ -45,20 +57,52 @@ class Row:
     familiarity: float = math.nan # in [0, 1]; nan when the checkpoint has no detector
     cam: str = ""                 # the overlay file written, if any
     error: str = ""               # why this file has no prediction ("" when it has one)
+    slice: str = ""               # a scan's slice index, SCAN_ROW for its own row, "" for a file
+    position: float = math.nan    # the slice's place along the scan's normal, mm
+    note: str = ""                # not classified (outside the head), the scan's summary and notes
 
 
 def find_images(paths: Iterable[str | Path]) -> list[Item]:
     """Files as given, and every file under each folder (recursively, sorted; hidden files and
     notes such as .txt/.csv skipped). Files are images by content: a bad one fails later, as a
-    row. A path that does not exist is kept, so that it too gets a row saying so."""
+    row. A path that does not exist is kept, so that it too gets a row saying so. Scans
+    (`brainmri.scans.is_scan`) are marked `scan`; in a folder, the single-frame DICOM files of
+    one series side by side become one scan item (the folder, with the series)."""
     items: list[Item] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            items += [Item(f, Path(path.resolve().name) / f.relative_to(path)) for f in image_files(path)]
+            items += _folder_items(path)
         else:
-            items.append(Item(path, Path(path.name)))
+            items.append(Item(path, Path(path.name), _is_scan(path)))
     return items
+
+
+def _is_scan(path: Path) -> bool:
+    from .scans import is_scan
+    return path.is_file() and is_scan(path)
+
+
+def _folder_items(folder: Path) -> list[Item]:
+    """A folder's files as items; DICOM files sharing a folder and a series as one scan item,
+    placed where its first file was."""
+    from .scans import dicom_series_key
+    root = Path(folder.resolve().name)
+    items: list[Item] = []
+    series: dict[tuple[Path, str], list[int]] = {}
+    for f in image_files(folder):
+        key = dicom_series_key(f)
+        if key is not None:
+            series.setdefault((f.parent, key), []).append(len(items))
+        items.append(Item(f, root / f.relative_to(folder), key is None and _is_scan(f)))
+    drop: set[int] = set()
+    for (parent, key), members in series.items():
+        if len(members) > 1:
+            first = members[0]
+            name = root / parent.relative_to(folder) if parent != folder else root
+            items[first] = Item(parent, name, True, tuple(items[i].path for i in members))
+            drop.update(members[1:])
+    return [item for i, item in enumerate(items) if i not in drop]
 
 
 CAM_FORMATS = ("png", "jpg")     # lossless, or quicker to encode and smaller (JPEG quality 95)
@@ -124,18 +168,96 @@ def _row(item: Item, result, cam: Path | None, write: Future | None) -> Row:
     """The CSV row for one item; waits for its overlay to be written."""
     if isinstance(result, Exception):
         return Row(str(item.path), error=_describe(result))
-    p = getattr(result, "prediction", result)
     error = ""
     if write is not None and write.exception() is not None:
         error, cam = f"overlay not written: {_describe(write.exception())}", None
-    return Row(str(item.path), p.label, dict(p.probabilities), p.is_mri, p.mri_score,
-               p.outcome, tuple(p.reasons), p.familiarity, str(cam) if cam else "", error)
+    return _prediction_row(str(item.path), getattr(result, "prediction", result), cam, error)
+
+
+def _prediction_row(path: str, p, cam: Path | None = None, error: str = "", **extra) -> Row:
+    return Row(path, p.label, dict(p.probabilities), p.is_mri, p.mri_score, p.outcome,
+               tuple(p.reasons), p.familiarity, str(cam) if cam else "", error, **extra)
+
+
+def _ranges(indices: Sequence[int]) -> str:
+    """[2, 3, 4, 7] -> "2-4, 7"."""
+    out, run = [], []
+    for i in indices:
+        if run and i != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(i)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
+
+
+def _read_scans(item: Item) -> list[tuple[str, object]]:
+    """[(path for the CSV, Scan or the exception reading it)]: one per series."""
+    from .scans import SeriesChoice, read_scan
+    source = list(item.members) if item.members else item.path
+    try:
+        return [(str(item.path), read_scan(source))]
+    except SeriesChoice as choice:
+        out = []
+        for s in choice.series:
+            try:
+                out.append((f"{item.path}#{s.number}", read_scan(source, series=s.key)))
+            except (ImageLoadError, OSError) as error:
+                out.append((f"{item.path}#{s.number}", error))
+        return out
+    except (ImageLoadError, OSError) as error:
+        return [(str(item.path), error)]
+
+
+def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_size: int = 16,
+              method: str | None = None, alpha: float = 0.45) -> Iterator[Row]:
+    """One row per slice and one per scan (`slice` SCAN_ROW) for a scan item; with `cam`, the
+    chosen slice's overlay is written there (`-<series number>` added for several series)."""
+    from .scanmode import classify_scan
+    scans = _read_scans(item)
+    for n, (path, scan) in enumerate(scans, start=1):
+        if isinstance(scan, Exception):
+            yield Row(path, error=_describe(scan), slice=SCAN_ROW)
+            continue
+        try:
+            result = classify_scan(predictor, scan, batch_size, method, alpha)
+        except Exception as error:      # noqa: BLE001 - becomes this scan's row
+            yield Row(path, error=_describe(error), slice=SCAN_ROW)
+            continue
+        for s in result.slices:
+            if s.prediction is None:
+                yield Row(path, slice=str(s.index), position=s.position,
+                          note="outside the head (too little tissue): not classified")
+            else:
+                yield _prediction_row(path, s.prediction, slice=str(s.index), position=s.position)
+        outside = sum(not s.brain for s in result.slices)
+        summary = [f"{len(result.slices)} slices, {outside} outside the head"]
+        if result.chosen is not None:
+            summary.append(f"{result.finding} on slices {_ranges(result.finding_slices)}; "
+                           f"chosen slice {result.chosen}")
+        note = "; ".join(summary + list(result.notes))
+        if result.explanation is None:
+            yield Row(path, outcome=result.outcome, slice=SCAN_ROW, note=note)
+            continue
+        error, written = "", None
+        if cam is not None:
+            written = cam if len(scans) == 1 else cam.with_name(f"{cam.stem}-{n}{cam.suffix}")
+            try:
+                _write_overlay(written, result.explanation.overlay)
+            except OSError as failure:
+                error, written = f"overlay not written: {_describe(failure)}", None
+        p = result.explanation.prediction
+        yield Row(path, result.finding, dict(p.probabilities), p.is_mri, p.mri_score,
+                  result.outcome, tuple(p.reasons), p.familiarity, str(written or ""), error,
+                  SCAN_ROW, result.slices[result.chosen].position, note)
 
 
 def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int = 16,
                    cams: str | Path | None = None, method: str | None = None,
                    alpha: float = 0.45, workers: int = 2, cams_format: str = "png") -> Iterator[Row]:
-    """Yield one `Row` per item, in order. With `cams`, the prediction and a heatmap overlay
+    """Yield one `Row` per image item, in order, and for a scan item (`scan_rows`) one per
+    slice and one for the scan. With `cams`, the prediction and a heatmap overlay
     (RGB, the input's size, PNG or `cams_format` "jpg") come from one `explain_batch` pass;
     else `predict_batch`."""
     if batch_size < 1:
@@ -144,6 +266,25 @@ def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int 
         raise ValueError(f"cams_format must be one of {', '.join(CAM_FORMATS)}, got {cams_format!r}")
     cam_paths = (_cam_paths(items, Path(cams), cams_format) if cams is not None
                  else [None] * len(items))
+    run: list[int] = []
+    for i, item in enumerate(items):
+        if item.scan:
+            yield from _classify_images(predictor, [items[j] for j in run], [cam_paths[j] for j in run],
+                                        batch_size, cams is not None, method, alpha, workers)
+            run = []
+            yield from scan_rows(predictor, item, cam_paths[i], batch_size, method, alpha)
+        else:
+            run.append(i)
+    yield from _classify_images(predictor, [items[j] for j in run], [cam_paths[j] for j in run],
+                                batch_size, cams is not None, method, alpha, workers)
+
+
+def _classify_images(predictor: Predictor, items: Sequence[Item], cam_paths: Sequence[Path | None],
+                     batch_size: int, explain: bool, method, alpha: float, workers: int
+                     ) -> Iterator[Row]:
+    """`classify_files` for single images: decoding ahead of the model, overlays behind it."""
+    if not items:
+        return
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="brainmri-io") as pool:
         ahead: deque[Future] = deque()
         queued = iter(items)
@@ -164,8 +305,7 @@ def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int 
             good = [i for i, r in enumerate(results) if isinstance(r, Prepared)]
             if good:
                 try:
-                    done = _run_model(predictor, [results[i] for i in good], cams is not None,
-                                      method, alpha)
+                    done = _run_model(predictor, [results[i] for i in good], explain, method, alpha)
                 except Exception as error:       # noqa: BLE001 - the lone item's row
                     done = [error]
                 for i, r in zip(good, done):
@@ -185,13 +325,14 @@ def write_csv(out: str | Path, rows: Iterable[Row], classes: Sequence[str]) -> I
     """Write rows as they come (a generator: iterate it); yields each row after writing it.
 
     Columns: path, label, p_<class> per class, is_mri, mri_score, outcome, reasons (joined by
-    "; "), familiarity, cam, error."""
+    "; "), familiarity, cam, error, slice, position_mm, note."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", *(f"p_{c}" for c in classes), "is_mri", "mri_score",
-                         "outcome", "reasons", "familiarity", "cam", "error"])
+                         "outcome", "reasons", "familiarity", "cam", "error", "slice", "position_mm",
+                         "note"])
         for row in rows:
             probs = row.probabilities or {}
             writer.writerow([row.path, row.label,
@@ -200,6 +341,7 @@ def write_csv(out: str | Path, rows: Iterable[Row], classes: Sequence[str]) -> I
                              "" if math.isnan(row.mri_score) else f"{row.mri_score:.4f}",
                              row.outcome, "; ".join(row.reasons),
                              "" if math.isnan(row.familiarity) else f"{row.familiarity:.4f}",
-                             row.cam, row.error])
+                             row.cam, row.error, row.slice,
+                             "" if math.isnan(row.position) else f"{row.position:.2f}", row.note])
             f.flush()
             yield row

@@ -190,17 +190,41 @@ def _zip_files(data: bytes, limits: Limits) -> list[_File]:
 
 
 def _folder_files(folder: Path, limits: Limits) -> list[_File]:
+    paths = [p for p in sorted(folder.rglob("*"))
+             if p.is_file() and not _skipped(p.relative_to(folder).as_posix())]
+    return _listed_files(paths, limits, folder)
+
+
+def _listed_files(paths: list[Path], limits: Limits, folder: Path | None = None) -> list[_File]:
     files: list[_File] = []
     total = 0
-    for path in sorted(folder.rglob("*")):
-        name = path.relative_to(folder).as_posix()
-        if not path.is_file() or _skipped(name):
-            continue
+    for path in paths:
+        name = path.relative_to(folder).as_posix() if folder is not None else path.name
+        if not path.is_file():
+            raise ImageLoadError(f"no such file: {name}")
         size = path.stat().st_size
         _budget(files, name, size, limits, total)
         total += size
         files.append(_File(name, path.read_bytes()))
     return files
+
+
+def dicom_series_key(path: str | os.PathLike) -> str | None:
+    """The series (`SeriesInfo.key`) of a single-frame DICOM image file with a preamble,
+    from its header; None for anything else, including files that cannot be read."""
+    import pydicom
+    try:
+        with open(path, "rb") as f:
+            if f.read(132)[128:132] != b"DICM":
+                return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - unreadable: left to the image path to name
+        return None
+    if "Rows" not in ds or volumes.frame_count(ds) > 1:
+        return None
+    return _series_key(ds)
 
 
 # ----------------------------------------------------------------------------- DICOM series
@@ -456,8 +480,10 @@ def _tag(image: Image.Image, modality: str = "") -> Image.Image:
 
 
 # ----------------------------------------------------------------------------- entry points
-def _files(source: ImageSource, limits: Limits) -> tuple[list[_File] | None, bytes | None, str]:
+def _files(source, limits: Limits) -> tuple[list[_File] | None, bytes | None, str]:
     """(archive or folder files, or None; the single file's bytes, or None; a display name)."""
+    if isinstance(source, (list, tuple)):
+        return _listed_files([Path(p) for p in source], limits), None, "series"
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         return _folder_files(Path(source), limits), None, Path(source).name
     name = Path(source).name if isinstance(source, (str, os.PathLike)) else "upload"
@@ -481,9 +507,10 @@ def list_series(source: ImageSource, limits: Limits = Limits()) -> list[SeriesIn
     return _group(slices)[0]
 
 
-def read_scan(source: ImageSource, series: str | int | None = None, axis: int = 2, *,
+def read_scan(source: ImageSource | list, series: str | int | None = None, axis: int = 2, *,
               max_pixels: int = MAX_PIXELS, limits: Limits = Limits()) -> Scan:
-    """Read a whole scan from a folder, a .zip, a DICOM file or a NIfTI file (path or bytes).
+    """Read a whole scan from a folder, a .zip, a DICOM file or a NIfTI file (path or bytes),
+    or a list of DICOM file paths.
 
     `series`: the key or number (`SeriesInfo`) of the series to read when an archive holds
     several (None: `SeriesChoice` is raised when there is more than one). `axis`: for NIfTI,

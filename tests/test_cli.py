@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from brainmri.batch import find_images
 from brainmri.classes import CLASSES
 from brainmri.predictor import Predictor
 
-from .synthetic import scan
+from .synthetic import dicom_series, head_volume, nifti, scan, zipped
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,8 @@ def test_classify_folder_writes_one_row_per_file_and_overlays(scans, tiny_checkp
     assert code == 0
     rows = read_rows(out)
     assert list(rows[0]) == ["path", "label", *(f"p_{c}" for c in CLASSES), "is_mri",
-                             "mri_score", "outcome", "reasons", "familiarity", "cam", "error"]
+                             "mri_score", "outcome", "reasons", "familiarity", "cam", "error", "slice",
+                             "position_mm", "note"]
     by_name = {r["path"].split("/")[-1]: r for r in rows}
     assert len(rows) == 7 and set(by_name) == {"a.png", "b.jpg", "e.png", "c.png", "corrupt.jpg",
                                                "d.jpeg", "missing.png"}
@@ -136,3 +138,56 @@ def test_report_writes_one_pdf_per_readable_scan(scans, tiny_checkpoints, tmp_pa
     assert pdfs == ["sub/c.pdf", "sub/deeper/d.pdf"]                  # not the corrupt file
     assert all(p.read_bytes().startswith(b"%PDF") for p in reports.rglob("*.pdf"))
     assert json.loads(out.with_suffix(".json").read_text())["summary"]["reports"] == 2
+
+
+@pytest.fixture(scope="module")
+def scan_folder(tmp_path_factory):
+    """whole/: a series as a .zip, the same series as files in a folder, a NIfTI volume, a
+    zip of two series, a plain image and a damaged zip."""
+    root = tmp_path_factory.mktemp("scans") / "whole"
+    (root / "series").mkdir(parents=True)
+    volume = head_volume(10, size=48)
+    files = dicom_series(volume)
+    (root / "a.zip").write_bytes(zipped({f"IM{k}": f for k, f in enumerate(files[::-1])}))
+    for k, f in enumerate(files):
+        (root / "series" / f"IM{k:03d}.dcm").write_bytes(f)
+    (root / "head.nii.gz").write_bytes(nifti(np.transpose(volume, (2, 1, 0)).astype(np.float32)))
+    two = dicom_series(volume[:6], series="21", description="T1") + \
+        dicom_series(volume[2:], series="22", description="T2", number=2)
+    (root / "study.zip").write_bytes(zipped({f"{k}": f for k, f in enumerate(two)}))
+    scan(0, size=64).save(root / "plain.png")
+    (root / "zz-broken.zip").write_bytes(b"PK\x03\x04 broken")
+    return root
+
+
+def test_scans_give_a_row_per_slice_and_one_per_scan(scan_folder, tiny_checkpoints, tmp_path):
+    items = find_images([scan_folder])
+    assert [(str(i.name), i.scan, len(i.members)) for i in items] == [
+        ("whole/a.zip", True, 0), ("whole/head.nii.gz", True, 0), ("whole/plain.png", False, 0),
+        ("whole/series", True, 10), ("whole/study.zip", True, 0), ("whole/zz-broken.zip", True, 0)]
+    out, cams = tmp_path / "r.csv", tmp_path / "cams"
+    assert main(["classify", str(scan_folder), "--model", str(tiny_checkpoints["baseline"]),
+                 "--out", str(out), "--cams", str(cams), "--batch-size", "3", "--no-progress"]) == 0
+    rows = read_rows(out)
+    by_path: dict[str, list[dict]] = {}
+    for r in rows:
+        by_path.setdefault(r["path"].split("whole/")[-1], []).append(r)
+    assert list(by_path) == ["a.zip", "head.nii.gz", "plain.png", "series", "study.zip#1",
+                             "study.zip#2", "zz-broken.zip"]
+    for name in ("a.zip", "series", "head.nii.gz"):
+        got = by_path[name]
+        assert [r["slice"] for r in got] == [*map(str, range(10)), "scan"]
+        outside = [r for r in got[:-1] if not r["label"]]
+        assert {r["slice"] for r in outside} >= {"0", "1", "8", "9"}
+        assert all(r["note"].startswith("outside the head") and not r["error"] for r in outside)
+        scan_row = got[-1]
+        assert scan_row["label"] in CLASSES and "10 slices" in scan_row["note"]
+        assert f"chosen slice" in scan_row["note"] and Path(scan_row["cam"]).is_file()
+    assert [r["position_mm"] for r in by_path["a.zip"][:3]] == ["0.00", "5.00", "10.00"]
+    assert [r["p_glioma"] for r in by_path["a.zip"]] == [r["p_glioma"] for r in by_path["series"]]
+    assert len(by_path["study.zip#1"]) == 7 and len(by_path["study.zip#2"]) == 9
+    assert by_path["plain.png"][0]["slice"] == "" and by_path["plain.png"][0]["label"] in CLASSES
+    broken = by_path["zz-broken.zip"]
+    assert len(broken) == 1 and broken[0]["slice"] == "scan" and "damaged" in broken[0]["error"]
+    summary = json.loads(out.with_suffix(".json").read_text())["summary"]
+    assert (summary["images"], summary["scans"], summary["scan_slices"]) == (1, 5, 44)
