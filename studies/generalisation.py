@@ -20,7 +20,8 @@ Strata (measured, not labelled by hand; the collection carries no plane or seque
 
 Reported per set: accuracy, per-class recall and what each class is called instead; per
 stratum and class, counts and accuracy; the share of answers marked confident and how many
-of them are right, under the outcome as it stands and with "stable" added. Writes
+of them are right, under the outcome as it stands, with "stable" added, and with "loosely
+stable" added (the inverted scan gives the plain answer a probability of at least `LOOSE`). Writes
 `<model>.json` under `--out` and prints Markdown tables.
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ from brainmri.protocols import build_splits, held_classes
 
 log = logging.getLogger("generalisation")
 HEAD = 0.04            # intensity (of 1) above which a pixel counts as head for `brightness`
+LOOSE = 0.2            # "loosely stable": the inverted scan gives the plain answer at least this
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -129,6 +131,7 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
     pred = scored["probs"].argmax(1)
     right = pred == y
     stable = pred == scored["probs_inverted"].argmax(1)
+    loose = scored["probs_inverted"][np.arange(len(pred)), pred] >= LOOSE
     confident = confident_mask(scored, min_top)
     per_class = {}
     for c, name in enumerate(classes):
@@ -158,6 +161,7 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
             "stable_right": float(right[stable].mean()) if stable.any() else float("nan"),
             "unstable_right": float(right[~stable].mean()) if (~stable).any() else float("nan"),
             "confident": held(confident), "confident_stable": held(confident & stable),
+            "loosely_stable": float(loose.mean()), "confident_loosely_stable": held(confident & loose),
             "breakdown": breakdown}
 
 
@@ -192,14 +196,15 @@ def evaluate(path: Path, args) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = ["| model | set | n | accuracy | per-class recall | stable | confident (right) | "
-             "confident and stable (right) |", "|---|---|---|---|---|---|---|---|"]
+             "confident and stable (right) | confident and loosely stable (right) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for name, s in r["sets"].items():
             recall = ", ".join(f"{c[:4]} {v['recall']:.1%} ({v['n']})" for c, v in s["per_class"].items())
-            c, cs = s["confident"], s["confident_stable"]
+            c, cs, cl = s["confident"], s["confident_stable"], s["confident_loosely_stable"]
             lines.append(f"| {r['model']} | {name} | {s['n']} | {s['accuracy']:.1%} | {recall} | "
                          f"{s['stable']:.1%} | {c['share']:.1%} ({c['right']:.1%}) | "
-                         f"{cs['share']:.1%} ({cs['right']:.1%}) |")
+                         f"{cs['share']:.1%} ({cs['right']:.1%}) | {cl['share']:.1%} ({cl['right']:.1%}) |")
     lines += ["", "| model | set | stratum | value | n | accuracy |", "|---|---|---|---|---|---|"]
     for r in results:
         for name, s in r["sets"].items():
