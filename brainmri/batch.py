@@ -179,19 +179,6 @@ def _prediction_row(path: str, p, cam: Path | None = None, error: str = "", **ex
                tuple(p.reasons), p.familiarity, str(cam) if cam else "", error, **extra)
 
 
-def _ranges(indices: Sequence[int]) -> str:
-    """[2, 3, 4, 7] -> "2-4, 7"."""
-    out, run = [], []
-    for i in indices:
-        if run and i != run[-1] + 1:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-            run = []
-        run.append(i)
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ", ".join(out)
-
-
 def _read_scans(item: Item) -> list[tuple[str, object]]:
     """[(path for the CSV, Scan or the exception reading it)]: one per series."""
     from .scans import SeriesChoice, read_scan
@@ -214,7 +201,7 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
               method: str | None = None, alpha: float = 0.45) -> Iterator[Row]:
     """One row per slice and one per scan (`slice` SCAN_ROW) for a scan item; with `cam`, the
     chosen slice's overlay is written there (`-<series number>` added for several series)."""
-    from .scanmode import classify_scan
+    from .scanmode import classify_scan, ranges
     scans = _read_scans(item)
     for n, (path, scan) in enumerate(scans, start=1):
         if isinstance(scan, Exception):
@@ -234,7 +221,7 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
         outside = sum(not s.brain for s in result.slices)
         summary = [f"{len(result.slices)} slices, {outside} outside the head"]
         if result.chosen is not None:
-            summary.append(f"{result.finding} on slices {_ranges(result.finding_slices)}; "
+            summary.append(f"{result.finding} on slices {ranges(result.finding_slices)}; "
                            f"chosen slice {result.chosen}")
         note = "; ".join(summary + list(result.notes))
         if result.explanation is None:

@@ -103,3 +103,88 @@ def write_report(result: Result, path: str | Path, **kwargs) -> Path:
     fig = report_figure(result, **kwargs)
     FigureCanvasPdf(fig).print_pdf(str(path))
     return path
+
+
+# ----------------------------------------------------------------------------- whole scans
+CLASS_COLOURS = {"glioma": "#d95f02", "meningioma": "#7570b3", "notumor": "#1b9e77",
+                 "pituitary": "#e7298a"}
+
+
+def draw_strip(ax, probabilities: np.ndarray, classes, chosen: int | None = None) -> None:
+    """The class probabilities along a scan's slices on a matplotlib Axes: one line per class
+    over the slice index, grey bands where slices were not classified (NaN rows), the chosen
+    slice marked. `probabilities`: (slices, classes) as `ScanResult.probabilities()`."""
+    probs = np.asarray(probabilities, float)
+    x = np.arange(len(probs))
+    for j, c in enumerate(classes):
+        ax.plot(x, probs[:, j], marker="o", markersize=2.5, linewidth=1.4,
+                color=CLASS_COLOURS.get(c), label=class_label(c))
+    for i in np.flatnonzero(np.isnan(probs).all(axis=1)):
+        ax.axvspan(i - 0.5, i + 0.5, color="#dddddd", linewidth=0)
+    if chosen is not None:
+        ax.axvline(chosen, color="black", linestyle="--", linewidth=1)
+        ax.annotate(f"slice {chosen}", (chosen, 1.02), ha="center", fontsize=8,
+                    annotation_clip=False)
+    ax.set_xlim(-0.5, max(len(probs) - 0.5, 0.5))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("slice (grey: outside the head, not classified)", fontsize=8)
+    ax.set_ylabel("probability", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=7, ncols=len(classes), loc="upper center", bbox_to_anchor=(0.5, -0.22),
+              frameon=False)
+
+
+def strip_figure(probabilities: np.ndarray, classes, chosen: int | None = None,
+                 size: tuple[float, float] = (8.0, 2.6)) -> Figure:
+    """`draw_strip` alone on a figure of `size` inches (for the app)."""
+    fig = Figure(figsize=size, layout="constrained")
+    draw_strip(fig.add_subplot(), probabilities, classes, chosen)
+    return fig
+
+
+def scan_page(view, *, source: str = "", when: dt.datetime | None = None) -> Figure:
+    """The report's page for a whole scan (`brainmri.scanview.ScanView`): the finding along
+    the slices, the strip, what was not classified, the scan's notes."""
+    when = when or dt.datetime.now(dt.timezone.utc)
+    r, scan = view.result, view.scan
+    fig = Figure(figsize=A4)
+    fig.text(0.06, 0.955, "brainmri — the whole scan", fontsize=16, weight="bold")
+    fig.text(0.06, 0.93, f"{when:%Y-%m-%d %H:%M %Z}" + (f" · scan: {source}" if source else ""),
+             fontsize=9, color="#444444")
+    lines = [f"{scan.source}" + (f", {scan.description}" if scan.description else "")
+             + (f", {scan.plane}" if scan.plane else "") + f": {len(scan)} slices"
+             + (f", {scan.spacing:.1f} mm apart" if np.isfinite(scan.spacing) else ""),
+             f"Model: {MODEL_LABELS.get(view.model, view.model)}; every slice classified on its own."]
+    for line in view.headline.splitlines():
+        line = line.strip("#_ ").replace("**", "").replace("⚠ ", "")
+        if line:
+            lines.append(line)
+    y = 0.90
+    for text in lines:
+        for line in textwrap.wrap(text, 100):
+            fig.text(0.06, y, line, fontsize=9.5)
+            y -= 0.018
+    ax = fig.add_axes((0.09, y - 0.30, 0.84, 0.25))
+    draw_strip(ax, r.probabilities(), r.classes, r.chosen)
+    ax.set_title("Class probabilities along the slices", fontsize=10)
+    fig.text(0.06, 0.055, DISCLAIMER, fontsize=10, weight="bold", color="#b2182b")
+    fig.text(0.06, 0.037, "Each slice is a statistical guess about one 2-D picture; the scan's "
+             "summary must never inform the care of a person.", fontsize=9, color="#b2182b")
+    return fig
+
+
+def write_scan_report(view, path: str | Path, source: str = "", model_name: str = "",
+                      when: dt.datetime | None = None) -> Path:
+    """A two-page PDF for a whole scan: the chosen slice's report (`report_figure`), then the
+    scan's page with the strip (`scan_page`). A scan with no classified slice: the scan's page only."""
+    from matplotlib.backends.backend_pdf import PdfPages
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with PdfPages(str(path)) as pdf:
+        if view.chosen is not None:
+            slice_source = f"{source or view.scan.description}, slice {view.result.chosen}"
+            pdf.savefig(report_figure(view.chosen, source=slice_source, when=when,
+                                      model_name=model_name))
+        pdf.savefig(scan_page(view, source=source, when=when))
+    return path

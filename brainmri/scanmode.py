@@ -57,7 +57,7 @@ class ScanResult:
     outcome: str                         # the chosen slice's outcome; fam.NOT_MRI when none
     finding_slices: tuple[int, ...]      # indices of the slices labelled `finding`
     chosen: int | None                   # the slice shown first: the finding's most probable
-    explanation: Explanation | None      # prediction and map of the chosen slice
+    explanation: Explanation | None      # prediction and map of the chosen slice (if asked)
     notes: tuple[str, ...] = ()          # the scan's own notes (`Scan.notes`) and the summary's
 
     def probabilities(self) -> np.ndarray:
@@ -88,10 +88,11 @@ def brain_slices(heads: np.ndarray) -> np.ndarray:
 
 def classify_scan(predictor: Predictor, scan: Scan, batch_size: int = 16,
                   method: str | None = None, alpha: float = 0.45,
-                  progress: Callable[[int, int], None] | None = None) -> ScanResult:
-    """Classify every brain slice of `scan` in batches of `batch_size`, summarise, and explain
-    the chosen slice with `method` (None: the checkpoint's default). `progress(done, total)`
-    is called after each batch, total being the number of brain slices."""
+                  progress: Callable[[int, int], None] | None = None,
+                  explain: bool = True) -> ScanResult:
+    """Classify every brain slice of `scan` in batches of `batch_size`, summarise, and (with
+    `explain`) explain the chosen slice with `method` (None: the checkpoint's default).
+    `progress(done, total)` is called after each batch, total being the number of brain slices."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     heads = np.array([head_share(im) for im in scan.slices], np.float32)
@@ -114,7 +115,7 @@ def classify_scan(predictor: Predictor, scan: Scan, batch_size: int = 16,
     if not todo:
         notes.append("no slice shows enough of a head to classify")
     explanation = None
-    if chosen is not None:
+    if chosen is not None and explain:
         explanation = predictor.explain_batch(method=method, alpha=alpha,
                                               prepared=[prepared[chosen]])[0]
     outcome = predictions[chosen].outcome if chosen is not None else fam.NOT_MRI
@@ -144,3 +145,15 @@ def summarise(slices: tuple[SliceResult, ...], classes: tuple[str, ...]
         chosen = min(usable, key=lambda s: s.prediction.probabilities.get(NO_TUMOUR, 0.0)).index
     members = tuple(s.index for s in usable if s.prediction.label == finding)
     return finding, chosen, members
+
+
+def ranges(indices) -> str:
+    """Slice indices as runs: [2, 3, 4, 7] -> "2-4, 7"."""
+    out, run = [], []
+    for i in list(indices) + [None]:
+        if run and (i is None or i != run[-1] + 1):
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        if i is not None:
+            run.append(i)
+    return ", ".join(out)

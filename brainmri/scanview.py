@@ -1,0 +1,116 @@
+"""A whole scan ready to display: the app's scan handlers as plain functions (no gradio, no
+plotting).
+
+    from brainmri.service import Service
+    from brainmri.scanview import view_scan, view_slice
+    svc = Service.from_folder("checkpoints")
+    v = view_scan(svc, "series.zip", "resnet50")     # every slice, then the chosen one explained
+    v.headline, v.strip.shape, v.chosen.overlay      # markdown, (slices, classes), (H, W, 3)
+    view_slice(svc, v, 3)                            # another slice's Result (None: outside the head)
+
+The chosen slice, and any slice walked to, is answered by `Service.classify` on that slice's
+picture, so its headline, outcome, reasons and map are exactly a single upload's.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .scanmode import NO_TUMOUR, ScanResult, classify_scan, ranges
+from .scans import Scan, read_scan
+from .service import MODEL_LABELS, DISCLAIMER, Result, Service, class_label, percent
+
+OUTSIDE = "outside the head (too little tissue): not classified"
+
+
+@dataclass(frozen=True)
+class ScanView:
+    """One model's answer for a whole scan."""
+    model: str                       # the service's model key
+    scan: Scan
+    result: ScanResult
+    chosen: Result | None            # the chosen slice answered as a single upload; None: no slice
+    headline: str                    # markdown (no HTML): the scan's finding, then its notes
+    time_ms: float                   # reading the scan, every slice, the chosen slice's map
+
+    @property
+    def strip(self) -> np.ndarray:
+        """(slices, classes) float32 probabilities along the scan, NaN where not classified."""
+        return self.result.probabilities()
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary for API clients."""
+        r = self.result
+        return {"finding": r.finding or None, "outcome": r.outcome, "slices": len(r.slices),
+                "finding_slices": list(r.finding_slices), "chosen_slice": r.chosen,
+                "classified": [s.brain for s in r.slices],
+                "probabilities": [None if s.prediction is None else
+                                  {c: round(float(v), 6) for c, v in s.prediction.probabilities.items()}
+                                  for s in r.slices],
+                "chosen": self.chosen.as_dict() if self.chosen is not None else None,
+                "notes": list(r.notes), "model": self.model, "time_ms": round(self.time_ms, 1),
+                "disclaimer": DISCLAIMER}
+
+
+def scan_headline(view_model: str, scan: Scan, r: ScanResult, ms: float) -> str:
+    """Markdown: the scan's finding (the class, the slices, the chosen one), what was not
+    classified and the scan's notes; or plainly that no slice could be classified."""
+    total = len(r.slices)
+    outside = sum(not s.brain for s in r.slices)
+    name = MODEL_LABELS.get(view_model, view_model)
+    where = f"{scan.source}" + (f" · {scan.description}" if scan.description else "") + \
+        (f" · {scan.plane}" if scan.plane else "")
+    if r.chosen is None:
+        text = ("### ⚠ No slice of this scan could be classified\n"
+                + ("No slice shows enough of a head. " if outside == total else
+                   "Every slice with a head was refused as not like a brain MRI slice. ")
+                + "No finding is reported.\n")
+    else:
+        p = r.slices[r.chosen].prediction.probabilities[r.finding]
+        if r.finding == NO_TUMOUR:
+            text = (f"### Scan: {class_label(NO_TUMOUR)} on every classified slice\n"
+                    f"Most suspicious: slice {r.chosen} (no tumour {percent(p)}), shown below.\n")
+        else:
+            text = (f"### Scan: {class_label(r.finding)} on slice{'s' * (len(r.finding_slices) > 1)} "
+                    f"{ranges(r.finding_slices)} of {total}\n"
+                    f"Most probable: slice {r.chosen} ({percent(p)}), shown below.\n")
+    notes = [f"{outside} of {total} slices outside the head, not classified"] if outside else []
+    notes += list(r.notes)
+    if notes:
+        text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return text + f"\n_{where} · {name} · {ms / 1000:.1f} s · research and education only, not a diagnosis_"
+
+
+def view_scan(service: Service, source, model: str, method: str | None = None, alpha: float = 0.45,
+              series: str | int | None = None, axis: int = 2,
+              progress: Callable[[int, int], None] | None = None) -> ScanView:
+    """Read `source` (`brainmri.scans.read_scan`: a .zip or folder of DICOM, a NIfTI volume,
+    a multi-frame DICOM), classify every slice with `model`, and answer the chosen slice as a
+    single upload would be. Raises ImageLoadError (`SeriesChoice` when the user must pick a
+    series) or ValueError with a user-safe message."""
+    start = time.perf_counter()
+    engine = service.engines.get(model)
+    if engine is None:
+        raise ValueError(f"unknown model {model!r}; loaded: {', '.join(service.engines)}")
+    predictor = getattr(engine, "predictor", engine)     # behind a Batcher: the predictor itself
+    scan = read_scan(source, series, axis)
+    result = classify_scan(predictor, scan, progress=progress, explain=False)
+    chosen = (service.classify(scan.slices[result.chosen], model, method, alpha=alpha)
+              if result.chosen is not None else None)
+    ms = 1000 * (time.perf_counter() - start)
+    return ScanView(model, scan, result, chosen, scan_headline(model, scan, result, ms), ms)
+
+
+def view_slice(service: Service, view: ScanView, index: int, method: str | None = None,
+               alpha: float = 0.45) -> Result | None:
+    """Slice `index` of a viewed scan answered as a single upload (None when it lies outside
+    the head and was not classified). Raises ValueError for an index out of range."""
+    if not isinstance(index, (int, np.integer)) or not 0 <= index < len(view.scan):
+        raise ValueError(f"slice {index!r} is out of range: this scan has {len(view.scan)} "
+                         f"(0 to {len(view.scan) - 1})")
+    if not view.result.slices[int(index)].brain:
+        return None
+    return service.classify(view.scan.slices[int(index)], view.model, method, alpha=alpha)

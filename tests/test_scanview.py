@@ -1,0 +1,97 @@
+"""brainmri.scanview and the scan report: a whole scan through a real Service on tiny
+checkpoints, its headline, its slices walked one by one, its two-page PDF with the strip."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import numpy as np
+import pytest
+
+from brainmri import familiarity as fam
+from brainmri.io import ImageLoadError
+from brainmri.predictor import Predictor
+from brainmri.report import scan_page, strip_figure, write_scan_report
+from brainmri.scans import SeriesChoice
+from brainmri.scanview import view_scan, view_slice
+from brainmri.service import Service
+
+from .synthetic import dicom_series, head_volume, zipped
+
+
+@pytest.fixture(scope="module")
+def service(tiny_checkpoints) -> Service:
+    return Service({m: Predictor.from_checkpoint(p, "cpu") for m, p in tiny_checkpoints.items()},
+                   warmup=False)
+
+
+@pytest.fixture(scope="module")
+def series() -> bytes:
+    return zipped({f"{k}.dcm": f for k, f in enumerate(dicom_series(head_volume(12)))})
+
+
+def test_view_scan_answers_the_chosen_slice_as_a_single_upload(service, series):
+    seen = []
+    v = view_scan(service, series, "resnet50", "gradcam", progress=lambda d, t: seen.append(d))
+    r = v.result
+    assert len(v.scan) == 12 and v.strip.shape == (12, 4) and seen[-1] == sum(s.brain for s in r.slices)
+    assert r.chosen is not None and v.chosen is not None
+    alone = service.classify(v.scan.slices[r.chosen], "resnet50", "gradcam")
+    assert v.chosen.label == alone.label and np.array_equal(v.chosen.overlay, alone.overlay)
+    assert v.chosen.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+    assert v.chosen.headline.split("\n")[0] == alone.headline.split("\n")[0]
+    assert f"slice {r.chosen}" in v.headline and "of 12 slices outside the head" in v.headline
+    assert "DICOM series · T2 AX · axial · ResNet-50" in v.headline
+    data = json.loads(json.dumps(v.as_dict()))
+    assert data["chosen_slice"] == r.chosen and data["probabilities"][0] is None
+    assert data["classified"] == [s.brain for s in r.slices]
+
+
+def test_view_slice_walks_the_scan(service, series):
+    v = view_scan(service, series, "baseline")
+    assert view_slice(service, v, 0) is None                   # outside the head
+    middle = view_slice(service, v, 6, "gradcam")
+    assert middle.overlay.shape == (64, 64, 3)
+    assert middle.label == v.result.slices[6].prediction.label
+    with pytest.raises(ValueError, match="slice 12 is out of range: this scan has 12"):
+        view_slice(service, v, 12)
+
+
+def test_unclassifiable_scans_and_choices_are_said(service):
+    ct = zipped({f"{k}": f for k, f in enumerate(dicom_series(head_volume(6), modality="CT"))})
+    v = view_scan(service, ct, "baseline")
+    assert v.chosen is None and v.result.outcome == fam.NOT_MRI
+    assert "No slice of this scan could be classified" in v.headline and "refused" in v.headline
+    two = zipped({**{f"a{k}": f for k, f in enumerate(dicom_series(head_volume(4), series="5"))},
+                  **{f"b{k}": f for k, f in enumerate(dicom_series(head_volume(5), series="6",
+                                                                   description="T1"))}})
+    with pytest.raises(SeriesChoice, match="2 series"):
+        view_scan(service, two, "baseline")
+    assert len(view_scan(service, two, "baseline", series=2).scan) == 5
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        view_scan(service, two, "nope")
+    with pytest.raises(ImageLoadError, match="single picture, not a scan"):
+        view_scan(service, b"\x89PNG\r\n\x1a\n" + bytes(100), "baseline")
+
+
+def test_scan_report_has_the_slice_page_and_the_strip(service, series, tmp_path):
+    v = view_scan(service, series, "resnet50", "gradcam")
+    when = dt.datetime(2026, 12, 3, 10, 0, tzinfo=dt.timezone.utc)
+    path = write_scan_report(v, tmp_path / "scan.pdf", source="series.zip", when=when)
+    data = path.read_bytes()
+    assert data.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", data)) == 2
+    page = scan_page(v, source="series.zip", when=when)
+    texts = " ".join(t.get_text() for t in page.texts)
+    for needed in ("2026-12-03 10:00", "series.zip", "12 slices", "5.0 mm apart", "not a diagnosis",
+                   f"slice {v.result.chosen}"):
+        assert needed in texts, needed
+    strip = page.axes[0]
+    assert len(strip.lines) == 4 + 1                           # a line per class, the chosen slice
+    assert np.allclose(strip.lines[0].get_ydata(), v.strip[:, 0], equal_nan=True)
+    fig = strip_figure(v.strip, v.result.classes, v.result.chosen)
+    assert len(fig.axes) == 1 and len(fig.axes[0].patches) == sum(not s.brain for s in v.result.slices)
+    nothing = view_scan(service, zipped({f"{k}": f for k, f in enumerate(
+        dicom_series(head_volume(6), modality="CT"))}), "baseline")
+    data = write_scan_report(nothing, tmp_path / "ct.pdf").read_bytes()
+    assert len(re.findall(rb"/Type\s*/Page\b", data)) == 1
