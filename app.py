@@ -335,7 +335,7 @@ def session(service: Service) -> Session:
     models = [(MODEL_LABELS.get(m, m), m) for m in service.models]
     targets = [("predicted class", PREDICTED)] + [(class_label(c), c) for c in service.classes]
     return Session(
-        model=gr.Dropdown(models, value=service.models[-1], label="Model", render=False),
+        model=gr.Dropdown(models, value=service.default_model, label="Model", render=False),
         method=gr.Dropdown(service.method_choices(), value=service.default_method,
                            label="Explanation method", info=service.METHOD_INFO, render=False),
         target=gr.Dropdown(targets, value=PREDICTED, label="Explain which class", render=False),
@@ -399,7 +399,7 @@ def classify_examples(h: Handlers, s: Session, ui: SimpleNamespace,
                       examples: list[tuple[Path, str]]) -> None:
     """Example scans under the drop zone; a click answers (cached) and makes it the scan in use."""
     with ui.example_box:
-        shown = gr.Examples([[str(p), str(p), h.service.models[-1], h.service.default_method,
+        shown = gr.Examples([[str(p), str(p), h.service.default_model, h.service.default_method,
                               PREDICTED, 0.45] for p, _ in examples],
                             inputs=[ui.thumb, ui.scan, *s.settings], outputs=ui.outputs[:-1],
                             fn=h.classify_example, visible_columns=[0],
@@ -529,8 +529,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    default=int(env("BRAINMRI_PORT") or env("GRADIO_SERVER_PORT") or 7860),
                    help="port (env BRAINMRI_PORT or GRADIO_SERVER_PORT)")
     p.add_argument("--checkpoints", type=Path, default=Path(env("BRAINMRI_CHECKPOINTS") or "checkpoints"),
-                   help="folder with baseline.safetensors and/or resnet50.safetensors "
-                        "(env BRAINMRI_CHECKPOINTS)")
+                   help="folder with " + " and/or ".join(f"{n}.safetensors" for n in MODEL_LABELS)
+                        + ", one per registered model (env BRAINMRI_CHECKPOINTS)")
     p.add_argument("--examples", type=Path, default=env("BRAINMRI_EXAMPLES") or EXAMPLES,
                    help="folder of example scans, <class>/<file> or flat (env BRAINMRI_EXAMPLES); "
                         "a few per class are shown; a missing folder: no examples")

@@ -4,7 +4,7 @@
         --repeats 20 --out docs/benchmarks-latest.md
 
 Prints a markdown table: machine, date, versions, then per device (the CPU, and CUDA when
-present) the ResNet-50 floor, click-to-result, the usual pytorch-grad-cam way, Compare, the
+present) the default model's floor, click-to-result, the usual pytorch-grad-cam way, Compare, the
 batched floor against the batch CLI, the request Batcher under concurrent clients, and the
 start-up time. Every figure is a median over repeats. Without checkpoints, randomly
 initialised networks of the same shape stand in (same cost, meaningless predictions).
@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
+from brainmri.models import default_model
 from brainmri.predictor import PRECISIONS, Predictor
 
 from . import startup
 from .cases import Row, device_rows
-from .context import checkpoints, scan_files
+from .context import checkpoints, label, scan_files
 from .timing import load, machine
 
 
@@ -30,7 +31,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoints", default="checkpoints",
-                        help="folder with baseline/resnet50.safetensors (random stand-ins if absent)")
+                        help="folder of <name>.safetensors, one per registered model (random "
+                             "stand-ins for those absent)")
     parser.add_argument("--images", default=None, help="folder of scans; synthetic if not given")
     parser.add_argument("--count", type=int, default=32, help="how many scans to use")
     parser.add_argument("--repeats", type=int, default=20, help="repeats per measurement")
@@ -87,17 +89,19 @@ def main(argv: list[str] | None = None) -> str:
             if args.size:
                 for p in ps.values():
                     p.preset = dataclasses.replace(p.preset, size=args.size)
-            size = ps["resnet50"].preset.size
+            main_model = ps[default_model(ps)]
+            size = main_model.preset.size
             gpu = device.startswith("cuda")
-            lines += ["", f"## {device} ({info['gpu'] if gpu else 'CPU'}), ResNet-50 at {size} px"
-                          + (f", precision {ps['resnet50'].precision}"
+            lines += ["", f"## {device} ({info['gpu'] if gpu else 'CPU'}), "
+                          f"{label(default_model(ps))} at {size} px"
+                          + (f", precision {main_model.precision}"
                              f" (cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'})"
                              if gpu else ""), ""]
             rows = device_rows(ps, files, folder, args.repeats, args.clients, args.method)
             phases, wall = startup.measure([c.path for c in ckpts.values()], device,
                                            max(1, min(3, args.repeats // 5)), args.precision)
             rows.append(Row("Start-up: import brainmri + torch", phases["import"]))
-            rows.append(Row("Start-up: load both checkpoints", phases["load"]))
+            rows.append(Row(f"Start-up: load the {len(ckpts)} checkpoints", phases["load"]))
             rows.append(Row("Start-up: warm-up (one explain per model)", phases["warmup"],
                             f"whole process {wall.median / 1000:.1f} s"))
             lines += table(rows) + ["", f"Load average after {device}: {load()}"]

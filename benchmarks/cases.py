@@ -19,10 +19,11 @@ from brainmri.batching import Batcher
 from brainmri.cam import FAST_METHODS, LABELS, canonical_method
 from brainmri.checkpoint import load_checkpoint
 from brainmri.io import load_image
-from brainmri.models import target_layer
+from brainmri.models import default_model, target_layer
 from brainmri.overlay import blend
 from brainmri.predictor import Predictor, to_input_pixels
 
+from .context import label as model_label
 from .timing import Timing, interleaved, percentile, times_ms
 
 
@@ -152,31 +153,32 @@ def batcher(p: Predictor, files: Sequence[bytes], clients: int, per_client: int,
 def device_rows(ps: dict[str, Predictor], files: Sequence[bytes], folder: Path,
                 repeats: int, clients: int = 8, method: str | None = None) -> list[Row]:
     """Every per-device measurement, as rows of the table. Ratios use medians. `method`: the
-    CAM method of the interactive rows (default: the ResNet-50 checkpoint's default, what the
+    CAM method of the interactive rows (default: the default model's own default, what the
     app shows first). The one-pass targets are judged on a one-pass method (the default when it
     is one, else Layer-CAM); a default that needs more (the fused Layer-CAM) gets its own rows
     beside them, without a target. The targets are the issue's, for the CPU: on a GPU the rows
     show them, marked "(CPU)", and judge none."""
-    r50 = ps["resnet50"]
-    method = canonical_method(method or r50.default_method)
+    name = default_model(ps)              # the model the app offers first: the rows time it
+    main, model = ps[name], model_label(name)
+    method = canonical_method(method or main.default_method)
     few = max(3, repeats // 4)
     # The single-image figures are taken in turn, so every ratio compares like with like.
-    fns = {"floor": floor_fn(r50, 1), "nchw": floor_fn(r50, 1, nchw=True)}
-    if r50.path is not None:                  # the model as loaded, before batch-norm folding
-        fns["loaded"] = floor_fn(r50, 1, model=load_checkpoint(r50.path, device=r50.device)[0])
+    fns = {"floor": floor_fn(main, 1), "nchw": floor_fn(main, 1, nchw=True)}
+    if main.path is not None:                  # the model as loaded, before batch-norm folding
+        fns["loaded"] = floor_fn(main, 1, model=load_checkpoint(main.path, device=main.device)[0])
     # One-pass methods (the issue's targets: maps of the last block) and the app's default.
     one_pass = method if method in FAST_METHODS else "layercam"
     methods = list(dict.fromkeys(["gradcam", one_pass, method]))
-    fns.update({m: click_fn(r50, files, m) for m in methods})
+    fns.update({m: click_fn(main, files, m) for m in methods})
     compares = list(dict.fromkeys([one_pass, method]))
     fns.update({f"compare-{m}": compare_fn(ps, files, m) for m in compares})
-    t = {k: Timing.of(v) for k, v in interleaved(fns, repeats, 2, r50.device).items()}
+    t = {k: Timing.of(v) for k, v in interleaved(fns, repeats, 2, main.device).items()}
     f1 = t["floor"]
-    rows = [Row("ResNet-50 forward, batch 1, channels_last, batch-norm folded (the floor)", f1),
-            Row("ResNet-50 forward, batch 1, NCHW (default memory format), for context",
+    rows = [Row(f"{model} forward, batch 1, channels_last, batch-norm folded (the floor)", f1),
+            Row(f"{model} forward, batch 1, NCHW (default memory format), for context",
                 t["nchw"], f"{t['nchw'].median / f1.median:.2f}x floor")]
     if "loaded" in t:
-        rows.append(Row("ResNet-50 forward, batch 1, channels_last, batch-norm as loaded, for context",
+        rows.append(Row(f"{model} forward, batch 1, channels_last, batch-norm as loaded, for context",
                         t["loaded"], f"{t['loaded'].median / f1.median:.2f}x floor"))
     fused_note = "- (a backward through the blocks after the finer layer)"
     for m in methods:
@@ -186,24 +188,24 @@ def device_rows(ps: dict[str, Predictor], files: Sequence[bytes], folder: Path,
                         f"{c.median / f1.median:.2f}x floor", "<= 1.15x floor" if fast else fused_note,
                         c.median / f1.median <= 1.15 if fast else None))
     pair = {k: Timing.of(v) for k, v in interleaved(
-        {"click": fns["gradcam"], "usual": usual_fn(r50, files)}, few, 1, r50.device).items()}
+        {"click": fns["gradcam"], "usual": usual_fn(main, files)}, few, 1, main.device).items()}
     u, c = pair["usual"], pair["click"]
     rows.append(Row("The usual way: `GradCAM` built per call, NCHW, separate forward", u,
                     f"{u.median / c.median:.1f}x slower than click (Grad-CAM, {c.median:.0f} ms "
                     "in the same turns)", ">= 10x", u.median / c.median >= 10))
     for m in compares:
         cm, fast = t[f"compare-{m}"], m in FAST_METHODS
-        rows.append(Row(f"Compare: both models on one image ({LABELS[m]})", cm,
+        rows.append(Row(f"Compare: all {len(ps)} models on one image ({LABELS[m]})", cm,
                         f"{cm.median / f1.median:.2f}x floor", "<= 1.3x floor" if fast else fused_note,
                         cm.median / f1.median <= 1.3 if fast else None))
     # The batched floor and the batch CLI with and without overlays, also in turn.
-    csv, n = cli_fn(r50, folder, False)
-    cases = {"floor": floor_fn(r50, 16), "csv": csv}
-    cases.update({f"png-{m}": cli_fn(r50, folder, True, m)[0] for m in compares})
-    cases.update({f"jpg-{m}": cli_fn(r50, folder, True, m, "jpg")[0] for m in compares if m in FAST_METHODS})
-    batch = interleaved(cases, few, 1, r50.device)
+    csv, n = cli_fn(main, folder, False)
+    cases = {"floor": floor_fn(main, 16), "csv": csv}
+    cases.update({f"png-{m}": cli_fn(main, folder, True, m)[0] for m in compares})
+    cases.update({f"jpg-{m}": cli_fn(main, folder, True, m, "jpg")[0] for m in compares if m in FAST_METHODS})
+    batch = interleaved(cases, few, 1, main.device)
     f16 = Timing.of(batch["floor"], 16)
-    rows.append(Row("ResNet-50 forward, batch 16, channels_last, per image (batched floor)", f16,
+    rows.append(Row(f"{model} forward, batch 16, channels_last, per image (batched floor)", f16,
                     f"{1000 / f16.median:.1f} img/s"))
     labels = {"csv": "CSV only (`predict_batch`)",
               **{f"png-{m}": f"CSV + {LABELS[m]} overlay PNGs (`explain_batch`)" for m in compares},
@@ -214,7 +216,7 @@ def device_rows(ps: dict[str, Predictor], files: Sequence[bytes], folder: Path,
         rows.append(Row(f"Batch CLI, batch 16, {label}, per image", tc,
                         f"{f16.median / tc.median:.2f}x batched floor throughput",
                         ">= 0.8x" if fast else fused_note, f16.median / tc.median >= 0.8 if fast else None))
-    seq, batched, lat = batcher(r50, files, clients, 2, method, rounds=max(5, repeats // 2),
+    seq, batched, lat = batcher(main, files, clients, 2, method, rounds=max(5, repeats // 2),
                                 workers=(1, 2))
     ts = Timing.of(seq)
     rows.append(Row("Server one request at a time (`Predictor.explain`), per request",
@@ -228,7 +230,7 @@ def device_rows(ps: dict[str, Predictor], files: Sequence[bytes], folder: Path,
                         f"{min(ratios):.2f}-{max(ratios):.2f}x); latency p50 "
                         f"{percentile(lat[w], 50):.0f} ms, p95 {percentile(lat[w], 95):.0f} ms",
                         ">= 1.5x", gain >= 1.5))
-    if r50.device.type != "cpu":
+    if main.device.type != "cpu":
         rows = [r if not r.target or r.ok is None else
                 Row(r.what, r.ms, r.vs, f"{r.target} (CPU)", None) for r in rows]
     return rows

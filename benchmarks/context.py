@@ -1,4 +1,4 @@
-"""What the benchmarks run on: the two checkpoints (or random stand-ins) and scan files."""
+"""What the benchmarks run on: a checkpoint per registered model (or random stand-ins) and scan files."""
 from __future__ import annotations
 
 import io
@@ -32,6 +32,11 @@ def checkpoints(folder: str | Path | None, scratch: Path) -> dict[str, Checkpoin
         out[arch] = Checkpoint(save_checkpoint(scratch / f"{arch}.safetensors",
                                                build_model(arch), meta), True)
     return out
+
+
+def label(name: str) -> str:
+    """A model's display name from the registry (its key when unregistered)."""
+    return ARCHS[name].label if name in ARCHS else name
 
 
 def synthetic_scans(count: int) -> list[bytes]:

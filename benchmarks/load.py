@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 BAD_EVERY = 25
-MODELS = ("baseline", "resnet50")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -91,9 +90,15 @@ def scans(data: Path | None, folder: Path) -> list[Path]:
     return paths
 
 
+def registered() -> list[str]:
+    """The registered models' names (`brainmri.models.ARCHS`; imports torch)."""
+    from brainmri.models import ARCHS
+    return list(ARCHS)
+
+
 def tiny_checkpoints(folder: Path) -> Path:
     from tests.conftest import make_tiny_checkpoint
-    for arch in MODELS:
+    for arch in registered():
         make_tiny_checkpoint(folder / f"{arch}.safetensors", arch)
     return folder
 
@@ -205,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         from gradio_client import Client
         info = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
-        models = [m for m in MODELS if (checkpoints / f"{m}.safetensors").is_file()] or list(MODELS)
+        models = [m for m in registered() if (checkpoints / f"{m}.safetensors").is_file()] or registered()
         methods = ["gradcam", "layercam", "layercamfused"]   # offered in the UI, hook-free
         load = Load(url, models, methods, images, bad, args.warmup, args.budget_s, args.request_timeout_s)
         load.run(args.clients)

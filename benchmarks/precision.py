@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from brainmri import cam as cams
+from brainmri.models import default_model
 from brainmri.predictor import Predictor
 
 from .context import scan_files
@@ -89,7 +90,7 @@ def library_check(p: Predictor, prepared, count: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.precision", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default="checkpoints/resnet50.safetensors")
+    parser.add_argument("--checkpoint", default=f"checkpoints/{default_model()}.safetensors")
     parser.add_argument("--images", required=True, help="folder of scans (validation scans)")
     parser.add_argument("--count", type=int, default=128)
     parser.add_argument("--device", default="cuda")

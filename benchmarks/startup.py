@@ -1,4 +1,4 @@
-"""Start-up time, measured in a fresh interpreter: import, load both checkpoints, warm up.
+"""Start-up time, measured in a fresh interpreter: import, load the checkpoints, warm up.
 
     python -m benchmarks.startup checkpoints/baseline.safetensors checkpoints/resnet50.safetensors
 prints one JSON line of milliseconds.

@@ -1,12 +1,13 @@
 """Command line: classify many scans into a CSV, optionally with heatmap overlays.
 
-    python -m brainmri classify scans/ one.jpg --model resnet50 --out results.csv --cams cams/
+    python -m brainmri classify scans/ one.jpg --out results.csv --cams cams/
     brainmri classify scans/ --out results.csv          # the same, once installed (pyproject.toml)
     python -m brainmri classify one.jpg --report reports/      # also a one-page PDF per scan
     python -m brainmri classify series.zip head.nii.gz --out scans.csv   # whole scans
 
-`--model` is a name (`checkpoints/<name>.safetensors` under --checkpoints) or a path to a
-.safetensors file. Folders are searched recursively. Every image gives one CSV row; a file
+`--model` is a registered model's name (`<name>.safetensors` under --checkpoints; default:
+the registry's declared default, `brainmri.models.default_model`) or a path to a .safetensors
+file. Folders are searched recursively. Every image gives one CSV row; a file
 that cannot be read gets a row with its `error` and the run goes on. A whole scan (a .zip of
 DICOM files, the DICOM files of one series in a folder, a NIfTI volume, a multi-frame DICOM)
 gives one row per slice and one for the scan (`slice` = scan: its finding, brainmri.scanmode). The resolved arguments
@@ -25,6 +26,7 @@ from pathlib import Path
 from .batch import CAM_FORMATS, SCAN_ROW, classify_files, find_images, write_csv
 from .cam import METHODS, canonical_method
 from .checkpoint import CheckpointError
+from .models import ARCHS, default_model
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -35,15 +37,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     c.add_argument("paths", nargs="+", metavar="PATH", help="image files, scans (.zip of DICOM, NIfTI, multi-frame DICOM) and/or "
                         "folders (recursive)")
-    c.add_argument("--model", default="resnet50",
-                   help="baseline | resnet50 (from --checkpoints) or a .safetensors path")
+    c.add_argument("--model", default=default_model(),
+                   help=f"{' | '.join(ARCHS)} (from --checkpoints) or a .safetensors path")
     c.add_argument("--checkpoints", default="checkpoints", help="folder of <name>.safetensors")
     c.add_argument("--out", default="results.csv", help="CSV to write")
     c.add_argument("--cams", default=None, metavar="DIR",
                    help="also write heatmap overlays (RGB PNG) into this folder")
     c.add_argument("--cams-format", default="png", choices=CAM_FORMATS,
-                   help="overlay files: png (lossless) or jpg (quality 95: ~10x faster to write, "
-                        "~6x smaller)")
+                   help="overlay files: png (lossless) or jpg (quality 95: quicker to write, smaller)")
     c.add_argument("--method", default=None,
                    help=f"CAM method for --cams ({', '.join(METHODS)}); default: the checkpoint's")
     c.add_argument("--alpha", type=float, default=0.45, help="overlay opacity, 0..1")

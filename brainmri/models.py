@@ -8,7 +8,7 @@ the trunk runs once, without autograd.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -154,6 +154,8 @@ class Arch:
     # source -> (state dict over part of the model, build kwargs); None: trained from scratch.
     pretrained: Callable[[str], tuple[dict[str, torch.Tensor], dict]] | None = None
     small: dict = field(default_factory=dict)   # build kwargs of a small instance (tests)
+    default: bool = False              # the model offered first where several are loaded
+    dilation: str | None = None        # build kwarg trading the last stage's stride for dilation
 
     def blocks_through(self, freeze: str) -> int:
         """How many leading trunk blocks `freeze` keeps fixed: "none", "all-but-head", or stage
@@ -199,7 +201,16 @@ register(Arch("resnet50", "ResNet-50", "ResNet-50", build_resnet50, 3, 224,
               "ResNet-50 (v1 strides) from ImageNet weights, new linear head",
               stages=("stem",) * 4 + ("layer1", "layer2", "layer3", "layer4"),
               mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=resnet50_pretrained,
-              small={"v1_strides": True}))
+              small={"v1_strides": True}, default=True, dilation="dilate_layer4"))
+
+
+def default_model(names: Iterable[str] | None = None) -> str:
+    """The model to offer first among `names` (default: every registered one): the one whose
+    record declares `default`, else the first of `names`. Raises ValueError when empty."""
+    names = list(ARCHS if names is None else names)
+    if not names:
+        raise ValueError("no models to choose a default from")
+    return next((n for n in names if n in ARCHS and ARCHS[n].default), names[0])
 
 
 def get_arch(name: str) -> Arch:

@@ -28,6 +28,7 @@ from .checkpoint import INTENDED_USE
 from .io import ImageSource, describe, load_image
 from .localisation import head_mask, hot_region, paint_out, share_of_head
 from .models import ARCHS
+from .models import default_model as declared_default
 from .overlay import blend, colourise
 from .protocols import DESCRIPTIONS
 
@@ -286,15 +287,24 @@ class Service:
         return list(self.engines)
 
     @property
+    def default_model(self) -> str:
+        """The loaded model offered first: the one the registry declares default (`Arch.default`),
+        else the first loaded."""
+        return declared_default(self.models)
+
+    def models_default_first(self) -> list[str]:
+        return [self.default_model] + [n for n in self.models if n != self.default_model]
+
+    @property
     def methods(self) -> list[str]:
         """CAM methods offered interactively: those computed from one trunk pass, without hooks."""
         return list(HOOK_FREE)
 
     @property
     def default_method(self) -> str:
-        """The default CAM method of the model offered first (the last loaded: ResNet-50 when
-        present), as measured and stored in its checkpoint by `studies.explain_eval`."""
-        return canonical_method(self.engines[self.models[-1]].default_method)
+        """The default CAM method of the model offered first (`default_model`), as measured and
+        stored in its checkpoint by `studies.explain_eval`."""
+        return canonical_method(self.engines[self.default_model].default_method)
 
     METHOD_INFO = ("% beside a method: how often its heatmap peaks inside the tumour box, "
                    "on validation scans with boxes, per model")
@@ -307,7 +317,7 @@ class Service:
         choices = []
         for m in self.methods:
             scores = [(SHORT_NAMES.get(n, n), self.engines[n].meta.get("cam_scores", {}).get(m))
-                      for n in reversed(self.models)]
+                      for n in self.models_default_first()]
             measured = ", ".join(f"{name} {100 * s:.0f}%" for name, s in scores if s is not None)
             label = LABELS[m] + (" (class-agnostic)" if m in CLASS_AGNOSTIC else "")
             choices.append((label + (f" · {measured}" if measured else ""), m))

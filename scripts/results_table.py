@@ -1,8 +1,7 @@
 """Print the README results table from evaluation metrics files (never typed by hand).
 
-    python scripts/results_table.py runs/eval/metrics.json \\
-        --lesion resnet50=logs/eval/explain/lesion_masked.json \\
-        --lesion baseline=logs/eval/explain/baseline/lesion_masked.json
+    python scripts/results_table.py runs/eval/metrics.json --lesion MODEL=JSON ...
+    (README's Results section has the command with the shipped checkpoints' files)
 
 `--lesion MODEL=JSON` adds, from `studies.lesion_masked`'s JSON, two validation columns: how often
 a scan with its tumour painted out is still called that tumour (glioma / meningioma / pituitary),
@@ -12,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-STUDY = {"baseline": "86.84% (study's own split)", "resnet50": "95.10% (Roboflow set)"}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from train.recipes import STUDY_REPORTED  # noqa: E402
 PROTOCOLS = ("val", "official", "clean", "roboflow")
 TUMOURS = ("glioma", "meningioma", "pituitary")
 
@@ -50,7 +51,7 @@ def main(argv=None) -> None:
         ece = f"{c['ece_uncalibrated']:.3f} -> {c['ece_calibrated']:.3f}" if c else "-"
         auc = f"{c['roc_auc_ovr']:.4f}" if c else "-"
         cells += [auc, ece] + (lesion_cells(lesion.get(r["model"])) if lesion else [])
-        print(f"| {r['model']} | " + " | ".join(cells) + f" | {STUDY.get(r['model'], '-')} |")
+        print(f"| {r['model']} | " + " | ".join(cells) + f" | {STUDY_REPORTED.get(r['model'], '-')} |")
 
 
 if __name__ == "__main__":

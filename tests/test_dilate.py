@@ -12,7 +12,7 @@ import torch
 from brainmri import Predictor
 from brainmri.checkpoint import load_checkpoint, save_checkpoint
 from brainmri.classes import CLASSES
-from brainmri.models import build_resnet50
+from brainmri.models import ARCHS, build_resnet50
 from brainmri.presets import EvalPreset
 from train import dilate
 
@@ -134,7 +134,7 @@ def test_input_layercam_is_pytorch_grad_cams_layercam_on_layer2():
     model = build_resnet50(v1_strides=False, dilate_layer4=True).eval()
     x = torch.rand(2, 3, 64, 64)
     labels = torch.tensor([1, 3])
-    frozen = dilate.FROZEN["layer3-4"]
+    frozen = dilate.frozen_blocks(ARCHS["resnet50"], "layer3-4")
     with torch.no_grad():
         layer2 = model.trunk[:frozen](x)
     logits, acts, cam = dilate.input_layercam(model, model.trunk[frozen:], layer2, labels)
@@ -154,7 +154,7 @@ def test_input_layercam_is_the_apps_finer_map_with_v1_strides():
     model = build_resnet50(dilate_layer4=True).eval()
     x = torch.rand(2, 3, 64, 64)
     labels = torch.tensor([0, 2])
-    frozen = dilate.FROZEN["layer3-4"]
+    frozen = dilate.frozen_blocks(ARCHS["resnet50"], "layer3-4")
     with torch.no_grad():
         layer2 = model.trunk[:frozen](x)
     cam = dilate.input_layercam(model, model.trunk[frozen:], layer2, labels)[2]
@@ -179,7 +179,7 @@ def test_finer_penalty_reaches_layer3_weights_and_moves_the_mass_inside():
     """create_graph: the share of the layer2 map outside the head is differentiable in layer3."""
     torch.manual_seed(0)
     model = build_resnet50(dilate_layer4=True).eval()
-    frozen = dilate.FROZEN["layer3-4"]
+    frozen = dilate.frozen_blocks(ARCHS["resnet50"], "layer3-4")
     tail = model.trunk[frozen:]
     with torch.no_grad():
         layer2 = model.trunk[:frozen](torch.rand(4, 3, 64, 64))

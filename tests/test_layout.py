@@ -91,3 +91,52 @@ def test_train_main_lists_every_recipe():
     from train.recipes import RECIPES
     missing = [name for name in RECIPES if f"--recipe {name} " not in entry.__doc__]
     assert not missing, f"train/__main__.py's docstring does not show --recipe {missing}"
+
+
+# Where a model may be named: its registry record and weights loader, the recipes, tests, docs.
+NAMING_ALLOWED = {"brainmri/models.py", "brainmri/imagenet.py", "train/recipes.py"}
+
+
+def code_words(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, text) of every string literal that is not a docstring or other bare string
+    statement, and every identifier: what the code does, not what its prose says."""
+    prose = {id(node.value) for node in ast.walk(tree)
+             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+            out.append((node.lineno, node.value))
+        elif isinstance(node, ast.Name):
+            out.append((node.lineno, node.id))
+        elif isinstance(node, ast.Attribute):
+            out.append((node.lineno, node.attr))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.append((node.lineno, node.name))
+        elif isinstance(node, ast.arg):
+            out.append((node.lineno, node.arg))
+        elif isinstance(node, ast.keyword) and node.arg:
+            out.append((node.lineno, node.arg))
+        elif isinstance(node, ast.alias):
+            out.append((getattr(node, "lineno", 0), node.asname or node.name))
+    return out
+
+
+def test_no_model_is_named_outside_the_registry():
+    """The deployer, the CLIs, the app, the benchmarks, the scripts, the trainer and the studies
+    read the registry (`brainmri.models.ARCHS`, `default_model`) and the checkpoints folder:
+    a registered model's name or label appears in code only where NAMING_ALLOWED says."""
+    import re
+    from brainmri.models import ARCHS
+    words = sorted({w for a in ARCHS.values() for w in (a.name, a.label)}, key=len, reverse=True)
+    pattern = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, words)) + r")(?![A-Za-z0-9])",
+                         re.IGNORECASE)
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if SKIP & set(rel.parts) or rel.parts[0] == "tests" or rel.as_posix() in NAMING_ALLOWED:
+            continue
+        for line, text in code_words(ast.parse(path.read_text())):
+            match = pattern.search(text)
+            if match:
+                found.append(f"{rel}:{line} {match.group(0)!r} in {text[:60]!r}")
+    assert not found, "model names outside the registry:\n" + "\n".join(found)

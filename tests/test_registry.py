@@ -154,3 +154,42 @@ def test_app_api_serves_the_third_model(folder, tmp_path):
         assert "Tiny CNN" in client.predict(api_name="/model_card")
     finally:
         demo.close()
+
+
+def test_the_default_model_is_declared_not_implied_by_order(folder):
+    """`Arch.default` picks the model offered first, wherever it is registered or loaded."""
+    from brainmri.models import default_model
+    declared = [n for n, a in ARCHS.items() if a.default]
+    assert len(declared) == 1 and not TINY.default
+    assert default_model(["tiny", *declared]) == declared[0] == default_model()
+    assert default_model(["tiny", "baseline"]) == "tiny"         # none declared: the first given
+    svc = Service.from_folder(folder, device="cpu", warmup=False)
+    assert svc.default_model == declared[0] and svc.models[-1] == "tiny"
+    alone = Service.from_folder(folder, device="cpu", names=["tiny"], warmup=False)
+    assert alone.default_model == "tiny" and alone.default_method == alone.engines["tiny"].default_method
+
+
+def test_space_dry_run_deploys_the_third_model(folder, capsys):
+    """The deployer reads the registry and the checkpoints folder: the third model's file goes
+    to the Space as checkpoints/tiny.safetensors (dry run, in this process)."""
+    from brainmri import space
+    assert space.main(["--dry-run", "--checkpoints", str(folder)]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()[:-1]]
+    assert {f"checkpoints/{n}.safetensors" for n in ("baseline", "resnet50", "tiny")} <= set(listed)
+    assert listed == [path for path, _ in space.listing(checkpoints=folder)]
+
+
+def test_benchmarks_time_the_third_model(trained, tmp_path):
+    """The benchmark rows run on whatever model is loaded, named by its registry label."""
+    from benchmarks.cases import device_rows
+    from benchmarks.context import checkpoints, synthetic_scans
+    assert checkpoints(None, tmp_path)["tiny"].random            # a stand-in per registered model
+    files = synthetic_scans(2)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i, data in enumerate(files):
+        (folder / f"{i}.img").write_bytes(data)
+    ps = {"tiny": Predictor.from_checkpoint(trained, device="cpu")}
+    rows = device_rows(ps, files, folder, repeats=1, clients=2)
+    assert rows[0].what.startswith("Tiny CNN forward, batch 1") and rows[0].ms.median > 0
+    assert any(r.what.startswith("Compare: all 1 models") for r in rows)

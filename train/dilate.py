@@ -49,7 +49,7 @@ from brainmri import cam as cams
 from brainmri import localisation as loc
 from brainmri.checkpoint import load_checkpoint
 from brainmri.io import ImageLoadError, load_image, to_grey
-from brainmri.models import ARCHS, build_model
+from brainmri.models import ARCHS, Arch, build_model
 from brainmri.predictor import default_device
 from brainmri.presets import EvalPreset
 from brainmri.protocols import build_splits, kaggle_root
@@ -58,14 +58,22 @@ from brainmri.boxes import box_for, load_boxes
 from .train import Run, Split, finalise, lr_at
 
 log = logging.getLogger("train.dilate")
-# --train-blocks -> how many leading trunk blocks stay frozen (conv1 .. layer3, or .. layer2).
-FROZEN = {"layer4": ARCHS["resnet50"].blocks_before("layer4"),
-          "layer3-4": ARCHS["resnet50"].blocks_before("layer3")}
+# --train-blocks -> how many of the trunk's last stages are fine-tuned (the names are the
+# ResNet stages the runs in logs/ recorded: the last one, or the last two).
+TRAIN_BLOCKS = {"layer4": 1, "layer3-4": 2}
+
+
+def frozen_blocks(arch: Arch, train_blocks: str) -> int:
+    """How many leading trunk blocks stay frozen when the last `TRAIN_BLOCKS[train_blocks]`
+    stages of `arch` train (for ResNet-50: conv1 .. layer3, or .. layer2)."""
+    stages = list(dict.fromkeys(arch.stages))
+    return arch.blocks_before(stages[-TRAIN_BLOCKS[train_blocks]])
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("checkpoint", help="a trained resnet50 checkpoint to start from")
+    p.add_argument("checkpoint", help="a trained checkpoint to start from (its architecture must "
+                                      "declare a `dilation`, or use --no-dilate)")
     p.add_argument("--data", required=True, help="folder holding brain-tumor-mri/ (with tumor_boxes.csv)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-dilate", dest="dilate", action="store_false",
@@ -78,7 +86,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--outside-weight", type=float, default=0.0,
                    help="weight of the penalty on the true class's layer4 Layer-CAM mass outside the head")
-    p.add_argument("--train-blocks", choices=sorted(FROZEN), default="layer4",
+    p.add_argument("--train-blocks", choices=sorted(TRAIN_BLOCKS), default="layer4",
                    help="blocks fine-tuned (the ones before are frozen and their output cached)")
     p.add_argument("--finer-weight", type=float, default=0.0,
                    help="weight of the penalty on the true class's layer2 Layer-CAM mass outside "
@@ -172,10 +180,10 @@ def input_layercam(model, tail, x: torch.Tensor, labels: torch.Tensor, create_gr
 
 @torch.no_grad()
 def frozen_features(model, crops: np.ndarray, preset: EvalPreset, flip: bool, batch: int = 32,
-                    frozen: int = FROZEN["layer4"]):
-    """Output of trunk[:frozen] (layer3: (N, 1024, h, w)) float16 for each crop (mirrored
-    with `flip`)."""
-    stem = model.trunk[:frozen].eval()
+                    frozen: int | None = None):
+    """Output of trunk[:frozen] (default: all but the last block; ResNet-50's layer3:
+    (N, 1024, h, w)) float16 for each crop (mirrored with `flip`)."""
+    stem = model.trunk[:len(model.trunk) - 1 if frozen is None else frozen].eval()
     device = next(stem.parameters()).device
     out = []
     for s in range(0, len(crops), batch):
@@ -235,18 +243,20 @@ def validate(model, tail, val: Validation, size: int, tol: float) -> dict:
 def resolve(args: argparse.Namespace, meta: dict, size: int) -> dict:
     """This run's settings; the split (data, seed, val_fraction) is the starting checkpoint's,
     whose own arguments are kept under `init_args`."""
-    init = meta["args"]
-    return {**vars(args), "model": "resnet50", "recipe": "dilate", "init": str(args.checkpoint),
+    init, arch = meta["args"], ARCHS[meta["arch"]]
+    stages = list(dict.fromkeys(arch.stages))
+    last_frozen = stages[-TRAIN_BLOCKS[args.train_blocks] - 1]
+    return {**vars(args), "model": arch.name, "recipe": "dilate", "init": str(args.checkpoint),
             "size": size, "augment": "mirror",
-            "freeze": "stem..layer3" if args.train_blocks == "layer4" else "stem..layer2, batch-norm statistics",
+            "freeze": f"{stages[0]}..{last_frozen}" + ("" if args.train_blocks == "layer4"
+                                                      else ", batch-norm statistics"),
             "optimizer": "sgd",
             "schedule": "cosine", "val_fraction": init["val_fraction"],
             "split_seed": init["seed"], "init_args": init}
 
 
 def main(args: argparse.Namespace) -> Path:
-    frozen = FROZEN[args.train_blocks]
-    if args.finer_weight and frozen != FROZEN["layer3-4"]:
+    if args.finer_weight and args.train_blocks != "layer3-4":
         raise SystemExit("--finer-weight needs --train-blocks layer3-4 (the penalised map is layer3's input)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -256,10 +266,15 @@ def main(args: argparse.Namespace) -> Path:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     start, meta = load_checkpoint(args.checkpoint)
-    if meta["arch"] != "resnet50":
-        raise SystemExit(f"{args.checkpoint} is a {meta['arch']}; train.dilate fine-tunes resnet50")
-    arch_kwargs = {**meta["arch_kwargs"], "dilate_layer4": bool(args.dilate)}
-    model = build_model("resnet50", num_classes=len(meta["classes"]), **arch_kwargs)
+    arch = ARCHS[meta["arch"]]
+    if args.dilate and arch.dilation is None:
+        raise SystemExit(f"{args.checkpoint} is a {arch.name}, which declares no dilation of its "
+                         "last stage: use --no-dilate")
+    frozen = frozen_blocks(arch, args.train_blocks)
+    arch_kwargs = dict(meta["arch_kwargs"])
+    if arch.dilation is not None:
+        arch_kwargs[arch.dilation] = bool(args.dilate)
+    model = build_model(arch.name, num_classes=len(meta["classes"]), **arch_kwargs)
     model.load_state_dict(start.state_dict())
     model.eval()                    # batch-norm statistics move only where training says so
     device = torch.device(args.device) if args.device else default_device()
@@ -303,7 +318,7 @@ def main(args: argparse.Namespace) -> Path:
     outside = torch.cat([outside, outside.flip(-1)])          # the mirrored copies' masks
     val_outside = outside_cells(val_crops, side)
     finer = val_finer = None
-    if frozen == FROZEN["layer3-4"]:                          # the finer map: layer2's output
+    if args.train_blocks == "layer3-4":                       # the finer map: the tail's input
         finer = outside_cells(train_crops, feats.shape[-1])
         finer = torch.cat([finer, finer.flip(-1)])
         val_finer = outside_cells(val_crops, feats.shape[-1])
@@ -329,7 +344,7 @@ def main(args: argparse.Namespace) -> Path:
     for epoch in range(args.epochs):
         t = time.time()
         # layer4 alone trains with batch statistics (as stage 4 did); layer3-4 keeps them frozen.
-        tail.train(frozen == FROZEN["layer4"])
+        tail.train(args.train_blocks == "layer4")
         # Every scan once per epoch, as itself or mirrored at random.
         n = len(feats) // 2
         order = torch.randperm(n, generator=gen) + n * torch.randint(0, 2, (n,), generator=gen)
