@@ -22,12 +22,13 @@ import torch
 from PIL import Image
 
 from brainmri.io import load_image, to_grey
+from brainmri.models import default_model
 from brainmri.predictor import Predictor
 from brainmri.scanmode import classify_scan
 from brainmri.scans import read_scan
 
 from .cases import floor_fn
-from .context import checkpoints, scan_files
+from .context import checkpoints, label, scan_files
 from .timing import Timing, interleaved, load, machine
 
 TARGET = 4.0
@@ -44,7 +45,7 @@ def series_zip(files: list[bytes], side: int = 512) -> bytes:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scan", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoints", default="checkpoints", help="folder with resnet50.safetensors")
+    parser.add_argument("--checkpoints", default="checkpoints", help="folder of <name>.safetensors: the registry's default model's is timed")
     parser.add_argument("--images", default=None, help="folder of scans; synthetic if not given")
     parser.add_argument("--slices", type=int, default=24, help="slices in the series")
     parser.add_argument("--repeats", type=int, default=5, help="repeats per measurement")
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> str:
              f"- series: {n} slices, 512x512, from {source}, {len(data) / 2**20:.1f} MiB zipped; "
              f"repeats: {args.repeats} (medians, taken in turn)", f"- load average at start: {load()}"]
     with tempfile.TemporaryDirectory() as scratch:
-        ckpt = checkpoints(args.checkpoints, Path(scratch))["resnet50"]
+        name = default_model()
+        ckpt = checkpoints(args.checkpoints, Path(scratch))[name]
         for device in devices:
             p = Predictor.from_checkpoint(ckpt.path, device)
             slices = read_scan(data).slices
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> str:
             t = {k: Timing.of(v) for k, v in times.items()}
             ratio = t["scan"].median / t["floor"].median
             r = result["r"]
-            lines += ["", f"## {device}, ResNet-50 at {p.preset.size} px "
+            lines += ["", f"## {device}, {label(name)} at {p.preset.size} px "
                           f"({'random stand-in' if ckpt.random else ckpt.path})", "",
                       "| measurement | median ms | fastest ms | comparison | target | met |",
                       "|---|---:|---:|---|---|---|",
