@@ -25,7 +25,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_BYTES = 50 * 1024 * 1024          # uploads larger than this are refused unread
-MAX_PIXELS = 64_000_000               # decoded size cap, e.g. 8000 x 8000; stops decompression bombs
+# Declared size cap, read from the header before any pixel is decoded: 4096 x 4096, twice the
+# longest side in the Kaggle collection; larger files (and decompression bombs) are refused unread.
+MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16                         # smaller than this carries no anatomy
 # Only these Pillow decoders run on uploads: no EPS (Ghostscript), no exotic plugins.
 # (JPEG covers MPO, the multi-picture JPEG of phone cameras: its frame 0 is the photo.)
@@ -63,7 +65,8 @@ class SourceInfo:
 def check_size(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageLoadError(
-            f"image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels")
+            f"image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels; "
+            "a brain MRI slice is far smaller: export it at its own resolution")
     if min(width, height) < MIN_SIDE:
         raise ImageLoadError(
             f"image is only {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
@@ -127,8 +130,25 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def _decode(data: bytes, max_pixels: int, frame: int | None = None) -> Image.Image:
+def reduce_to(image: Image.Image, max_side: int | None) -> Image.Image:
+    """`image` shrunk by the smallest whole factor that brings its longer side to at most
+    `max_side` (so over `max_side / 2`; Pillow's box `reduce`: cheap, no resampling
+    artefacts); unchanged if it fits."""
+    factor = -(-max(image.size) // max_side) if max_side else 1
+    if factor <= 1:
+        return image
+    if image.mode in ("1", "P") or image.mode.startswith("I;16"):     # modes `reduce` lacks
+        image = image.convert({"1": "L", "P": "RGBA"}.get(image.mode, "I"))
+    return image.reduce(factor)
+
+
+def _decode(data: bytes, max_pixels: int, frame: int | None = None,
+            max_side: int | None = None) -> Image.Image:
     image = _open(data, max_pixels)
+    if max_side and image.format == "JPEG" and max(image.size) > max_side:
+        # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale, at least the size asked for.
+        factor = -(-max(image.size) // max_side)
+        image.draft(image.mode, (image.width // factor, image.height // factor))
     frames = getattr(image, "n_frames", 1)
     if frames > 1 and image.format in ANIMATED_FORMATS:
         raise ImageLoadError(f"this is an animated {image.format} ({frames} frames); a single "
@@ -141,7 +161,7 @@ def _decode(data: bytes, max_pixels: int, frame: int | None = None) -> Image.Ima
         raise
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
         raise ImageLoadError(f"the image file is damaged or truncated ({error})") from None
-    return ImageOps.exif_transpose(image)
+    return reduce_to(ImageOps.exif_transpose(image), max_side)
 
 
 def read_bytes(source: ImageSource, max_bytes: int = MAX_BYTES) -> bytes:
@@ -168,8 +188,8 @@ def read_bytes(source: ImageSource, max_bytes: int = MAX_BYTES) -> bytes:
 
 
 def load_image(source: ImageSource, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
-               frame: int | None = None, axis: int = 2, slice_index: int | None = None
-               ) -> Image.Image:
+               frame: int | None = None, axis: int = 2, slice_index: int | None = None,
+               max_side: int | None = None) -> Image.Image:
     """Return a decoded PIL image from a path, raw bytes, a PIL image or an array.
 
     Ordinary images come back in their own mode (L, RGB, RGBA, P, CMYK, I;16, ...), EXIF
@@ -177,22 +197,24 @@ def load_image(source: ImageSource, *, max_bytes: int = MAX_BYTES, max_pixels: i
     `frame` picks a DICOM frame or TIFF page (default: DICOM's middle frame, TIFF's first);
     `axis` (0 sagittal, 1 coronal, 2 axial, in RAS+ order) and `slice_index` (default: the
     middle) pick a NIfTI slice. Arrays are HxW or HxWx3/4; non-uint8 arrays are min-max scaled.
+    `max_side`: a larger image is reduced early by whole factors (a JPEG decoded at 1/2, 1/4
+    or 1/8 scale in draft mode, then `reduce_to`), to a longer side in (max_side / 2, max_side].
     """
     if isinstance(source, Image.Image):
         check_size(source.width, source.height, max_pixels)
-        return source
+        return reduce_to(source, max_side)
     if isinstance(source, np.ndarray):
         image = _from_array(source)
         check_size(image.width, image.height, max_pixels)
-        return image
+        return reduce_to(image, max_side)
     data = read_bytes(source, max_bytes)
     from . import volumes            # pydicom/nibabel load only when needed
     kind = volumes.sniff(data)
     if kind == "dicom":
-        return volumes.read_dicom(data, frame, max_pixels)
+        return reduce_to(volumes.read_dicom(data, frame, max_pixels), max_side)
     if kind == "nifti":
-        return volumes.read_nifti(data, axis, slice_index, max_pixels)
-    return _decode(data, max_pixels, frame)
+        return reduce_to(volumes.read_nifti(data, axis, slice_index, max_pixels), max_side)
+    return _decode(data, max_pixels, frame, max_side)
 
 
 def describe(source: ImageSource, *, max_bytes: int = MAX_BYTES,

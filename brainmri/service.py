@@ -218,14 +218,18 @@ def headline(result_label: str, probs: Mapping[str, float], is_mri: bool, model:
     return text + f"\n_{what} · {time_ms:.0f} ms · research and education only, not a diagnosis_"
 
 
+WORK_SIDE = 2048     # larger inputs are reduced on reading (the Kaggle collection's longest is 1920)
+
+
 def load_slice(image: ImageSource, frame: int | None = None):
     """`load_image`, with `frame` picking a DICOM frame or TIFF page, or a NIfTI axial slice
-    (a file's Modality and windowing are kept: DICOM comes back tagged by `brainmri.volumes`)."""
+    (a file's Modality and windowing are kept: DICOM comes back tagged by `brainmri.volumes`);
+    an image with a longer side over WORK_SIDE is reduced while it is decoded."""
     if frame is None or not isinstance(image, (str, bytes, Path)):
-        return load_image(image)
+        return load_image(image, max_side=WORK_SIDE)
     if describe(image).kind == "nifti":
-        return load_image(image, slice_index=int(frame))
-    return load_image(image, frame=int(frame))
+        return load_image(image, slice_index=int(frame), max_side=WORK_SIDE)
+    return load_image(image, frame=int(frame), max_side=WORK_SIDE)
 
 
 class Service:
@@ -306,22 +310,14 @@ class Service:
         stored in its checkpoint by `studies.explain_eval`."""
         return canonical_method(self.engines[self.default_model].default_method)
 
-    METHOD_INFO = ("% beside a method: how often its heatmap peaks inside the tumour box, "
-                   "on validation scans with boxes, per model")
+    METHOD_INFO = ("How often each method's map points inside the tumour: About tab, "
+                   "per model")
 
     def method_choices(self) -> list[tuple[str, str]]:
-        """(label, key) per offered method; the label carries each model's measured pointing
-        game on validation scans with tumour boxes when its checkpoint has it, the model
-        offered first leading, e.g. ("Grad-CAM · ResNet-50 29%, baseline 4%", "gradcam"); short
-        enough to show whole in a closed dropdown (`METHOD_INFO` says what the figures are)."""
-        choices = []
-        for m in self.methods:
-            scores = [(SHORT_NAMES.get(n, n), self.engines[n].meta.get("cam_scores", {}).get(m))
-                      for n in self.models_default_first()]
-            measured = ", ".join(f"{name} {100 * s:.0f}%" for name, s in scores if s is not None)
-            label = LABELS[m] + (" (class-agnostic)" if m in CLASS_AGNOSTIC else "")
-            choices.append((label + (f" · {measured}" if measured else ""), m))
-        return choices
+        """(label, key) per offered method, in plain words, e.g. ("Grad-CAM", "gradcam");
+        what each was measured to do is in the model card (`model_card`)."""
+        return [(LABELS[m] + (" (same map for every class)" if m in CLASS_AGNOSTIC else ""), m)
+                for m in self.methods]
 
     def _engine(self, model: str) -> Engine:
         if model not in self.engines:

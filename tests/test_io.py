@@ -150,7 +150,7 @@ def test_decompression_bomb_is_refused_before_decoding(side):
     data = png_header_only(side, side)
     assert len(data) < 64_000
     start = time.perf_counter()
-    refused(data, "over the limit of 64,000,000 pixels")
+    refused(data, "over the limit of 16,777,216 pixels")
     assert time.perf_counter() - start < 1.0
 
 
@@ -302,3 +302,25 @@ def test_nifti_header_without_data_truncated_and_bomb():
         refused(data[: len(data) // 2], "truncated")
     with pytest.raises(ImageLoadError, match="unpacks to more than"):
         unpack_gzip(gzip.compress(bytes(10_000)), limit=1_000)
+
+
+def test_an_image_over_the_pixel_cap_is_refused_from_its_header_fast():
+    big = encode(Image.new("L", (8000, 8000)), "PNG")               # a real, fully valid PNG
+    start = time.perf_counter()
+    refused(big, "8000x8000 pixels, over the limit of 16,777,216 pixels")
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "L"), ("JPEG", "RGB"), ("PNG", "L"),
+                                       ("PNG", "P"), ("PNG", "1"), ("PNG", "I;16")])
+def test_max_side_reduces_early_by_a_whole_factor(fmt, mode):
+    image = Image.fromarray(np.tile(np.linspace(0, 255, 3000, dtype=np.uint8), (2100, 1)))
+    data = encode(image.convert(mode) if mode != "I;16" else
+                  Image.fromarray(np.asarray(image, np.uint16) * 257), fmt)
+    reduced = load_image(data, max_side=1024)
+    # PNG: 3000 / 3; JPEG: decoded at 1/2 scale in draft mode, then halved again
+    assert reduced.size == ((750, 525) if fmt == "JPEG" else (1000, 700))
+    assert load_image(data).size == (3000, 2100)                   # by default: untouched
+    assert load_image(encode(Image.new("L", (900, 500)), fmt), max_side=1024).size == (900, 500)
+    grey = to_grey(reduced)
+    assert grey[:, 0].max() < 20 and grey[:, -1].min() > 200      # still the same ramp
