@@ -52,18 +52,22 @@ from brainmri.io import MAX_BYTES, ImageLoadError, describe  # noqa: E402
 from brainmri.overlay import upscale, with_colour_bar  # noqa: E402
 from brainmri.report import write_report  # noqa: E402
 from brainmri.service import (MODEL_LABELS, PREDICTED, Service, class_label,  # noqa: E402
-                              probability_table)
+                              percent)
 
 log = logging.getLogger("brainmri.app")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm"}
-# Tables (the About tab's metrics, the probability bars) scroll sideways on a phone instead
-# of breaking words and numbers (a Markdown table has no such option in Gradio).
+# The About tab's tables scroll sideways on a phone instead of breaking words and numbers (a
+# Markdown table has no such option in Gradio), and say so there. The probability bars show
+# `percent` in their names (never a rounded 100%), so gr.Label's own whole percent is hidden.
 CSS = """
-#card table, #bars table { display: block; overflow-x: auto; }
-#card th, #card td, #bars th, #bars td { white-space: nowrap; }
+#card table { display: block; overflow-x: auto; }
+#card th, #card td { white-space: nowrap; }
 #card td:last-child { white-space: normal; min-width: 14em; }
+.scroll-hint { display: none; }
+@media (max-width: 700px) { .scroll-hint { display: block; } }
+#bars dd.confidence, [id^=bars-] dd.confidence { display: none; }
 """
 # On a phone the columns stack and the answer lands below the screen: bring it into view.
 SHOW_ANSWER = ("() => { if (window.innerWidth < 768) document.getElementById('headline')"
@@ -75,6 +79,10 @@ STATE_TTL_S = 3600          # a session's cached result (grey + heatmap, ~1 MB) 
 NO_SLICE = -1               # the slice input's value for 2-D images: the file's default
 HEATMAP_SIDE = 1024         # the .npy download's longer side at most (the map's detail is the model's grid)
 DISPLAY_SIDE = 512          # smaller scans are enlarged for display
+# Gradio refuses larger uploads before any handler runs (and the page keeps its last answer);
+# between MAX_BYTES and this, the handler refuses the file from its size, with a message, and
+# the page is cleared.
+UPLOAD_CAP = 4 * MAX_BYTES
 
 try:                                    # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -146,10 +154,39 @@ def display_pair(r) -> tuple[np.ndarray, np.ndarray]:
     return upscale(np.repeat(r.grey[:, :, None], 3, 2), DISPLAY_SIDE), upscale(r.overlay, DISPLAY_SIDE)
 
 
+def probability_bars(r) -> dict[str, float] | None:
+    """gr.Label's value: probability by "<class name> <percent>", most probable first; None
+    for a refused input (its probabilities are not a finding)."""
+    if not r.is_mri:
+        return None
+    ranked = sorted(r.probabilities.items(), key=lambda kv: -kv[1])
+    return {f"{class_label(c)} {percent(p)}": float(p) for c, p in ranked}
+
+
+def example_captions(folder: Path) -> dict[str, str]:
+    """File name -> "True class: Glioma · Kaggle Testing Te-gl_0079.jpg", from the table in
+    `folder`/ATTRIBUTION.md (columns: file here, original `<class>/<file>`, ...); {} without one."""
+    notes = folder / "ATTRIBUTION.md"
+    if not notes.is_file():
+        return {}
+    captions = {}
+    for line in notes.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or "/" not in cells[1]:
+            continue
+        try:
+            label = class_label(canonical_class(cells[1].split("/")[0]))
+        except UnknownClassError:
+            continue
+        captions[cells[0]] = f"True class: {label} · Kaggle Testing {cells[1].split('/')[-1]}"
+    return captions
+
+
 def pick_examples(folder: str | Path | None, per_class: int = 2,
                   limit: int = 8) -> list[tuple[Path, str]]:
     """(copy, caption) for a few images per class folder (Kaggle-style `<class>/<file>`) or
-    from a flat folder (caption from a `<class>-...` file name, else the stem); copied to a
+    from a flat folder; the caption says the true class and source (`example_captions`), else
+    the class from the folder or a `<class>-...` file name, else the stem. Copied to a
     temporary folder so no operator path is ever served."""
     if not folder or not Path(folder).is_dir():
         return []
@@ -165,9 +202,11 @@ def pick_examples(folder: str | Path | None, per_class: int = 2,
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         if caption(sub.name):
             chosen += [(p, caption(sub.name)) for p in images(sub)[:per_class]]
-    chosen = (chosen or [(p, caption(p.stem.split("-")[0]) or p.stem) for p in images(folder)])[:limit]
+    chosen = (chosen or [(p, caption(p.stem.split("-")[0])) for p in images(folder)])[:limit]
     if not chosen:
         return []
+    noted = example_captions(folder)
+    chosen = [(p, noted.get(p.name) or (f"True class: {c}" if c else p.stem)) for p, c in chosen]
     target = Path(tempfile.mkdtemp(prefix="brainmri-examples-"))
     atexit.register(shutil.rmtree, target, True)
     copies = []
@@ -180,6 +219,16 @@ def pick_examples(folder: str | Path | None, per_class: int = 2,
 def frame_of(slice_no) -> int | None:
     """The slice input's value as a frame number; None for a 2-D image (NO_SLICE)."""
     return None if slice_no is None or slice_no < 0 else int(slice_no)
+
+
+def slice_chooser(scan) -> tuple[gr.Slider, int]:
+    """(the slice input, the slice to classify) for a file: a chooser over a volume's slices
+    at its default one, hidden (NO_SLICE) for a 2-D image."""
+    info = describe(scan)
+    if info.frames > 1:
+        return gr.Slider(minimum=0, maximum=info.frames - 1, value=info.default, step=1, visible=True,
+                         label=f"Slice ({info.format}, {info.frames} in all)"), info.default
+    return gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE), NO_SLICE
 
 
 def adopt_example(scan):
@@ -203,7 +252,7 @@ class Handlers:
     def outputs_of(self, r, target):
         figure = with_colour_bar(r.heatmap) if r.is_mri else None
         heat = self.files.save_heatmap(r.heatmap) if r.is_mri else None
-        return (r.headline, probability_table(r.probabilities, r.is_mri), display_pair(r), figure,
+        return (r.headline, probability_bars(r), display_pair(r), figure,
                 heat, r.as_dict(), {"result": r, "target": target})
 
     def run_model(self, scan, model, method, target, alpha, slice_no):
@@ -213,6 +262,20 @@ class Handlers:
 
     @user_errors
     def classify(self, scan, model, method, target, alpha, slice_no=NO_SLICE, progress=gr.Progress()):
+        """Classify one brain MRI slice and explain the answer with a heatmap.
+
+        Args:
+            scan: the image file: JPEG, PNG, BMP, TIFF, WebP, DICOM or NIfTI.
+            model: "resnet50" or "baseline".
+            method: the heatmap method, e.g. "gradcam".
+            target: the class the heatmap explains, or "predicted".
+            alpha: the heatmap's opacity on the scan, 0 to 1.
+            slice_no: the slice of a volume (DICOM frame, NIfTI axial slice); -1: its default.
+        Returns:
+            The finding (markdown), the probabilities, the scan and the heatmap on it, the
+            heatmap with its colour bar, the raw heatmap (.npy) and the result as data.
+            Research and education only: not a diagnosis.
+        """
         progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
         return self.outputs_of(self.run_model(scan, model, method, target, alpha, slice_no), target)
 
@@ -222,18 +285,12 @@ class Handlers:
         a volume offers its slices; then its default slice is classified."""
         if scan is None:
             return (gr.skip(),) * 10
-        info = describe(scan)
-        if info.frames > 1:
-            chooser = gr.Slider(minimum=0, maximum=info.frames - 1, value=info.default, step=1,
-                                visible=True, label=f"Slice ({info.format}, {info.frames} in all)")
-            slice_no = info.default
-        else:
-            chooser, slice_no = gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE), NO_SLICE
+        chooser, slice_no = slice_chooser(scan)
         progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
         found = self.outputs_of(self.run_model(scan, model, method, target, alpha, slice_no), target)
         return (None, scan, chooser, *found)
 
-    def classify_example(self, _thumb, scan, model, method, target, alpha):
+    def classify_example(self, _thumb, _caption, scan, model, method, target, alpha):
         return self.classify(scan, model, method, target, alpha)[:-1]      # no session state
 
     def remembered(self, cached, scan, model, method, target, alpha, slice_no):
@@ -288,30 +345,54 @@ class Handlers:
 
     @user_errors
     def compare(self, scan, method, slice_no=NO_SLICE, progress=gr.Progress()):
+        """Classify one brain MRI slice with every model, side by side, and say whether they agree.
+
+        Args:
+            scan: the image file: JPEG, PNG, BMP, TIFF, WebP, DICOM or NIfTI.
+            method: the heatmap method, e.g. "gradcam".
+            slice_no: the slice of a volume; -1: its default.
+        Returns:
+            Per model: the finding (markdown), the probabilities, the heatmap on the scan;
+            then one line on whether the models agree. Research and education only.
+        """
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")
         progress(0.1, desc="Running every model")
         c = self.service.compare(scan, method, frame=frame_of(slice_no))
         out = []
         for r in c.results.values():
-            out += [r.headline, probability_table(r.probabilities, r.is_mri),
-                    upscale(r.overlay, DISPLAY_SIDE)]
+            out += [r.headline, probability_bars(r), upscale(r.overlay, DISPLAY_SIDE)]
         return (*out, c.summary)
 
+    @user_errors
     def compare_upload(self, scan, method):
-        return (None, *self.compare(scan, method), (scan, method, NO_SLICE))
+        """A file dropped on Compare: its slice chooser, then every model on its default slice."""
+        if scan is None:
+            return (gr.skip(),) * (3 * len(self.service.models) + 4)
+        chooser, slice_no = slice_chooser(scan)
+        return (None, chooser, *self.compare(scan, method, slice_no), (scan, method, slice_no))
 
+    @user_errors
     def compare_if_new(self, scan, method, slice_no, done):
-        """The Compare tab opened or its settings changed: compare the scan in use, once."""
+        """The Compare tab opened: compare the scan in use (at its slice in Classify), once;
+        the tab's slice chooser follows."""
         key = (scan, method, slice_no)
         if scan is None or done == key:
-            return (gr.skip(),) * (3 * len(self.service.models) + 2)
-        return (*self.compare(scan, method, slice_no), key)
+            return (gr.skip(),) * (3 * len(self.service.models) + 3)
+        chooser, _ = slice_chooser(scan)
+        if slice_no is not None and slice_no != NO_SLICE:
+            chooser = gr.Slider(minimum=0, maximum=chooser.maximum, value=slice_no, step=1,
+                                visible=True, label=chooser.label)
+        return (chooser, *self.compare(scan, method, slice_no), key)
 
-    def compare_again(self, done, scan, method):
-        """Compare again, with `method`: the scan last compared, else the scan in use."""
-        scan, _, slice_no = done or (scan, method, NO_SLICE)
-        return self.compare_if_new(scan, method, slice_no, None)
+    @user_errors
+    def compare_again(self, done, scan, method, slice_no=NO_SLICE):
+        """Compare again, with `method` and the tab's slice: the scan last compared, else the
+        scan in use."""
+        scan = done[0] if done else scan
+        if scan is None:
+            raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")
+        return (*self.compare(scan, method, slice_no), (scan, method, slice_no))
 
 
 @dataclasses.dataclass
@@ -356,18 +437,21 @@ def classify_layout(s: Session) -> SimpleNamespace:
             s.slice_no = gr.Slider(NO_SLICE, 0, value=NO_SLICE, step=1, label="Slice",
                                    visible=False, elem_id="slice")
             thumb = gr.Image(type="filepath", visible=False, label="Example scan")
+            caption = gr.Textbox(visible=False, label="About this example")
             example_box = gr.Column()
-            run = gr.Button("Classify again", variant="primary")
+            run = gr.Button("Classify", variant="primary", elem_id="run")
             with gr.Accordion("Model and explanation settings", open=False):
                 s.model.render()
                 s.method.render()
                 s.target.render()
         with gr.Column(scale=2, min_width=300):
             headline = gr.Markdown(WAITING, label="Finding", elem_id="headline")
-            bars = gr.Markdown("", label="Probabilities", elem_id="bars")
-            pair = gr.ImageSlider(label="Scan | heatmap on the scan (drag the handle)",
-                                  type="numpy", format="png", interactive=False,
-                                  elem_id="slider", max_height=560)
+            bars = gr.Label(label="Probabilities", show_heading=False, elem_id="bars")
+            # The heatmap shows whole at first (the handle at the left edge): drag it right to
+            # uncover the plain scan.
+            pair = gr.ImageSlider(label="Heatmap on the scan (drag the handle right to see the "
+                                  "plain scan)", type="numpy", format="png", interactive=False,
+                                  elem_id="slider", max_height=560, slider_position=0)
             s.alpha.render()
             with gr.Row():
                 figure = gr.Image(label="Heatmap alone, with its colour bar", format="png",
@@ -389,7 +473,7 @@ def classify_layout(s: Session) -> SimpleNamespace:
                 check_overlay = gr.Image(label="The scan with the hot region painted out, "
                                          "and its new heatmap", format="png",
                                          interactive=False, elem_id="recheck-overlay")
-    return SimpleNamespace(scan=scan, thumb=thumb, example_box=example_box, run=run,
+    return SimpleNamespace(scan=scan, thumb=thumb, caption=caption, example_box=example_box, run=run,
                            pair=pair, report_run=report_run, report_file=report_file,
                            check=check, check_text=check_text, check_overlay=check_overlay,
                            outputs=[headline, bars, pair, figure, heat_file, result, s.cached])
@@ -397,12 +481,13 @@ def classify_layout(s: Session) -> SimpleNamespace:
 
 def classify_examples(h: Handlers, s: Session, ui: SimpleNamespace,
                       examples: list[tuple[Path, str]]) -> None:
-    """Example scans under the drop zone; a click answers (cached) and makes it the scan in use."""
+    """Example scans under the drop zone, each with its true class and source; a click answers
+    (cached) and makes it the scan in use."""
     with ui.example_box:
-        shown = gr.Examples([[str(p), str(p), h.service.default_model, h.service.default_method,
-                              PREDICTED, 0.45] for p, _ in examples],
-                            inputs=[ui.thumb, ui.scan, *s.settings], outputs=ui.outputs[:-1],
-                            fn=h.classify_example, visible_columns=[0],
+        shown = gr.Examples([[str(p), caption, str(p), h.service.default_model,
+                              h.service.default_method, PREDICTED, 0.45] for p, caption in examples],
+                            inputs=[ui.thumb, ui.caption, ui.scan, *s.settings],
+                            outputs=ui.outputs[:-1], fn=h.classify_example, visible_columns=[0, 1],
                             cache_examples=True, cache_mode="lazy", examples_per_page=8,
                             label="Examples (Kaggle Testing scans; examples/ATTRIBUTION.md)",
                             elem_id="examples", api_visibility="private")
@@ -453,12 +538,15 @@ def classify_tab(h: Handlers, s: Session, examples: list[tuple[Path, str]] | Non
 
 def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
     """The Compare tab: every model on the scan in use (when the tab opens) or on one dropped
-    here, side by side, and whether they agree."""
+    here, side by side, and whether they agree. Its method follows the Classify tab's; a
+    volume gets a slice chooser; an error clears every panel."""
     with gr.Row():
         with gr.Column():
             gr.Markdown("Both models on the scan in use in the Classify tab, or drop another here.")
             c_scan = gr.File(label="Drop another scan to compare", type="filepath",
                              file_count="single", height=110, elem_id="compare-scan")
+            c_slice = gr.Slider(NO_SLICE, 0, value=NO_SLICE, step=1, label="Slice",
+                                visible=False, elem_id="compare-slice")
         with gr.Column():
             c_method = gr.Dropdown(h.service.method_choices(), value=h.service.default_method,
                                    label="Explanation method", info=h.service.METHOD_INFO)
@@ -471,26 +559,70 @@ def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
             with gr.Column(min_width=280):
                 gr.Markdown(f"## {name}")
                 c_outputs += [gr.Markdown(label=f"{name} finding", elem_id=f"finding-{m}"),
-                              gr.Markdown(label=f"{name} probabilities", elem_id=f"bars-{m}"),
+                              gr.Label(label=f"{name} probabilities", show_heading=False,
+                                       elem_id=f"bars-{m}"),
                               gr.Image(label=f"{name} heatmap on the scan", format="png",
                                        interactive=False, elem_id=f"overlay-{m}")]
     compared = gr.State()                       # (scan, method, slice) last compared
     c_all = c_outputs + [agreement]
-    c_scan.upload(h.compare_upload, [c_scan, c_method], [c_scan] + c_all + [compared],
-                  api_name="compare_upload", api_visibility="private").failure(
-        lambda: None, None, c_scan, api_visibility="private", queue=False)
-    tab.select(h.compare_if_new, [s.current, c_method, s.slice_no, compared],
-               c_all + [compared], api_name="compare_on_select", api_visibility="private")
-    gr.on([c_run.click, c_method.input], h.compare_again, [compared, s.current, c_method],
-          c_all + [compared], api_name="compare_again", api_visibility="private")
+    cleared = lambda: (None, gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE),
+                       *[None, None, None] * len(h.service.models), "", None)
+    private = dict(api_visibility="private")
+    events = [
+        c_scan.upload(h.compare_upload, [c_scan, c_method], [c_scan, c_slice, *c_all, compared],
+                      api_name="compare_upload", **private),
+        tab.select(h.compare_if_new, [s.current, c_method, s.slice_no, compared],
+                   [c_slice, *c_all, compared], api_name="compare_on_select", **private),
+        gr.on([c_run.click, c_method.input, c_slice.release], h.compare_again,
+              [compared, s.current, c_method, c_slice], [*c_all, compared],
+              api_name="compare_again", trigger_mode="always_last", **private)]
+    for event in events:          # one message, and nothing left of the previous answer
+        event.failure(cleared, None, [c_scan, c_slice, *c_all, compared], queue=False, **private)
+    s.method.change(lambda m: m, s.method, c_method, queue=False, **private)
     with gr.Row(visible=False):
         api_c_scan = gr.File(label="scan", type="filepath")
         api_compare = gr.Button("compare")
     api_compare.click(h.compare, [api_c_scan, c_method, s.slice_no], c_all, api_name="compare")
 
 
+ABOUT = """## In plain words
+This page runs a computer model that looks at **one picture of a slice through the brain** (an
+MRI scan) and guesses whether it shows one of three kinds of brain tumour (glioma, meningioma,
+pituitary tumour) or none. It colours the parts of the picture that pushed its guess the most
+(the *heatmap*). It learnt from about 7,000 pictures from one public collection, many of them
+copies of each other, so it is often wrong on pictures from elsewhere. It says *treat with
+caution* when a picture is unlike the ones it learnt from or when it hesitates, and refuses
+pictures that do not look like a brain MRI slice. **It is a teaching and research tool: it must
+never be used to decide anything about a person's health.**
+
+### Words used below
+- **Accuracy**: the share of test pictures whose class the model got right.
+- **Macro F1**: accuracy's stricter cousin: it averages how well each class is found, so a rare
+  class counts as much as a common one (1 is perfect).
+- **ROC AUC**: how well the probabilities rank the right class above the others (1 is perfect,
+  0.5 is chance).
+- **ECE** (expected calibration error): how far the stated probabilities are from how often the
+  model is right (0 is perfect: of answers given at 80%, 80% are right).
+- **Calibration / temperature scaling**: one number fitted after training so the probabilities
+  mean what they say.
+- **Protocol**: which test pictures a figure was measured on (*clean* is the honest one: no
+  copies of training pictures).
+- **Pointing game**: how often a heatmap's hottest point falls inside the tumour's box.
+- **Grad-CAM, Layer-CAM, ...**: ways of computing the heatmap from the model's inner layers.
+- **Not-an-MRI check (mahalanobis-pca)**: a distance from the training pictures, measured inside
+  the model, above which an input is refused.
+- **Familiarity**: how much a picture resembles the training pictures of the class the model
+  chose; too little means *treat with caution*.
+- **Checkpoint**: the saved model: its learnt numbers plus what it was trained on and measured to do.
+"""
+
+
 def about_tab(service: Service) -> gr.Markdown:
-    """The About tab: the model card (re-read on each page load)."""
+    """The About tab: a plain summary and a glossary, then the model card (re-read on each
+    page load)."""
+    gr.Markdown(ABOUT, elem_id="about")
+    gr.Markdown("*On a narrow screen the tables below scroll sideways: swipe them.*",
+                elem_classes="scroll-hint")
     return gr.Markdown(service.model_card(), label="Model card", elem_id="card")
 
 
@@ -540,6 +672,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "number of requests handled at once (env BRAINMRI_BATCH; 1: no batching)")
     p.add_argument("--batch-workers", type=int, default=int(env("BRAINMRI_BATCH_WORKERS") or 1),
                    help="batches in flight at once per model (env BRAINMRI_BATCH_WORKERS)")
+    p.add_argument("--mcp", action="store_true", default=env("BRAINMRI_MCP", "") not in ("", "0"),
+                   help="also serve the API as an MCP server, each endpoint a tool for AI "
+                        "assistants, at /gradio_api/mcp/ (env BRAINMRI_MCP=1; needs gradio[mcp])")
     return p
 
 
@@ -559,7 +694,7 @@ def main(argv=None) -> None:
     demo = build_demo(service, pick_examples(args.examples))
     demo.queue(default_concurrency_limit=max(2, args.batch))
     demo.launch(server_name=args.host, server_port=args.port, share=False, css=CSS,
-                max_file_size=MAX_BYTES, show_error=False)
+                max_file_size=UPLOAD_CAP, show_error=False, mcp_server=args.mcp)
 
 
 if __name__ == "__main__":
