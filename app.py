@@ -262,7 +262,10 @@ class Handlers:
 
     @user_errors
     def classify(self, scan, model, method, target, alpha, slice_no=NO_SLICE, progress=gr.Progress()):
-        """Classify one brain MRI slice and explain the answer with a heatmap.
+        """Classify one brain MRI slice and explain the answer with a heatmap. Gives the finding
+        (markdown), the probabilities, the scan and the heatmap on it, the heatmap with its
+        colour bar, the raw heatmap (.npy) and the result as data. Research and education
+        only: not a diagnosis.
 
         Args:
             scan: the image file: JPEG, PNG, BMP, TIFF, WebP, DICOM or NIfTI.
@@ -271,10 +274,6 @@ class Handlers:
             target: the class the heatmap explains, or "predicted".
             alpha: the heatmap's opacity on the scan, 0 to 1.
             slice_no: the slice of a volume (DICOM frame, NIfTI axial slice); -1: its default.
-        Returns:
-            The finding (markdown), the probabilities, the scan and the heatmap on it, the
-            heatmap with its colour bar, the raw heatmap (.npy) and the result as data.
-            Research and education only: not a diagnosis.
         """
         progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
         return self.outputs_of(self.run_model(scan, model, method, target, alpha, slice_no), target)
@@ -345,15 +344,14 @@ class Handlers:
 
     @user_errors
     def compare(self, scan, method, slice_no=NO_SLICE, progress=gr.Progress()):
-        """Classify one brain MRI slice with every model, side by side, and say whether they agree.
+        """Classify one brain MRI slice with every model and say whether they agree. Gives, per
+        model, the finding (markdown), the probabilities and the heatmap on the scan; then one
+        line on agreement. Research and education only: not a diagnosis.
 
         Args:
             scan: the image file: JPEG, PNG, BMP, TIFF, WebP, DICOM or NIfTI.
             method: the heatmap method, e.g. "gradcam".
             slice_no: the slice of a volume; -1: its default.
-        Returns:
-            Per model: the finding (markdown), the probabilities, the heatmap on the scan;
-            then one line on whether the models agree. Research and education only.
         """
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")

@@ -5,6 +5,8 @@ BRAINMRI_DATA is set (else a synthetic one).
 """
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import math
 import re
 import time
@@ -29,10 +31,13 @@ def app_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("app")
 
 
+MCP = importlib.util.find_spec("mcp") is not None             # gradio[mcp] installed
+
+
 @pytest.fixture(scope="module")
 def app_url(app_dir):
     folder, _ = checkpoint_dir(app_dir)
-    with running_app(folder, app_dir / "app.log") as url:
+    with running_app(folder, app_dir / "app.log", args=("--mcp",) if MCP else ()) as url:
         yield url
 
 
@@ -55,6 +60,11 @@ def classify(client, scan, model="resnet50", method="gradcam", target="predicted
     """/classify -> (headline, bars, (scan, overlay), heatmap figure, .npy, result dict)."""
     return client.predict(handle_file(str(scan)), model, method, target, alpha, -1,
                           api_name="/classify")
+
+
+def bar_names(bars) -> list[str]:
+    """The names on a gr.Label's bars, most probable first ([] when it shows none)."""
+    return [c["label"] for c in (bars or {}).get("confidences") or []]
 
 
 def display_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -81,11 +91,12 @@ def test_classify_then_reblend_and_report(client, scan_file):
     assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
     assert result["outcome"] in ("confident", "caution") and isinstance(result["reasons"], list)
     assert "%" in headline and "not a diagnosis" in headline
-    for name in CLASSES:                                  # the headline's names, one decimal
-        assert f"| {class_label(name)} |" in bars
-    assert "notumor" not in bars and "100%" not in bars and "100.0%" not in bars
-    for text in (headline, bars):
-        assert not re.search(r"<[a-z/]", text), text       # no HTML markup
+    names = bar_names(bars)                               # the headline's names, one decimal
+    ranked = sorted(result["probabilities"], key=lambda c: -result["probabilities"][c])
+    assert [n.rsplit(" ", 1)[0] for n in names] == [class_label(c) for c in ranked]
+    assert all(re.search(r" (<|>)?\d+\.\d%$", n) for n in names), names
+    assert not any(n.endswith((" 100.0%", " 0.0%")) for n in names)
+    assert not re.search(r"<[a-z/]", headline), headline   # no HTML markup
     assert Image.open(before).size == Image.open(after).size == display_size(size)
     assert Image.open(after).mode == "RGB"
     assert Image.open(figure).size[0] > 100                # heatmap with its colour bar
@@ -121,7 +132,7 @@ def test_compare(client, scan_file):
     assert len(out) == 7
     (h1, b1, o1), (h2, b2, o2), summary = out[0:3], out[3:6], out[6]
     for headline, bars, overlay in ((h1, b1, o1), (h2, b2, o2)):
-        assert " ms" in headline and "| probability |" in bars
+        assert " ms" in headline and len(bar_names(bars)) == len(CLASSES)
         assert Image.open(overlay).size == display_size(Image.open(scan_file).size)
     assert "Baseline CNN" in h1 and "ResNet-50" in h2
     assert ("models agree" in summary) or ("models disagree" in summary)
@@ -139,7 +150,7 @@ def test_dicom_goes_to_the_model_with_its_modality(client):
         client, pydicom_data.get_testdata_file("CT_small.dcm"))
     assert result["label"] is None and result["outcome"] == "not_mri" and not result["is_mri"]
     assert any("modality CT" in r for r in result["reasons"]) and "CT, not MR" in headline
-    assert figure is None and heat is None and "%" not in bars and "%" not in headline
+    assert figure is None and heat is None and not bar_names(bars) and "%" not in headline
     overlay = np.asarray(Image.open(after))                      # no heatmap colour
     assert (overlay[:, :, 0] == overlay[:, :, 1]).all() and (overlay[:, :, 1] == overlay[:, :, 2]).all()
 
@@ -152,13 +163,56 @@ def test_colour_photo_is_not_called_a_tumour(client, tmp_path):
     headline, bars, _, figure, _, result = classify(client, path)
     assert "This does not look like a brain MRI slice" in headline and "%" not in headline
     assert result["label"] is None and any("colour" in r for r in result["reasons"])
-    assert figure is None and "%" not in bars
+    assert figure is None and not bar_names(bars)
     assert set(result["probabilities"]) == set(CLASSES)          # kept for reference
 
 
 def test_model_card(client):
     card = client.predict(api_name="/model_card")
     assert "Research and education only" in card and "Known limitations" in card
+
+
+@pytest.mark.skipif(not MCP, reason="the MCP server needs gradio[mcp] (pip install 'gradio[mcp]')")
+def test_mcp_server_lists_the_tools_and_answers_a_call(app_url):
+    """A real MCP client (the `mcp` package) over streamable HTTP: the app's endpoints are
+    tools, /classify takes the scan as a file URL, and a tool call returns the model card."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def talk():
+        async with streamable_http_client(app_url + "gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as mcp:
+                await mcp.initialize()
+                tools = {t.name: t for t in (await mcp.list_tools()).tools}
+                card = await mcp.call_tool("model_card", {})
+                return tools, card
+    tools, card = asyncio.run(asyncio.wait_for(talk(), 120))
+    assert {"classify", "compare", "model_card"} <= set(tools)
+    schema = tools["classify"].inputSchema["properties"]
+    assert list(schema)[:2] == ["scan", "model"] and "brain MRI slice" in tools["classify"].description
+    text = " ".join(getattr(c, "text", "") for c in card.content)
+    assert not card.isError and "Known limitations" in text
+
+
+def test_an_upload_over_the_size_limit_is_refused_by_the_handler(client, tmp_path):
+    """Over MAX_BYTES (but under Gradio's own cap) the handler refuses it, from its size."""
+    from brainmri.io import MAX_BYTES
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(MAX_BYTES + 1)
+    start = time.perf_counter()
+    with pytest.raises(AppError, match="over the limit of 50 MiB"):
+        classify(client, big)
+    assert time.perf_counter() - start < 30           # the upload itself, on a slow machine
+
+
+def test_a_huge_image_is_refused_from_its_header(client, tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("L", (8000, 8000), 30).save(path)
+    start = time.perf_counter()
+    with pytest.raises(AppError, match="8000x8000 pixels, over the limit"):
+        classify(client, path)
+    assert time.perf_counter() - start < 2.0
 
 
 @pytest.mark.parametrize("content, message", [
@@ -224,12 +278,15 @@ def test_pick_examples(tmp_path):
             scan(seed=i, size=32).save(tmp_path / folder / f"{i}.png")
     (tmp_path / "glioma" / "notes.txt").write_text("not an image")
     picked = app.pick_examples(tmp_path, per_class=2)
-    assert [c for _, c in picked] == ["Glioma", "Glioma", "No tumour", "No tumour"]
+    assert [c for _, c in picked] == ["True class: Glioma"] * 2 + ["True class: No tumour"] * 2
     assert all(p.is_file() and tmp_path not in p.parents for p, _ in picked)   # copies
     assert [p.name for p, _ in picked] == ["0.png", "1.png", "0.png", "1.png"]  # names kept
     shipped = app.pick_examples(app.EXAMPLES)                       # the repository's own
-    assert len(shipped) == 8 and {c for _, c in shipped} == {
-        "Glioma", "Meningioma", "No tumour", "Pituitary tumour"}
+    assert len(shipped) == 8
+    captions = dict((p.name, c) for p, c in shipped)                # from examples/ATTRIBUTION.md
+    assert captions["glioma-Te-glTr_0003.jpg"] == "True class: Glioma · Kaggle Testing Te-glTr_0003.jpg"
+    assert {c.split(" · ")[0] for c in captions.values()} == {
+        f"True class: {name}" for name in ("Glioma", "Meningioma", "No tumour", "Pituitary tumour")}
     assert app.pick_examples(None) == [] and app.pick_examples(tmp_path / "missing") == []
     assert app.pick_examples(tmp_path / "not-a-class", per_class=2) != []      # flat folder
 
@@ -252,7 +309,7 @@ def test_heatmap_with_colour_bar():
 
 def test_method_picker_opens_on_the_measured_default(app_url):
     """The served page's method dropdown starts on the ResNet-50 checkpoint's stored default and
-    labels each method with the pointing game stored beside it (when the checkpoint has one)."""
+    names each method plainly (the pointing game is in the model card)."""
     import json
     import urllib.request
     from brainmri.checkpoint import read_metadata
@@ -266,8 +323,7 @@ def test_method_picker_opens_on_the_measured_default(app_url):
     for props in pickers:
         assert props["value"] == meta.get("default_cam", "gradcam")
         labels = {value: label for label, value in props["choices"]}
-        for method, score in meta.get("cam_scores", {}).items():
-            assert f"ResNet-50 {100 * score:.0f}%" in labels[method]
+        assert labels["gradcam"] == "Grad-CAM" and not any("%" in v for v in labels.values())
 
 
 def test_app_caps_malloc_arenas(tmp_path):
