@@ -6,7 +6,8 @@ brightness and framing, with how far "confident" holds on each.
 
 For each checkpoint the splits are rebuilt as it was trained (`brainmri.protocols`, with the
 run's `holdout_source` / `holdout_classes` when it held a source out). Sets scored: `val`,
-and `loso` for a run that held a source out (the held-out source's pictures), else `clean`.
+and `loso` for a run that held a source out (the held-out source's pictures), else `clean`;
+`loso_training` is the part of `loso` from Kaggle Training, the only part a choice may use.
 Every scan goes through `Predictor` as the app runs it (input check, calibrated
 probabilities, not-an-MRI detector, familiarity and the outcome when the checkpoint carries
 a detector), and once more with its intensities inverted inside the head
@@ -71,7 +72,7 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
     """Per-scan arrays for `samples`: label, probabilities (plain and inverted), outcome,
     is_mri, brightness, framing, source. Unreadable files are skipped (counted)."""
     rows = {k: [] for k in ("label", "probs", "probs_inverted", "outcome", "is_mri",
-                            "brightness", "framing", "source", "path")}
+                            "brightness", "framing", "source", "split", "path")}
     unreadable = 0
     for s in range(0, len(samples), batch_size):
         chunk, prepared = [], []
@@ -100,10 +101,16 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
             rows["brightness"].append(float(inside.mean()) if inside.numel() else 0.0)
             rows["framing"].append((x1 - x0) * (y1 - y0) / float(p.grey.shape[0] * p.grey.shape[1]))
             rows["source"].append(sources.get(str(smp.path), ""))
+            rows["split"].append(smp.split)
             rows["path"].append(str(smp.path))
     out = {k: np.array(v) for k, v in rows.items()}
     out["unreadable"] = unreadable
     return out
+
+
+def subset(scored: dict, mask: np.ndarray) -> dict:
+    """The rows of `scored` where `mask` holds (counts of unreadable files are not split)."""
+    return {k: (v[mask] if isinstance(v, np.ndarray) else 0) for k, v in scored.items()}
 
 
 def confident_mask(scored: dict, min_top: float) -> np.ndarray:
@@ -182,6 +189,10 @@ def evaluate(path: Path, args) -> dict:
         scored[name] = score_set(predictor, samples, splits.sources, args.batch_size)
         log.info("%s %s: %d scans in %.0f s", predictor.name, name, len(samples), time.time() - t)
     edges = {k: tertile_edges(scored["val"][k]) for k in ("brightness", "framing")}
+    if holdout:
+        # The held-out pictures from Kaggle Training: the part a choice may be made on (the
+        # Testing part only reports).
+        scored["loso_training"] = subset(scored["loso"], scored["loso"]["split"] == "train")
     return {
         "checkpoint": str(path), "model": predictor.name,
         "holdout_source": holdout, "holdout_classes": margs.get("holdout_classes"),

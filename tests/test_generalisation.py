@@ -38,7 +38,8 @@ def test_loso_run_is_scored_on_its_held_out_source(folder, tmp_path, monkeypatch
     r = run(ckpt, folder, tmp_path / "out")
     splits = build_splits(folder, 0.34, 0, holdout_source="sartaj-br35h",
                           holdout_classes=["meningioma"])
-    assert set(r["sets"]) == {"val", "loso"}
+    assert set(r["sets"]) == {"val", "loso", "loso_training"}
+    assert r["sets"]["loso_training"]["n"] == sum(s.split == "train" for s in splits.loso)
     loso = r["sets"]["loso"]
     assert loso["n"] == len(splits.loso) > 0
     assert set(loso["per_class"]) == {"meningioma"}
