@@ -50,7 +50,9 @@ import numpy as np  # noqa: E402
 from brainmri.classes import UnknownClassError, canonical_class  # noqa: E402
 from brainmri.io import MAX_BYTES, ImageLoadError, describe  # noqa: E402
 from brainmri.overlay import upscale, with_colour_bar  # noqa: E402
-from brainmri.report import write_report  # noqa: E402
+from brainmri.report import strip_figure, write_report, write_scan_report  # noqa: E402
+from brainmri.scans import SeriesChoice, is_scan  # noqa: E402
+from brainmri.scanview import ScanView, view_scan, view_slice  # noqa: E402
 from brainmri.service import (MODEL_LABELS, PREDICTED, Service, class_label,  # noqa: E402
                               percent)
 
@@ -340,6 +342,9 @@ class Handlers:
         source = Path(scan).name if isinstance(scan, str) else ""
         meta = getattr(self.service.engines[r.model], "meta", {})
         path = self.files.new(f"brainmri-report-{time.strftime('%Y%m%d-%H%M%S')}.pdf")
+        if isinstance(cached.get("scan"), ScanView):       # a whole scan: its slice, then its strip
+            return str(write_scan_report(cached["scan"], path, source=source,
+                                         model_name=meta.get("name", "")))
         return str(write_report(r, path, source=source, model_name=meta.get("name", "")))
 
     @user_errors
@@ -444,6 +449,7 @@ def classify_layout(s: Session) -> SimpleNamespace:
                 s.target.render()
         with gr.Column(scale=2, min_width=300):
             headline = gr.Markdown(WAITING, label="Finding", elem_id="headline")
+            scan_ui = scan_layout()
             bars = gr.Label(label="Probabilities", show_heading=False, elem_id="bars")
             # The heatmap shows whole at first (the handle at the left edge): drag it right to
             # uncover the plain scan.
@@ -472,7 +478,7 @@ def classify_layout(s: Session) -> SimpleNamespace:
                                          "and its new heatmap", format="png",
                                          interactive=False, elem_id="recheck-overlay")
     return SimpleNamespace(scan=scan, thumb=thumb, caption=caption, example_box=example_box, run=run,
-                           pair=pair, report_run=report_run, report_file=report_file,
+                           pair=pair, report_run=report_run, report_file=report_file, scan_ui=scan_ui,
                            check=check, check_text=check_text, check_overlay=check_overlay,
                            outputs=[headline, bars, pair, figure, heat_file, result, s.cached])
 
@@ -503,12 +509,14 @@ def classify_tab(h: Handlers, s: Session, examples: list[tuple[Path, str]] | Non
         classify_examples(h, s, ui, examples)
     cleared = (WAITING, "", None, None, None, None, None)
     clear = lambda: (None, None, *cleared)
+    sh, scan_out = ScanHandlers(h), ui.scan_ui.outputs
     ui_events = [
-        ui.scan.upload(h.classify_upload, [ui.scan, *settings], [ui.scan, s.current, s.slice_no] + outputs,
-                       api_name="classify_upload", api_visibility="private"),
+        ui.scan.upload(sh.upload, [ui.scan, *settings], [ui.scan, s.current, s.slice_no] + outputs
+                       + scan_out, api_name="classify_upload", api_visibility="private"),
         gr.on([ui.run.click, s.model.input, s.method.input, s.target.input, s.slice_no.release],
-              h.classify, [s.current, *settings, s.slice_no], outputs, api_name="classify_ui",
-              api_visibility="private", trigger_mode="always_last")]
+              sh.classify, [s.current, *settings, s.slice_no, ui.scan_ui.series], outputs + scan_out,
+              api_name="classify_ui", api_visibility="private", trigger_mode="always_last")]
+    ui_events += scan_events(sh, s, ui)
     for event in ui_events:
         # One message (the error) and nothing left of the previous scan's answer.
         event.failure(clear, None, [ui.scan, s.current] + outputs, api_visibility="private",
@@ -532,6 +540,149 @@ def classify_tab(h: Handlers, s: Session, examples: list[tuple[Path, str]] | Non
     api_buttons[2].click(h.recheck, [s.cached, s.alpha], [ui.check_text, ui.check_overlay],
                          api_name="recheck")
     api_buttons[3].click(h.report, [s.cached], ui.report_file, api_name="report")
+    with gr.Row(visible=False):
+        api_volume = gr.File(label="scan", type="filepath")
+        api_series = gr.Textbox(label="series")
+        api_scan_button = gr.Button("classify_scan")
+    api_scan_button.click(sh.classify_scan_api, [api_volume, s.model, s.method, api_series],
+                          outputs[5], api_name="classify_scan")
+
+
+# ----------------------------------------------------------------------------- whole scans
+def scan_layout() -> SimpleNamespace:
+    """Under the headline, hidden until a whole scan is in use: the series to pick (an archive
+    of several), the class probabilities along the slices, a slider to walk the slices."""
+    series = gr.Dropdown([], label="This archive holds several series: pick one", visible=False,
+                         elem_id="series")
+    strip = gr.Image(label="Class probabilities along the slices", format="png", visible=False,
+                     interactive=False, elem_id="strip", height=220)
+    walk = gr.Slider(0, 1, value=0, step=1, label="Slice", visible=False, elem_id="scan-slice")
+    view = gr.State(time_to_live=STATE_TTL_S)
+    return SimpleNamespace(series=series, strip=strip, walk=walk, view=view,
+                           outputs=[series, strip, walk, view])
+
+
+def strip_image(view: ScanView) -> np.ndarray:
+    """The strip (`brainmri.report.strip_figure`) as an (H, W, 3) uint8 RGB picture."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(strip_figure(view.strip, view.result.classes, view.result.chosen,
+                                          size=(8.0, 2.4)))
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def hidden_scan() -> tuple:
+    """The scan components hidden and emptied: a single slice is in use."""
+    return (gr.Dropdown(visible=False, choices=[], value=None), gr.Image(visible=False, value=None),
+            gr.Slider(visible=False), None)
+
+
+class ScanHandlers:
+    """The handlers of a whole scan (`brainmri.scanview`) in the Classify tab: a dropped .zip
+    of DICOM files, NIfTI volume or multi-frame DICOM is read whole, every slice classified,
+    and the chosen slice shown first with its map; the slider walks the other slices."""
+    GPU = ("run_scan", "walk")
+
+    def __init__(self, h: Handlers):
+        self.h, self.service = h, h.service
+        for name in self.GPU:
+            setattr(self, name, gpu(getattr(self, name)))
+
+    def slice_outputs(self, view: ScanView, r, index: int, target) -> list:
+        """The single-slice outputs for slice `index` of `view` (`r`: its Result, None when it
+        lies outside the head): the headline is the scan's, then the slice's."""
+        if r is None:
+            grey = np.asarray(view.scan.slices[index].convert("L"))
+            plain = upscale(np.repeat(grey[:, :, None], 3, axis=2), DISPLAY_SIDE)
+            text = f"{view.headline}\n\n---\n\n**Slice {index}:** outside the head (too little " \
+                   "tissue): not classified."
+            return [text, None, (plain, plain), None, None, view.as_dict(), None]
+        found = list(self.h.outputs_of(r, target))
+        found[0] = f"{view.headline}\n\n---\n\n**Slice {index}:**\n\n{r.headline}"
+        found[5] = {**view.as_dict(), "shown_slice": index}
+        found[6] = {**found[6], "scan": view}
+        return found
+
+    def run_scan(self, scan, model, method, target, alpha, series=None, progress=gr.Progress()):
+        progress(0.0, desc="Reading the scan")
+        try:
+            view = view_scan(self.service, scan, model, method, alpha, series=series,
+                             progress=lambda d, t: progress(d / t, desc=f"Slice {d} of {t}"))
+        except SeriesChoice as choice:
+            text = (f"### This archive holds {len(choice.series)} series\nPick the one to classify "
+                    "below (by its description); each series is one scan.")
+            pick = gr.Dropdown(choices=[(x.label(), x.key) for x in choice.series], value=None,
+                               visible=True)
+            return [text, None, None, None, None, None, None,
+                    pick, gr.Image(visible=False, value=None), gr.Slider(visible=False), None]
+        chosen = view.result.chosen if view.result.chosen is not None else 0
+        walk = gr.Slider(minimum=0, maximum=max(len(view.scan) - 1, 1), value=chosen, step=1,
+                         visible=True, interactive=len(view.scan) > 1,
+                         label=f"Slice ({len(view.scan)} in all; the answer's slice first)")
+        return [*self.slice_outputs(view, view.chosen, chosen, target),
+                gr.Dropdown(visible=series is not None), gr.Image(value=strip_image(view), visible=True),
+                walk, view]
+
+    @user_errors
+    def upload(self, scan, model, method, target, alpha, progress=gr.Progress()):
+        """A dropped file: a whole scan (`is_scan`) is read and classified slice by slice;
+        anything else is one slice, as before."""
+        if scan is not None and is_scan(scan):
+            return (None, scan, gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE),
+                    *self.run_scan(scan, model, method, target, alpha, progress=progress))
+        return (*self.h.classify_upload(scan, model, method, target, alpha, progress), *hidden_scan())
+
+    @user_errors
+    def classify(self, scan, model, method, target, alpha, slice_no=NO_SLICE, series=None,
+                 progress=gr.Progress()):
+        """The Classify button or a changed setting: the scan in use again, whole or one slice."""
+        if scan is not None and is_scan(scan):
+            return tuple(self.run_scan(scan, model, method, target, alpha, series or None, progress))
+        return (*self.h.classify(scan, model, method, target, alpha, slice_no, progress), *hidden_scan())
+
+    @user_errors
+    def walk(self, view, index, method, target, alpha):
+        """The slider moved: slice `index` of the scan in use, answered as a single upload."""
+        if not isinstance(view, ScanView):
+            raise UserError("Drop a whole scan first: the slider walks its slices.")
+        index = int(index)
+        return tuple(self.slice_outputs(view, view_slice(self.service, view, index, method, alpha),
+                                        index, target))
+
+    def follow(self, scan):
+        """The scan in use changed: the scan components stay for a whole scan, else hide."""
+        if scan is not None and is_scan(scan):
+            return (gr.skip(),) * 4
+        return hidden_scan()
+
+    @user_errors
+    def classify_scan_api(self, scan, model, method, series=""):
+        """Classify every slice of a whole scan and summarise it: the finding (class), the
+        slices labelled with it, the most probable slice and its answer, per-slice
+        probabilities (null outside the head). Research and education only: not a diagnosis.
+
+        Args:
+            scan: a .zip of one DICOM series, a NIfTI volume (.nii, .nii.gz) or a multi-frame DICOM.
+            model: "resnet50" or "baseline".
+            method: the heatmap method of the chosen slice, e.g. "gradcam".
+            series: for an archive holding several series, the number or key of the one to read.
+        """
+        if scan is None:
+            raise UserError("Give a whole scan: a .zip of DICOM files, a NIfTI volume or a multi-frame DICOM.")
+        return view_scan(self.service, scan, model, method, series=series or None).as_dict()
+
+
+def scan_events(sh: ScanHandlers, s: Session, ui: SimpleNamespace) -> list:
+    """Wire the scan components: pick a series, walk the slices; hide them for a single slice."""
+    scan_ui, outputs = ui.scan_ui, ui.outputs
+    private = {"api_visibility": "private"}
+    s.current.change(sh.follow, s.current, scan_ui.outputs, queue=False, api_name="scan_follow_ui",
+                     **private)
+    return [
+        scan_ui.series.input(sh.classify, [s.current, *s.settings, s.slice_no, scan_ui.series],
+                             outputs + scan_ui.outputs, api_name="scan_series_ui", **private),
+        scan_ui.walk.release(sh.walk, [scan_ui.view, scan_ui.walk, s.method, s.target, s.alpha],
+                             outputs, api_name="scan_walk_ui", trigger_mode="always_last", **private)]
 
 
 def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
@@ -636,7 +787,8 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
                    analytics_enabled=False) as demo:
         gr.Markdown("# Brain-tumour MRI slice classifier, with heatmap explanations\n"
                     "**Research and education only — not a medical device, not for diagnosis.** "
-                    "One 2-D brain MRI slice: JPEG, PNG, TIFF, WebP, BMP, DICOM or NIfTI.")
+                    "One 2-D brain MRI slice (JPEG, PNG, TIFF, WebP, BMP, DICOM), or a whole scan: "
+                    "a .zip of one DICOM series, a NIfTI volume, a multi-frame DICOM.")
         s = session(service)
         with gr.Tab("Classify"):
             classify_tab(h, s, examples)

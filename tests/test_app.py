@@ -384,3 +384,32 @@ def test_recheck_paints_out_the_hot_region(client, scan_file):
     assert ("decided this answer" in text) or ("holds without" in text)
     assert f"before: {class_label(result['label'])}" in text and not re.search(r"<[a-z/]", text)
     assert Image.open(painted).size == display_size(size) and Image.open(painted).mode == "RGB"
+
+
+def test_classify_scan_endpoint_summarises_a_whole_scan(client, tmp_path):
+    from tests.synthetic import dicom_series, head_volume, nifti, zipped
+    volume = head_volume(10, size=96)
+    series = tmp_path / "series.zip"
+    series.write_bytes(zipped({f"IM{k}": f for k, f in enumerate(dicom_series(volume)[::-1])}))
+    found = client.predict(handle_file(str(series)), "resnet50", "gradcam", "",
+                           api_name="/classify_scan")
+    assert len(found["probabilities"]) == 10 and found["classified"][:2] == [False, False]
+    assert found["probabilities"][0] is None and found["notes"] == []
+    if found["chosen_slice"] is not None:                 # the model may refuse every slice
+        assert found["finding"] in CLASSES and found["chosen"]["label"] == found["finding"] or \
+            found["finding"] == "notumor"
+        assert found["chosen_slice"] in found["finding_slices"] or found["finding"] == "notumor"
+    else:
+        assert found["outcome"] == "not_mri" and found["chosen"] is None
+    volume_file = tmp_path / "head.nii.gz"
+    volume_file.write_bytes(nifti(np.transpose(volume, (2, 1, 0)).astype(np.float32)))
+    assert len(client.predict(handle_file(str(volume_file)), "baseline", "gradcam", "",
+                              api_name="/classify_scan")["probabilities"]) == 10
+    two = tmp_path / "two.zip"
+    two.write_bytes(zipped({**{f"a{k}": f for k, f in enumerate(dicom_series(volume[:4], series="5"))},
+                            **{f"b{k}": f for k, f in enumerate(dicom_series(volume[3:], series="6",
+                                                                             description="T1"))}}))
+    with pytest.raises(AppError, match="2 series; pick one: 1: T2 AX \\(4 files, MR\\); 2: T1"):
+        client.predict(handle_file(str(two)), "resnet50", "gradcam", "", api_name="/classify_scan")
+    assert len(client.predict(handle_file(str(two)), "resnet50", "gradcam", "2",
+                              api_name="/classify_scan")["probabilities"]) == 7

@@ -1,6 +1,7 @@
 """The app in a real browser (Debian chromium via Python Playwright), as a visitor meets it:
 an example, a DICOM CT, a text file, the heatmap slider and opacity, the paint-out check,
-Compare on the same scan, and the About table and the answer on a 390 px phone.
+Compare on the same scan, a whole scan (a DICOM series zip, a NIfTI volume) with its strip,
+slider and report, and the About table and the answer on a 390 px phone.
 Screenshots go to test-output/.
 
     BRAINMRI_DATA=../shared/data BRAINMRI_SCREENSHOT=1 .venv/bin/python -m pytest -q tests/test_browser.py
@@ -145,17 +146,19 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         expect(page.locator("#heatmap img")).to_have_count(0)
         shot(page, "not-mri.png")
 
-        # A NIfTI volume offers its slices; the chosen one is classified.
+        # A NIfTI volume is a whole scan: every slice classified, the slider walks them.
         nib = pytest.importorskip("nibabel")
         from tests.synthetic import scan
         volume = np.stack([np.asarray(scan(seed=i, size=96)) for i in range(5)], axis=2)
         nifti = tmp_path / "head.nii.gz"
         nib.save(nib.Nifti1Image(volume.astype(np.uint8), np.eye(4)), str(nifti))
         drop(page, nifti)
-        chooser = page.locator("#slice")
+        chooser = page.locator("#scan-slice")
         expect(chooser).to_be_visible()
         expect(chooser).to_contain_text("5 in all")
+        expect(page.locator("#slice")).to_be_hidden()
         expect(headline).not_to_contain_text("modality CT")           # this file's own answer
+        expect(headline).to_contain_text(re.compile("Scan: |No slice of this scan"))
         expect(headline).to_contain_text(ANSWER)
 
         # A good result, then a text file: one message, nothing left of the previous answer.
@@ -172,6 +175,81 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         expect(page.locator("#slider img")).to_have_count(0)
         assert page.get_by_text("text file, not an image").count() == 1
         shot(page, "error.png")
+    except Exception:
+        shot(page, "failure.png")
+        raise
+    finally:
+        page.close()
+
+
+def series_zip(tmp_path: Path) -> Path:
+    """A 12-slice DICOM series, zipped: Kaggle Testing slices between empty ones when
+    BRAINMRI_DATA is set (a glioma in the middle), else a synthetic head."""
+    from PIL import Image
+
+    from brainmri.io import load_image, to_grey
+    from tests.synthetic import dicom_series, head_volume, zipped
+    testing = Path(os.environ.get("BRAINMRI_DATA", "-")) / "brain-tumor-mri" / "Testing"
+    if testing.is_dir():
+        names = ["notumor/Te-no_0098.jpg", "glioma/Te-gl_0079.jpg", "glioma/Te-glTr_0003.jpg",
+                 "notumor/Te-no_0160.jpg"]
+        grey = [Image.fromarray(to_grey(load_image(testing / n))).resize((256, 256)) for n in names]
+        volume = np.stack([np.zeros((256, 256))] * 2 + [np.asarray(g) for g in grey]
+                          + [np.zeros((256, 256))] * 2).astype(np.uint16) * 4
+    else:
+        volume = head_volume(12, size=128)
+    path = tmp_path / "series.zip"
+    path.write_bytes(zipped({f"IM{k:03d}": f for k, f in enumerate(dicom_series(volume)[::-1])}))
+    return path
+
+
+def test_a_whole_scan(setup, browser, tmp_path):
+    """A DICOM series zip from the drop zone to the strip, the chosen slice first with its map,
+    the slider walking the slices, and the two-page PDF with the strip."""
+    url, _ = setup
+    page = open_page(browser, url)
+    try:
+        drop(page, series_zip(tmp_path))
+        headline = page.locator("#headline")
+        expect(headline).to_contain_text(re.compile("Scan: |No slice of this scan"))
+        expect(headline).to_contain_text(ANSWER)
+        expect(page.locator("#strip img")).to_be_visible()
+        walk = page.locator("#scan-slice")
+        expect(walk).to_be_visible()
+        text = headline.inner_text()
+        chosen = re.search(r"Slice (\d+):", text)
+        if chosen:                                            # the chosen slice, with its map
+            expect(page.locator("#slider img").first).to_be_visible()
+            assert walk.locator("input[type=number]").input_value() == chosen.group(1)
+        shot(page, "scan.png")
+
+        # Walk to the first slice, outside the head: said so, not classified.
+        number = walk.locator("input[type=number]")
+        number.fill("0")
+        number.press("Tab")                                   # blur: the slider's release
+        expect(headline).to_contain_text("Slice 0:")
+        expect(headline).to_contain_text("outside the head")
+        expect(page.locator("#bars")).not_to_contain_text("%")
+        if chosen:
+            number.fill(chosen.group(1))
+            number.press("Tab")
+            expect(headline).to_contain_text(f"Slice {chosen.group(1)}:")
+            expect(page.locator("#bars")).to_contain_text("%")
+
+            # The report: the chosen slice's page, then the scan's page with the strip.
+            page.locator("#report-run").click()
+            link = page.locator("#report a").first
+            expect(link).to_have_attribute("href", re.compile(r"\.pdf"))
+            href = link.get_attribute("href")
+            href = href if href.startswith("http") else url.rstrip("/") + "/" + href.lstrip("/")
+            pdf = page.request.get(href).body()
+            assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) == 2
+
+        # A single slice after it: the scan's strip and slider go away.
+        drop(page, ROOT / "examples" / "glioma-Te-gl_0079.jpg")
+        expect(headline).to_contain_text("Glioma")
+        expect(page.locator("#strip")).to_be_hidden()
+        expect(walk).to_be_hidden()
     except Exception:
         shot(page, "failure.png")
         raise
