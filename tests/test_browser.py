@@ -183,8 +183,9 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
 
 
 def series_zip(tmp_path: Path) -> Path:
-    """A 12-slice DICOM series, zipped: Kaggle Testing slices between empty ones when
-    BRAINMRI_DATA is set (a glioma in the middle), else a synthetic head."""
+    """A DICOM series, zipped: four Kaggle Testing slices (two gliomas between two no-tumour
+    slices) between two empty slices at each end when BRAINMRI_DATA is set, else a 12-slice
+    synthetic head."""
     from PIL import Image
 
     from brainmri.io import load_image, to_grey
