@@ -5,7 +5,7 @@
 
 Reads the familiarity detector and thresholds stored in each checkpoint (`train.fit_familiarity
 --write`) and scores, as the app would (`Predictor.prepare` on the picture, one trunk pass):
-the validation scans; each shift of `studies.shifts.BENCH` applied to them (named in
+the validation scans; each shift of `brainmri.shifts.BENCH` applied to them (named in
 docs/familiarity.md before any measurement; none is a training augmentation); the
 counterfactual no-tumour scans (the tumour box of boxed validation scans, grown by 2% of the
 longer side, painted out with `brainmri.localisation.paint_out`; truth: notumor); and Kaggle
@@ -38,10 +38,8 @@ from brainmri.classes import CLASSES
 from brainmri.io import load_image, to_grey
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits, kaggle_root
-
-from train.fit_familiarity import auroc, cached_stats, from_file, shifted, tap_stats, weights_digest
-
-from .shifts import BENCH, COUNTERFACTUAL
+from brainmri.shifts import BENCH, COUNTERFACTUAL
+from brainmri.tapstats import auroc, cached_stats, from_file, shifted, tap_stats, weights_digest
 
 log = logging.getLogger("shift_bench")
 GROW = 0.02

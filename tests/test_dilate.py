@@ -1,4 +1,5 @@
-"""train.dilate: the dilated ResNet-50, box geometry for the report, and a tiny run end to end."""
+"""train.dilate, the trainer's cached-tail stage: the dilated ResNet-50, box geometry for the
+report, and a tiny run end to end through `python -m train --recipe dilate`."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,8 @@ from brainmri.checkpoint import load_checkpoint, save_checkpoint
 from brainmri.classes import CLASSES
 from brainmri.models import ARCHS, build_resnet50
 from brainmri.presets import EvalPreset
-from train import dilate
+from train import core, dilate
+from train.train import get_args_parser, main as train_main
 
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic  # noqa: E402
@@ -23,8 +25,8 @@ from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
 
 def test_box_in_input_maps_scan_pixels_into_the_resized_crop():
     # crop (100, 50)-(300, 250) of a scan resized to 100 px: scale 0.5
-    assert dilate.box_in_input((150, 100, 200, 150), (100, 50, 300, 250), 100) == (25, 25, 50, 50)
-    assert dilate.box_in_input((0, 0, 50, 40), (100, 50, 300, 250), 100) is None   # outside
+    assert core.box_in_input((150, 100, 200, 150), (100, 50, 300, 250), 100) == (25, 25, 50, 50)
+    assert core.box_in_input((0, 0, 50, 40), (100, 50, 300, 250), 100) is None   # outside
 
 
 def test_class_maps_decompose_the_logits():
@@ -102,11 +104,11 @@ def test_dilate_writes_a_dilated_self_describing_checkpoint(boxed_data, tmp_path
             "preset": EvalPreset(size=32).to_dict(),
             "args": {"val_fraction": 0.25, "seed": 0, "size": 32}}
     save_checkpoint(start, build_resnet50(), meta)
-    args = dilate.get_args_parser().parse_args(
-        [str(start), "--data", str(boxed_data), "--out", str(tmp_path / "run"),
+    args = get_args_parser().parse_args(
+        ["--recipe", "dilate", "--init", str(start), "--data", str(boxed_data), "--out", str(tmp_path / "run"),
          "--epochs", "2", "--batch-size", "8", "--workers", "1", "--threads", "1",
          "--outside-weight", "1.0"])
-    path = dilate.main(args)
+    path = train_main(args)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert all(0 <= h["val_pointing"] <= 1 for h in history)
@@ -215,11 +217,11 @@ def test_layer3_4_run_reports_the_finer_share(boxed_data, tmp_path, monkeypatch,
             "args": {"val_fraction": 0.25, "seed": 0, "size": 32}}
     model = build_resnet50(dilate_layer4=True)
     save_checkpoint(start, model, meta)
-    args = dilate.get_args_parser().parse_args(
-        [str(start), "--data", str(boxed_data), "--out", str(tmp_path / "run"), "--epochs", "1",
+    args = get_args_parser().parse_args(
+        ["--recipe", "dilate", "--init", str(start), "--data", str(boxed_data), "--out", str(tmp_path / "run"), "--epochs", "1",
          "--batch-size", "8", "--workers", "1", "--threads", "1", "--train-blocks", "layer3-4",
          "--outside-weight", "1.0", "--finer-weight", "1.0", "--device", device])
-    path = dilate.main(args)
+    path = train_main(args)
     assert json.loads((tmp_path / "run" / "args.json").read_text())["device"] == device
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert all(0 <= h["val_outside_head_finer"] <= 1 for h in history)
@@ -238,10 +240,10 @@ def test_finer_weight_needs_layer3_4(tmp_path):
     save_checkpoint(start, build_resnet50(), {"arch": "resnet50", "arch_kwargs": {}, "classes": list(CLASSES),
                                               "preset": EvalPreset(size=32).to_dict(),
                                               "args": {"val_fraction": 0.25, "seed": 0}})
-    args = dilate.get_args_parser().parse_args(
-        [str(start), "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--finer-weight", "1"])
+    args = get_args_parser().parse_args(
+        ["--recipe", "dilate", "--init", str(start), "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--finer-weight", "1"])
     with pytest.raises(SystemExit, match="layer3-4"):
-        dilate.main(args)
+        train_main(args)
     assert not (tmp_path / "run").exists()                 # refused before writing anything
 
 

@@ -140,3 +140,69 @@ def test_no_model_is_named_outside_the_registry():
             if match:
                 found.append(f"{rel}:{line} {match.group(0)!r} in {text[:60]!r}")
     assert not found, "model names outside the registry:\n" + "\n".join(found)
+
+
+def project_imports() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, anywhere in it (lazy imports included), for
+    the packages brainmri, train and studies."""
+    packages = ("brainmri", "train", "studies")
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for pkg in packages for p in (ROOT / pkg).glob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]
+                                    + ([base] if base else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            found |= {t for t in targets if t in modules and t != name}
+        graph[name] = found
+    return graph
+
+
+def test_train_and_studies_never_import_each_other():
+    """train/ builds, studies/ measures: what both need lives in the library."""
+    crossing = sorted(f"{m} imports {t}" for m, targets in project_imports().items() for t in targets
+                      if {m.split(".")[0], t.split(".")[0]} == {"train", "studies"})
+    assert not crossing, "\n".join(crossing)
+
+
+def test_no_import_circle_through_train_or_studies():
+    """No module of train or studies reaches itself through its imports (package __init__
+    re-exports aside: a package importing its own modules is not a circle). One trainer, its
+    stages called one way (train.train -> train.dilate -> train.core)."""
+    graph = project_imports()
+    graph = {m: {t for t in ts if not (m.count(".") == 0 and t.startswith(m + "."))}
+             for m, ts in graph.items()}
+    circles, state = [], {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                circles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    circles = [c for c in circles if c.startswith(("train.", "studies."))]
+    assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+def test_train_functions_read_top_to_bottom():
+    """No function in train/ over 80 lines: long loops are split into named steps."""
+    long = [f"{p.relative_to(ROOT)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for p in sorted((ROOT / "train").glob("*.py")) for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno >= 80]
+    assert not long, "\n".join(long)

@@ -1,10 +1,10 @@
-"""studies.shifts: the bench's acquisition shifts keep shape and range, are deterministic, and shift."""
+"""brainmri.shifts: the bench's acquisition shifts keep shape and range, are deterministic, and shift."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from studies.shifts import BENCH, DEV
+from brainmri.shifts import BENCH, DEV
 from tests.synthetic import scan
 
 GREY = np.asarray(scan(seed=3, size=96))

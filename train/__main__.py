@@ -5,6 +5,7 @@
     python -m train --recipe study --data DIR --out DIR            # the original study, exactly
     python -m train --recipe lesion --data DIR --out DIR           # ResNet-50 taught to read the lesion
     python -m train --recipe lesion-baseline --data DIR --out DIR  # the same for the small CNN
+    python -m train --recipe dilate --data DIR --out DIR           # a stage: last stage dilated (train.dilate)
 """
 from .train import get_args_parser, main
 

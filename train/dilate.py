@@ -1,6 +1,12 @@
-"""Give a trained ResNet-50 a finer last map: dilate layer4 and fine-tune it with the head.
+"""The trainer's cached-tail stage: fine-tune a trained model's last stage(s) and head on
+cached maps of the frozen blocks, optionally dilating the last stage (`Arch.dilation`).
 
-    python -m train.dilate checkpoints/resnet50.safetensors --data ../shared/data --out runs/dilate
+    python -m train --recipe dilate --data ../shared/data --out runs/dilate        # stage 3
+    python -m train --recipe dilate --outside-weight 1.0 --init CKPT ...            # stage 4
+    python -m train --recipe dilate --train-blocks layer3-4 --outside-weight 1.0 \\
+        --finer-weight 1.0 --epochs 1 --init CKPT ...                               # stage 5
+
+`train.train.main` calls `main(cfg)` for a recipe with `stage="tail"` (`train.recipes`).
 
 With dilation instead of stride in layer4 (torchvision's `replace_stride_with_dilation`),
 the last block's map, which every CAM method upsamples, has output stride 16: 12x12 at
@@ -27,16 +33,15 @@ output, the finer map of "Layer-CAM, 2 layers", whose gradient comes through lay
 layer4 (a second-order term: the step costs a few forward passes).
 
 `--device` picks where it trains (default: CUDA when present); the cached maps stay in host
-memory in half precision and each batch moves to the device.
+memory in half precision and each batch moves to the device. `--init` is the checkpoint to
+start from; its split (data, seed, validation fraction) is kept.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +53,14 @@ import torch.nn.functional as F
 from brainmri import cam as cams
 from brainmri import localisation as loc
 from brainmri.checkpoint import load_checkpoint
-from brainmri.io import ImageLoadError, load_image, to_grey
 from brainmri.models import ARCHS, Arch, build_model
 from brainmri.predictor import default_device
 from brainmri.presets import EvalPreset
 from brainmri.protocols import build_splits, kaggle_root
 
 from brainmri.boxes import box_for, load_boxes
-from .train import Run, Split, finalise, lr_at
+
+from .core import Run, Split, box_in_input, crops_and_boxes, finalise, lr_at
 
 log = logging.getLogger("train.dilate")
 # --train-blocks -> how many of the trunk's last stages are fine-tuned (the names are the
@@ -70,64 +75,20 @@ def frozen_blocks(arch: Arch, train_blocks: str) -> int:
     return arch.blocks_before(stages[-TRAIN_BLOCKS[train_blocks]])
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("checkpoint", help="a trained checkpoint to start from (its architecture must "
-                                      "declare a `dilation`, or use --no-dilate)")
-    p.add_argument("--data", required=True, help="folder holding brain-tumor-mri/ (with tumor_boxes.csv)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--no-dilate", dest="dilate", action="store_false",
-                   help="keep layer4's stride (fine-tune only; for comparison)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.005)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--outside-weight", type=float, default=0.0,
-                   help="weight of the penalty on the true class's layer4 Layer-CAM mass outside the head")
-    p.add_argument("--train-blocks", choices=sorted(TRAIN_BLOCKS), default="layer4",
-                   help="blocks fine-tuned (the ones before are frozen and their output cached)")
-    p.add_argument("--finer-weight", type=float, default=0.0,
-                   help="weight of the penalty on the true class's layer2 Layer-CAM mass outside "
-                        "the head (needs --train-blocks layer3-4)")
-    p.add_argument("--tolerance", type=float, default=0.02,
-                   help="pointing-game tolerance for the validation figure, share of the side")
-    p.add_argument("--limit", type=int, default=0, help="first N training scans only (smoke tests)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    return p
-
-
-# -- data: head crops, and where the tumour boxes fall in the model input (for the report) ---
-def _crop_and_box(args):
-    path, preset = args
-    try:
-        crop, box = preset.crop(to_grey(load_image(path)))
-    except ImageLoadError:
-        return None, None
-    return preset.resize(crop), box
-
-
-def crops_and_boxes(paths, preset: EvalPreset, workers: int):
-    """(N, S, S) uint8 head crops at the eval size, and each crop's box in the scan."""
-    with ProcessPoolExecutor(workers) as pool:
-        out = list(pool.map(_crop_and_box, [(p, preset) for p in paths], chunksize=32))
-    s = preset.size
-    crops = np.stack([c if c is not None else np.zeros((s, s), np.uint8) for c, _ in out])
-    return crops, [b for _, b in out]
-
-
-def box_in_input(box, crop_box, size: int) -> tuple[float, float, float, float] | None:
-    """A tumour box in scan pixels -> the same box in model-input pixels (None if outside)."""
-    x0, y0, x1, y1 = box
-    cx0, cy0, cx1, cy1 = crop_box
-    sx, sy = size / (cx1 - cx0), size / (cy1 - cy0)
-    b = (max(0.0, (x0 - cx0) * sx), max(0.0, (y0 - cy0) * sy),
-         min(size, (x1 - cx0) * sx), min(size, (y1 - cy0) * sy))
-    return b if b[2] > b[0] and b[3] > b[1] else None
+def add_arguments(p) -> None:
+    """The stage's flags on the trainer's parser (defaults come from the recipe)."""
+    p.add_argument("--dilate", type=int, choices=[0, 1],
+                   help="tail stage: trade the last stage's stride for dilation (0: keep it)")
+    p.add_argument("--train-blocks", choices=sorted(TRAIN_BLOCKS),
+                   help="tail stage: blocks fine-tuned (the ones before are frozen and their output cached)")
+    p.add_argument("--outside-weight", type=float,
+                   help="tail stage: weight of the penalty on the true class's last-block Layer-CAM "
+                        "mass outside the head")
+    p.add_argument("--finer-weight", type=float,
+                   help="tail stage: weight of the same penalty on the finer map, the tail's input "
+                        "(needs --train-blocks layer3-4)")
+    p.add_argument("--tolerance", type=float,
+                   help="tail stage: pointing-game tolerance for the validation figure, share of the side")
 
 
 def class_maps(model, acts: torch.Tensor, labels: torch.Tensor, positive: bool = False) -> torch.Tensor:
@@ -240,134 +201,160 @@ def validate(model, tail, val: Validation, size: int, tol: float) -> dict:
             **({"val_outside_head_finer": float(torch.cat(finer).mean())} if finer else {})}
 
 
-def resolve(args: argparse.Namespace, meta: dict, size: int) -> dict:
+def resolve(cfg: dict, meta: dict, size: int) -> dict:
     """This run's settings; the split (data, seed, val_fraction) is the starting checkpoint's,
     whose own arguments are kept under `init_args`."""
     init, arch = meta["args"], ARCHS[meta["arch"]]
     stages = list(dict.fromkeys(arch.stages))
-    last_frozen = stages[-TRAIN_BLOCKS[args.train_blocks] - 1]
-    return {**vars(args), "model": arch.name, "recipe": "dilate", "init": str(args.checkpoint),
+    last_frozen = stages[-TRAIN_BLOCKS[cfg["train_blocks"]] - 1]
+    return {**cfg, "dilate": bool(cfg["dilate"]), "model": arch.name, "init": str(cfg["init"]),
             "size": size, "augment": "mirror",
-            "freeze": f"{stages[0]}..{last_frozen}" + ("" if args.train_blocks == "layer4"
+            "freeze": f"{stages[0]}..{last_frozen}" + ("" if cfg["train_blocks"] == "layer4"
                                                       else ", batch-norm statistics"),
             "optimizer": "sgd",
             "schedule": "cosine", "val_fraction": init["val_fraction"],
             "split_seed": init["seed"], "init_args": init}
 
 
-def main(args: argparse.Namespace) -> Path:
-    if args.finer_weight and args.train_blocks != "layer3-4":
-        raise SystemExit("--finer-weight needs --train-blocks layer3-4 (the penalised map is layer3's input)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.FileHandler(out / "log.txt"), logging.StreamHandler()])
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    start, meta = load_checkpoint(args.checkpoint)
+@dataclass(frozen=True)
+class Start:
+    """The model to fine-tune, built from the starting checkpoint, and the run's settings."""
+    model: torch.nn.Module
+    frozen: int                  # leading trunk blocks frozen; their output is cached
+    arch_kwargs: dict
+    preset: EvalPreset
+    device: torch.device
+    cfg: dict                    # resolved (`resolve`), saved as args.json
+
+    @property
+    def tail(self) -> torch.nn.Module:
+        return self.model.trunk[self.frozen:]
+
+
+def start_from(cfg: dict, out: Path) -> Start:
+    """Load `cfg["init"]`, rebuild it dilated or not, freeze its leading blocks; write args.json."""
+    start, meta = load_checkpoint(cfg["init"])
     arch = ARCHS[meta["arch"]]
-    if args.dilate and arch.dilation is None:
-        raise SystemExit(f"{args.checkpoint} is a {arch.name}, which declares no dilation of its "
-                         "last stage: use --no-dilate")
-    frozen = frozen_blocks(arch, args.train_blocks)
+    if cfg["dilate"] and arch.dilation is None:
+        raise SystemExit(f"{cfg['init']} is a {arch.name}, which declares no dilation of its "
+                         "last stage: use --dilate 0")
     arch_kwargs = dict(meta["arch_kwargs"])
     if arch.dilation is not None:
-        arch_kwargs[arch.dilation] = bool(args.dilate)
+        arch_kwargs[arch.dilation] = bool(cfg["dilate"])
     model = build_model(arch.name, num_classes=len(meta["classes"]), **arch_kwargs)
     model.load_state_dict(start.state_dict())
     model.eval()                    # batch-norm statistics move only where training says so
-    device = torch.device(args.device) if args.device else default_device()
+    device = torch.device(cfg["device"]) if cfg.get("device") else default_device()
     model.to(device)
     preset = EvalPreset(**meta["preset"])
-    size = preset.size
-    cfg = {**resolve(args, meta, size), "device": str(device)}
+    cfg = {**resolve(cfg, meta, preset.size), "device": str(device)}
     (out / "args.json").write_text(json.dumps(cfg, indent=2))
-    tail = model.trunk[frozen:]
+    frozen = frozen_blocks(arch, cfg["train_blocks"])
+    for p in model.trunk[:frozen].parameters():
+        p.requires_grad_(False)
+    return Start(model, frozen, arch_kwargs, preset, device, cfg)
 
-    splits = build_splits(args.data, cfg["val_fraction"], cfg["split_seed"])
+
+@dataclass(frozen=True)
+class Cached:
+    """The training scans as the stage reads them: each scan's frozen-block output as itself
+    and mirrored, labels, and the outside-head share of every map cell."""
+    train: Split
+    feats: torch.Tensor                  # (2N, K, h, w) float16: N scans, then their mirrors
+    labels: torch.Tensor                 # (2N,)
+    outside: torch.Tensor                # (2N, h', w') on the last block's map
+    finer: torch.Tensor | None           # (2N, h, w) on the tail's input map (layer3-4 only)
+    val: Split
+    validation: Validation
+
+
+def cache(s: Start) -> Cached:
+    """Head crops of the starting checkpoint's split, and the frozen blocks' output, once."""
+    cfg, preset, size = s.cfg, s.preset, s.preset.size
+    splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["split_seed"])
     train_s, val_s = splits.train, splits.val
-    if args.limit:
-        train_s, val_s = train_s[:args.limit], val_s[:max(8, args.limit // 4)]
-    root = kaggle_root(args.data)
+    if cfg["limit"]:
+        train_s, val_s = train_s[:cfg["limit"]], val_s[:max(8, cfg["limit"] // 4)]
+    root = kaggle_root(cfg["data"])
     csv = root / "tumor_boxes.csv"
     boxes = load_boxes(csv) if csv.is_file() else {}          # only for the validation report
     t0 = time.time()
-    train_crops, _ = crops_and_boxes([s.path for s in train_s], preset, args.workers)
-    val_crops, val_boxes = crops_and_boxes([s.path for s in val_s], preset, args.workers)
-
-    def input_boxes(samples, crop_boxes):
-        found = [box_for(s.path, root, boxes) if cb is not None and s.class_name != "notumor"
-                 else None for s, cb in zip(samples, crop_boxes)]
-        return [box_in_input(f[0], cb, size) if f else None for f, cb in zip(found, crop_boxes)]
-
-    val_px = input_boxes(val_s, val_boxes)
+    train_crops, _ = crops_and_boxes([x.path for x in train_s], preset, cfg["workers"])
+    val_crops, val_boxes = crops_and_boxes([x.path for x in val_s], preset, cfg["workers"])
+    found = [box_for(x.path, root, boxes) if cb is not None and x.class_name != "notumor" else None
+             for x, cb in zip(val_s, val_boxes)]
+    val_px = [box_in_input(f[0], cb, size) if f else None for f, cb in zip(found, val_boxes)]
     log.info("train %d scans, val %d (%d with boxes, for the report); crops in %.0f s",
              len(train_s), len(val_s), sum(b is not None for b in val_px), time.time() - t0)
-
     t0 = time.time()
-    feats = torch.cat([frozen_features(model, train_crops, preset, False, frozen=frozen),
-                       frozen_features(model, train_crops, preset, True, frozen=frozen)])
-    val_feats = frozen_features(model, val_crops, preset, False, frozen=frozen)
-    y = torch.tensor([s.label for s in train_s] * 2)
-    y_val = torch.tensor([s.label for s in val_s])
-    log.info("trunk[:%d] maps %s cached in %.0f s", frozen, tuple(feats.shape), time.time() - t0)
+    feats = torch.cat([frozen_features(s.model, train_crops, preset, False, frozen=s.frozen),
+                       frozen_features(s.model, train_crops, preset, True, frozen=s.frozen)])
+    val_feats = frozen_features(s.model, val_crops, preset, False, frozen=s.frozen)
+    y = torch.tensor([x.label for x in train_s] * 2)
+    y_val = torch.tensor([x.label for x in val_s])
+    log.info("trunk[:%d] maps %s cached in %.0f s", s.frozen, tuple(feats.shape), time.time() - t0)
     with torch.no_grad():
-        side = tail(feats[:1].float().to(device)).shape[-1]
+        side = s.tail(feats[:1].float().to(s.device)).shape[-1]
     outside = outside_cells(train_crops, side)
-    outside = torch.cat([outside, outside.flip(-1)])          # the mirrored copies' masks
-    val_outside = outside_cells(val_crops, side)
     finer = val_finer = None
-    if args.train_blocks == "layer3-4":                       # the finer map: the tail's input
+    if cfg["train_blocks"] == "layer3-4":                     # the finer map: the tail's input
         finer = outside_cells(train_crops, feats.shape[-1])
         finer = torch.cat([finer, finer.flip(-1)])
         val_finer = outside_cells(val_crops, feats.shape[-1])
+    return Cached(Split(train_s, train_crops, y[:len(train_s)].numpy()), feats, y,
+                  torch.cat([outside, outside.flip(-1)]), finer,          # the mirrored copies' masks
+                  Split(val_s, val_crops, y_val.numpy()),
+                  Validation(val_feats, y_val, val_px, outside_cells(val_crops, side), val_finer))
 
-    for p in model.trunk[:frozen].parameters():
-        p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": args.weight_decay},
+
+def tail_step(s: Start, data: Cached, idx: torch.Tensor):
+    """(loss, logits, cross-entropy, outside share, finer share) of one batch of cached maps."""
+    cfg, device = s.cfg, s.device
+    x, yb = data.feats[idx].float().to(device), data.labels[idx].to(device)
+    if data.finer is not None:
+        logits, acts, cam = input_layercam(s.model, s.tail, x, yb, create_graph=bool(cfg["finer_weight"]))
+        finer_share = mass_share(cam, data.finer[idx].to(device)).mean()
+    else:
+        acts = s.tail(x)
+        logits = s.model.classify(acts)
+        finer_share = torch.zeros((), device=device)
+    loss = ce = F.cross_entropy(logits, yb, label_smoothing=cfg["label_smoothing"])
+    share = outside_share(s.model, acts, yb, data.outside[idx].to(device)).mean()
+    if cfg["outside_weight"]:
+        loss = loss + cfg["outside_weight"] * share
+    if cfg["finer_weight"]:
+        loss = loss + cfg["finer_weight"] * finer_share
+    return loss, logits, yb, ce, share, finer_share
+
+
+def fit_tail(s: Start, data: Cached, out: Path) -> list[dict]:
+    """Every epoch: each scan once, as itself or mirrored at random; the history, per epoch."""
+    cfg = s.cfg
+    params = [p for p in s.model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg["weight_decay"]},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    opt = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=True)
-    steps = math.ceil(len(feats) // 2 / args.batch_size)          # one view of each scan per epoch
-    total = steps * args.epochs
-
-    val = Validation(val_feats, y_val, val_px, val_outside, val_finer)
+    opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
+    n = len(data.feats) // 2
+    total = math.ceil(n / cfg["batch_size"]) * cfg["epochs"]
 
     def report():
-        return validate(model, tail, val, size, args.tolerance)
+        return validate(s.model, s.tail, data.validation, s.preset.size, cfg["tolerance"])
 
     history = [{"epoch": 0, **report()}]
     log.info(json.dumps(history[-1]))
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(cfg["seed"])
     step = 0
-    for epoch in range(args.epochs):
+    for epoch in range(cfg["epochs"]):
         t = time.time()
-        # layer4 alone trains with batch statistics (as stage 4 did); layer3-4 keeps them frozen.
-        tail.train(args.train_blocks == "layer4")
-        # Every scan once per epoch, as itself or mirrored at random.
-        n = len(feats) // 2
+        # the last stage alone trains with batch statistics (as stage 4 did); two keep them frozen.
+        s.tail.train(cfg["train_blocks"] == "layer4")
         order = torch.randperm(n, generator=gen) + n * torch.randint(0, 2, (n,), generator=gen)
         sums = np.zeros(6)
-        for s in range(0, len(order), args.batch_size):
-            idx = order[s:s + args.batch_size]
+        for start in range(0, len(order), cfg["batch_size"]):
+            idx = order[start:start + cfg["batch_size"]]
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, 0, args.lr, "cosine")
-            x, yb = feats[idx].float().to(device), y[idx].to(device)
-            if finer is not None:
-                logits, acts, cam = input_layercam(model, tail, x, yb,
-                                                   create_graph=bool(args.finer_weight))
-                finer_share = mass_share(cam, finer[idx].to(device)).mean()
-            else:
-                acts = tail(x)
-                logits = model.classify(acts)
-                finer_share = torch.zeros((), device=device)
-            loss = ce = F.cross_entropy(logits, yb, label_smoothing=args.label_smoothing)
-            share = outside_share(model, acts, yb, outside[idx].to(device)).mean()
-            if args.outside_weight:
-                loss = loss + args.outside_weight * share
-            if args.finer_weight:
-                loss = loss + args.finer_weight * finer_share
+                g["lr"] = lr_at(step, total, 0, cfg["lr"], "cosine")
+            loss, logits, yb, ce, share, finer_share = tail_step(s, data, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -375,25 +362,35 @@ def main(args: argparse.Namespace) -> Path:
             sums += [loss.item() * len(idx), (logits.argmax(1) == yb).sum().item(), len(idx),
                      share.item() * len(idx), finer_share.item() * len(idx), ce.item() * len(idx)]
         # train_loss: the whole objective (cross-entropy + weighted penalties); train_ce: its first term.
-        row = {"epoch": epoch + 1, "train_loss": sums[0] / sums[2], "train_ce": sums[5] / sums[2],
-               "train_acc": sums[1] / sums[2],
-               "train_outside_head": sums[3] / sums[2],
-               **({"train_outside_head_finer": sums[4] / sums[2]} if finer is not None else {}),
-               **report(),
-               "seconds": round(time.time() - t, 1)}
-        history.append(row)
-        log.info(json.dumps(row))
+        history.append({"epoch": epoch + 1, "train_loss": sums[0] / sums[2], "train_ce": sums[5] / sums[2],
+                        "train_acc": sums[1] / sums[2], "train_outside_head": sums[3] / sums[2],
+                        **({"train_outside_head_finer": sums[4] / sums[2]} if data.finer is not None else {}),
+                        **report(), "seconds": round(time.time() - t, 1)})
+        log.info(json.dumps(history[-1]))
         (out / "history.json").write_text(json.dumps(history, indent=1))
+    return history
 
-    model.eval()
+
+def main(cfg: dict) -> Path:
+    """Run the stage on a resolved trainer configuration (`train.train.resolve`); the epoch kept
+    is the last one."""
+    if cfg["finer_weight"] and cfg["train_blocks"] != "layer3-4":
+        raise SystemExit("--finer-weight needs --train-blocks layer3-4 (the penalised map is layer3's input)")
+    if not cfg.get("init"):
+        raise SystemExit("the tail stage fine-tunes a trained checkpoint: give --init")
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.FileHandler(out / "log.txt"), logging.StreamHandler()])
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(cfg["seed"])
+    s = start_from(cfg, out)
+    data = cache(s)
+    history = fit_tail(s, data, out)
+    s.model.eval()
     last = history[-1]
     best = {"val_acc": last["val_acc"], "val_loss": last["val_loss"], "epoch": last["epoch"]}
-    cfg["val_pointing"] = last["val_pointing"]
-    cfg["val_outside_head"] = last["val_outside_head"]
-    run = Run(cfg, arch_kwargs, preset, preset, history, best)
-    return finalise(model, run, Split(train_s, train_crops, y[:len(train_s)].numpy()),
-                    Split(val_s, val_crops, y_val.numpy()), device, out)
-
-
-if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cfg = {**s.cfg, "val_pointing": last["val_pointing"], "val_outside_head": last["val_outside_head"]}
+    run = Run(cfg, s.arch_kwargs, s.preset, s.preset, history, best)
+    return finalise(s.model, run, data.train, data.val, s.device, out)

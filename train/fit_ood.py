@@ -21,7 +21,7 @@ Reports, to compare detectors without touching a test set:
   the default threshold comes from these out-of-fold scans: it refuses the share `--refused`
   of the cross-fitted training scans and the validation scans pooled (each score taken
   relative to its own detector's `--quantile` threshold, so folds are comparable);
-- `non_mri_accepted` and `val_auroc`: the feature score alone on `studies.ood_eval`'s non-MRI
+- `non_mri_accepted` and `val_auroc`: the feature score alone on `brainmri.gallery`'s non-MRI
   pictures (the app adds its input checks on top; `studies.ood_eval` reports both).
 Features are cached in `--cache-dir`, keyed by the checkpoint's weights, so comparing methods
 costs one feature pass.
@@ -136,7 +136,7 @@ def crossfit_ratios(args, train_x: np.ndarray, train_y: np.ndarray, val_x: np.nd
 
 def non_mri_report(predictor: Predictor, args, ood, val_scores: np.ndarray) -> dict:
     from sklearn.metrics import roc_auc_score
-    from studies.ood_eval import non_mri
+    from brainmri.gallery import non_mri
     items = {}
     for name, item in non_mri().items():
         try:

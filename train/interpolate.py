@@ -26,7 +26,7 @@ from brainmri.checkpoint import load_checkpoint, save_checkpoint
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits
 
-from .train import fit_temperature
+from .core import fit_temperature
 
 log = logging.getLogger("train.interpolate")
 

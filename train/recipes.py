@@ -28,6 +28,13 @@ RECIPES: dict[str, dict] = {
                    warmup_epochs=0.1, freeze="stem+layer1", augment=True, freeze_bn=1,
                    init="checkpoints/resnet50.safetensors", counterfactual=0.3, paint_share=0.6, notumor_repeat=2,
                    guidance=1.0, acquisition=1, grow=0.04, keep="last"),
+    # The cached-tail stage (train.dilate): the shipped ResNet-50's last stage dilated and
+    # fine-tuned with the head on cached layer3 maps, mirrored at random; the last epoch is kept.
+    # --outside-weight, --train-blocks layer3-4 and --finer-weight add the head-mask penalties.
+    "dilate": dict(stage="tail", init="checkpoints/resnet50.safetensors", epochs=3, batch_size=32,
+                   lr=0.005, momentum=0.9, weight_decay=1e-4, label_smoothing=0.1, augment=False,
+                   dilate=1, train_blocks="layer4", outside_weight=0.0, finer_weight=0.0,
+                   tolerance=0.02),
     # The same signals for the small CNN, fine-tuned from the shipped baseline.
     "lesion-baseline": dict(model="baseline", size=160, epochs=12, batch_size=64, optimizer="adamw",
                             lr=1e-3, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,

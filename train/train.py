@@ -3,6 +3,7 @@
     python -m train --recipe best --data ../shared/data --out runs/resnet50
     python -m train --recipe baseline --data ../shared/data --out runs/baseline
     python -m train --recipe study --data ../shared/data --out runs/study
+    python -m train --recipe dilate --data ../shared/data --out runs/dilate   # a stage (train.dilate)
     torchrun --nproc_per_node=2 -m train --recipe baseline --data DIR --out DIR   # DDP
 
 The training set is Kaggle Training with copies dropped (one file per duplicate group); the
@@ -18,7 +19,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +30,19 @@ from torch import nn
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from brainmri.checkpoint import load_checkpoint, save_checkpoint
+from brainmri.checkpoint import load_checkpoint
 from brainmri.classes import CLASSES
-from brainmri.data import Sample, fingerprint, load_crops
+from brainmri.data import fingerprint, load_crops
 from brainmri.models import ARCHS, Classifier, pretrained_model
 from brainmri.predictor import default_device
 from brainmri import localisation as loc
 from brainmri.boxes import box_for, load_boxes
-from brainmri.ood import MahalanobisOOD
 from brainmri.presets import EvalPreset, TrainPreset
 from brainmri.protocols import SOURCES, build_splits, held_classes, kaggle_root
 
-from . import prior
+from . import dilate, prior
 from .augment import ACQUISITIONS
+from .core import Run, Split, box_in_input, crops_and_boxes, finalise, lr_at, predict_crops, scores
 from .guidance import box_penalty
 from .paint import LESION_OUT, Painter, Plan, plan_epoch
 from .recipes import RECIPES
@@ -103,6 +104,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "--epochs 0 --init CKPT it corrects and recalibrates a trained checkpoint")
     p.add_argument("--rank-weights", action="store_true",
                    help="under torchrun, every rank also saves its final weights (to check they agree)")
+    dilate.add_arguments(p)
     return p
 
 
@@ -175,15 +177,6 @@ def frozen_eval(model: Classifier, blocks: int) -> None:
     model.trunk[:blocks].eval()
 
 
-def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    if schedule == "constant":
-        return base
-    t = (step - warmup) / max(1, total - warmup)
-    return base * 0.5 * (1 + math.cos(math.pi * t))
-
-
 # -- loops -------------------------------------------------------------------------------
 def batches(n: int, batch_size: int, rng: np.random.Generator | None, rank: int, world: int):
     order = rng.permutation(n) if rng is not None else np.arange(n)
@@ -234,10 +227,27 @@ def painted_batches(painter: Painter, plan: Plan, preset: TrainPreset, acquisiti
                m, torch.tensor(guided))
 
 
-def train_one_epoch(model, source, n_batches, cfg, opt, epoch, step0, total_steps, warmup_steps,
-                    device, bf16: bool) -> tuple[dict, int]:
-    """One pass over `source` (batches of (x, y, masks, guided)); with cfg["guidance"] > 0 the
-    loss adds that weight x the guided rows' map mass outside their tumour box."""
+@dataclass(frozen=True)
+class Loop:
+    """What every epoch of a run shares: the settings, the optimiser and where it steps."""
+    cfg: dict
+    opt: torch.optim.Optimizer
+    device: torch.device
+    bf16: bool                   # bfloat16 autocast for the forward pass
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    def set_lr(self, step: int) -> float:
+        lr = lr_at(step, self.total_steps, self.warmup_steps, self.cfg["lr"], self.cfg["schedule"])
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        return lr
+
+
+def train_mode(model, cfg: dict) -> Classifier:
+    """Training mode, with the frozen blocks' (or, with freeze_bn, every) batch-norm statistics
+    fixed; returns the bare model (unwrapped from DistributedDataParallel)."""
     model.train()
     core = model.module if hasattr(model, "module") else model
     frozen_eval(core, frozen_blocks(cfg))
@@ -245,18 +255,24 @@ def train_one_epoch(model, source, n_batches, cfg, opt, epoch, step0, total_step
         for m in core.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
+    return core
+
+
+def train_one_epoch(model, source, loop: Loop, epoch: int, step: int) -> tuple[dict, int]:
+    """One pass over `source` (batches of (x, y, masks, guided)); with cfg["guidance"] > 0 the
+    loss adds that weight x the guided rows' map mass outside their tumour box. Returns the
+    epoch's training figures and the next step."""
+    cfg, device = loop.cfg, loop.device
+    core = train_mode(model, cfg)
     weight = float(cfg.get("guidance") or 0.0)
     sums = {"loss": 0.0, "ce": 0.0, "outside_box": 0.0, "guided": 0, "correct": 0, "seen": 0}
-    step = step0
-    bar = tqdm(source, total=n_batches, desc=f"epoch {epoch + 1}/{cfg['epochs']}",
+    bar = tqdm(source, total=loop.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg['epochs']}",
                disable=not is_main(), file=sys.stderr, mininterval=10)
     for x, y, masks, guided in bar:
-        lr = lr_at(step, total_steps, warmup_steps, cfg["lr"], cfg["schedule"])
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = loop.set_lr(step)
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         y = y.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=loop.bf16):
             if weight:
                 acts = core.trunk(x)
                 logits, outside = box_penalty(core, acts, y, masks.to(device), guided.to(device))
@@ -264,9 +280,9 @@ def train_one_epoch(model, source, n_batches, cfg, opt, epoch, step0, total_step
                 logits, outside = model(x), None
         ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
         loss = ce + weight * outside if outside is not None else ce
-        opt.zero_grad(set_to_none=True)
+        loop.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        loop.opt.step()
         step += 1
         n = len(y)
         sums["seen"] += n
@@ -285,72 +301,31 @@ def train_one_epoch(model, source, n_batches, cfg, opt, epoch, step0, total_step
     return row, step
 
 
-def train_head_epoch(model, feats, labels, cfg, opt, epoch, step, total_steps, warmup_steps):
+def train_head_epoch(model, feats, labels, loop: Loop, epoch: int, step: int) -> tuple[dict, int]:
     """One epoch of the head alone on precomputed pooled features (frozen-trunk recipes)."""
+    cfg = loop.cfg
     model.head.train()
     rng = np.random.default_rng(cfg["seed"] * 1000 + epoch)
     seen = correct = 0
     loss_sum = 0.0
     x_all, y_all = torch.as_tensor(feats), torch.as_tensor(labels)
     for idx in batches(len(feats), cfg["batch_size"], rng, 0, 1):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, total_steps, warmup_steps, cfg["lr"], cfg["schedule"])
+        loop.set_lr(step)
         logits = model.head(x_all[idx])
         loss = F.cross_entropy(logits, y_all[idx], label_smoothing=cfg["label_smoothing"])
-        opt.zero_grad(set_to_none=True)
+        loop.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        loop.opt.step()
         step += 1
         seen += len(idx)
         correct += int((logits.argmax(1) == y_all[idx]).sum())
         loss_sum += float(loss.detach()) * len(idx)
-    return loss_sum / seen, correct / seen, step
-
-
-@torch.no_grad()
-def predict_crops(model: Classifier, crops: np.ndarray, preset: EvalPreset, device,
-                  batch_size: int = 64, head_input: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(logits (N, K), features (N, F)) for head crops already at the eval size. Features are
-    the globally averaged target-layer activations (what the OOD detector uses), or with
-    `head_input` the pooled input of the head."""
-    model.eval()
-    logits, feats = [], []
-    for s in range(0, len(crops), batch_size):
-        x = torch.stack([preset.from_crop(c) for c in crops[s:s + batch_size]]).to(device)
-        x = x.contiguous(memory_format=torch.channels_last)
-        # float32, as `Predictor` runs (docs/gpu.md): the epoch choice, the temperature and the
-        # OOD threshold are fitted on what inference will see.
-        acts = model.trunk(x).float()
-        logits.append(model.classify(acts).float().cpu())
-        feats.append((model.pool(acts) if head_input else acts.mean(dim=(2, 3))).cpu())
-    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
-
-
-def scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(accuracy, cross-entropy) of (N, classes) logits against (N,) labels."""
-    loss = F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(labels))
-    return float((logits.argmax(1) == labels).mean()), float(loss)
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature scaling (Guo et al. 2017) by minimising validation NLL over log T."""
-    z, y = torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels)
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-    opt.step(closure)
-    return float(log_t.detach().exp())
+    return {"train_loss": loss_sum / seen, "train_acc": correct / seen}, step
 
 
 def lesion_painter(train_s, cfg: dict, eval_preset: EvalPreset, crop_size: int):
     """(head crops (N, s, s) uint8 at `crop_size`, a `train.paint.Painter` with each scan's
     tumour box in crop pixels, from the Training boxes of tumor_boxes.csv)."""
-    from .dilate import box_in_input, crops_and_boxes     # dilate imports this module
     root = kaggle_root(cfg["data"])
     boxes = load_boxes(root / "tumor_boxes.csv")
     crops, crop_boxes = crops_and_boxes([s.path for s in train_s],
@@ -374,229 +349,225 @@ def plan_for(painter: Painter, labels: np.ndarray, cfg: dict, epoch: int) -> Pla
                       notumor_repeat=cfg.get("notumor_repeat") or 1)
 
 
-def main(args: argparse.Namespace) -> Path:
-    cfg = resolve(args)
+@dataclass(frozen=True)
+class Data:
+    """The run's scans as the trainer holds them (see `load_data`)."""
+    eval_preset: EvalPreset
+    train_preset: TrainPreset | EvalPreset
+    train: Split                 # crops at the cache size when augmenting
+    val: Split                   # crops at the eval size
+    painter: Painter | None      # the lesion recipes' painter, else None
+
+
+def start_run(cfg: dict) -> tuple[torch.device, Path]:
+    """The device, and the output folder with args.json and the log (on rank 0)."""
     device = torch.device(cfg["device"]) if cfg.get("device") else default_device()
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
-    # Processes are forked to decode images below; start the process group only afterwards
-    # (forking after gloo starts its threads leaves ranks hanging at exit).
-    rank = int(os.environ.get("RANK", 0))
     out = Path(cfg["out"])
-    if rank == 0:
+    # Processes are forked to decode images next; the process group starts only afterwards
+    # (forking after gloo starts its threads leaves ranks hanging at exit).
+    if int(os.environ.get("RANK", 0)) == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps(cfg, indent=2))
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                             handlers=[logging.FileHandler(out / "log.txt"), logging.StreamHandler()])
-    torch.manual_seed(cfg["seed"])
+    return device, out
+
+
+def painting(cfg: dict) -> bool:
+    return bool(cfg.get("counterfactual") or cfg.get("paint_share") or cfg.get("guidance"))
+
+
+def load_data(cfg: dict) -> Data:
+    """Splits (brainmri.protocols), then every scan decoded and head-cropped once (cached)."""
     eval_preset = ARCHS[cfg["model"]].preset(cfg["size"])
     train_preset = TrainPreset(eval=eval_preset) if cfg["augment"] else eval_preset
-
     splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"],
                           holdout_source=cfg.get("holdout_source"),
                           holdout_classes=held_classes(cfg))
     train_s, val_s = splits.train, splits.val
-    painting = bool(cfg.get("counterfactual") or cfg.get("paint_share") or cfg.get("guidance"))
     if cfg.get("limit"):
         # Painting needs every class in the subset: take evenly spaced scans then.
-        every = max(1, len(train_s) // cfg["limit"]) if painting else 1
+        every = max(1, len(train_s) // cfg["limit"]) if painting(cfg) else 1
         train_s, val_s = train_s[::every][:cfg["limit"]], val_s[:max(8, cfg["limit"] // 4)]
     log.info("train %d, val %d images (copies dropped; validation carved by duplicate groups)",
              len(train_s), len(val_s))
     cache = Path(".cache")
-    tag = f"{fingerprint(train_s)['sha256']}"
     crop_size = train_preset.cache_size if cfg["augment"] else cfg["size"]
     t0 = time.time()
-    if painting:
+    painter = None
+    if painting(cfg):
         if not isinstance(train_preset, TrainPreset):
             raise SystemExit("--counterfactual/--paint-share/--guidance need --augment 1")
         train_crops, painter = lesion_painter(train_s, cfg, eval_preset, crop_size)
     else:
         train_crops = load_crops([s.path for s in train_s], eval_preset, crop_size, cfg["workers"],
-                                 cache / f"crops-{tag}-{crop_size}.npy")
+                                 cache / f"crops-{fingerprint(train_s)['sha256']}-{crop_size}.npy")
     val_crops = load_crops([s.path for s in val_s], eval_preset, cfg["size"], cfg["workers"],
                            cache / f"crops-{fingerprint(val_s)['sha256']}-{cfg['size']}.npy")
     log.info("decoded and cropped in %.0f s", time.time() - t0)
-    rank, world = setup_distributed(device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    y_train = np.array([s.label for s in train_s], np.int64)
-    y_val = np.array([s.label for s in val_s], np.int64)
+    labels = [np.array([s.label for s in ss], np.int64) for ss in (train_s, val_s)]
+    return Data(eval_preset, train_preset, Split(train_s, train_crops, labels[0]),
+                Split(val_s, val_crops, labels[1]), painter)
 
-    model, arch_kwargs = make_model(cfg)
-    apply_freeze(model, frozen_blocks(cfg))
-    model = model.to(device).to(memory_format=torch.channels_last)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+def make_optimizer(model: Classifier, cfg: dict) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW over the trainable parameters; no weight decay on biases and
+    batch-norm parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg["weight_decay"]},
-              {"params": no_decay, "weight_decay": 0.0}]
-    opt = (torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
-           if cfg["optimizer"] == "sgd" else torch.optim.AdamW(groups, lr=cfg["lr"]))
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg["weight_decay"]},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return (torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
+            if cfg["optimizer"] == "sgd" else torch.optim.AdamW(groups, lr=cfg["lr"]))
 
-    if cfg.get("prior_correct") and not painting:
+
+def epoch_length(data: Data, cfg: dict, world: int) -> tuple[int, dict | None]:
+    """(samples an epoch, train.prior's correction or None). A painted epoch is every scan plus
+    its counterfactuals; --prior-correct undoes the prior that plan adds."""
+    if cfg.get("prior_correct") and data.painter is None:
         raise SystemExit("--prior-correct undoes the painting plan's prior: it needs --counterfactual")
-    if painting and world > 1:
+    if data.painter is not None and world > 1:
         raise SystemExit("painting and guidance train on one process (no torchrun)")
-    n_epoch = len(train_crops)
-    prior_shift = None
-    if painting:                      # the epoch's length: every scan + its counterfactuals
-        plan0 = plan_for(painter, y_train, cfg, 0)
-        n_epoch = len(plan0)
-        if cfg.get("prior_correct"):
-            prior_shift = prior.correction(y_train, plan0.label, len(CLASSES))
-            log.info("prior correction: %s", json.dumps(prior_shift))
-    steps_per_epoch = math.ceil(n_epoch / world / cfg["batch_size"])
-    total_steps = steps_per_epoch * cfg["epochs"]
-    warmup_steps = int(cfg["warmup_epochs"] * steps_per_epoch)
-    state_path = out / "last_state.pt"
-    history, start_epoch, step = [], 0, 0
-    best = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": -1}
-    if state_path.is_file():                          # resume from the last finished epoch
+    if data.painter is None:
+        return len(data.train.crops), None
+    plan0 = plan_for(data.painter, data.train.labels, cfg, 0)
+    shift = None
+    if cfg.get("prior_correct"):
+        shift = prior.correction(data.train.labels, plan0.label, len(CLASSES))
+        log.info("prior correction: %s", json.dumps(shift))
+    return len(plan0), shift
+
+
+@dataclass
+class Progress:
+    """Where a run stands: resumed from `last_state.pt` when the folder holds one."""
+    history: list = field(default_factory=list)
+    start_epoch: int = 0
+    step: int = 0
+    best: dict = field(default_factory=lambda: {"val_acc": -1.0, "val_loss": float("inf"), "epoch": -1})
+    best_state: dict | None = None
+
+    @classmethod
+    def resume(cls, out: Path, model: Classifier, opt: torch.optim.Optimizer) -> "Progress":
+        state_path = out / "last_state.pt"
+        if not state_path.is_file():
+            return cls()
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        history = json.loads((out / "history.json").read_text())
-        best = json.loads((out / "best.json").read_text())
-        log.info("resumed after epoch %d", start_epoch)
-    gen = torch.Generator().manual_seed(cfg["seed"] + rank)
-    bf16 = use_bf16(device, cfg.get("precision", "auto"))
+        log.info("resumed after epoch %d", state["epoch"] + 1)
+        return cls(json.loads((out / "history.json").read_text()), state["epoch"] + 1, state["step"],
+                   json.loads((out / "best.json").read_text()))
+
+    def record(self, row: dict, model: Classifier, cfg: dict, out: Path, opt) -> None:
+        """Log the epoch's row, keep the weights the keep rule picks, save the state to resume."""
+        self.history.append(row)
+        log.info(json.dumps(row))
+        val_acc, val_loss, epoch = row["val_acc"], row["val_loss"], row["epoch"]
+        better = (val_acc, -val_loss) > (self.best["val_acc"], -self.best["val_loss"])
+        if (epoch == cfg["epochs"]) if cfg.get("keep") == "last" else better:
+            self.best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch}
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            torch.save(self.best_state, out / "best_state.pt")
+        (out / "history.json").write_text(json.dumps(self.history, indent=1))
+        (out / "best.json").write_text(json.dumps(self.best))
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch - 1,
+                    "step": self.step}, out / "last_state.pt")
+
+
+def epoch_batches(data: Data, cfg: dict, epoch: int, first: bool, rank: int, world: int, gen):
+    """The epoch's batches: the painting plan's, or the plain (augmented) crops'."""
+    rng = np.random.default_rng(cfg["seed"] * 1000 + epoch)
     acquisition = ACQUISITIONS[cfg.get("acquisition_kind") or "standard"] if cfg.get("acquisition") else None
-    log.info("precision: %s autocast on %s", "bf16" if bf16 else "no", device)
-    best_state = None
+    if data.painter is None:
+        return plain_batches(data.train.crops, data.train.labels, data.train_preset, cfg, rng, rank,
+                             world, gen, acquisition)
+    plan = plan_for(data.painter, data.train.labels, cfg, epoch)
+    if first:
+        log.info("epoch plan (kind: label counts): %s", json.dumps(plan.counts(CLASSES)))
+    return painted_batches(data.painter, plan, data.train_preset, acquisition, cfg, rng, gen)
+
+
+def fit(model, net, data: Data, loop: Loop, progress: Progress, out: Path, rank: int, world: int) -> None:
+    """Every epoch from where `progress` stands: train, score on validation (rank 0), record."""
+    cfg, device = loop.cfg, loop.device
+    gen = torch.Generator().manual_seed(cfg["seed"] + rank)
     head_only = cfg["freeze"] == "all-but-head" and not cfg["augment"]
     if head_only:
         # The trunk is frozen and inputs are not augmented: its pooled features are the same
-        # every epoch, so compute them once and train the head on them (same maths, ~epochs x faster).
+        # every epoch, so compute them once and train the head on them (same maths).
         log.info("head-only recipe: computing frozen features once")
-        _, train_feats = predict_crops(model, train_crops, eval_preset, device, head_input=True)
-        _, val_feats = predict_crops(model, val_crops, eval_preset, device, head_input=True)
-    for epoch in range(start_epoch, cfg["epochs"]):
+        _, train_feats = predict_crops(model, data.train.crops, data.eval_preset, device, head_input=True)
+        _, val_feats = predict_crops(model, data.val.crops, data.eval_preset, device, head_input=True)
+    for epoch in range(progress.start_epoch, cfg["epochs"]):
         t = time.time()
         gen.manual_seed(cfg["seed"] * 7919 + epoch * 31 + rank)
         if head_only:
-            tr_loss, tr_acc, step = train_head_epoch(model, train_feats, y_train, cfg, opt, epoch,
-                                                     step, total_steps, warmup_steps)
-            train_row = {"train_loss": tr_loss, "train_acc": tr_acc}
+            train_row, progress.step = train_head_epoch(model, train_feats, data.train.labels, loop,
+                                                        epoch, progress.step)
         else:
-            rng = np.random.default_rng(cfg["seed"] * 1000 + epoch)
-            if painting:
-                plan = plan_for(painter, y_train, cfg, epoch)
-                if epoch == start_epoch:
-                    log.info("epoch plan (kind: label counts): %s", json.dumps(plan.counts(CLASSES)))
-                source = painted_batches(painter, plan, train_preset, acquisition, cfg, rng, gen)
-            else:
-                source = plain_batches(train_crops, y_train, train_preset, cfg, rng, rank, world, gen,
-                                       acquisition)
-            train_row, step = train_one_epoch(net, source, steps_per_epoch, cfg, opt, epoch, step,
-                                              total_steps, warmup_steps, device, bf16)
+            source = epoch_batches(data, cfg, epoch, epoch == progress.start_epoch, rank, world, gen)
+            train_row, progress.step = train_one_epoch(net, source, loop, epoch, progress.step)
         if not is_main():
             continue
         if head_only:
             with torch.no_grad():
                 logits = model.head(torch.as_tensor(val_feats).to(device)).cpu().numpy()
         else:
-            logits, _ = predict_crops(model, val_crops, eval_preset, device)
-        val_acc, val_loss = scores(logits, y_val)
-        row = {"epoch": epoch + 1, **train_row, "val_loss": val_loss, "val_acc": val_acc,
-               "seconds": round(time.time() - t, 1)}
-        history.append(row)
-        log.info(json.dumps(row))
-        better = (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"])
-        if (epoch + 1 == cfg["epochs"]) if cfg.get("keep") == "last" else better:
-            best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            torch.save(best_state, out / "best_state.pt")
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        (out / "best.json").write_text(json.dumps(best))
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
-                    "step": step}, state_path)
+            logits, _ = predict_crops(model, data.val.crops, data.eval_preset, device)
+        val_acc, val_loss = scores(logits, data.val.labels)
+        progress.record({"epoch": epoch + 1, **train_row, "val_loss": val_loss, "val_acc": val_acc,
+                         "seconds": round(time.time() - t, 1)}, model, cfg, out, loop.opt)
+
+
+def kept_weights(model: Classifier, progress: Progress, cfg: dict, out: Path) -> dict:
+    """The state dict the keep rule chose (after a resume: from best_state.pt); with no epoch
+    to train, the --init weights as they are."""
+    if progress.best_state is not None:
+        return progress.best_state
+    if cfg["epochs"] == 0:
+        return model.state_dict()
+    return torch.load(out / "best_state.pt", map_location="cpu", weights_only=True)
+
+
+def main(args: argparse.Namespace) -> Path:
+    cfg = resolve(args)
+    if cfg.get("stage") == "tail":               # fine-tune a checkpoint's tail on cached maps
+        return dilate.main(cfg)
+    device, out = start_run(cfg)
+    torch.manual_seed(cfg["seed"])
+    data = load_data(cfg)
+    rank, world = setup_distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    model, arch_kwargs = make_model(cfg)
+    apply_freeze(model, frozen_blocks(cfg))
+    model = model.to(device).to(memory_format=torch.channels_last)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    opt = make_optimizer(model, cfg)
+    n_epoch, prior_shift = epoch_length(data, cfg, world)
+    steps_per_epoch = math.ceil(n_epoch / world / cfg["batch_size"])
+    loop = Loop(cfg, opt, device, use_bf16(device, cfg.get("precision", "auto")), steps_per_epoch,
+                steps_per_epoch * cfg["epochs"], int(cfg["warmup_epochs"] * steps_per_epoch))
+    progress = Progress.resume(out, model, opt)
+    log.info("precision: %s autocast on %s", "bf16" if loop.bf16 else "no", device)
+    fit(model, net, data, loop, progress, out, rank, world)
     if world > 1:
         # DDP averages gradients, so parameters agree; batch-norm running statistics are only
         # broadcast at the next forward, so after the last step every rank has its own: sync.
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
-    if world > 1 and cfg.get("rank_weights"):
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(out / f"final-rank{rank}.safetensors"))
+        if cfg.get("rank_weights"):
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                      str(out / f"final-rank{rank}.safetensors"))
     path = out / "model.safetensors"
     if is_main():
-        if best_state is None and cfg["epochs"] == 0:
-            best_state = model.state_dict()          # nothing trained: finalise the --init weights
-        if best_state is None:
-            best_state = torch.load(out / "best_state.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(best_state)
-        run = Run(cfg, arch_kwargs, eval_preset, train_preset, history, best, world, prior_shift)
-        path = finalise(model, run, Split(train_s, train_crops, y_train),
-                        Split(val_s, val_crops, y_val), device, out)
+        model.load_state_dict(kept_weights(model, progress, cfg, out))
+        run = Run(cfg, arch_kwargs, data.eval_preset, data.train_preset, progress.history,
+                  progress.best, world, prior_shift)
+        path = finalise(model, run, data.train, data.val, device, out)
     if world > 1:
         dist.barrier()                # the other ranks wait here while rank 0 writes the checkpoint
         dist.destroy_process_group()
-    return path
-
-
-@dataclass(frozen=True)
-class Split:
-    """One side of the data as a trainer holds it."""
-    samples: list[Sample]
-    crops: np.ndarray            # (N, s, s) uint8 head crops (training: at the cache size)
-    labels: np.ndarray           # (N,) int64 class indices
-
-
-@dataclass(frozen=True)
-class Run:
-    """What a finished training run hands to `finalise`, besides the model and the data."""
-    cfg: dict                    # resolved arguments, stored as meta["args"]
-    arch_kwargs: dict
-    eval_preset: EvalPreset
-    train_preset: TrainPreset | EvalPreset
-    history: list[dict]
-    best: dict                   # {"val_acc", "val_loss", "epoch"} of the weights kept
-    world: int = 1               # processes that trained
-    prior_shift: dict | None = None   # train.prior's correction (counts and the logit shift)
-
-
-def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out: Path) -> Path:
-    """Correct the label prior (when asked), calibrate on validation, fit the OOD detector,
-    write the checkpoint."""
-    model = model.float()
-    if run.prior_shift is not None:
-        prior.shift_logits(model, np.array(run.prior_shift["logit_shift"]))
-    logits, val_feats = predict_crops(model, val.crops, run.eval_preset, device)
-    val_acc, val_loss = scores(logits, val.labels)
-    temperature = fit_temperature(logits, val.labels)
-    # OOD fit on training features (eval preset: resize the cached crops to the eval size).
-    sub = np.random.default_rng(0).permutation(len(train.crops))[:1500]
-    train_eval = np.stack([run.eval_preset.resize(c) for c in train.crops[sub]])
-    _, train_feats = predict_crops(model, train_eval, run.eval_preset, device)
-    ood = MahalanobisOOD.fit(train_feats, train.labels[sub])
-    val_scores = ood.score(val_feats)
-    quantile = 0.995
-    ood.threshold = float(np.quantile(val_scores, quantile))
-    cfg, train_preset = run.cfg, run.train_preset
-    meta = {
-        "name": cfg.get("name") or cfg["model"],
-        "arch": cfg["model"], "arch_kwargs": run.arch_kwargs, "classes": list(CLASSES),
-        "preset": run.eval_preset.to_dict(),
-        "train_preset": {k: v for k, v in vars(train_preset).items() if k != "eval"}
-        if isinstance(train_preset, TrainPreset) else None,
-        "recipe": cfg["recipe"], "args": cfg, "history": run.history, "best_epoch": run.best["epoch"],
-        "data": {"train": fingerprint(train.samples), "val": fingerprint(val.samples),
-                 "source": "Kaggle brain-tumor-mri Training, copies dropped, group validation split"
-                 + (f", source {cfg['holdout_source']} held out ({cfg.get('holdout_classes') or 'all classes'})"
-                    if cfg.get("holdout_source") else ""),
-                 "world_size": run.world},
-        "calibration": {"temperature": temperature, "fitted_on": "val"},
-        "ood": {"method": "mahalanobis-pca", "threshold": ood.threshold, "quantile": quantile,
-                "fitted_on": "train (1500 sampled)", "threshold_on": "val"},
-        "metrics": {"val": {"accuracy": val_acc, "loss": val_loss}},
-        "default_cam": "gradcam",
-    }
-    if run.prior_shift is not None:
-        meta["prior_correction"] = {**run.prior_shift, "method": "post-hoc logit adjustment (train.prior)"}
-    path = save_checkpoint(out / "model.safetensors", model.cpu(), meta, extra=ood.tensors())
-    log.info("wrote %s (val accuracy %.4f, T=%.3f, OOD threshold %.1f)", path, val_acc, temperature,
-             ood.threshold)
     return path

@@ -17,7 +17,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from brainmri.localisation import head_mask
+from .localisation import head_mask
 
 Shift = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
