@@ -104,7 +104,7 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 slices += 1
                 continue
             errors += bool(row.error)
-            outcomes["error" if not row.label else row.outcome or "unassessed"] += 1
+            outcomes["error" if row.outcome is None else row.outcome.value] += 1
             bar.update()          # an archive of several series moves it once per series
     reports = write_reports(predictor, items, args.report, method, args.alpha) if args.report else 0
     seconds = time.perf_counter() - start

@@ -31,6 +31,7 @@ import numpy as np
 
 from .data import image_files
 from .io import ImageLoadError
+from .outcomes import Outcome, Reason, shown
 from .predictor import Predictor
 from .presets import Prepared
 
@@ -52,8 +53,8 @@ class Row:
     probabilities: dict[str, float] | None = None
     is_mri: bool | None = None
     mri_score: float = math.nan
-    outcome: str = ""             # "confident", "caution" or "not_mri" ("" without a prediction)
-    reasons: tuple[str, ...] = () # why "caution"
+    outcome: Outcome | None = None  # None without a prediction
+    reasons: tuple[Reason, ...] = ()  # the refusals or the cautions
     familiarity: float = math.nan # in [0, 1]; nan when the checkpoint has no detector
     cam: str = ""                 # the overlay file written, if any
     error: str = ""               # why this file has no prediction ("" when it has one)
@@ -175,7 +176,8 @@ def _row(item: Item, result, cam: Path | None, write: Future | None) -> Row:
 
 
 def _prediction_row(path: str, p, cam: Path | None = None, error: str = "", **extra) -> Row:
-    return Row(path, p.label, dict(p.probabilities), p.is_mri, p.mri_score, p.outcome,
+    label, probabilities = shown(p.outcome, p.label, p.probabilities)   # a refusal: neither
+    return Row(path, label or "", probabilities, p.is_mri, p.mri_score, p.outcome,
                tuple(p.reasons), p.familiarity, str(cam) if cam else "", error, **extra)
 
 
@@ -235,7 +237,8 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
             except OSError as failure:
                 error, written = f"overlay not written: {_describe(failure)}", None
         p = result.explanation.prediction
-        yield Row(path, result.finding, dict(p.probabilities), p.is_mri, p.mri_score,
+        label, probabilities = shown(result.outcome, result.finding, p.probabilities)
+        yield Row(path, label or "", probabilities, p.is_mri, p.mri_score,
                   result.outcome, tuple(p.reasons), p.familiarity, str(written or ""), error,
                   SCAN_ROW, result.slices[result.chosen].position, note)
 
@@ -311,22 +314,25 @@ def _classify_images(predictor: Predictor, items: Sequence[Item], cam_paths: Seq
 def write_csv(out: str | Path, rows: Iterable[Row], classes: Sequence[str]) -> Iterator[Row]:
     """Write rows as they come (a generator: iterate it); yields each row after writing it.
 
-    Columns: path, label, p_<class> per class, is_mri, mri_score, outcome, reasons (joined by
-    "; "), familiarity, cam, error, slice, position_mm, note."""
+    Columns: path, label, p_<class> per class, is_mri, mri_score, outcome, reasons (their
+    sentences), reason_codes (joined by ";"), familiarity, cam, error, slice, position_mm, note.
+    A refused file's label and probabilities are empty."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", *(f"p_{c}" for c in classes), "is_mri", "mri_score",
-                         "outcome", "reasons", "familiarity", "cam", "error", "slice", "position_mm",
-                         "note"])
+                         "outcome", "reasons", "reason_codes", "familiarity", "cam", "error", "slice",
+                         "position_mm", "note"])
         for row in rows:
             probs = row.probabilities or {}
             writer.writerow([row.path, row.label,
                              *(f"{probs[c]:.6f}" if c in probs else "" for c in classes),
                              "" if row.is_mri is None else str(row.is_mri).lower(),
                              "" if math.isnan(row.mri_score) else f"{row.mri_score:.4f}",
-                             row.outcome, "; ".join(row.reasons),
+                             row.outcome.value if row.outcome else "",
+                             " ".join(r.text for r in row.reasons),
+                             ";".join(r.code for r in row.reasons),
                              "" if math.isnan(row.familiarity) else f"{row.familiarity:.4f}",
                              row.cam, row.error, row.slice,
                              "" if math.isnan(row.position) else f"{row.position:.2f}", row.note])

@@ -20,8 +20,8 @@ Thresholds (`min_familiarity`, `min_confidence`) are chosen on validation scans 
 `train.fit_familiarity`. Stored in the checkpoint as tensors `fam.*` plus
 `meta["familiarity"]` (taps, statistics, thresholds, rule); `from_checkpoint` restores it.
 
-Outcomes (`outcome`): "not_mri" when the not-an-MRI check fails; "caution" with reasons
-(UNFAMILIAR, LOW_CONFIDENCE, and DISAGREE where two models ran); else "confident".
+`Familiarity.reasons` gives this detector's cautions (`brainmri.outcomes.UNFAMILIAR`,
+`LOW_CONFIDENCE`) at its thresholds; `brainmri.outcomes.decide` makes the outcome.
 """
 from __future__ import annotations
 
@@ -35,14 +35,10 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from . import outcomes
+
 PREFIX = "fam."
 STATS = ("mean", "meanstd")
-
-CONFIDENT, CAUTION, NOT_MRI = "confident", "caution", "not_mri"
-OUTCOMES = (CONFIDENT, CAUTION, NOT_MRI)
-UNFAMILIAR = "unfamiliar acquisition"
-LOW_CONFIDENCE = "low confidence"
-DISAGREE = "the two models disagree"
 
 # --- taps: block statistics recorded during the trunk pass, without hooks ----------------------
 _LOCAL = threading.local()
@@ -184,14 +180,10 @@ class Familiarity:
         """Tap statistics as recorded -> (N,) familiarity in [0, 1]."""
         return self.familiarity(self.unfamiliarity(as_features(stats, self.taps, self.kind), predicted))
 
-    def reasons(self, familiarity: float, top_probability: float) -> tuple[str, ...]:
-        """The caution reasons this detector's thresholds give for one answer."""
-        out = []
-        if familiarity < self.min_familiarity:
-            out.append(UNFAMILIAR)
-        if top_probability < self.min_confidence:
-            out.append(LOW_CONFIDENCE)
-        return tuple(out)
+    def reasons(self, familiarity: float, top_probability: float) -> tuple[outcomes.Reason, ...]:
+        """The cautions this detector's thresholds give for one answer (`outcomes.caution_reasons`)."""
+        return outcomes.caution_reasons(top_probability, familiarity, self.min_familiarity,
+                                        self.min_confidence)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {f"{PREFIX}{t}.{k}": v.float().contiguous() for t, b in self.blocks.items() for k, v in b.items()}
@@ -222,9 +214,3 @@ def from_checkpoint(path: str | Path, meta: dict) -> Familiarity | None:
     return Familiarity(info["taps"], info["stats"], blocks, t.get("val_unfamiliarity"),
                        info.get("min_familiarity", 0.0), info.get("min_confidence", 0.0))
 
-
-def outcome(is_mri: bool, reasons: Sequence[str]) -> str:
-    """"not_mri", "caution" (some reason holds) or "confident"."""
-    if not is_mri:
-        return NOT_MRI
-    return CAUTION if reasons else CONFIDENT

@@ -19,6 +19,7 @@ import torch
 from . import cam as cams
 from . import familiarity as fam
 from . import mri_check
+from . import outcomes
 from .checkpoint import load_checkpoint
 from .io import ImageSource, load_image
 from .models import fold_batch_norm
@@ -35,13 +36,22 @@ class Prediction:
     is_mri: bool                        # False: not like a brain MRI slice (features or input check)
     mri_score: float                    # out-of-distribution score; higher = less like training scans
     familiarity: float = float("nan")   # in [0, 1]: share of validation scans as unfamiliar; nan: no detector
-    outcome: str = ""                   # "confident", "caution", "not_mri"; "": no familiarity detector
-    reasons: tuple[str, ...] = ()       # why "caution": e.g. "unfamiliar acquisition", "low confidence"
+    outcome: outcomes.Outcome | None = None   # None: decided here from is_mri, reasons, probabilities
+    reasons: tuple[outcomes.Reason, ...] = ()  # the refusals (not_mri) or cautions (caution) found
 
     def __post_init__(self):
-        # one truth for "not an MRI": a Prediction built with is_mri False says so as its outcome
-        if not self.is_mri and self.outcome != fam.NOT_MRI:
-            object.__setattr__(self, "outcome", fam.NOT_MRI)
+        # One truth: the outcome is `outcomes.decide`'s, so is_mri False always means not_mri.
+        given = None if self.outcome is None else outcomes.Outcome(self.outcome)
+        if given is not None and self.is_mri and given is not outcomes.Outcome.NOT_MRI:
+            object.__setattr__(self, "outcome", given)       # decided by `Predictor.verdict`
+            return
+        found = tuple(self.reasons)
+        if given is None:                                    # built bare: the default rules
+            found += outcomes.caution_reasons(max(self.probabilities.values()))
+        verdict = outcomes.decide(found, self.is_mri and given is not outcomes.Outcome.NOT_MRI)
+        object.__setattr__(self, "outcome", verdict.outcome)
+        object.__setattr__(self, "reasons", verdict.reasons)
+        object.__setattr__(self, "is_mri", verdict.outcome is not outcomes.Outcome.NOT_MRI)
 
 
 @dataclass(frozen=True)
@@ -218,19 +228,30 @@ class Predictor:
         by_class = {c: float(p) for c, p in zip(self.classes, probs)}
         if self.ood is not None:
             score = float(self.ood.score(pooled[index:index + 1].cpu())[0])
-            is_mri = score <= self.ood.threshold
+            features_ok = bool(score <= self.ood.threshold)
         else:
-            score, is_mri = float("nan"), True
-        check = getattr(prepared, "input_check", None)
-        is_mri = bool(is_mri and (check is None or check.ok))
+            score, features_ok = float("nan"), True
         top = int(probs.argmax())
-        familiarity, reasons = float("nan"), ()
+        familiarity = float("nan")
         if self.familiarity is not None and taps:
             one = {t: (m[index:index + 1], s[index:index + 1]) for t, (m, s) in taps.items()}
             familiarity = float(self.familiarity.score_stats(one, [top])[0])
-            reasons = self.familiarity.reasons(familiarity, float(probs[top]))
-        outcome = fam.outcome(is_mri, reasons) if self.familiarity is not None else ""
-        return Prediction(self.classes[top], by_class, is_mri, score, familiarity, outcome, reasons)
+        verdict = self.verdict(float(probs[top]), features_ok, familiarity,
+                               getattr(prepared, "input_check", None))
+        return Prediction(self.classes[top], by_class, verdict.outcome is not outcomes.Outcome.NOT_MRI,
+                          score, familiarity, verdict.outcome, verdict.reasons)
+
+    def verdict(self, top_probability: float, features_ok: bool = True,
+                familiarity: float = float("nan"),
+                input_check: mri_check.InputCheck | None = None) -> outcomes.Verdict:
+        """This checkpoint's outcome for one answer (`outcomes.decide`): the input check's
+        refusals, the not-an-MRI feature check (`features_ok`), then the familiarity
+        detector's cautions at its thresholds (without a detector, the default confidence)."""
+        found = outcomes.input_reasons(input_check) + (() if features_ok else (outcomes.UNLIKE_TRAINING,))
+        det = self.familiarity
+        found += (det.reasons(familiarity, top_probability) if det is not None
+                  else outcomes.caution_reasons(top_probability))
+        return outcomes.decide(found)
 
     def prepare(self, images: Sequence[ImageSource]) -> list[Checked]:
         out = []

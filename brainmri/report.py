@@ -1,5 +1,6 @@
 """A one-page PDF report of one finding: scan, overlay, probabilities, model and method,
-outcome, date and the disclaimer. Matplotlib's object API only (no pyplot, no UI).
+outcome, date and the disclaimer. A refusal's report names no class and charts no
+probabilities (a `Result` for it holds none). Matplotlib's object API only (no pyplot, no UI).
 
     from brainmri.service import Service
     from brainmri.report import write_report
@@ -19,16 +20,16 @@ from matplotlib.backends.backend_pdf import FigureCanvasPdf
 from matplotlib.figure import Figure
 
 from .cam import CLASS_AGNOSTIC, LABELS
-from .service import DISCLAIMER, MODEL_LABELS, Result, class_label, percent
+from .outcomes import Outcome
+from .service import DISCLAIMER, MODEL_LABELS, REFUSED, Result, class_label, percent
 
 A4 = (8.27, 11.69)                                   # inches, portrait
-OUTCOME_WORDS = {"confident": ("Answer", "#1b7837"), "caution": ("Treat with caution", "#b35806"),
-                 "not_mri": ("Not a brain MRI slice: no finding", "#b2182b")}
+COLOURS = {Outcome.CONFIDENT: "#1b7837", Outcome.CAUTION: "#b35806", Outcome.NOT_MRI: "#b2182b"}
 
 
 def _title(result: Result) -> str:
-    if not result.is_mri:
-        return "This does not look like a brain MRI slice"
+    if result.label is None:
+        return REFUSED
     return f"{class_label(result.label)} — {percent(result.probabilities[result.label])}"
 
 
@@ -39,7 +40,7 @@ def report_figure(result: Result, *, source: str = "", when: dt.datetime | None 
     the checkpoint's own name, printed beside the model."""
     when = when or dt.datetime.now(dt.timezone.utc)
     fig = Figure(figsize=A4)
-    word, colour = OUTCOME_WORDS.get(result.outcome, (result.outcome, "black"))
+    word, colour = result.outcome.words, COLOURS[result.outcome]
     fig.text(0.06, 0.955, "brainmri — report of one finding", fontsize=16, weight="bold")
     fig.text(0.06, 0.93, f"{when:%Y-%m-%d %H:%M %Z}" + (f" · scan: {source}" if source else ""),
              fontsize=9, color="#444444")
@@ -47,7 +48,7 @@ def report_figure(result: Result, *, source: str = "", when: dt.datetime | None 
     fig.text(0.06, 0.870, _title(result), fontsize=15, weight="bold")
     y = 0.850
     for reason in result.reasons:
-        for line in textwrap.wrap(f"• {reason}", 100):
+        for line in textwrap.wrap(f"• {reason.text}", 100):
             fig.text(0.07, y, line, fontsize=9)
             y -= 0.016
 
@@ -60,30 +61,36 @@ def report_figure(result: Result, *, source: str = "", when: dt.datetime | None 
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()
 
-    ax = fig.add_axes((0.30, top - 0.58, 0.50, 0.16))
-    ranked = sorted(result.probabilities.items(), key=lambda kv: kv[1])
-    values = [v for _, v in ranked]
-    ax.barh([class_label(c) for c, _ in ranked], values,
-            color="#bbbbbb" if not result.is_mri else "#4a6fa5")
-    for j, v in enumerate(values):
-        ax.text(min(v, 1.0) + 0.01, j, percent(v), va="center", fontsize=9)
-    ax.set_xlim(0, 1.18)
-    ax.set_xticks([0, 0.5, 1.0], ["0", "0.5", "1"])
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.set_title("Probabilities" + ("" if result.is_mri else " (not a finding: input refused)"),
-                 fontsize=10)
+    if result.probabilities:
+        ax = fig.add_axes((0.30, top - 0.58, 0.50, 0.16))
+        ranked = sorted(result.probabilities.items(), key=lambda kv: kv[1])
+        values = [v for _, v in ranked]
+        ax.barh([class_label(c) for c, _ in ranked], values, color="#4a6fa5")
+        for j, v in enumerate(values):
+            ax.text(min(v, 1.0) + 0.01, j, percent(v), va="center", fontsize=9)
+        ax.set_xlim(0, 1.18)
+        ax.set_xticks([0, 0.5, 1.0], ["0", "0.5", "1"])
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_title("Probabilities", fontsize=10)
+    else:
+        fig.text(0.06, top - 0.45, "No probabilities: the input was refused, so they would not "
+                 "be a finding.", fontsize=10)
 
-    about = ("the same map for every class" if result.method in CLASS_AGNOSTIC else
-             f"explaining {class_label(result.target)}")
+    if result.target is None:
+        explained = ("Explanation: none; a refused input has no finding to explain.")
+    else:
+        about = ("the same map for every class" if result.method in CLASS_AGNOSTIC else
+                 f"explaining {class_label(result.target)}")
+        explained = (f"Explanation: {LABELS.get(result.method, result.method)}, {about}; a class "
+                     "activation map shows which regions moved the score, at coarse resolution, "
+                     "and can highlight a shortcut as confidently as a tumour.")
     lines = [f"Model: {MODEL_LABELS.get(result.model, result.model)}"
              + (f" (checkpoint {model_name})" if model_name else ""),
-             f"Explanation: {LABELS.get(result.method, result.method)}, {about}; a class "
-             "activation map shows which regions moved the score, at coarse resolution, and "
-             "can highlight a shortcut as confidently as a tumour.",
-             f"Outcome: {result.outcome}. Model time: {result.time_ms:.0f} ms.",
-             "Classes: glioma, meningioma, no tumour, pituitary tumour; trained on the public "
-             "Kaggle Brain Tumor MRI Dataset (2-D slices). Other diseases, body parts and "
-             "imaging types are out of scope."]
+             explained,
+             f"Outcome: {result.outcome.value}. Model time: {result.time_ms:.0f} ms.",
+             (f"Classes: {', '.join(class_label(c) for c in result.probabilities)}; t" if
+              result.probabilities else "T") + "rained on the public Kaggle Brain Tumor MRI "
+             "Dataset (2-D slices). Other diseases, body parts and imaging types are out of scope."]
     y = top - 0.63
     for text in lines:
         for line in textwrap.wrap(text, 105):

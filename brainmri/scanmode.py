@@ -29,9 +29,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from . import familiarity as fam
 from .io import to_grey
 from .localisation import largest_bright_blob
+from .outcomes import Outcome, decide
 from .predictor import Explanation, Prediction, Predictor
 from .scans import Scan
 
@@ -54,17 +54,18 @@ class ScanResult:
     slices: tuple[SliceResult, ...]
     classes: tuple[str, ...]
     finding: str                         # a class name; "" when no slice could be classified
-    outcome: str                         # the chosen slice's outcome; fam.NOT_MRI when none
+    outcome: Outcome                     # the chosen slice's outcome; NOT_MRI when none
     finding_slices: tuple[int, ...]      # indices of the slices labelled `finding`
     chosen: int | None                   # the slice shown first: the finding's most probable
     explanation: Explanation | None      # prediction and map of the chosen slice (if asked)
     notes: tuple[str, ...] = ()          # the scan's own notes (`Scan.notes`) and the summary's
 
     def probabilities(self) -> np.ndarray:
-        """(slices, classes) float32 calibrated probabilities, NaN rows where not classified."""
+        """(slices, classes) float32 calibrated probabilities, NaN rows where not classified
+        or refused (a refused slice shows no probabilities: `brainmri.outcomes.shown`)."""
         out = np.full((len(self.slices), len(self.classes)), np.nan, np.float32)
         for s in self.slices:
-            if s.prediction is not None:
+            if s.prediction is not None and s.prediction.outcome is not Outcome.NOT_MRI:
                 out[s.index] = [s.prediction.probabilities[c] for c in self.classes]
         return out
 
@@ -118,7 +119,8 @@ def classify_scan(predictor: Predictor, scan: Scan, batch_size: int = 16,
     if chosen is not None and explain:
         explanation = predictor.explain_batch(method=method, alpha=alpha,
                                               prepared=[prepared[chosen]])[0]
-    outcome = predictions[chosen].outcome if chosen is not None else fam.NOT_MRI
+    outcome = (predictions[chosen].outcome if chosen is not None      # no slice: refused
+               else decide((), is_mri=False).outcome)
     return ScanResult(slices, predictor.classes, finding, outcome, members, chosen, explanation,
                       tuple(notes))
 

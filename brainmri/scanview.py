@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from .outcomes import Outcome
 from .scanmode import NO_TUMOUR, ScanResult, classify_scan, ranges
 from .scans import Scan, read_scan
 from .service import MODEL_LABELS, DISCLAIMER, Result, Service, class_label, percent
@@ -44,10 +45,11 @@ class ScanView:
     def as_dict(self) -> dict:
         """JSON-ready summary for API clients."""
         r = self.result
-        return {"finding": r.finding or None, "outcome": r.outcome, "slices": len(r.slices),
+        return {"finding": r.finding or None, "outcome": r.outcome.value, "slices": len(r.slices),
                 "finding_slices": list(r.finding_slices), "chosen_slice": r.chosen,
                 "classified": [s.brain for s in r.slices],
-                "probabilities": [None if s.prediction is None else
+                "probabilities": [None if s.prediction is None or s.prediction.outcome is
+                                  Outcome.NOT_MRI else        # refused: no probabilities
                                   {c: round(float(v), 6) for c, v in s.prediction.probabilities.items()}
                                   for s in r.slices],
                 "chosen": self.chosen.as_dict() if self.chosen is not None else None,

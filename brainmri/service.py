@@ -20,15 +20,15 @@ from typing import Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from . import mri_check
+from . import outcomes
 from .cam import CLASS_AGNOSTIC, HOOK_FREE, LABELS, canonical_method
 from .checkpoint import INTENDED_USE
 from .io import ImageSource, describe, load_image
 from .localisation import head_mask, hot_region, paint_out, share_of_head
 from .models import ARCHS
 from .models import default_model as declared_default
+from .outcomes import Outcome, Reason
 from .overlay import blend, colourise
 from .protocols import DESCRIPTIONS
 
@@ -55,9 +55,7 @@ SHORT_NAMES = ArchField("short")
 CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour",
                 "pituitary": "Pituitary tumour"}
 PREDICTED = "predicted"                                # target choice: explain the predicted class
-NOT_MRI = "This does not look like a brain MRI slice"
-OUTCOMES = ("confident", "caution", "not_mri")
-LOW_CONFIDENCE = 0.6          # top probability below this: "caution", the model hesitates
+REFUSED = "This does not look like a brain MRI slice"  # a refusal's title, wherever one is shown
 DISCLAIMER = "Research and education only: not a medical device, not a diagnosis."
 
 
@@ -72,21 +70,21 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class Result:
-    """One model's answer for one image, ready to display."""
+    """One model's answer for one image, ready to display. A refusal (outcome not_mri) holds
+    no class and no probabilities (`outcomes.shown`): label and target None, probabilities {}."""
     model: str                       # the engine's key (an architecture name for from_folder)
-    label: str                       # predicted class name
-    probabilities: dict[str, float]  # by class name, sums to 1
+    label: str | None                # predicted class name; None when refused
+    probabilities: dict[str, float]  # by class name, sums to 1; {} when refused
     is_mri: bool
     mri_score: float
     method: str                      # canonical CAM method key
-    target: str                      # class the heatmap explains
+    target: str | None               # class the heatmap explains; None when refused
     heatmap: np.ndarray              # (H, W) float32 in [0, 1], input pixels
     grey: np.ndarray                 # (H, W) uint8, the scan as luminance
-    overlay: np.ndarray              # (H, W, 3) uint8 RGB
+    overlay: np.ndarray              # (H, W, 3) uint8 RGB; the scan alone when refused
     time_ms: float                   # model time (prediction + explanation)
-    headline: str                    # markdown (no HTML): the finding, or the not-an-MRI notice
-    outcome: str = "confident"       # one of OUTCOMES
-    reasons: tuple[str, ...] = ()    # why "caution" or "not_mri", in words; () when confident
+    outcome: Outcome = Outcome.CONFIDENT
+    reasons: tuple[Reason, ...] = () # the refusals or the cautions; () when confident
 
     @property
     def heatmap_rgb(self) -> np.ndarray:
@@ -96,16 +94,23 @@ class Result:
     @property
     def finding(self) -> str | None:
         """The predicted class name, or None when the input was refused (not an MRI slice)."""
-        return self.label if self.is_mri else None
+        return self.label
+
+    @property
+    def headline(self) -> str:
+        """Markdown (no HTML): the finding, or plainly that the input is not a brain MRI slice."""
+        return headline(self)
 
     def as_dict(self) -> dict:
-        """JSON-ready summary for API clients: `label` is None for a refused input; the
-        probabilities are kept for reference (they are not a finding when `is_mri` is False)."""
-        return {"label": self.finding, "label_name": class_label(self.finding) if self.finding else None,
-                "is_mri": self.is_mri, "outcome": self.outcome, "reasons": list(self.reasons),
-                "probabilities": {c: round(float(v), 6) for c, v in self.probabilities.items()},
-                "model": self.model, "method": self.method,
-                "explained_class": self.target if self.is_mri else None,
+        """JSON-ready summary for API clients. A refusal carries no class and no probabilities:
+        `label`, `label_name`, `probabilities` and `explained_class` are None; `reasons` say
+        why, each as {"code": stable name, "text": one plain sentence}."""
+        return {"label": self.label, "label_name": class_label(self.label) if self.label else None,
+                "is_mri": self.is_mri, "outcome": self.outcome.value,
+                "reasons": [r.as_dict() for r in self.reasons],
+                "probabilities": ({c: round(float(v), 6) for c, v in self.probabilities.items()}
+                                  if self.probabilities else None),
+                "model": self.model, "method": self.method, "explained_class": self.target,
                 "time_ms": round(self.time_ms, 1), "disclaimer": DISCLAIMER}
 
 
@@ -139,42 +144,6 @@ def percent(p: float) -> str:
     return f"{100 * p:.1f}%"
 
 
-def refusal_reasons(image, fallback: bool = True) -> tuple[str, ...]:
-    """Why an input was refused, in words, from the model-free input checks of
-    `brainmri.mri_check` (with `fallback`, the feature check is the reason when none fired)."""
-    reasons = []
-    if isinstance(image, Image.Image):
-        check = mri_check.check(image)
-        if check.modality not in mri_check.MRI_MODALITIES:
-            reasons.append(f"the DICOM file declares modality {check.modality}, not MR")
-        if check.colour_share > mri_check.MAX_COLOUR_SHARE:
-            reasons.append("it is in colour, where MRI is greyscale")
-        if check.dark_corners < mri_check.MIN_DARK_CORNERS:
-            reasons.append("there is no dark background around the head")
-    if reasons or not fallback:
-        return tuple(reasons)
-    return ("its features are unlike the brain MRI slices the models were trained on",)
-
-
-def outcome_of(prediction, probs: Mapping[str, float], image=None) -> tuple[str, tuple[str, ...]]:
-    """(outcome, reasons) for a prediction: its own `outcome`/`reasons` when the predictor
-    gives them, else "not_mri" when refused (reasons from `refusal_reasons(image)`), "caution"
-    when the top probability is under LOW_CONFIDENCE, "confident" otherwise."""
-    own = getattr(prediction, "outcome", None)
-    if own == "not_mri":          # the input checks' reasons first (a CT says so), then the model's
-        found = refusal_reasons(image, fallback=False) + tuple(getattr(prediction, "reasons", ()) or ())
-        return own, tuple(dict.fromkeys(found)) or refusal_reasons(image)
-    if own:
-        return own, tuple(getattr(prediction, "reasons", ()) or ())
-    if not prediction.is_mri:
-        return "not_mri", refusal_reasons(image)
-    ranked = sorted(probs.items(), key=lambda kv: -kv[1])
-    if ranked[0][1] < LOW_CONFIDENCE:
-        return "caution", (f"low confidence: {class_label(ranked[0][0])} {percent(ranked[0][1])}, "
-                           f"then {class_label(ranked[1][0])} {percent(ranked[1][1])}",)
-    return "confident", ()
-
-
 def probability_table(probs: Mapping[str, float], is_mri: bool = True, width: int = 12) -> str:
     """Markdown (no HTML): one row per class, most probable first, with the headline's names, a
     bar of `width` blocks and `percent`. A refused input gets one line instead: its
@@ -189,33 +158,26 @@ def probability_table(probs: Mapping[str, float], is_mri: bool = True, width: in
     return "\n".join(rows)
 
 
-def headline(result_label: str, probs: Mapping[str, float], is_mri: bool, model: str,
-             method: str, target: str, time_ms: float, reasons: Sequence[str] = ()) -> str:
-    """Markdown (no HTML) stating the finding, or plainly that the input is not a brain MRI
-    slice (then no class and no probability is named)."""
-    about = ("(the same map for every class)" if method in CLASS_AGNOSTIC
-             else f"for *{class_label(target)}*")
-    what = f"{MODEL_LABELS.get(model, model)} · {LABELS.get(method, method)} {about}"
-    if not is_mri:
-        why = f"**Why:** {'; '.join(reasons)}.\n\n" if reasons else ""
-        return (f"### ⚠ {NOT_MRI}\n" + why +
-                "It is unlike the brain MRI slices the models were trained on (the Kaggle "
-                "brain-tumor-mri collection), so no tumour class is reported. CT, diffusion "
-                "images and MRI sequences or views rare in that collection can be flagged too. "
-                "No probabilities or heatmap are shown: they would not be a finding.\n\n"
-                f"*{MODEL_LABELS.get(model, model)} · {time_ms:.0f} ms · research and education "
-                "only, not a diagnosis*")
-    ranked = sorted(probs.items(), key=lambda kv: -kv[1])
-    text = f"### {class_label(result_label)} — {percent(ranked[0][1])}\n"
-    if reasons and not all(r.startswith("low confidence:") for r in reasons):
-        text += f"🟠 **Unfamiliar scan: treat with caution** ({', '.join(reasons)})\n\n"
-    if len(ranked) > 1 and ranked[0][1] < LOW_CONFIDENCE:
-        text += (f"**Low confidence:** the model hesitates between {class_label(ranked[0][0])} and "
-                 f"{class_label(ranked[1][0])}.\n")
-    extra = [r for r in reasons if not r.startswith("low confidence:")]
-    if extra:
-        text += "**Treat with caution:** " + "; ".join(extra) + ".\n"
-    return text + f"\n_{what} · {time_ms:.0f} ms · research and education only, not a diagnosis_"
+def headline(r: Result) -> str:
+    """Markdown (no HTML) stating the finding, with a caution's reasons once, on one line
+    (a quote, which the app colours by the outcome's class); or plainly that the input is not a
+    brain MRI slice (then no class and no probability is named)."""
+    model = MODEL_LABELS.get(r.model, r.model)
+    if r.outcome is Outcome.NOT_MRI:
+        why = f"**Why:** {' '.join(map(str, r.reasons))}\n\n" if r.reasons else ""
+        return (f"### {REFUSED}\n" + why +
+                "No class, no probabilities and no heatmap are shown: they would not be a finding. "
+                "The models were trained on 2-D brain MRI slices of one public collection (Kaggle "
+                "brain-tumor-mri); CT, diffusion images and MRI sequences or views rare there can "
+                "be flagged too.\n\n"
+                f"*{model} · {r.time_ms:.0f} ms · research and education only, not a diagnosis*")
+    about = ("(the same map for every class)" if r.method in CLASS_AGNOSTIC
+             else f"for *{class_label(r.target)}*")
+    text = f"### {class_label(r.label)} — {percent(r.probabilities[r.label])}\n"
+    if r.outcome is Outcome.CAUTION:
+        text += f"> **{Outcome.CAUTION.words}:** {' '.join(map(str, r.reasons))}\n"
+    return (text + f"\n_{model} · {LABELS.get(r.method, r.method)} {about} · {r.time_ms:.0f} ms · "
+            "research and education only, not a diagnosis_")
 
 
 WORK_SIDE = 2048     # larger inputs are reduced on reading (the Kaggle collection's longest is 1920)
@@ -338,13 +300,12 @@ class Service:
         e = engine.explain(image, method=method, target=target, alpha=alpha)
         ms = 1000 * (time.perf_counter() - start)
         p = e.prediction
-        outcome, reasons = outcome_of(p, p.probabilities, image)
+        label, probabilities = outcomes.shown(p.outcome, p.label, p.probabilities)
         # A refused input gets no heatmap colour: the overlay is the scan alone.
         overlay = e.overlay if p.is_mri else blend(e.grey, e.heatmap, 0.0)
-        return Result(model, p.label, dict(p.probabilities), p.is_mri, p.mri_score, e.method,
-                      e.target, e.heatmap, e.grey, overlay, ms,
-                      headline(p.label, p.probabilities, p.is_mri, model, e.method, e.target, ms,
-                               reasons), outcome, reasons)
+        return Result(model, label, probabilities, p.is_mri, p.mri_score, e.method,
+                      e.target if label else None, e.heatmap, e.grey, overlay, ms, p.outcome,
+                      p.reasons)
 
     def classify(self, image: ImageSource, model: str, method: str | None = None,
                  target: str | None = PREDICTED, alpha: float = 0.45,
@@ -364,7 +325,7 @@ class Service:
         results = {m: self._run(m, image, method, None, alpha) for m in self.engines}
         agree, summary = agreement(results)
         if agree is False:                 # both answered, differently: neither is confident
-            results = {m: with_reason(r, DISAGREE) for m, r in results.items()}
+            results = {m: with_reason(r, outcomes.DISAGREE) for m, r in results.items()}
         return Comparison(results, agree, summary)
 
     @staticmethod
@@ -393,20 +354,25 @@ class Service:
         asked = target or was
         changed = r.label != was
         text = (f"**Hot region painted out** (where the map is at least half its peak: "
-                f"{100 * share:.0f}% of the head). {MODEL_LABELS.get(model, model)} now says "
-                f"**{class_label(r.label)} — {percent(r.probabilities[r.label])}** (before: "
-                f"{class_label(was)} — {percent(before[was])}); probability of "
-                f"*{class_label(asked)}* {percent(before[asked])} → "
-                f"{percent(r.probabilities[asked])}.\n\n")
-        text += ("**The highlighted region decided this answer.**" if changed else
-                 "**The answer holds without the highlighted region:** its evidence is not only "
-                 "there. It may be the rest of the same lesion (the region can be smaller than the "
-                 "tumour) or other parts of the slice.")
+                f"{100 * share:.0f}% of the head). ")
+        if r.label is None:              # refused: the painted scan has no class to compare
+            text += (f"{MODEL_LABELS.get(model, model)} now refuses the painted scan: it no "
+                     f"longer looks like a brain MRI slice (before: {class_label(was)} — "
+                     f"{percent(before[was])}). The check cannot tell whether the region decided "
+                     "the answer.")
+        else:
+            text += (f"{MODEL_LABELS.get(model, model)} now says "
+                     f"**{class_label(r.label)} — {percent(r.probabilities[r.label])}** (before: "
+                     f"{class_label(was)} — {percent(before[was])}); probability of "
+                     f"*{class_label(asked)}* {percent(before[asked])} → "
+                     f"{percent(r.probabilities[asked])}.\n\n")
+            text += ("**The highlighted region decided this answer.**" if changed else
+                     "**The answer holds without the highlighted region:** its evidence is not "
+                     "only there. It may be the rest of the same lesion (the region can be smaller "
+                     "than the tumour) or other parts of the slice.")
         if share > 0.25:
             text += (" The region covers a quarter of the head or more: painting out that much "
                      "can change an answer by itself.")
-        if not r.is_mri:
-            text += " (The painted scan was flagged as not looking like a brain MRI slice.)"
         found = card_texts({model: self._engine(model)}, "recheck")
         text += "\n\n*" + " ".join(["One slice, one painted region: a hint, not proof."] + found) + "*"
         return Recheck(r, share, changed, text)
@@ -444,16 +410,11 @@ def runs_on(engines: Mapping[str, Engine]) -> str:
     return "**Runs on.** " + "; ".join(where) + "." + why
 
 
-DISAGREE = "the two models disagree"      # brainmri.familiarity.DISAGREE
-
-
-def with_reason(r: Result, reason: str) -> Result:
-    """`r` marked "caution" with one more reason (a refused input stays as it is)."""
-    if r.outcome == "not_mri" or reason in r.reasons:
-        return r
-    reasons = (*r.reasons, reason)
-    return replace(r, outcome="caution", reasons=reasons, headline=headline(
-        r.label, r.probabilities, r.is_mri, r.model, r.method, r.target, r.time_ms, reasons))
+def with_reason(r: Result, reason: Reason) -> Result:
+    """`r` with one more reason, its outcome decided again (`outcomes.decide`: a refused input
+    stays refused)."""
+    verdict = outcomes.decide((*r.reasons, reason), r.is_mri)
+    return replace(r, outcome=verdict.outcome, reasons=verdict.reasons)
 
 
 def agreement(results: Mapping[str, Result]) -> tuple[bool | None, str]:
@@ -462,7 +423,7 @@ def agreement(results: Mapping[str, Result]) -> tuple[bool | None, str]:
     names = {m: MODEL_LABELS.get(m, m) for m in results}
     if not all(r.is_mri for r in results.values()):
         flagged = [names[m] for m, r in results.items() if not r.is_mri]
-        return None, f"**{NOT_MRI}** (flagged by {', '.join(flagged)}): no finding to compare."
+        return None, f"**{REFUSED}** (flagged by {', '.join(flagged)}): no finding to compare."
     labels = {r.label for r in results.values()}
     if len(labels) == 1:
         return True, f"**The models agree:** {class_label(labels.pop())}."
@@ -560,7 +521,7 @@ def familiarity_line(info: dict) -> str:
     measured = info.get("measured") or {}
     if measured:
         line += (f". Measured ({measured.get('by', 'train.fit_familiarity')}): "
-                 + "; ".join(f"{name}: {100 * m['confident']:.1f}% confident, accuracy of confident "
+                 + "; ".join(f"{name}: {100 * m[Outcome.CONFIDENT.value]:.1f}% confident, accuracy of confident "
                              f"answers {100 * m['accuracy_confident']:.1f}%"
                              for name, m in measured.items() if isinstance(m, dict)))
     return line

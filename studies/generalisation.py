@@ -41,6 +41,7 @@ import torch
 from brainmri.classes import CLASSES
 from brainmri.intensity import invert_head
 from brainmri.io import ImageLoadError
+from brainmri.outcomes import Outcome
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits, held_classes
 
@@ -96,7 +97,8 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
             rows["label"].append(smp.label)
             rows["probs"].append([pred.probabilities[c] for c in predictor.classes])
             rows["probs_inverted"].append(pi.tolist())
-            rows["outcome"].append(pred.outcome)
+            # "": no familiarity detector, so `confident_mask` applies its own min_top rule
+            rows["outcome"].append(pred.outcome.value if predictor.familiarity is not None else "")
             rows["is_mri"].append(pred.is_mri)
             rows["brightness"].append(float(inside.mean()) if inside.numel() else 0.0)
             rows["framing"].append((x1 - x0) * (y1 - y0) / float(p.grey.shape[0] * p.grey.shape[1]))
@@ -119,7 +121,7 @@ def confident_mask(scored: dict, min_top: float) -> np.ndarray:
     `min_top`."""
     outcome = scored["outcome"]
     if (outcome != "").all():
-        return outcome == "confident"
+        return outcome == Outcome.CONFIDENT.value
     return scored["is_mri"] & (scored["probs"].max(1) >= min_top)
 
 
@@ -167,7 +169,7 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
             "per_class": per_class, "stable": float(stable.mean()),
             "stable_right": float(right[stable].mean()) if stable.any() else float("nan"),
             "unstable_right": float(right[~stable].mean()) if (~stable).any() else float("nan"),
-            "confident": held(confident), "confident_stable": held(confident & stable),
+            Outcome.CONFIDENT.value: held(confident), "confident_stable": held(confident & stable),
             "loosely_stable": float(loose.mean()), "confident_loosely_stable": held(confident & loose),
             "breakdown": breakdown}
 
@@ -212,7 +214,7 @@ def table(results: list[dict]) -> str:
     for r in results:
         for name, s in r["sets"].items():
             recall = ", ".join(f"{c[:4]} {v['recall']:.1%} ({v['n']})" for c, v in s["per_class"].items())
-            c, cs, cl = s["confident"], s["confident_stable"], s["confident_loosely_stable"]
+            c, cs, cl = s[Outcome.CONFIDENT.value], s["confident_stable"], s["confident_loosely_stable"]
             lines.append(f"| {r['model']} | {name} | {s['n']} | {s['accuracy']:.1%} | {recall} | "
                          f"{s['stable']:.1%} | {c['share']:.1%} ({c['right']:.1%}) | "
                          f"{cs['share']:.1%} ({cs['right']:.1%}) | {cl['share']:.1%} ({cl['right']:.1%}) |")

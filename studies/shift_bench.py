@@ -33,6 +33,7 @@ import torch
 
 from brainmri import familiarity as fam
 from brainmri import localisation as loc
+from brainmri.outcomes import Outcome
 from brainmri.boxes import box_for, load_boxes
 from brainmri.classes import CLASSES
 from brainmri.io import load_image, to_grey
@@ -78,8 +79,10 @@ def painted(path: Path, box) -> object:
 
 
 def outcomes(predictor: Predictor, stats: dict) -> dict[str, np.ndarray]:
-    """Per scan, from cached statistics, exactly as `Predictor._prediction` decides: predicted
-    index, top probability, not-an-MRI verdict, unfamiliarity, familiarity, outcome."""
+    """Per scan, from cached statistics: predicted index, top probability, not-an-MRI verdict,
+    unfamiliarity, familiarity, and the outcome from `Predictor.verdict`, as the app decides it
+    (the cache keeps the input check's verdict, not its measures: a refusal by it is passed as a
+    refusal by the features, which names another reason but gives the same outcome)."""
     det = predictor.familiarity
     probs = stats["probs"]
     pred, top = probs.argmax(1), probs.max(1)
@@ -91,7 +94,8 @@ def outcomes(predictor: Predictor, stats: dict) -> dict[str, np.ndarray]:
         is_mri &= ood <= predictor.ood.threshold
     unfam = det.unfamiliarity(fam.as_features(tap_stats(stats), det.taps, det.kind), pred)
     famil = det.familiarity(unfam)
-    outcome = np.array([fam.outcome(m, det.reasons(f, p)) for m, f, p in zip(is_mri, famil, top)])
+    outcome = np.array([predictor.verdict(float(p), bool(m), float(f)).outcome.value
+                        for m, f, p in zip(is_mri, famil, top)])
     return {"pred": pred, "top": top, "is_mri": is_mri, "ood": ood, "unfamiliarity": unfam,
             "familiarity": famil, "outcome": outcome}
 
@@ -104,9 +108,9 @@ def risk_coverage(right: np.ndarray, score: np.ndarray) -> np.ndarray:
 
 def summarise(o: dict, truth: np.ndarray, val: dict | None) -> dict:
     right = o["pred"] == truth
-    conf = o["outcome"] == fam.CONFIDENT
+    conf = o["outcome"] == Outcome.CONFIDENT.value
     out = {"n": int(len(truth)), "accuracy": float(right.mean()),
-           **{f"share_{k}": float(np.mean(o["outcome"] == k)) for k in fam.OUTCOMES},
+           **{f"share_{k.value}": float(np.mean(o["outcome"] == k.value)) for k in Outcome},
            "accuracy_confident": float(right[conf].mean()) if conf.any() else None,
            "share_unfamiliar": float(np.mean(o["familiarity"] < o["min_familiarity"])),
            "share_low_confidence": float(np.mean(o["top"] < o["min_confidence"]))}
@@ -136,7 +140,7 @@ def figure(name: str, results: dict, curves: dict, path: Path) -> None:
         ax.plot(x, risk_coverage(right, famil), label="by familiarity")
         ax.plot(x, risk_coverage(right, top), label="by top probability", ls="--")
         if r["accuracy_confident"] is not None:
-            ax.plot([r["share_confident"]], [r["accuracy_confident"]], "o", color="k", label="confident")
+            ax.plot([r["share_confident"]], [r["accuracy_confident"]], "o", color="k", label=Outcome.CONFIDENT.value)
         title = s + (f"  AUROC {r['auroc_familiarity']:.2f}" if "auroc_familiarity" in r else "")
         ax.set_title(title, fontsize=9)
         ax.set_ylim(min(0.4, ax.get_ylim()[0]), 1.01)
@@ -220,7 +224,8 @@ def store_measured(path: Path, report: dict, start: datetime) -> None:
     from brainmri.checkpoint import read_metadata, update_metadata
     info = dict(read_metadata(path)["familiarity"])
     info["measured"] = {"by": f"studies.shift_bench, {start:%Y-%m-%d %H:%M} UTC"} | {
-        s: {"n": r["n"], "confident": r["share_confident"], "accuracy_confident": r["accuracy_confident"]}
+        s: {"n": r["n"], Outcome.CONFIDENT.value: r["share_confident"],
+            "accuracy_confident": r["accuracy_confident"]}
         for s, r in report["sets"].items() if s in ("val", "clean", "official") and r["accuracy_confident"] is not None}
     update_metadata(path, familiarity=info)
 

@@ -53,8 +53,8 @@ def test_classify_folder_writes_one_row_per_file_and_overlays(scans, tiny_checkp
     assert code == 0
     rows = read_rows(out)
     assert list(rows[0]) == ["path", "label", *(f"p_{c}" for c in CLASSES), "is_mri",
-                             "mri_score", "outcome", "reasons", "familiarity", "cam", "error", "slice",
-                             "position_mm", "note"]
+                             "mri_score", "outcome", "reasons", "reason_codes", "familiarity", "cam",
+                             "error", "slice", "position_mm", "note"]
     by_name = {r["path"].split("/")[-1]: r for r in rows}
     assert len(rows) == 7 and set(by_name) == {"a.png", "b.jpg", "e.png", "c.png", "corrupt.jpg",
                                                "d.jpeg", "missing.png"}
@@ -71,7 +71,9 @@ def test_classify_folder_writes_one_row_per_file_and_overlays(scans, tiny_checkp
             continue
         expected = predictor.predict(row["path"])
         assert row["label"] == expected.label and row["is_mri"] in ("true", "false")
-        assert row["outcome"] == expected.outcome and row["reasons"] == "; ".join(expected.reasons)
+        assert row["outcome"] == expected.outcome.value
+        assert row["reason_codes"] == ";".join(r.code for r in expected.reasons)
+        assert row["reasons"] == " ".join(r.text for r in expected.reasons)
         probs = [float(row[f"p_{c}"]) for c in CLASSES]
         assert sum(probs) == pytest.approx(1.0, abs=1e-5)
         assert probs == pytest.approx([expected.probabilities[c] for c in CLASSES], abs=1e-5)

@@ -1,4 +1,4 @@
-"""brainmri.familiarity: the score, the thresholds' round trip and the three outcomes."""
+"""brainmri.familiarity: the score, the thresholds' round trip and the outcomes it leads to."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +7,7 @@ import torch
 from safetensors import safe_open
 
 from brainmri import familiarity as fam
+from brainmri.outcomes import LOW_CONFIDENCE, UNFAMILIAR, UNLIKE_TRAINING, Outcome, decide
 from brainmri.checkpoint import load_checkpoint, update_metadata
 from brainmri.ood import MahalanobisOOD
 from brainmri.predictor import Predictor
@@ -44,17 +45,20 @@ def test_familiarity_is_the_share_of_validation_at_least_as_unfamiliar():
 
 
 @pytest.mark.parametrize("is_mri, familiarity, top, outcome, reasons", [
-    (True, 0.5, 0.99, fam.CONFIDENT, ()),
-    (True, 0.01, 0.99, fam.CAUTION, (fam.UNFAMILIAR,)),
-    (True, 0.5, 0.6, fam.CAUTION, (fam.LOW_CONFIDENCE,)),
-    (True, 0.01, 0.6, fam.CAUTION, (fam.UNFAMILIAR, fam.LOW_CONFIDENCE)),
-    (False, 0.5, 0.99, fam.NOT_MRI, ()),
-    (False, 0.01, 0.6, fam.NOT_MRI, (fam.UNFAMILIAR, fam.LOW_CONFIDENCE)),
+    (True, 0.5, 0.99, Outcome.CONFIDENT, ()),
+    (True, 0.01, 0.99, Outcome.CAUTION, (UNFAMILIAR,)),
+    (True, 0.5, 0.6, Outcome.CAUTION, (LOW_CONFIDENCE,)),
+    (True, 0.01, 0.6, Outcome.CAUTION, (UNFAMILIAR, LOW_CONFIDENCE)),
+    (False, 0.5, 0.99, Outcome.NOT_MRI, ()),
+    (False, 0.01, 0.6, Outcome.NOT_MRI, (UNFAMILIAR, LOW_CONFIDENCE)),
 ])
 def test_outcome_on_constructed_cases(is_mri, familiarity, top, outcome, reasons):
     det = fam.Familiarity([0], "mean", {0: {}}, min_familiarity=0.025, min_confidence=0.9)
     assert det.reasons(familiarity, top) == reasons
-    assert fam.outcome(is_mri, det.reasons(familiarity, top)) == outcome
+    verdict = decide(det.reasons(familiarity, top), is_mri)
+    assert verdict.outcome is outcome
+    # a refusal carries why it was refused, never the cautions about a class it does not give
+    assert verdict.reasons == (reasons if is_mri else (UNLIKE_TRAINING,))
 
 
 def test_meanstd_doubles_the_features_and_unknown_statistics_are_named():
@@ -123,13 +127,13 @@ def test_round_trip_through_the_checkpoint(tmp_path):
 def test_predictor_outcomes_end_to_end(tmp_path):
     path, _, images = tiny_with_detector(tmp_path / "a", min_familiarity=0.0, min_confidence=0.0)
     for p in Predictor.from_checkpoint(path, device="cpu").predict_batch(images[:4]):
-        assert p.outcome == fam.CONFIDENT and p.reasons == () and 0.0 <= p.familiarity <= 1.0
+        assert p.outcome is Outcome.CONFIDENT and p.reasons == () and 0.0 <= p.familiarity <= 1.0
     path, _, images = tiny_with_detector(tmp_path / "b", min_familiarity=1.01, min_confidence=1.01)
     for p in Predictor.from_checkpoint(path, device="cpu").predict_batch(images[:4]):
-        assert p.outcome == fam.CAUTION and p.reasons == (fam.UNFAMILIAR, fam.LOW_CONFIDENCE)
+        assert p.outcome is Outcome.CAUTION and p.reasons == (UNFAMILIAR, LOW_CONFIDENCE)
     path, _, images = tiny_with_detector(tmp_path / "c", min_familiarity=0.0, ood_threshold=-1.0)
     p = Predictor.from_checkpoint(path, device="cpu").predict(images[0])
-    assert p.outcome == fam.NOT_MRI and not p.is_mri
+    assert p.outcome is Outcome.NOT_MRI and not p.is_mri and p.reasons == (UNLIKE_TRAINING,)
 
 
 @pytest.mark.parametrize("method", ["gradcam", "layercamfused", "gradcam++"])
@@ -144,13 +148,22 @@ def test_explain_gives_the_same_familiarity_as_predict(tmp_path, method):
     assert all(not m._forward_hooks for m in predictor.model.modules())
 
 
-def test_no_detector_means_no_caution(tiny_checkpoints):
-    p = Predictor.from_checkpoint(tiny_checkpoints["baseline"], device="cpu").predict(scan(seed=2, size=64))
-    assert np.isnan(p.familiarity) and p.reasons == () and p.outcome in ("", fam.NOT_MRI)
+def test_no_detector_means_only_the_default_confidence_rule(tiny_checkpoints):
+    from brainmri.outcomes import DEFAULT_MIN_CONFIDENCE
+    predictor = Predictor.from_checkpoint(tiny_checkpoints["baseline"], device="cpu")
+    for p in predictor.predict_batch([scan(seed=s, size=64) for s in range(4)]):
+        unsure = max(p.probabilities.values()) < DEFAULT_MIN_CONFIDENCE
+        assert np.isnan(p.familiarity) and UNFAMILIAR not in p.reasons
+        assert p.outcome is (Outcome.NOT_MRI if not p.is_mri else
+                             Outcome.CAUTION if unsure else Outcome.CONFIDENT)
 
 
 def test_a_prediction_that_is_not_an_mri_says_so_whatever_it_was_built_with():
     from brainmri.predictor import Prediction
     p = Prediction("glioma", {"glioma": 1.0}, False, 1e6)
-    assert p.outcome == fam.NOT_MRI
-    assert Prediction("glioma", {"glioma": 1.0}, True, 0.0).outcome == ""      # the caller decides
+    assert p.outcome is Outcome.NOT_MRI and p.reasons == (UNLIKE_TRAINING,)
+    p = Prediction("glioma", {"glioma": 1.0}, False, 1e6, outcome=Outcome.CAUTION, reasons=(UNFAMILIAR,))
+    assert p.outcome is Outcome.NOT_MRI and p.reasons == (UNLIKE_TRAINING,)
+    assert Prediction("glioma", {"glioma": 1.0}, True, 0.0).outcome is Outcome.CONFIDENT
+    bare = Prediction("glioma", {"glioma": 0.4, "notumor": 0.35, "pituitary": 0.25}, True, 0.0)
+    assert bare.outcome is Outcome.CAUTION and bare.reasons == (LOW_CONFIDENCE,)

@@ -101,7 +101,7 @@ def test_shipped_checkpoint_classifies_real_scans(shipped_checkpoints, kaggle, a
 def test_shipped_checkpoint_says_how_sure_it_is(shipped_checkpoints, kaggle, arch):
     """The shipped checkpoints carry the familiarity detector (refit after retraining:
     `python -m train.fit_familiarity CKPT --data DATA --write`), and real scans get outcomes."""
-    from brainmri import familiarity as fam
+    from brainmri.outcomes import Outcome
     predictor = Predictor.from_checkpoint(shipped_checkpoints[arch], device="cpu")
     assert predictor.familiarity is not None, (
         f"{arch}: no familiarity detector; run python -m train.fit_familiarity "
@@ -109,5 +109,5 @@ def test_shipped_checkpoint_says_how_sure_it_is(shipped_checkpoints, kaggle, arc
     info = predictor.meta["familiarity"]
     assert info["quantile"] == info["min_familiarity"] == 0.025 and 0 < info["min_confidence"] < 1
     predictions = predictor.predict_batch([s.path for s in _testing_sample(kaggle)])
-    assert all(0 <= p.familiarity <= 1 and p.outcome in fam.OUTCOMES for p in predictions)
-    assert sum(p.outcome == fam.CONFIDENT for p in predictions) >= len(predictions) // 2
+    assert all(0 <= p.familiarity <= 1 and p.outcome in Outcome for p in predictions)
+    assert sum(p.outcome is Outcome.CONFIDENT for p in predictions) >= len(predictions) // 2

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brainmri import familiarity as fam
+from brainmri.outcomes import Outcome
 from brainmri.predictor import Prediction, Predictor
 from brainmri.scanmode import NO_TUMOUR, SliceResult, brain_slices, classify_scan, head_share, summarise
 from brainmri.scans import read_scan
@@ -74,8 +74,8 @@ def test_the_chosen_slice_is_explained_on_its_own_pixels(predictor, series):
 def test_a_ct_series_is_not_mri_on_every_slice(predictor):
     ct = read_scan(zipped({f"{k}": f for k, f in enumerate(dicom_series(head_volume(8), modality="CT"))}))
     r = classify_scan(predictor, ct)
-    assert all(s.prediction.outcome == fam.NOT_MRI for s in r.slices if s.brain)
-    assert (r.finding, r.chosen, r.outcome, r.explanation) == ("", None, fam.NOT_MRI, None)
+    assert all(s.prediction.outcome == Outcome.NOT_MRI for s in r.slices if s.brain)
+    assert (r.finding, r.chosen, r.outcome, r.explanation) == ("", None, Outcome.NOT_MRI, None)
 
 
 def test_an_empty_scan_says_no_slice_shows_a_head(predictor):
@@ -83,7 +83,7 @@ def test_an_empty_scan_says_no_slice_shows_a_head(predictor):
     volume[3, 20:23, 20:23] = 800                          # a speck, no head
     empty = read_scan(zipped({f"{k}": f for k, f in enumerate(dicom_series(volume))}))
     r = classify_scan(predictor, empty)
-    assert not any(s.brain for s in r.slices) and r.outcome == fam.NOT_MRI
+    assert not any(s.brain for s in r.slices) and r.outcome == Outcome.NOT_MRI
     assert "no slice shows enough of a head" in r.notes[-1]
 
 
@@ -100,7 +100,7 @@ def test_head_share_and_the_brain_rule():
 def pred(label: str, p: float, is_mri: bool = True, outcome: str = "confident") -> Prediction:
     rest = (1 - p) / 3
     return Prediction(label, {c: (p if c == label else rest) for c in CLASSES}, is_mri, 0.0,
-                      outcome=outcome if is_mri else fam.NOT_MRI)
+                      outcome=outcome if is_mri else Outcome.NOT_MRI)
 
 
 def slices(*preds) -> tuple[SliceResult, ...]:

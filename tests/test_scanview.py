@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from brainmri import familiarity as fam
+from brainmri.outcomes import Outcome
 from brainmri.io import ImageLoadError
 from brainmri.predictor import Predictor
 from brainmri.report import scan_page, strip_figure, write_scan_report
@@ -61,7 +61,7 @@ def test_view_slice_walks_the_scan(service, series):
 def test_unclassifiable_scans_and_choices_are_said(service):
     ct = zipped({f"{k}": f for k, f in enumerate(dicom_series(head_volume(6), modality="CT"))})
     v = view_scan(service, ct, "baseline")
-    assert v.chosen is None and v.result.outcome == fam.NOT_MRI
+    assert v.chosen is None and v.result.outcome == Outcome.NOT_MRI
     assert "No slice of this scan could be classified" in v.headline and "refused" in v.headline
     two = zipped({**{f"a{k}": f for k, f in enumerate(dicom_series(head_volume(4), series="5"))},
                   **{f"b{k}": f for k, f in enumerate(dicom_series(head_volume(5), series="6",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from brainmri.io import ImageLoadError
 from brainmri.ood import MahalanobisOOD
 from brainmri.predictor import Explanation, Prediction, Predictor
 from brainmri.protocols import DESCRIPTIONS
-from brainmri.service import NOT_MRI, PREDICTED, Service, class_label
+from brainmri import outcomes
+from brainmri.outcomes import Outcome
+from brainmri.service import PREDICTED, REFUSED, Service, class_label
 from tests.conftest import make_tiny_checkpoint
 from tests.synthetic import scan
 
@@ -59,7 +62,7 @@ def test_classify_contract(service):
     assert 0.0 <= r.heatmap.min() and r.heatmap.max() <= 1.0
     assert r.overlay.shape == (96, 96, 3) and r.overlay.dtype == np.uint8
     assert r.heatmap_rgb.shape == (96, 96, 3) and r.time_ms > 0
-    assert class_label(r.label) in r.headline and NOT_MRI not in r.headline
+    assert class_label(r.label) in r.headline and REFUSED not in r.headline
 
 
 @pytest.mark.parametrize("method", ["gradcam++", "Layer-CAM", "eigencam", "hirescam", "xgradcam",
@@ -117,10 +120,11 @@ def test_not_mri_is_said_plainly():
     svc = Service({"resnet50": FakeEngine(PROBS, is_mri=False),
                    "baseline": FakeEngine(PROBS)}, warmup=False)
     r = svc.classify(scan(seed=0, size=64), "resnet50")
-    assert r.headline.startswith(f"### ⚠ {NOT_MRI}")
-    assert "70.0%" not in r.headline and r.probabilities == PROBS      # kept, not a finding
+    assert r.headline.startswith(f"### {REFUSED}\n")
+    assert "%" not in r.headline and r.probabilities == {} and r.label is None   # not a finding
+    assert r.reasons == (outcomes.UNLIKE_TRAINING,) and r.reasons[0].text in r.headline
     c = svc.compare(scan(seed=0, size=64))
-    assert c.agree is None and NOT_MRI in c.summary
+    assert c.agree is None and REFUSED in c.summary
 
 
 def test_not_mri_with_a_real_detector(tmp_path):
@@ -132,9 +136,9 @@ def test_not_mri_with_a_real_detector(tmp_path):
                                                     "threshold": -1.0, "quantile": 0.995})
     svc = Service.from_folder(tmp_path, device="cpu")
     r = svc.classify(scan(seed=1, size=64), "baseline")
-    assert not r.is_mri and NOT_MRI in r.headline
+    assert not r.is_mri and REFUSED in r.headline and r.reasons == (outcomes.UNLIKE_TRAINING,)
     assert "trained on" in r.headline and "CT" in r.headline     # says against what, and what else lands here
-    assert math.isclose(sum(r.probabilities.values()), 1.0, abs_tol=1e-5)
+    assert r.label is None and r.probabilities == {} and r.target is None
     assert "99.5th percentile of validation scans" in svc.model_card()
     update_metadata(path, ood={"method": "mahalanobis-pca", "threshold": -1.0, "quantile": 0.995,
                                "refused": 0.001, "scale": 1.4})
@@ -342,15 +346,21 @@ def test_probability_table_uses_the_headline_names():
     ({"glioma": 0.5, "meningioma": 0.3, "notumor": 0.1, "pituitary": 0.1}, True, "caution"),
     (PROBS, False, "not_mri")])
 def test_structured_result(probs, is_mri, outcome):
+    import json
     svc = Service({"resnet50": FakeEngine(probs, is_mri)}, warmup=False)
     r = svc.classify(scan(seed=0, size=64), "resnet50")
-    d = r.as_dict()
+    d = json.loads(json.dumps(r.as_dict()))                      # JSON-ready as it is
     assert d["outcome"] == r.outcome == outcome and d["is_mri"] is is_mri
-    assert d["label"] == ("glioma" if is_mri else None) and set(d["probabilities"]) == set(probs)
     assert bool(d["reasons"]) == (outcome != "confident")
-    assert "<" not in r.headline and ">" not in r.headline.replace("&gt;", "")   # no HTML
-    if not is_mri:
-        assert "Glioma" not in r.headline and "%" not in r.headline
+    assert [x["code"] for x in d["reasons"]] == [x.code for x in r.reasons]
+    assert all(x["text"] == outcomes.REASONS[x["code"]].text for x in d["reasons"])
+    assert not re.search(r"<[a-z/]", r.headline)                               # no HTML
+    if is_mri:
+        assert d["label"] == "glioma" and set(d["probabilities"]) == set(probs)
+    else:                                    # a refusal: no class, no probabilities, anywhere
+        assert d["label"] is d["label_name"] is d["probabilities"] is d["explained_class"] is None
+        assert not any(class_label(c) in json.dumps(d) or c in json.dumps(d) for c in probs)
+        assert not any(class_label(c) in r.headline for c in probs) and "%" not in r.headline
         assert (r.overlay == r.grey[:, :, None]).all()                # no heatmap colour
 
 
@@ -359,17 +369,17 @@ def test_ct_dicom_is_refused_with_its_reason(service):
     pydicom_data = pytest.importorskip("pydicom.data")
     r = service.classify(pydicom_data.get_testdata_file("CT_small.dcm"), "baseline")
     assert not r.is_mri and r.outcome == "not_mri" and r.finding is None
-    assert any("modality CT" in reason for reason in r.reasons) and "CT, not MR" in r.headline
+    assert r.reasons[0] == outcomes.MODALITY and "modality CT, not MR" in r.reasons[0].text
+    assert r.reasons[0].text in r.headline and r.probabilities == {}
 
 
 def test_disagreeing_models_are_both_marked_caution():
-    from brainmri import familiarity as fam
     other = {"glioma": 0.1, "meningioma": 0.7, "notumor": 0.1, "pituitary": 0.1}
     svc = Service({"resnet50": FakeEngine(PROBS), "baseline": FakeEngine(other)}, warmup=False)
     c = svc.compare(scan(seed=0, size=64))
     assert c.agree is False
-    assert all(r.outcome == "caution" and fam.DISAGREE in r.reasons and fam.DISAGREE in r.headline
-               for r in c.results.values())
+    assert all(r.outcome == "caution" and r.reasons == (outcomes.DISAGREE,)
+               and r.headline.count(outcomes.DISAGREE.text) == 1 for r in c.results.values())
     same = Service({"resnet50": FakeEngine(PROBS), "baseline": FakeEngine(PROBS)}, warmup=False)
     assert all(r.outcome == "confident" for r in same.compare(scan(seed=0, size=64)).results.values())
 
@@ -385,25 +395,18 @@ def test_model_card_says_what_confident_means():
     assert "clean: 90.0% confident, accuracy of confident answers 98.5%" in text
 
 
-def test_caution_is_said_at_a_glance_under_the_finding():
-    from brainmri import familiarity as fam
-    from brainmri.service import headline
-    text = headline("glioma", PROBS, True, "resnet50", "gradcam", "glioma", 10.0, (fam.UNFAMILIAR,))
-    assert text.split("\n")[1] == "🟠 **Unfamiliar scan: treat with caution** (unfamiliar acquisition)"
-    assert "🟠" not in headline("glioma", PROBS, True, "resnet50", "gradcam", "glioma", 10.0)
-
-
-def test_a_refusal_names_the_input_check_before_the_models_reason():
-    from types import SimpleNamespace
-    import pydicom.data
-    from brainmri.io import load_image
-    from brainmri.service import outcome_of
-    ct = load_image(pydicom.data.get_testdata_file("CT_small.dcm"))
-    refused = SimpleNamespace(outcome="not_mri", reasons=("unfamiliar acquisition",), is_mri=False)
-    outcome, reasons = outcome_of(refused, {}, ct)
-    assert outcome == "not_mri" and "modality CT" in reasons[0] and reasons[1] == "unfamiliar acquisition"
-    bare = SimpleNamespace(outcome="not_mri", reasons=(), is_mri=False)
-    assert outcome_of(bare, {}, None)[1] == ("its features are unlike the brain MRI slices the models were trained on",)
+def test_caution_is_said_once_on_one_line_under_the_finding():
+    svc = Service({"resnet50": FakeEngine({"glioma": 0.5, "meningioma": 0.3, "notumor": 0.1,
+                                           "pituitary": 0.1})}, warmup=False)
+    r = svc.classify(scan(seed=0, size=64), "resnet50")
+    assert r.outcome is Outcome.CAUTION and r.reasons == (outcomes.LOW_CONFIDENCE,)
+    lines = r.headline.split("\n")
+    assert lines[0] == "### Glioma — 50.0%"
+    assert lines[1] == f"> **Treat with caution:** {outcomes.LOW_CONFIDENCE.text}"
+    assert r.headline.lower().count("caution") == 1 and "confidence" not in r.headline.lower()
+    assert not re.search(r"[\U0001F300-\U0001FAFF\u2600-\u27BF]", r.headline)    # no emoji
+    confident = Service({"resnet50": FakeEngine(PROBS)}, warmup=False).classify(scan(seed=0, size=64), "resnet50")
+    assert "caution" not in confident.headline.lower() and ">" not in confident.headline
 
 
 def test_a_large_scan_is_reduced_on_reading(service):
