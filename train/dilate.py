@@ -15,8 +15,7 @@ they work at the new spacing, with the recipe's loss (cross-entropy, label smoot
 
 conv1..layer3 stay frozen (and in eval mode), so their output is computed once for every
 scan and its mirror image, and layer4 trains on those cached maps (each epoch sees every
-scan once, mirrored or not at random): an epoch takes minutes on a CPU, not a quarter of
-an hour. The tumour boxes are not a training target (PROVENANCE.md): they are only read to
+scan once, mirrored or not at random), so an epoch costs the tail's passes only. The tumour boxes are not a training target (PROVENANCE.md): they are only read to
 report, per epoch, how often the true class's map peaks inside the box of a validation scan.
 The checkpoint is written as `train.train` writes one (temperature on validation, OOD
 detector), with the arguments and history; the epoch kept is the last one, a rule fixed

@@ -120,7 +120,7 @@ def resolve(args: argparse.Namespace) -> dict:
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16): there, bf16
-    autocast trains ResNet-50 2-2.5x faster than float32; without it, slower."""
+    autocast trains faster than float32; without it, slower."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
