@@ -29,3 +29,22 @@ def test_table_has_the_lesion_columns_per_model(tmp_path, capsys):
     assert "tumour out, still called" in lines[0] and lines[0].count("|") == lines[1].count("|")
     assert "| 38 / 3 / 33% | 98.2% |" in lines[2]
     assert lines[3].count("|") == lines[0].count("|") and "| - | - |" in lines[3]
+
+
+def test_table_has_the_loso_column(tmp_path, capsys):
+    m = {"accuracy": 0.9, "macro_f1": 0.8, "n": 10, "ece_uncalibrated": 0.1, "ece_calibrated": 0.02,
+         "roc_auc_ovr": 0.99}
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        [{"model": "resnet50", "protocols": {"val": m, "clean": m}}, {"model": "baseline", "protocols": {"val": m}}]))
+    runs = []
+    for i, (source, acc, right) in enumerate((("sartaj-br35h", 0.626, 0.697), ("figshare", 0.5, 0.61))):
+        path = tmp_path / f"g{i}.json"
+        path.write_text(json.dumps({"holdout_source": source, "holdout_classes": "meningioma",
+                                    "sets": {"loso": {"accuracy": acc, "confident": {"right": right}}}}))
+        runs.append(str(path))
+    load().main([str(tmp_path / "metrics.json"), "--loso", "resnet50=" + ",".join(runs)])
+    lines = capsys.readouterr().out.splitlines()
+    assert "leave one source out" in lines[0] and lines[0].count("|") == lines[1].count("|")
+    assert "meningioma from sartaj-br35h: 62.6% (69.7%); meningioma from figshare: 50.0% (61.0%)" in lines[2]
+    baseline = [c.strip() for c in lines[3].split("|")]
+    assert lines[3].count("|") == lines[0].count("|") and baseline[-3] == "-"      # no LOSO run
