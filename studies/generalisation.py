@@ -22,7 +22,9 @@ Strata (measured, not labelled by hand; the collection carries no plane or seque
 Reported per set: accuracy, per-class recall and what each class is called instead; per
 stratum and class, counts and accuracy; the share of answers marked confident and how many
 of them are right, under the outcome as it stands, with "stable" added, and with "loosely
-stable" added (the inverted scan gives the plain answer a probability of at least `LOOSE`). Writes
+stable" added (the inverted scan gives the plain answer a probability of at least `LOOSE`); and
+`coverage_at_90`, the largest share of answers, ranked by top probability, that is right at
+least 90% of the time (what a top-probability floor alone could mark confident). Writes
 `<model>.json` under `--out` and prints Markdown tables.
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ from brainmri.protocols import build_splits, held_classes
 log = logging.getLogger("generalisation")
 HEAD = 0.04            # intensity (of 1) above which a pixel counts as head for `brightness`
 LOOSE = 0.2            # "loosely stable": the inverted scan gives the plain answer at least this
+TARGET = 0.9           # the accuracy "confident" should hold (`coverage_at_90`)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -125,6 +128,18 @@ def confident_mask(scored: dict, min_top: float) -> np.ndarray:
     return scored["is_mri"] & (scored["probs"].max(1) >= min_top)
 
 
+def coverage_at(right: np.ndarray, score: np.ndarray, target: float) -> dict:
+    """Answers ranked by `score`, highest first: the largest share kept whose accuracy is at
+    least `target`, and the lowest score kept (nan, 0: no share reaches it)."""
+    order = np.argsort(-score, kind="stable")
+    acc = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(acc >= target)
+    if not len(ok):
+        return {"share": 0.0, "min_score": float("nan")}
+    k = int(ok.max())
+    return {"share": float((k + 1) / len(order)), "min_score": float(score[order][k])}
+
+
 def tertile_edges(values: np.ndarray) -> list[float]:
     return [float(q) for q in np.quantile(values, [1 / 3, 2 / 3])]
 
@@ -171,6 +186,7 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
             "unstable_right": float(right[~stable].mean()) if (~stable).any() else float("nan"),
             Outcome.CONFIDENT.value: held(confident), "confident_stable": held(confident & stable),
             "loosely_stable": float(loose.mean()), "confident_loosely_stable": held(confident & loose),
+            "coverage_at_90": coverage_at(right, scored["probs"].max(1), TARGET),
             "breakdown": breakdown}
 
 

@@ -59,3 +59,13 @@ def test_plain_run_is_scored_on_clean(folder, tmp_path, monkeypatch):
     r = run(loso_checkpoint(tmp_path), folder, tmp_path / "out")
     assert set(r["sets"]) == {"val", "clean"} and r["holdout_source"] is None
     assert set(r["sets"]["val"]["breakdown"]["source"]) <= {"figshare", "sartaj-br35h"}
+
+
+def test_coverage_at_ranks_by_score():
+    import numpy as np
+    right = np.array([1, 1, 0, 1, 0, 0], bool)
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    assert generalisation.coverage_at(right, score, 0.75) == {"share": 4 / 6, "min_score": 0.6}
+    assert generalisation.coverage_at(right, score, 1.0) == {"share": 2 / 6, "min_score": 0.8}
+    none = generalisation.coverage_at(np.zeros(3, bool), score[:3], 0.5)
+    assert none["share"] == 0.0 and np.isnan(none["min_score"])
