@@ -2,11 +2,14 @@
 
 `invert_head` inverts tissue intensities inside the head and keeps the background black: a
 crude T2-like contrast, where fluid is bright. Training draws it as an augmentation
-(`train.augment`), and `brainmri.predictor` uses it to ask whether an answer survives a
-change of contrast the model was trained to ignore.
+(`train.augment`), and `studies.generalisation` uses it to ask whether an answer survives a
+change of contrast the model was trained to ignore. `standardise` maps a scan's in-head
+intensity landmarks onto fixed ones; a preset with `standardise=True` applies it to every head
+crop, in training and at inference alike.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,3 +28,28 @@ def invert_head(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, S, S) in [0, 1] -> the same scans with intensities inverted inside the head."""
     head = head_of(x)
     return head * (1 - x) * (x > TISSUE_LEVEL) + (1 - head) * x
+
+
+# In-head intensity standardisation (Nyul and Udupa's landmark matching, five landmarks): each
+# scan's in-head percentiles LANDMARKS are mapped piecewise-linearly onto REFERENCE, the mean of
+# those percentiles over every tenth training head crop (of 1; brainmri.protocols train split,
+# brainmri.presets.EvalPreset crops, pixels above HEAD_LEVEL_U8). What varies between scanners
+# and exports (brightness, contrast, a monotone curve) is removed; the order of tissues is kept.
+LANDMARKS = (1, 25, 50, 75, 99)
+REFERENCE = (0.05, 0.204, 0.284, 0.355, 0.74)
+HEAD_LEVEL_U8 = 10
+
+
+def standardise(grey: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> the same scan with its in-head intensity landmarks on REFERENCE, uint8.
+    Pixels at or below HEAD_LEVEL_U8 (background) stay near black; a picture with almost no
+    head (under 64 pixels) comes back unchanged."""
+    head = grey > HEAD_LEVEL_U8
+    if int(head.sum()) < 64:
+        return grey
+    marks = np.percentile(grey[head], LANDMARKS).astype(np.float64)
+    marks = np.maximum.accumulate(marks + np.arange(len(marks)) * 1e-3)    # strictly increasing
+    xp = np.concatenate([[0.0], marks, [max(255.0, marks[-1] + 1e-3)]])
+    fp = np.concatenate([[0.0], REFERENCE, [1.0]])
+    out = np.interp(grey.astype(np.float64), xp, fp)
+    return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)

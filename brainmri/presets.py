@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .intensity import standardise
 from .io import ImageSource, load_image, to_grey
 from .localisation import largest_bright_blob
 
@@ -64,12 +65,14 @@ class EvalPreset:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     crop_to_head: bool = True
+    standardise: bool = False       # in-head intensity landmarks onto fixed ones (brainmri.intensity)
 
     def crop(self, grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-        """(H, W) uint8 -> (the head crop as uint8, its box)."""
+        """(H, W) uint8 -> (the head crop as uint8, standardised when the preset says so, its box)."""
         box = head_box(grey) if self.crop_to_head else (0, 0, grey.shape[1], grey.shape[0])
         x0, y0, x1, y1 = box
-        return grey[y0:y1, x0:x1], box
+        crop = grey[y0:y1, x0:x1]
+        return (standardise(crop) if self.standardise else crop), box
 
     def resize(self, grey: np.ndarray, size: int | None = None) -> np.ndarray:
         size = size or self.size

@@ -39,3 +39,55 @@ def test_training_inversion_is_the_library_one():
     x = head_batch(2)
     aug = Acquisition()(x, torch.Generator().manual_seed(0), only="invert")
     assert torch.allclose(aug, invert_head(x).clamp(0, 1))
+
+
+def synthetic_grey(seed: int = 0):
+    import numpy as np
+    from tests.synthetic import scan
+    return np.asarray(scan(seed, size=128))
+
+
+def test_standardise_puts_the_landmarks_on_the_reference():
+    import numpy as np
+    from brainmri.intensity import HEAD_LEVEL_U8, LANDMARKS, REFERENCE, standardise
+    grey = synthetic_grey()
+    out = standardise(grey)
+    assert out.shape == grey.shape and out.dtype == np.uint8
+    marks = np.percentile(grey[grey > HEAD_LEVEL_U8], LANDMARKS)
+    got = np.interp(marks, np.sort(grey[grey > HEAD_LEVEL_U8]), np.sort(out[grey > HEAD_LEVEL_U8])) / 255
+    assert np.allclose(got, REFERENCE, atol=0.02)
+    assert out[grey == 0].max() == 0                          # the background stays black
+
+
+def test_standardise_removes_brightness_and_contrast_keeps_order():
+    import numpy as np
+    from brainmri.intensity import standardise
+    grey = synthetic_grey(3)
+    brighter = np.clip(grey.astype(float) * 1.5 + 10 * (grey > 0), 0, 255).astype(np.uint8)
+    a, b = standardise(grey).astype(int), standardise(brighter).astype(int)
+    head = grey > 20
+    assert np.abs(a[head] - b[head]).mean() < 4               # same scan, other exposure: same input
+    order = np.argsort(grey[head], kind="stable")
+    assert (np.diff(a[head][order]) >= 0).all()               # monotone: tissue order kept
+
+
+def test_standardise_leaves_a_picture_without_head_alone():
+    import numpy as np
+    from brainmri.intensity import standardise
+    blank = np.zeros((32, 32), np.uint8)
+    blank[0, :10] = 200
+    assert np.array_equal(standardise(blank), blank)
+
+
+def test_preset_standardises_its_crops_and_old_presets_do_not():
+    import numpy as np
+    from brainmri.intensity import standardise
+    from brainmri.presets import EvalPreset
+    grey = synthetic_grey(5)
+    on = EvalPreset(size=64, standardise=True)
+    plain_dict = {k: v for k, v in EvalPreset(size=64).to_dict().items() if k != "standardise"}
+    off = EvalPreset(**plain_dict)                            # a checkpoint written before the field
+    assert not off.standardise and EvalPreset(**on.to_dict()).standardise
+    crop_on, box = on.crop(grey)
+    crop_off, box_off = off.crop(grey)
+    assert box == box_off and np.array_equal(crop_on, standardise(crop_off))

@@ -92,6 +92,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="weight of the true class's map mass outside the tumour box (train.guidance)")
     p.add_argument("--acquisition", type=int, choices=[0, 1],
                    help="acquisition and contrast augmentation (train.augment)")
+    p.add_argument("--standardise", type=int, choices=[0, 1],
+                   help="in-head intensity standardisation of every crop, in training and at "
+                        "inference (stored in the checkpoint's preset; brainmri.intensity)")
     p.add_argument("--acquisition-kind", choices=sorted(ACQUISITIONS), default=None,
                    help="which train.augment.ACQUISITIONS setting (default: standard)")
     p.add_argument("--grow", type=float, help="tumour boxes grown by this x the crop side")
@@ -382,6 +385,8 @@ def painting(cfg: dict) -> bool:
 def load_data(cfg: dict) -> Data:
     """Splits (brainmri.protocols), then every scan decoded and head-cropped once (cached)."""
     eval_preset = ARCHS[cfg["model"]].preset(cfg["size"])
+    if cfg.get("standardise"):
+        eval_preset = replace(eval_preset, standardise=True)
     train_preset = TrainPreset(eval=eval_preset) if cfg["augment"] else eval_preset
     splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"],
                           holdout_source=cfg.get("holdout_source"),
@@ -394,6 +399,7 @@ def load_data(cfg: dict) -> Data:
     log.info("train %d, val %d images (copies dropped; validation carved by duplicate groups)",
              len(train_s), len(val_s))
     cache = Path(".cache")
+    std = "-std" if eval_preset.standardise else ""          # standardised crops cached apart
     crop_size = train_preset.cache_size if cfg["augment"] else cfg["size"]
     t0 = time.time()
     painter = None
@@ -403,9 +409,9 @@ def load_data(cfg: dict) -> Data:
         train_crops, painter = lesion_painter(train_s, cfg, eval_preset, crop_size)
     else:
         train_crops = load_crops([s.path for s in train_s], eval_preset, crop_size, cfg["workers"],
-                                 cache / f"crops-{fingerprint(train_s)['sha256']}-{crop_size}.npy")
+                                 cache / f"crops-{fingerprint(train_s)['sha256']}-{crop_size}{std}.npy")
     val_crops = load_crops([s.path for s in val_s], eval_preset, cfg["size"], cfg["workers"],
-                           cache / f"crops-{fingerprint(val_s)['sha256']}-{cfg['size']}.npy")
+                           cache / f"crops-{fingerprint(val_s)['sha256']}-{cfg['size']}{std}.npy")
     log.info("decoded and cropped in %.0f s", time.time() - t0)
     labels = [np.array([s.label for s in ss], np.int64) for ss in (train_s, val_s)]
     return Data(eval_preset, train_preset, Split(train_s, train_crops, labels[0]),
