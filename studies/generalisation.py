@@ -1,8 +1,9 @@
 """Generalisation across sources: leave-one-source-out, and validation broken down by source,
 brightness and framing, with how far "confident" holds on each.
 
-    python -m studies.generalisation checkpoints/resnet50.safetensors logs/loso/A/model.safetensors \\
+    python -m studies.generalisation checkpoints/resnet50.safetensors runs/loso-A/model.safetensors \\
         --data ../shared/data --out logs/eval/generalisation
+    python -m studies.generalisation --table logs/eval/generalisation/*.json     # print again
 
 For each checkpoint the splits are rebuilt as it was trained (`brainmri.protocols`, with the
 run's `holdout_source` / `holdout_classes` when it held a source out). Sets scored: `val`,
@@ -56,8 +57,10 @@ TARGET = 0.9           # the accuracy "confident" should hold (`coverage_at_90`)
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("checkpoints", type=Path, nargs="+")
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("checkpoints", type=Path, nargs="*")
+    p.add_argument("--data", type=Path, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--table", type=Path, nargs="+", default=[], metavar="JSON",
+                   help="print the tables of results already written (no scoring)")
     p.add_argument("--out", type=Path, default=Path("logs/eval/generalisation"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=0, help="score only N evenly spaced scans a set (smoke tests)")
@@ -245,6 +248,12 @@ def table(results: list[dict]) -> str:
 
 def main(args: argparse.Namespace) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if getattr(args, "table", None):
+        results = [json.loads(path.read_text()) for path in args.table]
+        print(table(results))
+        return results
+    if not args.checkpoints or args.data is None:
+        raise SystemExit("give checkpoints and --data, or --table JSON...")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

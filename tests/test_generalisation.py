@@ -69,3 +69,13 @@ def test_coverage_at_ranks_by_score():
     assert generalisation.coverage_at(right, score, 1.0) == {"share": 2 / 6, "min_score": 0.8}
     none = generalisation.coverage_at(np.zeros(3, bool), score[:3], 0.5)
     assert none["share"] == 0.0 and np.isnan(none["min_score"])
+
+
+def test_table_prints_from_written_results(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    r = run(loso_checkpoint(tmp_path, holdout_source="figshare"), folder, tmp_path / "out")
+    capsys.readouterr()
+    again = generalisation.main(Namespace(table=[tmp_path / "out" / f"{r['model']}.json"]))
+    out = capsys.readouterr().out
+    assert again[0]["sets"]["loso"]["n"] == r["sets"]["loso"]["n"]
+    assert f"| {r['model']} | loso | {r['sets']['loso']['n']} |" in out
