@@ -421,7 +421,8 @@ def session(service: Service) -> Session:
     return Session(
         model=gr.Dropdown(models, value=service.default_model, label="Model", render=False),
         method=gr.Dropdown(service.method_choices(), value=service.default_method,
-                           label="Explanation method", info=service.METHOD_INFO, render=False),
+                           label="Explanation method", info=service.METHOD_INFO, elem_id="method",
+                           render=False),
         target=gr.Dropdown(targets, value=PREDICTED, label="Explain which class", render=False),
         alpha=gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity",
                         elem_id="opacity", render=False),
@@ -698,7 +699,8 @@ def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
                                 visible=False, elem_id="compare-slice")
         with gr.Column():
             c_method = gr.Dropdown(h.service.method_choices(), value=h.service.default_method,
-                                   label="Explanation method", info=h.service.METHOD_INFO)
+                                   label="Explanation method", info=h.service.METHOD_INFO,
+                                   elem_id="compare-method")
             c_run = gr.Button("Compare again", variant="primary")
             agreement = gr.Markdown(label="Agreement", elem_id="agreement")
     c_outputs = []

@@ -1,7 +1,9 @@
 """The app in a real browser (Debian chromium via Python Playwright), as a visitor meets it:
-an example, a DICOM CT, a text file, the heatmap slider and opacity, the paint-out check,
-Compare on the same scan, a whole scan (a DICOM series zip, a NIfTI volume) with its strip,
-slider and report, and the About table and the answer on a 390 px phone.
+captioned examples, the heatmap visible at first sight and opacity, the paint-out check,
+Compare on the same scan (its method following Classify's, a volume's slices, a bad file
+clearing it), a DICOM CT, a text file, a file over the size limit, an 8000x8000 PNG that must
+not stall another visitor, a whole scan (a DICOM series zip, a NIfTI volume) with its strip,
+slider and report, and the About page and the answer on a 390 px phone.
 Screenshots go to test-output/.
 
     BRAINMRI_DATA=../shared/data BRAINMRI_SCREENSHOT=1 .venv/bin/python -m pytest -q tests/test_browser.py
@@ -11,13 +13,16 @@ With BRAINMRI_SCREENSHOT=1 and the shipped checkpoints, the screenshots in docs/
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.appserver import ROOT, checkpoint_dir, running_app
 
@@ -29,7 +34,8 @@ WAIT_MS = 180_000
 ANSWER = re.compile("not a diagnosis")                # the headline's last line, when final
 NOT_MRI = "does not look like a brain MRI slice"
 DOCS = {"classify.png": "screenshot-classify.png", "not-mri.png": "screenshot-not-mri.png",
-        "phone.png": "screenshot-phone.png"}
+        "phone.png": "screenshot-phone.png", "phone-about.png": "screenshot-about.png"}
+LEFT_HOT = "Te-gl_0079"       # an example glioma whose heatmap's hot spot lies left of centre
 
 if not CHROMIUM.exists():
     pytest.skip("browser test needs Debian chromium at /usr/bin/chromium "
@@ -72,14 +78,52 @@ def shot(page, name):
     page.screenshot(path=str(OUT / name), full_page=True)
 
 
+def dismiss_toasts(page):
+    for close in page.locator(".toast-close").all():
+        close.click()
+    expect(page.locator(".toast-body")).to_have_count(0)
+
+
+def colour_in_view(page) -> tuple[float, float]:
+    """(share of the before/after slider's picture in colour, the colour's centre as a fraction
+    of the picture's width): what a visitor sees there now, from a screenshot (the handle's
+    strip left out). A grey scan has no colour; the heatmap does."""
+    box = page.locator("#slider img").first.bounding_box()
+    rgb = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB"), np.int16)
+    colour = (rgb.max(axis=2) - rgb.min(axis=2)) > 60                # (H, W) bool
+    handle = page.locator("#slider [data-testid=slider]").bounding_box()
+    if handle:
+        scale = rgb.shape[1] / box["width"]
+        left = max(0, int((handle["x"] - box["x"] - 8) * scale))
+        colour[:, left:int((handle["x"] - box["x"] + handle["width"] + 8) * scale)] = False
+    xs = np.nonzero(colour)[1]
+    return colour.mean(), (xs.mean() / colour.shape[1] if xs.size else float("nan"))
+
+
+def set_opacity(page, value: float):
+    src = page.locator("#slider img").last.get_attribute("src")
+    number = page.locator("#opacity input[type=number]")
+    number.fill(str(value))
+    number.press("Enter")
+    page.wait_for_function(
+        "s => [...document.querySelectorAll('#slider img')].pop().src !== s", arg=src)
+    page.wait_for_timeout(300)                                       # the new picture drawn
+
+
 def test_a_visitor_without_a_scan(setup, browser, tmp_path):
-    url, _ = setup
+    url, real = setup
     page = open_page(browser, url)
     try:
-        # An example (the RGB meningioma) answers, from the cache or the model.
-        examples = page.locator("#examples .gallery-item")
+        # Examples carry their true class and source; the button says what it does.
+        examples = page.locator("#examples tr.tr-body")
         expect(examples).to_have_count(8)
-        examples.nth(2).click()
+        for caption in examples.all_inner_texts():
+            assert re.search(r"True class: (Glioma|Meningioma|No tumour|Pituitary tumour) · "
+                             r"Kaggle Testing", caption), caption
+        expect(page.locator("#run")).to_have_text("Classify")
+
+        # An example glioma whose hot spot lies left of centre: the heatmap is in view at once.
+        page.get_by_text(LEFT_HOT).click()
         headline = page.locator("#headline")
         expect(headline).to_contain_text(ANSWER)
         expect(page.locator("#bars")).to_contain_text("%")
@@ -87,35 +131,37 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         assert "notumor" not in bars and not re.search(r"\b100(\.0)?%", bars)
         slider = page.locator("#slider")
         expect(slider.locator("img").first).to_be_visible()
+        page.wait_for_timeout(500)
         shot(page, "classify.png")
+        share, centre = colour_in_view(page)
+        if real:                              # the shipped ResNet-50's map of this scan
+            assert centre < 0.5, centre
+        assert share > 0.002, share           # colour on screen, before anything is touched
 
-        # The before/after slider moves: drag its handle to the left quarter.
+        # Opacity changes what is seen, without a model run: none at 0, more at 0.9.
+        set_opacity(page, 0.0)
+        assert colour_in_view(page)[0] < 0.0005
+        set_opacity(page, 0.9)
+        assert colour_in_view(page)[0] > share
+
+        # The before/after slider moves: drag its handle to the right, uncovering the scan.
         box = slider.locator("img").first.bounding_box()
-        handle = slider.locator(".handle, [role=slider], .slider-handle, .inner").first
+        handle = slider.locator("[data-testid=slider], .inner").first
         hb = handle.bounding_box() if handle.count() else None
-        start = (hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2) if hb else (
-            box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        start = (hb["x"] + hb["width"] / 2, box["y"] + box["height"] / 2) if hb else (
+            box["x"] + 2, box["y"] + box["height"] / 2)
         clip = lambda: page.evaluate(
             "() => [...document.querySelectorAll('#slider *')].map(e => getComputedStyle(e).clipPath"
             " + e.style.cssText).join('|')")
         before = clip()
         page.mouse.move(*start)
         page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] * 0.2, start[1], steps=8)
+        page.mouse.move(box["x"] + box["width"] * 0.8, start[1], steps=8)
         page.mouse.up()
         page.wait_for_function("b => [...document.querySelectorAll('#slider *')].map(e => "
                                "getComputedStyle(e).clipPath + e.style.cssText).join('|') !== b",
                                arg=before)
         assert clip() != before
-
-        # Opacity re-blends the heatmap without a model run.
-        after_img = slider.locator("img").last
-        src = after_img.get_attribute("src")
-        number = page.locator("#opacity input[type=number]")
-        number.fill("0.9")
-        number.press("Enter")
-        page.wait_for_function(
-            "s => [...document.querySelectorAll('#slider img')].every(i => i.src !== s)", arg=src)
 
         # The paint-out check works on an example answered from the cache.
         page.get_by_text("Did the highlighted region decide?").click()
@@ -127,12 +173,43 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         page.locator("#report-run").click()
         expect(page.locator("#report")).to_contain_text(".pdf")
 
-        # Compare reuses the scan in use.
+        # Another method in Classify: Compare follows it, on the scan in use.
+        page.get_by_text("Model and explanation settings").click()
+        page.locator("#method input").click()
+        page.get_by_role("option", name="Grad-CAM", exact=True).click()
+        expect(headline).to_contain_text("Grad-CAM")
         page.get_by_role("tab", name="Compare").click()
-        expect(page.locator("#agreement")).to_contain_text(re.compile("agree|no finding"))
+        expect(page.locator("#compare-method input")).to_have_value("Grad-CAM")
+        agreement = page.locator("#agreement")
+        expect(agreement).to_contain_text(re.compile("agree|no finding"))
         for m in ("baseline", "resnet50"):
             expect(page.locator(f"#finding-{m}")).to_contain_text(ANSWER)
+            expect(page.locator(f"#finding-{m}")).to_contain_text("Grad-CAM")
         shot(page, "compare.png")
+
+        # A volume dropped on Compare gets its slice chooser.
+        nib = pytest.importorskip("nibabel")
+        from tests.synthetic import scan
+        volume = np.stack([np.asarray(scan(seed=i, size=96)) for i in range(5)], axis=2)
+        nifti = tmp_path / "head.nii.gz"
+        nib.save(nib.Nifti1Image(volume.astype(np.uint8), np.eye(4)), str(nifti))
+        drop(page, nifti, "#compare-scan")
+        expect(page.locator("#compare-slice")).to_be_visible()
+        expect(page.locator("#compare-slice")).to_contain_text("5 in all")
+        expect(page.locator("#finding-resnet50")).to_contain_text(ANSWER)
+
+        # A bad file on Compare: one message, and every panel of the tab cleared.
+        notes = tmp_path / "notes.jpg"
+        notes.write_text("this is a text file, not a scan\n" * 10)
+        drop(page, notes, "#compare-scan")
+        expect(page.locator(".toast-body")).to_contain_text("text file")
+        for m in ("baseline", "resnet50"):
+            expect(page.locator(f"#finding-{m}")).not_to_contain_text(re.compile(r"\w"))
+            expect(page.locator(f"#bars-{m}")).not_to_contain_text("%")
+            expect(page.locator(f"#overlay-{m} img")).to_have_count(0)
+        expect(agreement).not_to_contain_text(re.compile(r"\w"))
+        expect(page.locator("#compare-slice")).to_be_hidden()
+        dismiss_toasts(page)
         page.get_by_role("tab", name="Classify").click()
 
         # A CT in DICOM, dropped on the main box: refused, no class, no bars, no heatmap.
@@ -147,11 +224,6 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         shot(page, "not-mri.png")
 
         # A NIfTI volume is a whole scan: every slice classified, the slider walks them.
-        nib = pytest.importorskip("nibabel")
-        from tests.synthetic import scan
-        volume = np.stack([np.asarray(scan(seed=i, size=96)) for i in range(5)], axis=2)
-        nifti = tmp_path / "head.nii.gz"
-        nib.save(nib.Nifti1Image(volume.astype(np.uint8), np.eye(4)), str(nifti))
         drop(page, nifti)
         chooser = page.locator("#scan-slice")
         expect(chooser).to_be_visible()
@@ -164,8 +236,6 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         # A good result, then a text file: one message, nothing left of the previous answer.
         drop(page, ROOT / "examples" / "glioma-Te-gl_0079.jpg")
         expect(headline).to_contain_text("Glioma")
-        notes = tmp_path / "notes.jpg"
-        notes.write_text("this is a text file, not a scan\n" * 10)
         drop(page, notes)
         toast = page.locator(".toast-body")
         expect(toast).to_have_count(1)
@@ -175,6 +245,19 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         expect(page.locator("#slider img")).to_have_count(0)
         assert page.get_by_text("text file, not an image").count() == 1
         shot(page, "error.png")
+        dismiss_toasts(page)
+
+        # A good result, then a file over the upload limit: refused with a message, cleared.
+        drop(page, ROOT / "examples" / "glioma-Te-gl_0079.jpg")
+        expect(headline).to_contain_text("Glioma")
+        from brainmri.io import MAX_BYTES
+        big = tmp_path / "big.png"
+        with open(big, "wb") as f:
+            f.truncate(MAX_BYTES + 1024)
+        drop(page, big)
+        expect(toast).to_contain_text("over the limit of 50 MiB")
+        expect(headline).not_to_contain_text("Glioma")
+        expect(page.locator("#slider img")).to_have_count(0)
     except Exception:
         shot(page, "failure.png")
         raise
@@ -258,6 +341,48 @@ def test_a_whole_scan(setup, browser, tmp_path):
         page.close()
 
 
+def test_a_huge_image_is_refused_fast_and_stalls_no_one(setup, browser, tmp_path):
+    """An 8000x8000 PNG is refused from its header in under a second, while another
+    visitor's scan, dropped at the same moment, is answered in under two."""
+    url, _ = setup
+    huge = tmp_path / "huge.png"
+    from tests.synthetic import scan
+    scan(seed=5, size=500).resize((8000, 8000)).save(huge)
+    pages = [open_page(browser, url), open_page(browser, url)]
+    try:
+        for page in pages:                                     # both ready, models warm
+            drop(page, ROOT / "examples" / "meningioma-Te-me_0158.jpg")
+            expect(page.locator("#headline")).to_contain_text(ANSWER)
+        mine, other = pages
+        other_scan = ROOT / "examples" / "pituitary-Te-pi_0067.jpg"
+        was = other.locator("#headline").inner_text()
+        start = time.perf_counter()
+        drop(mine, huge)
+        drop(other, other_scan)
+        refused, answered = None, None
+        while refused is None or answered is None:
+            now = time.perf_counter() - start
+            assert now < 30, "neither refused nor answered in 30 s"
+            if refused is None and "over the limit" in " ".join(
+                    mine.locator(".toast-body").all_inner_texts()):
+                refused = now
+            now_says = other.locator("#headline").inner_text()
+            if answered is None and now_says != was and ANSWER.search(now_says):
+                answered = now
+            time.sleep(0.02)
+        expect(mine.locator(".toast-body")).to_contain_text("8000x8000 pixels")
+        expect(mine.locator("#headline")).not_to_contain_text(ANSWER)      # nothing stale
+        print(f"8000x8000 PNG refused in {refused:.2f} s; the other scan answered in {answered:.2f} s")
+        assert refused < 1.0 and answered < 2.0, (refused, answered)
+    except Exception:
+        for i, page in enumerate(pages):
+            shot(page, f"failure-huge-{i}.png")
+        raise
+    finally:
+        for page in pages:
+            page.close()
+
+
 def test_a_phone(setup, browser):
     url, real = setup
     page = open_page(browser, url, width=390, height=844)
@@ -270,8 +395,17 @@ def test_a_phone(setup, browser):
                                ".getBoundingClientRect(); return r.top >= 0 && r.top < 844 - 60; }")
         page.screenshot(path=str(OUT / "phone.png"))
 
-        # The About tables: no number broken over two lines; wide tables scroll sideways.
+        # About opens in plain words, glosses its jargon, and says its tables scroll.
         page.get_by_role("tab", name="About").click()
+        about = page.locator("#about")
+        expect(about).to_be_visible()
+        assert about.inner_text().lstrip().startswith("In plain words")
+        for term in ("ECE", "Macro F1", "Pointing game", "mahalanobis-pca"):
+            expect(about).to_contain_text(term)
+        expect(page.locator(".scroll-hint")).to_be_visible()
+        expect(page.locator(".scroll-hint")).to_contain_text("scroll sideways")
+
+        # The About tables: no number broken over two lines; wide tables scroll sideways.
         expect(page.locator("#card table").first).to_be_visible()
         broken = page.evaluate("""() => {
             const bad = [];
@@ -290,7 +424,8 @@ def test_a_phone(setup, browser):
                                "t => [t.scrollWidth, t.clientWidth, getComputedStyle(t).overflowX])")
         assert tables and all(overflow == "auto" for _, _, overflow in tables)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1   # the page does not
-        page.screenshot(path=str(OUT / "phone-about.png"), full_page=True)
+        about.scroll_into_view_if_needed()
+        page.screenshot(path=str(OUT / "phone-about.png"))
     except Exception:
         shot(page, "failure-phone.png")
         raise
