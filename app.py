@@ -773,7 +773,7 @@ def about_tab(service: Service) -> gr.Markdown:
     page load)."""
     gr.Markdown(ABOUT, elem_id="about")
     gr.Markdown("*On a narrow screen the tables below scroll sideways: swipe them.*",
-                elem_classes="scroll-hint")
+                elem_id="scroll-hint", elem_classes="scroll-hint")
     return gr.Markdown(service.model_card(), label="Model card", elem_id="card")
 
 
