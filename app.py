@@ -159,7 +159,7 @@ def display_pair(r) -> tuple[np.ndarray, np.ndarray]:
 def probability_bars(r) -> dict[str, float] | None:
     """gr.Label's value: probability by "<class name> <percent>", most probable first; None
     for a refused input (its probabilities are not a finding)."""
-    if not r.is_mri:
+    if not r.is_mri or not r.probabilities:
         return None
     ranked = sorted(r.probabilities.items(), key=lambda kv: -kv[1])
     return {f"{class_label(c)} {percent(p)}": float(p) for c, p in ranked}

@@ -100,6 +100,14 @@ def colour_in_view(page) -> tuple[float, float]:
     return colour.mean(), (xs.mean() / colour.shape[1] if xs.size else float("nan"))
 
 
+def new_answer(page, act):
+    """Do `act`, then wait for a new final answer in the headline."""
+    before = page.locator("#headline").inner_text()
+    act()
+    page.wait_for_function("b => { const t = document.getElementById('headline').innerText; "
+                           "return t !== b && t.includes('not a diagnosis'); }", arg=before)
+
+
 def set_opacity(page, value: float):
     src = page.locator("#slider img").last.get_attribute("src")
     number = page.locator("#opacity input[type=number]")
@@ -162,6 +170,17 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
                                "getComputedStyle(e).clipPath + e.style.cssText).join('|') !== b",
                                arg=before)
         assert clip() != before
+
+        # An example the models are unsure about: its caution said once, on one line.
+        new_answer(page, lambda: page.get_by_text("Te-no_0098").click())
+        if real:
+            expect(headline).to_contain_text("Treat with caution")
+        said = headline.inner_text()
+        assert len(re.findall("caution", said, re.I)) <= 1 and "Unfamiliar scan" not in said, said
+        if "caution" in said.lower():
+            line = [t for t in said.splitlines() if re.search("caution", t, re.I)]
+            assert len(line) == 1 and page.locator("#headline blockquote").count() == 1, said
+        new_answer(page, lambda: page.get_by_text(LEFT_HOT).click())
 
         # The paint-out check works on an example answered from the cache.
         page.get_by_text("Did the highlighted region decide?").click()
@@ -343,7 +362,9 @@ def test_a_whole_scan(setup, browser, tmp_path):
 
 def test_a_huge_image_is_refused_fast_and_stalls_no_one(setup, browser, tmp_path):
     """An 8000x8000 PNG is refused from its header in under a second, while another
-    visitor's scan, dropped at the same moment, is answered in under two."""
+    visitor's scan, dropped at the same moment, is answered in under two. On a busy machine
+    the second is stretched to three times what any refusal costs there (an empty file's,
+    measured first: the upload and the queue's round trips), never by the image's size."""
     url, _ = setup
     huge = tmp_path / "huge.png"
     from tests.synthetic import scan
@@ -354,6 +375,13 @@ def test_a_huge_image_is_refused_fast_and_stalls_no_one(setup, browser, tmp_path
             drop(page, ROOT / "examples" / "meningioma-Te-me_0158.jpg")
             expect(page.locator("#headline")).to_contain_text(ANSWER)
         mine, other = pages
+        empty = tmp_path / "empty.png"
+        empty.write_bytes(b"")
+        drop(mine, empty)
+        start = time.perf_counter()
+        expect(mine.locator(".toast-body")).to_contain_text("empty")
+        any_refusal = time.perf_counter() - start
+        dismiss_toasts(mine)
         other_scan = ROOT / "examples" / "pituitary-Te-pi_0067.jpg"
         was = other.locator("#headline").inner_text()
         # Each clock starts once the file is in the page (Playwright's own copy of the file
@@ -374,8 +402,9 @@ def test_a_huge_image_is_refused_fast_and_stalls_no_one(setup, browser, tmp_path
             time.sleep(0.02)
         expect(mine.locator(".toast-body")).to_contain_text("8000x8000 pixels")
         expect(mine.locator("#headline")).not_to_contain_text(ANSWER)      # nothing stale
-        print(f"8000x8000 PNG refused in {refused:.2f} s; the other scan answered in {answered:.2f} s")
-        assert refused < 1.0 and answered < 2.0, (refused, answered)
+        print(f"8000x8000 PNG refused in {refused:.2f} s (an empty file: {any_refusal:.2f} s); "
+              f"the other scan answered in {answered:.2f} s")
+        assert refused < max(1.0, 3 * any_refusal) and answered < 2.0, (refused, any_refusal, answered)
     except Exception:
         for i, page in enumerate(pages):
             shot(page, f"failure-huge-{i}.png")
@@ -395,6 +424,9 @@ def test_a_phone(setup, browser):
         expect(headline).to_contain_text(ANSWER)
         page.wait_for_function("() => { const r = document.getElementById('headline')"
                                ".getBoundingClientRect(); return r.top >= 0 && r.top < 844 - 60; }")
+        page.wait_for_function("() => [...document.querySelectorAll('#slider img')].every("
+                               "i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_timeout(500)
         page.screenshot(path=str(OUT / "phone.png"))
 
         # About opens in plain words, glosses its jargon, and says its tables scroll.
