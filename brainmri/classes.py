@@ -4,6 +4,15 @@ from __future__ import annotations
 import re
 
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
+# How a class is named to people (the page, the report, the card).
+CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour",
+                "pituitary": "Pituitary tumour"}
+
+
+def class_label(name: str) -> str:
+    """A class name as people read it ("notumor" -> "No tumour"); unknown names as they are."""
+    return CLASS_LABELS.get(name, name)
+
 
 # Keys are folder names lower-cased with every non-letter removed, so that
 # "No Tumor", "no_tumor", "notumor" and "NO-TUMOUR" all meet in one key.

@@ -8,7 +8,7 @@ the trunk runs once, without autograd.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -202,6 +202,27 @@ register(Arch("resnet50", "ResNet-50", "ResNet-50", build_resnet50, 3, 224,
               stages=("stem",) * 4 + ("layer1", "layer2", "layer3", "layer4"),
               mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=resnet50_pretrained,
               small={"v1_strides": True}, default=True, dilation="dilate_layer4"))
+
+
+class ArchField(Mapping[str, str]):
+    """One field of every registered architecture by name (`brainmri.models.ARCHS`), read live,
+    so an architecture registered after import is named too."""
+
+    def __init__(self, field: str):
+        self.field = field
+
+    def __getitem__(self, name: str) -> str:
+        return getattr(ARCHS[name], self.field)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ARCHS)
+
+    def __len__(self) -> int:
+        return len(ARCHS)
+
+
+MODEL_LABELS = ArchField("label")                      # "resnet50" -> "ResNet-50"
+SHORT_NAMES = ArchField("short")
 
 
 def default_model(names: Iterable[str] | None = None) -> str:

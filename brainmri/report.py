@@ -20,8 +20,10 @@ from matplotlib.backends.backend_pdf import FigureCanvasPdf
 from matplotlib.figure import Figure
 
 from .cam import CLASS_AGNOSTIC, LABELS
+from .classes import class_label
+from .models import MODEL_LABELS
 from .outcomes import Outcome
-from .service import DISCLAIMER, MODEL_LABELS, REFUSED, Result, class_label, percent
+from .service import DISCLAIMER, REFUSED, Result, percent
 
 A4 = (8.27, 11.69)                                   # inches, portrait
 COLOURS = {Outcome.CONFIDENT: "#1b7837", Outcome.CAUTION: "#b35806", Outcome.NOT_MRI: "#b2182b"}

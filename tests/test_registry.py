@@ -14,9 +14,9 @@ from torch import nn
 
 from brainmri import cam as cams
 from brainmri.classes import CLASSES
-from brainmri.models import ARCHS, Arch, Classifier, build_model, register
+from brainmri.models import ARCHS, MODEL_LABELS, SHORT_NAMES, Arch, Classifier, build_model, register
 from brainmri.predictor import Predictor
-from brainmri.service import MODEL_LABELS, SHORT_NAMES, Service
+from brainmri.service import Service
 from tests.conftest import make_tiny_checkpoint
 from tests.synthetic import scan
 

@@ -165,7 +165,7 @@ def test_model_card_from_metadata(tmp_path):
     card = svc.model_card()
     assert "`dilate`, last map kept inside the head (penalty weight 1)" in card
     update_metadata(path, args={"outside_weight": 1.0, "finer_weight": 0.5})
-    assert ("`dilate`, last map and layer2's map kept inside the head (penalty weights 1 and 0.5)"
+    assert ("`dilate`, last map and a finer map kept inside the head (penalty weights 1 and 0.5)"
             in Service.from_folder(tmp_path, device="cpu", warmup=False).model_card())
     for text in ("Research and education only", "not for diagnosis", "Known limitations",
                  "Duplicated data", "Source shortcuts", "| clean | 0.900 | – |",
@@ -330,17 +330,6 @@ def test_percent_never_rounds_to_a_certainty():
         ">99.9%", "99.9%", "99.8%", "50.0%", "<0.1%", "0.0%"]
 
 
-def test_probability_table_uses_the_headline_names():
-    from brainmri.service import probability_table
-    table = probability_table({"glioma": 0.0002, "meningioma": 0.0003, "notumor": 0.9995,
-                               "pituitary": 0.0})
-    rows = table.splitlines()[2:]
-    assert rows[0].startswith("| No tumour |") and rows[0].endswith("| >99.9% |")
-    assert "notumor" not in table and "100" not in table and "<" not in table.replace("<0.1%", "")
-    assert "No probabilities" in probability_table(PROBS, is_mri=False) and "%" not in \
-        probability_table(PROBS, is_mri=False)
-
-
 @pytest.mark.parametrize("probs, is_mri, outcome", [
     (PROBS, True, "confident"),
     ({"glioma": 0.5, "meningioma": 0.3, "notumor": 0.1, "pituitary": 0.1}, True, "caution"),
@@ -385,13 +374,14 @@ def test_disagreeing_models_are_both_marked_caution():
 
 
 def test_model_card_says_what_confident_means():
-    from brainmri.service import model_section
+    from brainmri.card import model_section
     meta = {"arch": "resnet50", "familiarity": {
         "taps": [4, 5, 6, 7], "stats": "mean", "min_familiarity": 0.025, "min_confidence": 0.912,
         "measured": {"by": "studies.shift_bench, 2026-12-02 13:00 UTC",
                      "clean": {"n": 329, "confident": 0.9, "accuracy_confident": 0.985}}}}
     text = model_section("resnet50", meta)
-    assert "below 0.912 (*low confidence*)" in text and "2.5th percentile of validation" in text
+    assert "below 0.912 (reason `low_confidence`)" in text and "2.5th percentile of validation" in text
+    assert "reason `unfamiliar_scan`" in text and "**treat with caution**" in text
     assert "clean: 90.0% confident, accuracy of confident answers 98.5%" in text
 
 
