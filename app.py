@@ -70,6 +70,8 @@ CSS = """
 .scroll-hint { display: none; }
 @media (max-width: 700px) { .scroll-hint { display: block; } }
 #bars dd.confidence, [id^=bars-] dd.confidence { display: none; }
+.finding blockquote { border-left: 4px solid #b35806; background: #fff4e5; color: #6b3400;
+  margin: 0.4em 0; padding: 0.3em 0.8em; }
 """
 # On a phone the columns stack and the answer lands below the screen: bring it into view.
 SHOW_ANSWER = ("() => { if (window.innerWidth < 768) document.getElementById('headline')"
@@ -449,7 +451,8 @@ def classify_layout(s: Session) -> SimpleNamespace:
                 s.method.render()
                 s.target.render()
         with gr.Column(scale=2, min_width=300):
-            headline = gr.Markdown(WAITING, label="Finding", elem_id="headline")
+            headline = gr.Markdown(WAITING, label="Finding", elem_id="headline",
+                                   elem_classes="finding")   # CSS: its quote is the caution line
             scan_ui = scan_layout()
             bars = gr.Label(label="Probabilities", show_heading=False, elem_id="bars")
             # The heatmap shows whole at first (the handle at the left edge): drag it right to
@@ -709,7 +712,8 @@ def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
             name = MODEL_LABELS.get(m, m)
             with gr.Column(min_width=280):
                 gr.Markdown(f"## {name}")
-                c_outputs += [gr.Markdown(label=f"{name} finding", elem_id=f"finding-{m}"),
+                c_outputs += [gr.Markdown(label=f"{name} finding", elem_id=f"finding-{m}",
+                                          elem_classes="finding"),
                               gr.Label(label=f"{name} probabilities", show_heading=False,
                                        elem_id=f"bars-{m}"),
                               gr.Image(label=f"{name} heatmap on the scan", format="png",
