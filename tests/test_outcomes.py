@@ -132,13 +132,16 @@ def truths() -> set[str]:
 
 
 def source_strings() -> list[tuple[str, str]]:
-    """(where, text) for every string literal in the project's Python, outside tests."""
+    """(where, text) for every string literal in the project's Python, outside tests, except
+    subscripts (reading a field of a record, such as a study's JSON "confident" share)."""
     found = []
     for path in sorted(ROOT.rglob("*.py")):
         if SKIP & set(path.relative_to(ROOT).parts):
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        tree = ast.parse(path.read_text(), str(path))
+        fields = {id(n.slice) for n in ast.walk(tree) if isinstance(n, ast.Subscript)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in fields:
                 found.append((f"{path.relative_to(ROOT)}:{node.lineno}", node.value))
     return found
 
