@@ -17,18 +17,15 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_BYTES = 50 * 1024 * 1024          # uploads larger than this are refused unread
-# Declared size cap, read from the header before any pixel is decoded: 4096 x 4096, twice the
-# longest side in the Kaggle collection; larger files (and decompression bombs) are refused unread.
-MAX_PIXELS = 4096 * 4096
-MIN_SIDE = 16                         # smaller than this carries no anatomy
+from .inputs import (MAX_BYTES, MAX_PIXELS, MIN_SIDE, ImageLoadError, SourceInfo,  # noqa: F401
+                     check_index, check_size)
+
 # Only these Pillow decoders run on uploads: no EPS (Ghostscript), no exotic plugins.
 # (JPEG covers MPO, the multi-picture JPEG of phone cameras: its frame 0 is the photo.)
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM", "JPEG2000")
@@ -41,45 +38,6 @@ NOT_IMAGES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive or Off
               (b"%!PS", "a PostScript document"), (b"\xd0\xcf\x11\xe0", "an Office document"))
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
-
-
-class ImageLoadError(ValueError):
-    """An input that cannot be turned into an image; the message is safe to show a user."""
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    """What a file holds, for a UI to offer a frame or slice chooser before loading.
-
-    kind: "image", "dicom" or "nifti". shape: image/DICOM (frames, H, W); NIfTI (X, Y, Z) in
-    RAS+ order, so slices along `axis` a number shape[a]. frames: choices for `frame`
-    (DICOM, multi-page TIFF) or axial slices (NIfTI); default: the index used when none is given.
-    """
-    kind: str
-    format: str
-    shape: tuple[int, ...]
-    frames: int
-    default: int
-
-
-def check_size(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise ImageLoadError(
-            f"image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels; "
-            "a brain MRI slice is far smaller: export it at its own resolution")
-    if min(width, height) < MIN_SIDE:
-        raise ImageLoadError(
-            f"image is only {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
-
-
-_check_size = check_size              # old private name, kept for callers
-
-
-def check_index(name: str, index: int, count: int) -> int:
-    if not isinstance(index, (int, np.integer)) or not 0 <= index < count:
-        raise ImageLoadError(f"{name} {index!r} is out of range: this file has {count} "
-                             f"(0 to {count - 1})")
-    return int(index)
 
 
 def _from_array(array: np.ndarray) -> Image.Image:

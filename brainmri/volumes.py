@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from .io import ImageLoadError, SourceInfo, check_index, check_size
+from .inputs import ImageLoadError, SourceInfo, check_index, check_size
 
 MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz may not unpack to more than this (gzip bomb)
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
