@@ -9,6 +9,7 @@ import pytest
 
 from brainmri.batching import Batcher
 from brainmri.io import ImageLoadError
+from brainmri.overlay import colourise
 from brainmri.predictor import Predictor
 
 from .synthetic import scan
@@ -63,7 +64,12 @@ def assert_same(a, b) -> None:
     for c, p in a.prediction.probabilities.items():
         assert b.prediction.probabilities[c] == pytest.approx(p, abs=1e-5)
     assert np.abs(a.heatmap - b.heatmap).max() < 1e-4
-    assert np.abs(a.overlay.astype(int) - b.overlay).max() <= 1
+    # Heatmaps that differ by float rounding (a batch of 4 and a batch of 1 run different CPU
+    # kernels) can fall either side of one of the colour map's 256 levels: the overlays may then
+    # differ by one jet step (at most full opacity), plus rounding, and by no more.
+    jet = colourise(np.linspace(0, 1, 256, dtype=np.float32)[None]).astype(int)
+    step = np.abs(np.diff(jet, axis=1)).max()
+    assert np.abs(a.overlay.astype(int) - b.overlay).max() <= step + 1
     assert np.array_equal(a.grey, b.grey)
 
 
