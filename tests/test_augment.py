@@ -103,3 +103,37 @@ def test_the_figure_shows_every_transform(tmp_path):
     out = figure(crops, tmp_path / "aug.png", size=48)
     with Image.open(out) as img:
         assert img.format == "PNG" and img.width > img.height      # one column per transform
+
+
+def test_named_settings_keep_shape_range_and_seed():
+    from train.augment import ACQUISITIONS
+    x = batch(6)
+    for name, aug in ACQUISITIONS.items():
+        a = aug(x, torch.Generator().manual_seed(3))
+        assert a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1, name
+        assert torch.equal(a, aug(x, torch.Generator().manual_seed(3))), name
+    wide, standard = ACQUISITIONS["wide"], ACQUISITIONS["standard"]
+    for field in ("p_curve", "p_gamma", "p_invert", "p_resample", "p_jpeg", "p_noise"):
+        assert getattr(wide, field) >= getattr(standard, field), field
+
+
+def test_plain_batches_apply_the_acquisition_when_asked():
+    import numpy as np
+    from brainmri.presets import EvalPreset, TrainPreset
+    from train.augment import ACQUISITIONS
+    from train.train import plain_batches
+    preset = TrainPreset(eval=EvalPreset(size=32))
+    crops = np.stack([(np.random.default_rng(i).random((36, 36)) * 200 + 30).astype(np.uint8)
+                      for i in range(4)])
+    labels = np.arange(4)
+    cfg = {"batch_size": 4}
+
+    def first(acquisition):
+        gen = torch.Generator().manual_seed(0)
+        x, y, _, _ = next(plain_batches(crops, labels, preset, cfg, None, 0, 1, gen, acquisition))
+        return x, y
+    plain, y = first(None)
+    always = ACQUISITIONS["standard"].__class__(p_invert=1.0)
+    inverted, _ = first(always)
+    assert plain.shape == inverted.shape == (4, 3, 32, 32) and torch.equal(y, torch.arange(4))
+    assert not torch.allclose(plain, inverted)
