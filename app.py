@@ -52,7 +52,7 @@ from brainmri.io import MAX_BYTES, ImageLoadError, describe  # noqa: E402
 from brainmri.overlay import upscale, with_colour_bar  # noqa: E402
 from brainmri.report import strip_figure, write_report, write_scan_report  # noqa: E402
 from brainmri.scans import SeriesChoice, is_scan  # noqa: E402
-from brainmri.scanview import ScanView, view_scan, view_slice  # noqa: E402
+from brainmri.scanview import ScanView, compare_scan, view_scan, view_slice  # noqa: E402
 from brainmri.service import (MODEL_LABELS, PREDICTED, Service, class_label,  # noqa: E402
                               percent)
 
@@ -232,6 +232,11 @@ def slice_chooser(scan) -> tuple[gr.Slider, int]:
     if info.frames > 1:
         return gr.Slider(minimum=0, maximum=info.frames - 1, value=info.default, step=1, visible=True,
                          label=f"Slice ({info.format}, {info.frames} in all)"), info.default
+    return no_chooser()
+
+
+def no_chooser() -> tuple[gr.Slider, int]:
+    """The slice input hidden: a 2-D image, or a scan read whole."""
     return gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE), NO_SLICE
 
 
@@ -355,13 +360,19 @@ class Handlers:
         model, the finding (markdown), the probabilities and the heatmap on the scan; then one
         line on agreement. Research and education only: not a diagnosis.
 
+        A whole scan (a .zip of one DICOM series, a NIfTI volume, a multi-frame DICOM) is
+        read whole: each model's finding is the scan's, shown on its most probable slice, and
+        the agreement is the scans' findings'.
+
         Args:
-            scan: the image file: JPEG, PNG, BMP, TIFF, WebP, DICOM or NIfTI.
+            scan: the image file: JPEG, PNG, BMP, TIFF, WebP, DICOM; or a whole scan.
             method: the heatmap method, e.g. "gradcam".
-            slice_no: the slice of a volume; -1: its default.
+            slice_no: the page of a multi-page TIFF; -1: its default (a whole scan: ignored).
         """
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")
+        if is_scan(scan):
+            return self.compare_whole(scan, method, progress)
         progress(0.1, desc="Running every model")
         c = self.service.compare(scan, method, frame=frame_of(slice_no))
         out = []
@@ -369,12 +380,33 @@ class Handlers:
             out += [r.headline, probability_bars(r), upscale(r.overlay, DISPLAY_SIDE)]
         return (*out, c.summary)
 
+    def compare_whole(self, scan, method, progress):
+        """A whole scan on Compare: every model reads every slice (`brainmri.scanview.compare_scan`);
+        per model the scan's finding and its chosen slice with bars and map; then the scan-level
+        agreement. An archive of several series is refused: Classify picks one."""
+        def tick(model, done, total):
+            progress(done / total, desc=f"{MODEL_LABELS.get(model, model)}: slice {done} of {total}")
+        try:
+            c = compare_scan(self.service, scan, method, progress=tick)
+        except SeriesChoice as choice:
+            raise UserError(f"This archive holds {len(choice.series)} series: Compare reads one "
+                            "series. Drop it in the Classify tab to pick one, then open Compare.") from None
+        out = []
+        for v in c.views.values():
+            r = v.chosen
+            if r is None:
+                out += [v.headline, None, None]
+            else:
+                out += [f"{v.headline}\n\n---\n\n**Slice {v.result.chosen}:**\n\n{r.headline}",
+                        probability_bars(r), upscale(r.overlay, DISPLAY_SIDE)]
+        return (*out, c.summary)
+
     @user_errors
     def compare_upload(self, scan, method):
         """A file dropped on Compare: its slice chooser, then every model on its default slice."""
         if scan is None:
             return (gr.skip(),) * (3 * len(self.service.models) + 4)
-        chooser, slice_no = slice_chooser(scan)
+        chooser, slice_no = no_chooser() if is_scan(scan) else slice_chooser(scan)
         return (None, chooser, *self.compare(scan, method, slice_no), (scan, method, slice_no))
 
     @user_errors
@@ -384,8 +416,8 @@ class Handlers:
         key = (scan, method, slice_no)
         if scan is None or done == key:
             return (gr.skip(),) * (3 * len(self.service.models) + 3)
-        chooser, _ = slice_chooser(scan)
-        if slice_no is not None and slice_no != NO_SLICE:
+        chooser, _ = no_chooser() if is_scan(scan) else slice_chooser(scan)
+        if slice_no is not None and slice_no != NO_SLICE and chooser.visible:
             chooser = gr.Slider(minimum=0, maximum=chooser.maximum, value=slice_no, step=1,
                                 visible=True, label=chooser.label)
         return (chooser, *self.compare(scan, method, slice_no), key)

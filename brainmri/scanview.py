@@ -2,11 +2,13 @@
 plotting).
 
     from brainmri.service import Service
-    from brainmri.scanview import view_scan, view_slice
+    from brainmri.scanview import compare_scan, view_scan, view_slice
     svc = Service.from_folder("checkpoints")
     v = view_scan(svc, "series.zip", "resnet50")     # every slice, then the chosen one explained
     v.headline, v.strip.shape, v.chosen.overlay      # markdown, (slices, classes), (H, W, 3)
     view_slice(svc, v, 3)                            # another slice's Result (None: outside the head)
+    c = compare_scan(svc, "series.zip")              # every model on the scan, read once
+    c.views["baseline"].result.finding, c.agree, c.summary   # the scans' findings agree?
 
 The chosen slice, and any slice walked to, is answered by `Service.classify` on that slice's
 picture, so its headline, outcome, reasons and map are exactly a single upload's.
@@ -14,15 +16,17 @@ picture, so its headline, outcome, reasons and map are exactly a single upload's
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
+from . import outcomes
 from .outcomes import Outcome
 from .scanmode import NO_TUMOUR, ScanResult, classify_scan, ranges
 from .scans import Scan, read_scan
-from .service import MODEL_LABELS, DISCLAIMER, Result, Service, class_label, percent
+from .service import (MODEL_LABELS, DISCLAIMER, REFUSED, Result, Service, class_label, percent,
+                      with_reason)
 
 OUTSIDE = "outside the head (too little tissue): not classified"
 
@@ -94,11 +98,25 @@ def view_scan(service: Service, source, model: str, method: str | None = None, a
     single upload would be. Raises ImageLoadError (`SeriesChoice` when the user must pick a
     series) or ValueError with a user-safe message."""
     start = time.perf_counter()
+    predictor_of(service, model)                         # an unknown model before any reading
+    return view_read(service, read_scan(source, series, axis), model, method, alpha, progress, start)
+
+
+def predictor_of(service: Service, model: str):
+    """The `Predictor` behind `model` (behind a Batcher: the predictor itself); ValueError
+    naming the loaded models for an unknown one."""
     engine = service.engines.get(model)
     if engine is None:
         raise ValueError(f"unknown model {model!r}; loaded: {', '.join(service.engines)}")
-    predictor = getattr(engine, "predictor", engine)     # behind a Batcher: the predictor itself
-    scan = read_scan(source, series, axis)
+    return getattr(engine, "predictor", engine)
+
+
+def view_read(service: Service, scan: Scan, model: str, method: str | None = None,
+              alpha: float = 0.45, progress: Callable[[int, int], None] | None = None,
+              start: float | None = None) -> ScanView:
+    """`view_scan` on a scan already read (`start`: when reading began, for `time_ms`)."""
+    start = time.perf_counter() if start is None else start
+    predictor = predictor_of(service, model)
     result = classify_scan(predictor, scan, progress=progress, explain=False)
     chosen = (service.classify(scan.slices[result.chosen], model, method, alpha=alpha)
               if result.chosen is not None else None)
@@ -116,3 +134,44 @@ def view_slice(service: Service, view: ScanView, index: int, method: str | None 
     if not view.result.slices[int(index)].brain:
         return None
     return service.classify(view.scan.slices[int(index)], view.model, method, alpha=alpha)
+
+
+@dataclass(frozen=True)
+class ScanComparison:
+    """Every loaded model on one whole scan, and whether their scan-level findings agree."""
+    views: dict[str, ScanView]       # by model key, in the service's order
+    agree: bool | None               # None: fewer than two models, or a model classified no slice
+    summary: str                     # markdown, one line
+
+
+def compare_scan(service: Service, source, method: str | None = None, alpha: float = 0.45,
+                 series: str | int | None = None, axis: int = 2,
+                 progress: Callable[[str, int, int], None] | None = None) -> ScanComparison:
+    """Read `source` once and view it whole with every loaded model (`view_read`). When the
+    scan-level findings differ, each chosen slice's answer gets `outcomes.DISAGREE`, as in the
+    single-slice comparison. `progress(model, done, total)` follows each model's slices."""
+    scan = read_scan(source, series, axis)
+    views = {}
+    for m in service.engines:
+        tick = None if progress is None else (lambda d, t, m=m: progress(m, d, t))
+        views[m] = view_read(service, scan, m, method, alpha, tick)
+    agree, summary = scan_agreement(views)
+    if agree is False:                 # the scans' findings differ: neither is confident
+        views = {m: replace(v, chosen=with_reason(v.chosen, outcomes.DISAGREE))
+                 for m, v in views.items()}
+    return ScanComparison(views, agree, summary)
+
+
+def scan_agreement(views: dict[str, ScanView]) -> tuple[bool | None, str]:
+    """(agree, one markdown line) from each model's scan-level finding."""
+    if len(views) < 2:
+        return None, "Only one model is loaded: nothing to compare."
+    names = {m: MODEL_LABELS.get(m, m) for m in views}
+    unread = [names[m] for m, v in views.items() if v.result.chosen is None]
+    if unread:
+        return None, f"**{REFUSED}** on any slice (for {', '.join(unread)}): no finding to compare."
+    said = {m: v.result.finding for m, v in views.items()}
+    if len(set(said.values())) == 1:
+        return True, f"**The models agree on the scan:** {class_label(next(iter(said.values())))}."
+    told = "; ".join(f"{names[m]} says {class_label(f)}" for m, f in said.items())
+    return False, f"**The models disagree on the scan:** {told}."

@@ -138,6 +138,47 @@ def test_compare(client, scan_file):
     assert ("models agree" in summary) or ("models disagree" in summary)
 
 
+def test_compare_reads_a_dicom_series_whole(client, scan_file, tmp_path):
+    """A series zip on /compare: each model's scan-level finding on its chosen slice, with bars
+    and map, and an agreement line that follows the two findings; several series: one message.
+    The series: the sample scan (a Kaggle one with BRAINMRI_DATA) at six brightnesses between
+    two empty slices at each end."""
+    from brainmri.io import load_image, to_grey
+    from tests.synthetic import dicom_series, head_volume, zipped
+    grey = np.asarray(Image.fromarray(to_grey(load_image(scan_file))).resize((128, 128)), np.uint16)
+    files = dicom_series(np.stack([grey * 0] * 2 + [grey * (4 + k) for k in range(6)] + [grey * 0] * 2))
+    series = tmp_path / "series.zip"
+    series.write_bytes(zipped({f"IM{k:03d}": f for k, f in enumerate(files[::-1])}))
+    out = client.predict(handle_file(str(series)), "gradcam", -1, api_name="/compare")
+    assert len(out) == 7
+    findings = []
+    for headline, bars, overlay in (out[0:3], out[3:6]):
+        assert "DICOM series" in headline and "4 of 10 slices outside the head" in headline
+        found = re.search(r"### Scan: (.+?) on ", headline)
+        if found is None:                                    # every slice refused by this model
+            assert "No slice of this scan could be classified" in headline and overlay is None
+            continue
+        findings.append(found.group(1))
+        chosen = int(re.search(r"\*\*Slice (\d+):\*\*", headline).group(1))
+        assert 2 <= chosen < 8 and len(bar_names(bars)) == len(CLASSES)
+        assert Image.open(overlay).size == (512, 512)
+        assert f"Most probable: slice {chosen}" in headline or f"Most suspicious: slice {chosen}" in headline
+    summary = out[6]
+    if len(findings) < 2:
+        assert "no finding to compare" in summary
+    elif findings[0] == findings[1]:
+        assert f"The models agree on the scan:** {findings[0]}" in summary
+        assert "disagree" not in out[0] + out[3]
+    else:
+        assert "The models disagree on the scan" in summary
+        assert all("The models give different answers" in h for h in (out[0], out[3]))
+    two = zipped({**{f"a/{k}": f for k, f in enumerate(files)},
+                  **{f"b/{k}": f for k, f in enumerate(dicom_series(head_volume(6, size=64), series="8"))}})
+    (tmp_path / "two.zip").write_bytes(two)
+    with pytest.raises(AppError, match="holds 2 series: Compare reads one series"):
+        client.predict(handle_file(str(tmp_path / "two.zip")), "gradcam", -1, api_name="/compare")
+
+
 def test_dicom_goes_to_the_model_with_its_modality(client):
     """A DICOM goes straight to /classify (format read from content); an MR file is classified
     (a 64 px slice shown enlarged), a CT is refused with its reason, as in the library."""

@@ -5,16 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from brainmri import outcomes
 from brainmri.outcomes import Outcome
 from brainmri.io import ImageLoadError
 from brainmri.predictor import Predictor
 from brainmri.report import scan_page, strip_figure, write_scan_report
 from brainmri.scans import SeriesChoice
-from brainmri.scanview import view_scan, view_slice
+from brainmri.scanview import compare_scan, scan_agreement, view_scan, view_slice
 from brainmri.service import Service
 
 from .synthetic import dicom_series, head_volume, zipped
@@ -73,6 +75,28 @@ def test_unclassifiable_scans_and_choices_are_said(service):
         view_scan(service, two, "nope")
     with pytest.raises(ImageLoadError, match="single picture, not a scan"):
         view_scan(service, b"\x89PNG\r\n\x1a\n" + bytes(100), "baseline")
+
+
+def test_compare_scan_views_the_scan_with_every_model_and_says_if_they_agree(service, series):
+    seen = set()
+    c = compare_scan(service, series, "gradcam", progress=lambda m, d, t: seen.add(m))
+    assert list(c.views) == service.models and seen == set(service.models)
+    for m, v in c.views.items():                          # each as `view_scan` alone sees it
+        alone = view_scan(service, series, m, "gradcam")
+        assert (v.result.finding, v.result.chosen) == (alone.result.finding, alone.result.chosen)
+        assert v.chosen.label == alone.chosen.label
+        assert (outcomes.DISAGREE in v.chosen.reasons) == (c.agree is False)
+    findings = {v.result.finding for v in c.views.values()}
+    assert c.agree == (len(findings) == 1)
+    base, res = c.views["baseline"], c.views["resnet50"]
+    other = next(x for x in service.classes if x != res.result.finding)
+    differ = {"baseline": base, "resnet50": replace(res, result=replace(res.result, finding=other))}
+    agree, text = scan_agreement(differ)
+    assert agree is False and "The models disagree on the scan" in text
+    none = {"baseline": base, "resnet50": replace(res, result=replace(res.result, chosen=None))}
+    assert scan_agreement(none) == (None, scan_agreement(none)[1])
+    assert "ResNet-50" in scan_agreement(none)[1] and "no finding to compare" in scan_agreement(none)[1]
+    assert scan_agreement({"baseline": base})[0] is None
 
 
 def test_scan_report_has_the_slice_page_and_the_strip(service, series, tmp_path):
