@@ -206,16 +206,18 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
             expect(page.locator(f"#finding-{m}")).to_contain_text("Grad-CAM")
         shot(page, "compare.png")
 
-        # A volume dropped on Compare gets its slice chooser.
+        # A volume dropped on Compare is read whole: no slice chooser, each model's scan finding.
         nib = pytest.importorskip("nibabel")
         from tests.synthetic import scan
         volume = np.stack([np.asarray(scan(seed=i, size=96)) for i in range(5)], axis=2)
         nifti = tmp_path / "head.nii.gz"
         nib.save(nib.Nifti1Image(volume.astype(np.uint8), np.eye(4)), str(nifti))
         drop(page, nifti, "#compare-scan")
-        expect(page.locator("#compare-slice")).to_be_visible()
-        expect(page.locator("#compare-slice")).to_contain_text("5 in all")
-        expect(page.locator("#finding-resnet50")).to_contain_text(ANSWER)
+        for m in ("baseline", "resnet50"):
+            expect(page.locator(f"#finding-{m}")).to_contain_text(re.compile("Scan: |No slice of this scan"))
+            expect(page.locator(f"#finding-{m}")).to_contain_text(ANSWER)
+        expect(agreement).to_contain_text(re.compile("on the scan|no finding to compare"))
+        expect(page.locator("#compare-slice")).to_be_hidden()
 
         # A bad file on Compare: one message, and every panel of the tab cleared.
         notes = tmp_path / "notes.jpg"
@@ -347,6 +349,16 @@ def test_a_whole_scan(setup, browser, tmp_path):
             href = href if href.startswith("http") else url.rstrip("/") + "/" + href.lstrip("/")
             pdf = page.request.get(href).body()
             assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) == 2
+
+        # Compare on the scan in use: both models read it whole, the findings compared.
+        page.get_by_role("tab", name="Compare").click()
+        for m in ("baseline", "resnet50"):
+            expect(page.locator(f"#finding-{m}")).to_contain_text(re.compile("Scan: |No slice of this scan"))
+            expect(page.locator(f"#finding-{m}")).to_contain_text(ANSWER)
+        expect(page.locator("#agreement")).to_contain_text(re.compile("on the scan|no finding to compare"))
+        expect(page.locator("#compare-slice")).to_be_hidden()
+        shot(page, "scan-compare.png")
+        page.get_by_role("tab", name="Classify").click()
 
         # A single slice after it: the scan's strip and slider go away.
         drop(page, ROOT / "examples" / "glioma-Te-gl_0079.jpg")
