@@ -355,7 +355,7 @@ class Handlers:
         return str(write_report(r, path, source=source, model_name=meta.get("name", "")))
 
     @user_errors
-    def compare(self, scan, method, slice_no=NO_SLICE, progress=gr.Progress()):
+    def compare(self, scan, method, slice_no=NO_SLICE, series=None, progress=gr.Progress()):
         """Classify one brain MRI slice with every model and say whether they agree. Gives, per
         model, the finding (markdown), the probabilities and the heatmap on the scan; then one
         line on agreement. Research and education only: not a diagnosis.
@@ -368,11 +368,12 @@ class Handlers:
             scan: the image file: JPEG, PNG, BMP, TIFF, WebP, DICOM; or a whole scan.
             method: the heatmap method, e.g. "gradcam".
             slice_no: the page of a multi-page TIFF; -1: its default (a whole scan: ignored).
+            series: for an archive of several series, the number or key of the one to read.
         """
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")
         if is_scan(scan):
-            return self.compare_whole(scan, method, progress)
+            return self.compare_whole(scan, method, series, progress)
         progress(0.1, desc="Running every model")
         c = self.service.compare(scan, method, frame=frame_of(slice_no))
         out = []
@@ -380,17 +381,17 @@ class Handlers:
             out += [r.headline, probability_bars(r), upscale(r.overlay, DISPLAY_SIDE)]
         return (*out, c.summary)
 
-    def compare_whole(self, scan, method, progress):
+    def compare_whole(self, scan, method, series, progress):
         """A whole scan on Compare: every model reads every slice (`brainmri.scanview.compare_scan`);
         per model the scan's finding and its chosen slice with bars and map; then the scan-level
-        agreement. An archive of several series is refused: Classify picks one."""
+        agreement. An archive of several series needs `series` (picked in Classify)."""
         def tick(model, done, total):
             progress(done / total, desc=f"{MODEL_LABELS.get(model, model)}: slice {done} of {total}")
         try:
-            c = compare_scan(self.service, scan, method, progress=tick)
+            c = compare_scan(self.service, scan, method, series=series or None, progress=tick)
         except SeriesChoice as choice:
             raise UserError(f"This archive holds {len(choice.series)} series: Compare reads one "
-                            "series. Drop it in the Classify tab to pick one, then open Compare.") from None
+                            "series. Drop it in the Classify tab, pick one there, then open Compare.") from None
         out = []
         for v in c.views.values():
             r = v.chosen
@@ -407,29 +408,29 @@ class Handlers:
         if scan is None:
             return (gr.skip(),) * (3 * len(self.service.models) + 4)
         chooser, slice_no = no_chooser() if is_scan(scan) else slice_chooser(scan)
-        return (None, chooser, *self.compare(scan, method, slice_no), (scan, method, slice_no))
+        return (None, chooser, *self.compare(scan, method, slice_no), (scan, method, slice_no, None))
 
     @user_errors
-    def compare_if_new(self, scan, method, slice_no, done):
-        """The Compare tab opened: compare the scan in use (at its slice in Classify), once;
-        the tab's slice chooser follows."""
-        key = (scan, method, slice_no)
+    def compare_if_new(self, scan, method, slice_no, done, series=None):
+        """The Compare tab opened: compare the scan in use (at its slice, or its series, in
+        Classify), once; the tab's slice chooser follows."""
+        key = (scan, method, slice_no, series or None)
         if scan is None or done == key:
             return (gr.skip(),) * (3 * len(self.service.models) + 3)
         chooser, _ = no_chooser() if is_scan(scan) else slice_chooser(scan)
         if slice_no is not None and slice_no != NO_SLICE and chooser.visible:
             chooser = gr.Slider(minimum=0, maximum=chooser.maximum, value=slice_no, step=1,
                                 visible=True, label=chooser.label)
-        return (chooser, *self.compare(scan, method, slice_no), key)
+        return (chooser, *self.compare(scan, method, slice_no, key[3]), key)
 
     @user_errors
-    def compare_again(self, done, scan, method, slice_no=NO_SLICE):
-        """Compare again, with `method` and the tab's slice: the scan last compared, else the
-        scan in use."""
-        scan = done[0] if done else scan
+    def compare_again(self, done, scan, method, slice_no=NO_SLICE, series=None):
+        """Compare again, with `method` and the tab's slice: the scan last compared (in its
+        series), else the scan in use (in the series picked in Classify)."""
+        scan, series = (done[0], done[3]) if done else (scan, series or None)
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")
-        return (*self.compare(scan, method, slice_no), (scan, method, slice_no))
+        return (*self.compare(scan, method, slice_no, series), (scan, method, slice_no, series))
 
 
 @dataclasses.dataclass
@@ -443,6 +444,7 @@ class Session:
     current: gr.State                   # the scan in use: an uploaded file's path
     cached: gr.State                    # its last result, for re-blending
     slice_no: gr.Slider | None = None   # set by classify_tab
+    series: gr.Dropdown | None = None   # set by classify_tab: the series picked in an archive
 
     @property
     def settings(self) -> list:
@@ -540,6 +542,7 @@ def classify_tab(h: Handlers, s: Session, examples: list[tuple[Path, str]] | Non
     """The Classify tab: one scan, one model, one map; re-blend, recheck, report; and the
     documented endpoints (a file in, or the API session's own last result)."""
     ui = classify_layout(s)
+    s.series = ui.scan_ui.series
     outputs, settings = ui.outputs, s.settings
     if examples:
         classify_examples(h, s, ui, examples)
@@ -750,7 +753,7 @@ def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
                                        elem_id=f"bars-{m}"),
                               gr.Image(label=f"{name} heatmap on the scan", format="png",
                                        interactive=False, elem_id=f"overlay-{m}")]
-    compared = gr.State()                       # (scan, method, slice) last compared
+    compared = gr.State()                       # (scan, method, slice, series) last compared
     c_all = c_outputs + [agreement]
     cleared = lambda: (None, gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE),
                        *[None, None, None] * len(h.service.models), "", None)
@@ -758,10 +761,10 @@ def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
     events = [
         c_scan.upload(h.compare_upload, [c_scan, c_method], [c_scan, c_slice, *c_all, compared],
                       api_name="compare_upload", **private),
-        tab.select(h.compare_if_new, [s.current, c_method, s.slice_no, compared],
+        tab.select(h.compare_if_new, [s.current, c_method, s.slice_no, compared, s.series],
                    [c_slice, *c_all, compared], api_name="compare_on_select", **private),
         gr.on([c_run.click, c_method.input, c_slice.release], h.compare_again,
-              [compared, s.current, c_method, c_slice], [*c_all, compared],
+              [compared, s.current, c_method, c_slice, s.series], [*c_all, compared],
               api_name="compare_again", trigger_mode="always_last", **private)]
     for event in events:          # one message, and nothing left of the previous answer
         event.failure(cleared, None, [c_scan, c_slice, *c_all, compared], queue=False, **private)

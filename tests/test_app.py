@@ -179,6 +179,28 @@ def test_compare_reads_a_dicom_series_whole(client, scan_file, tmp_path):
         client.predict(handle_file(str(tmp_path / "two.zip")), "gradcam", -1, api_name="/compare")
 
 
+def test_compare_reads_the_series_picked_in_classify(tiny_checkpoints):
+    """Compare opened on an archive of several series: the series picked in Classify is the one
+    read (and kept for "Compare again"); none picked yet: one message that says where to pick."""
+    import app
+    from brainmri.predictor import Predictor
+    from brainmri.service import Service
+    from tests.synthetic import dicom_series, head_volume, zipped
+    service = Service({m: Predictor.from_checkpoint(p, "cpu") for m, p in tiny_checkpoints.items()},
+                      warmup=False)
+    h = app.Handlers(service, app.Files())
+    two = zipped({**{f"a/{k}": f for k, f in enumerate(dicom_series(head_volume(6), series="5"))},
+                  **{f"b/{k}": f for k, f in enumerate(dicom_series(head_volume(9), series="6",
+                                                                     description="T1"))}})
+    with pytest.raises(app.UserError, match="pick one there, then open Compare"):
+        h.compare_if_new(two, "gradcam", app.NO_SLICE, None)
+    _, *panels, agreement, done = h.compare_if_new(two, "gradcam", app.NO_SLICE, None, "2")
+    assert done[3] == "2" and all("4 of 9 slices outside the head" in panels[k] for k in (0, 3))
+    assert re.search("on the scan|no finding to compare", agreement)
+    *again, done_again = h.compare_again(done, None, "gradcam", app.NO_SLICE, None)
+    assert done_again[3] == "2" and "4 of 9 slices outside the head" in again[0]
+
+
 def test_dicom_goes_to_the_model_with_its_modality(client):
     """A DICOM goes straight to /classify (format read from content); an MR file is classified
     (a 64 px slice shown enlarged), a CT is refused with its reason, as in the library."""
