@@ -53,8 +53,9 @@ from brainmri.overlay import upscale, with_colour_bar  # noqa: E402
 from brainmri.report import strip_figure, write_report, write_scan_report  # noqa: E402
 from brainmri.scans import SeriesChoice, is_scan  # noqa: E402
 from brainmri.scanview import ScanView, compare_scan, view_scan, view_slice  # noqa: E402
-from brainmri.service import (MODEL_LABELS, PREDICTED, Service, class_label,  # noqa: E402
-                              percent)
+from brainmri.models import MODEL_LABELS  # noqa: E402
+from brainmri.service import PREDICTED, Service, class_label  # noqa: E402
+from brainmri.texts import percent  # noqa: E402
 
 log = logging.getLogger("brainmri.app")
 ROOT = Path(__file__).resolve().parent

@@ -23,7 +23,8 @@ from .cam import CLASS_AGNOSTIC, LABELS
 from .classes import class_label
 from .models import MODEL_LABELS
 from .outcomes import Outcome
-from .service import DISCLAIMER, REFUSED, Result, percent
+from .service import Result
+from .texts import DISCLAIMER, REFUSED, percent
 
 A4 = (8.27, 11.69)                                   # inches, portrait
 COLOURS = {Outcome.CONFIDENT: "#1b7837", Outcome.CAUTION: "#b35806", Outcome.NOT_MRI: "#b2182b"}

@@ -22,11 +22,13 @@ from typing import Callable
 import numpy as np
 
 from . import outcomes
+from .classes import class_label
+from .models import MODEL_LABELS
 from .outcomes import Outcome
 from .scanmode import NO_TUMOUR, ScanResult, classify_scan, ranges
 from .scans import Scan, read_scan
-from .service import (MODEL_LABELS, DISCLAIMER, REFUSED, Result, Service, class_label, percent,
-                      with_reason)
+from .service import Result, Service, with_reason
+from .texts import DISCLAIMER, REFUSED, percent
 
 OUTSIDE = "outside the head (too little tissue): not classified"
 

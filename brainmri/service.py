@@ -20,20 +20,18 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from . import card, outcomes
-from .cam import CLASS_AGNOSTIC, HOOK_FREE, LABELS, canonical_method
+from . import card, outcomes, texts
+from .cam import HOOK_FREE, canonical_method
 from .classes import class_label
 from .io import ImageSource, describe, load_image
 from .localisation import head_mask, hot_region, paint_out, share_of_head
-from .models import ARCHS, MODEL_LABELS
+from .models import ARCHS
 from .models import default_model as declared_default
 from .outcomes import Outcome, Reason
 from .overlay import blend, colourise
 
 
-PREDICTED = "predicted"                                # target choice: explain the predicted class
-REFUSED = "This does not look like a brain MRI slice"  # a refusal's title, wherever one is shown
-DISCLAIMER = "Research and education only: not a medical device, not a diagnosis."
+PREDICTED = "predicted"                  # target choice: explain the predicted class
 
 
 class Engine(Protocol):
@@ -75,8 +73,9 @@ class Result:
 
     @property
     def headline(self) -> str:
-        """Markdown (no HTML): the finding, or plainly that the input is not a brain MRI slice."""
-        return headline(self)
+        """Markdown (no HTML): the finding, or plainly that the input is not a brain MRI slice
+        (`texts.headline`)."""
+        return texts.headline(self)
 
     def as_dict(self) -> dict:
         """JSON-ready summary for API clients. A refusal carries no class and no probabilities:
@@ -88,7 +87,7 @@ class Result:
                 "probabilities": ({c: round(float(v), 6) for c, v in self.probabilities.items()}
                                   if self.probabilities else None),
                 "model": self.model, "method": self.method, "explained_class": self.target,
-                "time_ms": round(self.time_ms, 1), "disclaimer": DISCLAIMER}
+                "time_ms": round(self.time_ms, 1), "disclaimer": texts.DISCLAIMER}
 
 
 @dataclass(frozen=True)
@@ -105,38 +104,6 @@ class Recheck:
     region_share: float              # the hot region's share of the head, in [0, 1]
     changed: bool                    # True: the predicted class changed
     summary: str                     # markdown
-
-
-def percent(p: float) -> str:
-    """A probability as a percentage with one decimal that never rounds to a certainty:
-    0.9996 -> ">99.9%", 0.0004 -> "<0.1%", 0.5 -> "50.0%"."""
-    if p > 0.999:
-        return ">99.9%"
-    if p < 0.001:
-        return "<0.1%" if p > 0 else "0.0%"
-    return f"{100 * p:.1f}%"
-
-
-def headline(r: Result) -> str:
-    """Markdown (no HTML) stating the finding, with a caution's reasons once, on one line
-    (a quote, which the app colours by the outcome's class); or plainly that the input is not a
-    brain MRI slice (then no class and no probability is named)."""
-    model = MODEL_LABELS.get(r.model, r.model)
-    if r.outcome is Outcome.NOT_MRI:
-        why = f"**Why:** {' '.join(map(str, r.reasons))}\n\n" if r.reasons else ""
-        return (f"### {REFUSED}\n" + why +
-                "No class, no probabilities and no heatmap are shown: they would not be a finding. "
-                "The models were trained on 2-D brain MRI slices of one public collection (Kaggle "
-                "brain-tumor-mri); CT, diffusion images and MRI sequences or views rare there can "
-                "be flagged too.\n\n"
-                f"*{model} · {r.time_ms:.0f} ms · research and education only, not a diagnosis*")
-    about = ("(the same map for every class)" if r.method in CLASS_AGNOSTIC
-             else f"for *{class_label(r.target)}*")
-    text = f"### {class_label(r.label)} — {percent(r.probabilities[r.label])}\n"
-    if r.outcome is Outcome.CAUTION:
-        text += f"> **{Outcome.CAUTION.words}:** {' '.join(map(str, r.reasons))}\n"
-    return (text + f"\n_{model} · {LABELS.get(r.method, r.method)} {about} · {r.time_ms:.0f} ms · "
-            "research and education only, not a diagnosis_")
 
 
 WORK_SIDE = 2048     # larger inputs are reduced on reading (the Kaggle collection's longest is 1920)
@@ -231,14 +198,12 @@ class Service:
         stored in its checkpoint by `studies.explain_eval`."""
         return canonical_method(self.engines[self.default_model].default_method)
 
-    METHOD_INFO = ("How often each method's map points inside the tumour: About tab, "
-                   "per model")
+    METHOD_INFO = texts.METHOD_INFO
 
     def method_choices(self) -> list[tuple[str, str]]:
         """(label, key) per offered method, in plain words, e.g. ("Grad-CAM", "gradcam");
         what each was measured to do is in the model card (`model_card`)."""
-        return [(LABELS[m] + (" (same map for every class)" if m in CLASS_AGNOSTIC else ""), m)
-                for m in self.methods]
+        return [(texts.method_choice(m), m) for m in self.methods]
 
     def _engine(self, model: str) -> Engine:
         if model not in self.engines:
@@ -282,7 +247,8 @@ class Service:
         method = canonical_method(method or self.default_method)
         image = load_slice(image, frame)
         results = {m: self._run(m, image, method, None, alpha) for m in self.engines}
-        agree, summary = agreement(results)
+        agree = agreement(results)
+        summary = texts.agreement(results, agree)
         if agree is False:                 # both answered, differently: neither is confident
             results = {m: with_reason(r, outcomes.DISAGREE) for m, r in results.items()}
         return Comparison(results, agree, summary)
@@ -312,28 +278,8 @@ class Service:
         was = max(before, key=before.get)
         asked = target or was
         changed = r.label != was
-        text = (f"**Hot region painted out** (where the map is at least half its peak: "
-                f"{100 * share:.0f}% of the head). ")
-        if r.label is None:              # refused: the painted scan has no class to compare
-            text += (f"{MODEL_LABELS.get(model, model)} now refuses the painted scan: it no "
-                     f"longer looks like a brain MRI slice (before: {class_label(was)} — "
-                     f"{percent(before[was])}). The check cannot tell whether the region decided "
-                     "the answer.")
-        else:
-            text += (f"{MODEL_LABELS.get(model, model)} now says "
-                     f"**{class_label(r.label)} — {percent(r.probabilities[r.label])}** (before: "
-                     f"{class_label(was)} — {percent(before[was])}); probability of "
-                     f"*{class_label(asked)}* {percent(before[asked])} → "
-                     f"{percent(r.probabilities[asked])}.\n\n")
-            text += ("**The highlighted region decided this answer.**" if changed else
-                     "**The answer holds without the highlighted region:** its evidence is not "
-                     "only there. It may be the rest of the same lesion (the region can be smaller "
-                     "than the tumour) or other parts of the slice.")
-        if share > 0.25:
-            text += (" The region covers a quarter of the head or more: painting out that much "
-                     "can change an answer by itself.")
-        found = card.card_texts({model: self._engine(model)}, "recheck")
-        text += "\n\n*" + " ".join(["One slice, one painted region: a hint, not proof."] + found) + "*"
+        notes = card.card_texts({model: self._engine(model)}, "recheck")
+        text = texts.recheck(model, r, share, before, was, asked, changed, notes)
         return Recheck(r, share, changed, text)
 
     def model_card(self) -> str:
@@ -349,15 +295,9 @@ def with_reason(r: Result, reason: Reason) -> Result:
     return replace(r, outcome=verdict.outcome, reasons=verdict.reasons)
 
 
-def agreement(results: Mapping[str, Result]) -> tuple[bool | None, str]:
-    if len(results) < 2:
-        return None, "Only one model is loaded: nothing to compare."
-    names = {m: MODEL_LABELS.get(m, m) for m in results}
-    if not all(r.is_mri for r in results.values()):
-        flagged = [names[m] for m, r in results.items() if not r.is_mri]
-        return None, f"**{REFUSED}** (flagged by {', '.join(flagged)}): no finding to compare."
-    labels = {r.label for r in results.values()}
-    if len(labels) == 1:
-        return True, f"**The models agree:** {class_label(labels.pop())}."
-    said = "; ".join(f"{names[m]} says {class_label(r.label)}" for m, r in results.items())
-    return False, f"**The models disagree:** {said}."
+def agreement(results: Mapping[str, Result]) -> bool | None:
+    """Whether the models give the same class: None when fewer than two answered or any
+    refused (no finding to compare)."""
+    if len(results) < 2 or not all(r.is_mri for r in results.values()):
+        return None
+    return len({r.label for r in results.values()}) == 1

@@ -20,7 +20,8 @@ from brainmri.outcomes import (COLOUR, DISAGREE, LOW_CONFIDENCE, MODALITY, NO_BA
                                UNFAMILIAR, UNLIKE_TRAINING, Outcome, caution_reasons, decide,
                                input_reasons, shown)
 from brainmri.predictor import Predictor
-from brainmri.service import REFUSED, Service, class_label
+from brainmri.service import Service, class_label
+from brainmri.texts import REFUSED
 from tests.synthetic import dicom_slice, scan
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,8 @@ from brainmri.predictor import Explanation, Prediction, Predictor
 from brainmri.protocols import DESCRIPTIONS
 from brainmri import outcomes
 from brainmri.outcomes import Outcome
-from brainmri.service import PREDICTED, REFUSED, Service, class_label
+from brainmri.service import PREDICTED, Service, class_label
+from brainmri.texts import REFUSED
 from tests.conftest import make_tiny_checkpoint
 from tests.synthetic import scan
 
@@ -325,7 +326,7 @@ def test_shipped_cards_hold_the_studies_findings(shipped_checkpoints):
 
 
 def test_percent_never_rounds_to_a_certainty():
-    from brainmri.service import percent
+    from brainmri.texts import percent
     assert [percent(p) for p in (0.9996, 0.999, 0.998, 0.5, 0.0004, 0.0)] == [
         ">99.9%", "99.9%", "99.8%", "50.0%", "<0.1%", "0.0%"]
 
