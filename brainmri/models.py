@@ -143,7 +143,6 @@ class Arch:
     """
     name: str                          # registry key, `--model` value, checkpoints/<name>.safetensors
     label: str                         # display name ("ResNet-50")
-    short: str                         # name in compact lists
     build: Callable[..., Classifier]
     in_channels: int
     size: int                          # default input side, pixels
@@ -193,11 +192,11 @@ def register(arch: Arch) -> Arch:
     return arch
 
 
-register(Arch("baseline", "Baseline CNN", "baseline", build_baseline, 1, 160,
+register(Arch("baseline", "Baseline CNN", build_baseline, 1, 160,
               "3 conv layers (5x5 s2, 3x3, 3x3; BN, ReLU) + 2 fully connected on a 4x4 grid, from scratch",
               stages=("block1", "block2", "block3"), mean=(0.5,), std=(0.25,),
               small={"widths": [8, 16, 32]}))
-register(Arch("resnet50", "ResNet-50", "ResNet-50", build_resnet50, 3, 224,
+register(Arch("resnet50", "ResNet-50", build_resnet50, 3, 224,
               "ResNet-50 (v1 strides) from ImageNet weights, new linear head",
               stages=("stem",) * 4 + ("layer1", "layer2", "layer3", "layer4"),
               mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=resnet50_pretrained,
@@ -222,7 +221,6 @@ class ArchField(Mapping[str, str]):
 
 
 MODEL_LABELS = ArchField("label")                      # "resnet50" -> "ResNet-50"
-SHORT_NAMES = ArchField("short")
 
 
 def default_model(names: Iterable[str] | None = None) -> str:

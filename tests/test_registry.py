@@ -14,7 +14,7 @@ from torch import nn
 
 from brainmri import cam as cams
 from brainmri.classes import CLASSES
-from brainmri.models import ARCHS, MODEL_LABELS, SHORT_NAMES, Arch, Classifier, build_model, register
+from brainmri.models import ARCHS, MODEL_LABELS, Arch, Classifier, build_model, register
 from brainmri.predictor import Predictor
 from brainmri.service import Service
 from tests.conftest import make_tiny_checkpoint
@@ -30,7 +30,7 @@ def build_tiny(num_classes: int = len(CLASSES), in_channels: int = 1, width: int
                       nn.Linear(2 * width, num_classes))
 
 
-TINY = Arch("tiny", "Tiny CNN", "tiny", build_tiny, in_channels=1, size=32,
+TINY = Arch("tiny", "Tiny CNN", build_tiny, in_channels=1, size=32,
             description="two conv blocks, for the registry test", stages=("first", "second"),
             mean=(0.5,), std=(0.25,), small={"width": 4})
 
@@ -80,7 +80,7 @@ def test_registry_fields_drive_freezing_and_presets(tiny_arch):
     assert (r50.blocks_before("layer3"), r50.blocks_before("layer4")) == (6, 7)
     assert r50.blocks_through("layer1") == 5 and r50.blocks_through("all-but-head") == 8
     assert TINY.preset().size == 32 and TINY.preset(48).channels == 1
-    assert MODEL_LABELS["tiny"] == "Tiny CNN" and SHORT_NAMES["tiny"] == "tiny"
+    assert MODEL_LABELS["tiny"] == "Tiny CNN"
     assert build_model("tiny", **TINY.small)(torch.zeros(2, 1, 32, 32)).shape == (2, len(CLASSES))
 
 
