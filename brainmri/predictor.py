@@ -218,6 +218,14 @@ class Predictor:
         checkpoint's temperature)."""
         return calibrated(logits, self.temperature)
 
+    def feature_check(self, pooled: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(B, K) pooled activations -> the not-an-MRI detector's scores (B,) float (nan without
+        a detector) and whether each passes it (B,) bool (True without a detector)."""
+        if self.ood is None:
+            return np.full(len(pooled), np.nan), np.ones(len(pooled), bool)
+        scores = self.ood.score(pooled.cpu())
+        return scores, scores <= self.ood.threshold
+
     def prediction(self, logits: torch.Tensor, pooled: torch.Tensor, index: int,
                    prepared: Prepared | None = None, taps: fam.TapStats | None = None) -> Prediction:
         """Image `index` of a batch's logits (B, classes) and pooled activations (B, K) -> its
@@ -226,11 +234,8 @@ class Predictor:
         familiarity and the outcome's reasons)."""
         probs = self.probabilities(logits[index]).cpu().numpy()
         by_class = {c: float(p) for c, p in zip(self.classes, probs)}
-        if self.ood is not None:
-            score = float(self.ood.score(pooled[index:index + 1].cpu())[0])
-            features_ok = bool(score <= self.ood.threshold)
-        else:
-            score, features_ok = float("nan"), True
+        scores, passed = self.feature_check(pooled[index:index + 1])
+        score, features_ok = float(scores[0]), bool(passed[0])
         top = int(probs.argmax())
         familiarity = float("nan")
         if self.familiarity is not None and taps:

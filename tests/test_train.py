@@ -139,6 +139,38 @@ def test_fit_ood_refits_on_the_inference_path(tiny_data, tmp_path):
             [str(path), "--data", str(tiny_data), "--crossfit", "0"]))
 
 
+def test_fit_familiarity_reports_the_apps_outcome(tiny_data, tmp_path):
+    """train.fit_familiarity's confident share is the outcome the app gives the same validation
+    scans (`outcomes.decide`), the not-an-MRI feature check included; --write stores the
+    detector and thresholds and leaves the weights alone."""
+    from brainmri import outcomes
+    from brainmri.protocols import build_splits
+    from train import fit_familiarity, fit_ood
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS], tmp_path)
+    path, cache = out / "model.safetensors", tmp_path / "cache"
+    # A strict not-an-MRI threshold (40% of validation refused), so that the check matters.
+    fit_ood.main(fit_ood.get_args_parser().parse_args(
+        [str(path), "--data", str(tiny_data), "--dims", "8", "--quantile", "0.6", "--refused", "0",
+         "--cache-dir", str(cache), "--write", "--device", "cpu"]))
+    weights = {k: v for k, v in load_file(path).items() if not k.startswith("fam.")}
+    report = fit_familiarity.main(fit_familiarity.get_args_parser().parse_args(
+        [str(path), "--data", str(tiny_data), "--dims", "4", "--quantile", "0.1", "--batch-size", "64",
+         "--cache-dir", str(cache), "--write"]))
+    assert 0 < report["val_not_mri"] < 1
+    assert report["val_confident"] <= 1 - report["val_not_mri"]
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    assert predictor.meta["familiarity"]["min_confidence"] == pytest.approx(report["min_confidence"])
+    after = load_file(path)
+    assert all(torch.equal(after[k], v) for k, v in weights.items())
+    margs = predictor.meta["args"]
+    val = build_splits(tiny_data, margs["val_fraction"], margs["seed"], cache_dir=cache).val
+    said = [p.outcome for p in predictor.predict_batch([s.path for s in val])]
+    assert len(said) == report["val_scans"]
+    assert sum(o is outcomes.Outcome.NOT_MRI for o in said) / len(said) == pytest.approx(report["val_not_mri"])
+    assert sum(o is outcomes.Outcome.CONFIDENT for o in said) / len(said) == pytest.approx(report["val_confident"])
+
+
 def test_mirror_check_scores_the_checkpoints_own_validation_split(tiny_data, tmp_path):
     """studies.mirror_check: the validation split train.train held out, scan vs mirror vs mean."""
     from studies import mirror_check

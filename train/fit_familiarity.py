@@ -10,7 +10,9 @@ and of every validation scan are computed exactly as the app computes them (`Pre
 on the files, one trunk pass each); the detector is fitted on the training scans; on the
 validation scans, `min_familiarity` is `--quantile` (a familiarity below it is "unfamiliar
 acquisition") and `min_confidence` is the `--quantile` of their top probability ("low
-confidence"). Nothing from Kaggle Testing is read. `--write` replaces the `fam.*` tensors and
+confidence"). The confident share it reports is the app's outcome (`outcomes.decide` on the
+input check, the not-an-MRI feature check and these cautions). Nothing from Kaggle Testing is
+read. `--write` replaces the `fam.*` tensors and
 `meta["familiarity"]` (weights and the not-an-MRI detector untouched).
 
 `--compare` scores the three candidate statistics (`CANDIDATES`) on the development shifts
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from brainmri import familiarity as fam
+from brainmri import outcomes
 from brainmri.checkpoint import update_metadata
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits, held_classes
@@ -150,13 +153,17 @@ def main(args: argparse.Namespace) -> dict:
                                     train, train_y, val)
     det = fit_candidate(predictor, args.candidate, train, train_y, val, args.quantile, args.dims)
     familiarity, top = familiarity_of(det, val), val["probs"].max(1)
-    reasons = [det.reasons(f, p) for f, p in zip(familiarity, top)]
-    confident = np.array([not r for r in reasons]) & val["input_ok"]
+    # The not-an-MRI feature check on the pooled features, the last tap's means (as the bench).
+    features_ok = predictor.feature_check(torch.as_tensor(val[f"mean{predictor.taps[-1]}"]))[1]
+    is_mri = val["input_ok"].astype(bool) & features_ok
+    verdicts = [outcomes.decide(det.reasons(f, p), ok) for f, p, ok in zip(familiarity, top, is_mri)]
+    confident = np.array([v.outcome is outcomes.Outcome.CONFIDENT for v in verdicts])
     right = val["probs"].argmax(1) == val_y
     report.update({"taps": det.taps, "stats": det.kind, "min_familiarity": det.min_familiarity,
                    "min_confidence": det.min_confidence,
                    "val_unfamiliar": float(np.mean(familiarity < det.min_familiarity)),
                    "val_low_confidence": float(np.mean(top < det.min_confidence)),
+                   "val_not_mri": float(np.mean(~is_mri)),
                    "val_confident": float(confident.mean()),
                    "val_accuracy": float(right.mean()),
                    "val_accuracy_confident": float(right[confident].mean()) if confident.any() else None})
