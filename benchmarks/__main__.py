@@ -23,7 +23,7 @@ from brainmri.predictor import PRECISIONS, Predictor
 
 from . import startup
 from .cases import Row, device_rows
-from .context import checkpoints, label, scan_files
+from .context import checkpoints, label, report, scan_files
 from .timing import load, machine
 
 
@@ -106,12 +106,7 @@ def main(argv: list[str] | None = None) -> str:
                             f"whole process {wall.median / 1000:.1f} s"))
             lines += table(rows) + ["", f"Load average after {device}: {load()}"]
             del ps
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    return text
+    return report(lines, args.out)
 
 
 if __name__ == "__main__":

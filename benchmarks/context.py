@@ -60,3 +60,13 @@ def scan_files(folder: str | Path | None, count: int) -> tuple[list[bytes], str]
     step = max(1, len(files) // count)
     chosen = files[::step][:count]
     return [f.read_bytes() for f in chosen], f"{len(chosen)} files from {folder}"
+
+
+def report(lines: list[str], out: str | Path | None) -> str:
+    """The benchmark's Markdown lines as one text: printed, and written to `out` when given."""
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    return text

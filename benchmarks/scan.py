@@ -28,7 +28,7 @@ from brainmri.scanmode import classify_scan
 from brainmri.scans import read_scan
 
 from .cases import floor_fn
-from .context import checkpoints, label, scan_files
+from .context import checkpoints, label, report, scan_files
 from .timing import Timing, interleaved, load, machine
 
 TARGET = 4.0
@@ -103,12 +103,7 @@ def main(argv: list[str] | None = None) -> str:
                           f"finding {r.finding or '-'}, chosen slice {r.chosen}. "
                           f"Load average after: {load()}"]
             del p
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    return text
+    return report(lines, args.out)
 
 
 if __name__ == "__main__":
