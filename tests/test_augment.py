@@ -137,3 +137,87 @@ def test_plain_batches_apply_the_acquisition_when_asked():
     inverted, _ = first(always)
     assert plain.shape == inverted.shape == (4, 3, 32, 32) and torch.equal(y, torch.arange(4))
     assert not torch.allclose(plain, inverted)
+
+
+def two_looks(n: int = 6, size: int = 48):
+    """n uint8 crops with a black border: the first half dim (one source), the rest bright."""
+    import numpy as np
+    crops = []
+    for i in range(n):
+        tissue = np.random.default_rng(i).random((size, size))
+        gain, offset = (120, 30) if i < n // 2 else (200, 55)
+        crop = (tissue * gain + offset).astype(np.uint8)
+        crop[:4], crop[-4:], crop[:, :4], crop[:, -4:] = 0, 0, 0, 0
+        crops.append(crop)
+    return np.stack(crops), np.array(["a"] * (n // 2) + ["b"] * (n - n // 2))
+
+
+def test_look_swap_renders_a_crop_in_another_sources_landmarks():
+    import numpy as np
+    from brainmri.intensity import landmarks
+    from train.augment import LookSwap
+    crops, sources = two_looks()
+    look = LookSwap.fit(crops, sources, p=1.0)
+    assert look.marks.shape == (6, 5) and np.isfinite(look.marks).all()
+    for i in range(6):
+        out = look(crops[i], i, np.random.default_rng(i))
+        assert out.shape == crops[i].shape and out.dtype == np.uint8
+        assert out[crops[i] == 0].max() == 0                      # the background stays black
+        got = landmarks(out) / 255
+        others = look.marks[sources != sources[i]]
+        assert np.abs(others - got).max(1).min() < 0.02           # some other-source crop's landmarks
+        assert np.abs(look.marks[i] - got).max() > 0.05           # not its own any more
+        order = np.argsort(crops[i][4:-4, 4:-4], axis=None, kind="stable")
+        assert np.all(np.diff(out[4:-4, 4:-4].flatten()[order].astype(int)) >= 0)   # order kept
+
+
+def test_look_swap_rate_seed_and_force():
+    import numpy as np
+    from train.augment import LookSwap
+    crops, sources = two_looks()
+    never = LookSwap.fit(crops, sources, p=0.0)
+    assert all(np.array_equal(never(c, i, np.random.default_rng(0)), c) for i, c in enumerate(crops))
+    assert not np.array_equal(never(crops[0], 0, np.random.default_rng(0), force=True), crops[0])
+    half = LookSwap.fit(crops, sources, p=0.5)
+    a = [half(c, i, np.random.default_rng(7)) for i, c in enumerate(crops)]
+    b = [half(c, i, np.random.default_rng(7)) for i, c in enumerate(crops)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    rng = np.random.default_rng(1)
+    swapped = [not np.array_equal(half(crops[0], 0, rng), crops[0]) for _ in range(200)]
+    assert 0.35 < np.mean(swapped) < 0.65
+    one_source = LookSwap.fit(crops, ["a"] * 6, p=1.0)            # nowhere else to take a look from
+    assert np.array_equal(one_source(crops[0], 0, np.random.default_rng(0)), crops[0])
+
+
+def test_consistency_loss_is_zero_for_identical_answers_and_bounded():
+    import math
+    from train.augment import consistency_loss
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(5, 4, generator=g)
+    assert float(consistency_loss(a, a.clone())) == pytest.approx(0.0, abs=1e-6)
+    assert float(consistency_loss(a, a + 3.0)) == pytest.approx(0.0, abs=1e-6)   # same softmax
+    b = torch.randn(5, 4, generator=g)
+    d = float(consistency_loss(a, b))
+    assert 0 < d < math.log(2) and d == pytest.approx(float(consistency_loss(b, a)), rel=1e-5)
+    far = torch.tensor([[30.0, 0, 0, 0]]), torch.tensor([[0, 30.0, 0, 0]])
+    assert float(consistency_loss(*far)) == pytest.approx(math.log(2), rel=1e-3)
+    a.requires_grad_(True)
+    consistency_loss(a, b).backward()
+    assert a.grad is not None and float(a.grad.abs().sum()) > 0
+
+
+def test_plain_batches_append_a_view_in_another_look_for_consistency():
+    import numpy as np
+    from brainmri.presets import EvalPreset, TrainPreset
+    from train.augment import LookSwap
+    from train.train import plain_batches
+    crops, sources = two_looks(4, 40)
+    labels = np.arange(4)
+    preset = TrainPreset(eval=EvalPreset(size=32))
+    look = LookSwap.fit(crops, sources, p=0.0)
+    gen = torch.Generator().manual_seed(0)
+    x, y, _, _ = next(plain_batches(crops, labels, preset, {"batch_size": 4, "consistency": 1.0},
+                                    np.random.default_rng(0), 0, 1, gen, None, look))
+    assert x.shape == (8, 3, 32, 32) and torch.equal(y[:4], y[4:])     # row i + 4: row i's view
+    assert sorted(y[:4].tolist()) == [0, 1, 2, 3]
+    assert not torch.allclose(x[:4], x[4:])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -201,3 +202,29 @@ def test_lesion_signals_train_end_to_end(tmp_path):
     assert args["counterfactual"] == 0.3 and args["guidance"] == 1.0 and args["keep"] == "last"
     assert Predictor.from_checkpoint(out / "model.safetensors", device="cpu").predict(
         synthetic.scan(1, size=64)).label in CLASSES
+
+
+def test_look_swap_and_consistency_train_end_to_end(tmp_path):
+    """--look-swap and --consistency on a two-source folder: the run finishes, records both
+    settings, and the look is swapped between the sources it holds (the held-out one is gone)."""
+    from tests.test_protocols import SEEDS
+    folder = synthetic.two_source_kaggle(tmp_path / "kaggle", SEEDS)
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(folder), "--out", str(out), *ARGS,
+         "--epochs", "1", "--val-fraction", "0.34", "--holdout-source", "sartaj-br35h",
+         "--holdout-classes", "meningioma", "--look-swap", "0.5", "--consistency", "1.0"], tmp_path)
+    args = json.loads((out / "args.json").read_text())
+    assert args["look_swap"] == 0.5 and args["consistency"] == 1.0
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
+    meta = Predictor.from_checkpoint(out / "model.safetensors", device="cpu").meta
+    assert meta["args"]["look_swap"] == 0.5 and meta["args"]["holdout_source"] == "sartaj-br35h"
+
+
+def test_consistency_refuses_painting(tiny_data, tmp_path):
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out",
+                             str(tmp_path / "run"), *ARGS, "--consistency", "1.0", "--counterfactual", "0.3"],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": path}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode != 0 and "--consistency works on plain batches" in result.stderr

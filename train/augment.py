@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brainmri.intensity import invert_head
+from brainmri.intensity import invert_head, landmarks, match_landmarks
 
 TRANSFORMS = ("curve", "gamma", "invert", "bias", "resample", "jpeg", "noise")
 
@@ -155,6 +155,51 @@ class Acquisition:
         if pick.any():
             x[pick] = x[pick] + noise[pick] * sigma[pick].view(-1, 1, 1, 1)
         return x.clamp(0, 1)
+
+
+@dataclass
+class LookSwap:
+    """Render training scans in the intensity *look* of another source (`--look-swap P`).
+
+    Inside the Kaggle collection, source and class are tied (brainmri.protocols): every
+    no-tumour scan comes from the non-figshare sources, whose heads are brighter, so a model can
+    learn the look instead of the anatomy. With probability `p` a crop's in-head landmarks are
+    mapped (`brainmri.intensity.match_landmarks`) onto those of a random training crop from
+    another source; anatomy and the order of tissues are kept.
+
+    `marks`: (N, len(LANDMARKS)) landmarks of 1 of every training crop (NaN where no head);
+    `sources`: (N,) each crop's source. `__call__(crop, i, rng)`: uint8 crop of training
+    picture i -> the crop, swapped or not (`force` always swaps, when another source exists).
+    """
+    marks: np.ndarray
+    sources: np.ndarray
+    p: float = 0.5
+
+    @classmethod
+    def fit(cls, crops: np.ndarray, sources, p: float = 0.5) -> "LookSwap":
+        rows = []
+        for crop in crops:
+            m = landmarks(np.asarray(crop))
+            rows.append(m / 255.0 if m is not None else np.full(5, np.nan))
+        return cls(np.array(rows), np.asarray(sources), p)
+
+    def __call__(self, crop: np.ndarray, i: int, rng: np.random.Generator,
+                 force: bool = False) -> np.ndarray:
+        draw = rng.random()                          # drawn every time: the stream is stable
+        if not force and draw >= self.p:
+            return crop
+        others = np.flatnonzero((self.sources != self.sources[i]) & np.isfinite(self.marks[:, 0]))
+        if not len(others):
+            return crop
+        return match_landmarks(crop, self.marks[int(rng.choice(others))])
+
+
+def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence between the answers to two views of the same scans (rows),
+    averaged over rows: 0 when the answers are identical, at most log 2."""
+    pa, pb = F.softmax(logits_a.float(), 1), F.softmax(logits_b.float(), 1)
+    mean = (0.5 * (pa + pb)).clamp_min(1e-12).log()
+    return 0.5 * (F.kl_div(mean, pa, reduction="batchmean") + F.kl_div(mean, pb, reduction="batchmean"))
 
 
 # Named settings for `python -m train --acquisition 1 --acquisition-kind NAME`. "wide" draws

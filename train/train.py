@@ -41,7 +41,7 @@ from brainmri.presets import EvalPreset, TrainPreset
 from brainmri.protocols import SOURCES, build_splits, held_classes, kaggle_root
 
 from . import dilate, prior
-from .augment import ACQUISITIONS
+from .augment import ACQUISITIONS, LookSwap, consistency_loss
 from .core import Run, Split, box_in_input, crops_and_boxes, finalise, lr_at, predict_crops, scores
 from .guidance import box_penalty
 from .paint import LESION_OUT, Painter, Plan, plan_epoch
@@ -97,6 +97,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "inference (stored in the checkpoint's preset; brainmri.intensity)")
     p.add_argument("--acquisition-kind", choices=sorted(ACQUISITIONS), default=None,
                    help="which train.augment.ACQUISITIONS setting (default: standard)")
+    p.add_argument("--look-swap", type=float,
+                   help="share of training crops rendered in another source's intensity look "
+                        "(train.augment.LookSwap)")
+    p.add_argument("--consistency", type=float,
+                   help="weight of the Jensen-Shannon consistency between each training crop and "
+                        "a second view of it in another source's look (train.augment."
+                        "consistency_loss); each step then sees twice the images")
     p.add_argument("--grow", type=float, help="tumour boxes grown by this x the crop side")
     p.add_argument("--freeze-bn", type=int, choices=[0, 1], help="keep every batch-norm's statistics")
     p.add_argument("--keep", choices=["best", "last"], help="epoch kept: best validation accuracy or last")
@@ -189,25 +196,43 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None, rank: int,
         yield order[s:s + batch_size]
 
 
-def plain_batches(crops, labels, preset, cfg, rng, rank, world, gen, acquisition=None):
-    """(x (B, C, S, S) normalised, y (B,), None, None) for every batch of an epoch; with a
-    `TrainPreset`, warped and jittered, then `acquisition` (train.augment) when given."""
+def augmented(x: torch.Tensor, preset, gen, acquisition=None) -> torch.Tensor:
+    """(B, 1, s, s) uint8 crops -> the model's normalised input: with a `TrainPreset`, warped
+    and jittered, then `acquisition` (train.augment) when given."""
+    if isinstance(preset, TrainPreset) and acquisition is not None:
+        x = preset.jitter(preset.warp(x.float().div(255.0), gen)[0], gen)
+        return preset.eval.normalise(acquisition(x, gen)).contiguous()
+    if isinstance(preset, TrainPreset):
+        return preset(x, gen)
+    return torch.stack([preset.from_crop(c) for c in x[:, 0].numpy()])
+
+
+def plain_batches(crops, labels, preset, cfg, rng, rank, world, gen, acquisition=None,
+                  look: LookSwap | None = None):
+    """(x (B, C, S, S) normalised, y (B,), None, None) for every batch of an epoch (see
+    `augmented`); with `look`, crops rendered in another source's look at its rate, and with
+    cfg["consistency"] a second view of every crop in another source's look appended (2B rows:
+    the first B plain, the next B their views)."""
+    views = bool(cfg.get("consistency")) and look is not None
     for idx in batches(len(crops), cfg["batch_size"], rng, rank, world):
-        x = torch.from_numpy(crops[idx])[:, None]                     # (B, 1, s, s) uint8
-        if isinstance(preset, TrainPreset) and acquisition is not None:
-            x = preset.jitter(preset.warp(x.float().div(255.0), gen)[0], gen)
-            x = preset.eval.normalise(acquisition(x, gen)).contiguous()
-        elif isinstance(preset, TrainPreset):
-            x = preset(x, gen)
-        else:
-            x = torch.stack([preset.from_crop(c) for c in crops[idx]])
-        yield x, torch.from_numpy(labels[idx]), None, None
+        raw = crops[idx]
+        y = torch.from_numpy(labels[idx])
+        if look is not None:
+            raw = np.stack([look(c, int(i), rng) for c, i in zip(raw, idx)])
+        x = augmented(torch.from_numpy(raw)[:, None], preset, gen, acquisition)
+        if views:
+            other = np.stack([look(c, int(i), rng, force=True) for c, i in zip(crops[idx], idx)])
+            x = torch.cat([x, augmented(torch.from_numpy(other)[:, None], preset, gen, acquisition)])
+            y = torch.cat([y, y])
+        yield x, y, None, None
 
 
-def painted_batches(painter: Painter, plan: Plan, preset: TrainPreset, acquisition, cfg, rng, gen):
+def painted_batches(painter: Painter, plan: Plan, preset: TrainPreset, acquisition, cfg, rng, gen,
+                    look: LookSwap | None = None):
     """Batches of a `train.paint.Plan`: each row's crop painted as its kind says, warped with
     its grown tumour box (the guidance mask, on boxed tumour rows that keep their tumour),
-    intensity-jittered, then `acquisition` (train.augment) -> (x, y, masks, guided)."""
+    intensity-jittered, then `acquisition` (train.augment) -> (x, y, masks, guided); with
+    `look`, crops rendered in another source's look at its rate (`train.augment.LookSwap`)."""
     side = painter.side
     for s in range(0, len(plan), cfg["batch_size"]):
         rows = range(s, min(len(plan), s + cfg["batch_size"]))
@@ -215,7 +240,7 @@ def painted_batches(painter: Painter, plan: Plan, preset: TrainPreset, acquisiti
         for j, r in enumerate(rows):
             i, kind = int(plan.index[r]), int(plan.kind[r])
             crop, _ = painter(i, kind, rng)
-            crops.append(crop)
+            crops.append(look(crop, i, rng) if look is not None else crop)
             box = painter.grown[i]
             keep = box is not None and kind != LESION_OUT and plan.label[r] != painter.notumor
             if keep:
@@ -283,6 +308,8 @@ def train_one_epoch(model, source, loop: Loop, epoch: int, step: int) -> tuple[d
                 logits, outside = model(x), None
         ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
         loss = ce + weight * outside if outside is not None else ce
+        if cfg.get("consistency"):              # rows: B plain, then their B views (plain_batches)
+            loss = loss + cfg["consistency"] * consistency_loss(*logits.chunk(2))
         loop.opt.zero_grad(set_to_none=True)
         loss.backward()
         loop.opt.step()
@@ -360,6 +387,7 @@ class Data:
     train: Split                 # crops at the cache size when augmenting
     val: Split                   # crops at the eval size
     painter: Painter | None      # the lesion recipes' painter, else None
+    look: LookSwap | None = None  # --look-swap / --consistency: renders crops in another source's look
 
 
 def start_run(cfg: dict) -> tuple[torch.device, Path]:
@@ -403,6 +431,8 @@ def load_data(cfg: dict) -> Data:
     crop_size = train_preset.cache_size if cfg["augment"] else cfg["size"]
     t0 = time.time()
     painter = None
+    if cfg.get("consistency") and painting(cfg):
+        raise SystemExit("--consistency works on plain batches; not with painting or guidance")
     if painting(cfg):
         if not isinstance(train_preset, TrainPreset):
             raise SystemExit("--counterfactual/--paint-share/--guidance need --augment 1")
@@ -414,8 +444,12 @@ def load_data(cfg: dict) -> Data:
                            cache / f"crops-{fingerprint(val_s)['sha256']}-{cfg['size']}{std}.npy")
     log.info("decoded and cropped in %.0f s", time.time() - t0)
     labels = [np.array([s.label for s in ss], np.int64) for ss in (train_s, val_s)]
+    look = None
+    if cfg.get("look_swap") or cfg.get("consistency"):
+        look = LookSwap.fit(train_crops, [splits.sources[str(s.path)] for s in train_s],
+                            float(cfg.get("look_swap") or 0.0))
     return Data(eval_preset, train_preset, Split(train_s, train_crops, labels[0]),
-                Split(val_s, val_crops, labels[1]), painter)
+                Split(val_s, val_crops, labels[1]), painter, look)
 
 
 def make_optimizer(model: Classifier, cfg: dict) -> torch.optim.Optimizer:
@@ -488,11 +522,11 @@ def epoch_batches(data: Data, cfg: dict, epoch: int, first: bool, rank: int, wor
     acquisition = ACQUISITIONS[cfg.get("acquisition_kind") or "standard"] if cfg.get("acquisition") else None
     if data.painter is None:
         return plain_batches(data.train.crops, data.train.labels, data.train_preset, cfg, rng, rank,
-                             world, gen, acquisition)
+                             world, gen, acquisition, data.look)
     plan = plan_for(data.painter, data.train.labels, cfg, epoch)
     if first:
         log.info("epoch plan (kind: label counts): %s", json.dumps(plan.counts(CLASSES)))
-    return painted_batches(data.painter, plan, data.train_preset, acquisition, cfg, rng, gen)
+    return painted_batches(data.painter, plan, data.train_preset, acquisition, cfg, rng, gen, data.look)
 
 
 def fit(model, net, data: Data, loop: Loop, progress: Progress, out: Path, rank: int, world: int) -> None:
