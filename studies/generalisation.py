@@ -13,7 +13,9 @@ Every scan goes through `Predictor` as the app runs it (input check, calibrated
 probabilities, not-an-MRI detector, familiarity and the outcome when the checkpoint carries
 a detector), and once more with its intensities inverted inside the head
 (`brainmri.intensity.invert_head`): an answer is *stable* when the inverted scan gets the same
-class.
+class; and once in each Kaggle source's intensity look (`brainmri.intensity.match_landmarks`
+onto `looks` of the `val` scans of that source): an answer is *look-stable* when every look
+gets the same class.
 
 Strata (measured, not labelled by hand; the collection carries no plane or sequence label):
 - `source`: the scan's duplicate group's source (`brainmri.protocols.group_sources`);
@@ -23,7 +25,8 @@ Strata (measured, not labelled by hand; the collection carries no plane or seque
 Reported per set: accuracy, per-class recall and what each class is called instead; per
 stratum and class, counts and accuracy; the share of answers marked confident and how many
 of them are right, under the outcome as it stands, with "stable" added, and with "loosely
-stable" added (the inverted scan gives the plain answer a probability of at least `LOOSE`); and
+stable" added (the inverted scan gives the plain answer a probability of at least `LOOSE`), and
+with "look-stable" added; and
 `coverage_at_90`, the largest share of answers, ranked by top probability, that is right at
 least 90% of the time (what a top-probability floor alone could mark confident). Writes
 `<model>.json` under `--out` and prints Markdown tables.
@@ -42,7 +45,7 @@ import numpy as np
 import torch
 
 from brainmri.classes import CLASSES
-from brainmri.intensity import invert_head
+from brainmri.intensity import invert_head, looks, match_landmarks
 from brainmri.io import ImageLoadError
 from brainmri.outcomes import Outcome
 from brainmri.predictor import Predictor
@@ -79,7 +82,7 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
     """Per-scan arrays for `samples`: label, probabilities (plain and inverted), outcome,
     is_mri, brightness, framing, source. Unreadable files are skipped (counted)."""
     rows = {k: [] for k in ("label", "probs", "probs_inverted", "outcome", "is_mri",
-                            "brightness", "framing", "source", "split", "path")}
+                            "brightness", "framing", "source", "split", "path", "unit")}
     unreadable = 0
     for s in range(0, len(samples), batch_size):
         chunk, prepared = [], []
@@ -111,9 +114,27 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
             rows["source"].append(sources.get(str(smp.path), ""))
             rows["split"].append(smp.split)
             rows["path"].append(str(smp.path))
+            rows["unit"].append((u[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     out = {k: np.array(v) for k, v in rows.items()}
     out["unreadable"] = unreadable
     return out
+
+
+def score_looks(predictor: Predictor, scored: dict, source_looks: dict, batch_size: int) -> None:
+    """Adds `probs_looks` (N, sources, classes) to `scored`: the probabilities once each scan (at
+    the model's input) is rendered in each source's look (`brainmri.intensity.match_landmarks`)."""
+    units = scored["unit"]
+    per_look = []
+    for look in source_looks.values():
+        probs = []
+        for s in range(0, len(units), batch_size):
+            x = torch.stack([torch.from_numpy(match_landmarks(u, look)).float()[None] / 255
+                             for u in units[s:s + batch_size]])
+            with torch.no_grad():
+                logits, _ = predictor.logits_and_features(predictor.preset.normalise(x).contiguous())
+            probs.append(predictor.probabilities(logits.float()).cpu().numpy())
+        per_look.append(np.concatenate(probs) if probs else np.zeros((0, len(predictor.classes))))
+    scored["probs_looks"] = np.stack(per_look, 1) if per_look else np.zeros((len(units), 0, 0))
 
 
 def subset(scored: dict, mask: np.ndarray) -> dict:
@@ -159,6 +180,8 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
     right = pred == y
     stable = pred == scored["probs_inverted"].argmax(1)
     loose = scored["probs_inverted"][np.arange(len(pred)), pred] >= LOOSE
+    # look-stable: the same class in every source's look (rule v3, logs/confident/rule.md)
+    look_stable = (scored["probs_looks"].argmax(-1) == pred[:, None]).all(1)
     confident = confident_mask(scored, min_top)
     per_class = {}
     for c, name in enumerate(classes):
@@ -189,6 +212,10 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
             "unstable_right": float(right[~stable].mean()) if (~stable).any() else float("nan"),
             Outcome.CONFIDENT.value: held(confident), "confident_stable": held(confident & stable),
             "loosely_stable": float(loose.mean()), "confident_loosely_stable": held(confident & loose),
+            "look_stable": float(look_stable.mean()),
+            "look_stable_right": float(right[look_stable].mean()) if look_stable.any() else float("nan"),
+            "look_unstable_right": float(right[~look_stable].mean()) if (~look_stable).any() else float("nan"),
+            "confident_look_stable": held(confident & look_stable),
             "coverage_at_90": coverage_at(right, scored["probs"].max(1), TARGET),
             "breakdown": breakdown}
 
@@ -210,6 +237,11 @@ def evaluate(path: Path, args) -> dict:
         scored[name] = score_set(predictor, samples, splits.sources, args.batch_size)
         log.info("%s %s: %d scans in %.0f s", predictor.name, name, len(samples), time.time() - t)
     edges = {k: tertile_edges(scored["val"][k]) for k in ("brightness", "framing")}
+    val = scored["val"]
+    source_looks = looks(val["unit"], val["source"])
+    source_looks = {k: v for k, v in source_looks.items() if k}          # files of no source
+    for s in scored.values():
+        score_looks(predictor, s, source_looks, args.batch_size)
     if holdout:
         # The held-out pictures from Kaggle Training: the part a choice may be made on (the
         # Testing part only reports).
@@ -219,24 +251,34 @@ def evaluate(path: Path, args) -> dict:
         "holdout_source": holdout, "holdout_classes": margs.get("holdout_classes"),
         "confident_rule": "checkpoint outcome" if predictor.familiarity is not None
                           else f"is_mri and top probability >= {min_top}",
-        "tertile_edges": edges,
+        "tertile_edges": edges, "source_looks": source_looks,
         "sets": {name: summarise(s, predictor.classes, edges, min_top) for name, s in scored.items()},
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
 
 
+def look_cells(s: dict) -> str:
+    """The look-stable columns; "-" for results written before rule v3 measured them."""
+    if "look_stable" not in s:
+        return "- | - |"
+    ck = s["confident_look_stable"]
+    return f"{s['look_stable']:.1%} | {ck['share']:.1%} ({ck['right']:.1%}) |"
+
+
 def table(results: list[dict]) -> str:
     lines = ["| model | set | n | accuracy | per-class recall | stable | confident (right) | "
-             "confident and stable (right) | confident and loosely stable (right) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "confident and stable (right) | confident and loosely stable (right) | "
+             "look-stable | confident and look-stable (right) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for name, s in r["sets"].items():
             recall = ", ".join(f"{c[:4]} {v['recall']:.1%} ({v['n']})" for c, v in s["per_class"].items())
             c, cs, cl = s[Outcome.CONFIDENT.value], s["confident_stable"], s["confident_loosely_stable"]
             lines.append(f"| {r['model']} | {name} | {s['n']} | {s['accuracy']:.1%} | {recall} | "
                          f"{s['stable']:.1%} | {c['share']:.1%} ({c['right']:.1%}) | "
-                         f"{cs['share']:.1%} ({cs['right']:.1%}) | {cl['share']:.1%} ({cl['right']:.1%}) |")
+                         f"{cs['share']:.1%} ({cs['right']:.1%}) | {cl['share']:.1%} ({cl['right']:.1%}) | "
+                         + look_cells(s))
     lines += ["", "| model | set | stratum | value | n | accuracy |", "|---|---|---|---|---|---|"]
     for r in results:
         for name, s in r["sets"].items():

@@ -50,6 +50,12 @@ def test_loso_run_is_scored_on_its_held_out_source(folder, tmp_path, monkeypatch
         assert s["confident_stable"]["n"] <= s["confident_loosely_stable"]["n"] <= s["confident"]["n"] <= s["n"]
         assert sum(b["n"] for b in s["breakdown"]["framing"].values()) == s["n"]
     assert r["confident_rule"].startswith("is_mri and top probability")
+    assert set(r["source_looks"]) == {"figshare", "sartaj-br35h"}
+    for look in r["source_looks"].values():
+        assert len(look) == 5 and all(0 <= a < b <= 1 for a, b in zip(look, look[1:]))
+    for s in r["sets"].values():
+        assert 0 <= s["look_stable"] <= 1
+        assert s["confident_look_stable"]["n"] <= s["confident"]["n"]
     saved = json.loads((tmp_path / "out" / f"{r['model']}.json").read_text())
     assert saved["sets"]["loso"]["n"] == loso["n"]
 
@@ -79,3 +85,19 @@ def test_table_prints_from_written_results(folder, tmp_path, monkeypatch, capsys
     out = capsys.readouterr().out
     assert again[0]["sets"]["loso"]["n"] == r["sets"]["loso"]["n"]
     assert f"| {r['model']} | loso | {r['sets']['loso']['n']} |" in out
+
+
+def test_a_scan_in_its_own_look_keeps_its_answer(folder, tmp_path):
+    """score_looks: one look per source; a look equal to the scan's own landmarks gives back
+    (up to rounding) the plain probabilities."""
+    import numpy as np
+    from brainmri.intensity import landmarks
+    from brainmri.predictor import Predictor
+    predictor = Predictor.from_checkpoint(loso_checkpoint(tmp_path), device="cpu")
+    samples = build_splits(folder, 0.34, 0).val[:3]
+    scored = generalisation.score_set(predictor, samples, {}, batch_size=8)
+    assert scored["unit"].shape[0] == len(samples) and scored["unit"].dtype == np.uint8
+    own = {"own": tuple(landmarks(scored["unit"][0]) / 255)}
+    generalisation.score_looks(predictor, scored, {**own, "flat": (0.1, 0.2, 0.3, 0.4, 0.5)}, 8)
+    assert scored["probs_looks"].shape == (len(samples), 2, len(predictor.classes))
+    assert np.allclose(scored["probs_looks"][0, 0], scored["probs"][0], atol=0.05)
