@@ -17,10 +17,12 @@ class; and once in each Kaggle source's intensity look (`brainmri.intensity.matc
 onto `looks` of the `val` scans of that source): an answer is *look-stable* when every look
 gets the same class.
 
-Strata (measured, not labelled by hand; the collection carries no plane or sequence label):
+Strata (the collection itself carries no plane or sequence label):
 - `source`: the scan's duplicate group's source (`brainmri.protocols.group_sources`);
 - `brightness`: mean intensity inside the head at the model's input, in tertiles of `val`;
-- `framing`: the head crop's share of the picture's area, in tertiles of `val`.
+- `framing`: the head crop's share of the picture's area, in tertiles of `val`;
+- `plane` and `contrast`: set by hand on the scans of `val` and of the first meningioma
+  protocol's `loso` (`--labels`, logs/labels/README.md); "unlabelled" elsewhere.
 
 Reported per set: accuracy, per-class recall and what each class is called instead; per
 stratum and class, counts and accuracy; the share of answers marked confident and how many
@@ -34,6 +36,7 @@ least 90% of the time (what a top-probability floor alone could mark confident).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import platform
@@ -49,12 +52,14 @@ from brainmri.intensity import invert_head, looks, match_landmarks
 from brainmri.io import ImageLoadError
 from brainmri.outcomes import Outcome
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits, held_classes
+from brainmri.protocols import build_splits, held_classes, kaggle_root
 
 log = logging.getLogger("generalisation")
 HEAD = 0.04            # intensity (of 1) above which a pixel counts as head for `brightness`
 LOOSE = 0.2            # "loosely stable": the inverted scan gives the plain answer at least this
 TARGET = 0.9           # the accuracy "confident" should hold (`coverage_at_90`)
+HAND_SET = ("plane", "contrast")     # the kinds of hand-set label the breakdowns use
+UNLABELLED = "unlabelled"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -65,6 +70,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", type=Path, nargs="+", default=[], metavar="JSON",
                    help="print the tables of results already written (no scoring)")
     p.add_argument("--out", type=Path, default=Path("logs/eval/generalisation"))
+    p.add_argument("--labels", type=Path, default=Path("logs/labels/plane_contrast.csv"),
+                   help="hand-set plane and contrast labels (CSV; logs/labels/README.md)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=0, help="score only N evenly spaced scans a set (smoke tests)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
@@ -78,11 +85,25 @@ def unit_input(predictor: Predictor, tensor: torch.Tensor) -> torch.Tensor:
     return tensor[:1] * preset.std[0] + preset.mean[0]
 
 
-def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size: int) -> dict:
+def read_labels(path: Path | None, data: Path) -> dict[str, dict[str, str]]:
+    """Hand-set labels (a CSV of `path` under the Kaggle root, then one column per label kind,
+    e.g. plane and contrast) -> {absolute path: {kind: value}}; {} without a file."""
+    if path is None or not Path(path).is_file():
+        return {}
+    root = kaggle_root(data)
+    with open(path, newline="") as f:
+        return {str(root / row.pop("path")): row for row in csv.DictReader(f)}
+
+
+def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size: int,
+              labels: dict[str, dict[str, str]] | None = None) -> dict:
     """Per-scan arrays for `samples`: label, probabilities (plain and inverted), outcome,
-    is_mri, brightness, framing, source. Unreadable files are skipped (counted)."""
+    is_mri, brightness, framing, source, the hand-set plane and contrast ("unlabelled" where
+    `labels` has none), the input at the model's size. Unreadable files are skipped (counted)."""
+    labels = labels or {}
     rows = {k: [] for k in ("label", "probs", "probs_inverted", "outcome", "is_mri",
-                            "brightness", "framing", "source", "split", "path", "unit")}
+                            "brightness", "framing", "source", "split", "path", "unit")
+            + HAND_SET}
     unreadable = 0
     for s in range(0, len(samples), batch_size):
         chunk, prepared = [], []
@@ -115,6 +136,8 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
             rows["split"].append(smp.split)
             rows["path"].append(str(smp.path))
             rows["unit"].append((u[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+            for kind in HAND_SET:
+                rows[kind].append(labels.get(str(smp.path), {}).get(kind, UNLABELLED))
     out = {k: np.array(v) for k, v in rows.items()}
     out["unreadable"] = unreadable
     return out
@@ -189,7 +212,7 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
         if m.any():
             called = {classes[k]: int((pred[m] == k).sum()) for k in range(len(classes))}
             per_class[name] = {"n": int(m.sum()), "recall": float(right[m].mean()), "called": called}
-    strata = {"source": scored["source"],
+    strata = {"source": scored["source"], **{kind: scored[kind] for kind in HAND_SET},
               "brightness": stratum(scored["brightness"], edges["brightness"]),
               "framing": stratum(scored["framing"], edges["framing"])}
     breakdown = {}
@@ -229,12 +252,12 @@ def evaluate(path: Path, args) -> dict:
     sets = {"val": splits.val, ("loso" if holdout else "clean"): splits.loso if holdout else splits.clean}
     # A run without a familiarity detector: the service's top-probability floor stands in.
     min_top = float(getattr(predictor.familiarity, "min_confidence", 0.6))
-    scored = {}
+    scored, labels = {}, read_labels(getattr(args, "labels", None), args.data)
     for name, samples in sets.items():
         if args.limit:
             samples = samples[::max(1, len(samples) // args.limit)][:args.limit]
         t = time.time()
-        scored[name] = score_set(predictor, samples, splits.sources, args.batch_size)
+        scored[name] = score_set(predictor, samples, splits.sources, args.batch_size, labels)
         log.info("%s %s: %d scans in %.0f s", predictor.name, name, len(samples), time.time() - t)
     edges = {k: tertile_edges(scored["val"][k]) for k in ("brightness", "framing")}
     val = scored["val"]

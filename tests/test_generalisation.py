@@ -101,3 +101,28 @@ def test_a_scan_in_its_own_look_keeps_its_answer(folder, tmp_path):
     generalisation.score_looks(predictor, scored, {**own, "flat": (0.1, 0.2, 0.3, 0.4, 0.5)}, 8)
     assert scored["probs_looks"].shape == (len(samples), 2, len(predictor.classes))
     assert np.allclose(scored["probs_looks"][0, 0], scored["probs"][0], atol=0.05)
+
+
+def test_hand_set_labels_break_the_sets_down(folder, tmp_path, monkeypatch):
+    """--labels: a CSV of paths under the Kaggle root -> plane and contrast strata; scans not
+    listed are "unlabelled"; counts add up to the set."""
+    import csv
+    from brainmri.protocols import kaggle_root
+    monkeypatch.chdir(tmp_path)
+    ckpt = loso_checkpoint(tmp_path)
+    val = build_splits(folder, 0.34, 0).val
+    root = kaggle_root(folder)
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "plane", "contrast"])
+        for i, s in enumerate(val[:3]):
+            w.writerow([s.path.relative_to(root).as_posix(), ("axial", "coronal", "sagittal")[i], "t1"])
+    r = generalisation.main(Namespace(checkpoints=[ckpt], data=folder, out=tmp_path / "out",
+                                      batch_size=8, limit=0, threads=1, device="cpu",
+                                      labels=tmp_path / "labels.csv"))[0]
+    plane = r["sets"]["val"]["breakdown"]["plane"]
+    assert {k: v["n"] for k, v in plane.items() if k != "unlabelled"} == {"axial": 1, "coronal": 1, "sagittal": 1}
+    assert sum(v["n"] for v in plane.values()) == r["sets"]["val"]["n"]
+    assert r["sets"]["val"]["breakdown"]["contrast"]["t1"]["n"] == 3
+    assert set(r["sets"]["clean"]["breakdown"]["plane"]) == {"unlabelled"}
+    assert generalisation.read_labels(tmp_path / "missing.csv", folder) == {}
