@@ -302,12 +302,14 @@ def table(results: list[dict]) -> str:
                          f"{s['stable']:.1%} | {c['share']:.1%} ({c['right']:.1%}) | "
                          f"{cs['share']:.1%} ({cs['right']:.1%}) | {cl['share']:.1%} ({cl['right']:.1%}) | "
                          + look_cells(s))
-    lines += ["", "| model | set | stratum | value | n | accuracy |", "|---|---|---|---|---|---|"]
+    lines += ["", "| model | set | stratum | value | n | accuracy | per class: accuracy (n) |",
+              "|---|---|---|---|---|---|---|"]
     for r in results:
         for name, s in r["sets"].items():
             for kind, values in s["breakdown"].items():
                 for v, b in values.items():
-                    lines.append(f"| {r['model']} | {name} | {kind} | {v} | {b['n']} | {b['accuracy']:.1%} |")
+                    per = ", ".join(f"{c[:4]} {x['accuracy']:.1%} ({x['n']})" for c, x in b.get("per_class", {}).items())
+                    lines.append(f"| {r['model']} | {name} | {kind} | {v} | {b['n']} | {b['accuracy']:.1%} | {per} |")
     return "\n".join(lines)
 
 
