@@ -232,27 +232,35 @@ def painted_batches(painter: Painter, plan: Plan, preset: TrainPreset, acquisiti
     """Batches of a `train.paint.Plan`: each row's crop painted as its kind says, warped with
     its grown tumour box (the guidance mask, on boxed tumour rows that keep their tumour),
     intensity-jittered, then `acquisition` (train.augment) -> (x, y, masks, guided); with
-    `look`, crops rendered in another source's look at its rate (`train.augment.LookSwap`)."""
+    `look`, crops rendered in another source's look at its rate (`train.augment.LookSwap`),
+    and with cfg["consistency"] each painted crop's view in another source's look appended
+    (2B rows, as in `plain_batches`; the view keeps the row's label, mask and guidance)."""
     side = painter.side
+    views = bool(cfg.get("consistency")) and look is not None
     for s in range(0, len(plan), cfg["batch_size"]):
         rows = range(s, min(len(plan), s + cfg["batch_size"]))
-        crops, masks, guided = [], np.zeros((len(rows), 1, side, side), np.float32), []
+        crops, others, masks, guided = [], [], np.zeros((len(rows), 1, side, side), np.float32), []
         for j, r in enumerate(rows):
             i, kind = int(plan.index[r]), int(plan.kind[r])
             crop, _ = painter(i, kind, rng)
             crops.append(look(crop, i, rng) if look is not None else crop)
+            if views:
+                others.append(look(crop, i, rng, force=True))
             box = painter.grown[i]
             keep = box is not None and kind != LESION_OUT and plan.label[r] != painter.notumor
             if keep:
                 masks[j, 0] = loc.box_mask((side, side), box)
             guided.append(keep)
+        y, guided = torch.from_numpy(plan.label[list(rows)]), torch.tensor(guided)
+        if views:
+            crops, masks = crops + others, np.concatenate([masks, masks])
+            y, guided = torch.cat([y, y]), torch.cat([guided, guided])
         x = torch.from_numpy(np.stack(crops))[:, None].float().div(255.0)
         x, m = preset.warp(x, gen, torch.from_numpy(masks))
         x = preset.jitter(x, gen)
         if acquisition is not None:
             x = acquisition(x, gen)
-        yield (preset.eval.normalise(x).contiguous(), torch.from_numpy(plan.label[list(rows)]),
-               m, torch.tensor(guided))
+        yield preset.eval.normalise(x).contiguous(), y, m, guided
 
 
 @dataclass(frozen=True)
@@ -431,8 +439,6 @@ def load_data(cfg: dict) -> Data:
     crop_size = train_preset.cache_size if cfg["augment"] else cfg["size"]
     t0 = time.time()
     painter = None
-    if cfg.get("consistency") and painting(cfg):
-        raise SystemExit("--consistency works on plain batches; not with painting or guidance")
     if painting(cfg):
         if not isinstance(train_preset, TrainPreset):
             raise SystemExit("--counterfactual/--paint-share/--guidance need --augment 1")
