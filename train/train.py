@@ -316,7 +316,7 @@ def train_one_epoch(model, source, loop: Loop, epoch: int, step: int) -> tuple[d
                 logits, outside = model(x), None
         ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
         loss = ce + weight * outside if outside is not None else ce
-        if cfg.get("consistency"):              # rows: B plain, then their B views (plain_batches)
+        if cfg.get("consistency"):              # rows: B plain, then their B views (plain_batches, painted_batches)
             loss = loss + cfg["consistency"] * consistency_loss(*logits.chunk(2))
         loop.opt.zero_grad(set_to_none=True)
         loss.backward()
