@@ -15,7 +15,10 @@ a detector), and once more with its intensities inverted inside the head
 (`brainmri.intensity.invert_head`): an answer is *stable* when the inverted scan gets the same
 class; and once in each Kaggle source's intensity look (`brainmri.intensity.match_landmarks`
 onto `looks` of the `val` scans of that source): an answer is *look-stable* when every look
-gets the same class.
+gets the same class. Each answer also gets its *look share* (`brainmri.lookprior`): the share,
+among the `LOOK_K` training scans of the checkpoint's own training split nearest in look, of the
+class it was given; an answer the look alone gives (share at least tau) is "look-decided"
+(rule v4, logs/confident/rule.md, for tau in `LOOK_TAUS`).
 
 Strata (the collection itself carries no plane or sequence label):
 - `source`: the scan's duplicate group's source (`brainmri.protocols.group_sources`);
@@ -49,7 +52,8 @@ import torch
 
 from brainmri.classes import CLASSES
 from brainmri.intensity import invert_head, looks, match_landmarks
-from brainmri.io import ImageLoadError
+from brainmri.io import ImageLoadError, load_image
+from brainmri.lookprior import DEFAULT_K as LOOK_K, LookPrior, look_features
 from brainmri.outcomes import Outcome
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits, held_classes, kaggle_root
@@ -58,6 +62,7 @@ log = logging.getLogger("generalisation")
 HEAD = 0.04            # intensity (of 1) above which a pixel counts as head for `brightness`
 LOOSE = 0.2            # "loosely stable": the inverted scan gives the plain answer at least this
 TARGET = 0.9           # the accuracy "confident" should hold (`coverage_at_90`)
+LOOK_TAUS = (0.96, 0.88, 0.8)   # look-decided: the answer's look share at least this (rule v4)
 HAND_SET = ("plane", "contrast")     # the kinds of hand-set label the breakdowns use
 UNLABELLED = "unlabelled"
 
@@ -102,7 +107,7 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
     `labels` has none), the input at the model's size. Unreadable files are skipped (counted)."""
     labels = labels or {}
     rows = {k: [] for k in ("label", "probs", "probs_inverted", "outcome", "is_mri",
-                            "brightness", "framing", "source", "split", "path", "unit")
+                            "brightness", "framing", "source", "split", "path", "unit", "look")
             + HAND_SET}
     unreadable = 0
     for s in range(0, len(samples), batch_size):
@@ -135,12 +140,34 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
             rows["source"].append(sources.get(str(smp.path), ""))
             rows["split"].append(smp.split)
             rows["path"].append(str(smp.path))
-            rows["unit"].append((u[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+            rows["unit"].append(as_u8(u))
+            rows["look"].append(look_features(rows["unit"][-1], rows["framing"][-1]))
             for kind in HAND_SET:
                 rows[kind].append(labels.get(str(smp.path), {}).get(kind, UNLABELLED))
     out = {k: np.array(v) for k, v in rows.items()}
     out["unreadable"] = unreadable
     return out
+
+
+def as_u8(unit: torch.Tensor) -> np.ndarray:
+    """(1, S, S) luminance in [0, 1] -> (S, S) uint8."""
+    return (unit[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def training_looks(predictor: Predictor, samples) -> tuple[np.ndarray, np.ndarray]:
+    """The looks (`brainmri.lookprior.look_features`) and labels of `samples` (the
+    checkpoint's training split), from its preset's crops alone (no model pass)."""
+    feats, labels = [], []
+    for smp in samples:
+        try:
+            p = predictor.preset.prepare(load_image(smp.path))
+        except ImageLoadError:
+            continue
+        x0, y0, x1, y1 = p.box
+        framing = (x1 - x0) * (y1 - y0) / float(p.grey.shape[0] * p.grey.shape[1])
+        feats.append(look_features(as_u8(unit_input(predictor, p.tensor)), framing))
+        labels.append(smp.label)
+    return np.array(feats), np.array(labels)
 
 
 def score_looks(predictor: Predictor, scored: dict, source_looks: dict, batch_size: int) -> None:
@@ -206,6 +233,7 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
     # look-stable: the same class in every source's look (rule v3, logs/confident/rule.md)
     look_stable = (scored["probs_looks"].argmax(-1) == pred[:, None]).all(1)
     confident = confident_mask(scored, min_top)
+    share = scored.get("look_share")
     per_class = {}
     for c, name in enumerate(classes):
         m = y == c
@@ -240,6 +268,12 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
             "look_unstable_right": float(right[~look_stable].mean()) if (~look_stable).any() else float("nan"),
             "confident_look_stable": held(confident & look_stable),
             "coverage_at_90": coverage_at(right, scored["probs"].max(1), TARGET),
+            "look_prior": None if share is None else {
+                str(tau): {"decided": float((share >= tau).mean()),
+                           "decided_right": float(right[share >= tau].mean()) if (share >= tau).any() else float("nan"),
+                           "open_right": float(right[share < tau].mean()) if (share < tau).any() else float("nan"),
+                           "confident_open": held(confident & (share < tau))}
+                for tau in LOOK_TAUS},
             "breakdown": breakdown}
 
 
@@ -265,6 +299,15 @@ def evaluate(path: Path, args) -> dict:
     source_looks = {k: v for k, v in source_looks.items() if k}          # files of no source
     for s in scored.values():
         score_looks(predictor, s, source_looks, args.batch_size)
+    # The look prior of the checkpoint's own training split (rule v4): model-independent.
+    t = time.time()
+    train = splits.train[::max(1, len(splits.train) // (4 * args.limit))] if args.limit else splits.train
+    train_looks, train_labels = training_looks(predictor, train)
+    prior = LookPrior.fit(train_looks, train_labels, len(predictor.classes),
+                          k=min(LOOK_K, len(train_labels)))
+    log.info("%s look prior: %d training looks in %.0f s", predictor.name, len(train_labels), time.time() - t)
+    for s in scored.values():
+        s["look_share"] = prior.answer_shares(s["look"], s["probs"].argmax(1))
     if holdout:
         # The held-out pictures from Kaggle Training: the part a choice may be made on (the
         # Testing part only reports).
@@ -274,7 +317,7 @@ def evaluate(path: Path, args) -> dict:
         "holdout_source": holdout, "holdout_classes": margs.get("holdout_classes"),
         "confident_rule": "checkpoint outcome" if predictor.familiarity is not None
                           else f"is_mri and top probability >= {min_top}",
-        "tertile_edges": edges, "source_looks": source_looks,
+        "tertile_edges": edges, "source_looks": source_looks, "look_k": prior.k,
         "sets": {name: summarise(s, predictor.classes, edges, min_top) for name, s in scored.items()},
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -287,6 +330,22 @@ def look_cells(s: dict) -> str:
         return "- | - |"
     ck = s["confident_look_stable"]
     return f"{s['look_stable']:.1%} | {ck['share']:.1%} ({ck['right']:.1%}) |"
+
+
+def look_table(results: list[dict]) -> str:
+    """The look prior's columns (rule v4), one row per set; results written before it: none."""
+    lines = ["| model | set | tau | look-decided (right) | not look-decided: right | "
+             "confident (right) | confident and not look-decided (right) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        for name, s in r["sets"].items():
+            c = s[Outcome.CONFIDENT.value]
+            for tau, v in (s.get("look_prior") or {}).items():
+                co = v["confident_open"]
+                lines.append(f"| {r['model']} | {name} | {tau} | {v['decided']:.1%} ({v['decided_right']:.1%}) | "
+                             f"{v['open_right']:.1%} | {c['share']:.1%} ({c['right']:.1%}) | "
+                             f"{co['share']:.1%} ({co['right']:.1%}) |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def table(results: list[dict]) -> str:
@@ -310,7 +369,8 @@ def table(results: list[dict]) -> str:
                 for v, b in values.items():
                     per = ", ".join(f"{c[:4]} {x['accuracy']:.1%} ({x['n']})" for c, x in b.get("per_class", {}).items())
                     lines.append(f"| {r['model']} | {name} | {kind} | {v} | {b['n']} | {b['accuracy']:.1%} | {per} |")
-    return "\n".join(lines)
+    looks_part = look_table(results)
+    return "\n".join(lines) + ("\n\n" + looks_part if looks_part else "")
 
 
 def main(args: argparse.Namespace) -> list[dict]:

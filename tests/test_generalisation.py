@@ -56,6 +56,14 @@ def test_loso_run_is_scored_on_its_held_out_source(folder, tmp_path, monkeypatch
     for s in r["sets"].values():
         assert 0 <= s["look_stable"] <= 1
         assert s["confident_look_stable"]["n"] <= s["confident"]["n"]
+        # the look prior (rule v4): one entry per tau; a higher tau decides fewer answers
+        taus = sorted(s["look_prior"], key=float)
+        assert [float(t) for t in taus] == sorted(generalisation.LOOK_TAUS)
+        decided = [s["look_prior"][t]["decided"] for t in taus]
+        assert all(0 <= d <= 1 for d in decided) and decided == sorted(decided, reverse=True)
+        for t in taus:
+            assert s["look_prior"][t]["confident_open"]["n"] <= s["confident"]["n"]
+    assert r["look_k"] >= 1
     saved = json.loads((tmp_path / "out" / f"{r['model']}.json").read_text())
     assert saved["sets"]["loso"]["n"] == loso["n"]
 
