@@ -272,7 +272,9 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
                 str(tau): {"decided": float((share >= tau).mean()),
                            "decided_right": float(right[share >= tau].mean()) if (share >= tau).any() else float("nan"),
                            "open_right": float(right[share < tau].mean()) if (share < tau).any() else float("nan"),
-                           "confident_open": held(confident & (share < tau))}
+                           "confident_open": held(confident & (share < tau)),
+                           "decided_by_class": {classes[c]: float((share[y == c] >= tau).mean())
+                                                for c in range(len(classes)) if (y == c).any()}}
                 for tau in LOOK_TAUS},
             "breakdown": breakdown}
 

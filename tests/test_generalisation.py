@@ -63,6 +63,7 @@ def test_loso_run_is_scored_on_its_held_out_source(folder, tmp_path, monkeypatch
         assert all(0 <= d <= 1 for d in decided) and decided == sorted(decided, reverse=True)
         for t in taus:
             assert s["look_prior"][t]["confident_open"]["n"] <= s["confident"]["n"]
+            assert set(s["look_prior"][t]["decided_by_class"]) == set(s["per_class"])
     assert r["look_k"] >= 1
     saved = json.loads((tmp_path / "out" / f"{r['model']}.json").read_text())
     assert saved["sets"]["loso"]["n"] == loso["n"]
