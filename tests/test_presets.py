@@ -135,3 +135,17 @@ def test_train_preset_augments_but_keeps_the_picture():
     corr = max(np.corrcoef(augmented.flatten(), v.flatten())[0, 1]
                for v in (plain, plain.flip(-1)))
     assert corr > 0.5
+
+
+def test_train_preset_scale_frames_the_head_looser_or_tighter():
+    """`scale` is the crop's area: above 1 zooms out (a black border around the picture), below
+    1 zooms in (the picture fills every corner); same seed, same draw otherwise."""
+    eval_preset = EvalPreset(size=48, channels=1, mean=(0.0,), std=(1.0,))
+    full = torch.full((2, 1, 55, 55), 200, dtype=torch.uint8)          # a picture with no border
+    def corners(scale):
+        preset = TrainPreset(eval=eval_preset, scale=(scale, scale), rotate_deg=0.0, brightness=0.0,
+                             contrast=0.0, gamma=0.0, blur_p=0.0, noise_std=0.0)
+        x = preset.warp(full.float() / 255, torch.Generator().manual_seed(0))[0]
+        return torch.stack([x[..., 0, 0], x[..., 0, -1], x[..., -1, 0], x[..., -1, -1]])
+    assert (corners(1.6) < 0.05).all()                                  # zoomed out: border
+    assert (corners(0.45) > 0.7).all()                                  # zoomed in: filled

@@ -212,9 +212,10 @@ def test_look_swap_and_consistency_train_end_to_end(tmp_path):
     out = tmp_path / "run"
     run([sys.executable, "-m", "train", "--data", str(folder), "--out", str(out), *ARGS,
          "--epochs", "1", "--val-fraction", "0.34", "--holdout-source", "sartaj-br35h",
-         "--holdout-classes", "meningioma", "--look-swap", "0.5", "--consistency", "1.0"], tmp_path)
+         "--holdout-classes", "meningioma", "--look-swap", "0.5", "--consistency", "1.0",
+         "--scale", "0.45", "1.3"], tmp_path)
     args = json.loads((out / "args.json").read_text())
-    assert args["look_swap"] == 0.5 and args["consistency"] == 1.0
+    assert args["look_swap"] == 0.5 and args["consistency"] == 1.0 and args["scale"] == [0.45, 1.3]
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
     meta = Predictor.from_checkpoint(out / "model.safetensors", device="cpu").meta

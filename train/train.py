@@ -104,6 +104,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="weight of the Jensen-Shannon consistency between each training crop and "
                         "a second view of it in another source's look (train.augment."
                         "consistency_loss); each step then sees twice the images")
+    p.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="area of the random training crop, of the cached head crop's (framing "
+                        "and zoom variety; brainmri.presets.TrainPreset.scale, default 0.75 1.0; "
+                        "above 1 zooms out, the head framed looser)")
     p.add_argument("--grow", type=float, help="tumour boxes grown by this x the crop side")
     p.add_argument("--freeze-bn", type=int, choices=[0, 1], help="keep every batch-norm's statistics")
     p.add_argument("--keep", choices=["best", "last"], help="epoch kept: best validation accuracy or last")
@@ -423,7 +427,8 @@ def load_data(cfg: dict) -> Data:
     eval_preset = ARCHS[cfg["model"]].preset(cfg["size"])
     if cfg.get("standardise"):
         eval_preset = replace(eval_preset, standardise=True)
-    train_preset = TrainPreset(eval=eval_preset) if cfg["augment"] else eval_preset
+    framing = {"scale": tuple(cfg["scale"])} if cfg.get("scale") else {}
+    train_preset = TrainPreset(eval=eval_preset, **framing) if cfg["augment"] else eval_preset
     splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"],
                           holdout_source=cfg.get("holdout_source"),
                           holdout_classes=held_classes(cfg))
