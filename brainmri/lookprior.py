@@ -63,7 +63,7 @@ class LookPrior:
             raise ValueError("features (N, F) and labels (N,) must describe the same scans")
         if not 1 <= k <= len(labels):
             raise ValueError(f"k must be between 1 and the number of training scans, not {k}")
-        self.features, self.labels, self.classes, self.k = features, labels, int(classes), int(k)
+        self.classes, self.k = int(classes), int(k)
         self.model = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=self.k))
         self.model.fit(features, labels)
 

@@ -127,7 +127,6 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
             logits, _ = predictor.logits_and_features(inverted)
         probs_inv = predictor.probabilities(logits.float()).cpu().numpy()
         for smp, p, pred, u, pi in zip(chunk, prepared, preds, unit, probs_inv):
-            x0, y0, x1, y1 = p.box
             inside = u[u > HEAD]
             rows["label"].append(smp.label)
             rows["probs"].append([pred.probabilities[c] for c in predictor.classes])
@@ -136,7 +135,7 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
             rows["outcome"].append(pred.outcome.value if predictor.familiarity is not None else "")
             rows["is_mri"].append(pred.is_mri)
             rows["brightness"].append(float(inside.mean()) if inside.numel() else 0.0)
-            rows["framing"].append((x1 - x0) * (y1 - y0) / float(p.grey.shape[0] * p.grey.shape[1]))
+            rows["framing"].append(framing_of(p))
             rows["source"].append(sources.get(str(smp.path), ""))
             rows["split"].append(smp.split)
             rows["path"].append(str(smp.path))
@@ -147,6 +146,12 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
     out = {k: np.array(v) for k, v in rows.items()}
     out["unreadable"] = unreadable
     return out
+
+
+def framing_of(prepared) -> float:
+    """The head crop's share of the whole picture's area."""
+    x0, y0, x1, y1 = prepared.box
+    return (x1 - x0) * (y1 - y0) / float(prepared.grey.shape[0] * prepared.grey.shape[1])
 
 
 def as_u8(unit: torch.Tensor) -> np.ndarray:
@@ -163,9 +168,7 @@ def training_looks(predictor: Predictor, samples) -> tuple[np.ndarray, np.ndarra
             p = predictor.preset.prepare(load_image(smp.path))
         except ImageLoadError:
             continue
-        x0, y0, x1, y1 = p.box
-        framing = (x1 - x0) * (y1 - y0) / float(p.grey.shape[0] * p.grey.shape[1])
-        feats.append(look_features(as_u8(unit_input(predictor, p.tensor)), framing))
+        feats.append(look_features(as_u8(unit_input(predictor, p.tensor)), framing_of(p)))
         labels.append(smp.label)
     return np.array(feats), np.array(labels)
 
@@ -269,14 +272,20 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
             "confident_look_stable": held(confident & look_stable),
             "coverage_at_90": coverage_at(right, scored["probs"].max(1), TARGET),
             "look_prior": None if share is None else {
-                str(tau): {"decided": float((share >= tau).mean()),
-                           "decided_right": float(right[share >= tau].mean()) if (share >= tau).any() else float("nan"),
-                           "open_right": float(right[share < tau].mean()) if (share < tau).any() else float("nan"),
-                           "confident_open": held(confident & (share < tau)),
-                           "decided_by_class": {classes[c]: float((share[y == c] >= tau).mean())
-                                                for c in range(len(classes)) if (y == c).any()}}
+                str(tau): look_decided(share >= tau, right, confident, y, classes, held)
                 for tau in LOOK_TAUS},
             "breakdown": breakdown}
+
+
+def look_decided(decided: np.ndarray, right: np.ndarray, confident: np.ndarray, y: np.ndarray,
+                 classes: tuple[str, ...], held) -> dict:
+    """Rule v4's figures for one tau: `decided` marks the answers the look alone gives."""
+    def rate(mask: np.ndarray) -> float:
+        return float(right[mask].mean()) if mask.any() else float("nan")
+    return {"decided": float(decided.mean()), "decided_right": rate(decided), "open_right": rate(~decided),
+            "confident_open": held(confident & ~decided),
+            "decided_by_class": {classes[c]: float(decided[y == c].mean())
+                                 for c in range(len(classes)) if (y == c).any()}}
 
 
 def evaluate(path: Path, args) -> dict:
