@@ -122,6 +122,11 @@ class TrainPreset:
     blur_p: float = 0.2
     noise_std: float = 0.03
 
+    def __post_init__(self):
+        low, high = self.scale
+        if not 0 < low <= high:
+            raise ValueError(f"scale (the crop's area, LOW HIGH) needs 0 < LOW <= HIGH, not {low} {high}")
+
     @property
     def cache_size(self) -> int:
         return round(self.eval.size * 8 / 7)

@@ -149,3 +149,7 @@ def test_train_preset_scale_frames_the_head_looser_or_tighter():
         return torch.stack([x[..., 0, 0], x[..., 0, -1], x[..., -1, 0], x[..., -1, -1]])
     assert (corners(1.6) < 0.05).all()                                  # zoomed out: border
     assert (corners(0.45) > 0.7).all()                                  # zoomed in: filled
+    with pytest.raises(ValueError, match="0 < LOW <= HIGH"):
+        TrainPreset(eval=eval_preset, scale=(1.2, 0.8))
+    with pytest.raises(ValueError, match="0 < LOW <= HIGH"):
+        TrainPreset(eval=eval_preset, scale=(0.0, 1.0))
