@@ -114,6 +114,7 @@ class Split:
     samples: list[Sample]
     crops: np.ndarray            # (N, s, s) uint8 head crops (training: at the cache size)
     labels: np.ndarray           # (N,) int64 class indices
+    fingerprint: dict | None = None   # the samples' `brainmri.data.fingerprint`, when not from files (train.pack)
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,8 @@ def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out:
         "train_preset": {k: v for k, v in vars(train_preset).items() if k != "eval"}
         if isinstance(train_preset, TrainPreset) else None,
         "recipe": cfg["recipe"], "args": cfg, "history": run.history, "best_epoch": run.best["epoch"],
-        "data": {"train": fingerprint(train.samples), "val": fingerprint(val.samples),
+        "data": {"train": train.fingerprint or fingerprint(train.samples),
+                 "val": val.fingerprint or fingerprint(val.samples),
                  "source": "Kaggle brain-tumor-mri Training, copies dropped, group validation split"
                  + (f", source {cfg['holdout_source']} held out ({cfg.get('holdout_classes') or 'all classes'})"
                     if cfg.get("holdout_source") else ""),

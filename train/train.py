@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +37,14 @@ from brainmri.data import fingerprint, load_crops
 from brainmri.models import ARCHS, Classifier, pretrained_model
 from brainmri.predictor import default_device
 from brainmri import localisation as loc
-from brainmri.boxes import box_for, load_boxes
 from brainmri.presets import EvalPreset, TrainPreset
 from brainmri.protocols import SOURCES, build_splits, held_classes, kaggle_root
 
 from . import dilate, prior
 from .augment import ACQUISITIONS, LookSwap, consistency_loss
-from .core import Run, Split, box_in_input, crops_and_boxes, finalise, lr_at, predict_crops, scores
+from .core import Run, Split, crops_and_boxes, finalise, lr_at, predict_crops, scores
 from .guidance import box_penalty
+from .pack import Pack, boxes_in_crop, is_pack, resized
 from .paint import LESION_OUT, Painter, Plan, plan_epoch
 from .recipes import RECIPES
 
@@ -68,7 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", type=int, choices=[0, 1])
     p.add_argument("--imagenet", choices=["auto", "keras-npm", "torchvision"], default="auto")
     p.add_argument("--init", type=Path, default=None,
-                   help="start from this brainmri checkpoint's weights instead of ImageNet")
+                   help="start from this brainmri checkpoint's weights instead of ImageNet "
+                        '("none": ImageNet, or from scratch, whatever the recipe says)')
     p.add_argument("--val-fraction", type=float, default=0.12)
     p.add_argument("--holdout-source", choices=SOURCES, default=None,
                    help="leave this source out of training and validation (brainmri.protocols "
@@ -78,6 +80,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "source (comma-separated class names)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes decoding images once")
+    p.add_argument("--loader-workers", type=int, default=0,
+                   help="processes building training batches (0: the training process; a GPU "
+                        "needs several to be kept busy). The batches are the same for any number")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
@@ -128,7 +133,7 @@ def resolve(args: argparse.Namespace) -> dict:
     cfg.update({k: v for k, v in vars(args).items() if v is not None})
     cfg["augment"] = bool(cfg["augment"])
     cfg["data"], cfg["out"] = str(cfg["data"]), str(cfg["out"])
-    cfg["init"] = str(cfg["init"]) if cfg.get("init") else None
+    cfg["init"] = str(cfg["init"]) if cfg.get("init") and str(cfg["init"]) != "none" else None
     return cfg
 
 
@@ -211,60 +216,101 @@ def augmented(x: torch.Tensor, preset, gen, acquisition=None) -> torch.Tensor:
     return torch.stack([preset.from_crop(c) for c in x[:, 0].numpy()])
 
 
-def plain_batches(crops, labels, preset, cfg, rng, rank, world, gen, acquisition=None,
-                  look: LookSwap | None = None):
-    """(x (B, C, S, S) normalised, y (B,), None, None) for every batch of an epoch (see
-    `augmented`); with `look`, crops rendered in another source's look at its rate, and with
+def plain_batch(crops, labels, preset, cfg, acquisition, look: LookSwap | None, idx: np.ndarray,
+                rng: np.random.Generator | None, gen: torch.Generator):
+    """(x (B, C, S, S) normalised, y (B,), None, None) for the crops `idx` (see `augmented`);
+    with `look`, crops rendered in another source's look at its rate, and with
     cfg["consistency"] a second view of every crop in another source's look appended (2B rows:
     the first B plain, the next B their views)."""
     views = bool(cfg.get("consistency")) and look is not None
+    raw = crops[idx]
+    y = torch.from_numpy(labels[idx])
+    if look is not None:
+        raw = np.stack([look(c, int(i), rng) for c, i in zip(raw, idx)])
+    x = augmented(torch.from_numpy(raw)[:, None], preset, gen, acquisition)
+    if views:
+        other = np.stack([look(c, int(i), rng, force=True) for c, i in zip(crops[idx], idx)])
+        x = torch.cat([x, augmented(torch.from_numpy(other)[:, None], preset, gen, acquisition)])
+        y = torch.cat([y, y])
+    return x, y, None, None
+
+
+def plain_batches(crops, labels, preset, cfg, rng, rank, world, gen, acquisition=None,
+                  look: LookSwap | None = None):
+    """Every batch of an epoch (`plain_batch`), in `rng`'s order, drawing from one `rng`/`gen`."""
     for idx in batches(len(crops), cfg["batch_size"], rng, rank, world):
-        raw = crops[idx]
-        y = torch.from_numpy(labels[idx])
-        if look is not None:
-            raw = np.stack([look(c, int(i), rng) for c, i in zip(raw, idx)])
-        x = augmented(torch.from_numpy(raw)[:, None], preset, gen, acquisition)
+        yield plain_batch(crops, labels, preset, cfg, acquisition, look, idx, rng, gen)
+
+
+def painted_batch(painter: Painter, plan: Plan, preset: TrainPreset, acquisition, cfg,
+                  look: LookSwap | None, rows: range, rng: np.random.Generator, gen: torch.Generator):
+    """The plan's `rows` (a `train.paint.Plan`): each row's crop painted as its kind says, warped
+    with its grown tumour box (the guidance mask, on boxed tumour rows that keep their tumour),
+    intensity-jittered, then `acquisition` (train.augment) -> (x, y, masks, guided); with
+    `look`, crops rendered in another source's look at its rate (`train.augment.LookSwap`),
+    and with cfg["consistency"] each painted crop's view in another source's look appended
+    (2B rows, as in `plain_batch`; the view keeps the row's label, mask and guidance)."""
+    side = painter.side
+    views = bool(cfg.get("consistency")) and look is not None
+    crops, others, masks, guided = [], [], np.zeros((len(rows), 1, side, side), np.float32), []
+    for j, r in enumerate(rows):
+        i, kind = int(plan.index[r]), int(plan.kind[r])
+        crop, _ = painter(i, kind, rng)
+        crops.append(look(crop, i, rng) if look is not None else crop)
         if views:
-            other = np.stack([look(c, int(i), rng, force=True) for c, i in zip(crops[idx], idx)])
-            x = torch.cat([x, augmented(torch.from_numpy(other)[:, None], preset, gen, acquisition)])
-            y = torch.cat([y, y])
-        yield x, y, None, None
+            others.append(look(crop, i, rng, force=True))
+        box = painter.grown[i]
+        keep = box is not None and kind != LESION_OUT and plan.label[r] != painter.notumor
+        if keep:
+            masks[j, 0] = loc.box_mask((side, side), box)
+        guided.append(keep)
+    y, guided = torch.from_numpy(plan.label[list(rows)]), torch.tensor(guided)
+    if views:
+        crops, masks = crops + others, np.concatenate([masks, masks])
+        y, guided = torch.cat([y, y]), torch.cat([guided, guided])
+    x = torch.from_numpy(np.stack(crops))[:, None].float().div(255.0)
+    x, m = preset.warp(x, gen, torch.from_numpy(masks))
+    x = preset.jitter(x, gen)
+    if acquisition is not None:
+        x = acquisition(x, gen)
+    return preset.eval.normalise(x).contiguous(), y, m, guided
 
 
 def painted_batches(painter: Painter, plan: Plan, preset: TrainPreset, acquisition, cfg, rng, gen,
                     look: LookSwap | None = None):
-    """Batches of a `train.paint.Plan`: each row's crop painted as its kind says, warped with
-    its grown tumour box (the guidance mask, on boxed tumour rows that keep their tumour),
-    intensity-jittered, then `acquisition` (train.augment) -> (x, y, masks, guided); with
-    `look`, crops rendered in another source's look at its rate (`train.augment.LookSwap`),
-    and with cfg["consistency"] each painted crop's view in another source's look appended
-    (2B rows, as in `plain_batches`; the view keeps the row's label, mask and guidance)."""
-    side = painter.side
-    views = bool(cfg.get("consistency")) and look is not None
+    """Every batch of a plan (`painted_batch`), in plan order, drawing from one `rng`/`gen`."""
     for s in range(0, len(plan), cfg["batch_size"]):
         rows = range(s, min(len(plan), s + cfg["batch_size"]))
-        crops, others, masks, guided = [], [], np.zeros((len(rows), 1, side, side), np.float32), []
-        for j, r in enumerate(rows):
-            i, kind = int(plan.index[r]), int(plan.kind[r])
-            crop, _ = painter(i, kind, rng)
-            crops.append(look(crop, i, rng) if look is not None else crop)
-            if views:
-                others.append(look(crop, i, rng, force=True))
-            box = painter.grown[i]
-            keep = box is not None and kind != LESION_OUT and plan.label[r] != painter.notumor
-            if keep:
-                masks[j, 0] = loc.box_mask((side, side), box)
-            guided.append(keep)
-        y, guided = torch.from_numpy(plan.label[list(rows)]), torch.tensor(guided)
-        if views:
-            crops, masks = crops + others, np.concatenate([masks, masks])
-            y, guided = torch.cat([y, y]), torch.cat([guided, guided])
-        x = torch.from_numpy(np.stack(crops))[:, None].float().div(255.0)
-        x, m = preset.warp(x, gen, torch.from_numpy(masks))
-        x = preset.jitter(x, gen)
-        if acquisition is not None:
-            x = acquisition(x, gen)
-        yield preset.eval.normalise(x).contiguous(), y, m, guided
+        yield painted_batch(painter, plan, preset, acquisition, cfg, look, rows, rng, gen)
+
+
+class EpochBatches(torch.utils.data.Dataset):
+    """An epoch's batches as a map-style dataset: batch `b` is `make(chunks[b], rng, gen)` with
+    its own generators seeded by (`key`, b), so a `DataLoader` with any number of worker
+    processes (`--loader-workers`) yields the same batches as building them in-process."""
+
+    def __init__(self, make, chunks: list, key: tuple[int, ...]):
+        self.make, self.chunks, self.key = make, chunks, tuple(int(k) for k in key)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, b: int):
+        seed = np.random.SeedSequence([*self.key, b])
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0] >> 1))
+        return self.make(self.chunks[b], rng, gen)
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)                  # loader workers: one core each, none oversubscribed
+
+
+def loader(batches: EpochBatches, workers: int, pin: bool) -> torch.utils.data.DataLoader:
+    """The epoch's batches in order, built by `workers` processes (0: in this process)."""
+    return torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
+                                       worker_init_fn=_one_thread if workers else None,
+                                       pin_memory=pin, prefetch_factor=4 if workers else None)
 
 
 @dataclass(frozen=True)
@@ -310,7 +356,7 @@ def train_one_epoch(model, source, loop: Loop, epoch: int, step: int) -> tuple[d
                disable=not is_main(), file=sys.stderr, mininterval=10)
     for x, y, masks, guided in bar:
         lr = loop.set_lr(step)
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = y.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=loop.bf16):
             if weight:
@@ -365,22 +411,19 @@ def train_head_epoch(model, feats, labels, loop: Loop, epoch: int, step: int) ->
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen}, step
 
 
+def make_painter(crops: np.ndarray, boxes: list, cfg: dict) -> Painter:
+    """A `train.paint.Painter` over head crops with each scan's tumour box in crop pixels."""
+    log.info("%d of %d training scans have a tumour box", sum(b is not None for b in boxes), len(boxes))
+    return Painter(crops, boxes, grow=cfg.get("grow") or 0.04, notumor=CLASSES.index("notumor"))
+
+
 def lesion_painter(train_s, cfg: dict, eval_preset: EvalPreset, crop_size: int):
     """(head crops (N, s, s) uint8 at `crop_size`, a `train.paint.Painter` with each scan's
     tumour box in crop pixels, from the Training boxes of tumor_boxes.csv)."""
-    root = kaggle_root(cfg["data"])
-    boxes = load_boxes(root / "tumor_boxes.csv")
     crops, crop_boxes = crops_and_boxes([s.path for s in train_s],
                                         replace(eval_preset, size=crop_size), cfg["workers"])
-    in_crop = []
-    for s, cb in zip(train_s, crop_boxes):
-        found = box_for(s.path, root, boxes) if cb is not None and s.class_name != "notumor" else None
-        if found is not None and "Training/" not in s.path.as_posix():
-            raise ValueError(f"{s.path}: only Training boxes may train (PROVENANCE.md)")
-        in_crop.append(box_in_input(found[0], cb, crop_size) if found else None)
-    log.info("%d of %d training scans have a tumour box", sum(b is not None for b in in_crop), len(in_crop))
-    return crops, Painter(crops, in_crop, grow=cfg.get("grow") or 0.04,
-                          notumor=CLASSES.index("notumor"))
+    boxes = boxes_in_crop(train_s, crop_boxes, kaggle_root(cfg["data"]), crop_size)
+    return crops, make_painter(crops, boxes, cfg)
 
 
 def plan_for(painter: Painter, labels: np.ndarray, cfg: dict, epoch: int) -> Plan:
@@ -429,38 +472,53 @@ def load_data(cfg: dict) -> Data:
         eval_preset = replace(eval_preset, standardise=True)
     framing = {"scale": tuple(cfg["scale"])} if cfg.get("scale") else {}
     train_preset = TrainPreset(eval=eval_preset, **framing) if cfg["augment"] else eval_preset
-    splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"],
-                          holdout_source=cfg.get("holdout_source"),
-                          holdout_classes=held_classes(cfg))
-    train_s, val_s = splits.train, splits.val
+    pack = Pack.read(cfg["data"]) if is_pack(cfg["data"]) else None
+    if pack is not None:
+        pack.check(cfg)
+        train_s, val_s, sources = pack.train, pack.val, pack.sources
+    else:
+        splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"],
+                              holdout_source=cfg.get("holdout_source"),
+                              holdout_classes=held_classes(cfg))
+        train_s, val_s, sources = splits.train, splits.val, splits.sources
+    keep_t, keep_v = np.arange(len(train_s)), np.arange(len(val_s))
     if cfg.get("limit"):
         # Painting needs every class in the subset: take evenly spaced scans then.
         every = max(1, len(train_s) // cfg["limit"]) if painting(cfg) else 1
-        train_s, val_s = train_s[::every][:cfg["limit"]], val_s[:max(8, cfg["limit"] // 4)]
-    log.info("train %d, val %d images (copies dropped; validation carved by duplicate groups)",
-             len(train_s), len(val_s))
+        keep_t, keep_v = keep_t[::every][:cfg["limit"]], keep_v[:max(8, cfg["limit"] // 4)]
+        train_s, val_s = [train_s[i] for i in keep_t], [val_s[i] for i in keep_v]
+    log.info("train %d, val %d images (copies dropped; validation carved by duplicate groups)%s",
+             len(train_s), len(val_s), f", from the pack {cfg['data']}" if pack is not None else "")
     cache = Path(".cache")
     std = "-std" if eval_preset.standardise else ""          # standardised crops cached apart
     crop_size = train_preset.cache_size if cfg["augment"] else cfg["size"]
     t0 = time.time()
     painter = None
-    if painting(cfg):
-        if not isinstance(train_preset, TrainPreset):
-            raise SystemExit("--counterfactual/--paint-share/--guidance need --augment 1")
+    if painting(cfg) and not isinstance(train_preset, TrainPreset):
+        raise SystemExit("--counterfactual/--paint-share/--guidance need --augment 1")
+    fingerprints = (None, None)
+    if pack is not None:
+        train_crops = resized(pack.train_crops[keep_t], crop_size)
+        val_crops = resized(pack.val_crops[keep_v], cfg["size"])
+        if painting(cfg):
+            painter = make_painter(train_crops, pack.boxes_at(keep_t, crop_size), cfg)
+        fingerprints = (pack.fingerprint("train", keep_t), pack.fingerprint("val", keep_v))
+    elif painting(cfg):
         train_crops, painter = lesion_painter(train_s, cfg, eval_preset, crop_size)
     else:
         train_crops = load_crops([s.path for s in train_s], eval_preset, crop_size, cfg["workers"],
                                  cache / f"crops-{fingerprint(train_s)['sha256']}-{crop_size}{std}.npy")
-    val_crops = load_crops([s.path for s in val_s], eval_preset, cfg["size"], cfg["workers"],
-                           cache / f"crops-{fingerprint(val_s)['sha256']}-{cfg['size']}{std}.npy")
+    if pack is None:
+        val_crops = load_crops([s.path for s in val_s], eval_preset, cfg["size"], cfg["workers"],
+                               cache / f"crops-{fingerprint(val_s)['sha256']}-{cfg['size']}{std}.npy")
     log.info("decoded and cropped in %.0f s", time.time() - t0)
     labels = [np.array([s.label for s in ss], np.int64) for ss in (train_s, val_s)]
     look = None
     if cfg.get("look_swap") or cfg.get("consistency"):
-        look = LookSwap.fit(train_crops, [splits.sources[str(s.path)] for s in train_s],
+        look = LookSwap.fit(train_crops, [sources[str(s.path)] for s in train_s],
                             float(cfg.get("look_swap") or 0.0))
-    return Data(eval_preset, train_preset, Split(train_s, train_crops, labels[0]),
-                Split(val_s, val_crops, labels[1]), painter, look)
+    return Data(eval_preset, train_preset, Split(train_s, train_crops, labels[0], fingerprints[0]),
+                Split(val_s, val_crops, labels[1], fingerprints[1]), painter, look)
 
 
 def make_optimizer(model: Classifier, cfg: dict) -> torch.optim.Optimizer:
@@ -527,23 +585,30 @@ class Progress:
                     "step": self.step}, out / "last_state.pt")
 
 
-def epoch_batches(data: Data, cfg: dict, epoch: int, first: bool, rank: int, world: int, gen):
-    """The epoch's batches: the painting plan's, or the plain (augmented) crops'."""
+def epoch_batches(data: Data, cfg: dict, epoch: int, first: bool, rank: int, world: int,
+                  pin: bool = False) -> torch.utils.data.DataLoader:
+    """The epoch's batches (the painting plan's, or the plain augmented crops'), each built from
+    seeds of (seed, epoch, rank, batch), by cfg["loader_workers"] processes."""
     rng = np.random.default_rng(cfg["seed"] * 1000 + epoch)
     acquisition = ACQUISITIONS[cfg.get("acquisition_kind") or "standard"] if cfg.get("acquisition") else None
+    key = (cfg["seed"], epoch, rank)
     if data.painter is None:
-        return plain_batches(data.train.crops, data.train.labels, data.train_preset, cfg, rng, rank,
-                             world, gen, acquisition, data.look)
-    plan = plan_for(data.painter, data.train.labels, cfg, epoch)
-    if first:
-        log.info("epoch plan (kind: label counts): %s", json.dumps(plan.counts(CLASSES)))
-    return painted_batches(data.painter, plan, data.train_preset, acquisition, cfg, rng, gen, data.look)
+        chunks = list(batches(len(data.train.crops), cfg["batch_size"], rng, rank, world))
+        make = partial(plain_batch, data.train.crops, data.train.labels, data.train_preset, cfg,
+                       acquisition, data.look)
+    else:
+        plan = plan_for(data.painter, data.train.labels, cfg, epoch)
+        if first:
+            log.info("epoch plan (kind: label counts): %s", json.dumps(plan.counts(CLASSES)))
+        chunks = [range(s, min(len(plan), s + cfg["batch_size"]))
+                  for s in range(0, len(plan), cfg["batch_size"])]
+        make = partial(painted_batch, data.painter, plan, data.train_preset, acquisition, cfg, data.look)
+    return loader(EpochBatches(make, chunks, key), int(cfg.get("loader_workers") or 0), pin)
 
 
 def fit(model, net, data: Data, loop: Loop, progress: Progress, out: Path, rank: int, world: int) -> None:
     """Every epoch from where `progress` stands: train, score on validation (rank 0), record."""
     cfg, device = loop.cfg, loop.device
-    gen = torch.Generator().manual_seed(cfg["seed"] + rank)
     head_only = cfg["freeze"] == "all-but-head" and not cfg["augment"]
     if head_only:
         # The trunk is frozen and inputs are not augmented: its pooled features are the same
@@ -553,12 +618,12 @@ def fit(model, net, data: Data, loop: Loop, progress: Progress, out: Path, rank:
         _, val_feats = predict_crops(model, data.val.crops, data.eval_preset, device, head_input=True)
     for epoch in range(progress.start_epoch, cfg["epochs"]):
         t = time.time()
-        gen.manual_seed(cfg["seed"] * 7919 + epoch * 31 + rank)
         if head_only:
             train_row, progress.step = train_head_epoch(model, train_feats, data.train.labels, loop,
                                                         epoch, progress.step)
         else:
-            source = epoch_batches(data, cfg, epoch, epoch == progress.start_epoch, rank, world, gen)
+            source = epoch_batches(data, cfg, epoch, epoch == progress.start_epoch, rank, world,
+                                   pin=device.type == "cuda")
             train_row, progress.step = train_one_epoch(net, source, loop, epoch, progress.step)
         if not is_main():
             continue

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Train the ResNet-50 and the baseline candidates of logs/resnet50-stage10/rule.md on a lent GPU
+# machine, from packs (train.pack; docs/training.md "Training on a lent GPU"):
+#     scripts/gpu_train.sh OUT
+# Reads .gpu/pack.npz (python -m train.pack data) and .gpu/imagenet-int8.safetensors
+# (python -m train.pack weights). Times one epoch of each run, then sizes each run to fit
+# BUDGET seconds of epochs by the rule's formula, trains both side by side, and leaves in OUT:
+# resnet50.safetensors in 15 MB parts (resnet50.safetensors.part-aa, -ab, ...: `cat` them back),
+# baseline.safetensors and runs.tar.gz (each run's args, history, log; the timing probes').
+# EXTRA is appended to every training command (CPU smoke test: EXTRA="--limit 48 --device cpu").
+set -uo pipefail
+out=$(realpath -m "${1:?OUT}")
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+py=${PYTHON:-python3}
+budget=${BUDGET:-300}; r50_cap=${R50_CAP:-40}; base_cap=${BASE_CAP:-100}
+runs=${RUNS:-/tmp/gpu-runs}
+pack=.gpu/pack.npz
+mkdir -p "$out" "$runs"
+export PYTHONPATH=.:.gpu/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export BRAINMRI_CACHE=${BRAINMRI_CACHE:-/tmp/brainmri-cache}
+start=$(date +%s)
+say() { echo "== $* (+$(( $(date +%s) - start )) s)"; }
+
+# The two candidates, fixed by the rule (epochs come from the probes below).
+r50=(--recipe lesion --init none --name resnet50 --data "$pack" --size 192 --batch-size 64
+     --lr 0.02 --warmup-epochs 1 --freeze stem+layer1 --freeze-bn 0 --counterfactual 0.15
+     --paint-share 0.4 --look-swap 0.5 --consistency 1.0 --loader-workers 12 --threads 2)
+base=(--recipe lesion-baseline --init none --name baseline --data "$pack" --size 160
+      --batch-size 64 --lr 0.003 --warmup-epochs 1 --loader-workers 3 --threads 1)
+
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+say "restore ImageNet weights"
+"$py" -m train.pack restore .gpu/imagenet-int8.safetensors || exit 1
+
+train() {  # NAME EPOCHS ARGS...: one run into $runs/NAME, its output in $runs/NAME.txt
+  local name=$1 epochs=$2; shift 2
+  "$py" -m train "$@" --epochs "$epochs" --out "$runs/$name" ${EXTRA:-} >"$runs/$name.txt" 2>&1
+}
+seconds() {  # the first epoch's seconds in a run's history
+  "$py" -c "import json,sys; print(json.load(open(sys.argv[1]))[0]['seconds'])" "$runs/$1/history.json"
+}
+epochs() {  # SECONDS CAP: the rule's formula, min(CAP, max(2, floor(BUDGET / SECONDS)))
+  "$py" -c "import math,sys; s,c,b=map(float,sys.argv[1:]); print(int(min(c, max(2, math.floor(b/s)))))" "$1" "$2" "$budget"
+}
+
+say "timing probes: one epoch of each"
+train probe-resnet50 1 "${r50[@]}" & p1=$!
+train probe-baseline 1 "${base[@]}" & p2=$!
+wait $p1 || { tail -30 "$runs/probe-resnet50.txt"; exit 1; }
+wait $p2 || { tail -30 "$runs/probe-baseline.txt"; exit 1; }
+e_r50=$(epochs "$(seconds probe-resnet50)" "$r50_cap")
+e_base=$(epochs "$(seconds probe-baseline)" "$base_cap")
+say "probe epochs: resnet50 $(seconds probe-resnet50) s, baseline $(seconds probe-baseline) s -> epochs $e_r50, $e_base"
+
+say "training"
+train resnet50 "$e_r50" "${r50[@]}" & t1=$!
+train baseline "$e_base" "${base[@]}" & t2=$!
+wait $t1; s1=$?; wait $t2; s2=$?
+say "trained: resnet50 exit $s1, baseline exit $s2"
+tail -n 3 "$runs/resnet50.txt" "$runs/baseline.txt"
+
+[[ -f $runs/resnet50/model.safetensors ]] && split -b 15m "$runs/resnet50/model.safetensors" "$out/resnet50.safetensors.part-"
+[[ -f $runs/baseline/model.safetensors ]] && cp "$runs/baseline/model.safetensors" "$out/baseline.safetensors"
+(cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='*.safetensors' .)
+ls -la "$out"
+say "done"
+[[ $s1 == 0 && $s2 == 0 ]]

@@ -1,0 +1,241 @@
+"""Training packs: what a run needs, in files small enough to travel to a machine without the
+data folder (a lent GPU machine receives 64 MiB of the working tree: docs/training.md).
+
+    python -m train.pack data --data ../shared/data --size 192 --out .gpu/pack.npz
+    python -m train --recipe lesion --data .gpu/pack.npz --out runs/x ...     # trains from it
+    python -m train.pack weights --out .gpu/imagenet-int8.safetensors        # ImageNet, 8-bit
+    python -m train.pack restore .gpu/imagenet-int8.safetensors              # there, before training
+
+A data pack holds one protocol's splits (`brainmri.protocols.build_splits` with the pack's
+validation share, seed and held-out source): every training scan's head crop at the training
+cache size of `--size` with its tumour box in crop pixels (Training boxes only, as
+`train.train` uses them) and source, every validation scan's crop at `--size`, as JPEG, and the
+splits' fingerprints. A run asking for another size gets the crops resized; a run whose
+protocol differs from the pack's is refused.
+
+The weights pack rounds the ImageNet ResNet-50 (`brainmri.imagenet`) to 8 bits per output
+channel for every kernel of at least `--min-elements` values (the stem's and layer1's kernels
+stay in float16, batch-norm parameters and statistics in float32), half its float16 size; `restore` writes the float32 state where
+`brainmri.imagenet` finds it. A run started from restored weights starts from ImageNet up to that
+rounding (about 2% of each kernel's norm), fine-tuned away where the recipe trains.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from brainmri.boxes import box_for, load_boxes
+from brainmri.classes import CLASSES
+from brainmri.data import Sample, fingerprint
+from brainmri.models import ARCHS
+from brainmri.presets import TrainPreset
+from brainmri.protocols import build_splits, held_classes, kaggle_root
+
+from .core import box_in_input, crops_and_boxes
+
+FORMAT = "brainmri-train-pack/1"
+PROTOCOL_KEYS = ("val_fraction", "seed", "holdout_source", "holdout_classes")
+ROUNDED = "imagenet-int8-per-channel"
+
+
+def is_pack(data: str | Path) -> bool:
+    return Path(data).suffix == ".npz" and Path(data).is_file()
+
+
+def boxes_in_crop(samples: list[Sample], crop_boxes, root: Path, crop_size: int) -> list:
+    """Each training scan's tumour box in head-crop pixels at `crop_size` (None: no tumour, no
+    box, or its box outside the crop). Only Training boxes may train (PROVENANCE.md)."""
+    boxes = load_boxes(root / "tumor_boxes.csv")
+    out = []
+    for s, cb in zip(samples, crop_boxes):
+        found = box_for(s.path, root, boxes) if cb is not None and s.class_name != "notumor" else None
+        if found is not None and "Training/" not in s.path.as_posix():
+            raise ValueError(f"{s.path}: only Training boxes may train (PROVENANCE.md)")
+        out.append(box_in_input(found[0], cb, crop_size) if found else None)
+    return out
+
+
+def _encode(crops: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    blobs = [cv2.imencode(".jpg", c, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].ravel() for c in crops]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    return np.concatenate(blobs).astype(np.uint8), offsets
+
+
+def _decode(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    return np.stack([cv2.imdecode(blob[offsets[i]:offsets[i + 1]], cv2.IMREAD_GRAYSCALE)
+                     for i in range(len(offsets) - 1)])
+
+
+def resized(crops: np.ndarray, size: int) -> np.ndarray:
+    """(N, s, s) uint8 crops at (N, size, size), resized as `EvalPreset.resize` does."""
+    if crops.shape[1] == size:
+        return crops
+    interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
+
+
+def protocol_of(cfg: dict) -> dict:
+    held = held_classes(cfg)
+    return {"val_fraction": float(cfg["val_fraction"]), "seed": int(cfg["seed"]),
+            "holdout_source": cfg.get("holdout_source"),
+            "holdout_classes": sorted(held) if held else None}
+
+
+def write_pack(data: str | Path, out: Path, size: int, cfg: dict, quality: int = 90,
+               workers: int = 2, model: str = "resnet50") -> dict:
+    """Pack the protocol `cfg` (PROTOCOL_KEYS) of the data folder `data`; returns its meta."""
+    eval_preset = ARCHS[model].preset(size)
+    cache_size = TrainPreset(eval=eval_preset).cache_size
+    protocol = protocol_of(cfg)
+    splits = build_splits(data, protocol["val_fraction"], protocol["seed"],
+                          holdout_source=protocol["holdout_source"],
+                          holdout_classes=protocol["holdout_classes"])
+    train_crops, crop_boxes = crops_and_boxes([s.path for s in splits.train],
+                                              eval_preset.__class__(**{**eval_preset.to_dict(), "size": cache_size}),
+                                              workers)
+    root = kaggle_root(data)
+    # No boxes CSV (a folder without them): every box None, and painting refuses nothing here.
+    boxes = (boxes_in_crop(splits.train, crop_boxes, root, cache_size)
+             if (root / "tumor_boxes.csv").is_file() else [None] * len(splits.train))
+    val_crops, _ = crops_and_boxes([s.path for s in splits.val], eval_preset, workers)
+    meta = {"format": FORMAT, "data": str(data), "protocol": protocol, "train_size": cache_size,
+            "val_size": size, "quality": quality,
+            "fingerprints": {"train": fingerprint(splits.train), "val": fingerprint(splits.val)}}
+    arrays = {}
+    for name, samples, crops in (("train", splits.train, train_crops), ("val", splits.val, val_crops)):
+        blob, offsets = _encode(crops, quality)
+        arrays.update({f"{name}_paths": np.array([str(s.path) for s in samples]),
+                       f"{name}_labels": np.array([s.label for s in samples], np.int64),
+                       f"{name}_sources": np.array([splits.sources[str(s.path)] for s in samples]),
+                       f"{name}_jpeg": blob, f"{name}_offsets": offsets})
+    arrays["train_boxes"] = np.array([b if b is not None else (np.nan,) * 4 for b in boxes], np.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, meta=np.array(json.dumps(meta)), **arrays)
+    return meta
+
+
+@dataclass(frozen=True)
+class Pack:
+    meta: dict
+    train: list[Sample]
+    val: list[Sample]
+    train_crops: np.ndarray          # (N, train_size, train_size) uint8
+    val_crops: np.ndarray            # (M, val_size, val_size) uint8
+    train_boxes: list                # tumour box in train-crop pixels, or None
+    sources: dict[str, str]          # path -> source, training and validation scans
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Pack":
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{path}: not a training pack ({FORMAT})")
+            samples = {n: [Sample(Path(p), int(y), "train") for p, y in zip(z[f"{n}_paths"], z[f"{n}_labels"])]
+                       for n in ("train", "val")}
+            crops = {n: _decode(z[f"{n}_jpeg"], z[f"{n}_offsets"]) for n in ("train", "val")}
+            boxes = [None if np.isnan(b).any() else tuple(float(v) for v in b) for b in z["train_boxes"]]
+            sources = {str(p): str(s) for n in ("train", "val")
+                       for p, s in zip(z[f"{n}_paths"], z[f"{n}_sources"])}
+        return cls(meta, samples["train"], samples["val"], crops["train"], crops["val"], boxes, sources)
+
+    def check(self, cfg: dict) -> None:
+        """Refuse a run whose protocol is not the pack's."""
+        want, have = protocol_of(cfg), self.meta["protocol"]
+        if want != have:
+            raise SystemExit(f"the pack holds the protocol {json.dumps(have)}, the run asks for "
+                             f"{json.dumps(want)}: pack that protocol (python -m train.pack data)")
+        if cfg.get("standardise"):
+            raise SystemExit("a pack holds crops as scanned: --standardise needs the data folder")
+
+    def boxes_at(self, keep: np.ndarray, size: int) -> list:
+        scale = size / self.meta["train_size"]
+        return [None if self.train_boxes[i] is None else tuple(v * scale for v in self.train_boxes[i])
+                for i in keep]
+
+    def fingerprint(self, split: str, keep: np.ndarray) -> dict:
+        """The packed split's fingerprint (taken from the files when packed); for a subset, its
+        counts only."""
+        samples = self.train if split == "train" else self.val
+        if len(keep) == len(samples):
+            return self.meta["fingerprints"][split]
+        counts = {c: sum(1 for i in keep if samples[i].label == k) for k, c in enumerate(CLASSES)}
+        return {"files": len(keep), "per_class": counts, "sha256": None,
+                "subset_of": self.meta["fingerprints"][split]["sha256"]}
+
+
+# -- ImageNet weights, rounded to 8 bits per output channel to travel ------------------------
+def quantise(state: dict[str, torch.Tensor], min_elements: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, t in state.items():
+        t = t.float()
+        if t.numel() >= min_elements and t.ndim >= 2:
+            flat = t.reshape(t.shape[0], -1)
+            scale = flat.abs().amax(1).clamp_min(1e-12) / 127.0
+            out[name + ".q"] = torch.round(flat / scale[:, None]).to(torch.int8).reshape(t.shape)
+            out[name + ".scale"] = scale
+        else:   # small kernels in float16; batch-norm statistics (running variances overflow it) in float32
+            out[name] = t.half() if t.ndim >= 2 else t
+    return out
+
+
+def dequantise(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, t in packed.items():
+        if name.endswith(".scale"):
+            continue
+        if name.endswith(".q"):
+            base = name[:-2]
+            scale = packed[base + ".scale"].float()
+            out[base] = t.float() * scale.view(-1, *([1] * (t.ndim - 1)))
+        else:
+            out[name] = t.float()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Training packs for machines without the data folder.")
+    sub = p.add_subparsers(dest="what", required=True)
+    d = sub.add_parser("data", help="pack one protocol's training and validation crops")
+    d.add_argument("--data", type=Path, required=True)
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--size", type=int, default=192, help="the eval size; training crops at its cache size")
+    d.add_argument("--quality", type=int, default=90, help="JPEG quality of the crops")
+    d.add_argument("--val-fraction", type=float, default=0.12)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--holdout-source", default=None)
+    d.add_argument("--holdout-classes", default=None)
+    d.add_argument("--workers", type=int, default=2)
+    w = sub.add_parser("weights", help="the ImageNet ResNet-50, 8-bit per output channel")
+    w.add_argument("--out", type=Path, required=True)
+    w.add_argument("--min-elements", type=int, default=65536)
+    r = sub.add_parser("restore", help="write packed ImageNet weights where brainmri.imagenet reads them")
+    r.add_argument("packed", type=Path)
+    args = p.parse_args(argv)
+    if args.what == "data":
+        meta = write_pack(args.data, args.out, args.size, vars(args), args.quality, args.workers)
+        print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB): "
+              f"train {meta['fingerprints']['train']['files']}, val {meta['fingerprints']['val']['files']}")
+    elif args.what == "weights":
+        from brainmri.imagenet import keras_npm_state_dict
+        packed = quantise(keras_npm_state_dict(), args.min_elements)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        save_file(packed, str(args.out), metadata={"rounding": ROUNDED,
+                                                    "min_elements": str(args.min_elements)})
+        print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
+    else:
+        from brainmri.imagenet import CACHE_DIR, CONVERTED
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        save_file(dequantise(load_file(str(args.packed))), str(CACHE_DIR / CONVERTED),
+                  metadata={"rounding": ROUNDED})
+        print(f"wrote {CACHE_DIR / CONVERTED}")
+
+
+if __name__ == "__main__":
+    main()
