@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Train the ResNet-50 and the baseline candidates of logs/resnet50-stage10/rule.md on a lent GPU
-# machine, from packs (train.pack; docs/training.md "Training on a lent GPU"):
-#     scripts/gpu_train.sh OUT
+# Train the candidates of logs/resnet50-stage10/rule.md on a lent GPU machine, from packs
+# (train.pack; docs/training.md "Training on a lent GPU"):
+#     scripts/gpu_train.sh OUT                    # R and B, side by side
+#     PLAN=baseline2 scripts/gpu_train.sh OUT     # B2 (the rule's addendum): two phases
 # Reads .gpu/pack.npz (python -m train.pack data) and .gpu/imagenet-int8.safetensors
 # (python -m train.pack weights). Times one epoch of each run, then sizes each run to fit
 # BUDGET seconds of epochs by the rule's formula, trains both side by side, and leaves in OUT:
@@ -42,6 +43,28 @@ seconds() {  # the first epoch's seconds in a run's history
 epochs() {  # SECONDS CAP: the rule's formula, min(CAP, max(2, floor(BUDGET / SECONDS)))
   "$py" -c "import math,sys; s,c,b=map(float,sys.argv[1:]); print(int(min(c, max(2, math.floor(b/s)))))" "$1" "$2" "$budget"
 }
+
+if [[ ${PLAN:-stage10} == baseline2 ]]; then
+  # B2: the baseline recipe from scratch, then the lesion signals from its weights.
+  plain=(--recipe baseline --init none --name baseline --data "$pack" --size 160 --loader-workers 14 --threads 2)
+  lesion=(--recipe lesion-baseline --name baseline --data "$pack" --size 160 --loader-workers 14 --threads 2)
+  say "timing probes: one epoch of each phase"
+  train probe-plain 1 "${plain[@]}" || { tail -30 "$runs/probe-plain.txt"; exit 1; }
+  train probe-lesion 1 "${lesion[@]}" --init none || { tail -30 "$runs/probe-lesion.txt"; exit 1; }
+  e1=$(budget=${PHASE_BUDGET:-120} epochs "$(seconds probe-plain)" "${PLAIN_CAP:-80}")
+  e2=$(budget=${PHASE_BUDGET:-120} epochs "$(seconds probe-lesion)" "${LESION_CAP:-48}")
+  say "probe epochs: $(seconds probe-plain) s, $(seconds probe-lesion) s -> epochs $e1, $e2"
+  train baseline-plain "$e1" "${plain[@]}"; s1=$?
+  say "phase 1: exit $s1"
+  train baseline "$e2" "${lesion[@]}" --init "$runs/baseline-plain/model.safetensors"; s2=$?
+  say "phase 2: exit $s2"
+  tail -n 3 "$runs/baseline-plain.txt" "$runs/baseline.txt"
+  [[ -f $runs/baseline-plain/model.safetensors ]] && cp "$runs/baseline-plain/model.safetensors" "$out/baseline-plain.safetensors"
+  [[ -f $runs/baseline/model.safetensors ]] && cp "$runs/baseline/model.safetensors" "$out/baseline.safetensors"
+  (cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='*.safetensors' .)
+  ls -la "$out"; say "done"
+  [[ $s1 == 0 && $s2 == 0 ]]; exit
+fi
 
 say "timing probes: one epoch of each"
 train probe-resnet50 1 "${r50[@]}" & p1=$!
