@@ -3,6 +3,7 @@
 # (train.pack; docs/training.md "Training on a lent GPU"):
 #     scripts/gpu_train.sh OUT                    # R and B, side by side
 #     PLAN=baseline2 scripts/gpu_train.sh OUT     # B2 (the rule's addendum): two phases
+#     PLAN=loso1 scripts/gpu_train.sh OUT         # R's recipe on protocol 1 (.gpu/pack-loso1.npz)
 # Reads .gpu/pack.npz (python -m train.pack data) and .gpu/imagenet-int8.safetensors
 # (python -m train.pack weights). Times one epoch of each run, then sizes each run to fit
 # BUDGET seconds of epochs by the rule's formula, trains both side by side, and leaves in OUT:
@@ -15,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 py=${PYTHON:-python3}
 budget=${BUDGET:-300}; r50_cap=${R50_CAP:-40}; base_cap=${BASE_CAP:-100}
 runs=${RUNS:-/tmp/gpu-runs}
-pack=.gpu/pack.npz
+pack=${PACK:-.gpu/pack.npz}
 mkdir -p "$out" "$runs"
 export PYTHONPATH=.:.gpu/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export BRAINMRI_CACHE=${BRAINMRI_CACHE:-/tmp/brainmri-cache}
@@ -44,6 +45,18 @@ epochs() {  # SECONDS CAP: the rule's formula, min(CAP, max(2, floor(BUDGET / SE
   "$py" -c "import math,sys; s,c,b=map(float,sys.argv[1:]); print(int(min(c, max(2, math.floor(b/s)))))" "$1" "$2" "$budget"
 }
 
+if [[ ${PLAN:-stage10} == loso1 ]]; then
+  # R's recipe, LOSO_EPOCHS epochs, on leave-one-source-out protocol 1 (reported only).
+  pack=${PACK:-.gpu/pack-loso1.npz}
+  say "training R's recipe on protocol 1"
+  # (repeated flags: the later one holds)
+  train loso-R "${LOSO_EPOCHS:-15}" "${r50[@]}" --data "$pack" --holdout-source sartaj-br35h \
+    --holdout-classes meningioma --loader-workers 14; s1=$?
+  say "trained: exit $s1"; tail -n 3 "$runs/loso-R.txt"
+  [[ -f $runs/loso-R/model.safetensors ]] && split -b 15m "$runs/loso-R/model.safetensors" "$out/loso-R.safetensors.part-"
+  (cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='*.safetensors' .)
+  ls -la "$out"; say "done"; exit $s1
+fi
 if [[ ${PLAN:-stage10} == baseline2 ]]; then
   # B2: the baseline recipe from scratch, then the lesion signals from its weights.
   plain=(--recipe baseline --init none --name baseline --data "$pack" --size 160 --loader-workers 14 --threads 2)
