@@ -117,11 +117,11 @@ def test_named_settings_keep_shape_range_and_seed():
         assert getattr(wide, field) >= getattr(standard, field), field
 
 
-def test_plain_batches_apply_the_acquisition_when_asked():
+def test_plain_batch_applies_the_acquisition_when_asked():
     import numpy as np
     from brainmri.presets import EvalPreset, TrainPreset
     from train.augment import ACQUISITIONS
-    from train.train import plain_batches
+    from train.train import plain_batch
     preset = TrainPreset(eval=EvalPreset(size=32))
     crops = np.stack([(np.random.default_rng(i).random((36, 36)) * 200 + 30).astype(np.uint8)
                       for i in range(4)])
@@ -130,7 +130,7 @@ def test_plain_batches_apply_the_acquisition_when_asked():
 
     def first(acquisition):
         gen = torch.Generator().manual_seed(0)
-        x, y, _, _ = next(plain_batches(crops, labels, preset, cfg, None, 0, 1, gen, acquisition))
+        x, y, _, _ = plain_batch(crops, labels, preset, cfg, acquisition, None, np.arange(4), None, gen)
         return x, y
     plain, y = first(None)
     always = ACQUISITIONS["standard"].__class__(p_invert=1.0)
@@ -206,18 +206,18 @@ def test_consistency_loss_is_zero_for_identical_answers_and_bounded():
     assert a.grad is not None and float(a.grad.abs().sum()) > 0
 
 
-def test_plain_batches_append_a_view_in_another_look_for_consistency():
+def test_plain_batch_appends_a_view_in_another_look_for_consistency():
     import numpy as np
     from brainmri.presets import EvalPreset, TrainPreset
     from train.augment import LookSwap
-    from train.train import plain_batches
+    from train.train import plain_batch
     crops, sources = two_looks(4, 40)
     labels = np.arange(4)
     preset = TrainPreset(eval=EvalPreset(size=32))
     look = LookSwap.fit(crops, sources, p=0.0)
     gen = torch.Generator().manual_seed(0)
-    x, y, _, _ = next(plain_batches(crops, labels, preset, {"batch_size": 4, "consistency": 1.0},
-                                    np.random.default_rng(0), 0, 1, gen, None, look))
+    x, y, _, _ = plain_batch(crops, labels, preset, {"batch_size": 4, "consistency": 1.0}, None,
+                             look, np.arange(4), np.random.default_rng(0), gen)
     assert x.shape == (8, 3, 32, 32) and torch.equal(y[:4], y[4:])     # row i + 4: row i's view
     assert sorted(y[:4].tolist()) == [0, 1, 2, 3]
     assert not torch.allclose(x[:4], x[4:])

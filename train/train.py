@@ -235,13 +235,6 @@ def plain_batch(crops, labels, preset, cfg, acquisition, look: LookSwap | None, 
     return x, y, None, None
 
 
-def plain_batches(crops, labels, preset, cfg, rng, rank, world, gen, acquisition=None,
-                  look: LookSwap | None = None):
-    """Every batch of an epoch (`plain_batch`), in `rng`'s order, drawing from one `rng`/`gen`."""
-    for idx in batches(len(crops), cfg["batch_size"], rng, rank, world):
-        yield plain_batch(crops, labels, preset, cfg, acquisition, look, idx, rng, gen)
-
-
 def painted_batch(painter: Painter, plan: Plan, preset: TrainPreset, acquisition, cfg,
                   look: LookSwap | None, rows: range, rng: np.random.Generator, gen: torch.Generator):
     """The plan's `rows` (a `train.paint.Plan`): each row's crop painted as its kind says, warped
@@ -274,14 +267,6 @@ def painted_batch(painter: Painter, plan: Plan, preset: TrainPreset, acquisition
     if acquisition is not None:
         x = acquisition(x, gen)
     return preset.eval.normalise(x).contiguous(), y, m, guided
-
-
-def painted_batches(painter: Painter, plan: Plan, preset: TrainPreset, acquisition, cfg, rng, gen,
-                    look: LookSwap | None = None):
-    """Every batch of a plan (`painted_batch`), in plan order, drawing from one `rng`/`gen`."""
-    for s in range(0, len(plan), cfg["batch_size"]):
-        rows = range(s, min(len(plan), s + cfg["batch_size"]))
-        yield painted_batch(painter, plan, preset, acquisition, cfg, look, rows, rng, gen)
 
 
 class EpochBatches(torch.utils.data.Dataset):
@@ -366,7 +351,7 @@ def train_one_epoch(model, source, loop: Loop, epoch: int, step: int) -> tuple[d
                 logits, outside = model(x), None
         ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
         loss = ce + weight * outside if outside is not None else ce
-        if cfg.get("consistency"):              # rows: B plain, then their B views (plain_batches, painted_batches)
+        if cfg.get("consistency"):              # rows: B plain, then their B views (plain_batch, painted_batch)
             loss = loss + cfg["consistency"] * consistency_loss(*logits.chunk(2))
         loop.opt.zero_grad(set_to_none=True)
         loss.backward()
