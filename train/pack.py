@@ -34,8 +34,7 @@ from safetensors.torch import load_file, save_file
 from brainmri.boxes import box_for, load_boxes
 from brainmri.classes import CLASSES
 from brainmri.data import Sample, fingerprint
-from brainmri.models import ARCHS
-from brainmri.presets import TrainPreset
+from brainmri.presets import EvalPreset, TrainPreset
 from brainmri.protocols import build_splits, held_classes, kaggle_root
 
 from .core import box_in_input, crops_and_boxes
@@ -89,17 +88,17 @@ def protocol_of(cfg: dict) -> dict:
 
 
 def write_pack(data: str | Path, out: Path, size: int, cfg: dict, quality: int = 90,
-               workers: int = 2, model: str = "resnet50") -> dict:
-    """Pack the protocol `cfg` (PROTOCOL_KEYS) of the data folder `data`; returns its meta."""
-    eval_preset = ARCHS[model].preset(size)
+               workers: int = 2) -> dict:
+    """Pack the protocol `cfg` (PROTOCOL_KEYS) of the data folder `data`; returns its meta.
+    Head crops do not depend on the architecture (only normalisation does, applied later)."""
+    eval_preset = EvalPreset(size=size)
     cache_size = TrainPreset(eval=eval_preset).cache_size
     protocol = protocol_of(cfg)
     splits = build_splits(data, protocol["val_fraction"], protocol["seed"],
                           holdout_source=protocol["holdout_source"],
                           holdout_classes=protocol["holdout_classes"])
     train_crops, crop_boxes = crops_and_boxes([s.path for s in splits.train],
-                                              eval_preset.__class__(**{**eval_preset.to_dict(), "size": cache_size}),
-                                              workers)
+                                              EvalPreset(size=cache_size), workers)
     root = kaggle_root(data)
     # No boxes CSV (a folder without them): every box None, and painting refuses nothing here.
     boxes = (boxes_in_crop(splits.train, crop_boxes, root, cache_size)
@@ -212,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--holdout-source", default=None)
     d.add_argument("--holdout-classes", default=None)
     d.add_argument("--workers", type=int, default=2)
-    w = sub.add_parser("weights", help="the ImageNet ResNet-50, 8-bit per output channel")
+    w = sub.add_parser("weights", help="brainmri.imagenet's weights, 8-bit per output channel")
     w.add_argument("--out", type=Path, required=True)
     w.add_argument("--min-elements", type=int, default=65536)
     r = sub.add_parser("restore", help="write packed ImageNet weights where brainmri.imagenet reads them")
