@@ -4,6 +4,7 @@
 #     scripts/gpu_train.sh OUT                    # R and B, side by side
 #     PLAN=baseline2 scripts/gpu_train.sh OUT     # B2 (the rule's addendum): two phases
 #     PLAN=loso1 scripts/gpu_train.sh OUT         # R's recipe on protocol 1 (.gpu/pack-loso1.npz)
+#     PLAN=loso HOLDOUT=figshare scripts/gpu_train.sh OUT   # protocol 2 (.gpu/pack-loso-figshare.npz)
 # Reads .gpu/pack.npz (python -m train.pack data) and .gpu/imagenet-int8.safetensors
 # (python -m train.pack weights). Times one epoch of each run, then sizes each run to fit
 # BUDGET seconds of epochs by the rule's formula, trains both side by side, and leaves in OUT:
@@ -45,15 +46,21 @@ epochs() {  # SECONDS CAP: the rule's formula, min(CAP, max(2, floor(BUDGET / SE
   "$py" -c "import math,sys; s,c,b=map(float,sys.argv[1:]); print(int(min(c, max(2, math.floor(b/s)))))" "$1" "$2" "$budget"
 }
 
-if [[ ${PLAN:-stage10} == loso1 ]]; then
-  # R's recipe, LOSO_EPOCHS epochs, on leave-one-source-out protocol 1 (reported only).
-  pack=${PACK:-.gpu/pack-loso1.npz}
-  say "training R's recipe on protocol 1"
+if [[ ${PLAN:-stage10} == loso1 || ${PLAN:-stage10} == loso ]]; then
+  # R's recipe, LOSO_EPOCHS epochs, leaving HOLDOUT's meningiomas out (reported only):
+  # protocol 1 (HOLDOUT=sartaj-br35h, the default; PLAN=loso1 as first run) or protocol 2
+  # (HOLDOUT=figshare), from .gpu/pack-loso-$HOLDOUT.npz (python -m train.pack data
+  # --holdout-source $HOLDOUT --holdout-classes meningioma ...).
+  holdout=${HOLDOUT:-sartaj-br35h}
+  [[ $PLAN == loso1 ]] && holdout=sartaj-br35h && pack=${PACK:-.gpu/pack-loso1.npz}
+  [[ $PLAN == loso ]] && pack=${PACK:-.gpu/pack-loso-$holdout.npz}
+  name=loso-R-$holdout
+  say "training R's recipe with $holdout's meningiomas held out"
   # (repeated flags: the later one holds)
-  train loso-R "${LOSO_EPOCHS:-15}" "${r50[@]}" --data "$pack" --holdout-source sartaj-br35h \
+  train "$name" "${LOSO_EPOCHS:-15}" "${r50[@]}" --data "$pack" --holdout-source "$holdout" \
     --holdout-classes meningioma --loader-workers 14; s1=$?
-  say "trained: exit $s1"; tail -n 3 "$runs/loso-R.txt"
-  [[ -f $runs/loso-R/model.safetensors ]] && split -b 15m "$runs/loso-R/model.safetensors" "$out/loso-R.safetensors.part-"
+  say "trained: exit $s1"; tail -n 3 "$runs/$name.txt"
+  [[ -f $runs/$name/model.safetensors ]] && split -b 15m "$runs/$name/model.safetensors" "$out/$name.safetensors.part-"
   (cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='*.safetensors' .)
   ls -la "$out"; say "done"; exit $s1
 fi
