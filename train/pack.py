@@ -15,9 +15,10 @@ protocol differs from the pack's is refused.
 
 The weights pack rounds the ImageNet ResNet-50 (`brainmri.imagenet`) to 8 bits per output
 channel for every kernel of at least `--min-elements` values (the stem's and layer1's kernels
-stay in float16, batch-norm parameters and statistics in float32), half its float16 size; `restore` writes the float32 state where
-`brainmri.imagenet` finds it. A run started from restored weights starts from ImageNet up to that
-rounding (about 2% of each kernel's norm), fine-tuned away where the recipe trains.
+stay in float16, batch-norm parameters and statistics in float32), half its float16 size;
+`restore` writes the float32 state where `brainmri.imagenet` finds it. A run started from
+restored weights starts from ImageNet up to that rounding (1-3% of each rounded kernel's norm),
+on kernels the shipped recipes then train.
 """
 from __future__ import annotations
 
