@@ -34,14 +34,13 @@ from safetensors.torch import load_file, save_file
 
 from brainmri.boxes import box_for, load_boxes
 from brainmri.classes import CLASSES
-from brainmri.data import Sample, fingerprint
+from brainmri.data import Sample, fingerprint, load_crops
 from brainmri.presets import EvalPreset, TrainPreset
 from brainmri.protocols import build_splits, held_classes, kaggle_root
 
 from .core import box_in_input, crops_and_boxes
 
 FORMAT = "brainmri-train-pack/1"
-PROTOCOL_KEYS = ("val_fraction", "seed", "holdout_source", "holdout_classes")
 ROUNDED = "imagenet-int8-per-channel"
 
 
@@ -74,11 +73,11 @@ def _decode(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def resized(crops: np.ndarray, size: int) -> np.ndarray:
-    """(N, s, s) uint8 crops at (N, size, size), resized as `EvalPreset.resize` does."""
+    """(N, s, s) uint8 crops at (N, size, size), by `EvalPreset.resize`."""
     if crops.shape[1] == size:
         return crops
-    interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
+    preset = EvalPreset(size=size)
+    return np.stack([preset.resize(c) for c in crops])
 
 
 def protocol_of(cfg: dict) -> dict:
@@ -90,7 +89,7 @@ def protocol_of(cfg: dict) -> dict:
 
 def write_pack(data: str | Path, out: Path, size: int, cfg: dict, quality: int = 90,
                workers: int = 2) -> dict:
-    """Pack the protocol `cfg` (PROTOCOL_KEYS) of the data folder `data`; returns its meta.
+    """Pack the protocol of `cfg` (`protocol_of`) of the data folder `data`; returns its meta.
     Head crops do not depend on the architecture (only normalisation does, applied later)."""
     eval_preset = EvalPreset(size=size)
     cache_size = TrainPreset(eval=eval_preset).cache_size
@@ -104,7 +103,7 @@ def write_pack(data: str | Path, out: Path, size: int, cfg: dict, quality: int =
     # No boxes CSV (a folder without them): every box None, and painting refuses nothing here.
     boxes = (boxes_in_crop(splits.train, crop_boxes, root, cache_size)
              if (root / "tumor_boxes.csv").is_file() else [None] * len(splits.train))
-    val_crops, _ = crops_and_boxes([s.path for s in splits.val], eval_preset, workers)
+    val_crops = load_crops([s.path for s in splits.val], eval_preset, size, workers)
     meta = {"format": FORMAT, "data": str(data), "protocol": protocol, "train_size": cache_size,
             "val_size": size, "quality": quality,
             "fingerprints": {"train": fingerprint(splits.train), "val": fingerprint(splits.val)}}
