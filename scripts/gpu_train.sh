@@ -42,6 +42,10 @@ train() {  # NAME EPOCHS ARGS...: one run into $runs/NAME, its output in $runs/N
 seconds() {  # the first epoch's seconds in a run's history
   "$py" -c "import json,sys; print(json.load(open(sys.argv[1]))[0]['seconds'])" "$runs/$1/history.json"
 }
+finish() {  # the runs' args, histories and logs into OUT/runs.tar.gz, then what OUT holds
+  (cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='*.safetensors' .)
+  ls -la "$out"; say "done"
+}
 epochs() {  # SECONDS CAP: the rule's formula, min(CAP, max(2, floor(BUDGET / SECONDS)))
   "$py" -c "import math,sys; s,c,b=map(float,sys.argv[1:]); print(int(min(c, max(2, math.floor(b/s)))))" "$1" "$2" "$budget"
 }
@@ -61,8 +65,7 @@ if [[ ${PLAN:-stage10} == loso1 || ${PLAN:-stage10} == loso ]]; then
     --holdout-classes meningioma --loader-workers 14; s1=$?
   say "trained: exit $s1"; tail -n 3 "$runs/$name.txt"
   [[ -f $runs/$name/model.safetensors ]] && split -b 15m "$runs/$name/model.safetensors" "$out/$name.safetensors.part-"
-  (cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='*.safetensors' .)
-  ls -la "$out"; say "done"; exit $s1
+  finish; exit $s1
 fi
 if [[ ${PLAN:-stage10} == baseline2 ]]; then
   # B2: the baseline recipe from scratch, then the lesion signals from its weights.
@@ -81,8 +84,7 @@ if [[ ${PLAN:-stage10} == baseline2 ]]; then
   tail -n 3 "$runs/baseline-plain.txt" "$runs/baseline.txt"
   [[ -f $runs/baseline-plain/model.safetensors ]] && cp "$runs/baseline-plain/model.safetensors" "$out/baseline-plain.safetensors"
   [[ -f $runs/baseline/model.safetensors ]] && cp "$runs/baseline/model.safetensors" "$out/baseline.safetensors"
-  (cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='*.safetensors' .)
-  ls -la "$out"; say "done"
+  finish
   [[ $s1 == 0 && $s2 == 0 ]]; exit
 fi
 
@@ -104,7 +106,5 @@ tail -n 3 "$runs/resnet50.txt" "$runs/baseline.txt"
 
 [[ -f $runs/resnet50/model.safetensors ]] && split -b 15m "$runs/resnet50/model.safetensors" "$out/resnet50.safetensors.part-"
 [[ -f $runs/baseline/model.safetensors ]] && cp "$runs/baseline/model.safetensors" "$out/baseline.safetensors"
-(cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='*.safetensors' .)
-ls -la "$out"
-say "done"
+finish
 [[ $s1 == 0 && $s2 == 0 ]]
