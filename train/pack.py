@@ -17,8 +17,8 @@ The weights pack rounds the ImageNet ResNet-50 (`brainmri.imagenet`) to 8 bits p
 channel for every kernel of at least `--min-elements` values (the stem's and layer1's kernels
 stay in float16, batch-norm parameters and statistics in float32), half its float16 size;
 `restore` writes the float32 state where `brainmri.imagenet` finds it. A run started from
-restored weights starts from ImageNet up to that rounding (1-3% of each rounded kernel's norm),
-on kernels the shipped recipes then train.
+restored weights starts from ImageNet up to that rounding (measured in docs/training.md), on
+kernels the shipped recipes then train.
 """
 from __future__ import annotations
 
