@@ -40,9 +40,10 @@ from brainmri import localisation as loc
 from brainmri.presets import EvalPreset, TrainPreset
 from brainmri.protocols import SOURCES, build_splits, held_classes, kaggle_root
 
-from . import dilate, prior
+from . import dilate, distill, prior
 from .augment import ACQUISITIONS, LookSwap, consistency_loss
 from .core import Run, Split, crops_and_boxes, finalise, lr_at, predict_crops, scores
+from .distill import Teacher, distill_loss
 from .guidance import box_penalty
 from .pack import Pack, boxes_in_crop, is_pack, resized
 from .paint import LESION_OUT, Painter, Plan, plan_epoch
@@ -124,6 +125,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-weights", action="store_true",
                    help="under torchrun, every rank also saves its final weights (to check they agree)")
     dilate.add_arguments(p)
+    distill.add_arguments(p)
     return p
 
 
@@ -133,6 +135,8 @@ def resolve(args: argparse.Namespace) -> dict:
     cfg.update({k: v for k, v in vars(args).items() if v is not None})
     cfg["augment"] = bool(cfg["augment"])
     cfg["data"], cfg["out"] = str(cfg["data"]), str(cfg["out"])
+    if cfg.get("teacher"):
+        cfg["teacher"] = str(cfg["teacher"])
     cfg["init"] = str(cfg["init"]) if cfg.get("init") and str(cfg["init"]) != "none" else None
     return cfg
 
@@ -308,6 +312,7 @@ class Loop:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    teacher: Teacher | None = None   # --teacher: its soft answers join the loss (train.distill)
 
     def set_lr(self, step: int) -> float:
         lr = lr_at(step, self.total_steps, self.warmup_steps, self.cfg["lr"], self.cfg["schedule"])
@@ -336,7 +341,9 @@ def train_one_epoch(model, source, loop: Loop, epoch: int, step: int) -> tuple[d
     cfg, device = loop.cfg, loop.device
     core = train_mode(model, cfg)
     weight = float(cfg.get("guidance") or 0.0)
-    sums = {"loss": 0.0, "ce": 0.0, "outside_box": 0.0, "guided": 0, "correct": 0, "seen": 0}
+    sums = {"loss": 0.0, "ce": 0.0, "distill": 0.0, "outside_box": 0.0, "guided": 0, "correct": 0,
+            "seen": 0}
+    alpha = float(cfg.get("distill") or 0.0) if loop.teacher is not None else 0.0
     bar = tqdm(source, total=loop.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg['epochs']}",
                disable=not is_main(), file=sys.stderr, mininterval=10)
     for x, y, masks, guided in bar:
@@ -349,8 +356,15 @@ def train_one_epoch(model, source, loop: Loop, epoch: int, step: int) -> tuple[d
                 logits, outside = box_penalty(core, acts, y, masks.to(device), guided.to(device))
             else:
                 logits, outside = model(x), None
+            taught = loop.teacher(x) if alpha else None
         ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
-        loss = ce + weight * outside if outside is not None else ce
+        loss = ce
+        if taught is not None:
+            kd = distill_loss(logits, taught, cfg.get("distill_temperature") or 1.0)
+            loss = (1 - alpha) * ce + alpha * kd
+            sums["distill"] += float(kd.detach()) * len(y)
+        if outside is not None:
+            loss = loss + weight * outside
         if cfg.get("consistency"):              # rows: B plain, then their B views (plain_batch, painted_batch)
             loss = loss + cfg["consistency"] * consistency_loss(*logits.chunk(2))
         loop.opt.zero_grad(set_to_none=True)
@@ -369,6 +383,8 @@ def train_one_epoch(model, source, loop: Loop, epoch: int, step: int) -> tuple[d
                         lr=f"{lr:.2e}")
     seen = max(1, sums["seen"])
     row = {"train_loss": sums["loss"] / seen, "train_acc": sums["correct"] / seen}
+    if alpha:
+        row.update(train_ce=sums["ce"] / seen, train_distill=sums["distill"] / seen)
     if weight:
         row.update(train_ce=sums["ce"] / seen, train_outside_box=sums["outside_box"] / max(1, sums["guided"]))
     return row, step
@@ -622,6 +638,22 @@ def fit(model, net, data: Data, loop: Loop, progress: Progress, out: Path, rank:
                          "seconds": round(time.time() - t, 1)}, model, cfg, out, loop.opt)
 
 
+def teacher(cfg: dict, data: Data, device: torch.device) -> Teacher | None:
+    """--teacher's `train.distill.Teacher`, its split checked against this run's; None without."""
+    if not cfg.get("teacher"):
+        if cfg.get("distill"):
+            raise SystemExit("--distill needs --teacher")
+        return None
+    if not cfg.get("distill"):
+        raise SystemExit("--teacher needs --distill (the weight of its answers)")
+    if cfg.get("limit"):
+        raise SystemExit("--teacher with --limit: the validation subset cannot be checked against "
+                         "the teacher's split")
+    found = Teacher(cfg["teacher"], data.eval_preset, device)
+    found.check(cfg, {c: int((data.val.labels == i).sum()) for i, c in enumerate(CLASSES)})
+    return found
+
+
 def kept_weights(model: Classifier, progress: Progress, cfg: dict, out: Path) -> dict:
     """The state dict the keep rule chose (after a resume: from best_state.pt); with no epoch
     to train, the --init weights as they are."""
@@ -650,7 +682,8 @@ def main(args: argparse.Namespace) -> Path:
     n_epoch, prior_shift = epoch_length(data, cfg, world)
     steps_per_epoch = math.ceil(n_epoch / world / cfg["batch_size"])
     loop = Loop(cfg, opt, device, use_bf16(device, cfg.get("precision", "auto")), steps_per_epoch,
-                steps_per_epoch * cfg["epochs"], int(cfg["warmup_epochs"] * steps_per_epoch))
+                steps_per_epoch * cfg["epochs"], int(cfg["warmup_epochs"] * steps_per_epoch),
+                teacher(cfg, data, device))
     progress = Progress.resume(out, model, opt)
     log.info("precision: %s autocast on %s", "bf16" if loop.bf16 else "no", device)
     fit(model, net, data, loop, progress, out, rank, world)
