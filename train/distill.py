@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from brainmri.checkpoint import load_checkpoint
 from brainmri.presets import EvalPreset
 
+from .pack import protocol_of
+
 log = logging.getLogger("train")
-
-SPLIT_ARGS = ("seed", "val_fraction", "holdout_source", "holdout_classes")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", type=Path,
@@ -64,10 +63,11 @@ class Teacher:
     def check(self, cfg: dict, val_counts: dict) -> None:
         """Refuse a teacher whose split is not the student's (see the module's docstring)."""
         args, data = self.meta.get("args") or {}, self.meta.get("data") or {}
-        if "val" not in data:
+        if "val" not in data or "seed" not in args or "val_fraction" not in args:
             raise SystemExit(f"--teacher {self.path}: the checkpoint records no training split, "
                              "so it may have seen the validation scans")
-        differ = [k for k in SPLIT_ARGS if (args.get(k) or None) != (cfg.get(k) or None)]
+        want, have = protocol_of(cfg), protocol_of(args)       # the split's identity (train.pack)
+        differ = [k for k in want if want[k] != have[k]]
         if data["val"].get("per_class") != val_counts:
             differ.append(f"validation per class {data['val'].get('per_class')} vs {val_counts}")
         if differ:
