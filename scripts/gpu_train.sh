@@ -5,6 +5,7 @@
 #     PLAN=baseline2 scripts/gpu_train.sh OUT     # B2 (the rule's addendum): two phases
 #     PLAN=loso1 scripts/gpu_train.sh OUT         # R's recipe on protocol 1 (.gpu/pack-loso1.npz)
 #     PLAN=loso HOLDOUT=figshare scripts/gpu_train.sh OUT   # protocol 2 (.gpu/pack-loso-figshare.npz)
+#     PLAN=distill scripts/gpu_train.sh OUT       # baseline stage 6's L and L-cf (logs/baseline-stage6/rule.md)
 # Reads .gpu/pack.npz (python -m train.pack data) and .gpu/imagenet-int8.safetensors
 # (python -m train.pack weights). Times one epoch of each run, then sizes each run to fit
 # BUDGET seconds of epochs by the rule's formula, trains both side by side, and leaves in OUT:
@@ -32,8 +33,10 @@ base=(--recipe lesion-baseline --init none --name baseline --data "$pack" --size
       --batch-size 64 --lr 0.003 --warmup-epochs 1 --loader-workers 3 --threads 1)
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-say "restore ImageNet weights"
-"$py" -m train.pack restore .gpu/imagenet-int8.safetensors || exit 1
+if [[ ${PLAN:-stage10} != distill ]]; then   # every plan but distill starts from ImageNet
+  say "restore ImageNet weights"
+  "$py" -m train.pack restore .gpu/imagenet-int8.safetensors || exit 1
+fi
 
 train() {  # NAME EPOCHS ARGS...: one run into $runs/NAME, its output in $runs/NAME.txt
   local name=$1 epochs=$2; shift 2
@@ -66,6 +69,32 @@ if [[ ${PLAN:-stage10} == loso1 || ${PLAN:-stage10} == loso ]]; then
   say "trained: exit $s1"; tail -n 3 "$runs/$name.txt"
   [[ -f $runs/$name/model.safetensors ]] && split -b 15m "$runs/$name/model.safetensors" "$out/$name.safetensors.part-"
   finish; exit $s1
+fi
+if [[ ${PLAN:-stage10} == distill ]]; then
+  # Baseline stage 6: stage 5's step (K: the lesion recipe taught by the stage-10 ResNet-50),
+  # longer and from the shipped baseline, as L and L-cf (L with twice the tumours painted out).
+  # The teacher travels rounded (python -m train.pack checkpoint ... --out .gpu/teacher-int8.safetensors).
+  "$py" -m train.pack restore .gpu/teacher-int8.safetensors --out /tmp/teacher.safetensors || exit 1
+  d=(--recipe lesion-baseline --init checkpoints/baseline.safetensors --name baseline --data "$pack"
+     --size 160 --teacher /tmp/teacher.safetensors --distill 0.7 --distill-temperature 2
+     --loader-workers 7 --threads 1)
+  say "timing probes: one epoch of each"
+  train probe-L 1 "${d[@]}" & p1=$!
+  train probe-L-cf 1 "${d[@]}" --counterfactual 0.5 & p2=$!
+  wait $p1 || { tail -30 "$runs/probe-L.txt"; exit 1; }
+  wait $p2 || { tail -30 "$runs/probe-L-cf.txt"; exit 1; }
+  e1=$(epochs "$(seconds probe-L)" "$base_cap"); e2=$(epochs "$(seconds probe-L-cf)" "$base_cap")
+  say "probe epochs: $(seconds probe-L) s, $(seconds probe-L-cf) s -> epochs $e1, $e2"
+  train L "$e1" "${d[@]}" & t1=$!
+  train L-cf "$e2" "${d[@]}" --counterfactual 0.5 & t2=$!
+  wait $t1; s1=$?; wait $t2; s2=$?
+  say "trained: L exit $s1, L-cf exit $s2"
+  tail -n 3 "$runs/L.txt" "$runs/L-cf.txt"
+  for n in L L-cf; do
+    [[ -f $runs/$n/model.safetensors ]] && cp "$runs/$n/model.safetensors" "$out/baseline-$n.safetensors"
+  done
+  finish
+  [[ $s1 == 0 && $s2 == 0 ]]; exit
 fi
 if [[ ${PLAN:-stage10} == baseline2 ]]; then
   # B2: the baseline recipe from scratch, then the lesion signals from its weights.

@@ -80,6 +80,33 @@ def test_teacher_from_another_split_is_refused(tmp_path):
         teacher.check({"seed": 0, "val_fraction": 0.12}, {**counts, "glioma": 3})
 
 
+def test_a_rounded_teacher_travels_with_its_split_and_answers(tmp_path):
+    """train.pack checkpoint / restore --out: 8-bit kernels, the metadata kept, so the restored
+    teacher passes the split check the exact one passes and answers within the rounding."""
+    path = make_tiny_checkpoint(tmp_path / "teacher.safetensors", "resnet50", size=48)
+    counts = dict.fromkeys(CLASSES, 2)
+    update_metadata(path, args={"seed": 0, "val_fraction": 0.12}, data={"val": {"per_class": counts}})
+    packed, back = tmp_path / "teacher-int8.safetensors", tmp_path / "back.safetensors"
+    for argv in (["checkpoint", str(path), "--out", str(packed), "--min-elements", "4096"],
+                 ["restore", str(packed), "--out", str(back)]):
+        result = subprocess.run([sys.executable, "-m", "train.pack", *argv], capture_output=True,
+                                text=True, timeout=300, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert packed.stat().st_size < 0.7 * path.stat().st_size
+    student = ARCHS["baseline"].preset(32)
+    exact, rounded = Teacher(path, student), Teacher(back, student)
+    rounded.check({"seed": 0, "val_fraction": 0.12}, counts)
+    assert rounded.meta["rounded"]["from"] == "teacher.safetensors"
+    x = student.normalise(torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1)))
+    want, got = exact(x), rounded(x)
+    assert not torch.equal(got, want)                             # rounded, not copied
+    assert (got - want).abs().max() <= 0.05 * want.abs().max()
+    not_rounded = subprocess.run([sys.executable, "-m", "train.pack", "restore", str(path), "--out",
+                                  str(tmp_path / "x.safetensors")], capture_output=True, text=True,
+                                 timeout=300, cwd=ROOT)
+    assert not_rounded.returncode != 0 and "not a rounded checkpoint" in not_rounded.stderr
+
+
 def test_training_with_a_teacher_records_its_loss(tiny_data, tmp_path):
     """A baseline taught by a checkpoint trained on the same split: the run records the
     distillation term and its settings; a teacher from another split stops the run."""

@@ -5,6 +5,8 @@ data folder (a lent GPU machine receives 64 MiB of the working tree: docs/traini
     python -m train --recipe lesion --data .gpu/pack.npz --out runs/x ...     # trains from it
     python -m train.pack weights --out .gpu/imagenet-int8.safetensors        # ImageNet, 8-bit
     python -m train.pack restore .gpu/imagenet-int8.safetensors              # there, before training
+    python -m train.pack checkpoint checkpoints/resnet50.safetensors --out .gpu/teacher-int8.safetensors
+    python -m train.pack restore .gpu/teacher-int8.safetensors --out /tmp/teacher.safetensors
 
 A data pack holds one protocol's splits (`brainmri.protocols.build_splits` with the pack's
 validation share, seed and held-out source): every training scan's head crop at the training
@@ -18,7 +20,9 @@ channel for every kernel of at least `--min-elements` values (the stem's and lay
 stay in float16, batch-norm parameters and statistics in float32), half its float16 size;
 `restore` writes the float32 state where `brainmri.imagenet` finds it. A run started from
 restored weights starts from ImageNet up to that rounding (measured in docs/training.md), on
-kernels the shipped recipes then train.
+kernels the shipped recipes then train. `checkpoint` rounds a trained checkpoint the same way
+and keeps its metadata, so a teacher for `train.distill` travels and its split still checks;
+`restore --out` writes it back as a checkpoint.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from .core import box_in_input, crops_and_boxes
 
 FORMAT = "brainmri-train-pack/1"
 ROUNDED = "imagenet-int8-per-channel"
+ROUNDED_CHECKPOINT = "checkpoint-int8-per-channel"
 
 
 def is_pack(data: str | Path) -> bool:
@@ -198,6 +203,35 @@ def dequantise(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def pack_checkpoint(src: str | Path, out: Path, min_elements: int = 65536) -> Path:
+    """A checkpoint's model weights rounded as `quantise` does, its metadata kept (a teacher for
+    `train.distill` that travels: its recorded split still checks). The detectors' tensors are
+    left out: a teacher only answers."""
+    from safetensors import safe_open
+    from brainmri.checkpoint import DETECTOR_PREFIXES, read_metadata
+    meta = read_metadata(src)
+    with safe_open(str(src), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(DETECTOR_PREFIXES)}
+    meta["rounded"] = {"rounding": ROUNDED_CHECKPOINT, "min_elements": min_elements,
+                       "from": Path(src).name}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(quantise(state, min_elements), str(out),
+              metadata={"rounding": ROUNDED_CHECKPOINT, "brainmri": json.dumps(meta, sort_keys=True)})
+    return out
+
+
+def unpack_checkpoint(packed: str | Path, out: Path) -> Path:
+    """The loadable checkpoint (float32 weights, the metadata) of a `pack_checkpoint` file."""
+    from safetensors import safe_open
+    with safe_open(str(packed), framework="pt") as f:
+        header = f.metadata() or {}
+    if header.get("rounding") != ROUNDED_CHECKPOINT:
+        raise SystemExit(f"{packed} is not a rounded checkpoint (python -m train.pack checkpoint)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(dequantise(load_file(str(packed))), str(out), metadata={"brainmri": header["brainmri"]})
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Training packs for machines without the data folder.")
     sub = p.add_subparsers(dest="what", required=True)
@@ -214,8 +248,15 @@ def main(argv: list[str] | None = None) -> None:
     w = sub.add_parser("weights", help="brainmri.imagenet's weights, 8-bit per output channel")
     w.add_argument("--out", type=Path, required=True)
     w.add_argument("--min-elements", type=int, default=65536)
-    r = sub.add_parser("restore", help="write packed ImageNet weights where brainmri.imagenet reads them")
+    c = sub.add_parser("checkpoint", help="a checkpoint's weights, 8-bit per output channel, "
+                                          "its metadata kept (a teacher that travels)")
+    c.add_argument("checkpoint", type=Path)
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--min-elements", type=int, default=65536)
+    r = sub.add_parser("restore", help="write packed ImageNet weights where brainmri.imagenet reads "
+                                       "them, or with --out a packed checkpoint back as a checkpoint")
     r.add_argument("packed", type=Path)
+    r.add_argument("--out", type=Path, help="for a packed checkpoint: where to write it")
     args = p.parse_args(argv)
     if args.what == "data":
         meta = write_pack(args.data, args.out, args.size, vars(args), args.quality, args.workers)
@@ -228,6 +269,11 @@ def main(argv: list[str] | None = None) -> None:
         save_file(packed, str(args.out), metadata={"rounding": ROUNDED,
                                                     "min_elements": str(args.min_elements)})
         print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
+    elif args.what == "checkpoint":
+        pack_checkpoint(args.checkpoint, args.out, args.min_elements)
+        print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
+    elif args.out is not None:
+        print(f"wrote {unpack_checkpoint(args.packed, args.out)}")
     else:
         from brainmri.imagenet import CACHE_DIR, CONVERTED
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
