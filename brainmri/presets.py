@@ -83,8 +83,8 @@ class EvalPreset:
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """(..., 1, S, S) float in [0, 1] -> (..., channels, S, S) normalised."""
         x = x.expand(*x.shape[:-3], self.channels, *x.shape[-2:])
-        mean = torch.tensor(self.mean[: self.channels], dtype=x.dtype).view(-1, 1, 1)
-        std = torch.tensor(self.std[: self.channels], dtype=x.dtype).view(-1, 1, 1)
+        mean = torch.tensor(self.mean[: self.channels], dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std[: self.channels], dtype=x.dtype, device=x.device).view(-1, 1, 1)
         return (x - mean) / std
 
     def from_crop(self, crop: np.ndarray) -> torch.Tensor:

@@ -51,6 +51,16 @@ def test_eval_preset_defaults_are_imagenet():
     assert EvalPreset(**preset.to_dict()) == preset                # round-trips through metadata
 
 
+def test_normalise_works_on_the_batch_s_device():
+    """A batch on another device (the GPU in training; the meta device here) is normalised
+    there: the preset's constants follow it (train.distill's teacher normalises on the GPU)."""
+    preset = EvalPreset(size=8)
+    out = preset.normalise(torch.zeros(2, 1, 8, 8, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 3, 8, 8)
+    cpu = preset.normalise(torch.zeros(2, 1, 8, 8))
+    assert torch.allclose(cpu[:, 0], torch.full((2, 8, 8), -IMAGENET_MEAN[0] / IMAGENET_STD[0]))
+
+
 def test_grey_and_rgb_of_one_picture_give_the_same_tensor():
     preset = EvalPreset(size=128)
     grey, rgb = scan(3, size=180), scan(3, size=180, rgb=True)
