@@ -14,6 +14,7 @@ not-an-MRI detector is B's: refit it with `train.fit_ood --write` before shippin
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 from pathlib import Path
 
@@ -71,7 +72,10 @@ def main(args: argparse.Namespace) -> dict:
     val = build_splits(args.data, float(train_args.get("val_fraction", 0.12)),
                        int(train_args.get("split_seed", train_args.get("seed", 0)))).val
     meta = {**meta_b, "calibration": {"temperature": 1.0, "fitted_on": "val"}}
-    predictor = Predictor(model_b, meta, torch.device("cpu"), ood=None, fold_bn=False)
+    weights = set(model_b.state_dict())
+    # The predictor wraps the trunk's stages in familiarity taps, which renames their tensors:
+    # it gets a copy, and the checkpoint is written from the model as built.
+    predictor = Predictor(copy.deepcopy(model_b), meta, torch.device("cpu"), ood=None, fold_bn=False)
     logits = []
     for s in range(0, len(val), args.batch_size):
         prepared = predictor.prepare([v.path for v in val[s:s + args.batch_size]])
@@ -84,7 +88,6 @@ def main(args: argparse.Namespace) -> dict:
     meta["interpolated"] = {"a": str(args.a), "b": str(args.b), "alpha": args.alpha}
     meta["metrics"] = {"val": {"accuracy": accuracy}}
     with safe_open(str(args.b), "pt") as f:               # B's detectors (ood.*, ...), as they are
-        weights = set(model_b.state_dict())
         extra = {k: f.get_tensor(k) for k in f.keys() if k not in weights}
     save_checkpoint(args.out, model_b, meta, extra=extra)
     result = {"alpha": args.alpha, "val_accuracy": accuracy, "n": len(val), "temperature": temperature}
