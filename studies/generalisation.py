@@ -35,6 +35,11 @@ with "look-stable" added; and
 `coverage_at_90`, the largest share of answers, ranked by top probability, that is right at
 least 90% of the time (what a top-probability floor alone could mark confident). Writes
 `<model>.json` under `--out` and prints Markdown tables.
+
+`--pair` scores two checkpoints of one protocol as the app's comparison does (`brainmri.service`:
+when they answer differently, neither is confident) and writes `pair-<A>-<B>.json`: how often
+they agree, each one's confident answers alone and those that stay confident in the comparison,
+and the answers both mark confident, agreeing; each with how many are right.
 """
 from __future__ import annotations
 
@@ -81,6 +86,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="score only N evenly spaced scans a set (smoke tests)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--pair", action="store_true",
+                   help="two checkpoints of one protocol: also score them as the app's comparison "
+                        "(pair-A-B.json: answers differing are both caution)")
     return p
 
 
@@ -288,7 +296,9 @@ def look_decided(decided: np.ndarray, right: np.ndarray, confident: np.ndarray, 
                                  for c in range(len(classes)) if (y == c).any()}}
 
 
-def evaluate(path: Path, args) -> dict:
+def evaluate(path: Path, args, keep: dict | None = None) -> dict:
+    """One checkpoint's results; `keep`, when given, receives its per-scan arrays by set and its
+    top-probability floor (for `pair_summary`)."""
     predictor = Predictor.from_checkpoint(path, device=args.device)
     margs = predictor.meta.get("args", {})
     holdout = margs.get("holdout_source")
@@ -323,6 +333,8 @@ def evaluate(path: Path, args) -> dict:
         # The held-out pictures from Kaggle Training: the part a choice may be made on (the
         # Testing part only reports).
         scored["loso_training"] = subset(scored["loso"], scored["loso"]["split"] == "train")
+    if keep is not None:
+        keep.update(scored=scored, min_top=min_top)
     return {
         "checkpoint": str(path), "model": predictor.name,
         "holdout_source": holdout, "holdout_classes": margs.get("holdout_classes"),
@@ -333,6 +345,40 @@ def evaluate(path: Path, args) -> dict:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
+
+
+def pair_summary(a: dict, b: dict, min_top: tuple[float, float]) -> dict:
+    """The comparison's outcome on one set scored by two checkpoints of one protocol (the
+    service's `compare`: two models answering differently are both "caution"): how often they
+    agree (and are right then), each one's confident answers alone and those left confident in
+    the comparison, and the answers both mark confident, agreeing."""
+    if not np.array_equal(a["path"], b["path"]):
+        raise SystemExit("--pair: the two checkpoints were scored on different scans "
+                         "(give two checkpoints of one protocol)")
+    y, pa, pb = a["label"], a["probs"].argmax(1), b["probs"].argmax(1)
+    agree = pa == pb
+    ca, cb = confident_mask(a, min_top[0]), confident_mask(b, min_top[1])
+
+    def held(mask: np.ndarray, pred: np.ndarray) -> dict:
+        return {"share": float(mask.mean()), "n": int(mask.sum()),
+                "right": float((pred[mask] == y[mask]).mean()) if mask.any() else float("nan")}
+    return {"n": int(len(y)), "agree": held(agree, pa),
+            "a": {"confident": held(ca, pa), "confident_in_comparison": held(ca & agree, pa)},
+            "b": {"confident": held(cb, pb), "confident_in_comparison": held(cb & agree, pb)},
+            "both_confident": held(ca & cb & agree, pa)}
+
+
+def pair_table(pair: dict) -> str:
+    a, b = pair["models"]
+    cell = lambda h: f"{h['share']:.1%} ({h['right']:.1%})"  # noqa: E731
+    lines = [f"| set | n | agree (right) | {a}: confident (right) | {a}: confident in the comparison (right) | "
+             f"{b}: confident (right) | {b}: confident in the comparison (right) | both confident, agreeing (right) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, s in pair["sets"].items():
+        lines.append(f"| {name} | {s['n']} | {cell(s['agree'])} | {cell(s['a']['confident'])} | "
+                     f"{cell(s['a']['confident_in_comparison'])} | {cell(s['b']['confident'])} | "
+                     f"{cell(s['b']['confident_in_comparison'])} | {cell(s['both_confident'])} |")
+    return "\n".join(lines)
 
 
 def look_cells(s: dict) -> str:
@@ -394,13 +440,26 @@ def main(args: argparse.Namespace) -> list[dict]:
         raise SystemExit("give checkpoints and --data, or --table JSON...")
     if args.threads:
         torch.set_num_threads(args.threads)
+    pair = getattr(args, "pair", False)
+    if pair and len(args.checkpoints) != 2:
+        raise SystemExit("--pair needs exactly two checkpoints")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, kept = [], []
     for path in args.checkpoints:
-        r = evaluate(path, args)
+        kept.append({})
+        r = evaluate(path, args, kept[-1] if pair else None)
         (args.out / f"{r['model']}.json").write_text(json.dumps(r, indent=1))
         results.append(r)
     print(table(results))
+    if pair:
+        (ka, kb), names = kept, [r["model"] for r in results]
+        both = {"models": names, "checkpoints": [str(p) for p in args.checkpoints],
+                "sets": {name: pair_summary(ka["scored"][name], kb["scored"][name],
+                                            (ka["min_top"], kb["min_top"]))
+                         for name in ka["scored"] if name in kb["scored"]},
+                "date": results[0]["date"], "machine": results[0]["machine"]}
+        (args.out / f"pair-{names[0]}-{names[1]}.json").write_text(json.dumps(both, indent=1))
+        print("\n" + pair_table(both))
     return results
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from argparse import Namespace
 
+import numpy as np
 import pytest
 
 from brainmri.checkpoint import load_checkpoint, save_checkpoint
@@ -135,3 +136,34 @@ def test_hand_set_labels_break_the_sets_down(folder, tmp_path, monkeypatch):
     assert r["sets"]["val"]["breakdown"]["contrast"]["t1"]["n"] == 3
     assert set(r["sets"]["clean"]["breakdown"]["plane"]) == {"unlabelled"}
     assert generalisation.read_labels(tmp_path / "missing.csv", folder) == {}
+
+
+def test_a_pair_is_scored_as_the_app_compares(folder, tmp_path, monkeypatch):
+    """--pair: two checkpoints of one protocol; an answer stays confident in the comparison only
+    where the other model agrees, so those counts never exceed either model's own."""
+    monkeypatch.chdir(tmp_path)
+    a = loso_checkpoint(tmp_path, holdout_source="sartaj-br35h", holdout_classes="meningioma")
+    b_path = make_tiny_checkpoint(tmp_path / "other.safetensors", "baseline", seed=3)
+    model, meta = load_checkpoint(b_path)
+    meta.update(args=dict(load_checkpoint(a)[1]["args"]), name="other")
+    b = save_checkpoint(b_path, model, meta)
+    out = tmp_path / "out"
+    generalisation.main(Namespace(checkpoints=[a, b], data=folder, out=out, batch_size=8, limit=0,
+                                  threads=1, device="cpu", pair=True))
+    pair = json.loads((out / "pair-tiny-baseline-other.json").read_text())
+    assert pair["models"] == ["tiny-baseline", "other"]
+    assert set(pair["sets"]) == {"val", "loso", "loso_training"}
+    for s in pair["sets"].values():
+        for m in ("a", "b"):
+            alone, kept = s[m]["confident"], s[m]["confident_in_comparison"]
+            assert kept["n"] <= min(alone["n"], s["agree"]["n"])
+        assert s["both_confident"]["n"] <= min(s["a"]["confident_in_comparison"]["n"],
+                                               s["b"]["confident_in_comparison"]["n"])
+    same = generalisation.pair_summary(*(generalisation.subset(
+        {"path": np.array(["x", "y"]), "label": np.array([0, 1]),
+         "probs": np.array([[0.9, 0.1], [0.2, 0.8]]), "is_mri": np.array([True, True]),
+         "outcome": np.array(["", ""])}, np.array([True, True])),) * 2, min_top=(0.6, 0.6))
+    assert same["agree"]["share"] == 1 and same["both_confident"] == {"share": 1.0, "n": 2, "right": 1.0}
+    with pytest.raises(SystemExit, match="exactly two"):
+        generalisation.main(Namespace(checkpoints=[a], data=folder, out=out, batch_size=8, limit=0,
+                                      threads=1, device="cpu", pair=True))
