@@ -12,6 +12,8 @@
 # resnet50.safetensors in 15 MB parts (resnet50.safetensors.part-aa, -ab, ...: `cat` them back),
 # baseline.safetensors and runs.tar.gz (each run's args, history, log; the timing probes').
 # EXTRA is appended to every training command (CPU smoke test: EXTRA="--limit 48 --device cpu").
+# CHECK=1 tries every training command of the plan here first (train --check: data, model, epoch
+# plan and the teacher's split, on the CPU, no step): a command that cannot start stops here.
 set -uo pipefail
 out=$(realpath -m "${1:?OUT}")
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,9 +42,11 @@ fi
 
 train() {  # NAME EPOCHS ARGS...: one run into $runs/NAME, its output in $runs/NAME.txt
   local name=$1 epochs=$2; shift 2
-  "$py" -m train "$@" --epochs "$epochs" --out "$runs/$name" ${EXTRA:-} >"$runs/$name.txt" 2>&1
+  local check=(); [[ ${CHECK:-0} == 1 ]] && check=(--check --device cpu)
+  "$py" -m train "$@" --epochs "$epochs" --out "$runs/$name" ${EXTRA:-} "${check[@]}" >"$runs/$name.txt" 2>&1
 }
-seconds() {  # the first epoch's seconds in a run's history
+seconds() {  # the first epoch's seconds in a run's history (CHECK=1: none, so 1)
+  [[ ${CHECK:-0} == 1 ]] && { echo 1; return; }
   "$py" -c "import json,sys; print(json.load(open(sys.argv[1]))[0]['seconds'])" "$runs/$1/history.json"
 }
 finish() {  # the runs' args, histories and logs into OUT/runs.tar.gz, then what OUT holds

@@ -235,3 +235,24 @@ def test_consistency_with_painting_and_guidance_trains(tmp_path):
     row = json.loads((out / "history.json").read_text())[-1]
     assert 0 <= row["train_outside_box"] <= 1 and math.isfinite(row["train_loss"])
     assert json.loads((out / "args.json").read_text())["consistency"] == 1.0
+
+
+def test_check_builds_the_run_and_stops_before_the_first_step(tmp_path):
+    """--check: the epoch plan is built (and refused where it cannot be balanced: here no
+    meningioma has a box) without a step, a history or a checkpoint."""
+    root = synthetic.boxed_kaggle(tmp_path / "kaggle", counts=(("Training", 10),),
+                                  class_step=100, offset=5000)
+    lesion = [*ARGS, "--counterfactual", "0.3", "--paint-share", "0.6", "--notumor-repeat", "2",
+              "--guidance", "1", "--check"]
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(root), "--out", str(out), *lesion], tmp_path)
+    assert "stopped before the first step" in (out / "log.txt").read_text()
+    assert not (out / "history.json").exists() and not (out / "model.safetensors").exists()
+    boxes = root / "tumor_boxes.csv"
+    boxes.write_text("".join(line for line in boxes.read_text().splitlines(keepends=True)
+                             if ",meningioma," not in line))
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    refused = subprocess.run([sys.executable, "-m", "train", "--data", str(root), "--out",
+                              str(tmp_path / "refused"), *lesion], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
+    assert refused.returncode != 0 and "balancing needs" in refused.stderr

@@ -88,6 +88,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
     p.add_argument("--name", default=None, help="model name stored in the checkpoint")
+    p.add_argument("--check", action="store_true",
+                   help="build the run (data, model, epoch plan, the teacher's split check) and stop "
+                        "before the first step: a command meant for another machine, tried here")
     p.add_argument("--counterfactual", type=float,
                    help="share of boxed tumour scans also trained painted out as notumor (train.paint)")
     p.add_argument("--paint-share", type=float,
@@ -684,6 +687,10 @@ def main(args: argparse.Namespace) -> Path:
     loop = Loop(cfg, opt, device, use_bf16(device, cfg.get("precision", "auto")), steps_per_epoch,
                 steps_per_epoch * cfg["epochs"], int(cfg["warmup_epochs"] * steps_per_epoch),
                 teacher(cfg, data, device))
+    if cfg.get("check"):
+        log.info("check: %d samples, %d steps an epoch, %d epochs; stopped before the first step",
+                 n_epoch, steps_per_epoch, cfg["epochs"])
+        return out
     progress = Progress.resume(out, model, opt)
     log.info("precision: %s autocast on %s", "bf16" if loop.bf16 else "no", device)
     fit(model, net, data, loop, progress, out, rank, world)
