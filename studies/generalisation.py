@@ -362,9 +362,10 @@ def pair_summary(a: dict, b: dict, min_top: tuple[float, float]) -> dict:
     def held(mask: np.ndarray, pred: np.ndarray) -> dict:
         return {"share": float(mask.mean()), "n": int(mask.sum()),
                 "right": float((pred[mask] == y[mask]).mean()) if mask.any() else float("nan")}
+    alone = Outcome.CONFIDENT.value
     return {"n": int(len(y)), "agree": held(agree, pa),
-            "a": {"confident": held(ca, pa), "confident_in_comparison": held(ca & agree, pa)},
-            "b": {"confident": held(cb, pb), "confident_in_comparison": held(cb & agree, pb)},
+            "a": {alone: held(ca, pa), "confident_in_comparison": held(ca & agree, pa)},
+            "b": {alone: held(cb, pb), "confident_in_comparison": held(cb & agree, pb)},
             "both_confident": held(ca & cb & agree, pa)}
 
 
@@ -375,8 +376,8 @@ def pair_table(pair: dict) -> str:
              f"{b}: confident (right) | {b}: confident in the comparison (right) | both confident, agreeing (right) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, s in pair["sets"].items():
-        lines.append(f"| {name} | {s['n']} | {cell(s['agree'])} | {cell(s['a']['confident'])} | "
-                     f"{cell(s['a']['confident_in_comparison'])} | {cell(s['b']['confident'])} | "
+        lines.append(f"| {name} | {s['n']} | {cell(s['agree'])} | {cell(s['a'][Outcome.CONFIDENT.value])} | "
+                     f"{cell(s['a']['confident_in_comparison'])} | {cell(s['b'][Outcome.CONFIDENT.value])} | "
                      f"{cell(s['b']['confident_in_comparison'])} | {cell(s['both_confident'])} |")
     return "\n".join(lines)
 
