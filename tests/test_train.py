@@ -256,3 +256,21 @@ def test_check_builds_the_run_and_stops_before_the_first_step(tmp_path):
                               str(tmp_path / "refused"), *lesion], cwd=tmp_path, capture_output=True,
                              text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
     assert refused.returncode != 0 and "balancing needs" in refused.stderr
+
+
+def test_a_wider_baseline_is_built_recorded_and_loaded(tiny_data, tmp_path):
+    """--arch-kwargs: a model from scratch with other widths; the checkpoint records them and
+    loads as that model (and the flag is refused beside --init)."""
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS,
+         "--epochs", "1", "--arch-kwargs", '{"widths": [4, 8, 12]}'], tmp_path)
+    predictor = Predictor.from_checkpoint(out / "model.safetensors", device="cpu")
+    assert predictor.meta["arch_kwargs"] == {"widths": [4, 8, 12]}
+    assert predictor.model.head[0].in_features == 12 * 4 * 4
+    assert predictor.predict(synthetic.scan(2, size=64)).label in CLASSES
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    both = subprocess.run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out",
+                           str(tmp_path / "both"), *ARGS, "--init", str(out / "model.safetensors"),
+                           "--arch-kwargs", '{"widths": [4, 8, 12]}'], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
+    assert both.returncode != 0 and "--arch-kwargs" in both.stderr

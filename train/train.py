@@ -34,7 +34,7 @@ from tqdm import tqdm
 from brainmri.checkpoint import load_checkpoint
 from brainmri.classes import CLASSES
 from brainmri.data import fingerprint, load_crops
-from brainmri.models import ARCHS, Classifier, pretrained_model
+from brainmri.models import ARCHS, Classifier, build_model, pretrained_model
 from brainmri.predictor import default_device
 from brainmri import localisation as loc
 from brainmri.presets import EvalPreset, TrainPreset
@@ -57,6 +57,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--recipe", choices=sorted(RECIPES), default="best")
     p.add_argument("--model", choices=sorted(ARCHS), help="overrides the recipe's model")
+    p.add_argument("--arch-kwargs", type=json.loads, metavar="JSON",
+                   help='a model built from scratch with these arguments, e.g. \'{"widths": [64, 128, 256]}\' '
+                        "(recorded in the checkpoint; not with --init or pretrained weights)")
     p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
     p.add_argument("--out", type=Path, required=True)
     for name, typ in [("size", int), ("epochs", int), ("batch_size", int), ("lr", float),
@@ -180,10 +183,19 @@ def is_main() -> bool:
 def make_model(cfg: dict) -> tuple[Classifier, dict]:
     arch = cfg["model"]
     if cfg.get("init"):
+        if cfg.get("arch_kwargs"):
+            raise SystemExit("--arch-kwargs builds a new model; --init loads one with its own")
         model, meta = load_checkpoint(cfg["init"])
         if meta["arch"] != arch:
             raise ValueError(f"--init {cfg['init']} is a {meta['arch']}, not a {arch}")
         return model.float().train(), meta["arch_kwargs"]
+    if cfg.get("arch_kwargs"):
+        if ARCHS[arch].pretrained is not None:
+            raise SystemExit(f"--arch-kwargs: {arch} starts from pretrained weights of its own shape")
+        try:
+            return build_model(arch, **cfg["arch_kwargs"]).train(), dict(cfg["arch_kwargs"])
+        except TypeError as error:
+            raise SystemExit(f"--arch-kwargs: {error}") from None
     return pretrained_model(arch, cfg["imagenet"])
 
 
