@@ -105,6 +105,9 @@ def test_a_rounded_teacher_travels_with_its_split_and_answers(tmp_path):
                                   str(tmp_path / "x.safetensors")], capture_output=True, text=True,
                                  timeout=300, cwd=ROOT)
     assert not_rounded.returncode != 0 and "not a rounded checkpoint" in not_rounded.stderr
+    as_imagenet = subprocess.run([sys.executable, "-m", "train.pack", "restore", str(packed)],
+                                 capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert as_imagenet.returncode != 0 and "restore it with --out" in as_imagenet.stderr
 
 
 def test_training_with_a_teacher_records_its_loss(tiny_data, tmp_path):

@@ -34,9 +34,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from brainmri.boxes import box_for, load_boxes
+from brainmri.checkpoint import DETECTOR_PREFIXES, read_metadata
 from brainmri.classes import CLASSES
 from brainmri.data import Sample, fingerprint, load_crops
 from brainmri.presets import EvalPreset, TrainPreset
@@ -203,12 +205,15 @@ def dequantise(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def rounding_header(path: str | Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
 def pack_checkpoint(src: str | Path, out: Path, min_elements: int = 65536) -> Path:
     """A checkpoint's model weights rounded as `quantise` does, its metadata kept (a teacher for
     `train.distill` that travels: its recorded split still checks). The detectors' tensors are
     left out: a teacher only answers."""
-    from safetensors import safe_open
-    from brainmri.checkpoint import DETECTOR_PREFIXES, read_metadata
     meta = read_metadata(src)
     with safe_open(str(src), framework="pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(DETECTOR_PREFIXES)}
@@ -222,9 +227,7 @@ def pack_checkpoint(src: str | Path, out: Path, min_elements: int = 65536) -> Pa
 
 def unpack_checkpoint(packed: str | Path, out: Path) -> Path:
     """The loadable checkpoint (float32 weights, the metadata) of a `pack_checkpoint` file."""
-    from safetensors import safe_open
-    with safe_open(str(packed), framework="pt") as f:
-        header = f.metadata() or {}
+    header = rounding_header(packed)
     if header.get("rounding") != ROUNDED_CHECKPOINT:
         raise SystemExit(f"{packed} is not a rounded checkpoint (python -m train.pack checkpoint)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -275,6 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.out is not None:
         print(f"wrote {unpack_checkpoint(args.packed, args.out)}")
     else:
+        if rounding_header(args.packed).get("rounding") == ROUNDED_CHECKPOINT:
+            raise SystemExit(f"{args.packed} is a rounded checkpoint, not ImageNet's weights: "
+                             "restore it with --out")
         from brainmri.imagenet import CACHE_DIR, CONVERTED
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         save_file(dequantise(load_file(str(args.packed))), str(CACHE_DIR / CONVERTED),
