@@ -52,6 +52,38 @@ from .recipes import RECIPES
 log = logging.getLogger("train")
 
 
+def add_signal_arguments(p: argparse.ArgumentParser) -> None:
+    """What a recipe trains on besides the labels: the lesion signals (train.paint,
+    train.guidance), acquisition and look augmentation (train.augment), framing."""
+    p.add_argument("--counterfactual", type=float,
+                   help="share of boxed tumour scans also trained painted out as notumor (train.paint)")
+    p.add_argument("--paint-share", type=float,
+                   help="share of each epoch's samples painted (counterfactuals + balancing controls)")
+    p.add_argument("--notumor-repeat", type=int,
+                   help="each no-tumour scan this many times an epoch (room for its control paintings)")
+    p.add_argument("--guidance", type=float,
+                   help="weight of the true class's map mass outside the tumour box (train.guidance)")
+    p.add_argument("--acquisition", type=int, choices=[0, 1],
+                   help="acquisition and contrast augmentation (train.augment)")
+    p.add_argument("--standardise", type=int, choices=[0, 1],
+                   help="in-head intensity standardisation of every crop, in training and at "
+                        "inference (stored in the checkpoint's preset; brainmri.intensity)")
+    p.add_argument("--acquisition-kind", choices=sorted(ACQUISITIONS), default=None,
+                   help="which train.augment.ACQUISITIONS setting (default: standard)")
+    p.add_argument("--look-swap", type=float,
+                   help="share of training crops rendered in another source's intensity look "
+                        "(train.augment.LookSwap)")
+    p.add_argument("--consistency", type=float,
+                   help="weight of the Jensen-Shannon consistency between each training crop and "
+                        "a second view of it in another source's look (train.augment."
+                        "consistency_loss); each step then sees twice the images")
+    p.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="area of the random training crop, of the cached head crop's (framing "
+                        "and zoom variety; brainmri.presets.TrainPreset.scale, default 0.75 1.0; "
+                        "above 1 zooms out, the head framed looser)")
+    p.add_argument("--grow", type=float, help="tumour boxes grown by this x the crop side")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train a brainmri model.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -94,33 +126,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="build the run (data, model, epoch plan, the teacher's split check) and stop "
                         "before the first step: a command meant for another machine, tried here")
-    p.add_argument("--counterfactual", type=float,
-                   help="share of boxed tumour scans also trained painted out as notumor (train.paint)")
-    p.add_argument("--paint-share", type=float,
-                   help="share of each epoch's samples painted (counterfactuals + balancing controls)")
-    p.add_argument("--notumor-repeat", type=int,
-                   help="each no-tumour scan this many times an epoch (room for its control paintings)")
-    p.add_argument("--guidance", type=float,
-                   help="weight of the true class's map mass outside the tumour box (train.guidance)")
-    p.add_argument("--acquisition", type=int, choices=[0, 1],
-                   help="acquisition and contrast augmentation (train.augment)")
-    p.add_argument("--standardise", type=int, choices=[0, 1],
-                   help="in-head intensity standardisation of every crop, in training and at "
-                        "inference (stored in the checkpoint's preset; brainmri.intensity)")
-    p.add_argument("--acquisition-kind", choices=sorted(ACQUISITIONS), default=None,
-                   help="which train.augment.ACQUISITIONS setting (default: standard)")
-    p.add_argument("--look-swap", type=float,
-                   help="share of training crops rendered in another source's intensity look "
-                        "(train.augment.LookSwap)")
-    p.add_argument("--consistency", type=float,
-                   help="weight of the Jensen-Shannon consistency between each training crop and "
-                        "a second view of it in another source's look (train.augment."
-                        "consistency_loss); each step then sees twice the images")
-    p.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                   help="area of the random training crop, of the cached head crop's (framing "
-                        "and zoom variety; brainmri.presets.TrainPreset.scale, default 0.75 1.0; "
-                        "above 1 zooms out, the head framed looser)")
-    p.add_argument("--grow", type=float, help="tumour boxes grown by this x the crop side")
+    add_signal_arguments(p)
     p.add_argument("--freeze-bn", type=int, choices=[0, 1], help="keep every batch-norm's statistics")
     p.add_argument("--keep", choices=["best", "last"], help="epoch kept: best validation accuracy or last")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
