@@ -37,11 +37,12 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    """`cmd` with the project on the path; it must succeed (`ok=False`: it must fail)."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.returncode == 0) == ok, result.stderr[-3000:]
     return result
 
 
@@ -251,11 +252,9 @@ def test_check_builds_the_run_and_stops_before_the_first_step(tmp_path):
     boxes = root / "tumor_boxes.csv"
     boxes.write_text("".join(line for line in boxes.read_text().splitlines(keepends=True)
                              if ",meningioma," not in line))
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    refused = subprocess.run([sys.executable, "-m", "train", "--data", str(root), "--out",
-                              str(tmp_path / "refused"), *lesion], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
-    assert refused.returncode != 0 and "balancing needs" in refused.stderr
+    refused = run([sys.executable, "-m", "train", "--data", str(root), "--out",
+                   str(tmp_path / "refused"), *lesion], tmp_path, ok=False)
+    assert "balancing needs" in refused.stderr
 
 
 def test_a_wider_baseline_is_built_recorded_and_loaded(tiny_data, tmp_path):
@@ -268,9 +267,7 @@ def test_a_wider_baseline_is_built_recorded_and_loaded(tiny_data, tmp_path):
     assert predictor.meta["arch_kwargs"] == {"widths": [4, 8, 12]}
     assert predictor.model.head[0].in_features == 12 * 4 * 4
     assert predictor.predict(synthetic.scan(2, size=64)).label in CLASSES
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    both = subprocess.run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out",
-                           str(tmp_path / "both"), *ARGS, "--init", str(out / "model.safetensors"),
-                           "--arch-kwargs", '{"widths": [4, 8, 12]}'], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
-    assert both.returncode != 0 and "--arch-kwargs" in both.stderr
+    both = run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(tmp_path / "both"),
+                *ARGS, "--init", str(out / "model.safetensors"), "--arch-kwargs", '{"widths": [4, 8, 12]}'],
+               tmp_path, ok=False)
+    assert "--arch-kwargs" in both.stderr

@@ -38,7 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from brainmri.boxes import box_for, load_boxes
-from brainmri.checkpoint import DETECTOR_PREFIXES, read_metadata
+from brainmri.checkpoint import load_checkpoint
 from brainmri.classes import CLASSES
 from brainmri.data import Sample, fingerprint, load_crops
 from brainmri.presets import EvalPreset, TrainPreset
@@ -214,9 +214,8 @@ def pack_checkpoint(src: str | Path, out: Path, min_elements: int = 65536) -> Pa
     """A checkpoint's model weights rounded as `quantise` does, its metadata kept (a teacher for
     `train.distill` that travels: its recorded split still checks). The detectors' tensors are
     left out: a teacher only answers."""
-    meta = read_metadata(src)
-    with safe_open(str(src), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(DETECTOR_PREFIXES)}
+    model, meta = load_checkpoint(src)
+    state = model.state_dict()
     meta["rounded"] = {"rounding": ROUNDED_CHECKPOINT, "min_elements": min_elements,
                        "from": Path(src).name}
     out.parent.mkdir(parents=True, exist_ok=True)
