@@ -68,6 +68,7 @@ HEAD = 0.04            # intensity (of 1) above which a pixel counts as head for
 LOOSE = 0.2            # "loosely stable": the inverted scan gives the plain answer at least this
 TARGET = 0.9           # the accuracy "confident" should hold (`coverage_at_90`)
 LOOK_TAUS = (0.96, 0.88, 0.8)   # look-decided: the answer's look share at least this (rule v4)
+BOUND_CONTRAST = "t1"           # rule v5's bound: confident only on scans hand-labelled this
 HAND_SET = ("plane", "contrast")     # the kinds of hand-set label the breakdowns use
 UNLABELLED = "unlabelled"
 
@@ -234,6 +235,12 @@ def stratum(values: np.ndarray, edges: list[float]) -> np.ndarray:
     return names[np.searchsorted(edges, values, side="right")]
 
 
+def held(mask: np.ndarray, right: np.ndarray) -> dict:
+    """The answers `mask` marks: their share of the set, their number, and how many are right."""
+    return {"share": float(mask.mean()), "n": int(mask.sum()),
+            "right": float(right[mask].mean()) if mask.any() else float("nan")}
+
+
 def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[float]],
               min_top: float) -> dict:
     y = scored["label"]
@@ -265,33 +272,45 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
                                            "accuracy": float(right[m & (y == c)].mean())}
                               for c in range(len(classes)) if (m & (y == c)).any()}}
 
-    def held(mask: np.ndarray) -> dict:
-        return {"share": float(mask.mean()), "n": int(mask.sum()),
-                "right": float(right[mask].mean()) if mask.any() else float("nan")}
     return {"n": int(len(y)), "unreadable": int(scored["unreadable"]), "accuracy": float(right.mean()),
             "per_class": per_class, "stable": float(stable.mean()),
             "stable_right": float(right[stable].mean()) if stable.any() else float("nan"),
             "unstable_right": float(right[~stable].mean()) if (~stable).any() else float("nan"),
-            Outcome.CONFIDENT.value: held(confident), "confident_stable": held(confident & stable),
-            "loosely_stable": float(loose.mean()), "confident_loosely_stable": held(confident & loose),
+            Outcome.CONFIDENT.value: held(confident, right), "confident_stable": held(confident & stable, right),
+            "loosely_stable": float(loose.mean()), "confident_loosely_stable": held(confident & loose, right),
             "look_stable": float(look_stable.mean()),
             "look_stable_right": float(right[look_stable].mean()) if look_stable.any() else float("nan"),
             "look_unstable_right": float(right[~look_stable].mean()) if (~look_stable).any() else float("nan"),
-            "confident_look_stable": held(confident & look_stable),
+            "confident_look_stable": held(confident & look_stable, right),
             "coverage_at_90": coverage_at(right, scored["probs"].max(1), TARGET),
             "look_prior": None if share is None else {
-                str(tau): look_decided(share >= tau, right, confident, y, classes, held)
+                str(tau): look_decided(share >= tau, right, confident, y, classes)
                 for tau in LOOK_TAUS},
+            "contrast_bound": contrast_bound(scored["contrast"], right, confident),
             "breakdown": breakdown}
 
 
+def contrast_bound(contrast: np.ndarray, right: np.ndarray, confident: np.ndarray) -> dict | None:
+    """Rule v5's bound, over the hand-labelled scans only (None without any): the confident
+    answers as they stand, and those left if every scan not labelled `BOUND_CONTRAST` were
+    cautioned (a perfect contrast detector); shares of the labelled scans."""
+    labelled = contrast != UNLABELLED
+    if not labelled.any():
+        return None
+    keep = contrast[labelled] == BOUND_CONTRAST
+    right, confident = right[labelled], confident[labelled]
+    return {"labelled": int(labelled.sum()), "labelled_share": float(labelled.mean()),
+            "kept_contrast": float(keep.mean()), Outcome.CONFIDENT.value: held(confident, right),
+            "confident_if_kept": held(confident & keep, right)}
+
+
 def look_decided(decided: np.ndarray, right: np.ndarray, confident: np.ndarray, y: np.ndarray,
-                 classes: tuple[str, ...], held) -> dict:
+                 classes: tuple[str, ...]) -> dict:
     """Rule v4's figures for one tau: `decided` marks the answers the look alone gives."""
     def rate(mask: np.ndarray) -> float:
         return float(right[mask].mean()) if mask.any() else float("nan")
     return {"decided": float(decided.mean()), "decided_right": rate(decided), "open_right": rate(~decided),
-            "confident_open": held(confident & ~decided),
+            "confident_open": held(confident & ~decided, right),
             "decided_by_class": {classes[c]: float(decided[y == c].mean())
                                  for c in range(len(classes)) if (y == c).any()}}
 
@@ -358,15 +377,12 @@ def pair_summary(a: dict, b: dict, min_top: tuple[float, float]) -> dict:
     y, pa, pb = a["label"], a["probs"].argmax(1), b["probs"].argmax(1)
     agree = pa == pb
     ca, cb = confident_mask(a, min_top[0]), confident_mask(b, min_top[1])
-
-    def held(mask: np.ndarray, pred: np.ndarray) -> dict:
-        return {"share": float(mask.mean()), "n": int(mask.sum()),
-                "right": float((pred[mask] == y[mask]).mean()) if mask.any() else float("nan")}
+    ra, rb = pa == y, pb == y
     alone = Outcome.CONFIDENT.value
-    return {"n": int(len(y)), "agree": held(agree, pa),
-            "a": {alone: held(ca, pa), "confident_in_comparison": held(ca & agree, pa)},
-            "b": {alone: held(cb, pb), "confident_in_comparison": held(cb & agree, pb)},
-            "both_confident": held(ca & cb & agree, pa)}
+    return {"n": int(len(y)), "agree": held(agree, ra),
+            "a": {alone: held(ca, ra), "confident_in_comparison": held(ca & agree, ra)},
+            "b": {alone: held(cb, rb), "confident_in_comparison": held(cb & agree, rb)},
+            "both_confident": held(ca & cb & agree, ra)}
 
 
 def pair_table(pair: dict) -> str:
@@ -406,6 +422,22 @@ def look_table(results: list[dict]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def bound_table(results: list[dict]) -> str:
+    """Rule v5's bound, one row per set with hand labels; results written before it: none."""
+    lines = ["| model | set | hand-labelled (share of set) | labelled " + BOUND_CONTRAST + " | "
+             "confident (right) | confident if only " + BOUND_CONTRAST + " stays (right) |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        for name, s in r["sets"].items():
+            b = s.get("contrast_bound")
+            if b:
+                c, k = b[Outcome.CONFIDENT.value], b["confident_if_kept"]
+                lines.append(f"| {r['model']} | {name} | {b['labelled']} ({b['labelled_share']:.1%}) | "
+                             f"{b['kept_contrast']:.1%} | {c['share']:.1%} ({c['right']:.1%}) | "
+                             f"{k['share']:.1%} ({k['right']:.1%}) |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def table(results: list[dict]) -> str:
     lines = ["| model | set | n | accuracy | per-class recall | stable | confident (right) | "
              "confident and stable (right) | confident and loosely stable (right) | "
@@ -427,8 +459,8 @@ def table(results: list[dict]) -> str:
                 for v, b in values.items():
                     per = ", ".join(f"{c[:4]} {x['accuracy']:.1%} ({x['n']})" for c, x in b.get("per_class", {}).items())
                     lines.append(f"| {r['model']} | {name} | {kind} | {v} | {b['n']} | {b['accuracy']:.1%} | {per} |")
-    looks_part = look_table(results)
-    return "\n".join(lines) + ("\n\n" + looks_part if looks_part else "")
+    parts = [p for p in (look_table(results), bound_table(results)) if p]
+    return "\n\n".join(["\n".join(lines), *parts])
 
 
 def main(args: argparse.Namespace) -> list[dict]:

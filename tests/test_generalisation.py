@@ -136,6 +136,22 @@ def test_hand_set_labels_break_the_sets_down(folder, tmp_path, monkeypatch):
     assert r["sets"]["val"]["breakdown"]["contrast"]["t1"]["n"] == 3
     assert set(r["sets"]["clean"]["breakdown"]["plane"]) == {"unlabelled"}
     assert generalisation.read_labels(tmp_path / "missing.csv", folder) == {}
+    # rule v5's bound covers the labelled scans only: all three are t1, so nothing is cautioned
+    bound = r["sets"]["val"]["contrast_bound"]
+    assert bound["labelled"] == 3 and bound["kept_contrast"] == 1.0
+    assert bound["confident_if_kept"]["n"] == bound["confident"]["n"]
+    assert r["sets"]["clean"]["contrast_bound"] is None
+
+
+def test_contrast_bound_cautions_every_scan_not_labelled_t1():
+    contrast = np.array(["t1", "t2", "flair", "t1", generalisation.UNLABELLED])
+    right = np.array([True, False, True, False, True])
+    confident = np.array([True, True, True, True, False])
+    b = generalisation.contrast_bound(contrast, right, confident)
+    assert b["labelled"] == 4 and b["labelled_share"] == 0.8 and b["kept_contrast"] == 0.5
+    assert b["confident"] == {"share": 1.0, "n": 4, "right": 0.5}
+    assert b["confident_if_kept"] == {"share": 0.5, "n": 2, "right": 0.5}
+    assert generalisation.contrast_bound(contrast[4:], right[4:], confident[4:]) is None
 
 
 def test_a_pair_is_scored_as_the_app_compares(folder, tmp_path, monkeypatch):
