@@ -23,7 +23,7 @@ from brainmri.predictor import PRECISIONS, Predictor
 
 from . import startup
 from .cases import Row, device_rows
-from .context import checkpoints, label, report, scan_files
+from .context import checkpoints, devices, label, report, scan_files
 from .timing import load, machine
 
 
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> str:
     args = get_args_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-               if args.devices == "auto" else args.devices.split(","))
+    targets = devices(args.devices)
     info = machine()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> str:
                      f"{a} {'random stand-in' if c.random else c.path}" for a, c in ckpts.items()),
                  f"- images: {source}; repeats: {args.repeats} (medians)",
                  f"- load average at start: {load()}"]
-        for device in devices:
+        for device in targets:
             ps = {a: Predictor.from_checkpoint(c.path, device, precision=args.precision)
                   for a, c in ckpts.items()}
             if args.size:

@@ -5,6 +5,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from brainmri.checkpoint import save_checkpoint
 from brainmri.classes import CLASSES
 from brainmri.data import image_files
@@ -32,6 +34,13 @@ def checkpoints(folder: str | Path | None, scratch: Path) -> dict[str, Checkpoin
         out[arch] = Checkpoint(save_checkpoint(scratch / f"{arch}.safetensors",
                                                build_model(arch), meta), True)
     return out
+
+
+def devices(spec: str) -> list[str]:
+    """`--devices`: "auto" is the CPU, plus CUDA when there is one; else a comma list."""
+    if spec == "auto":
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return spec.split(",")
 
 
 def label(name: str) -> str:

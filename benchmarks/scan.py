@@ -28,7 +28,7 @@ from brainmri.scanmode import classify_scan
 from brainmri.scans import read_scan
 
 from .cases import floor_fn
-from .context import checkpoints, label, report, scan_files
+from .context import checkpoints, devices, label, report, scan_files
 from .timing import Timing, interleaved, load, machine
 
 TARGET = 4.0
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> str:
     args = get_args_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-               if args.devices == "auto" else args.devices.split(","))
+    targets = devices(args.devices)
     info = machine()
     files, source = scan_files(args.images, args.slices)
     data = series_zip(files)
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         name = default_model()
         ckpt = checkpoints(args.checkpoints, Path(scratch))[name]
-        for device in devices:
+        for device in targets:
             p = Predictor.from_checkpoint(ckpt.path, device)
             slices = read_scan(data).slices
             floor = floor_fn(p, 1)

@@ -196,3 +196,11 @@ def test_benchmarks_time_the_third_model(trained, tmp_path):
     rows = device_rows(ps, files, folder, repeats=1, clients=2)
     assert rows[0].what.startswith("Tiny CNN forward, batch 1") and rows[0].ms.median > 0
     assert any(r.what.startswith("Compare: all 1 models") for r in rows)
+
+
+def test_benchmark_devices_read_the_flag():
+    """--devices: "auto" is the CPU first, plus CUDA only when there is one; else the list."""
+    import torch
+    from benchmarks.context import devices
+    assert devices("auto") == ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    assert devices("cuda,cpu") == ["cuda", "cpu"] and devices("cpu") == ["cpu"]
