@@ -34,7 +34,8 @@ stable" added (the inverted scan gives the plain answer a probability of at leas
 with "look-stable" added; and
 `coverage_at_90`, the largest share of answers, ranked by top probability, that is right at
 least 90% of the time (what a top-probability floor alone could mark confident). Writes
-`<model>.json` under `--out` and prints Markdown tables.
+`<model>.json` under `--out` (a run that held a source out under `loso-<source>-<name>` unless
+its name starts with `loso`: `result_name`) and prints Markdown tables.
 
 `--pair` scores two checkpoints of one protocol as the app's comparison does (`brainmri.service`:
 when they answer differently, neither is confident) and writes `pair-<A>-<B>.json`: how often
@@ -315,6 +316,13 @@ def look_decided(decided: np.ndarray, right: np.ndarray, confident: np.ndarray, 
                                  for c in range(len(classes)) if (y == c).any()}}
 
 
+def result_name(name: str, holdout: str | None) -> str:
+    """The name a checkpoint's results are written under (`<name>.json`): a run that held a
+    source out and was not named for it (`loso-...`) gets the source in front, so it is never
+    written over a shipped checkpoint's results of the same architecture."""
+    return name if not holdout or name.startswith("loso") else f"loso-{holdout}-{name}"
+
+
 def evaluate(path: Path, args, keep: dict | None = None) -> dict:
     """One checkpoint's results; `keep`, when given, receives its per-scan arrays by set and its
     top-probability floor (for `pair_summary`)."""
@@ -355,7 +363,7 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
     if keep is not None:
         keep.update(scored=scored, min_top=min_top)
     return {
-        "checkpoint": str(path), "model": predictor.name,
+        "checkpoint": str(path), "model": result_name(predictor.name, holdout),
         "holdout_source": holdout, "holdout_classes": margs.get("holdout_classes"),
         "confident_rule": "checkpoint outcome" if predictor.familiarity is not None
                           else f"is_mri and top probability >= {min_top}",

@@ -70,6 +70,12 @@ def test_loso_run_is_scored_on_its_held_out_source(folder, tmp_path, monkeypatch
     assert saved["sets"]["loso"]["n"] == loso["n"]
 
 
+def test_a_held_out_run_never_takes_a_shipped_name():
+    assert generalisation.result_name("resnet50", None) == "resnet50"
+    assert generalisation.result_name("resnet50", "figshare") == "loso-figshare-resnet50"
+    assert generalisation.result_name("loso-R1", "sartaj-br35h") == "loso-R1"
+
+
 def test_plain_run_is_scored_on_clean(folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = run(loso_checkpoint(tmp_path), folder, tmp_path / "out")
@@ -166,8 +172,9 @@ def test_a_pair_is_scored_as_the_app_compares(folder, tmp_path, monkeypatch):
     out = tmp_path / "out"
     generalisation.main(Namespace(checkpoints=[a, b], data=folder, out=out, batch_size=8, limit=0,
                                   threads=1, device="cpu", pair=True))
-    pair = json.loads((out / "pair-tiny-baseline-other.json").read_text())
-    assert pair["models"] == ["tiny-baseline", "other"]
+    # a run that held a source out is written under a name of its own (`result_name`)
+    pair = json.loads((out / "pair-loso-sartaj-br35h-tiny-baseline-loso-sartaj-br35h-other.json").read_text())
+    assert pair["models"] == ["loso-sartaj-br35h-tiny-baseline", "loso-sartaj-br35h-other"]
     assert set(pair["sets"]) == {"val", "loso", "loso_training"}
     for s in pair["sets"].values():
         for m in ("a", "b"):
