@@ -73,6 +73,10 @@ LIMITATIONS = """### Known limitations
   types or none; no other pathology, no 3-D context, no clinical information. Anything else
   (other body parts, photos, other diseases) is out of scope; an out-of-distribution check
   flags inputs unlike the training scans but cannot catch everything.
+- **Tumours seen on one kind of scan.** The collection's gliomas and pituitary tumours, and
+  nearly all its meningiomas, are T1-weighted slices, while its T2, FLAIR and CT slices are
+  almost all "no tumour". The models were never shown a tumour on those contrasts: there an answer,
+  "no tumour" above all, can be marked confident and be wrong (docs/generalisation.md).
 - **Confidence outside the collection.** On brain MRI from other hospitals, sequences and
   exports, a high percentage can mean little. Scans unlike the training scans of their class
   are marked "treat with caution", but no such check catches every shift, and it cannot see an
