@@ -781,10 +781,12 @@ This page runs a computer model that looks at **one picture of a slice through t
 MRI scan) and guesses whether it shows one of three kinds of brain tumour (glioma, meningioma,
 pituitary tumour) or none. It colours the parts of the picture that pushed its guess the most
 (the *heatmap*). It learnt from about 7,000 pictures from one public collection, many of them
-copies of each other, so it is often wrong on pictures from elsewhere. It says *treat with
-caution* when a picture is unlike the ones it learnt from or when it hesitates, and refuses
-pictures that do not look like a brain MRI slice. **It is a teaching and research tool: it must
-never be used to decide anything about a person's health.**
+copies of each other, so it is often wrong on pictures from elsewhere. Every tumour it saw was
+on one kind of MRI picture (T1-weighted), so on other kinds (T2, FLAIR) it can miss a tumour
+and still sound sure. It says *treat with caution* when a picture is unlike the ones it learnt
+from or when it hesitates, and refuses pictures that do not look like a brain MRI slice. **It is
+a teaching and research tool: it must never be used to decide anything about a person's
+health.**
 
 ### Words used below
 - **Accuracy**: the share of test pictures whose class the model got right.

@@ -448,6 +448,9 @@ def test_a_phone(setup, browser):
         assert about.inner_text().lstrip().startswith("In plain words")
         for term in ("ECE", "Macro F1", "Pointing game", "mahalanobis-pca"):
             expect(about).to_contain_text(term)
+        # ...and, in the summary and in the card, that its tumours were all T1-weighted slices
+        expect(about).to_contain_text("one kind of MRI picture (T1-weighted)")
+        expect(page.locator("#card")).to_contain_text("never shown a tumour on those contrasts")
         expect(page.locator("#scroll-hint")).to_be_visible()
         expect(page.locator("#scroll-hint")).to_contain_text("scroll sideways")
 
