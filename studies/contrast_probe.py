@@ -37,12 +37,12 @@ from sklearn.preprocessing import StandardScaler
 
 from brainmri.lookprior import look_features
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits
+from brainmri.protocols import OTHER, build_splits
 from studies.generalisation import BOUND_CONTRAST, UNLABELLED, as_u8, framing_of, read_labels, unit_input
 
 THRESHOLD = 0.5
 # The labelled sets: the shipped split's validation scans, and protocol 1's held-out scans.
-PROTOCOL_1 = {"holdout_source": "sartaj-br35h", "holdout_classes": ["meningioma"]}
+PROTOCOL_1 = {"holdout_source": OTHER, "holdout_classes": ["meningioma"]}
 
 
 def get_args_parser() -> argparse.ArgumentParser:

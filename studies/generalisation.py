@@ -242,6 +242,11 @@ def held(mask: np.ndarray, right: np.ndarray) -> dict:
             "right": float(right[mask].mean()) if mask.any() else float("nan")}
 
 
+def cell(h: dict) -> str:
+    """A `held` result as a table cell: "share (right)"."""
+    return f"{h['share']:.1%} ({h['right']:.1%})"
+
+
 def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[float]],
               min_top: float) -> dict:
     y = scored["label"]
@@ -395,7 +400,6 @@ def pair_summary(a: dict, b: dict, min_top: tuple[float, float]) -> dict:
 
 def pair_table(pair: dict) -> str:
     a, b = pair["models"]
-    cell = lambda h: f"{h['share']:.1%} ({h['right']:.1%})"  # noqa: E731
     lines = [f"| set | n | agree (right) | {a}: confident (right) | {a}: confident in the comparison (right) | "
              f"{b}: confident (right) | {b}: confident in the comparison (right) | both confident, agreeing (right) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -411,7 +415,7 @@ def look_cells(s: dict) -> str:
     if "look_stable" not in s:
         return "- | - |"
     ck = s["confident_look_stable"]
-    return f"{s['look_stable']:.1%} | {ck['share']:.1%} ({ck['right']:.1%}) |"
+    return f"{s['look_stable']:.1%} | {cell(ck)} |"
 
 
 def look_table(results: list[dict]) -> str:
@@ -425,8 +429,7 @@ def look_table(results: list[dict]) -> str:
             for tau, v in (s.get("look_prior") or {}).items():
                 co = v["confident_open"]
                 lines.append(f"| {r['model']} | {name} | {tau} | {v['decided']:.1%} ({v['decided_right']:.1%}) | "
-                             f"{v['open_right']:.1%} | {c['share']:.1%} ({c['right']:.1%}) | "
-                             f"{co['share']:.1%} ({co['right']:.1%}) |")
+                             f"{v['open_right']:.1%} | {cell(c)} | {cell(co)} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -441,8 +444,7 @@ def bound_table(results: list[dict]) -> str:
             if b:
                 c, k = b[Outcome.CONFIDENT.value], b["confident_if_kept"]
                 lines.append(f"| {r['model']} | {name} | {b['labelled']} ({b['labelled_share']:.1%}) | "
-                             f"{b['kept_contrast']:.1%} | {c['share']:.1%} ({c['right']:.1%}) | "
-                             f"{k['share']:.1%} ({k['right']:.1%}) |")
+                             f"{b['kept_contrast']:.1%} | {cell(c)} | {cell(k)} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -456,8 +458,7 @@ def table(results: list[dict]) -> str:
             recall = ", ".join(f"{c[:4]} {v['recall']:.1%} ({v['n']})" for c, v in s["per_class"].items())
             c, cs, cl = s[Outcome.CONFIDENT.value], s["confident_stable"], s["confident_loosely_stable"]
             lines.append(f"| {r['model']} | {name} | {s['n']} | {s['accuracy']:.1%} | {recall} | "
-                         f"{s['stable']:.1%} | {c['share']:.1%} ({c['right']:.1%}) | "
-                         f"{cs['share']:.1%} ({cs['right']:.1%}) | {cl['share']:.1%} ({cl['right']:.1%}) | "
+                         f"{s['stable']:.1%} | {cell(c)} | {cell(cs)} | {cell(cl)} | "
                          + look_cells(s))
     lines += ["", "| model | set | stratum | value | n | accuracy | per class: accuracy (n) |",
               "|---|---|---|---|---|---|---|"]
