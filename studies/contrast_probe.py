@@ -8,7 +8,7 @@ labels as a perfect detector. A real one would be fitted on labelled scans of th
 where a scan that is not T1 is almost always a no-tumour scan. This asks whether such a
 detector finds *tumours* on other contrasts, the scans it would exist for. The hand labels
 (`--labels`, logs/labels/README.md) cover the shipped split's `val` and the first meningioma
-protocol's held-out set (`loso`: meningiomas from the other sources, 21 of them not T1).
+protocol's held-out set (`loso`: meningiomas from the other sources, some of them not T1).
 
 Two feature sets, each into a logistic regression (standardised; class-balanced) of "not T1":
 - `look`: `brainmri.lookprior.look_features`, ten numbers with no anatomy in them;
