@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from brainmri.checkpoint import load_checkpoint, update_metadata
+from brainmri.predictor import Predictor
+from brainmri.protocols import build_splits
 from train.interpolate import interpolate, main
 
 from tests.conftest import make_tiny_checkpoint
@@ -37,10 +39,43 @@ def test_the_cli_writes_a_loadable_midpoint(tiny_data, tmp_path):
     for path in (a, b):
         update_metadata(path, args={"seed": 0, "val_fraction": 0.25})
     out = tmp_path / "mid.safetensors"
-    result = main(argparse.Namespace(a=a, b=b, alpha=0.5, data=tiny_data, out=out, batch_size=8))
+    result = main(argparse.Namespace(a=a, b=b, alpha=0.5, data=tiny_data, out=out, batch_size=8,
+                                     keep_bn_statistics=True))
     model, meta = load_checkpoint(out)
     want = interpolate(load_checkpoint(a)[0].state_dict(), load_checkpoint(b)[0].state_dict(), 0.5)
     got = model.state_dict()
     assert got.keys() == want.keys()
     assert all(torch.allclose(got[k].float(), want[k].float(), atol=1e-2) for k in want)
     assert meta["interpolated"]["alpha"] == 0.5 and 0 <= result["val_accuracy"] <= 1
+    assert meta["interpolated"]["bn_statistics"] == "interpolated"
+
+
+def test_batch_norm_statistics_are_those_of_the_averaged_layers(tiny_data, tmp_path):
+    """By default the running statistics are recomputed on B's training split, prepared as the
+    predictor prepares it: the first batch-norm's mean and variance are then its input's, per
+    channel, over those scans (one batch holds them all); the weights stay the average."""
+    a, b = (make_tiny_checkpoint(tmp_path / f"{n}.safetensors", "baseline", size=32, seed=s)
+            for n, s in (("a", 0), ("b", 1)))
+    for path in (a, b):
+        update_metadata(path, args={"seed": 0, "val_fraction": 0.25})
+    out = tmp_path / "mid.safetensors"
+    main(argparse.Namespace(a=a, b=b, alpha=0.5, data=tiny_data, out=out, batch_size=1000,
+                            keep_bn_statistics=False))
+    model, meta = load_checkpoint(out)
+    assert meta["interpolated"]["bn_statistics"] == "recomputed on train"
+    want = interpolate(load_checkpoint(a)[0].state_dict(), load_checkpoint(b)[0].state_dict(), 0.5)
+    got = model.state_dict()
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    statistics = {k for k in want if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert all(torch.allclose(got[k].float(), want[k].float(), atol=1e-2) for k in want.keys() - statistics)
+    train = build_splits(tiny_data, 0.25, 0).train
+    prepared = Predictor(load_checkpoint(out)[0], meta, torch.device("cpu"), ood=None, fold_bn=False).prepare(
+        [s.path for s in train])
+    with torch.no_grad():
+        x = conv(torch.stack([p.tensor for p in prepared]).float())
+    mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3))
+    assert torch.allclose(bn.running_mean.float(), mean, rtol=1e-2, atol=1e-3)
+    assert torch.allclose(bn.running_var.float(), var, rtol=1e-2, atol=1e-3)
+    name = next(k for k in got if k.endswith("running_mean"))
+    assert not torch.allclose(got[name].float(), want[name].float(), atol=1e-3)

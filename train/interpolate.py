@@ -7,8 +7,11 @@ Wortsman et al. 2022 ("Robust fine-tuning of zero-shot models"): averaging the w
 model and of its fine-tuned version often keeps most of what the fine-tuning taught while
 recovering accuracy it cost. Here A is the model before a fine-tuning stage and B after it;
 both must share the architecture, its arguments and the preprocessing. Every floating-point
-tensor (weights and batch-norm statistics) is interpolated; integer buffers come from B. The
-calibration temperature is refitted on the validation split of B's own training run (the
+tensor is interpolated; integer buffers come from B. The mean of two layers' batch-norm
+statistics is not the statistics of the averaged layer's outputs, so, as stochastic weight
+averaging does (Izmailov et al. 2018), they are then recomputed in one pass over B's training
+split, each scan prepared as the predictor prepares it (`--keep-bn-statistics`: interpolated
+like the weights, as before). The calibration temperature is refitted on the validation split of B's own training run (the
 not-an-MRI detector is B's: refit it with `train.fit_ood --write` before shipping).
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import torch
 
 from safetensors import safe_open
+from torch.optim.swa_utils import update_bn
 
 from brainmri.checkpoint import load_checkpoint, save_checkpoint
 from brainmri.predictor import Predictor
@@ -55,7 +59,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="for the validation split (temperature)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--keep-bn-statistics", action="store_true",
+                   help="interpolate the batch-norm statistics instead of recomputing them")
     return p
+
+
+def prepared_batches(predictor: Predictor, samples, batch_size: int):
+    """Model-input batches (B, C, S, S) of `samples`, prepared as the predictor prepares them."""
+    for s in range(0, len(samples), batch_size):
+        yield torch.stack([p.tensor for p in predictor.prepare([v.path for v in samples[s:s + batch_size]])])
+
+
+def recompute_bn(model: torch.nn.Module, batches) -> int:
+    """Every batch-norm's running statistics from `batches`, a cumulative average over all of
+    them (`torch.optim.swa_utils.update_bn`); the model is left in eval mode. -> batch-norms."""
+    update_bn(batches, model)
+    model.eval()
+    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -69,23 +89,27 @@ def main(args: argparse.Namespace) -> dict:
         raise SystemExit(f"{args.a} and {args.b} differ in {[k for k in same if meta_a[k] != meta_b[k]]}")
     model_b.load_state_dict(interpolate(model_a.state_dict(), model_b.state_dict(), args.alpha))
     train_args = meta_b["args"]
-    val = build_splits(args.data, float(train_args.get("val_fraction", 0.12)),
-                       int(train_args.get("split_seed", train_args.get("seed", 0)))).val
+    splits = build_splits(args.data, float(train_args.get("val_fraction", 0.12)),
+                          int(train_args.get("split_seed", train_args.get("seed", 0))))
+    val = splits.val
     meta = {**meta_b, "calibration": {"temperature": 1.0, "fitted_on": "val"}}
     weights = set(model_b.state_dict())
+    if not args.keep_bn_statistics:
+        preparer = Predictor(copy.deepcopy(model_b), meta, torch.device("cpu"), ood=None, fold_bn=False)
+        with torch.no_grad():
+            n = recompute_bn(model_b, prepared_batches(preparer, splits.train, args.batch_size))
+        log.info("batch-norm statistics of %d layers recomputed on %d training scans", n, len(splits.train))
     # The predictor wraps the trunk's stages in familiarity taps, which renames their tensors:
     # it gets a copy, and the checkpoint is written from the model as built.
     predictor = Predictor(copy.deepcopy(model_b), meta, torch.device("cpu"), ood=None, fold_bn=False)
-    logits = []
-    for s in range(0, len(val), args.batch_size):
-        prepared = predictor.prepare([v.path for v in val[s:s + args.batch_size]])
-        logits.append(predictor.logits_and_features(torch.stack([p.tensor for p in prepared]))[0])
-    logits = torch.cat(logits).numpy()
+    logits = torch.cat([predictor.logits_and_features(batch)[0]
+                        for batch in prepared_batches(predictor, val, args.batch_size)]).numpy()
     labels = np.array([v.label for v in val])
     accuracy = float((logits.argmax(1) == labels).mean())
     temperature = fit_temperature(logits, labels)
     meta["calibration"]["temperature"] = temperature
-    meta["interpolated"] = {"a": str(args.a), "b": str(args.b), "alpha": args.alpha}
+    meta["interpolated"] = {"a": str(args.a), "b": str(args.b), "alpha": args.alpha,
+                            "bn_statistics": "interpolated" if args.keep_bn_statistics else "recomputed on train"}
     meta["metrics"] = {"val": {"accuracy": accuracy}}
     with safe_open(str(args.b), "pt") as f:               # B's detectors (ood.*, ...), as they are
         extra = {k: f.get_tensor(k) for k in f.keys() if k not in weights}
