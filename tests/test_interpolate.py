@@ -9,10 +9,10 @@ import torch
 from brainmri.checkpoint import load_checkpoint, update_metadata
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits
-from train.interpolate import interpolate, main
+from train.interpolate import interpolate, main, training_batches
 
 from tests.conftest import make_tiny_checkpoint
-from tests.test_train import tiny_data  # noqa: F401  (a fixture)
+from tests.test_train import ARGS, run, tiny_data  # noqa: F401  (a fixture)
 
 
 def test_interpolation_ends_mean_and_integer_buffers():
@@ -40,18 +40,18 @@ def test_the_cli_writes_a_loadable_midpoint(tiny_data, tmp_path):
         update_metadata(path, args={"seed": 0, "val_fraction": 0.25})
     out = tmp_path / "mid.safetensors"
     result = main(argparse.Namespace(a=a, b=b, alpha=0.5, data=tiny_data, out=out, batch_size=8,
-                                     keep_bn_statistics=True))
+                                     bn_statistics="interpolate"))
     model, meta = load_checkpoint(out)
     want = interpolate(load_checkpoint(a)[0].state_dict(), load_checkpoint(b)[0].state_dict(), 0.5)
     got = model.state_dict()
     assert got.keys() == want.keys()
     assert all(torch.allclose(got[k].float(), want[k].float(), atol=1e-2) for k in want)
     assert meta["interpolated"]["alpha"] == 0.5 and 0 <= result["val_accuracy"] <= 1
-    assert meta["interpolated"]["bn_statistics"] == "interpolated"
+    assert meta["interpolated"]["bn_statistics"] == "interpolate"
 
 
 def test_batch_norm_statistics_are_those_of_the_averaged_layers(tiny_data, tmp_path):
-    """By default the running statistics are recomputed on B's training split, prepared as the
+    """`clean`: the running statistics are recomputed on B's training split, prepared as the
     predictor prepares it: the first batch-norm's mean and variance are then its input's, per
     channel, over those scans (one batch holds them all); the weights stay the average."""
     a, b = (make_tiny_checkpoint(tmp_path / f"{n}.safetensors", "baseline", size=32, seed=s)
@@ -60,9 +60,9 @@ def test_batch_norm_statistics_are_those_of_the_averaged_layers(tiny_data, tmp_p
         update_metadata(path, args={"seed": 0, "val_fraction": 0.25})
     out = tmp_path / "mid.safetensors"
     main(argparse.Namespace(a=a, b=b, alpha=0.5, data=tiny_data, out=out, batch_size=1000,
-                            keep_bn_statistics=False))
+                            bn_statistics="clean"))
     model, meta = load_checkpoint(out)
-    assert meta["interpolated"]["bn_statistics"] == "recomputed on train"
+    assert meta["interpolated"]["bn_statistics"] == "clean"
     want = interpolate(load_checkpoint(a)[0].state_dict(), load_checkpoint(b)[0].state_dict(), 0.5)
     got = model.state_dict()
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
@@ -79,3 +79,32 @@ def test_batch_norm_statistics_are_those_of_the_averaged_layers(tiny_data, tmp_p
     assert torch.allclose(bn.running_var.float(), var, rtol=1e-2, atol=1e-3)
     name = next(k for k in got if k.endswith("running_mean"))
     assert not torch.allclose(got[name].float(), want[name].float(), atol=1e-3)
+
+
+def test_training_statistics_come_from_the_runs_own_batches(tiny_data, tmp_path):
+    """`training`: the statistics of one epoch of B's training batches as its trainer builds
+    them (augmented; a cumulative average of the batches' statistics), here from a tiny run
+    averaged with itself; a checkpoint whose arguments describe no run is refused."""
+    import sys
+    trained = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(trained), *ARGS,
+         "--epochs", "1", "--precision", "fp32"], tmp_path)
+    b = trained / "model.safetensors"
+    out = tmp_path / "self.safetensors"
+    main(argparse.Namespace(a=b, b=b, alpha=0.5, data=tiny_data, out=out, batch_size=8,
+                            bn_statistics="training"))
+    model, meta = load_checkpoint(out)
+    assert meta["interpolated"]["bn_statistics"] == "training"
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        means = [conv(x.float()).mean(dim=(0, 2, 3)) for x in training_batches(meta["args"], tiny_data)]
+    assert len(means) > 1
+    assert torch.allclose(bn.running_mean.float(), torch.stack(means).mean(0), rtol=1e-2, atol=1e-3)
+    before = next(m for m in load_checkpoint(b)[0].modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not torch.allclose(before.running_mean, bn.running_mean.float(), atol=1e-4)
+
+    bare = make_tiny_checkpoint(tmp_path / "bare.safetensors", "baseline", size=32)
+    with pytest.raises(SystemExit, match="do not describe a training run"):
+        main(argparse.Namespace(a=bare, b=bare, alpha=0.5, data=tiny_data, out=tmp_path / "x.safetensors",
+                                batch_size=8, bn_statistics="training"))

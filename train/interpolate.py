@@ -8,10 +8,12 @@ model and of its fine-tuned version often keeps most of what the fine-tuning tau
 recovering accuracy it cost. Here A is the model before a fine-tuning stage and B after it;
 both must share the architecture, its arguments and the preprocessing. Every floating-point
 tensor is interpolated; integer buffers come from B. The mean of two layers' batch-norm
-statistics is not the statistics of the averaged layer's outputs, so, as stochastic weight
-averaging does (Izmailov et al. 2018), they are then recomputed in one pass over B's training
-split, each scan prepared as the predictor prepares it (`--keep-bn-statistics`: interpolated
-like the weights, as before). The calibration temperature is refitted on the validation split of B's own training run (the
+statistics is not the statistics of the averaged layer's outputs, so `--bn-statistics` can
+recompute them in one pass (`torch.optim.swa_utils.update_bn`, as stochastic weight averaging
+does, Izmailov et al. 2018): `training`, over one epoch of B's own training batches as its
+trainer builds them from its recorded arguments (augmentation and painting included: the
+statistics its layers learnt to read); `clean`, over B's training split as the predictor
+prepares it; `interpolate` (the default), like the weights. The calibration temperature is refitted on the validation split of B's own training run (the
 not-an-MRI detector is B's: refit it with `train.fit_ood --write` before shipping).
 """
 from __future__ import annotations
@@ -59,9 +61,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="for the validation split (temperature)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--keep-bn-statistics", action="store_true",
-                   help="interpolate the batch-norm statistics instead of recomputing them")
+    p.add_argument("--bn-statistics", choices=BN_STATISTICS, default="interpolate",
+                   help="batch-norm running statistics: interpolated, or recomputed on B's "
+                        "training batches as trained or on its clean training scans")
     return p
+
+
+BN_STATISTICS = ("interpolate", "training", "clean")
+
+
+def training_batches(train_args: dict, data: Path):
+    """Model-input batches of one epoch (epoch 0) of the run that made a checkpoint, built by
+    its trainer from its recorded arguments (`train.train.load_data`, `epoch_batches`)."""
+    from .train import epoch_batches, load_data           # the trainer, only when asked for
+    needed = {"model", "size", "augment", "batch_size", "seed", "val_fraction"}
+    if not needed <= train_args.keys():
+        raise SystemExit(f"B's arguments do not describe a training run (missing "
+                         f"{sorted(needed - train_args.keys())}): use --bn-statistics clean")
+    cfg = {**train_args, "data": str(data), "loader_workers": 0}
+    for x, *_ in epoch_batches(load_data(cfg), cfg, 0, True, 0, 1):
+        yield x
 
 
 def prepared_batches(predictor: Predictor, samples, batch_size: int):
@@ -88,17 +107,19 @@ def main(args: argparse.Namespace) -> dict:
     if any(meta_a[k] != meta_b[k] for k in same):
         raise SystemExit(f"{args.a} and {args.b} differ in {[k for k in same if meta_a[k] != meta_b[k]]}")
     model_b.load_state_dict(interpolate(model_a.state_dict(), model_b.state_dict(), args.alpha))
-    train_args = meta_b["args"]
+    train_args = meta_b.get("args") or {}
     splits = build_splits(args.data, float(train_args.get("val_fraction", 0.12)),
                           int(train_args.get("split_seed", train_args.get("seed", 0))))
     val = splits.val
     meta = {**meta_b, "calibration": {"temperature": 1.0, "fitted_on": "val"}}
     weights = set(model_b.state_dict())
-    if not args.keep_bn_statistics:
+    if args.bn_statistics != "interpolate":
         preparer = Predictor(copy.deepcopy(model_b), meta, torch.device("cpu"), ood=None, fold_bn=False)
+        batches = (training_batches(train_args, args.data) if args.bn_statistics == "training"
+                   else prepared_batches(preparer, splits.train, args.batch_size))
         with torch.no_grad():
-            n = recompute_bn(model_b, prepared_batches(preparer, splits.train, args.batch_size))
-        log.info("batch-norm statistics of %d layers recomputed on %d training scans", n, len(splits.train))
+            n = recompute_bn(model_b, batches)
+        log.info("batch-norm statistics of %d layers recomputed (%s)", n, args.bn_statistics)
     # The predictor wraps the trunk's stages in familiarity taps, which renames their tensors:
     # it gets a copy, and the checkpoint is written from the model as built.
     predictor = Predictor(copy.deepcopy(model_b), meta, torch.device("cpu"), ood=None, fold_bn=False)
@@ -109,7 +130,7 @@ def main(args: argparse.Namespace) -> dict:
     temperature = fit_temperature(logits, labels)
     meta["calibration"]["temperature"] = temperature
     meta["interpolated"] = {"a": str(args.a), "b": str(args.b), "alpha": args.alpha,
-                            "bn_statistics": "interpolated" if args.keep_bn_statistics else "recomputed on train"}
+                            "bn_statistics": args.bn_statistics}
     meta["metrics"] = {"val": {"accuracy": accuracy}}
     with safe_open(str(args.b), "pt") as f:               # B's detectors (ood.*, ...), as they are
         extra = {k: f.get_tensor(k) for k in f.keys() if k not in weights}
