@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Baseline stage 9 (logs/baseline-stage9/rule.md): the interpolations, then the readings.
+# Baseline stage 9 (logs/baseline-stage9/rule.md): the interpolations, then the readings (stopped
+# after the interpolations). It ran before the flag existed, when recomputing on clean scans was
+# what train.interpolate did; --bn-statistics clean is that behaviour now.
 set -uo pipefail
 cd /work/main
 P=.venv/bin/python
 D=../shared/data
 S5=checkpoints/baseline.safetensors
-mk() { mkdir -p runs/stage9/$1; $P -m train.interpolate $S5 $2 --alpha $3 --data $D --out runs/stage9/$1.safetensors > runs/stage9/$1/interpolate.txt 2>&1; echo "$1 made $(date -u)"; }
+mk() { mkdir -p runs/stage9/$1; $P -m train.interpolate $S5 $2 --alpha $3 --bn-statistics clean --data $D --out runs/stage9/$1.safetensors > runs/stage9/$1/interpolate.txt 2>&1; echo "$1 made $(date -u)"; }
 read_() {
   M=runs/stage9/$1.safetensors; O=runs/stage9/$1
   $P -m train.fit_ood $M --data $D --write > $O/fit_ood.txt 2>&1
