@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from brainmri import Predictor
+from brainmri.checkpoint import load_checkpoint
 from brainmri.classes import CLASSES
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -271,3 +272,35 @@ def test_a_wider_baseline_is_built_recorded_and_loaded(tiny_data, tmp_path):
                 *ARGS, "--init", str(out / "model.safetensors"), "--arch-kwargs", '{"widths": [4, 8, 12]}'],
                tmp_path, ok=False)
     assert "--arch-kwargs" in both.stderr
+
+
+def test_average_from_keeps_the_mean_of_the_epochs_weights(tiny_data, tmp_path):
+    """--average-from 1 over two epochs (constant rate): the kept weights are the mean of the
+    weights after epoch 1 (a one-epoch run of the same command) and after epoch 2 (the state it
+    resumes from), and the batch-norm statistics are recomputed, not averaged."""
+    common = [*ARGS, "--schedule", "constant", "--warmup-epochs", "0", "--keep", "last",
+              "--precision", "fp32"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(one), *common,
+         "--epochs", "1"], tmp_path)
+    run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(two), *common,
+         "--epochs", "2", "--average-from", "1"], tmp_path)
+    w1 = torch.load(one / "last_state.pt", weights_only=True)["model"]
+    state = torch.load(two / "last_state.pt", weights_only=True)
+    w2 = state["model"]
+    assert state["averaged"] == 2
+    model, meta = load_checkpoint(two / "model.safetensors")
+    got = model.state_dict()
+    assert meta["args"]["average_from"] == 1
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    params = [k for k in w2 if w2[k].is_floating_point() and not k.endswith(statistics)]
+    assert not torch.allclose(w1[params[0]], w2[params[0]])
+    for k in params:
+        assert torch.allclose(got[k].float(), (w1[k] + w2[k]) / 2, atol=2e-3), k
+    k = next(k for k in w2 if k.endswith("running_mean"))
+    assert not torch.allclose(got[k].float(), (w1[k] + w2[k]) / 2, atol=1e-4)
+    assert "kept the mean of 2 epochs' weights" in (two / "log.txt").read_text()
+    # an --average-from no epoch reaches is refused before anything is written
+    bad = run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(tmp_path / "bad"),
+               *common, "--epochs", "1", "--average-from", "3"], tmp_path, ok=False)
+    assert "--average-from 3" in bad.stderr

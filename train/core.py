@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import update_bn
 
 from brainmri.checkpoint import save_checkpoint
 from brainmri.classes import CLASSES
@@ -128,6 +129,16 @@ class Run:
     best: dict                   # {"val_acc", "val_loss", "epoch"} of the weights kept
     world: int = 1               # processes that trained
     prior_shift: dict | None = None   # train.prior's correction (counts and the logit shift)
+
+
+def recompute_bn(model: torch.nn.Module, batches) -> int:
+    """Every batch-norm's running statistics from `batches` (model inputs), a cumulative
+    average over all of them (`torch.optim.swa_utils.update_bn`, as stochastic weight averaging
+    does after averaging); the model is left in eval mode. -> how many batch-norms."""
+    with torch.no_grad():
+        update_bn(batches, model)
+    model.eval()
+    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out: Path) -> Path:

@@ -27,13 +27,12 @@ import numpy as np
 import torch
 
 from safetensors import safe_open
-from torch.optim.swa_utils import update_bn
 
 from brainmri.checkpoint import load_checkpoint, save_checkpoint
 from brainmri.predictor import Predictor
 from brainmri.protocols import build_splits
 
-from .core import fit_temperature
+from .core import fit_temperature, recompute_bn
 
 log = logging.getLogger("train.interpolate")
 
@@ -89,14 +88,6 @@ def prepared_batches(predictor: Predictor, samples, batch_size: int):
         yield torch.stack([p.tensor for p in predictor.prepare([v.path for v in samples[s:s + batch_size]])])
 
 
-def recompute_bn(model: torch.nn.Module, batches) -> int:
-    """Every batch-norm's running statistics from `batches`, a cumulative average over all of
-    them (`torch.optim.swa_utils.update_bn`); the model is left in eval mode. -> batch-norms."""
-    update_bn(batches, model)
-    model.eval()
-    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not 0 <= args.alpha <= 1:
@@ -117,8 +108,7 @@ def main(args: argparse.Namespace) -> dict:
         preparer = Predictor(copy.deepcopy(model_b), meta, torch.device("cpu"), ood=None, fold_bn=False)
         batches = (training_batches(train_args, args.data) if args.bn_statistics == "training"
                    else prepared_batches(preparer, splits.train, args.batch_size))
-        with torch.no_grad():
-            n = recompute_bn(model_b, batches)
+        n = recompute_bn(model_b, batches)
         log.info("batch-norm statistics of %d layers recomputed (%s)", n, args.bn_statistics)
     # The predictor wraps the trunk's stages in familiarity taps, which renames their tensors:
     # it gets a copy, and the checkpoint is written from the model as built.

@@ -42,7 +42,7 @@ from brainmri.protocols import SOURCES, build_splits, held_classes, kaggle_root
 
 from . import dilate, distill, prior
 from .augment import ACQUISITIONS, LookSwap, consistency_loss
-from .core import Run, Split, crops_and_boxes, finalise, lr_at, predict_crops, scores
+from .core import Run, Split, crops_and_boxes, finalise, lr_at, predict_crops, recompute_bn, scores
 from .distill import Teacher, distill_loss
 from .guidance import box_penalty
 from .pack import Pack, boxes_in_crop, is_pack, resized
@@ -129,6 +129,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_signal_arguments(p)
     p.add_argument("--freeze-bn", type=int, choices=[0, 1], help="keep every batch-norm's statistics")
     p.add_argument("--keep", choices=["best", "last"], help="epoch kept: best validation accuracy or last")
+    p.add_argument("--average-from", type=int, metavar="EPOCH",
+                   help="keep instead the mean of the weights at the end of every epoch from this "
+                        "one (1-based) on, with batch-norm statistics recomputed over one more "
+                        "epoch of training batches (stochastic weight averaging)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bfloat16 autocast on CUDA and on CPUs with avx512_bf16/amx_bf16")
     p.add_argument("--prior-correct", type=int, choices=[0, 1],
@@ -578,6 +582,8 @@ class Progress:
     step: int = 0
     best: dict = field(default_factory=lambda: {"val_acc": -1.0, "val_loss": float("inf"), "epoch": -1})
     best_state: dict | None = None
+    average: dict | None = None   # --average-from: the mean of the epochs' weights so far
+    averaged: int = 0             # how many epochs that mean holds
 
     @classmethod
     def resume(cls, out: Path, model: Classifier, opt: torch.optim.Optimizer) -> "Progress":
@@ -589,7 +595,21 @@ class Progress:
         opt.load_state_dict(state["opt"])
         log.info("resumed after epoch %d", state["epoch"] + 1)
         return cls(json.loads((out / "history.json").read_text()), state["epoch"] + 1, state["step"],
-                   json.loads((out / "best.json").read_text()))
+                   json.loads((out / "best.json").read_text()), average=state.get("average"),
+                   averaged=state.get("averaged", 0))
+
+    def add_to_average(self, state: dict) -> None:
+        """Fold one epoch's weights into the running mean (integer buffers: the latest)."""
+        self.averaged += 1
+        if self.average is None:
+            self.average = {k: v.detach().clone().float() if v.is_floating_point() else v.clone()
+                            for k, v in state.items()}
+            return
+        for k, v in state.items():
+            if v.is_floating_point():
+                self.average[k] += (v.detach().float() - self.average[k]) / self.averaged
+            else:
+                self.average[k] = v.clone()
 
     def record(self, row: dict, model: Classifier, cfg: dict, out: Path, opt) -> None:
         """Log the epoch's row, keep the weights the keep rule picks, save the state to resume."""
@@ -601,10 +621,13 @@ class Progress:
             self.best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch}
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             torch.save(self.best_state, out / "best_state.pt")
+        if cfg.get("average_from") and epoch >= cfg["average_from"]:
+            self.add_to_average(model.state_dict())
         (out / "history.json").write_text(json.dumps(self.history, indent=1))
         (out / "best.json").write_text(json.dumps(self.best))
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch - 1,
-                    "step": self.step}, out / "last_state.pt")
+                    "step": self.step, "average": self.average, "averaged": self.averaged},
+                   out / "last_state.pt")
 
 
 def epoch_batches(data: Data, cfg: dict, epoch: int, first: bool, rank: int, world: int,
@@ -675,6 +698,16 @@ def teacher(cfg: dict, data: Data, device: torch.device) -> Teacher | None:
     return found
 
 
+def averaged_weights(model: Classifier, progress: Progress, data: Data, cfg: dict, device) -> dict:
+    """--average-from: the mean of the epochs' weights, its batch-norm statistics recomputed
+    over one more epoch of training batches (the layers learnt to read augmented batches)."""
+    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in progress.average.items()})
+    n = recompute_bn(model, (x.to(device) for x, *_ in epoch_batches(data, cfg, cfg["epochs"], False, 0, 1)))
+    log.info("kept the mean of %d epochs' weights; %d batch-norms' statistics recomputed",
+             progress.averaged, n)
+    return model.state_dict()
+
+
 def kept_weights(model: Classifier, progress: Progress, cfg: dict, out: Path) -> dict:
     """The state dict the keep rule chose (after a resume: from best_state.pt); with no epoch
     to train, the --init weights as they are."""
@@ -687,6 +720,8 @@ def kept_weights(model: Classifier, progress: Progress, cfg: dict, out: Path) ->
 
 def main(args: argparse.Namespace) -> Path:
     cfg = resolve(args)
+    if cfg.get("average_from") is not None and not 1 <= cfg["average_from"] <= cfg["epochs"]:
+        raise SystemExit(f"--average-from {cfg['average_from']}: no such epoch among --epochs {cfg['epochs']}")
     if cfg.get("stage") == "tail":               # fine-tune a checkpoint's tail on cached maps
         return dilate.main(cfg)
     device, out = start_run(cfg)
@@ -722,7 +757,8 @@ def main(args: argparse.Namespace) -> Path:
                       str(out / f"final-rank{rank}.safetensors"))
     path = out / "model.safetensors"
     if is_main():
-        model.load_state_dict(kept_weights(model, progress, cfg, out))
+        model.load_state_dict(averaged_weights(model, progress, data, cfg, device) if cfg.get("average_from")
+                              else kept_weights(model, progress, cfg, out))
         run = Run(cfg, arch_kwargs, data.eval_preset, data.train_preset, progress.history,
                   progress.best, world, prior_shift)
         path = finalise(model, run, data.train, data.val, device, out)
