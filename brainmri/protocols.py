@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -115,6 +115,16 @@ def first_of_group(indices: list[int], groups: np.ndarray) -> list[int]:
             seen.add(groups[i])
             out.append(i)
     return out
+
+
+def run_splits(data: str | Path, run_args: Mapping, cache_dir: Path | None = Path(".cache")) -> "Splits":
+    """The splits a run trained and was validated on, from its recorded arguments (a
+    checkpoint's `meta["args"]`, or the trainer's settings): validation share, split seed (a
+    tail stage records its start's as `split_seed`), held-out source and classes."""
+    return build_splits(data, float(run_args.get("val_fraction", 0.12)),
+                        int(run_args.get("split_seed", run_args.get("seed", 0))), cache_dir=cache_dir,
+                        holdout_source=run_args.get("holdout_source"),
+                        holdout_classes=held_classes(run_args))
 
 
 def build_splits(data: str | Path, val_fraction: float = 0.12, seed: int = 0,

@@ -26,7 +26,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from brainmri import cam as cams
 from brainmri.boxes import box_for, load_boxes
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits, kaggle_root
+from brainmri.protocols import kaggle_root, run_splits
 
 from .explain_eval import measure_scan
 
@@ -101,8 +101,7 @@ def main(args: argparse.Namespace) -> dict:
     root = kaggle_root(args.data)
     boxes = load_boxes(root / "tumor_boxes.csv")
     train_args = predictor.meta.get("args", {})
-    splits = build_splits(args.data, float(train_args.get("val_fraction", 0.12)),
-                          int(train_args.get("seed", 0)), cache_dir=args.cache_dir)
+    splits = run_splits(args.data, train_args, cache_dir=args.cache_dir)
     val = [s for s in splits.protocol("val") if box_for(s.path, root, boxes)]
     val = val[:args.limit] if args.limit > 0 else val
     blocks = sorted({i for idx in sets.values() for i in idx})

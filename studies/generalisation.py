@@ -56,13 +56,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainmri.classes import CLASSES
 from brainmri.intensity import invert_head, looks, match_landmarks
 from brainmri.io import ImageLoadError, load_image
 from brainmri.lookprior import DEFAULT_K as LOOK_K, LookPrior, look_features
 from brainmri.outcomes import Outcome
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits, held_classes, kaggle_root
+from brainmri.protocols import kaggle_root, run_splits
 
 log = logging.getLogger("generalisation")
 HEAD = 0.04            # intensity (of 1) above which a pixel counts as head for `brightness`
@@ -334,8 +333,7 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
     predictor = Predictor.from_checkpoint(path, device=args.device)
     margs = predictor.meta.get("args", {})
     holdout = margs.get("holdout_source")
-    splits = build_splits(args.data, margs.get("val_fraction", 0.12), margs.get("seed", 0),
-                          holdout_source=holdout, holdout_classes=held_classes(margs))
+    splits = run_splits(args.data, margs)
     sets = {"val": splits.val, ("loso" if holdout else "clean"): splits.loso if holdout else splits.clean}
     # A run without a familiarity detector: the service's top-probability floor stands in.
     min_top = float(getattr(predictor.familiarity, "min_confidence", 0.6))

@@ -38,7 +38,7 @@ import numpy as np
 from brainmri import localisation as loc
 from brainmri.io import load_image, to_grey
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits, kaggle_root
+from brainmri.protocols import kaggle_root, run_splits
 
 from brainmri.boxes import box_for, load_boxes
 
@@ -135,8 +135,7 @@ def main(args: argparse.Namespace) -> dict:
     root = kaggle_root(args.data)
     boxes = load_boxes(root / "tumor_boxes.csv")
     train_args = predictor.meta.get("args", {})
-    splits = build_splits(args.data, float(train_args.get("val_fraction", 0.12)),
-                          int(train_args.get("seed", 0)), cache_dir=args.cache_dir)
+    splits = run_splits(args.data, train_args, cache_dir=args.cache_dir)
     result = {}
     for split in splits_asked:
         scans = [(s, box_for(s.path, root, boxes)) for s in splits.protocol(split)]

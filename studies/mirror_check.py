@@ -16,14 +16,13 @@ import numpy as np
 import torch
 
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits
+from brainmri.protocols import run_splits
 
 
 def accuracies(path: Path, data: Path, cache_dir: Path, batch_size: int = 16) -> dict[str, float]:
     predictor = Predictor.from_checkpoint(path, device="cpu")
     args = predictor.meta.get("args", {})
-    items = build_splits(data, args.get("val_fraction", 0.12), args.get("seed", 0),
-                         cache_dir=cache_dir).protocol("val")
+    items = run_splits(data, args, cache_dir=cache_dir).protocol("val")
     plain, mirrored = [], []
     for start in range(0, len(items), batch_size):
         prepared = predictor.prepare([s.path for s in items[start:start + batch_size]])

@@ -29,7 +29,7 @@ from brainmri import mri_check
 from brainmri.gallery import non_mri, other_mr
 from brainmri.io import ImageLoadError, load_image
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits
+from brainmri.protocols import run_splits
 
 log = logging.getLogger("ood_eval")
 
@@ -144,7 +144,7 @@ def main(args: argparse.Namespace) -> dict:
     if predictor.ood is None:
         raise SystemExit(f"{args.checkpoint.name} has no OOD detector (meta['ood']); retrain or refit")
     margs = predictor.meta.get("args", {})
-    splits = build_splits(args.data, margs.get("val_fraction", 0.12), margs.get("seed", 0))
+    splits = run_splits(args.data, margs)
     chosen = {p: [str(s.path) for s in splits.protocol(p)[: args.limit or None]] for p in args.protocols}
     paths = sorted(set().union(*chosen.values()))          # `clean` is a subset of `official`
     log.info("scoring %d scans (%s)", len(paths), ", ".join(f"{p} {len(v)}" for p, v in chosen.items()))

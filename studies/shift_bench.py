@@ -38,7 +38,7 @@ from brainmri.boxes import box_for, load_boxes
 from brainmri.classes import CLASSES
 from brainmri.io import load_image, to_grey
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits, kaggle_root
+from brainmri.protocols import kaggle_root, run_splits
 from brainmri.shifts import BENCH, COUNTERFACTUAL
 from brainmri.tapstats import auroc, cached_stats, from_file, shifted, tap_stats, weights_digest
 
@@ -238,8 +238,7 @@ def main(args: argparse.Namespace) -> dict:
     out = {}
     for path in args.checkpoints:
         meta_args = Predictor.from_checkpoint(path, args.device).meta.get("args", {})
-        splits = build_splits(args.data, meta_args.get("val_fraction", 0.12), meta_args.get("seed", 0),
-                              cache_dir=args.cache_dir)
+        splits = run_splits(args.data, meta_args, cache_dir=args.cache_dir)
         report = bench(path, args, splits)
         report.update(started=start.isoformat(timespec="seconds"),
                       machine=f"{platform.machine()}, {torch.get_num_threads()} torch threads",

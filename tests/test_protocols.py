@@ -10,7 +10,7 @@ from PIL import ImageEnhance, ImageOps
 
 from brainmri.classes import CLASSES
 from brainmri.data import Sample
-from brainmri.protocols import build_splits, first_of_group, group_split
+from brainmri.protocols import build_splits, first_of_group, group_split, run_splits
 from tests import synthetic
 from tests.synthetic import scan
 
@@ -170,3 +170,23 @@ def test_no_holdout_leaves_splits_unchanged(synthetic_kaggle, tmp_path):
     plain = build_splits(synthetic_kaggle, val_fraction=0.34, cache_dir=tmp_path)
     assert plain.loso is None and plain.holdout_source is None
     assert set(plain.sources.values()) == {"sartaj-br35h"}        # 256 px files: not figshare
+
+
+def test_run_splits_rebuild_a_runs_own_split_from_its_arguments(two_source_kaggle, tmp_path):
+    """A checkpoint's recorded arguments give back its run's split: validation share, seed (a
+    tail stage's `split_seed` first), held-out source and classes; none recorded: the default."""
+    def paths(splits):
+        return [[str(s.path) for s in part] for part in (splits.train, splits.val, splits.loso or [])]
+    args = {"val_fraction": 0.34, "seed": 3, "holdout_source": "sartaj-br35h",
+            "holdout_classes": "meningioma", "lr": 0.1}
+    want = build_splits(two_source_kaggle, 0.34, 3, cache_dir=tmp_path, holdout_source="sartaj-br35h",
+                        holdout_classes=["meningioma"])
+    assert paths(run_splits(two_source_kaggle, args, cache_dir=tmp_path)) == paths(want)
+    tail = {"val_fraction": 0.34, "seed": 9, "split_seed": 1}
+    assert paths(run_splits(two_source_kaggle, tail, cache_dir=tmp_path)) == paths(
+        build_splits(two_source_kaggle, 0.34, 1, cache_dir=tmp_path))
+    assert paths(run_splits(two_source_kaggle, {}, cache_dir=tmp_path)) == paths(
+        build_splits(two_source_kaggle, cache_dir=tmp_path))
+    assert paths(want) != paths(build_splits(two_source_kaggle, 0.34, 3, cache_dir=tmp_path))
+    assert paths(build_splits(two_source_kaggle, 0.34, 1, cache_dir=tmp_path)) != paths(
+        build_splits(two_source_kaggle, 0.34, 9, cache_dir=tmp_path))      # the seeds tell apart

@@ -37,7 +37,7 @@ from brainmri import familiarity as fam
 from brainmri import outcomes
 from brainmri.checkpoint import update_metadata
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits, held_classes
+from brainmri.protocols import run_splits
 from brainmri.shifts import DEV
 from brainmri.tapstats import auroc, cached_stats, from_file, shifted, tap_stats, weights_digest
 
@@ -135,9 +135,7 @@ def main(args: argparse.Namespace) -> dict:
     start = time.time()
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
     margs = predictor.meta.get("args", {})
-    splits = build_splits(args.data, margs.get("val_fraction", 0.12), margs.get("seed", 0),
-                          cache_dir=args.cache_dir, holdout_source=margs.get("holdout_source"),
-                          holdout_classes=held_classes(margs))
+    splits = run_splits(args.data, margs, cache_dir=args.cache_dir)
     train_s, val_s = spread(splits.train, args.limit), spread(splits.val, args.limit)
     weights = weights_digest(args.checkpoint)
     stats = {name: cached_stats(predictor, args.cache_dir, weights, name, [str(s.path) for s in samples],

@@ -46,7 +46,7 @@ from brainmri.checkpoint import update_metadata
 from brainmri.io import ImageLoadError, load_image
 from brainmri import ood as detectors
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits
+from brainmri.protocols import run_splits
 
 log = logging.getLogger("fit_ood")
 
@@ -162,8 +162,7 @@ def main(args: argparse.Namespace) -> dict:
     start = time.time()
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
     margs = predictor.meta.get("args", {})
-    splits = build_splits(args.data, margs.get("val_fraction", 0.12), margs.get("seed", 0),
-                          cache_dir=args.cache_dir)
+    splits = run_splits(args.data, margs, cache_dir=args.cache_dir)
     train, val = splits.train[: args.limit or None], splits.val[: args.limit or None]
     weights = weights_digest(args.checkpoint)
     train_x, kept = cached_features(predictor, args, weights, "train", [s.path for s in train])

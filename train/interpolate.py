@@ -30,7 +30,7 @@ from safetensors import safe_open
 
 from brainmri.checkpoint import load_checkpoint, save_checkpoint
 from brainmri.predictor import Predictor
-from brainmri.protocols import build_splits
+from brainmri.protocols import run_splits
 
 from .core import fit_temperature, recompute_bn
 
@@ -99,8 +99,7 @@ def main(args: argparse.Namespace) -> dict:
         raise SystemExit(f"{args.a} and {args.b} differ in {[k for k in same if meta_a[k] != meta_b[k]]}")
     model_b.load_state_dict(interpolate(model_a.state_dict(), model_b.state_dict(), args.alpha))
     train_args = meta_b.get("args") or {}
-    splits = build_splits(args.data, float(train_args.get("val_fraction", 0.12)),
-                          int(train_args.get("split_seed", train_args.get("seed", 0))))
+    splits = run_splits(args.data, train_args)
     val = splits.val
     meta = {**meta_b, "calibration": {"temperature": 1.0, "fitted_on": "val"}}
     weights = set(model_b.state_dict())

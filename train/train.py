@@ -38,7 +38,7 @@ from brainmri.models import ARCHS, Classifier, build_model, pretrained_model
 from brainmri.predictor import default_device
 from brainmri import localisation as loc
 from brainmri.presets import EvalPreset, TrainPreset
-from brainmri.protocols import SOURCES, build_splits, held_classes, kaggle_root
+from brainmri.protocols import SOURCES, kaggle_root, run_splits
 
 from . import dilate, distill, prior
 from .augment import ACQUISITIONS, LookSwap, consistency_loss
@@ -503,9 +503,7 @@ def load_data(cfg: dict) -> Data:
         pack.check(cfg)
         train_s, val_s, sources = pack.train, pack.val, pack.sources
     else:
-        splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["seed"],
-                              holdout_source=cfg.get("holdout_source"),
-                              holdout_classes=held_classes(cfg))
+        splits = run_splits(cfg["data"], cfg)
         train_s, val_s, sources = splits.train, splits.val, splits.sources
     keep_t, keep_v = np.arange(len(train_s)), np.arange(len(val_s))
     if cfg.get("limit"):
