@@ -55,7 +55,7 @@ from brainmri.checkpoint import load_checkpoint
 from brainmri.models import ARCHS, Arch, build_model
 from brainmri.predictor import default_device
 from brainmri.presets import EvalPreset
-from brainmri.protocols import build_splits, kaggle_root
+from brainmri.protocols import kaggle_root, run_splits
 
 from brainmri.boxes import box_for, load_boxes
 
@@ -270,7 +270,7 @@ class Cached:
 def cache(s: Start) -> Cached:
     """Head crops of the starting checkpoint's split, and the frozen blocks' output, once."""
     cfg, preset, size = s.cfg, s.preset, s.preset.size
-    splits = build_splits(cfg["data"], cfg["val_fraction"], cfg["split_seed"])
+    splits = run_splits(cfg["data"], cfg)
     train_s, val_s = splits.train, splits.val
     if cfg["limit"]:
         train_s, val_s = train_s[:cfg["limit"]], val_s[:max(8, cfg["limit"] // 4)]
