@@ -13,8 +13,9 @@ recompute them in one pass (`torch.optim.swa_utils.update_bn`, as stochastic wei
 does, Izmailov et al. 2018): `training`, over one epoch of B's own training batches as its
 trainer builds them from its recorded arguments (augmentation and painting included: the
 statistics its layers learnt to read); `clean`, over B's training split as the predictor
-prepares it; `interpolate` (the default), like the weights. The calibration temperature is refitted on the validation split of B's own training run (the
-not-an-MRI detector is B's: refit it with `train.fit_ood --write` before shipping).
+prepares it; `interpolate` (the default), like the weights. The calibration temperature is
+refitted on the validation split of B's own training run (the not-an-MRI detector is B's:
+refit it with `train.fit_ood --write` before shipping).
 """
 from __future__ import annotations
 
@@ -104,9 +105,11 @@ def main(args: argparse.Namespace) -> dict:
     meta = {**meta_b, "calibration": {"temperature": 1.0, "fitted_on": "val"}}
     weights = set(model_b.state_dict())
     if args.bn_statistics != "interpolate":
-        preparer = Predictor(copy.deepcopy(model_b), meta, torch.device("cpu"), ood=None, fold_bn=False)
-        batches = (training_batches(train_args, args.data) if args.bn_statistics == "training"
-                   else prepared_batches(preparer, splits.train, args.batch_size))
+        if args.bn_statistics == "training":
+            batches = training_batches(train_args, args.data)
+        else:                                   # a predictor only to prepare the scans
+            preparer = Predictor(copy.deepcopy(model_b), meta, torch.device("cpu"), ood=None, fold_bn=False)
+            batches = prepared_batches(preparer, splits.train, args.batch_size)
         n = recompute_bn(model_b, batches)
         log.info("batch-norm statistics of %d layers recomputed (%s)", n, args.bn_statistics)
     # The predictor wraps the trunk's stages in familiarity taps, which renames their tensors:

@@ -699,7 +699,8 @@ def teacher(cfg: dict, data: Data, device: torch.device) -> Teacher | None:
 def averaged_weights(model: Classifier, progress: Progress, data: Data, cfg: dict, device) -> dict:
     """--average-from: the mean of the epochs' weights, its batch-norm statistics recomputed
     over one more epoch of training batches (the layers learnt to read augmented batches)."""
-    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in progress.average.items()})
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    model.load_state_dict({k: v.to(dtypes[k]) for k, v in progress.average.items()})
     n = recompute_bn(model, (x.to(device) for x, *_ in epoch_batches(data, cfg, cfg["epochs"], False, 0, 1)))
     log.info("kept the mean of %d epochs' weights; %d batch-norms' statistics recomputed",
              progress.averaged, n)
@@ -719,7 +720,8 @@ def kept_weights(model: Classifier, progress: Progress, cfg: dict, out: Path) ->
 def main(args: argparse.Namespace) -> Path:
     cfg = resolve(args)
     if cfg.get("average_from") is not None and not 1 <= cfg["average_from"] <= cfg["epochs"]:
-        raise SystemExit(f"--average-from {cfg['average_from']}: no such epoch among --epochs {cfg['epochs']}")
+        raise SystemExit(f"--average-from {cfg['average_from']}: no such epoch among "
+                         f"--epochs {cfg['epochs']}")
     if cfg.get("stage") == "tail":               # fine-tune a checkpoint's tail on cached maps
         return dilate.main(cfg)
     device, out = start_run(cfg)
