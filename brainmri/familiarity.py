@@ -17,7 +17,8 @@ that makes the prediction:
   (1: typical; 0: beyond every validation scan).
 
 Thresholds (`min_familiarity`, `min_confidence`) are chosen on validation scans by
-`train.fit_familiarity`. Stored in the checkpoint as tensors `fam.*` plus
+`train.fit_familiarity`; `min_confidence` may be raised to a floor learnt on a held-out source
+(`held_out_floor`, rule v6 of logs/confident/rule.md). Stored in the checkpoint as tensors `fam.*` plus
 `meta["familiarity"]` (taps, statistics, thresholds, rule); `from_checkpoint` restores it.
 
 `Familiarity.reasons` gives this detector's cautions (`brainmri.outcomes.UNFAMILIAR`,
@@ -25,6 +26,7 @@ Thresholds (`min_familiarity`, `min_confidence`) are chosen on validation scans 
 """
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -194,6 +196,21 @@ class Familiarity:
         """The part of `meta["familiarity"]` the detector itself restores from."""
         return {"taps": self.taps, "stats": self.kind, "min_familiarity": self.min_familiarity,
                 "min_confidence": self.min_confidence}
+
+
+def held_out_floor(result: str | Path, split: str = "loso_training") -> float:
+    """The top-probability floor learnt on a held-out source: `floor_at_90` of a
+    leave-one-source-out run's `studies.generalisation` result (its JSON), on `split`, the part
+    a choice may use. Raises ValueError when the result has none or no floor reached the target."""
+    sets = json.loads(Path(result).read_text()).get("sets", {})
+    floor = (sets.get(split) or {}).get("floor_at_90") or {}
+    if "floor" not in floor:
+        raise ValueError(f"{Path(result).name}: no floor_at_90 on {split!r} "
+                         "(not a held-out run, or scored before rule v6)")
+    if not np.isfinite(floor["floor"]):
+        raise ValueError(f"{Path(result).name}: no floor makes its confident {split} answers "
+                         "right often enough")
+    return float(floor["floor"])
 
 
 def from_checkpoint(path: str | Path, meta: dict) -> Familiarity | None:

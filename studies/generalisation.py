@@ -33,7 +33,13 @@ of them are right, under the outcome as it stands, with "stable" added, and with
 stable" added (the inverted scan gives the plain answer a probability of at least `LOOSE`), and
 with "look-stable" added; and
 `coverage_at_90`, the largest share of answers, ranked by top probability, that is right at
-least 90% of the time (what a top-probability floor alone could mark confident). Writes
+least 90% of the time (what a top-probability floor alone could mark confident); rule v6's
+`floor_at_90`, the lowest top-probability floor at which the answers marked confident are right
+at least 90% of the time, with what it keeps, and `floor_crossfit`, that floor chosen on four
+fifths of the set and applied to the fifth left (pooled over the five), an estimate of what it
+holds on scans it was not chosen on; with `--floor-from RESULT` (a held-out run's JSON,
+`brainmri.familiarity.held_out_floor`), `confident_floor`: the confident answers at or above
+that run's floor. Writes
 `<model>.json` under `--out` (a run that held a source out under `loso-<source>-<name>` unless
 its name starts with `loso`: `result_name`) and prints Markdown tables.
 
@@ -56,6 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainmri.familiarity import held_out_floor
 from brainmri.intensity import invert_head, looks, match_landmarks
 from brainmri.io import ImageLoadError, load_image
 from brainmri.lookprior import DEFAULT_K as LOOK_K, LookPrior, look_features
@@ -69,6 +76,7 @@ LOOSE = 0.2            # "loosely stable": the inverted scan gives the plain ans
 TARGET = 0.9           # the accuracy "confident" should hold (`coverage_at_90`)
 LOOK_TAUS = (0.96, 0.88, 0.8)   # look-decided: the answer's look share at least this (rule v4)
 BOUND_CONTRAST = "t1"           # rule v5's bound: confident only on scans hand-labelled this
+FOLDS = 5                       # floor_crossfit: folds, and the seed of their shuffle
 HAND_SET = ("plane", "contrast")     # the kinds of hand-set label the breakdowns use
 UNLABELLED = "unlabelled"
 
@@ -83,6 +91,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("logs/eval/generalisation"))
     p.add_argument("--labels", type=Path, default=Path("logs/labels/plane_contrast.csv"),
                    help="hand-set plane and contrast labels (CSV; logs/labels/README.md)")
+    p.add_argument("--floor-from", type=Path, metavar="RESULT",
+                   help="a held-out run's JSON: also score the confident answers at or above its "
+                        "floor_at_90 on loso_training (rule v6)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=0, help="score only N evenly spaced scans a set (smoke tests)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
@@ -226,6 +237,30 @@ def coverage_at(right: np.ndarray, score: np.ndarray, target: float) -> dict:
     return {"share": float((k + 1) / len(order)), "min_score": float(score[order][k])}
 
 
+def floor_at(confident: np.ndarray, right: np.ndarray, top: np.ndarray, target: float) -> dict:
+    """Rule v6: the lowest top-probability floor at which the answers `confident` marks, kept
+    only at or above it, are right at least `target` of the time (nan: no floor reaches it),
+    and what it keeps (`held`, shares of the whole set)."""
+    cover = coverage_at(right[confident], top[confident], target)
+    floor = cover["min_score"]
+    kept = confident & (top >= floor) if np.isfinite(floor) else np.zeros_like(confident)
+    return {"floor": floor, **held(kept, right)}
+
+
+def floor_crossfit(confident: np.ndarray, right: np.ndarray, top: np.ndarray, target: float,
+                   folds: int = FOLDS) -> dict:
+    """`floor_at` chosen on all folds but one and applied to the one left, pooled over the
+    folds (a fold whose others reach no floor keeps nothing); folds by a seeded shuffle."""
+    fold = np.random.default_rng(folds).permutation(len(right)) % folds
+    kept = np.zeros(len(right), bool)
+    for k in range(folds):
+        out = fold == k
+        floor = floor_at(confident[~out], right[~out], top[~out], target)["floor"]
+        if np.isfinite(floor):
+            kept[out] = confident[out] & (top[out] >= floor)
+    return held(kept, right)
+
+
 def tertile_edges(values: np.ndarray) -> list[float]:
     return [float(q) for q in np.quantile(values, [1 / 3, 2 / 3])]
 
@@ -247,7 +282,7 @@ def cell(h: dict) -> str:
 
 
 def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[float]],
-              min_top: float) -> dict:
+              min_top: float, floor: float | None = None) -> dict:
     y = scored["label"]
     pred = scored["probs"].argmax(1)
     right = pred == y
@@ -256,6 +291,7 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
     # look-stable: the same class in every source's look (rule v3, logs/confident/rule.md)
     look_stable = (scored["probs_looks"].argmax(-1) == pred[:, None]).all(1)
     confident = confident_mask(scored, min_top)
+    top = scored["probs"].max(1)
     share = scored.get("look_share")
     per_class = {}
     for c, name in enumerate(classes):
@@ -287,7 +323,11 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
             "look_stable_right": float(right[look_stable].mean()) if look_stable.any() else float("nan"),
             "look_unstable_right": float(right[~look_stable].mean()) if (~look_stable).any() else float("nan"),
             "confident_look_stable": held(confident & look_stable, right),
-            "coverage_at_90": coverage_at(right, scored["probs"].max(1), TARGET),
+            "coverage_at_90": coverage_at(right, top, TARGET),
+            "floor_at_90": floor_at(confident, right, top, TARGET),
+            "floor_crossfit": floor_crossfit(confident, right, top, TARGET),
+            "confident_floor": None if floor is None else {
+                "floor": floor, **held(confident & (top >= floor), right)},
             "look_prior": None if share is None else {
                 str(tau): look_decided(share >= tau, right, confident, y, classes)
                 for tau in LOOK_TAUS},
@@ -371,7 +411,9 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
         "confident_rule": "checkpoint outcome" if predictor.familiarity is not None
                           else f"is_mri and top probability >= {min_top}",
         "tertile_edges": edges, "source_looks": source_looks, "look_k": prior.k,
-        "sets": {name: summarise(s, predictor.classes, edges, min_top) for name, s in scored.items()},
+        "floor_from": str(args.floor_from) if getattr(args, "floor_from", None) else None,
+        "sets": {name: summarise(s, predictor.classes, edges, min_top, getattr(args, "floor", None))
+                 for name, s in scored.items()},
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
@@ -446,6 +488,21 @@ def bound_table(results: list[dict]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def floor_table(results: list[dict]) -> str:
+    """Rule v6's columns, one row per set; results written before it: none."""
+    lines = ["| model | set | confident (right) | floor at 90% | confident at or above it (right) | "
+             "cross-fitted (right) | at the floor given | confident at or above it (right) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for name, s in r["sets"].items():
+            f, given = s.get("floor_at_90"), s.get("confident_floor")
+            if f:
+                g = f"{given['floor']:.4f} | {cell(given)}" if given else "- | -"
+                lines.append(f"| {r['model']} | {name} | {cell(s[Outcome.CONFIDENT.value])} | "
+                             f"{f['floor']:.4f} | {cell(f)} | {cell(s['floor_crossfit'])} | {g} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def table(results: list[dict]) -> str:
     lines = ["| model | set | n | accuracy | per-class recall | stable | confident (right) | "
              "confident and stable (right) | confident and loosely stable (right) | "
@@ -466,7 +523,7 @@ def table(results: list[dict]) -> str:
                 for v, b in values.items():
                     per = ", ".join(f"{c[:4]} {x['accuracy']:.1%} ({x['n']})" for c, x in b.get("per_class", {}).items())
                     lines.append(f"| {r['model']} | {name} | {kind} | {v} | {b['n']} | {b['accuracy']:.1%} | {per} |")
-    parts = [p for p in (look_table(results), bound_table(results)) if p]
+    parts = [p for p in (look_table(results), bound_table(results), floor_table(results)) if p]
     return "\n\n".join(["\n".join(lines), *parts])
 
 
@@ -478,6 +535,10 @@ def main(args: argparse.Namespace) -> list[dict]:
         return results
     if not args.checkpoints or args.data is None:
         raise SystemExit("give checkpoints and --data, or --table JSON...")
+    try:      # read first: a result without a floor is refused before any scoring
+        args.floor = held_out_floor(args.floor_from) if getattr(args, "floor_from", None) else None
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--floor-from: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     pair = getattr(args, "pair", False)

@@ -93,6 +93,55 @@ def test_coverage_at_ranks_by_score():
     assert none["share"] == 0.0 and np.isnan(none["min_score"])
 
 
+def test_floor_at_90_is_the_lowest_floor_its_confident_answers_hold():
+    right = np.array([1, 1, 0, 1, 1, 0, 1, 0], bool)
+    top = np.array([0.99, 0.98, 0.97, 0.96, 0.95, 0.9, 0.8, 0.7])
+    confident = np.array([1, 1, 1, 1, 1, 1, 1, 0], bool)
+    f = generalisation.floor_at(confident, right, top, 0.8)
+    # ranked: 1 1 0 1 1 0 1 -> 4 of the first 5 right (0.8); 5 of the first 7 is under 0.8
+    assert f["floor"] == 0.95 and f["n"] == 5 and f["right"] == pytest.approx(0.8)
+    assert f["share"] == pytest.approx(5 / 8)
+    # the answer not marked confident never counts, whatever its probability
+    assert generalisation.floor_at(~confident, right, top, 0.8)["n"] == 0
+    assert np.isnan(generalisation.floor_at(confident, np.zeros(8, bool), top, 0.5)["floor"])
+
+
+def test_floor_crossfit_scores_each_fold_on_a_floor_chosen_without_it():
+    rng = np.random.default_rng(0)
+    top = rng.uniform(0.5, 1, 400)
+    right = rng.uniform(0.5, 1, 400) < top            # surer answers are right more often
+    confident = np.ones(400, bool)
+    fitted = generalisation.floor_at(confident, right, top, 0.9)
+    cross = generalisation.floor_crossfit(confident, right, top, 0.9)
+    assert 0 < cross["n"] <= 400 and 0.75 < cross["right"] < 1
+    assert cross == generalisation.floor_crossfit(confident, right, top, 0.9)       # seeded
+    assert abs(cross["share"] - fitted["share"]) < 0.15
+    # nothing is right: no fold gets a floor, nothing is kept
+    assert generalisation.floor_crossfit(confident, np.zeros(400, bool), top, 0.9)["n"] == 0
+
+
+def test_a_floor_from_a_held_out_run_is_applied_and_a_missing_one_refused(folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = tmp_path / "loso-x.json"
+    result.write_text(json.dumps({"sets": {"loso_training": {"floor_at_90": {"floor": 0.3}}}}))
+    r = generalisation.main(Namespace(checkpoints=[loso_checkpoint(tmp_path)], data=folder,
+                                      out=tmp_path / "out", batch_size=8, limit=0, threads=1,
+                                      device="cpu", floor_from=result))[0]
+    assert r["floor_from"] == str(result)
+    for s in r["sets"].values():
+        given = s["confident_floor"]
+        assert given["floor"] == 0.3 and given["n"] <= s["confident"]["n"]
+        assert s["floor_at_90"]["n"] <= s["confident"]["n"]
+    result.write_text(json.dumps({"sets": {"loso_training": {"floor_at_90": {"floor": float("nan")}}}}))
+    with pytest.raises(SystemExit, match="--floor-from: .*no floor"):
+        generalisation.main(Namespace(checkpoints=[loso_checkpoint(tmp_path)], data=folder,
+                                      out=tmp_path / "out", floor_from=result, threads=0))
+    result.write_text(json.dumps({"sets": {"val": {}}}))
+    with pytest.raises(SystemExit, match="--floor-from: .*no floor_at_90"):
+        generalisation.main(Namespace(checkpoints=[loso_checkpoint(tmp_path)], data=folder,
+                                      out=tmp_path / "out", floor_from=result, threads=0))
+
+
 def test_table_prints_from_written_results(folder, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     r = run(loso_checkpoint(tmp_path, holdout_source="figshare"), folder, tmp_path / "out")

@@ -172,6 +172,24 @@ def test_fit_familiarity_reports_the_apps_outcome(tiny_data, tmp_path):
     assert len(said) == report["val_scans"]
     assert sum(o is outcomes.Outcome.NOT_MRI for o in said) / len(said) == pytest.approx(report["val_not_mri"])
     assert sum(o is outcomes.Outcome.CONFIDENT for o in said) / len(said) == pytest.approx(report["val_confident"])
+    # A floor learnt on a held-out source (rule v6) raises min_confidence; the app follows it.
+    tops = sorted(max(p.probabilities.values()) for p in predictor.predict_batch([s.path for s in val]))
+    result = tmp_path / "loso-x.json"
+    result.write_text(json.dumps({"sets": {"loso_training": {"floor_at_90": {"floor": tops[len(tops) // 2]}}}}))
+    raised = fit_familiarity.main(fit_familiarity.get_args_parser().parse_args(
+        [str(path), "--data", str(tiny_data), "--dims", "4", "--quantile", "0.1", "--batch-size", "64",
+         "--cache-dir", str(cache), "--write", "--floor-from", str(result)]))
+    assert raised["min_confidence_quantile"] == pytest.approx(report["min_confidence"])
+    assert raised["min_confidence"] == pytest.approx(max(tops[len(tops) // 2], report["min_confidence"]))
+    assert raised["val_confident"] <= report["val_confident"]
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    assert "loso-x.json (rule v6)" in predictor.meta["familiarity"]["threshold_on"]
+    said = [p.outcome for p in predictor.predict_batch([s.path for s in val])]
+    assert sum(o is outcomes.Outcome.CONFIDENT for o in said) / len(said) == pytest.approx(raised["val_confident"])
+    result.write_text(json.dumps({"sets": {}}))
+    with pytest.raises(SystemExit, match="--floor-from"):
+        fit_familiarity.main(fit_familiarity.get_args_parser().parse_args(
+            [str(path), "--data", str(tiny_data), "--floor-from", str(result)]))
 
 
 def test_mirror_check_scores_the_checkpoints_own_validation_split(tiny_data, tmp_path):

@@ -12,7 +12,9 @@ validation scans, `min_familiarity` is `--quantile` (a familiarity below it is "
 acquisition") and `min_confidence` is the `--quantile` of their top probability ("low
 confidence"). The confident share it reports is the app's outcome (`outcomes.decide` on the
 input check, the not-an-MRI feature check and these cautions). Nothing from Kaggle Testing is
-read. `--write` replaces the `fam.*` tensors and
+read. `--floor-from RESULT` raises `min_confidence` to the floor learnt on a held-out source
+(`brainmri.familiarity.held_out_floor` of a leave-one-source-out run's `studies.generalisation`
+JSON; rule v6 of logs/confident/rule.md) when that is higher. `--write` replaces the `fam.*` tensors and
 `meta["familiarity"]` (weights and the not-an-MRI detector untouched).
 
 `--compare` scores the three candidate statistics (`CANDIDATES`) on the development shifts
@@ -59,6 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="statistics of the detector written (chosen by --compare's rule)")
     p.add_argument("--quantile", type=float, default=0.025,
                    help="validation share below each threshold (familiarity, top probability)")
+    p.add_argument("--floor-from", type=Path, metavar="RESULT",
+                   help="a held-out run's studies.generalisation JSON: min_confidence is at least "
+                        "its floor_at_90 on loso_training (rule v6)")
     p.add_argument("--dims", type=int, default=256, help="PCA dimensions per tap, at most")
     p.add_argument("--compare", action="store_true", help="score the candidates on the development shifts")
     p.add_argument("--batch-size", type=int, default=16)
@@ -131,6 +136,10 @@ def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not 0 < args.quantile < 0.5:
         raise SystemExit(f"--quantile must lie in (0, 0.5), got {args.quantile}")
+    try:      # read first: a result without a floor is refused before any trunk pass
+        held_out = fam.held_out_floor(args.floor_from) if args.floor_from else 0.0
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--floor-from: {e}")
     torch.set_num_threads(args.threads)
     start = time.time()
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
@@ -150,6 +159,8 @@ def main(args: argparse.Namespace) -> dict:
         report["compare"] = compare(predictor, args, weights, [val_s[i] for i in val["kept"]],
                                     train, train_y, val)
     det = fit_candidate(predictor, args.candidate, train, train_y, val, args.quantile, args.dims)
+    quantile_floor = det.min_confidence
+    det.min_confidence = max(quantile_floor, held_out)
     familiarity, top = familiarity_of(det, val), val["probs"].max(1)
     # The not-an-MRI feature check on the pooled features, the last tap's means (as the bench).
     features_ok = predictor.feature_check(torch.as_tensor(val[f"mean{predictor.taps[-1]}"]))[1]
@@ -158,7 +169,7 @@ def main(args: argparse.Namespace) -> dict:
     confident = np.array([v.outcome is outcomes.Outcome.CONFIDENT for v in verdicts])
     right = val["probs"].argmax(1) == val_y
     report.update({"taps": det.taps, "stats": det.kind, "min_familiarity": det.min_familiarity,
-                   "min_confidence": det.min_confidence,
+                   "min_confidence": det.min_confidence, "min_confidence_quantile": quantile_floor,
                    "val_unfamiliar": float(np.mean(familiarity < det.min_familiarity)),
                    "val_low_confidence": float(np.mean(top < det.min_confidence)),
                    "val_not_mri": float(np.mean(~is_mri)),
@@ -170,7 +181,9 @@ def main(args: argparse.Namespace) -> dict:
             **det.describe(), "candidate": args.candidate, "dims": args.dims, "quantile": args.quantile,
             "fitted_on": f"train ({len(train_y)} scans, inference path)",
             "threshold_on": f"val ({len(val_y)} scans): familiarity and top probability at their "
-                            f"{100 * args.quantile:g}th percentiles",
+                            f"{100 * args.quantile:g}th percentiles"
+                            + (f"; top probability at least the floor of {args.floor_from.name} "
+                               "(rule v6)" if args.floor_from else ""),
             "rule": "docs/familiarity.md", "fitted_by": "train.fit_familiarity",
             "fitted": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         report["written"] = True
