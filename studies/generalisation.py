@@ -76,6 +76,8 @@ LOOSE = 0.2            # "loosely stable": the inverted scan gives the plain ans
 TARGET = 0.9           # the accuracy "confident" should hold (`coverage_at_90`)
 LOOK_TAUS = (0.96, 0.88, 0.8)   # look-decided: the answer's look share at least this (rule v4)
 BOUND_CONTRAST = "t1"           # rule v5's bound: confident only on scans hand-labelled this
+BOUND_PLANE = "axial"           # rule v7's bound: "no tumour" confident only on scans labelled this
+NO_TUMOUR = "notumor"
 FOLDS = 5                       # floor_crossfit: folds, and the seed of their shuffle
 HAND_SET = ("plane", "contrast")     # the kinds of hand-set label the breakdowns use
 UNLABELLED = "unlabelled"
@@ -332,6 +334,8 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
                 str(tau): look_decided(share >= tau, right, confident, y, classes)
                 for tau in LOOK_TAUS},
             "contrast_bound": contrast_bound(scored["contrast"], right, confident),
+            "plane_bound": plane_bound(scored["plane"], scored["contrast"], pred == classes.index(NO_TUMOUR),
+                                       right, confident) if NO_TUMOUR in classes else None,
             "breakdown": breakdown}
 
 
@@ -347,6 +351,25 @@ def contrast_bound(contrast: np.ndarray, right: np.ndarray, confident: np.ndarra
     return {"labelled": int(labelled.sum()), "labelled_share": float(labelled.mean()),
             "kept_contrast": float(keep.mean()), Outcome.CONFIDENT.value: held(confident, right),
             "confident_if_kept": held(confident & keep, right)}
+
+
+def plane_bound(plane: np.ndarray, contrast: np.ndarray, no_tumour: np.ndarray, right: np.ndarray,
+                confident: np.ndarray) -> dict | None:
+    """Rule v7's bound, over the scans with a hand-set plane only (None without any): the
+    confident answers as they stand, those left if every "no tumour" answer (`no_tumour`) on a
+    scan not labelled `BOUND_PLANE` were cautioned (a perfect plane detector), and those left
+    with v5's perfect contrast gate as well; shares of the labelled scans."""
+    labelled = plane != UNLABELLED
+    if not labelled.any():
+        return None
+    plane, contrast, no_tumour = plane[labelled], contrast[labelled], no_tumour[labelled]
+    right, confident = right[labelled], confident[labelled]
+    kept = confident & ~(no_tumour & (plane != BOUND_PLANE))
+    return {"labelled": int(labelled.sum()), "labelled_share": float(labelled.mean()),
+            "kept_plane": float((plane == BOUND_PLANE).mean()),
+            "no_tumour_answers_off_plane": int((no_tumour & (plane != BOUND_PLANE)).sum()),
+            Outcome.CONFIDENT.value: held(confident, right), "confident_if_kept": held(kept, right),
+            "with_contrast": held(kept & (contrast == BOUND_CONTRAST), right)}
 
 
 def look_decided(decided: np.ndarray, right: np.ndarray, confident: np.ndarray, y: np.ndarray,
@@ -488,6 +511,23 @@ def bound_table(results: list[dict]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def plane_table(results: list[dict]) -> str:
+    """Rule v7's bound, one row per set with hand-set planes; results written before it: none."""
+    lines = ["| model | set | hand-labelled (share of set) | labelled " + BOUND_PLANE + " | "
+             "'no tumour' answers off " + BOUND_PLANE + " | confident (right) | with those cautioned (right) | "
+             "and only " + BOUND_CONTRAST + " (right) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for name, s in r["sets"].items():
+            b = s.get("plane_bound")
+            if b:
+                lines.append(f"| {r['model']} | {name} | {b['labelled']} ({b['labelled_share']:.1%}) | "
+                             f"{b['kept_plane']:.1%} | {b['no_tumour_answers_off_plane']} | "
+                             f"{cell(b[Outcome.CONFIDENT.value])} | {cell(b['confident_if_kept'])} | "
+                             f"{cell(b['with_contrast'])} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def floor_table(results: list[dict]) -> str:
     """Rule v6's columns, one row per set; results written before it: none."""
     lines = ["| model | set | confident (right) | floor at 90% | confident at or above it (right) | "
@@ -523,7 +563,8 @@ def table(results: list[dict]) -> str:
                 for v, b in values.items():
                     per = ", ".join(f"{c[:4]} {x['accuracy']:.1%} ({x['n']})" for c, x in b.get("per_class", {}).items())
                     lines.append(f"| {r['model']} | {name} | {kind} | {v} | {b['n']} | {b['accuracy']:.1%} | {per} |")
-    parts = [p for p in (look_table(results), bound_table(results), floor_table(results)) if p]
+    parts = [p for p in (look_table(results), bound_table(results), floor_table(results),
+                         plane_table(results)) if p]
     return "\n\n".join(["\n".join(lines), *parts])
 
 

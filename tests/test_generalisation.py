@@ -196,6 +196,11 @@ def test_hand_set_labels_break_the_sets_down(folder, tmp_path, monkeypatch):
     assert bound["labelled"] == 3 and bound["kept_contrast"] == 1.0
     assert bound["confident_if_kept"]["n"] == bound["confident"]["n"]
     assert r["sets"]["clean"]["contrast_bound"] is None
+    # rule v7's: the same three scans, one axial
+    plane = r["sets"]["val"]["plane_bound"]
+    assert plane["labelled"] == 3 and plane["kept_plane"] == pytest.approx(1 / 3)
+    assert plane["confident_if_kept"]["n"] <= plane["confident"]["n"]
+    assert r["sets"]["clean"]["plane_bound"] is None
 
 
 def test_contrast_bound_cautions_every_scan_not_labelled_t1():
@@ -207,6 +212,22 @@ def test_contrast_bound_cautions_every_scan_not_labelled_t1():
     assert b["confident"] == {"share": 1.0, "n": 4, "right": 0.5}
     assert b["confident_if_kept"] == {"share": 0.5, "n": 2, "right": 0.5}
     assert generalisation.contrast_bound(contrast[4:], right[4:], confident[4:]) is None
+
+
+def test_plane_bound_cautions_no_tumour_answers_off_the_axial_plane():
+    u = generalisation.UNLABELLED
+    plane = np.array(["axial", "coronal", "sagittal", "coronal", "axial", u])
+    contrast = np.array(["t1", "t1", "t2", "t1", "flair", u])
+    no_tumour = np.array([True, True, True, False, False, True])
+    right = np.array([True, False, True, True, False, False])
+    confident = np.array([True, True, True, True, True, True])
+    b = generalisation.plane_bound(plane, contrast, no_tumour, right, confident)
+    assert b["labelled"] == 5 and b["kept_plane"] == 0.4 and b["no_tumour_answers_off_plane"] == 2
+    assert b["confident"] == {"share": 1.0, "n": 5, "right": 0.6}
+    # the coronal and sagittal "no tumour" answers go; a coronal tumour answer stays
+    assert b["confident_if_kept"] == {"share": 0.6, "n": 3, "right": pytest.approx(2 / 3)}
+    assert b["with_contrast"] == {"share": 0.4, "n": 2, "right": 1.0}
+    assert generalisation.plane_bound(plane[5:], contrast[5:], no_tumour[5:], right[5:], confident[5:]) is None
 
 
 def test_a_pair_is_scored_as_the_app_compares(folder, tmp_path, monkeypatch):
