@@ -481,66 +481,58 @@ def look_cells(s: dict) -> str:
     return f"{s['look_stable']:.1%} | {cell(ck)} |"
 
 
-def look_table(results: list[dict]) -> str:
-    """The look prior's columns (rule v4), one row per set; results written before it: none."""
-    lines = ["| model | set | tau | look-decided (right) | not look-decided: right | "
-             "confident (right) | confident and not look-decided (right) |",
-             "|---|---|---|---|---|---|---|"]
+def rows_table(header: list[str], results: list[dict], rows) -> str:
+    """A table of one rule's columns: `rows(set_result)` gives each row's cells after the model
+    and set (none: the set has no such figures, e.g. written before the rule); "" when no set has."""
+    lines = ["| " + " | ".join(["model", "set", *header]) + " |", "|" + "---|" * (len(header) + 2)]
     for r in results:
         for name, s in r["sets"].items():
-            c = s[Outcome.CONFIDENT.value]
-            for tau, v in (s.get("look_prior") or {}).items():
-                co = v["confident_open"]
-                lines.append(f"| {r['model']} | {name} | {tau} | {v['decided']:.1%} ({v['decided_right']:.1%}) | "
-                             f"{v['open_right']:.1%} | {cell(c)} | {cell(co)} |")
+            lines += ["| " + " | ".join([r["model"], name, *cells]) + " |" for cells in rows(s)]
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def look_table(results: list[dict]) -> str:
+    """The look prior's columns (rule v4), one row per set and tau."""
+    def rows(s):
+        c = cell(s[Outcome.CONFIDENT.value])
+        return [[tau, f"{v['decided']:.1%} ({v['decided_right']:.1%})", f"{v['open_right']:.1%}", c,
+                 cell(v["confident_open"])] for tau, v in (s.get("look_prior") or {}).items()]
+    return rows_table(["tau", "look-decided (right)", "not look-decided: right", "confident (right)",
+                       "confident and not look-decided (right)"], results, rows)
 
 
 def bound_table(results: list[dict]) -> str:
-    """Rule v5's bound, one row per set with hand labels; results written before it: none."""
-    lines = ["| model | set | hand-labelled (share of set) | labelled " + BOUND_CONTRAST + " | "
-             "confident (right) | confident if only " + BOUND_CONTRAST + " stays (right) |",
-             "|---|---|---|---|---|---|"]
-    for r in results:
-        for name, s in r["sets"].items():
-            b = s.get("contrast_bound")
-            if b:
-                c, k = b[Outcome.CONFIDENT.value], b["confident_if_kept"]
-                lines.append(f"| {r['model']} | {name} | {b['labelled']} ({b['labelled_share']:.1%}) | "
-                             f"{b['kept_contrast']:.1%} | {cell(c)} | {cell(k)} |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+    """Rule v5's bound, one row per set with hand labels."""
+    def rows(s):
+        b = s.get("contrast_bound")
+        return [[f"{b['labelled']} ({b['labelled_share']:.1%})", f"{b['kept_contrast']:.1%}",
+                 cell(b[Outcome.CONFIDENT.value]), cell(b["confident_if_kept"])]] if b else []
+    return rows_table(["hand-labelled (share of set)", f"labelled {BOUND_CONTRAST}", "confident (right)",
+                       f"confident if only {BOUND_CONTRAST} stays (right)"], results, rows)
 
 
 def plane_table(results: list[dict]) -> str:
-    """Rule v7's bound, one row per set with hand-set planes; results written before it: none."""
-    lines = ["| model | set | hand-labelled (share of set) | labelled " + BOUND_PLANE + " | "
-             "'no tumour' answers off " + BOUND_PLANE + " | confident (right) | with those cautioned (right) | "
-             "and only " + BOUND_CONTRAST + " (right) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        for name, s in r["sets"].items():
-            b = s.get("plane_bound")
-            if b:
-                lines.append(f"| {r['model']} | {name} | {b['labelled']} ({b['labelled_share']:.1%}) | "
-                             f"{b['kept_plane']:.1%} | {b['no_tumour_answers_off_plane']} | "
-                             f"{cell(b[Outcome.CONFIDENT.value])} | {cell(b['confident_if_kept'])} | "
-                             f"{cell(b['with_contrast'])} |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+    """Rule v7's bound, one row per set with hand-set planes."""
+    def rows(s):
+        b = s.get("plane_bound")
+        return [[f"{b['labelled']} ({b['labelled_share']:.1%})", f"{b['kept_plane']:.1%}",
+                 str(b["no_tumour_answers_off_plane"]), cell(b[Outcome.CONFIDENT.value]),
+                 cell(b["confident_if_kept"]), cell(b["with_contrast"])]] if b else []
+    return rows_table(["hand-labelled (share of set)", f"labelled {BOUND_PLANE}",
+                       f"'no tumour' answers off {BOUND_PLANE}", "confident (right)",
+                       "with those cautioned (right)", f"and only {BOUND_CONTRAST} (right)"], results, rows)
 
 
 def floor_table(results: list[dict]) -> str:
-    """Rule v6's columns, one row per set; results written before it: none."""
-    lines = ["| model | set | confident (right) | floor at 90% | confident at or above it (right) | "
-             "cross-fitted (right) | at the floor given | confident at or above it (right) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        for name, s in r["sets"].items():
-            f, given = s.get("floor_at_90"), s.get("confident_floor")
-            if f:
-                g = f"{given['floor']:.4f} | {cell(given)}" if given else "- | -"
-                lines.append(f"| {r['model']} | {name} | {cell(s[Outcome.CONFIDENT.value])} | "
-                             f"{f['floor']:.4f} | {cell(f)} | {cell(s['floor_crossfit'])} | {g} |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+    """Rule v6's columns, one row per set."""
+    def rows(s):
+        f, given = s.get("floor_at_90"), s.get("confident_floor")
+        g = [f"{given['floor']:.4f}", cell(given)] if given else ["-", "-"]
+        return [[cell(s[Outcome.CONFIDENT.value]), f"{f['floor']:.4f}", cell(f), cell(s["floor_crossfit"]),
+                 *g]] if f else []
+    return rows_table(["confident (right)", "floor at 90%", "confident at or above it (right)",
+                       "cross-fitted (right)", "at the floor given", "confident at or above it (right)"],
+                      results, rows)
 
 
 def table(results: list[dict]) -> str:
