@@ -39,7 +39,9 @@ at least 90% of the time, with what it keeps, and `floor_crossfit`, that floor c
 fifths of the set and applied to the fifth left (pooled over the five), an estimate of what it
 holds on scans it was not chosen on; with `--floor-from RESULT` (a held-out run's JSON,
 `brainmri.familiarity.held_out_floor`), `confident_floor`: the confident answers at or above
-that run's floor. Writes
+that run's floor; and `frontier`: for each share of `val` answers kept confident in `KEPT`, the
+top-probability floor (on `val`) that keeps that share, and what it keeps on every set (what
+confidence alone can buy on a held-out source at a given cost inside the collection). Writes
 `<model>.json` under `--out` (a run that held a source out under `loso-<source>-<name>` unless
 its name starts with `loso`: `result_name`) and prints Markdown tables.
 
@@ -78,6 +80,7 @@ LOOK_TAUS = (0.96, 0.88, 0.8)   # look-decided: the answer's look share at least
 BOUND_CONTRAST = "t1"           # rule v5's bound: confident only on scans hand-labelled this
 BOUND_PLANE = "axial"           # rule v7's bound: "no tumour" confident only on scans labelled this
 NO_TUMOUR = "notumor"
+KEPT = (0.95, 0.9, 0.85, 0.8, 0.7)   # frontier: shares of `val` answers kept confident
 FOLDS = 5                       # floor_crossfit: folds, and the seed of their shuffle
 HAND_SET = ("plane", "contrast")     # the kinds of hand-set label the breakdowns use
 UNLABELLED = "unlabelled"
@@ -247,6 +250,27 @@ def floor_at(confident: np.ndarray, right: np.ndarray, top: np.ndarray, target: 
     floor = cover["min_score"]
     kept = confident & (top >= floor) if np.isfinite(floor) else np.zeros_like(confident)
     return {"floor": floor, **held(kept, right)}
+
+
+def floor_keeping(confident: np.ndarray, top: np.ndarray, share: float) -> float:
+    """The highest top-probability floor that still keeps `share` of the answers confident
+    (confident and at or above it); 0 when fewer than that are confident."""
+    tops = np.sort(top[confident])[::-1]
+    k = int(np.ceil(round(share * len(top), 9)))      # 0.7 * 10 is 7.000000000000001
+    return 0.0 if k > len(tops) or k == 0 else float(tops[k - 1])
+
+
+def frontier(scored: dict, min_top: float) -> list[dict]:
+    """For each share in `KEPT`: the floor that keeps it of `val` confident, and what that
+    floor keeps on every set (`held`)."""
+    masks = {name: (confident_mask(s, min_top), s["probs"].max(1), s["probs"].argmax(1) == s["label"])
+             for name, s in scored.items()}
+    out = []
+    for share in KEPT:
+        floor = floor_keeping(masks["val"][0], masks["val"][1], share)
+        out.append({"val_kept": share, "floor": floor,
+                    "sets": {name: held(c & (t >= floor), r) for name, (c, t, r) in masks.items()}})
+    return out
 
 
 def floor_crossfit(confident: np.ndarray, right: np.ndarray, top: np.ndarray, target: float,
@@ -435,6 +459,7 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
                           else f"is_mri and top probability >= {min_top}",
         "tertile_edges": edges, "source_looks": source_looks, "look_k": prior.k,
         "floor_from": str(args.floor_from) if getattr(args, "floor_from", None) else None,
+        "frontier": frontier(scored, min_top),
         "sets": {name: summarise(s, predictor.classes, edges, min_top, getattr(args, "floor", None))
                  for name, s in scored.items()},
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -535,6 +560,16 @@ def floor_table(results: list[dict]) -> str:
                       results, rows)
 
 
+def frontier_table(results: list[dict]) -> str:
+    """The frontier, one row per model, share of `val` kept and set; results written before it: none."""
+    lines = ["| model | val kept confident | floor | set | confident (right) |", "|---|---|---|---|---|"]
+    for r in results:
+        for f in r.get("frontier") or []:
+            lines += [f"| {r['model']} | {f['val_kept']:.0%} | {f['floor']:.4f} | {name} | {cell(h)} |"
+                      for name, h in f["sets"].items()]
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def table(results: list[dict]) -> str:
     lines = ["| model | set | n | accuracy | per-class recall | stable | confident (right) | "
              "confident and stable (right) | confident and loosely stable (right) | "
@@ -556,7 +591,7 @@ def table(results: list[dict]) -> str:
                     per = ", ".join(f"{c[:4]} {x['accuracy']:.1%} ({x['n']})" for c, x in b.get("per_class", {}).items())
                     lines.append(f"| {r['model']} | {name} | {kind} | {v} | {b['n']} | {b['accuracy']:.1%} | {per} |")
     parts = [p for p in (look_table(results), bound_table(results), floor_table(results),
-                         plane_table(results)) if p]
+                         plane_table(results), frontier_table(results)) if p]
     return "\n\n".join(["\n".join(lines), *parts])
 
 

@@ -106,6 +106,22 @@ def test_floor_at_90_is_the_lowest_floor_its_confident_answers_hold():
     assert np.isnan(generalisation.floor_at(confident, np.zeros(8, bool), top, 0.5)["floor"])
 
 
+def test_floor_keeping_keeps_the_share_asked_of_the_confident_answers():
+    top = np.array([0.99, 0.98, 0.97, 0.9, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55])
+    confident = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], bool)
+    assert generalisation.floor_keeping(confident, top, 0.3) == 0.97        # 3 of 10 kept
+    assert generalisation.floor_keeping(confident, top, 0.6) == 0.75        # every confident one
+    assert generalisation.floor_keeping(confident, top, 0.8) == 0.0         # only 6 are confident
+    confident[6:9] = True                                                   # 9 of 10 now
+    scored = {"val": {"probs": np.stack([top, 1 - top], 1), "label": np.zeros(10, int),
+                      "outcome": np.where(confident, "confident", "caution"), "is_mri": np.ones(10, bool)}}
+    f = generalisation.frontier(scored, 0.5)
+    assert [x["val_kept"] for x in f] == list(generalisation.KEPT)
+    # a share kept rounds up to whole answers, and never beyond the 9 confident
+    assert [x["sets"]["val"]["n"] for x in f] == [min(9, int(np.ceil(k * 10))) for k in generalisation.KEPT]
+    assert f[-1]["floor"] == 0.7 and f[0]["floor"] == 0.0
+
+
 def test_floor_crossfit_scores_each_fold_on_a_floor_chosen_without_it():
     rng = np.random.default_rng(0)
     top = rng.uniform(0.5, 1, 400)
@@ -132,6 +148,8 @@ def test_a_floor_from_a_held_out_run_is_applied_and_a_missing_one_refused(folder
         given = s["confident_floor"]
         assert given["floor"] == 0.3 and given["n"] <= s["confident"]["n"]
         assert s["floor_at_90"]["n"] <= s["confident"]["n"]
+    kept = [f["sets"]["val"]["n"] for f in r["frontier"]]
+    assert kept == sorted(kept, reverse=True) and kept[0] <= r["sets"]["val"]["confident"]["n"]
     result.write_text(json.dumps({"sets": {"loso_training": {"floor_at_90": {"floor": float("nan")}}}}))
     with pytest.raises(SystemExit, match="--floor-from: .*no floor"):
         generalisation.main(Namespace(checkpoints=[loso_checkpoint(tmp_path)], data=folder,
