@@ -655,11 +655,14 @@ class ScanHandlers:
                                visible=True)
             return [text, None, None, None, None, None, None,
                     pick, gr.Image(visible=False, value=None), gr.Slider(visible=False), None]
-        chosen = view.result.chosen if view.result.chosen is not None else 0
+        chosen, shown = view.result.chosen, view.chosen
+        if chosen is None:        # no slice classified: the first with a head, with its refusal
+            chosen = next((i for i, s in enumerate(view.result.slices) if s.brain), 0)
+            shown = view_slice(self.service, view, chosen, method, alpha)
         walk = gr.Slider(minimum=0, maximum=max(len(view.scan) - 1, 1), value=chosen, step=1,
                          visible=True, interactive=len(view.scan) > 1,
                          label=f"Slice ({len(view.scan)} in all; the answer's slice first)")
-        return [*self.slice_outputs(view, view.chosen, chosen, target),
+        return [*self.slice_outputs(view, shown, chosen, target),
                 gr.Dropdown(visible=series is not None), gr.Image(value=strip_image(view), visible=True),
                 walk, view]
 

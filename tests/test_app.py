@@ -201,6 +201,29 @@ def test_compare_reads_the_series_picked_in_classify(tiny_checkpoints):
     assert done_again[3] == "2" and "4 of 9 slices outside the head" in again[0]
 
 
+def test_a_scan_with_every_slice_refused_shows_a_refusal_not_an_empty_slice(tiny_checkpoints, tmp_path):
+    """No slice classified (here every head slice has no dark background): the Classify tab
+    shows the first slice with a head and its refusal, with the slider on it, never slice 0
+    called "outside the head" when it might not be."""
+    import app
+    from brainmri.predictor import Predictor
+    from brainmri.service import Service
+    from brainmri.texts import REFUSED
+    from tests.synthetic import dicom_series, zipped
+    service = Service({m: Predictor.from_checkpoint(p, "cpu") for m, p in tiny_checkpoints.items()},
+                      warmup=False)
+    sh = app.ScanHandlers(app.Handlers(service, app.Files()))
+    volume = np.stack([np.zeros((64, 64))] * 2 + [np.full((64, 64), 800.0)] * 3).astype(np.uint16)
+    path = tmp_path / "flat.zip"
+    path.write_bytes(zipped({f"IM{k:03d}": f for k, f in enumerate(dicom_series(volume))}))
+    out = sh.run_scan(str(path), "resnet50", "gradcam", -1, 0.45, progress=lambda *a, **k: None)
+    text, bars, walk = out[0], out[1], out[9]
+    scan_part, slice_part = text.split("**Slice 2:**")
+    assert "No slice of this scan could be classified" in scan_part
+    assert REFUSED in slice_part and "no dark background" in slice_part and "outside the head" not in slice_part
+    assert bars is None and walk.value == 2
+
+
 def test_dicom_goes_to_the_model_with_its_modality(client):
     """A DICOM goes straight to /classify (format read from content); an MR file is classified
     (a 64 px slice shown enlarged), a CT is refused with its reason, as in the library."""
