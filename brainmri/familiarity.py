@@ -198,16 +198,17 @@ class Familiarity:
                 "min_confidence": self.min_confidence}
 
 
-def held_out_floor(result: str | Path, split: str = "loso_training") -> float:
-    """The top-probability floor learnt on a held-out source: `floor_at_90` of a
-    leave-one-source-out run's `studies.generalisation` result (its JSON), on `split`, the part
-    a choice may use. Raises ValueError when the result has none or no floor reached the target."""
+def held_out_floor(result: str | Path, split: str = "loso_training", key: str = "floor_at_90") -> float:
+    """A top-probability floor learnt on a held-out source: `key` (rule v6's `floor_at_90`, or
+    rule v8's `no_tumour_floor_at_90`) of a leave-one-source-out run's `studies.generalisation`
+    result (its JSON), on `split`, the part a choice may use. Raises ValueError when the result
+    has none or no floor reached the target (inf, "caution every such answer", is a floor)."""
     sets = json.loads(Path(result).read_text()).get("sets", {})
-    floor = (sets.get(split) or {}).get("floor_at_90") or {}
+    floor = (sets.get(split) or {}).get(key) or {}
     if "floor" not in floor:
-        raise ValueError(f"{Path(result).name}: no floor_at_90 on {split!r} "
-                         "(not a held-out run, or scored before rule v6)")
-    if not np.isfinite(floor["floor"]):
+        raise ValueError(f"{Path(result).name}: no {key} on {split!r} "
+                         "(not a held-out run, or scored before its rule)")
+    if np.isnan(floor["floor"]):
         raise ValueError(f"{Path(result).name}: no floor makes its confident {split} answers "
                          "right often enough")
     return float(floor["floor"])

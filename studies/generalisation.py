@@ -39,7 +39,10 @@ at least 90% of the time, with what it keeps, and `floor_crossfit`, that floor c
 fifths of the set and applied to the fifth left (pooled over the five), an estimate of what it
 holds on scans it was not chosen on; with `--floor-from RESULT` (a held-out run's JSON,
 `brainmri.familiarity.held_out_floor`), `confident_floor`: the confident answers at or above
-that run's floor; and `frontier`: for each share of `val` answers kept confident in `KEPT`, the
+that run's floor; rule v8's `no_tumour_floor_at_90` and `no_tumour_floor_crossfit`, the same
+with the floor on "no tumour" answers only (the others kept as they stand), and with
+`--no-tumour-floor-from RESULT`, `confident_no_tumour_floor`; and `frontier`: for each share of
+`val` answers kept confident in `KEPT`, the
 top-probability floor (on `val`) that keeps that share, and what it keeps on every set (what
 confidence alone can buy on a held-out source at a given cost inside the collection). Writes
 `<model>.json` under `--out` (a run that held a source out under `loso-<source>-<name>` unless
@@ -99,6 +102,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--floor-from", type=Path, metavar="RESULT",
                    help="a held-out run's JSON: also score the confident answers at or above its "
                         "floor_at_90 on loso_training (rule v6)")
+    p.add_argument("--no-tumour-floor-from", type=Path, metavar="RESULT",
+                   help="a held-out run's JSON: also score the confident answers with its "
+                        "no_tumour_floor_at_90 on loso_training applied to 'no tumour' answers (rule v8)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=0, help="score only N evenly spaced scans a set (smoke tests)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
@@ -242,14 +248,24 @@ def coverage_at(right: np.ndarray, score: np.ndarray, target: float) -> dict:
     return {"share": float((k + 1) / len(order)), "min_score": float(score[order][k])}
 
 
-def floor_at(confident: np.ndarray, right: np.ndarray, top: np.ndarray, target: float) -> dict:
+def floor_at(confident: np.ndarray, right: np.ndarray, top: np.ndarray, target: float,
+             applies: np.ndarray | None = None) -> dict:
     """Rule v6: the lowest top-probability floor at which the answers `confident` marks, kept
     only at or above it, are right at least `target` of the time (nan: no floor reaches it),
-    and what it keeps (`held`, shares of the whole set)."""
-    cover = coverage_at(right[confident], top[confident], target)
-    floor = cover["min_score"]
-    kept = confident & (top >= floor) if np.isfinite(floor) else np.zeros_like(confident)
-    return {"floor": floor, **held(kept, right)}
+    and what it keeps (`held`, shares of the whole set). With `applies` (rule v8: the "no
+    tumour" answers), the floor holds for those answers only and the others are kept as they
+    stand; inf: only cautioning every one of them reaches `target`."""
+    applies = np.ones_like(confident) if applies is None else applies
+    base, floored = confident & ~applies, confident & applies
+    tops = np.sort(top[floored])[::-1]
+    hits = right[base].sum() + np.concatenate([[0], np.cumsum(right[floored][np.argsort(-top[floored],
+                                                                                        kind="stable")])])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = np.flatnonzero(hits / (base.sum() + np.arange(len(tops) + 1)) >= target)   # 0/0: nan
+    if not len(ok):
+        return {"floor": float("nan"), **held(np.zeros_like(confident), right)}
+    floor = float(tops[ok.max() - 1]) if ok.max() else float("inf")
+    return {"floor": floor, **held(base | (floored & (top >= floor)), right)}
 
 
 def floor_keeping(confident: np.ndarray, top: np.ndarray, share: float) -> float:
@@ -274,16 +290,17 @@ def frontier(scored: dict, min_top: float) -> list[dict]:
 
 
 def floor_crossfit(confident: np.ndarray, right: np.ndarray, top: np.ndarray, target: float,
-                   folds: int = FOLDS) -> dict:
+                   folds: int = FOLDS, applies: np.ndarray | None = None) -> dict:
     """`floor_at` chosen on all folds but one and applied to the one left, pooled over the
     folds (a fold whose others reach no floor keeps nothing); folds by a seeded shuffle."""
+    applies = np.ones_like(confident) if applies is None else applies
     fold = np.random.default_rng(folds).permutation(len(right)) % folds
     kept = np.zeros(len(right), bool)
     for k in range(folds):
         out = fold == k
-        floor = floor_at(confident[~out], right[~out], top[~out], target)["floor"]
-        if np.isfinite(floor):
-            kept[out] = confident[out] & (top[out] >= floor)
+        floor = floor_at(confident[~out], right[~out], top[~out], target, applies[~out])["floor"]
+        if not np.isnan(floor):
+            kept[out] = confident[out] & (~applies[out] | (top[out] >= floor))
     return held(kept, right)
 
 
@@ -308,7 +325,7 @@ def cell(h: dict) -> str:
 
 
 def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[float]],
-              min_top: float, floor: float | None = None) -> dict:
+              min_top: float, floor: float | None = None, no_tumour_floor: float | None = None) -> dict:
     y = scored["label"]
     pred = scored["probs"].argmax(1)
     right = pred == y
@@ -360,7 +377,25 @@ def summarise(scored: dict, classes: tuple[str, ...], edges: dict[str, list[floa
             "contrast_bound": contrast_bound(scored["contrast"], right, confident),
             "plane_bound": plane_bound(scored["plane"], scored["contrast"], pred == classes.index(NO_TUMOUR),
                                        right, confident) if NO_TUMOUR in classes else None,
+            **(no_tumour_floors(pred == classes.index(NO_TUMOUR), confident, right, top, no_tumour_floor)
+               if NO_TUMOUR in classes else {}),
             "breakdown": breakdown}
+
+
+def no_tumour_floors(no_tumour: np.ndarray, confident: np.ndarray, right: np.ndarray, top: np.ndarray,
+                     given: float | None) -> dict:
+    """Rule v8's figures: `floor_at` and `floor_crossfit` with the floor on the "no tumour"
+    answers (`no_tumour`) only, and with a floor `given` (a held-out run's), the confident answers
+    it leaves and how many of the confident "no tumour" answers stay confident."""
+    out = {"no_tumour_floor_at_90": floor_at(confident, right, top, TARGET, no_tumour),
+           "no_tumour_floor_crossfit": floor_crossfit(confident, right, top, TARGET, applies=no_tumour),
+           "confident_no_tumour_floor": None}
+    if given is not None:
+        stays = confident & no_tumour & (top >= given)
+        out["confident_no_tumour_floor"] = {
+            "floor": given, **held(confident & ~no_tumour | stays, right),
+            "no_tumour_confident": int((confident & no_tumour).sum()), "no_tumour_kept": int(stays.sum())}
+    return out
 
 
 def contrast_bound(contrast: np.ndarray, right: np.ndarray, confident: np.ndarray) -> dict | None:
@@ -460,7 +495,10 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
         "tertile_edges": edges, "source_looks": source_looks, "look_k": prior.k,
         "floor_from": str(args.floor_from) if getattr(args, "floor_from", None) else None,
         "frontier": frontier(scored, min_top),
-        "sets": {name: summarise(s, predictor.classes, edges, min_top, getattr(args, "floor", None))
+        "no_tumour_floor_from": (str(args.no_tumour_floor_from)
+                                 if getattr(args, "no_tumour_floor_from", None) else None),
+        "sets": {name: summarise(s, predictor.classes, edges, min_top, getattr(args, "floor", None),
+                                 getattr(args, "no_tumour_floor", None))
                  for name, s in scored.items()},
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -560,6 +598,19 @@ def floor_table(results: list[dict]) -> str:
                       results, rows)
 
 
+def no_tumour_floor_table(results: list[dict]) -> str:
+    """Rule v8's columns, one row per set; results written before it: none."""
+    def rows(s):
+        f, given = s.get("no_tumour_floor_at_90"), s.get("confident_no_tumour_floor")
+        g = ([f"{given['floor']:.4f}", cell(given), f"{given['no_tumour_kept']} of {given['no_tumour_confident']}"]
+             if given else ["-", "-", "-"])
+        return [[cell(s[Outcome.CONFIDENT.value]), f"{f['floor']:.4f}", cell(f),
+                 cell(s["no_tumour_floor_crossfit"]), *g]] if f else []
+    return rows_table(["confident (right)", "'no tumour' floor at 90%", "confident with it (right)",
+                       "cross-fitted (right)", "at the floor given", "confident with it (right)",
+                       "confident 'no tumour' answers kept"], results, rows)
+
+
 def frontier_table(results: list[dict]) -> str:
     """The frontier, one row per model, share of `val` kept and set; results written before it: none."""
     lines = ["| model | val kept confident | floor | set | confident (right) |", "|---|---|---|---|---|"]
@@ -591,7 +642,7 @@ def table(results: list[dict]) -> str:
                     per = ", ".join(f"{c[:4]} {x['accuracy']:.1%} ({x['n']})" for c, x in b.get("per_class", {}).items())
                     lines.append(f"| {r['model']} | {name} | {kind} | {v} | {b['n']} | {b['accuracy']:.1%} | {per} |")
     parts = [p for p in (look_table(results), bound_table(results), floor_table(results),
-                         plane_table(results), frontier_table(results)) if p]
+                         plane_table(results), frontier_table(results), no_tumour_floor_table(results)) if p]
     return "\n\n".join(["\n".join(lines), *parts])
 
 
@@ -603,10 +654,12 @@ def main(args: argparse.Namespace) -> list[dict]:
         return results
     if not args.checkpoints or args.data is None:
         raise SystemExit("give checkpoints and --data, or --table JSON...")
-    try:      # read first: a result without a floor is refused before any scoring
-        args.floor = held_out_floor(args.floor_from) if getattr(args, "floor_from", None) else None
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"--floor-from: {e}")
+    for flag, key in (("floor_from", "floor_at_90"), ("no_tumour_floor_from", "no_tumour_floor_at_90")):
+        try:      # read first: a result without a floor is refused before any scoring
+            given = getattr(args, flag, None)
+            setattr(args, flag.removesuffix("_from"), held_out_floor(given, key=key) if given else None)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--{flag.replace('_', '-')}: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     pair = getattr(args, "pair", False)

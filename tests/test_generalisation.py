@@ -106,6 +106,40 @@ def test_floor_at_90_is_the_lowest_floor_its_confident_answers_hold():
     assert np.isnan(generalisation.floor_at(confident, np.zeros(8, bool), top, 0.5)["floor"])
 
 
+def test_a_no_tumour_floor_holds_for_no_tumour_answers_only():
+    right = np.array([1, 1, 1, 1, 0, 0, 0, 1], bool)
+    top = np.array([0.99, 0.9, 0.8, 0.7, 0.999, 0.95, 0.9, 0.6])
+    no_tumour = np.array([0, 0, 0, 0, 1, 1, 1, 1], bool)
+    confident = np.ones(8, bool)
+    # the other answers stay as they are (4 of 4 right); "no tumour" ones join from the surest
+    f = generalisation.floor_at(confident, right, top, 0.8, no_tumour)
+    assert f["floor"] == 0.999 and f["n"] == 5 and f["right"] == pytest.approx(0.8)
+    # only cautioning every "no tumour" answer reaches 90%: the floor is infinite
+    f = generalisation.floor_at(confident, right, top, 0.9, no_tumour)
+    assert f["floor"] == float("inf") and f["n"] == 4 and f["right"] == 1.0
+    # not even that: no floor, nothing kept
+    f = generalisation.floor_at(confident, right & no_tumour, top, 0.9, no_tumour)
+    assert np.isnan(f["floor"]) and f["n"] == 0
+    # a floor on every answer is rule v6's: the lowest score of the best-ranked share
+    rng = np.random.default_rng(1)
+    top, confident = rng.uniform(0.5, 1, 200), rng.uniform(size=200) < 0.8
+    right = rng.uniform(0.5, 1, 200) < top
+    assert (generalisation.floor_at(confident, right, top, 0.9)["floor"]
+            == generalisation.coverage_at(right[confident], top[confident], 0.9)["min_score"])
+    # cross-fitted: a fold keeps its other answers whenever the rest found a floor; seeded
+    no_tumour = rng.uniform(size=200) < 0.3
+    right = np.where(no_tumour, right, rng.uniform(size=200) < 0.97)   # the others: mostly right
+    cross = generalisation.floor_crossfit(confident, right, top, 0.9, applies=no_tumour)
+    assert cross == generalisation.floor_crossfit(confident, right, top, 0.9, applies=no_tumour)
+    assert cross["n"] >= (confident & ~no_tumour).sum() - 200 // generalisation.FOLDS
+    figures = generalisation.no_tumour_floors(no_tumour, confident, right, top, given=0.9)
+    given = figures["confident_no_tumour_floor"]
+    assert given["no_tumour_confident"] == (confident & no_tumour).sum()
+    assert given["no_tumour_kept"] == (confident & no_tumour & (top >= 0.9)).sum()
+    assert given["n"] == (confident & ~no_tumour).sum() + given["no_tumour_kept"]
+    assert generalisation.no_tumour_floors(no_tumour, confident, right, top, None)["confident_no_tumour_floor"] is None
+
+
 def test_floor_keeping_keeps_the_share_asked_of_the_confident_answers():
     top = np.array([0.99, 0.98, 0.97, 0.9, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55])
     confident = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], bool)
@@ -139,15 +173,20 @@ def test_floor_crossfit_scores_each_fold_on_a_floor_chosen_without_it():
 def test_a_floor_from_a_held_out_run_is_applied_and_a_missing_one_refused(folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = tmp_path / "loso-x.json"
-    result.write_text(json.dumps({"sets": {"loso_training": {"floor_at_90": {"floor": 0.3}}}}))
+    result.write_text(json.dumps({"sets": {"loso_training": {"floor_at_90": {"floor": 0.3},
+                                                            "no_tumour_floor_at_90": {"floor": 0.5}}}}))
     r = generalisation.main(Namespace(checkpoints=[loso_checkpoint(tmp_path)], data=folder,
                                       out=tmp_path / "out", batch_size=8, limit=0, threads=1,
-                                      device="cpu", floor_from=result))[0]
-    assert r["floor_from"] == str(result)
+                                      device="cpu", floor_from=result, no_tumour_floor_from=result))[0]
+    assert r["floor_from"] == str(result) == r["no_tumour_floor_from"]
     for s in r["sets"].values():
         given = s["confident_floor"]
         assert given["floor"] == 0.3 and given["n"] <= s["confident"]["n"]
         assert s["floor_at_90"]["n"] <= s["confident"]["n"]
+        given = s["confident_no_tumour_floor"]
+        assert given["floor"] == 0.5 and given["n"] <= s["confident"]["n"]
+        assert given["no_tumour_kept"] <= given["no_tumour_confident"]
+        assert s["no_tumour_floor_at_90"]["n"] <= s["confident"]["n"]
     kept = [f["sets"]["val"]["n"] for f in r["frontier"]]
     assert kept == sorted(kept, reverse=True) and kept[0] <= r["sets"]["val"]["confident"]["n"]
     result.write_text(json.dumps({"sets": {"loso_training": {"floor_at_90": {"floor": float("nan")}}}}))
@@ -158,6 +197,9 @@ def test_a_floor_from_a_held_out_run_is_applied_and_a_missing_one_refused(folder
     with pytest.raises(SystemExit, match="--floor-from: .*no floor_at_90"):
         generalisation.main(Namespace(checkpoints=[loso_checkpoint(tmp_path)], data=folder,
                                       out=tmp_path / "out", floor_from=result, threads=0))
+    with pytest.raises(SystemExit, match="--no-tumour-floor-from: .*no no_tumour_floor_at_90"):
+        generalisation.main(Namespace(checkpoints=[loso_checkpoint(tmp_path)], data=folder,
+                                      out=tmp_path / "out", no_tumour_floor_from=result, threads=0))
 
 
 def test_table_prints_from_written_results(folder, tmp_path, monkeypatch, capsys):
