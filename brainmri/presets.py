@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .intensity import standardise
 from .io import ImageSource, load_image, to_grey
 from .localisation import largest_bright_blob
+from .shifts import blur as gaussian_blur
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,13 +67,20 @@ class EvalPreset:
     std: tuple[float, ...] = IMAGENET_STD
     crop_to_head: bool = True
     standardise: bool = False       # in-head intensity landmarks onto fixed ones (brainmri.intensity)
+    blur: float = 0.0               # Gaussian blur of the crop, sigma this share of its longer side
 
     def crop(self, grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-        """(H, W) uint8 -> (the head crop as uint8, standardised when the preset says so, its box)."""
+        """(H, W) uint8 -> (the head crop as uint8, standardised and blurred when the preset says
+        so, its box)."""
         box = head_box(grey) if self.crop_to_head else (0, 0, grey.shape[1], grey.shape[0])
         x0, y0, x1, y1 = box
-        crop = grey[y0:y1, x0:x1]
-        return (standardise(crop) if self.standardise else crop), box
+        crop = standardise(grey[y0:y1, x0:x1]) if self.standardise else grey[y0:y1, x0:x1]
+        return (gaussian_blur(crop, None, self.blur) if self.blur else crop), box
+
+    @property
+    def cache_tag(self) -> str:
+        """What sets this preset's crops apart from plain ones, for cache file names."""
+        return ("-std" if self.standardise else "") + (f"-blur{self.blur:g}" if self.blur else "")
 
     def resize(self, grey: np.ndarray, size: int | None = None) -> np.ndarray:
         size = size or self.size

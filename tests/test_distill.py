@@ -62,6 +62,17 @@ def test_teacher_answers_on_the_students_inputs_as_it_would_on_its_own(tmp_path)
     assert not any(p.requires_grad for p in teacher.model.parameters())
 
 
+def test_teacher_seeing_other_crops_is_refused(tmp_path):
+    """A teacher answers on the student's crops: both must be standardised and blurred alike."""
+    from dataclasses import replace
+    path = make_tiny_checkpoint(tmp_path / "teacher.safetensors", "baseline", size=32)
+    plain = ARCHS["baseline"].preset(32)
+    Teacher(path, plain)
+    for student in (replace(plain, blur=0.01), replace(plain, standardise=True)):
+        with pytest.raises(SystemExit, match="would see different scans"):
+            Teacher(path, student)
+
+
 def test_teacher_from_another_split_is_refused(tmp_path):
     path = make_tiny_checkpoint(tmp_path / "teacher.safetensors", "baseline", size=32)
     teacher = Teacher(path, ARCHS["baseline"].preset(32))

@@ -91,3 +91,22 @@ def test_preset_standardises_its_crops_and_old_presets_do_not():
     crop_on, box = on.crop(grey)
     crop_off, box_off = off.crop(grey)
     assert box == box_off and np.array_equal(crop_on, standardise(crop_off))
+
+
+def test_preset_blurs_its_crops_and_old_presets_do_not():
+    import numpy as np
+    from brainmri.presets import EvalPreset
+    from brainmri.shifts import blur
+    grey = synthetic_grey(5)
+    plain_dict = {k: v for k, v in EvalPreset(size=64).to_dict().items() if k != "blur"}
+    off = EvalPreset(**plain_dict)                            # a checkpoint written before the field
+    on = EvalPreset(size=64, blur=0.02)
+    assert off.blur == 0.0 and EvalPreset(**on.to_dict()).blur == 0.02
+    (crop_on, box), (crop_off, box_off) = on.crop(grey), off.crop(grey)
+    assert box == box_off and crop_on.shape == crop_off.shape and crop_on.dtype == np.uint8
+    assert np.array_equal(crop_on, blur(crop_off, None, 0.02))     # the probe's blur, on the crop
+    # fine texture goes: the mean absolute difference between neighbours falls
+    assert np.abs(np.diff(crop_on.astype(int), axis=1)).mean() < np.abs(np.diff(crop_off.astype(int), axis=1)).mean()
+    assert np.array_equal(on.crop(grey)[0], crop_on)                # deterministic
+    assert off.cache_tag == "" and on.cache_tag == "-blur0.02"
+    assert EvalPreset(size=64, standardise=True, blur=0.01).cache_tag == "-std-blur0.01"

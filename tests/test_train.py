@@ -322,3 +322,18 @@ def test_average_from_keeps_the_mean_of_the_epochs_weights(tiny_data, tmp_path):
     bad = run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(tmp_path / "bad"),
                *common, "--epochs", "1", "--average-from", "3"], tmp_path, ok=False)
     assert "--average-from 3" in bad.stderr
+
+
+def test_blur_is_trained_on_stored_and_applied_at_inference(tiny_data, tmp_path):
+    """--blur: the crops are blurred in training (cached apart from plain ones), the checkpoint's
+    preset records it, and the app's path blurs the same way."""
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS,
+         "--epochs", "1", "--blur", "0.02"], tmp_path)
+    predictor = Predictor.from_checkpoint(out / "model.safetensors", device="cpu")
+    assert predictor.meta["preset"]["blur"] == 0.02 and predictor.preset.blur == 0.02
+    assert any("-blur0.02" in p.name for p in (tmp_path / ".cache").glob("crops-*.npy"))
+    scan = synthetic.scan(3, size=64)
+    plain = type(predictor.preset)(**{**predictor.preset.to_dict(), "blur": 0.0})
+    assert not torch.equal(predictor.preset(scan), plain(scan))
+    assert predictor.predict(scan).label in CLASSES

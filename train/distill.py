@@ -55,10 +55,10 @@ class Teacher:
             p.requires_grad_(False)
         self.path, self.student = Path(path), student
         self.preset = EvalPreset(**self.meta["preset"])
-        if self.preset.standardise != student.standardise:
-            raise SystemExit(f"--teacher {path}: its inputs are {'' if self.preset.standardise else 'not '}"
-                             "intensity-standardised and the student's are "
-                             f"{'' if student.standardise else 'not'}: they would see different scans")
+        if self.preset.cache_tag != student.cache_tag:
+            raise SystemExit(f"--teacher {path}: its crops are {self.preset.cache_tag or 'plain'} and the "
+                             f"student's {student.cache_tag or 'plain'} (standardised, blurred): they "
+                             "would see different scans")
 
     def check(self, cfg: dict, val_counts: dict) -> None:
         """Refuse a teacher whose split is not the student's (see the module's docstring)."""

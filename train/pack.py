@@ -157,8 +157,9 @@ class Pack:
         if want != have:
             raise SystemExit(f"the pack holds the protocol {json.dumps(have)}, the run asks for "
                              f"{json.dumps(want)}: pack that protocol (python -m train.pack data)")
-        if cfg.get("standardise"):
-            raise SystemExit("a pack holds crops as scanned: --standardise needs the data folder")
+        for flag in ("standardise", "blur"):
+            if cfg.get(flag):
+                raise SystemExit(f"a pack holds crops as scanned: --{flag} needs the data folder")
 
     def boxes_at(self, keep: np.ndarray, size: int) -> list:
         scale = size / self.meta["train_size"]

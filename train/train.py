@@ -68,6 +68,9 @@ def add_signal_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--standardise", type=int, choices=[0, 1],
                    help="in-head intensity standardisation of every crop, in training and at "
                         "inference (stored in the checkpoint's preset; brainmri.intensity)")
+    p.add_argument("--blur", type=float,
+                   help="Gaussian blur of every crop, sigma this share of its longer side, in "
+                        "training and at inference (stored in the checkpoint's preset)")
     p.add_argument("--acquisition-kind", choices=sorted(ACQUISITIONS), default=None,
                    help="which train.augment.ACQUISITIONS setting (default: standard)")
     p.add_argument("--look-swap", type=float,
@@ -496,6 +499,8 @@ def load_data(cfg: dict) -> Data:
     eval_preset = ARCHS[cfg["model"]].preset(cfg["size"])
     if cfg.get("standardise"):
         eval_preset = replace(eval_preset, standardise=True)
+    if cfg.get("blur"):
+        eval_preset = replace(eval_preset, blur=float(cfg["blur"]))
     framing = {"scale": tuple(cfg["scale"])} if cfg.get("scale") else {}
     train_preset = TrainPreset(eval=eval_preset, **framing) if cfg["augment"] else eval_preset
     pack = Pack.read(cfg["data"]) if is_pack(cfg["data"]) else None
@@ -514,7 +519,7 @@ def load_data(cfg: dict) -> Data:
     log.info("train %d, val %d images (copies dropped; validation carved by duplicate groups)%s",
              len(train_s), len(val_s), f", from the pack {cfg['data']}" if pack is not None else "")
     cache = Path(".cache")
-    std = "-std" if eval_preset.standardise else ""          # standardised crops cached apart
+    std = eval_preset.cache_tag          # standardised or blurred crops cached apart
     crop_size = train_preset.cache_size if cfg["augment"] else cfg["size"]
     t0 = time.time()
     painter = None
