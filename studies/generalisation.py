@@ -257,9 +257,9 @@ def floor_at(confident: np.ndarray, right: np.ndarray, top: np.ndarray, target: 
     stand; inf: only cautioning every one of them reaches `target`."""
     applies = np.ones_like(confident) if applies is None else applies
     base, floored = confident & ~applies, confident & applies
-    tops = np.sort(top[floored])[::-1]
-    hits = right[base].sum() + np.concatenate([[0], np.cumsum(right[floored][np.argsort(-top[floored],
-                                                                                        kind="stable")])])
+    order = np.argsort(-top[floored], kind="stable")          # the floored answers, surest first
+    tops = top[floored][order]
+    hits = right[base].sum() + np.concatenate([[0], np.cumsum(right[floored][order])])
     with np.errstate(invalid="ignore", divide="ignore"):
         ok = np.flatnonzero(hits / (base.sum() + np.arange(len(tops) + 1)) >= target)   # 0/0: nan
     if not len(ok):
@@ -393,7 +393,7 @@ def no_tumour_floors(no_tumour: np.ndarray, confident: np.ndarray, right: np.nda
     if given is not None:
         stays = confident & no_tumour & (top >= given)
         out["confident_no_tumour_floor"] = {
-            "floor": given, **held(confident & ~no_tumour | stays, right),
+            "floor": given, **held((confident & ~no_tumour) | stays, right),
             "no_tumour_confident": int((confident & no_tumour).sum()), "no_tumour_kept": int(stays.sum())}
     return out
 
