@@ -89,6 +89,19 @@ HAND_SET = ("plane", "contrast")     # the kinds of hand-set label the breakdown
 UNLABELLED = "unlabelled"
 
 
+def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every study that scores sets of scans through `Predictor` takes."""
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=int, default=0, help="score only N evenly spaced scans a set (smoke tests)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--device", default="cpu")
+
+
+def evenly(samples: list, limit: int) -> list:
+    """`--limit`: at most `limit` evenly spaced samples (0: all of them)."""
+    return samples[::max(1, len(samples) // limit)][:limit] if limit else samples
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -105,10 +118,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tumour-floor-from", type=Path, metavar="RESULT",
                    help="a held-out run's JSON: also score the confident answers with its "
                         "no_tumour_floor_at_90 on loso_training applied to 'no tumour' answers (rule v8)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--limit", type=int, default=0, help="score only N evenly spaced scans a set (smoke tests)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
-    p.add_argument("--device", default="cpu")
+    add_scoring_arguments(p)
     p.add_argument("--pair", action="store_true",
                    help="two checkpoints of one protocol: also score them as the app's comparison "
                         "(pair-A-B.json: answers differing are both caution)")
@@ -461,8 +471,7 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
     min_top = float(getattr(predictor.familiarity, "min_confidence", 0.6))
     scored, labels = {}, read_labels(getattr(args, "labels", None), args.data)
     for name, samples in sets.items():
-        if args.limit:
-            samples = samples[::max(1, len(samples) // args.limit)][:args.limit]
+        samples = evenly(samples, args.limit)
         t = time.time()
         scored[name] = score_set(predictor, samples, splits.sources, args.batch_size, labels)
         log.info("%s %s: %d scans in %.0f s", predictor.name, name, len(samples), time.time() - t)

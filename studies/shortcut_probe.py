@@ -30,7 +30,7 @@ from brainmri.io import ImageLoadError, load_image, to_grey
 from brainmri.predictor import Predictor
 from brainmri.protocols import run_splits
 from brainmri.shifts import BENCH, DEV
-from studies.generalisation import result_name
+from studies.generalisation import add_scoring_arguments, evenly, result_name
 
 log = logging.getLogger("shortcut_probe")
 AS_THEY_ARE = "none"
@@ -47,24 +47,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", default=[],
                    help="a name for each checkpoint's results (default: its name, `loso-<source>-` "
                         "in front unless it starts with loso)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--limit", type=int, default=0, help="score only N evenly spaced scans a set (smoke tests)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
-    p.add_argument("--device", default="cpu")
+    add_scoring_arguments(p)
     return p
 
 
-def shifted_greys(paths: list[Path], shift) -> list[np.ndarray | None]:
-    """Each picture as a grey array with `shift` applied (seeded per picture); None: unreadable."""
+def read_greys(paths: list[Path]) -> list[np.ndarray | None]:
+    """Each picture as a grey array, decoded once; None: unreadable."""
     out = []
-    for i, path in enumerate(paths):
+    for path in paths:
         try:
-            grey = to_grey(load_image(path))
+            out.append(to_grey(load_image(path)))
         except ImageLoadError:
             out.append(None)
-            continue
-        out.append(grey if shift is None else shift(grey, np.random.default_rng(SEED + i)))
     return out
+
+
+def shifted(greys: list[np.ndarray], shift) -> list[np.ndarray]:
+    """`shift` applied to each grey picture (seeded per picture); None: the pictures as they are."""
+    return greys if shift is None else [shift(g, np.random.default_rng(SEED + i)) for i, g in enumerate(greys)]
 
 
 def predicted(predictor: Predictor, images: list[np.ndarray], batch_size: int) -> np.ndarray:
@@ -92,17 +92,15 @@ def probe(path: Path, args, name: str | None = None) -> dict:
     sets = {"loso": splits.loso, "val": splits.val}
     results = {}
     for set_name, samples in sets.items():
-        if args.limit:
-            samples = samples[::max(1, len(samples) // args.limit)][:args.limit]
-        paths = [s.path for s in samples]
-        readable = [g is not None for g in shifted_greys(paths, None)]
-        label = np.asarray([s.label for s, ok in zip(samples, readable) if ok], int)
-        paths = [p for p, ok in zip(paths, readable) if ok]
+        samples = evenly(samples, args.limit)
+        read = read_greys([s.path for s in samples])
+        label = np.asarray([s.label for s, g in zip(samples, read) if g is not None], int)
+        greys = [g for g in read if g is not None]
         plain = None
         results[set_name] = {}
         for shift_name, shift in SHIFTS.items():
             t = time.time()
-            pred = predicted(predictor, shifted_greys(paths, shift), args.batch_size)
+            pred = predicted(predictor, shifted(greys, shift), args.batch_size)
             plain = pred if plain is None else plain
             results[set_name][shift_name] = summary(pred, label, plain, predictor.classes)
             log.info("%s %s %s: %.1f%% in %.0f s", predictor.name, set_name, shift_name,

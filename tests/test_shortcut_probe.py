@@ -47,11 +47,15 @@ def test_a_run_without_a_held_out_source_is_refused(folder, tmp_path, monkeypatc
                                       device="cpu"))
 
 
-def test_shifted_greys_skips_nothing_readable_and_marks_the_unreadable(tmp_path):
+def test_pictures_are_read_once_and_shifted_alike_each_time(tmp_path):
+    from PIL import Image
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     good = tmp_path / "good.png"
-    from PIL import Image
-    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(good)
-    greys = shortcut_probe.shifted_greys([good, bad], None)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(good)
+    greys = shortcut_probe.read_greys([good, bad])
     assert greys[1] is None and greys[0].shape == (32, 32)
+    assert shortcut_probe.shifted(greys[:1], None)[0] is greys[0]           # as they are
+    noisy = shortcut_probe.shifted(greys[:1], shortcut_probe.SHIFTS["rician"])
+    assert noisy[0].shape == (32, 32) and not np.array_equal(noisy[0], greys[0])
+    assert np.array_equal(noisy[0], shortcut_probe.shifted(greys[:1], shortcut_probe.SHIFTS["rician"])[0])
