@@ -107,7 +107,7 @@ def test_group_accuracy_and_the_worst_group_ignore_tiny_groups():
 def test_a_run_gets_a_new_last_layer_and_nothing_else(folder, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.chdir(tmp_path)
     ckpt = loso_checkpoint(tmp_path, holdout_source="sartaj-br35h", holdout_classes="meningioma")
-    args = Namespace(checkpoint=ckpt, data=folder, out=tmp_path / "gh", c_grid=[0.1, 1.0], seed=0,
+    args = Namespace(checkpoint=ckpt, data=folder, out=tmp_path / "gh", c_grid=[0.1, 1.0], seed=0, name=None,
                      workers=1, limit=None)
     path = gh.main(args)
     before, _ = load_checkpoint(ckpt)
@@ -121,5 +121,7 @@ def test_a_run_gets_a_new_last_layer_and_nothing_else(folder, tmp_path, monkeypa
     assert meta["args"]["holdout_source"] == "sartaj-br35h"            # the run's splits are kept
     p = Predictor.from_checkpoint(path, device="cpu")
     assert len(p.predict_batch(prepared=p.prepare([next((folder / "Testing" / "glioma").iterdir())]))) == 1
-    again = gh.main(Namespace(**{**vars(args), "out": tmp_path / "gh2"}))
-    assert torch.equal(load_checkpoint(again)[0].head[3].weight, after.head[3].weight)   # deterministic
+    again = gh.main(Namespace(**{**vars(args), "out": tmp_path / "gh2", "name": "loso-GH"}))
+    model, meta2 = load_checkpoint(again)
+    assert torch.equal(model.head[3].weight, after.head[3].weight)                     # deterministic
+    assert meta2["name"] == "loso-GH"

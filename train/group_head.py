@@ -56,6 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
     p.add_argument("--out", type=Path, required=True, help="folder for model.safetensors and group_head.json")
     p.add_argument("--c-grid", type=float, nargs="+", default=list(C_GRID))
+    p.add_argument("--name", help="the new checkpoint's name (default: the input's, with -group-head)")
     p.add_argument("--seed", type=int, default=0, help="which other-source crop each look is taken from")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--limit", type=int, help="N random training and validation scans only (a smoke run)")
@@ -215,7 +216,7 @@ def main(args) -> Path:
               "train_accuracy": float(((tx @ weight.T + bias).argmax(1) == ty).mean()), "tried": tried, "limit": args.limit}
     update_metadata(path, extra={f"{prefix}.weight": torch.as_tensor(weight).half(),
                                  f"{prefix}.bias": torch.as_tensor(bias, dtype=torch.float32)},
-                    name=f"{meta.get('name', meta['arch'])}-group-head",
+                    name=args.name or f"{meta.get('name', meta['arch'])}-group-head",
                     calibration={"temperature": temperature, "fitted_on": "val"},
                     metrics={**meta.get("metrics", {}), "val": {"accuracy": val_acc, "loss": val_loss}},
                     group_head=record)
