@@ -45,8 +45,7 @@ from .prior import last_linear
 
 log = logging.getLogger("train.group_head")
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-MIN_GROUP = 10             # a validation group smaller than this does not decide the worst group
-                           # (unless none is larger)
+MIN_GROUP = 10             # a smaller validation group does not decide the worst one (`worst`)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
