@@ -188,7 +188,12 @@ class LookSwap:
         draw = rng.random()                          # drawn every time: the stream is stable
         if not force and draw >= self.p:
             return crop
-        others = np.flatnonzero((self.sources != self.sources[i]) & np.isfinite(self.marks[:, 0]))
+        return self.render(crop, self.sources[i], rng)
+
+    def render(self, crop: np.ndarray, source, rng: np.random.Generator) -> np.ndarray:
+        """`crop` (of `source`) in the look of a random training crop from another source; as
+        it is when there is none."""
+        others = np.flatnonzero((self.sources != source) & np.isfinite(self.marks[:, 0]))
         if not len(others):
             return crop
         return match_landmarks(crop, self.marks[int(rng.choice(others))])

@@ -35,7 +35,6 @@ from torch import nn
 
 from brainmri.checkpoint import load_checkpoint, update_metadata
 from brainmri.classes import CLASSES
-from brainmri.intensity import match_landmarks
 from brainmri.presets import EvalPreset
 from brainmri.protocols import SOURCES, run_splits
 
@@ -84,14 +83,9 @@ def last_inputs(model: nn.Module, crops: np.ndarray, preset: EvalPreset, batch: 
 
 
 def swapped(crops: np.ndarray, sources: np.ndarray, swap: LookSwap, seed: int) -> np.ndarray:
-    """Each crop rendered in the look of a random crop from the other source (`swap.marks`)."""
+    """Each crop rendered in the look of a random training crop from the other source."""
     rng = np.random.default_rng(seed)
-    out = np.empty_like(crops)
-    for i, crop in enumerate(crops):
-        others = np.flatnonzero((swap.sources != sources[i]) & np.isfinite(swap.marks[:, 0]))
-        out[i] = crop if not len(others) else match_landmarks(crop, swap.marks[int(rng.choice(others))])
-    return out
-
+    return np.stack([swap.render(c, s, rng) for c, s in zip(crops, sources)]) if len(crops) else crops.copy()
 
 def look_weights(labels: np.ndarray, looks: np.ndarray, n_classes: int) -> np.ndarray:
     """Per-row weights (mean 1): each class weighs its share of `labels`' distinct scans (the
@@ -100,7 +94,7 @@ def look_weights(labels: np.ndarray, looks: np.ndarray, n_classes: int) -> np.nd
     w = np.zeros(len(labels))
     share = np.bincount(labels, minlength=n_classes) / len(labels)
     for c in range(n_classes):
-        present = [g for g in np.unique(looks[labels == c])]
+        present = np.unique(looks[labels == c])
         for g in present:
             rows = (labels == c) & (looks == g)
             w[rows] = share[c] / len(present) / rows.sum()
