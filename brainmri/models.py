@@ -44,6 +44,14 @@ class Classifier(nn.Module):
         return self.classify(self.trunk(x))
 
 
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The layer that produces the logits (the last `nn.Linear` of `model.head`)."""
+    layers = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
+    if not layers or layers[-1].bias is None:
+        raise ValueError("the model's head has no final linear layer with a bias")
+    return layers[-1]
+
+
 def build_baseline(num_classes: int = len(CLASSES), in_channels: int = 1,
                    widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.3,
                    grid: int = 4) -> Classifier:

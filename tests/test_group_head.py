@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from brainmri.checkpoint import load_checkpoint
-from brainmri.models import build_model
+from brainmri.models import build_model, last_linear
 from brainmri.predictor import Predictor
 from brainmri.presets import EvalPreset
 from train import group_head as gh
 from train.augment import LookSwap
-from train.prior import last_linear
 from tests.test_generalisation import folder, loso_checkpoint  # noqa: F401 (a fixture)
 
 

@@ -13,7 +13,8 @@ from brainmri import Predictor
 from brainmri.checkpoint import load_checkpoint
 from brainmri.classes import CLASSES
 from brainmri.models import build_baseline
-from train.prior import correction, last_linear, logit_shift, shift_logits
+from brainmri.models import last_linear
+from train.prior import correction, logit_shift, shift_logits
 
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic  # noqa: E402

@@ -34,13 +34,13 @@ import torch
 from torch import nn
 
 from brainmri.checkpoint import load_checkpoint, update_metadata
+from brainmri.models import last_linear
 from brainmri.classes import CLASSES
 from brainmri.presets import EvalPreset
 from brainmri.protocols import SOURCES, run_splits
 
 from .augment import LookSwap
 from .core import crops_and_boxes, fit_temperature, scores
-from .prior import last_linear
 
 log = logging.getLogger("train.group_head")
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from brainmri.models import last_linear
+
 
 def logit_shift(natural: np.ndarray, trained: np.ndarray) -> np.ndarray:
     """Per-class label counts (natural, as trained) -> log(natural share) - log(trained share),
@@ -33,14 +35,6 @@ def correction(natural_labels: np.ndarray, trained_labels: np.ndarray, n_classes
     trained = np.bincount(trained_labels, minlength=n_classes)
     return {"natural_counts": natural.tolist(), "trained_counts": trained.tolist(),
             "logit_shift": logit_shift(natural, trained).round(4).tolist()}
-
-
-def last_linear(model: nn.Module) -> nn.Linear:
-    """The layer that produces the logits (the last `nn.Linear` of `model.head`)."""
-    layers = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
-    if not layers or layers[-1].bias is None:
-        raise ValueError("the model's head has no final linear layer with a bias")
-    return layers[-1]
 
 
 @torch.no_grad()
