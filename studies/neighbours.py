@@ -53,7 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def answered(predictor: Predictor, samples, batch_size: int) -> dict[str, np.ndarray]:
     """Per readable scan: label, answer, whether the app marks it confident, and the last
     linear layer's input (N, F), from the app's one pass."""
-    rows = {"label": [], "answer": [], "confident": [], "features": []}
+    rows = {"label": [], "answer": [], "marked": [], "features": []}
     seen = []
     hook = last_linear(predictor.model).register_forward_hook(
         lambda _m, inputs, _out: seen.append(inputs[0].detach().float().cpu()))
@@ -74,7 +74,7 @@ def answered(predictor: Predictor, samples, batch_size: int) -> dict[str, np.nda
             for smp, pred in zip(chunk, preds):
                 rows["label"].append(smp.label)
                 rows["answer"].append(predictor.classes.index(pred.label))
-                rows["confident"].append(pred.outcome is Outcome.CONFIDENT)
+                rows["marked"].append(pred.outcome is Outcome.CONFIDENT)
     finally:
         hook.remove()
     out = {k: np.array(v) for k, v in rows.items() if k != "features"}
@@ -98,9 +98,9 @@ def held(confident: np.ndarray, right: np.ndarray) -> dict:
 
 def summarise(scored: dict, share: np.ndarray) -> dict:
     """One set's figures: today's confident answers and, per tau, those with support >= tau."""
-    right, confident = scored["answer"] == scored["label"], scored["confident"]
+    right, confident = scored["answer"] == scored["label"], scored["marked"]
     return {"n": int(len(right)), "accuracy": float(right.mean()) if len(right) else float("nan"),
-            "confident": held(confident, right),
+            "today": held(confident, right),
             "support_right": float(share[right].mean()) if right.any() else float("nan"),
             "support_wrong": float(share[~right].mean()) if (~right).any() else float("nan"),
             "by_tau": {str(t): held(confident & (share >= t - 1e-9), right) for t in TAUS}}
@@ -150,8 +150,8 @@ def table(results: list[dict]) -> str:
             cells = [f"{pct(h['kept'])} ({pct(h['right'])})" + (" *" if float(t) == r.get("tau") else "")
                      for t, h in s["by_tau"].items()]
             lines.append(f"| {r['model']} | {name} | {s['n']} | {s['support_right']:.2f} / "
-                         f"{s['support_wrong']:.2f} | {pct(s['confident']['kept'])} "
-                         f"({pct(s['confident']['right'])}) | " + " | ".join(cells) + " |")
+                         f"{s['support_wrong']:.2f} | {pct(s['today']['kept'])} "
+                         f"({pct(s['today']['right'])}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

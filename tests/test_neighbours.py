@@ -23,12 +23,12 @@ def test_support_is_the_share_of_the_nearest_training_scans_with_the_answer():
 
 def test_summary_keeps_fewer_confident_answers_as_tau_rises():
     scored = {"label": np.array([0, 0, 1, 1, 2]), "answer": np.array([0, 1, 1, 1, 0]),
-              "confident": np.array([True, True, True, False, True])}
+              "marked": np.array([True, True, True, False, True])}
     share = np.array([1.0, 0.2, 0.6, 1.0, 0.4])
     s = nb.summarise(scored, share)
     assert s["n"] == 5 and s["accuracy"] == pytest.approx(0.6)
-    assert s["confident"] == {"kept": 0.8, "right": 0.5}
-    assert s["by_tau"]["0.2"] == s["confident"]
+    assert s["today"] == {"kept": 0.8, "right": 0.5}
+    assert s["by_tau"]["0.2"] == s["today"]
     assert s["by_tau"]["0.6"] == {"kept": 0.4, "right": 1.0}          # the two supported right ones
     kept = [s["by_tau"][str(t)]["kept"] for t in nb.TAUS]
     assert kept == sorted(kept, reverse=True)
@@ -56,7 +56,7 @@ def test_a_held_out_run_is_scored_on_val_and_its_source(folder, tmp_path, monkey
     assert r["model"].startswith("loso-sartaj-br35h-")
     assert (tmp_path / "out" / f"{r['model']}-neighbours.json").exists()
     for s in r["sets"].values():
-        assert 0 <= s["confident"]["kept"] <= 1 and set(s["by_tau"]) == {str(t) for t in nb.TAUS}
+        assert 0 <= s["today"]["kept"] <= 1 and set(s["by_tau"]) == {str(t) for t in nb.TAUS}
     assert r["tau"] is None or r["tau"] in nb.TAUS
     again = nb.main(args)["sets"]                                       # deterministic (nan == nan)
     assert json.dumps(again, sort_keys=True) == json.dumps(r["sets"], sort_keys=True)
