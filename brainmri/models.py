@@ -7,6 +7,7 @@ the trunk runs once, without autograd.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
 
@@ -51,6 +52,19 @@ def last_linear(model: nn.Module) -> nn.Linear:
         raise ValueError("the model's head has no final linear layer with a bias")
     return layers[-1]
 
+
+
+@contextmanager
+def last_inputs_recorded(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Within the block, every forward pass of `model` appends what its last linear layer was
+    given ((B, F) float32, detached, on the CPU) to the list it yields."""
+    seen: list[torch.Tensor] = []
+    hook = last_linear(model).register_forward_hook(
+        lambda _m, inputs, _out: seen.append(inputs[0].detach().float().cpu()))
+    try:
+        yield seen
+    finally:
+        hook.remove()
 
 def build_baseline(num_classes: int = len(CLASSES), in_channels: int = 1,
                    widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.3,

@@ -141,6 +141,20 @@ def read_labels(path: Path | None, data: Path) -> dict[str, dict[str, str]]:
         return {str(root / row.pop("path")): row for row in csv.DictReader(f)}
 
 
+def prepared_batches(predictor: Predictor, samples, batch_size: int):
+    """Yields, per batch of `samples`: (the readable ones, each prepared as the app prepares it,
+    how many could not be read)."""
+    for s in range(0, len(samples), batch_size):
+        chunk, prepared, skipped = [], [], 0
+        for smp in samples[s:s + batch_size]:
+            try:
+                prepared += predictor.prepare([smp.path])
+                chunk.append(smp)
+            except ImageLoadError:
+                skipped += 1
+        yield chunk, prepared, skipped
+
+
 def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size: int,
               labels: dict[str, dict[str, str]] | None = None) -> dict:
     """Per-scan arrays for `samples`: label, probabilities (plain and inverted), outcome,
@@ -151,14 +165,8 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
                             "brightness", "framing", "source", "split", "path", "unit", "look")
             + HAND_SET}
     unreadable = 0
-    for s in range(0, len(samples), batch_size):
-        chunk, prepared = [], []
-        for smp in samples[s:s + batch_size]:
-            try:
-                prepared += predictor.prepare([smp.path])
-                chunk.append(smp)
-            except ImageLoadError:
-                unreadable += 1
+    for chunk, prepared, skipped in prepared_batches(predictor, samples, batch_size):
+        unreadable += skipped
         if not prepared:
             continue
         preds = predictor.predict_batch(prepared=prepared)

@@ -26,12 +26,11 @@ import numpy as np
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from brainmri.io import ImageLoadError
-from brainmri.models import last_linear
+from brainmri.models import last_inputs_recorded
 from brainmri.outcomes import Outcome
 from brainmri.predictor import Predictor
 from brainmri.protocols import run_splits
-from studies.generalisation import add_scoring_arguments, evenly, result_name
+from studies.generalisation import add_scoring_arguments, evenly, prepared_batches, result_name
 
 TAUS = (0.2, 0.4, 0.6, 0.8, 1.0)
 KEEP = 0.85                # rule v9: tau keeps at least this share of val's answers confident
@@ -54,18 +53,8 @@ def answered(predictor: Predictor, samples, batch_size: int) -> dict[str, np.nda
     """Per readable scan: label, answer, whether the app marks it confident, and the last
     linear layer's input (N, F), from the app's one pass."""
     rows = {"label": [], "answer": [], "marked": [], "features": []}
-    seen = []
-    hook = last_linear(predictor.model).register_forward_hook(
-        lambda _m, inputs, _out: seen.append(inputs[0].detach().float().cpu()))
-    try:
-        for s in range(0, len(samples), batch_size):
-            chunk, prepared = [], []
-            for smp in samples[s:s + batch_size]:
-                try:
-                    prepared += predictor.prepare([smp.path])
-                    chunk.append(smp)
-                except ImageLoadError:
-                    continue
+    with last_inputs_recorded(predictor.model) as seen:
+        for chunk, prepared, _ in prepared_batches(predictor, samples, batch_size):
             if not prepared:
                 continue
             seen.clear()
@@ -75,8 +64,6 @@ def answered(predictor: Predictor, samples, batch_size: int) -> dict[str, np.nda
                 rows["label"].append(smp.label)
                 rows["answer"].append(predictor.classes.index(pred.label))
                 rows["marked"].append(pred.outcome is Outcome.CONFIDENT)
-    finally:
-        hook.remove()
     out = {k: np.array(v) for k, v in rows.items() if k != "features"}
     out["features"] = np.concatenate(rows["features"]) if rows["features"] else np.zeros((0, 0), np.float32)
     return out

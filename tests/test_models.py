@@ -131,3 +131,16 @@ def test_fold_batch_norm_keeps_the_function_and_leaves_no_batch_norm(arch):
         assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
     with pytest.raises(ValueError, match="eval mode"):
         fold_batch_norm(build_model(arch))
+
+
+def test_last_inputs_are_recorded_only_inside_the_block():
+    from brainmri.models import last_inputs_recorded, last_linear
+    model = build_model("baseline").eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad(), last_inputs_recorded(model) as seen:
+        logits = model(x)
+    assert len(seen) == 1 and seen[0].shape == (2, last_linear(model).in_features)
+    assert torch.allclose(last_linear(model)(seen[0]), logits, atol=1e-5)
+    with torch.no_grad():
+        model(x)                                       # the hook is gone after the block
+    assert len(seen) == 1

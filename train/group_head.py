@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from brainmri.checkpoint import load_checkpoint, update_metadata
-from brainmri.models import last_linear
+from brainmri.models import last_inputs_recorded, last_linear
 from brainmri.classes import CLASSES
 from brainmri.presets import EvalPreset
 from brainmri.protocols import SOURCES, run_splits
@@ -71,15 +71,11 @@ def layer_name(model: nn.Module) -> str:
 def last_inputs(model: nn.Module, crops: np.ndarray, preset: EvalPreset, batch: int = 32) -> np.ndarray:
     """(N, S, S) uint8 head crops at the eval size -> (N, F) float32: what the last linear layer
     is given (float32 and in eval mode, as `Predictor` runs)."""
-    layer, seen = last_linear(model), []
-    hook = layer.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].float().cpu()))
-    try:
-        model.eval()
+    model.eval()
+    with last_inputs_recorded(model) as seen:
         for s in range(0, len(crops), batch):
             model(torch.stack([preset.from_crop(c) for c in crops[s:s + batch]]))
-    finally:
-        hook.remove()
-    return torch.cat(seen).numpy() if seen else np.zeros((0, layer.in_features), np.float32)
+    return torch.cat(seen).numpy() if seen else np.zeros((0, last_linear(model).in_features), np.float32)
 
 
 def swapped(crops: np.ndarray, sources: np.ndarray, swap: LookSwap, seed: int) -> np.ndarray:
@@ -167,32 +163,26 @@ def choose_c(train_x, train_y, train_w, val_x, val_y, val_looks, grid) -> tuple[
     return next(t["C"] for t in tried if t["worst_group"] >= best - 1e-9), tried
 
 
-def split_views(model, samples, sources: dict, swap_of, preset, args):
-    """(features of both views, labels, looks) of `samples`; `swap_of(crops, srcs)` makes the
-    LookSwap that renders them (fitted on the training crops)."""
+def split_views(model, samples, sources: dict, preset, args, swap: LookSwap | None = None):
+    """(features of both views, labels, looks, the LookSwap that rendered them) of `samples`;
+    without `swap`, one is fitted on these crops (the training split's)."""
     crops, _ = crops_and_boxes([s.path for s in samples], preset, args.workers)
     srcs = np.array([sources.get(str(s.path), "") for s in samples])
-    swap = swap_of(crops, srcs)
+    swap = swap if swap is not None else LookSwap.fit(crops, srcs)
     x, looks = views(model, crops, srcs, swap, preset, args.seed)
     y = np.tile(np.array([s.label for s in samples]), 2)
     return x, y, looks, swap
 
-
 def main(args) -> Path:
     model, meta = load_checkpoint(args.checkpoint)
-    preset = EvalPreset(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["preset"].items()})
+    preset = EvalPreset.from_dict(meta["preset"])
     splits = run_splits(args.data, meta["args"])
     train, val = splits.train, splits.val
     if args.limit:                                   # a smoke run: a random subset of each
         rng = np.random.default_rng(0)
         train, val = ([xs[i] for i in sorted(rng.permutation(len(xs))[:args.limit])] for xs in (train, val))
-    fitted = {}
-
-    def fit_swap(crops, srcs):
-        fitted.setdefault("swap", LookSwap.fit(crops, srcs))
-        return fitted["swap"]
-    tx, ty, tlooks, _ = split_views(model, train, splits.sources, fit_swap, preset, args)
-    vx, vy, vlooks, _ = split_views(model, val, splits.sources, fit_swap, preset, args)
+    tx, ty, tlooks, swap = split_views(model, train, splits.sources, preset, args)
+    vx, vy, vlooks, _ = split_views(model, val, splits.sources, preset, args, swap)
     tw = look_weights(ty, tlooks, len(CLASSES))
     c, tried = choose_c(tx, ty, tw, vx, vy, vlooks, args.c_grid)
     weight, bias = fit_layer(tx, ty, tw, c, len(CLASSES))
