@@ -95,8 +95,7 @@ class Predictor:
         self.meta, self.device, self.path = meta, torch.device(device), path
         self.precision = precision
         self.classes: tuple[str, ...] = tuple(meta["classes"])
-        self.preset = EvalPreset(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in meta["preset"].items()})
+        self.preset = EvalPreset.from_dict(meta["preset"])
         self.temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
         model = model.eval()
         if fold_bn:

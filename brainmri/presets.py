@@ -59,7 +59,7 @@ class EvalPreset:
     """Deterministic preprocessing: luminance -> head crop -> resize to `size` -> normalise.
 
     The one preset used by evaluation and inference alike. Output: (channels, size, size)
-    float32. Stored in every checkpoint and rebuilt from it with `EvalPreset(**dict)`.
+    float32. Stored in every checkpoint and rebuilt from it with `EvalPreset.from_dict`.
     """
     size: int = 224
     channels: int = 3
@@ -110,6 +110,11 @@ class EvalPreset:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvalPreset":
+        """A checkpoint's stored preset (`to_dict`, through JSON: tuples come back as lists)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @dataclass(frozen=True)

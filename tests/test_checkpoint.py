@@ -60,9 +60,7 @@ def test_round_trip_full_precision(saved, model):
         assert torch.equal(model(x), loaded(x))
     assert meta["arch"] == "baseline" and meta["arch_kwargs"] == KWARGS
     assert meta["classes"] == list(CLASSES)
-    assert EvalPreset(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in meta["preset"].items()}) == EvalPreset(size=48, channels=1,
-                                                                          mean=(0.5,), std=(0.25,))
+    assert EvalPreset.from_dict(meta["preset"]) == EvalPreset(size=48, channels=1, mean=(0.5,), std=(0.25,))
     assert meta["metrics"] == {"accuracy": 0.5}
     assert meta["format"] == FORMAT and meta["intended_use"] == INTENDED_USE
     assert {"torch", "torchvision", "python"} <= set(meta["versions"]) and meta["created"]

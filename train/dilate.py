@@ -245,7 +245,7 @@ def start_from(cfg: dict, out: Path) -> Start:
     model.eval()                    # batch-norm statistics move only where training says so
     device = torch.device(cfg["device"]) if cfg.get("device") else default_device()
     model.to(device)
-    preset = EvalPreset(**meta["preset"])
+    preset = EvalPreset.from_dict(meta["preset"])
     cfg = {**resolve(cfg, meta, preset.size), "device": str(device)}
     (out / "args.json").write_text(json.dumps(cfg, indent=2))
     frozen = frozen_blocks(arch, cfg["train_blocks"])

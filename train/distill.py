@@ -54,7 +54,7 @@ class Teacher:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.path, self.student = Path(path), student
-        self.preset = EvalPreset(**self.meta["preset"])
+        self.preset = EvalPreset.from_dict(self.meta["preset"])
         if self.preset.cache_tag != student.cache_tag:
             raise SystemExit(f"--teacher {path}: its crops are {self.preset.cache_tag or 'plain'} and the "
                              f"student's {student.cache_tag or 'plain'} (standardised, blurred): they "
