@@ -189,6 +189,68 @@ def test_look_swap_rate_seed_and_force():
     assert np.array_equal(one_source(crops[0], 0, np.random.default_rng(0)), crops[0])
 
 
+def test_mixstyle_keeps_shape_mixes_statistics_between_scans_and_is_seeded():
+    from train.augment import MixStyle
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(1, 3, 8, 8, generator=g) * 0.5 + 1.0,
+                   torch.randn(1, 3, 8, 8, generator=g) * 2.0 - 3.0])
+    mu = x.mean((2, 3))
+    mixed = []
+    for seed in range(20):
+        out = MixStyle(p=1.0, alpha=0.5, seed=seed)(x)
+        assert out.shape == x.shape and out.dtype == x.dtype and torch.isfinite(out).all()
+        # each scan's channel means move on the segment between the two scans' means
+        m = out.mean((2, 3))
+        low, high = torch.minimum(mu[0], mu[1]), torch.maximum(mu[0], mu[1])
+        assert bool(((m >= low - 1e-4) & (m <= high + 1e-4)).all())
+        # the normalised pattern (what lies under the style) is kept
+        norm = lambda t: (t - t.mean((2, 3), keepdim=True)) / t.std((2, 3), keepdim=True)
+        assert torch.allclose(norm(out), norm(x), atol=1e-3)
+        mixed.append(not torch.allclose(out, x, atol=1e-4))
+    assert sum(mixed) >= 5                          # some draws pair the two scans
+    a, b = MixStyle(p=1.0, seed=3)(x), MixStyle(p=1.0, seed=3)(x)
+    assert torch.equal(a, b)
+    assert torch.equal(MixStyle(p=0.0)(x), x)
+    same = x[:1].repeat(4, 1, 1, 1)                 # one style only: nothing to mix
+    assert torch.allclose(MixStyle(p=1.0)(same), same, atol=1e-4)
+    assert torch.equal(MixStyle(p=1.0)(x[:1]), x[:1])
+    half = MixStyle(p=0.5, seed=1)
+    assert 0.35 < np.mean([not torch.equal(half(x), x) for _ in range(200)]) < 0.65
+    bf = MixStyle(p=1.0, seed=2)(x.bfloat16())
+    assert bf.dtype == torch.bfloat16
+
+
+def test_mixstyle_fires_only_while_the_model_trains_and_after_early_stages():
+    from brainmri.models import ARCHS, build_model
+    from train.augment import MixStyle, mixstyle_blocks
+    assert mixstyle_blocks(ARCHS["baseline"].stages) == [0, 1]
+    assert mixstyle_blocks(ARCHS["resnet50"].stages) == [4, 5]    # after layer1 and layer2
+    torch.manual_seed(0)
+    model = build_model("baseline", widths=(4, 8, 8))
+    x = torch.rand(4, 1, 64, 64)
+    model.eval()
+    plain = model(x)
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    handles = MixStyle(p=1.0, alpha=0.5, seed=0).attach(model, [0, 1])
+    assert torch.equal(model(x), plain)              # evaluation: unchanged
+    model.train()
+    model.trunk[:1].eval()                           # a frozen first block still mixes
+    seen = []
+    probe = model.trunk[1].register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0]))
+    model(x)
+    probe.remove()
+    model.trunk[:1].train()
+    with torch.no_grad():
+        before = model.trunk[0](x)
+    assert not torch.allclose(seen[0], before)       # the second block saw mixed statistics
+    for h in handles:
+        h.remove()
+    model.load_state_dict(kept)                      # the training pass moved batch-norm statistics
+    model.eval()
+    assert torch.equal(model(x), plain)
+    assert not any(k for k in model.state_dict() if "mix" in k)   # no parameters, no buffers
+
+
 def test_consistency_loss_is_zero_for_identical_answers_and_bounded():
     import math
     from train.augment import consistency_loss

@@ -242,6 +242,25 @@ def test_look_swap_and_consistency_train_end_to_end(tmp_path):
     assert meta["args"]["look_swap"] == 0.5 and meta["args"]["holdout_source"] == "sartaj-br35h"
 
 
+def test_mixstyle_trains_end_to_end_and_leaves_the_checkpoint_as_it_was(tiny_data, tmp_path):
+    """--mixstyle: the run finishes, records the setting, and its checkpoint holds the same
+    tensors as the architecture without it (MixStyle has no parameters) and loads in Predictor."""
+    from safetensors import safe_open
+    from brainmri.models import build_model
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS,
+         "--epochs", "1", "--mixstyle", "0.5"], tmp_path)
+    assert json.loads((out / "args.json").read_text())["mixstyle"] == 0.5
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        weights = {k for k in f.keys() if k.split(".")[0] in ("trunk", "pool", "head")}
+        assert not [k for k in f.keys() if "mix" in k.lower()]
+    assert weights == set(build_model("baseline").state_dict())
+    p = Predictor.from_checkpoint(out / "model.safetensors", device="cpu")
+    assert p.meta["args"]["mixstyle"] == 0.5 and p.predict(synthetic.scan(1, size=64)).label in CLASSES
+
+
 def test_consistency_with_painting_and_guidance_trains(tmp_path):
     """The lesion signals with --look-swap and --consistency: every painted crop also goes in as
     a view in another source's look, with its label, mask and guidance; the run finishes."""

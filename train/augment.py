@@ -207,6 +207,54 @@ def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Te
     return 0.5 * (F.kl_div(mean, pa, reduction="batchmean") + F.kl_div(mean, pb, reduction="batchmean"))
 
 
+class MixStyle:
+    """Mix the feature *style* of scans within a training batch (`--mixstyle P`).
+
+    MixStyle (Zhou et al., "Domain generalization with MixStyle", ICLR 2021): after the chosen
+    trunk blocks, each scan's channel means and standard deviations (its style: intensity,
+    contrast, texture energy) are replaced, with probability `p` per batch and block, by a
+    mix `lam * own + (1 - lam) * another scan's`, `lam ~ Beta(alpha, alpha)`, the other scan a
+    random one of the batch. Inside the Kaggle collection the style of the early features
+    carries the source, and the source the class; mixed across the batch, a figshare tumour
+    is also seen with a no-tumour scan's statistics and the other way round. No parameters:
+    the checkpoint and inference are unchanged (the hooks fire only while the model trains).
+    Randomness comes from `seed` alone. `__call__(x)`: (B, C, H, W) -> the same shape and dtype.
+    """
+
+    def __init__(self, p: float = 0.5, alpha: float = 0.1, seed: int = 0, eps: float = 1e-6):
+        self.p, self.alpha, self.eps = p, alpha, eps
+        self.rng = np.random.default_rng([seed, 23])
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        draw = self.rng.random()                     # drawn every time: the stream is stable
+        if draw >= self.p or len(x) < 2:
+            return x
+        xf = x.float()
+        mu = xf.mean((2, 3), keepdim=True).detach()
+        sig = (xf.var((2, 3), keepdim=True) + self.eps).sqrt().detach()
+        lam = torch.as_tensor(self.rng.beta(self.alpha, self.alpha, (len(x), 1, 1, 1)),
+                              dtype=torch.float32, device=x.device)
+        perm = torch.randperm(len(x), generator=self.gen).to(x.device)
+        mixed = ((xf - mu) / sig * (lam * sig + (1 - lam) * sig[perm])
+                 + lam * mu + (1 - lam) * mu[perm])
+        return mixed.to(x.dtype)
+
+    def attach(self, model: torch.nn.Module, blocks) -> list:
+        """Mix after each of `model.trunk[i]`, i in `blocks`, while `model` trains (frozen
+        blocks kept in eval mode still mix); returns the hook handles."""
+        def hook(_module, _inputs, out):
+            return self(out) if model.training else out
+        return [model.trunk[i].register_forward_hook(hook) for i in blocks]
+
+
+def mixstyle_blocks(stages, count: int = 2) -> list[int]:
+    """Trunk indices after which MixStyle mixes: the last block of each of the first `count`
+    stages after the stem (the shallow features, where style lives)."""
+    names = [s for s in dict.fromkeys(stages) if s != "stem"][:count]
+    return [max(i for i, s in enumerate(stages) if s == name) for name in names]
+
+
 # Named settings for `python -m train --acquisition 1 --acquisition-kind NAME`. "wide" draws
 # contrast and export changes more often and further (half the scans inverted inside the
 # head), so that intensity and export carry less of the source than in "standard".

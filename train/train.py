@@ -41,7 +41,7 @@ from brainmri.presets import EvalPreset, TrainPreset
 from brainmri.protocols import SOURCES, kaggle_root, run_splits
 
 from . import dilate, distill, prior
-from .augment import ACQUISITIONS, LookSwap, consistency_loss
+from .augment import ACQUISITIONS, LookSwap, MixStyle, consistency_loss, mixstyle_blocks
 from .core import Run, Split, crops_and_boxes, finalise, lr_at, predict_crops, recompute_bn, scores
 from .distill import Teacher, distill_loss
 from .guidance import box_penalty
@@ -80,6 +80,9 @@ def add_signal_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the Jensen-Shannon consistency between each training crop and "
                         "a second view of it in another source's look (train.augment."
                         "consistency_loss); each step then sees twice the images")
+    p.add_argument("--mixstyle", type=float,
+                   help="share of training batches whose early feature statistics are mixed "
+                        "between scans, after each of the first two stages (train.augment.MixStyle)")
     p.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="area of the random training crop, of the cached head crop's (framing "
                         "and zoom variety; brainmri.presets.TrainPreset.scale, default 0.75 1.0; "
@@ -751,7 +754,11 @@ def main(args: argparse.Namespace) -> Path:
         return out
     progress = Progress.resume(out, model, opt)
     log.info("precision: %s autocast on %s", "bf16" if loop.bf16 else "no", device)
+    mixing = (MixStyle(cfg["mixstyle"], seed=cfg["seed"]).attach(
+        model, mixstyle_blocks(ARCHS[cfg["model"]].stages)) if cfg.get("mixstyle") else [])
     fit(model, net, data, loop, progress, out, rank, world)
+    for handle in mixing:
+        handle.remove()
     if world > 1:
         # DDP averages gradients, so parameters agree; batch-norm running statistics are only
         # broadcast at the next forward, so after the last step every rank has its own: sync.
