@@ -48,6 +48,9 @@ confidence alone can buy on a held-out source at a given cost inside the collect
 `<model>.json` under `--out` (a run that held a source out under `loso-<source>-<name>` unless
 its name starts with `loso`: `result_name`) and prints Markdown tables.
 
+`--bn-prior N` scores each checkpoint with single-scan batch-norm adaptation (`prior_batch_norm`,
+addendum 18 of logs/loso/rule.md) and writes its results as `<model>-bn<N>`.
+
 `--pair` scores two checkpoints of one protocol as the app's comparison does (`brainmri.service`:
 when they answer differently, neither is confident) and writes `pair-<A>-<B>.json`: how often
 they agree, each one's confident answers alone and those that stay confident in the comparison,
@@ -119,6 +122,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="a held-out run's JSON: also score the confident answers with its "
                         "no_tumour_floor_at_90 on loso_training applied to 'no tumour' answers (rule v8)")
     add_scoring_arguments(p)
+    p.add_argument("--bn-prior", type=float, default=None, metavar="N",
+                   help="normalise each scan with its batch-norm statistics mixed with the "
+                        "training ones, N : 1 (prior_batch_norm)")
     p.add_argument("--pair", action="store_true",
                    help="two checkpoints of one protocol: also score them as the app's comparison "
                         "(pair-A-B.json: answers differing are both caution)")
@@ -460,6 +466,33 @@ def look_decided(decided: np.ndarray, right: np.ndarray, confident: np.ndarray, 
                                  for c in range(len(classes)) if (y == c).any()}}
 
 
+def prior_batch_norm(model: torch.nn.Module, prior: float) -> int:
+    """Single-scan batch-norm adaptation (Schneider et al. 2020, "Improving robustness against
+    common corruptions by covariate shift adaptation"): every 2-D batch-norm layer of `model`
+    normalises each scan with its training statistics mixed with the scan's own spatial
+    statistics, `prior` : 1 (the scan counts as one batch against `prior` training batches;
+    a large prior gives the layer back, 0 is instance normalisation). Each scan is normalised
+    on its own, so no answer depends on the others of its batch. Changes `model` in place;
+    returns the number of layers changed."""
+    share = 1.0 / (prior + 1.0)
+
+    def forward(bn: torch.nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        mean = ((1 - share) * bn.running_mean.view(1, -1, 1, 1)
+                + share * xf.mean((2, 3), keepdim=True))
+        var = ((1 - share) * bn.running_var.view(1, -1, 1, 1)
+               + share * xf.var((2, 3), unbiased=False, keepdim=True))
+        y = (xf - mean) * torch.rsqrt(var + bn.eps)
+        if bn.affine:
+            y = y * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+        return y.to(x.dtype)
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in layers:
+        bn.forward = forward.__get__(bn)
+    return len(layers)
+
+
 def result_name(name: str, holdout: str | None) -> str:
     """The name a checkpoint's results are written under (`<name>.json`): a run that held a
     source out and was not named for it (`loso-...`) gets the source in front, so it is never
@@ -470,7 +503,13 @@ def result_name(name: str, holdout: str | None) -> str:
 def evaluate(path: Path, args, keep: dict | None = None) -> dict:
     """One checkpoint's results; `keep`, when given, receives its per-scan arrays by set and its
     top-probability floor (for `pair_summary`)."""
-    predictor = Predictor.from_checkpoint(path, device=args.device)
+    bn_prior = getattr(args, "bn_prior", None)
+    # Batch-norm is folded into the convolutions for speed; adapting it needs the layers.
+    predictor = Predictor.from_checkpoint(path, device=args.device, fold_bn=bn_prior is None)
+    if bn_prior is not None:
+        log.info("%s: %d batch-norm layers adapted to each scan (prior %g)", predictor.name,
+                 prior_batch_norm(predictor.model, bn_prior), bn_prior)
+        predictor.meta["name"] = f"{predictor.name}-bn{bn_prior:g}"
     margs = predictor.meta.get("args", {})
     holdout = margs.get("holdout_source")
     splits = run_splits(args.data, margs)

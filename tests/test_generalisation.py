@@ -320,3 +320,46 @@ def test_a_pair_is_scored_as_the_app_compares(folder, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="exactly two"):
         generalisation.main(Namespace(checkpoints=[a], data=folder, out=out, batch_size=8, limit=0,
                                       threads=1, device="cpu", pair=True))
+
+
+def test_prior_batch_norm_mixes_each_scans_statistics_with_the_training_ones():
+    import torch
+    from brainmri.models import build_model
+    torch.manual_seed(0)
+    model = build_model("baseline", widths=(4, 8, 8)).eval()
+    for m in model.modules():                      # statistics unlike the scans' own
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    x = torch.rand(3, 1, 64, 64)
+    plain = model(x)
+    with torch.no_grad():
+        adapted = [build_model("baseline", widths=(4, 8, 8)) for _ in range(3)]
+        for a, prior in zip(adapted, (1e9, 16, 0)):
+            a.load_state_dict(model.state_dict())
+            assert generalisation.prior_batch_norm(a.eval(), prior) == 3
+        assert torch.allclose(adapted[0](x), plain, atol=1e-4)      # a huge prior: the layers back
+        for a in adapted[1:]:
+            out = a(x)
+            assert not torch.allclose(out, plain, atol=1e-3)
+            alone = torch.cat([a(x[i:i + 1]) for i in range(3)])
+            assert torch.allclose(out, alone, atol=1e-5)            # no scan depends on its batch
+        # prior 0 is instance normalisation: the first layer's output ignores a scan's contrast
+        first = adapted[2].trunk[0][1]
+        conv = adapted[2].trunk[0][0]
+        y = first(conv(x))
+        assert torch.allclose(y, first(conv(2 * x)), atol=2e-3)     # up to eps
+
+
+def test_bn_prior_scores_under_its_own_name(folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ckpt = loso_checkpoint(tmp_path, holdout_source="sartaj-br35h", holdout_classes="meningioma",
+                           name="loso-T")
+    model, meta = load_checkpoint(ckpt)
+    meta["name"] = "loso-T"
+    save_checkpoint(ckpt, model, meta)
+    r = generalisation.main(Namespace(checkpoints=[ckpt], data=folder, out=tmp_path / "out",
+                                      batch_size=8, limit=0, threads=1, device="cpu",
+                                      bn_prior=16.0))[0]
+    assert r["model"] == "loso-T-bn16" and (tmp_path / "out" / "loso-T-bn16.json").is_file()
+    assert r["sets"]["loso"]["n"] > 0
