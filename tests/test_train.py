@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -356,3 +357,39 @@ def test_blur_is_trained_on_stored_and_applied_at_inference(tiny_data, tmp_path)
     plain = type(predictor.preset)(**{**predictor.preset.to_dict(), "blur": 0.0})
     assert not torch.equal(predictor.preset(scan), plain(scan))
     assert predictor.predict(scan).label in CLASSES
+
+
+def test_source_balanced_weights_split_each_class_evenly_between_its_sources():
+    from train.train import balanced_draws, batches, source_balanced_weights
+    labels = np.array([0] * 130 + [1] * 55 + [2] * 40)
+    sources = np.array(["a"] * 100 + ["b"] * 30 + ["a"] * 50 + ["b"] * 5 + ["b"] * 40)
+    w = source_balanced_weights(labels, sources, min_group=20)
+    assert w.shape == (225,) and w.sum() == pytest.approx(1.0) and (w > 0).all()
+    for c, n in ((0, 130), (1, 55), (2, 40)):
+        assert w[labels == c].sum() == pytest.approx(n / 225)       # each class keeps its share
+    a, b = (labels == 0) & (sources == "a"), (labels == 0) & (sources == "b")
+    assert w[a].sum() == pytest.approx(w[b].sum())                  # split evenly between sources
+    assert np.allclose(w[labels == 1], 1 / 225)                     # 5 scans: too few to balance
+    assert np.allclose(w[labels == 2], 1 / 225)                     # one source only
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate(list(batches(225, 32, rng, 0, 1, w)))
+    again = np.concatenate(list(batches(225, 32, np.random.default_rng(0), 0, 1, w)))
+    assert len(drawn) == 225 and np.array_equal(drawn, again)
+    many = np.concatenate([np.concatenate(list(batches(225, 32, rng, 0, 1, w))) for _ in range(40)])
+    assert np.isin(many, np.flatnonzero(b)).mean() == pytest.approx(65 / 225, abs=0.03)
+    assert np.allclose(balanced_draws(labels, sources, None), source_balanced_weights(labels, sources))
+    with pytest.raises(SystemExit, match="painting plan"):
+        balanced_draws(labels, sources, painter=object())
+
+
+def test_source_balance_trains_end_to_end(tmp_path):
+    """--source-balance 1 on a two-source folder: the run finishes, logs each class's draws by
+    source and records the setting."""
+    from tests.test_protocols import SEEDS
+    folder = synthetic.two_source_kaggle(tmp_path / "kaggle", SEEDS)
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(folder), "--out", str(out), *ARGS,
+         "--epochs", "1", "--val-fraction", "0.34", "--source-balance", "1"], tmp_path)
+    assert json.loads((out / "args.json").read_text())["source_balance"] == 1
+    assert "source balance (expected draws an epoch)" in (out / "log.txt").read_text()
+    assert math.isfinite(json.loads((out / "history.json").read_text())[0]["train_loss"])

@@ -50,6 +50,7 @@ from .paint import LESION_OUT, Painter, Plan, plan_epoch
 from .recipes import RECIPES
 
 log = logging.getLogger("train")
+MIN_SOURCE_GROUP = 20   # --source-balance: a class's source with fewer scans is not balanced
 
 
 def add_signal_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,6 +84,9 @@ def add_signal_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixstyle", type=float,
                    help="share of training batches whose early feature statistics are mixed "
                         "between scans, after each of the first two stages (train.augment.MixStyle)")
+    p.add_argument("--source-balance", type=int, choices=[0, 1],
+                   help="draw each epoch's scans so that every class's share is split evenly "
+                        "between its sources (source_balanced_weights; plain batches only)")
     p.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="area of the random training crop, of the cached head crop's (framing "
                         "and zoom variety; brainmri.presets.TrainPreset.scale, default 0.75 1.0; "
@@ -232,12 +236,49 @@ def frozen_eval(model: Classifier, blocks: int) -> None:
 
 
 # -- loops -------------------------------------------------------------------------------
-def batches(n: int, batch_size: int, rng: np.random.Generator | None, rank: int, world: int):
-    order = rng.permutation(n) if rng is not None else np.arange(n)
+def batches(n: int, batch_size: int, rng: np.random.Generator | None, rank: int, world: int,
+            weights: np.ndarray | None = None):
+    """Index batches over n scans: a permutation, or with `weights` n draws with replacement."""
+    if weights is not None:
+        order = rng.choice(n, n, replace=True, p=weights)
+    else:
+        order = rng.permutation(n) if rng is not None else np.arange(n)
     order = order[: len(order) - len(order) % world]     # equal shards: no rank waits forever
     order = order[rank::world]                    # each rank its own shard (DistributedSampler-like)
     for s in range(0, len(order), batch_size):
         yield order[s:s + batch_size]
+
+
+def source_balanced_weights(labels: np.ndarray, sources, min_group: int = MIN_SOURCE_GROUP) -> np.ndarray:
+    """Per-scan sampling weights (summing to 1) under which each class keeps its share of the
+    training scans, split evenly between its sources that hold at least `min_group` of its
+    scans; scans of smaller groups keep their plain weight. Inside the collection a source's
+    look says the class (brainmri.protocols); drawn this way, the few tumours of the other
+    sources count as much as the figshare ones of their class."""
+    labels, sources = np.asarray(labels), np.asarray(sources)
+    w = np.full(len(labels), 1.0 / len(labels))
+    for c in np.unique(labels):
+        in_c = labels == c
+        groups = {g: in_c & (sources == g) for g in np.unique(sources[in_c])}
+        big = [m for m in groups.values() if m.sum() >= min_group]
+        if len(big) < 2:
+            continue
+        share = sum(m.sum() for m in big) / len(labels) / len(big)
+        for m in big:
+            w[m] = share / m.sum()
+    return w / w.sum()
+
+
+def balanced_draws(labels: np.ndarray, sources, painter: Painter | None) -> np.ndarray:
+    """--source-balance: `source_balanced_weights`, with each (class, source)'s expected draws
+    an epoch logged; refused with the painting plan, which draws its own rows."""
+    if painter is not None:
+        raise SystemExit("--source-balance draws plain batches; the painting plan has its own")
+    weights, sources, n = source_balanced_weights(labels, sources), np.asarray(sources), len(labels)
+    log.info("source balance (expected draws an epoch): %s", json.dumps(
+        {CLASSES[c]: {str(g): round(float(weights[(labels == c) & (sources == g)].sum() * n), 1)
+                      for g in np.unique(sources[labels == c])} for c in np.unique(labels)}))
+    return weights
 
 
 def augmented(x: torch.Tensor, preset, gen, acquisition=None) -> torch.Tensor:
@@ -475,6 +516,7 @@ class Data:
     val: Split                   # crops at the eval size
     painter: Painter | None      # the lesion recipes' painter, else None
     look: LookSwap | None = None  # --look-swap / --consistency: renders crops in another source's look
+    weights: np.ndarray | None = None  # --source-balance: each training scan's chance of a draw
 
 
 def start_run(cfg: dict) -> tuple[torch.device, Path]:
@@ -545,12 +587,14 @@ def load_data(cfg: dict) -> Data:
                                cache / f"crops-{fingerprint(val_s)['sha256']}-{cfg['size']}{std}.npy")
     log.info("decoded and cropped in %.0f s", time.time() - t0)
     labels = [np.array([s.label for s in ss], np.int64) for ss in (train_s, val_s)]
-    look = None
+    look, weights = None, None
     if cfg.get("look_swap") or cfg.get("consistency"):
         look = LookSwap.fit(train_crops, [sources[str(s.path)] for s in train_s],
                             float(cfg.get("look_swap") or 0.0))
+    if cfg.get("source_balance"):
+        weights = balanced_draws(labels[0], [sources[str(s.path)] for s in train_s], painter)
     return Data(eval_preset, train_preset, Split(train_s, train_crops, labels[0], fingerprints[0]),
-                Split(val_s, val_crops, labels[1], fingerprints[1]), painter, look)
+                Split(val_s, val_crops, labels[1], fingerprints[1]), painter, look, weights)
 
 
 def make_optimizer(model: Classifier, cfg: dict) -> torch.optim.Optimizer:
@@ -644,7 +688,7 @@ def epoch_batches(data: Data, cfg: dict, epoch: int, first: bool, rank: int, wor
     acquisition = ACQUISITIONS[cfg.get("acquisition_kind") or "standard"] if cfg.get("acquisition") else None
     key = (cfg["seed"], epoch, rank)
     if data.painter is None:
-        chunks = list(batches(len(data.train.crops), cfg["batch_size"], rng, rank, world))
+        chunks = list(batches(len(data.train.crops), cfg["batch_size"], rng, rank, world, data.weights))
         make = partial(plain_batch, data.train.crops, data.train.labels, data.train_preset, cfg,
                        acquisition, data.look)
     else:
