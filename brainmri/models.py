@@ -53,7 +53,6 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return layers[-1]
 
 
-
 @contextmanager
 def last_inputs_recorded(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Within the block, every forward pass of `model` appends what its last linear layer was
@@ -65,6 +64,7 @@ def last_inputs_recorded(model: nn.Module) -> Iterator[list[torch.Tensor]]:
         yield seen
     finally:
         hook.remove()
+
 
 def build_baseline(num_classes: int = len(CLASSES), in_channels: int = 1,
                    widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.3,

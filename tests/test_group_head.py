@@ -13,20 +13,21 @@ from brainmri.predictor import Predictor
 from brainmri.presets import EvalPreset
 from train import group_head as gh
 from train.augment import LookSwap
+from train.core import class_group_weights
 from tests.test_generalisation import folder, loso_checkpoint  # noqa: F401 (a fixture)
 
 
 def test_weights_keep_each_class_share_and_split_it_evenly_over_looks():
     labels = np.array([0] * 6 + [1] * 4 + [0] * 6 + [1] * 4)
     looks = np.array(["a"] * 5 + ["b"] + ["a"] * 4 + ["b"] * 5 + ["a"] + ["b"] * 4)
-    w = gh.look_weights(labels, looks, 2)
+    w = class_group_weights(labels, looks)
     assert w.mean() == pytest.approx(1.0)
     assert w[labels == 0].sum() / w.sum() == pytest.approx(0.6)       # the class's own share
     for c in (0, 1):
         a, b = (w[(labels == c) & (looks == g)].sum() for g in ("a", "b"))
         assert a == pytest.approx(b)
     # a class seen in one look only keeps its share on that look
-    one = gh.look_weights(np.array([0, 0, 1, 1]), np.array(["a", "b", "a", "a"]), 2)
+    one = class_group_weights(np.array([0, 0, 1, 1]), np.array(["a", "b", "a", "a"]))
     assert one[2:].sum() / one.sum() == pytest.approx(0.5) and one[0] == pytest.approx(one[1])
 
 
@@ -42,7 +43,7 @@ def test_balanced_looks_take_the_weight_off_a_look_feature():
     both = np.r_[plain, np.c_[1 - look, signal]]
     yy, looks = np.r_[y, y], np.r_[look, 1 - look].astype(str)
     w_plain, _ = gh.fit_layer(plain, y, np.ones(400), 1.0)
-    w_bal, _ = gh.fit_layer(both, yy, gh.look_weights(yy, looks, 2), 1.0)
+    w_bal, _ = gh.fit_layer(both, yy, class_group_weights(yy, looks), 1.0)
     lean = lambda w: abs(w[1, 0] - w[0, 0]) / abs(w[1, 1] - w[0, 1])  # noqa: E731
     assert lean(w_plain) > 1.0 and lean(w_bal) < 0.05
 

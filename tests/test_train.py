@@ -360,10 +360,11 @@ def test_blur_is_trained_on_stored_and_applied_at_inference(tiny_data, tmp_path)
 
 
 def test_source_balanced_weights_split_each_class_evenly_between_its_sources():
-    from train.train import balanced_draws, batches, source_balanced_weights
+    from train.core import class_group_weights
+    from train.train import balanced_draws, batches
     labels = np.array([0] * 130 + [1] * 55 + [2] * 40)
     sources = np.array(["a"] * 100 + ["b"] * 30 + ["a"] * 50 + ["b"] * 5 + ["b"] * 40)
-    w = source_balanced_weights(labels, sources, min_group=20)
+    w = class_group_weights(labels, sources, min_group=20) / 225
     assert w.shape == (225,) and w.sum() == pytest.approx(1.0) and (w > 0).all()
     for c, n in ((0, 130), (1, 55), (2, 40)):
         assert w[labels == c].sum() == pytest.approx(n / 225)       # each class keeps its share
@@ -377,7 +378,7 @@ def test_source_balanced_weights_split_each_class_evenly_between_its_sources():
     assert len(drawn) == 225 and np.array_equal(drawn, again)
     many = np.concatenate([np.concatenate(list(batches(225, 32, rng, 0, 1, w))) for _ in range(40)])
     assert np.isin(many, np.flatnonzero(b)).mean() == pytest.approx(65 / 225, abs=0.03)
-    assert np.allclose(balanced_draws(labels, sources, None), source_balanced_weights(labels, sources))
+    assert np.allclose(balanced_draws(labels, sources, None), w)      # MIN_SOURCE_GROUP is 20
     with pytest.raises(SystemExit, match="painting plan"):
         balanced_draws(labels, sources, painter=object())
 

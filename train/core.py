@@ -88,6 +88,25 @@ def predict_crops(model: Classifier, crops: np.ndarray, preset: EvalPreset, devi
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 
+def class_group_weights(labels: np.ndarray, groups, min_group: int = 1) -> np.ndarray:
+    """Per-row weights (mean 1) under which each class keeps its share of the rows, split
+    evenly between its groups (a source, a look) that hold at least `min_group` of its rows;
+    rows of smaller groups, and of a class with fewer than two such groups, keep their plain
+    weight. Inside the collection source and class are tied (brainmri.protocols): weighted
+    this way, a class's rows of a rare source or look count as much as its common ones."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    w = np.ones(len(labels))
+    for c in np.unique(labels):
+        in_c = labels == c
+        big = [m for m in (in_c & (groups == g) for g in np.unique(groups[in_c])) if m.sum() >= min_group]
+        if len(big) < 2:
+            continue
+        share = sum(m.sum() for m in big) / len(big)
+        for m in big:
+            w[m] = share / m.sum()
+    return w * len(labels) / w.sum()
+
+
 def scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(accuracy, cross-entropy) of (N, classes) logits against (N,) labels."""
     loss = F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(labels))

@@ -40,7 +40,7 @@ from brainmri.presets import EvalPreset
 from brainmri.protocols import SOURCES, run_splits
 
 from .augment import LookSwap
-from .core import crops_and_boxes, fit_temperature, scores
+from .core import class_group_weights, crops_and_boxes, fit_temperature, scores
 
 log = logging.getLogger("train.group_head")
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -82,19 +82,6 @@ def swapped(crops: np.ndarray, sources: np.ndarray, swap: LookSwap, seed: int) -
     """Each crop rendered in the look of a random training crop from the other source."""
     rng = np.random.default_rng(seed)
     return np.stack([swap.render(c, s, rng) for c, s in zip(crops, sources)]) if len(crops) else crops.copy()
-
-def look_weights(labels: np.ndarray, looks: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per-row weights (mean 1): each class weighs its share of `labels`' distinct scans (the
-    two views of a scan share a label, so the share is the same over views) and, inside a
-    class, each look present weighs the same."""
-    w = np.zeros(len(labels))
-    share = np.bincount(labels, minlength=n_classes) / len(labels)
-    for c in range(n_classes):
-        present = np.unique(looks[labels == c])
-        for g in present:
-            rows = (labels == c) & (looks == g)
-            w[rows] = share[c] / len(present) / rows.sum()
-    return w * len(labels) / w.sum()
 
 
 def group_accuracy(pred: np.ndarray, labels: np.ndarray, looks: np.ndarray) -> dict[str, dict]:
@@ -140,6 +127,7 @@ def fit_layer(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float, n_classes: 
     weight = weight / scale
     return weight, bias - weight @ scaler.mean_
 
+
 def views(model, crops: np.ndarray, sources: np.ndarray, swap: LookSwap, preset: EvalPreset, seed: int):
     """Features of each crop as it is and in the other source's look, stacked, with each row's
     look (the source whose look it has)."""
@@ -183,7 +171,7 @@ def main(args) -> Path:
         train, val = ([xs[i] for i in sorted(rng.permutation(len(xs))[:args.limit])] for xs in (train, val))
     tx, ty, tlooks, swap = split_views(model, train, splits.sources, preset, args)
     vx, vy, vlooks, _ = split_views(model, val, splits.sources, preset, args, swap)
-    tw = look_weights(ty, tlooks, len(CLASSES))
+    tw = class_group_weights(ty, tlooks)
     c, tried = choose_c(tx, ty, tw, vx, vy, vlooks, args.c_grid)
     weight, bias = fit_layer(tx, ty, tw, c, len(CLASSES))
     plain = vx[:len(val)] @ weight.T + bias

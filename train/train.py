@@ -42,7 +42,7 @@ from brainmri.protocols import SOURCES, kaggle_root, run_splits
 
 from . import dilate, distill, prior
 from .augment import ACQUISITIONS, LookSwap, MixStyle, consistency_loss, mixstyle_blocks
-from .core import Run, Split, crops_and_boxes, finalise, lr_at, predict_crops, recompute_bn, scores
+from .core import Run, Split, class_group_weights, crops_and_boxes, finalise, lr_at, predict_crops, recompute_bn, scores
 from .distill import Teacher, distill_loss
 from .guidance import box_penalty
 from .pack import Pack, boxes_in_crop, is_pack, resized
@@ -86,7 +86,7 @@ def add_signal_arguments(p: argparse.ArgumentParser) -> None:
                         "between scans, after each of the first two stages (train.augment.MixStyle)")
     p.add_argument("--source-balance", type=int, choices=[0, 1],
                    help="draw each epoch's scans so that every class's share is split evenly "
-                        "between its sources (source_balanced_weights; plain batches only)")
+                        "between its sources (balanced_draws; plain batches only)")
     p.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="area of the random training crop, of the cached head crop's (framing "
                         "and zoom variety; brainmri.presets.TrainPreset.scale, default 0.75 1.0; "
@@ -249,32 +249,15 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None, rank: int,
         yield order[s:s + batch_size]
 
 
-def source_balanced_weights(labels: np.ndarray, sources, min_group: int = MIN_SOURCE_GROUP) -> np.ndarray:
-    """Per-scan sampling weights (summing to 1) under which each class keeps its share of the
-    training scans, split evenly between its sources that hold at least `min_group` of its
-    scans; scans of smaller groups keep their plain weight. Inside the collection a source's
-    look says the class (brainmri.protocols); drawn this way, the few tumours of the other
-    sources count as much as the figshare ones of their class."""
-    labels, sources = np.asarray(labels), np.asarray(sources)
-    w = np.full(len(labels), 1.0 / len(labels))
-    for c in np.unique(labels):
-        in_c = labels == c
-        groups = {g: in_c & (sources == g) for g in np.unique(sources[in_c])}
-        big = [m for m in groups.values() if m.sum() >= min_group]
-        if len(big) < 2:
-            continue
-        share = sum(m.sum() for m in big) / len(labels) / len(big)
-        for m in big:
-            w[m] = share / m.sum()
-    return w / w.sum()
-
-
 def balanced_draws(labels: np.ndarray, sources, painter: Painter | None) -> np.ndarray:
-    """--source-balance: `source_balanced_weights`, with each (class, source)'s expected draws
-    an epoch logged; refused with the painting plan, which draws its own rows."""
+    """--source-balance: each scan's chance of a draw (summing to 1) under which every class
+    keeps its share, split evenly between its sources holding at least MIN_SOURCE_GROUP of its
+    scans (`train.core.class_group_weights`), with each (class, source)'s expected draws an
+    epoch logged; refused with the painting plan, which draws its own rows."""
     if painter is not None:
         raise SystemExit("--source-balance draws plain batches; the painting plan has its own")
-    weights, sources, n = source_balanced_weights(labels, sources), np.asarray(sources), len(labels)
+    sources, n = np.asarray(sources), len(labels)
+    weights = class_group_weights(labels, sources, MIN_SOURCE_GROUP) / n
     log.info("source balance (expected draws an epoch): %s", json.dumps(
         {CLASSES[c]: {str(g): round(float(weights[(labels == c) & (sources == g)].sum() * n), 1)
                       for g in np.unique(sources[labels == c])} for c in np.unique(labels)}))
