@@ -117,12 +117,20 @@ def first_of_group(indices: list[int], groups: np.ndarray) -> list[int]:
     return out
 
 
+def split_seed_of(run_args: Mapping) -> int:
+    """The seed of a run's validation split: its `split_seed` when it records one (a tail
+    stage records its start's; `python -m train --split-seed` sets it so that runs of several
+    seeds share one split), else its `seed`."""
+    split = run_args.get("split_seed")
+    return int(split if split is not None else run_args.get("seed", 0))
+
+
 def run_splits(data: str | Path, run_args: Mapping, cache_dir: Path | None = Path(".cache")) -> "Splits":
     """The splits a run trained and was validated on, from its recorded arguments (a
-    checkpoint's `meta["args"]`, or the trainer's settings): validation share, split seed (a
-    tail stage records its start's as `split_seed`), held-out source and classes."""
+    checkpoint's `meta["args"]`, or the trainer's settings): validation share, split seed
+    (`split_seed_of`), held-out source and classes."""
     return build_splits(data, float(run_args.get("val_fraction", 0.12)),
-                        int(run_args.get("split_seed", run_args.get("seed", 0))), cache_dir=cache_dir,
+                        split_seed_of(run_args), cache_dir=cache_dir,
                         holdout_source=run_args.get("holdout_source"),
                         holdout_classes=held_classes(run_args))
 

@@ -45,7 +45,7 @@ from brainmri.data import Sample
 from brainmri.multicam import input_maps
 from brainmri.predictor import Predictor, to_input_pixels
 from brainmri.presets import Prepared
-from brainmri.protocols import build_splits, kaggle_root
+from brainmri.protocols import build_splits, kaggle_root, split_seed_of
 
 log = logging.getLogger("explain_eval")
 SPLITS = ("official", "clean", "val")
@@ -307,7 +307,7 @@ def evaluate_checkpoint(path: Path, args, root: Path, boxes: dict, methods, spli
     t0 = time.time()
     predictor = Predictor.from_checkpoint(path, device=args.device)
     train_args = predictor.meta.get("args", {})
-    key = (float(train_args.get("val_fraction", 0.12)), int(train_args.get("seed", 0)))
+    key = (float(train_args.get("val_fraction", 0.12)), split_seed_of(train_args))
     splits = split_lists(args, root, key, splits_cache)        # the checkpoint's own validation split
     missing = [name for name in args.splits if name not in splits]
     if missing:

@@ -10,7 +10,7 @@ from PIL import ImageEnhance, ImageOps
 
 from brainmri.classes import CLASSES
 from brainmri.data import Sample
-from brainmri.protocols import build_splits, first_of_group, group_split, run_splits
+from brainmri.protocols import build_splits, first_of_group, group_split, run_splits, split_seed_of
 from tests import synthetic
 from tests.synthetic import scan
 
@@ -185,6 +185,9 @@ def test_run_splits_rebuild_a_runs_own_split_from_its_arguments(two_source_kaggl
     tail = {"val_fraction": 0.34, "seed": 9, "split_seed": 1}
     assert paths(run_splits(two_source_kaggle, tail, cache_dir=tmp_path)) == paths(
         build_splits(two_source_kaggle, 0.34, 1, cache_dir=tmp_path))
+    # `python -m train` records `split_seed` always: None (no --split-seed) means the run's seed.
+    assert split_seed_of({"seed": 9, "split_seed": None}) == 9 and split_seed_of(tail) == 1
+    assert split_seed_of({"seed": 9, "split_seed": 0}) == 0 and split_seed_of({}) == 0
     assert paths(run_splits(two_source_kaggle, {}, cache_dir=tmp_path)) == paths(
         build_splits(two_source_kaggle, cache_dir=tmp_path))
     assert paths(want) != paths(build_splits(two_source_kaggle, 0.34, 3, cache_dir=tmp_path))

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from brainmri import Predictor
 from brainmri.checkpoint import load_checkpoint
 from brainmri.classes import CLASSES
+from brainmri.data import fingerprint
 
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic  # noqa: E402
@@ -191,6 +192,24 @@ def test_fit_familiarity_reports_the_apps_outcome(tiny_data, tmp_path):
     with pytest.raises(SystemExit, match="--floor-from"):
         fit_familiarity.main(fit_familiarity.get_args_parser().parse_args(
             [str(path), "--data", str(tiny_data), "--floor-from", str(result)]))
+
+
+def test_split_seed_keeps_one_validation_split_across_seeds(tiny_data, tmp_path):
+    """--split-seed (rule v10): runs of other seeds validate on the split it names, recorded so
+    that every reader of the run's split (run_splits) rebuilds that one."""
+    from brainmri.protocols import run_splits
+    metas = {}
+    for name, extra in (("s0", ["--seed", "0"]), ("s1", ["--seed", "1", "--split-seed", "0"]),
+                        ("own", ["--seed", "1"])):
+        out = tmp_path / name
+        run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS,
+             "--epochs", "1", *extra], tmp_path)
+        metas[name] = Predictor.from_checkpoint(out / "model.safetensors", device="cpu").meta
+    assert metas["s1"]["args"]["split_seed"] == 0 and metas["own"]["args"].get("split_seed") is None
+    assert metas["s1"]["data"]["val"] == metas["s0"]["data"]["val"]
+    assert metas["own"]["data"]["val"] != metas["s0"]["data"]["val"]      # seed 1's own split
+    val = run_splits(tiny_data, metas["s1"]["args"], cache_dir=tmp_path / "cache").val
+    assert fingerprint(val) == metas["s1"]["data"]["val"]
 
 
 def test_mirror_check_scores_the_checkpoints_own_validation_split(tiny_data, tmp_path):

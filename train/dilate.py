@@ -55,7 +55,7 @@ from brainmri.checkpoint import load_checkpoint
 from brainmri.models import ARCHS, Arch, build_model
 from brainmri.predictor import default_device
 from brainmri.presets import EvalPreset
-from brainmri.protocols import kaggle_root, run_splits
+from brainmri.protocols import kaggle_root, run_splits, split_seed_of
 
 from brainmri.boxes import box_for, load_boxes
 
@@ -212,7 +212,7 @@ def resolve(cfg: dict, meta: dict, size: int) -> dict:
                                                       else ", batch-norm statistics"),
             "optimizer": "sgd",
             "schedule": "cosine", "val_fraction": init["val_fraction"],
-            "split_seed": init["seed"], "init_args": init}
+            "split_seed": split_seed_of(init), "init_args": init}
 
 
 @dataclass(frozen=True)

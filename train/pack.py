@@ -42,7 +42,7 @@ from brainmri.checkpoint import load_checkpoint
 from brainmri.classes import CLASSES
 from brainmri.data import Sample, fingerprint, load_crops
 from brainmri.presets import EvalPreset, TrainPreset
-from brainmri.protocols import build_splits, held_classes, kaggle_root
+from brainmri.protocols import build_splits, held_classes, kaggle_root, split_seed_of
 
 from .core import box_in_input, crops_and_boxes
 
@@ -89,7 +89,7 @@ def resized(crops: np.ndarray, size: int) -> np.ndarray:
 
 def protocol_of(cfg: dict) -> dict:
     held = held_classes(cfg)
-    return {"val_fraction": float(cfg["val_fraction"]), "seed": int(cfg["seed"]),
+    return {"val_fraction": float(cfg["val_fraction"]), "seed": split_seed_of(cfg),
             "holdout_source": cfg.get("holdout_source"),
             "holdout_classes": sorted(held) if held else None}
 

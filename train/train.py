@@ -125,6 +125,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="with --holdout-source: hold out only these classes' groups of that "
                         "source (comma-separated class names)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="the validation split's seed (default: --seed); runs of several seeds on "
+                        "one split can be compared scan by scan (rule v10, logs/confident/rule.md)")
     p.add_argument("--workers", type=int, default=2, help="processes decoding images once")
     p.add_argument("--loader-workers", type=int, default=0,
                    help="processes building training batches (0: the training process; a GPU "
