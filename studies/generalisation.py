@@ -55,6 +55,11 @@ addendum 18 of logs/loso/rule.md) and writes its results as `<model>-bn<N>`.
 when they answer differently, neither is confident) and writes `pair-<A>-<B>.json`: how often
 they agree, each one's confident answers alone and those that stay confident in the comparison,
 and the answers both mark confident, agreeing; each with how many are right.
+
+`--ensemble` scores N checkpoints of one recipe, protocol and validation split (`python -m train
+--split-seed`) under rule v10's condition U (logs/confident/rule.md): confident when every member
+marks its own answer confident and all agree; it writes `ensemble-<first>-x<N>.json` with the
+ensembles of the first k members, k = 2..N (`ensemble_summary`, `ensemble_table`).
 """
 from __future__ import annotations
 
@@ -128,6 +133,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", action="store_true",
                    help="two checkpoints of one protocol: also score them as the app's comparison "
                         "(pair-A-B.json: answers differing are both caution)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="checkpoints of one recipe, protocol and validation split: also score "
+                        "rule v10's unanimous outcome (ensemble-A-xN.json)")
     return p
 
 
@@ -561,23 +569,59 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
     }
 
 
+def members_agreeing(members: list[dict], min_tops: list[float], option: str) -> dict:
+    """The arrays the comparison and the ensemble read, from one set scored by several
+    checkpoints of one protocol and split: each one's answers, whether each is right and marked
+    confident, and where all answer alike."""
+    if any(not np.array_equal(members[0]["path"], m["path"]) for m in members[1:]):
+        raise SystemExit(f"--{option}: the checkpoints were scored on different scans "
+                         "(give checkpoints of one protocol and one validation split)")
+    answers = np.stack([m["probs"].argmax(1) for m in members])
+    return {"y": members[0]["label"], "answers": answers, "right": answers == members[0]["label"],
+            "confident": np.stack([confident_mask(m, t) for m, t in zip(members, min_tops)]),
+            "agree": (answers == answers[0]).all(0)}
+
+
 def pair_summary(a: dict, b: dict, min_top: tuple[float, float]) -> dict:
     """The comparison's outcome on one set scored by two checkpoints of one protocol (the
     service's `compare`: two models answering differently are both "caution"): how often they
     agree (and are right then), each one's confident answers alone and those left confident in
     the comparison, and the answers both mark confident, agreeing."""
-    if not np.array_equal(a["path"], b["path"]):
-        raise SystemExit("--pair: the two checkpoints were scored on different scans "
-                         "(give two checkpoints of one protocol)")
-    y, pa, pb = a["label"], a["probs"].argmax(1), b["probs"].argmax(1)
-    agree = pa == pb
-    ca, cb = confident_mask(a, min_top[0]), confident_mask(b, min_top[1])
-    ra, rb = pa == y, pb == y
+    m = members_agreeing([a, b], list(min_top), "pair")
+    (ca, cb), (ra, rb), agree = m["confident"], m["right"], m["agree"]
     alone = Outcome.CONFIDENT.value
-    return {"n": int(len(y)), "agree": held(agree, ra),
+    return {"n": int(len(m["y"])), "agree": held(agree, ra),
             "a": {alone: held(ca, ra), "confident_in_comparison": held(ca & agree, ra)},
             "b": {alone: held(cb, rb), "confident_in_comparison": held(cb & agree, rb)},
             "both_confident": held(ca & cb & agree, ra)}
+
+
+def ensemble_summary(members: list[dict], min_tops: list[float]) -> dict:
+    """Rule v10's condition U on one set scored by N checkpoints of one recipe and split: an
+    answer is confident when every member marks its own answer confident and all give the same
+    class. With each member's own confident answers (and their mean rightness, what U is
+    weighed against), how often all agree, and the accuracy of the members' mean probability."""
+    m = members_agreeing(members, min_tops, "ensemble")
+    own = [held(c, r) for c, r in zip(m["confident"], m["right"])]
+    mean_probs = np.mean([s["probs"] for s in members], axis=0)
+    return {"n": int(len(m["y"])), "members": len(members), "agree": held(m["agree"], m["right"][0]),
+            "mean_probability_accuracy": float((mean_probs.argmax(1) == m["y"]).mean()),
+            "own": own, "own_mean": {k: float(np.mean([o[k] for o in own])) for k in ("share", "right")},
+            "unanimous": held(m["confident"].all(0) & m["agree"], m["right"][0])}
+
+
+def ensemble_table(result: dict) -> str:
+    """The ensembles of the first k members, k = 2..N, one row per set and k."""
+    lines = ["| members | set | n | all agree (right) | mean probability: accuracy | "
+             "members' own confident: mean share (mean right) | unanimous confident (right) |",
+             "|---|---|---|---|---|---|---|"]
+    for k, sets in result["by_size"].items():
+        for name, s in sets.items():
+            own = s["own_mean"]
+            lines.append(f"| {k} | {name} | {s['n']} | {cell(s['agree'])} | "
+                         f"{s['mean_probability_accuracy']:.1%} | {own['share']:.1%} ({own['right']:.1%}) | "
+                         f"{cell(s['unanimous'])} |")
+    return "\n".join(lines)
 
 
 def pair_table(pair: dict) -> str:
@@ -718,14 +762,16 @@ def main(args: argparse.Namespace) -> list[dict]:
             raise SystemExit(f"--{flag.replace('_', '-')}: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    pair = getattr(args, "pair", False)
+    pair, ensemble = getattr(args, "pair", False), getattr(args, "ensemble", False)
     if pair and len(args.checkpoints) != 2:
         raise SystemExit("--pair needs exactly two checkpoints")
+    if ensemble and len(args.checkpoints) < 2:
+        raise SystemExit("--ensemble needs at least two checkpoints")
     args.out.mkdir(parents=True, exist_ok=True)
     results, kept = [], []
     for path in args.checkpoints:
         kept.append({})
-        r = evaluate(path, args, kept[-1] if pair else None)
+        r = evaluate(path, args, kept[-1] if pair or ensemble else None)
         (args.out / f"{r['model']}.json").write_text(json.dumps(r, indent=1))
         results.append(r)
     print(table(results))
@@ -738,6 +784,16 @@ def main(args: argparse.Namespace) -> list[dict]:
                 "date": results[0]["date"], "machine": results[0]["machine"]}
         (args.out / f"pair-{names[0]}-{names[1]}.json").write_text(json.dumps(both, indent=1))
         print("\n" + pair_table(both))
+    if ensemble:
+        names = [r["model"] for r in results]
+        sizes = {k: {name: ensemble_summary([m["scored"][name] for m in kept[:k]],
+                                            [m["min_top"] for m in kept[:k]])
+                     for name in kept[0]["scored"] if all(name in m["scored"] for m in kept[:k])}
+                 for k in range(2, len(kept) + 1)}
+        every = {"models": names, "checkpoints": [str(p) for p in args.checkpoints],
+                 "by_size": sizes, "date": results[0]["date"], "machine": results[0]["machine"]}
+        (args.out / f"ensemble-{names[0]}-x{len(names)}.json").write_text(json.dumps(every, indent=1))
+        print("\n" + ensemble_table(every))
     return results
 
 

@@ -322,6 +322,55 @@ def test_a_pair_is_scored_as_the_app_compares(folder, tmp_path, monkeypatch):
                                       threads=1, device="cpu", pair=True))
 
 
+def test_an_ensemble_is_confident_only_where_every_member_is_and_all_agree(folder, tmp_path, monkeypatch):
+    """--ensemble (rule v10's condition U): by hand on four scans, then end to end on three
+    tiny checkpoints of one protocol and split, the ensembles of the first 2 and 3 members."""
+    def member(probs, label=(0, 0, 0, 0)):
+        return {"path": np.array(["a", "b", "c", "d"]), "label": np.array(label),
+                "probs": np.array(probs), "is_mri": np.ones(4, bool), "outcome": np.array([""] * 4)}
+    sure, unsure = [0.9, 0.1], [0.4, 0.6]           # at min_top 0.6: "unsure" is class 1, confident
+    low = [0.45, 0.55]                                # class 1, under the floor
+    members = [member([sure, [0.1, 0.9], [0.1, 0.9], [0.1, 0.9]]),
+               member([sure, [0.2, 0.8], low, [0.1, 0.9]]),
+               member([sure, sure, [0.1, 0.9], unsure])]
+    e = generalisation.ensemble_summary(members, [0.6] * 3)
+    assert e["n"] == 4 and e["members"] == 3
+    # a: all right and sure; b: one member answers otherwise; c: one member under its floor;
+    # d: all agree, all confident, all wrong
+    assert e["unanimous"] == {"share": 0.5, "n": 2, "right": 0.5}
+    assert e["agree"] == {"share": 0.75, "n": 3, "right": pytest.approx(1 / 3)}
+    assert e["own"][1] == {"share": 0.75, "n": 3, "right": pytest.approx(1 / 3)}
+    assert e["own_mean"]["right"] == pytest.approx(np.mean([0.25, 1 / 3, 0.5]))
+    assert e["mean_probability_accuracy"] == 0.25
+    with pytest.raises(SystemExit, match="different scans"):
+        generalisation.ensemble_summary([members[0], {**members[1], "path": np.array(list("wxyz"))}], [0.6] * 2)
+
+    monkeypatch.chdir(tmp_path)
+    a = loso_checkpoint(tmp_path, holdout_source="sartaj-br35h", holdout_classes="meningioma")
+    paths = [a]
+    for seed in (3, 4):
+        path = make_tiny_checkpoint(tmp_path / f"m{seed}.safetensors", "baseline", seed=seed)
+        model, meta = load_checkpoint(path)
+        meta.update(args=dict(load_checkpoint(a)[1]["args"]), name=f"m{seed}")
+        paths.append(save_checkpoint(path, model, meta))
+    out = tmp_path / "out"
+    generalisation.main(Namespace(checkpoints=paths, data=folder, out=out, batch_size=8, limit=0,
+                                  threads=1, device="cpu", ensemble=True))
+    result = json.loads((out / "ensemble-loso-sartaj-br35h-tiny-baseline-x3.json").read_text())
+    assert list(result["by_size"]) == ["2", "3"]
+    for k, sets in result["by_size"].items():
+        assert set(sets) == {"val", "loso", "loso_training"}
+        for s in sets.values():
+            assert len(s["own"]) == int(k)
+            assert s["unanimous"]["n"] <= min(min(o["n"] for o in s["own"]), s["agree"]["n"])
+    two, three = result["by_size"]["2"]["val"], result["by_size"]["3"]["val"]
+    assert three["unanimous"]["n"] <= two["unanimous"]["n"]          # a member more only takes away
+    assert "| 3 | loso |" in generalisation.ensemble_table(result)
+    with pytest.raises(SystemExit, match="at least two"):
+        generalisation.main(Namespace(checkpoints=[a], data=folder, out=out, batch_size=8, limit=0,
+                                      threads=1, device="cpu", ensemble=True))
+
+
 def test_prior_batch_norm_mixes_each_scans_statistics_with_the_training_ones():
     import torch
     from brainmri.models import build_model
