@@ -6,6 +6,7 @@
 #     PLAN=loso1 scripts/gpu_train.sh OUT         # R's recipe on protocol 1 (.gpu/pack-loso1.npz)
 #     PLAN=loso HOLDOUT=figshare scripts/gpu_train.sh OUT   # protocol 2 (.gpu/pack-loso-figshare.npz)
 #     PLAN=distill scripts/gpu_train.sh OUT       # baseline stage 6's L and L-cf (logs/baseline-stage6/rule.md)
+#     PLAN=members scripts/gpu_train.sh OUT       # rule v11's members of R1 (logs/confident/rule.md)
 # Reads .gpu/pack.npz (python -m train.pack data) and .gpu/imagenet-int8.safetensors
 # (python -m train.pack weights). Times one epoch of each run, then sizes each run to fit
 # BUDGET seconds of epochs by the rule's formula, trains both side by side, and leaves in OUT:
@@ -73,6 +74,24 @@ if [[ ${PLAN:-stage10} == loso1 || ${PLAN:-stage10} == loso ]]; then
   say "trained: exit $s1"; tail -n 3 "$runs/$name.txt"
   [[ -f $runs/$name/model.safetensors ]] && split -b 15m "$runs/$name/model.safetensors" "$out/$name.safetensors.part-"
   finish; exit $s1
+fi
+if [[ ${PLAN:-stage10} == members ]]; then
+  # Rule v11 (logs/confident/rule.md): R1's command (PLAN=loso1) again with seeds MEMBER_SEEDS
+  # on R1's own validation split (--split-seed 0), each returned rounded to 8 bits (train.pack
+  # checkpoint): two members fit the 64 MiB of files a call brings back.
+  pack=${PACK:-.gpu/pack-loso1.npz}; status=0
+  for seed in ${MEMBER_SEEDS:-1 2}; do
+    name=loso-R1-s$seed
+    say "training $name"
+    train "$name" "${LOSO_EPOCHS:-15}" "${r50[@]}" --data "$pack" --holdout-source sartaj-br35h \
+      --holdout-classes meningioma --loader-workers 14 --seed "$seed" --split-seed 0 --name "$name"; s1=$?
+    say "trained $name: exit $s1"; tail -n 3 "$runs/$name.txt"; (( status |= s1 ))
+    if [[ -f $runs/$name/model.safetensors ]]; then
+      "$py" -m train.pack checkpoint "$runs/$name/model.safetensors" --out "$runs/$name-int8.safetensors" &&
+        split -b 15m "$runs/$name-int8.safetensors" "$out/$name-int8.safetensors.part-"
+    fi
+  done
+  finish; exit $status
 fi
 if [[ ${PLAN:-stage10} == distill ]]; then
   # Baseline stage 6: stage 5's step (K: the lesion recipe taught by the stage-10 ResNet-50),
