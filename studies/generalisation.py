@@ -750,7 +750,10 @@ def main(args: argparse.Namespace) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if getattr(args, "table", None):
         results = [json.loads(path.read_text()) for path in args.table]
-        print(table(results))
+        singles = [r for r in results if "models" not in r]      # not a pair's or an ensemble's
+        print("\n\n".join([*([table(singles)] if singles else []),
+                            *((ensemble_table if "by_size" in r else pair_table)(r)
+                              for r in results if "models" in r)]))
         return results
     if not args.checkpoints or args.data is None:
         raise SystemExit("give checkpoints and --data, or --table JSON...")

@@ -322,7 +322,7 @@ def test_a_pair_is_scored_as_the_app_compares(folder, tmp_path, monkeypatch):
                                       threads=1, device="cpu", pair=True))
 
 
-def test_an_ensemble_is_confident_only_where_every_member_is_and_all_agree(folder, tmp_path, monkeypatch):
+def test_an_ensemble_is_confident_only_where_every_member_is_and_all_agree(folder, tmp_path, monkeypatch, capsys):
     """--ensemble (rule v10's condition U): by hand on four scans, then end to end on three
     tiny checkpoints of one protocol and split, the ensembles of the first 2 and 3 members."""
     def member(probs, label=(0, 0, 0, 0)):
@@ -366,6 +366,11 @@ def test_an_ensemble_is_confident_only_where_every_member_is_and_all_agree(folde
     two, three = result["by_size"]["2"]["val"], result["by_size"]["3"]["val"]
     assert three["unanimous"]["n"] <= two["unanimous"]["n"]          # a member more only takes away
     assert "| 3 | loso |" in generalisation.ensemble_table(result)
+    capsys.readouterr()
+    generalisation.main(Namespace(table=[out / "ensemble-loso-sartaj-br35h-tiny-baseline-x3.json",
+                                         out / "loso-sartaj-br35h-m3.json"]))
+    printed = capsys.readouterr().out
+    assert "| 3 | loso |" in printed and "| loso-sartaj-br35h-m3 |" in printed   # both tables
     with pytest.raises(SystemExit, match="at least two"):
         generalisation.main(Namespace(checkpoints=[a], data=folder, out=out, batch_size=8, limit=0,
                                       threads=1, device="cpu", ensemble=True))
