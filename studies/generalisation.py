@@ -572,13 +572,13 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
 def members_agreeing(members: list[dict], min_tops: list[float], option: str) -> dict:
     """The arrays the comparison and the ensemble read, from one set scored by several
     checkpoints of one protocol and split: each one's answers, whether each is right and marked
-    confident, and where all answer alike."""
+    confident (`marked`), and where all answer alike."""
     if any(not np.array_equal(members[0]["path"], m["path"]) for m in members[1:]):
         raise SystemExit(f"--{option}: the checkpoints were scored on different scans "
                          "(give checkpoints of one protocol and one validation split)")
     answers = np.stack([m["probs"].argmax(1) for m in members])
     return {"y": members[0]["label"], "answers": answers, "right": answers == members[0]["label"],
-            "confident": np.stack([confident_mask(m, t) for m, t in zip(members, min_tops)]),
+            "marked": np.stack([confident_mask(m, t) for m, t in zip(members, min_tops)]),
             "agree": (answers == answers[0]).all(0)}
 
 
@@ -588,7 +588,7 @@ def pair_summary(a: dict, b: dict, min_top: tuple[float, float]) -> dict:
     agree (and are right then), each one's confident answers alone and those left confident in
     the comparison, and the answers both mark confident, agreeing."""
     m = members_agreeing([a, b], list(min_top), "pair")
-    (ca, cb), (ra, rb), agree = m["confident"], m["right"], m["agree"]
+    (ca, cb), (ra, rb), agree = m["marked"], m["right"], m["agree"]
     alone = Outcome.CONFIDENT.value
     return {"n": int(len(m["y"])), "agree": held(agree, ra),
             "a": {alone: held(ca, ra), "confident_in_comparison": held(ca & agree, ra)},
@@ -602,12 +602,12 @@ def ensemble_summary(members: list[dict], min_tops: list[float]) -> dict:
     class. With each member's own confident answers (and their mean rightness, what U is
     weighed against), how often all agree, and the accuracy of the members' mean probability."""
     m = members_agreeing(members, min_tops, "ensemble")
-    own = [held(c, r) for c, r in zip(m["confident"], m["right"])]
+    own = [held(c, r) for c, r in zip(m["marked"], m["right"])]
     mean_probs = np.mean([s["probs"] for s in members], axis=0)
     return {"n": int(len(m["y"])), "members": len(members), "agree": held(m["agree"], m["right"][0]),
             "mean_probability_accuracy": float((mean_probs.argmax(1) == m["y"]).mean()),
             "own": own, "own_mean": {k: float(np.mean([o[k] for o in own])) for k in ("share", "right")},
-            "unanimous": held(m["confident"].all(0) & m["agree"], m["right"][0])}
+            "unanimous": held(m["marked"].all(0) & m["agree"], m["right"][0])}
 
 
 def ensemble_table(result: dict) -> str:
