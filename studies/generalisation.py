@@ -58,8 +58,10 @@ and the answers both mark confident, agreeing; each with how many are right.
 
 `--ensemble` scores N checkpoints of one recipe, protocol and validation split (`python -m train
 --split-seed`) under rule v10's condition U (logs/confident/rule.md): confident when every member
-marks its own answer confident and all agree; it writes `ensemble-<first>-x<N>.json` with the
-ensembles of the first k members, k = 2..N (`ensemble_summary`, `ensemble_table`).
+marks its own answer confident and all agree, and rule v13's condition A: confident when the
+first member marks its own answer confident and the others give its class (the first may be of
+another recipe); it writes `ensemble-<first>-x<N>.json` with the ensembles of the first k
+members, k = 2..N (`ensemble_summary`, `ensemble_table`).
 """
 from __future__ import annotations
 
@@ -597,30 +599,34 @@ def pair_summary(a: dict, b: dict, min_top: tuple[float, float]) -> dict:
 
 
 def ensemble_summary(members: list[dict], min_tops: list[float]) -> dict:
-    """Rule v10's condition U on one set scored by N checkpoints of one recipe and split: an
-    answer is confident when every member marks its own answer confident and all give the same
-    class. With each member's own confident answers (and their mean rightness, what U is
-    weighed against), how often all agree, and the accuracy of the members' mean probability."""
+    """Rule v10's condition U on one set scored by N checkpoints of one split: an answer is
+    confident when every member marks its own answer confident and all give the same class; and
+    rule v13's condition A (`first_checked`): the first member marks its own answer confident and
+    every other member gives the same class. With each member's own confident answers (and their
+    mean rightness, what U is weighed against), how often all agree, and the accuracy of the
+    members' mean probability."""
     m = members_agreeing(members, min_tops, "ensemble")
     own = [held(c, r) for c, r in zip(m["marked"], m["right"])]
     mean_probs = np.mean([s["probs"] for s in members], axis=0)
     return {"n": int(len(m["y"])), "members": len(members), "agree": held(m["agree"], m["right"][0]),
             "mean_probability_accuracy": float((mean_probs.argmax(1) == m["y"]).mean()),
             "own": own, "own_mean": {k: float(np.mean([o[k] for o in own])) for k in ("share", "right")},
-            "unanimous": held(m["marked"].all(0) & m["agree"], m["right"][0])}
+            "unanimous": held(m["marked"].all(0) & m["agree"], m["right"][0]),
+            "first_checked": held(m["marked"][0] & m["agree"], m["right"][0])}
 
 
 def ensemble_table(result: dict) -> str:
     """The ensembles of the first k members, k = 2..N, one row per set and k."""
     lines = ["| members | set | n | all agree (right) | mean probability: accuracy | "
-             "members' own confident: mean share (mean right) | unanimous confident (right) |",
-             "|---|---|---|---|---|---|---|"]
+             "members' own confident: mean share (mean right) | unanimous confident (right) | "
+             "first confident, all agree (right) |",
+             "|---|---|---|---|---|---|---|---|"]
     for k, sets in result["by_size"].items():
         for name, s in sets.items():
             own = s["own_mean"]
             lines.append(f"| {k} | {name} | {s['n']} | {cell(s['agree'])} | "
                          f"{s['mean_probability_accuracy']:.1%} | {own['share']:.1%} ({own['right']:.1%}) | "
-                         f"{cell(s['unanimous'])} |")
+                         f"{cell(s['unanimous'])} | {cell(s['first_checked'])} |")
     return "\n".join(lines)
 
 

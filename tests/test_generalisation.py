@@ -338,6 +338,8 @@ def test_an_ensemble_is_confident_only_where_every_member_is_and_all_agree(folde
     # a: all right and sure; b: one member answers otherwise; c: one member under its floor;
     # d: all agree, all confident, all wrong
     assert e["unanimous"] == {"share": 0.5, "n": 2, "right": 0.5}
+    # rule v13's A: the first member confident (all four) and the others agreeing (a, c, d)
+    assert e["first_checked"] == {"share": 0.75, "n": 3, "right": pytest.approx(1 / 3)}
     assert e["agree"] == {"share": 0.75, "n": 3, "right": pytest.approx(1 / 3)}
     assert e["own"][1] == {"share": 0.75, "n": 3, "right": pytest.approx(1 / 3)}
     assert e["own_mean"]["right"] == pytest.approx(np.mean([0.25, 1 / 3, 0.5]))
@@ -363,6 +365,7 @@ def test_an_ensemble_is_confident_only_where_every_member_is_and_all_agree(folde
         for s in sets.values():
             assert len(s["own"]) == int(k)
             assert s["unanimous"]["n"] <= min(min(o["n"] for o in s["own"]), s["agree"]["n"])
+            assert s["unanimous"]["n"] <= s["first_checked"]["n"] <= min(s["own"][0]["n"], s["agree"]["n"])
     two, three = result["by_size"]["2"]["val"], result["by_size"]["3"]["val"]
     assert three["unanimous"]["n"] <= two["unanimous"]["n"]          # a member more only takes away
     assert "| 3 | loso |" in generalisation.ensemble_table(result)
