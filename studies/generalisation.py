@@ -77,6 +77,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainmri.classes import CLASSES
 from brainmri.familiarity import held_out_floor
 from brainmri.intensity import invert_head, looks, match_landmarks
 from brainmri.io import ImageLoadError, load_image
@@ -604,15 +605,19 @@ def ensemble_summary(members: list[dict], min_tops: list[float]) -> dict:
     rule v13's condition A (`first_checked`): the first member marks its own answer confident and
     every other member gives the same class. With each member's own confident answers (and their
     mean rightness, what U is weighed against), how often all agree, and the accuracy of the
-    members' mean probability."""
+    members' mean probability; and the scans every member gets wrong (`every_wrong`: the path
+    under the Kaggle root, each member's answer), for a person to look at."""
     m = members_agreeing(members, min_tops, "ensemble")
+    wrong = np.flatnonzero(~m["right"].any(0))
     own = [held(c, r) for c, r in zip(m["marked"], m["right"])]
     mean_probs = np.mean([s["probs"] for s in members], axis=0)
     return {"n": int(len(m["y"])), "members": len(members), "agree": held(m["agree"], m["right"][0]),
             "mean_probability_accuracy": float((mean_probs.argmax(1) == m["y"]).mean()),
             "own": own, "own_mean": {k: float(np.mean([o[k] for o in own])) for k in ("share", "right")},
             "unanimous": held(m["marked"].all(0) & m["agree"], m["right"][0]),
-            "first_checked": held(m["marked"][0] & m["agree"], m["right"][0])}
+            "first_checked": held(m["marked"][0] & m["agree"], m["right"][0]),
+            "every_wrong": [{"path": "/".join(Path(str(members[0]["path"][i])).parts[-3:]),
+                             "answers": [CLASSES[a] for a in m["answers"][:, i]]} for i in wrong]}
 
 
 def ensemble_table(result: dict) -> str:
@@ -627,6 +632,13 @@ def ensemble_table(result: dict) -> str:
             lines.append(f"| {k} | {name} | {s['n']} | {cell(s['agree'])} | "
                          f"{s['mean_probability_accuracy']:.1%} | {own['share']:.1%} ({own['right']:.1%}) | "
                          f"{cell(s['unanimous'])} | {cell(s['first_checked'])} |")
+    k, sets = list(result["by_size"].items())[-1]
+    for name, s in sets.items():
+        if "every_wrong" not in s:                   # written before rule v13's outcome
+            continue
+        wrong = s["every_wrong"]
+        lines.append(f"\nEvery one of the {k} members wrong on {name}: {len(wrong)} scans")
+        lines += [f"- {w['path']}: {', '.join(w['answers'])}" for w in wrong]
     return "\n".join(lines)
 
 

@@ -340,6 +340,7 @@ def test_an_ensemble_is_confident_only_where_every_member_is_and_all_agree(folde
     assert e["unanimous"] == {"share": 0.5, "n": 2, "right": 0.5}
     # rule v13's A: the first member confident (all four) and the others agreeing (a, c, d)
     assert e["first_checked"] == {"share": 0.75, "n": 3, "right": pytest.approx(1 / 3)}
+    assert e["every_wrong"] == [{"path": p, "answers": ["meningioma"] * 3} for p in "cd"]
     assert e["agree"] == {"share": 0.75, "n": 3, "right": pytest.approx(1 / 3)}
     assert e["own"][1] == {"share": 0.75, "n": 3, "right": pytest.approx(1 / 3)}
     assert e["own_mean"]["right"] == pytest.approx(np.mean([0.25, 1 / 3, 0.5]))
@@ -369,6 +370,7 @@ def test_an_ensemble_is_confident_only_where_every_member_is_and_all_agree(folde
     two, three = result["by_size"]["2"]["val"], result["by_size"]["3"]["val"]
     assert three["unanimous"]["n"] <= two["unanimous"]["n"]          # a member more only takes away
     assert "| 3 | loso |" in generalisation.ensemble_table(result)
+    assert "Every one of the 3 members wrong on loso: " in generalisation.ensemble_table(result)
     capsys.readouterr()
     generalisation.main(Namespace(table=[out / "ensemble-loso-sartaj-br35h-tiny-baseline-x3.json",
                                          out / "loso-sartaj-br35h-m3.json"]))
