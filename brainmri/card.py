@@ -66,6 +66,10 @@ LIMITATIONS = """### Known limitations
 - **Duplicated data.** The Kaggle set holds byte-identical, resized, re-encoded and mirrored
   copies of the same scans; about three quarters of its Testing images have a copy in Training.
   Accuracy on the official split therefore largely measures memory: read the *clean* number.
+- **Labels as published.** The labels come from the three source sets and were not checked by
+  a radiologist here: four pictures carry two different labels (kept out of training), and a
+  few scans labelled meningioma show, to a non-specialist's eye, a ring-enhancing lesion inside
+  the brain, the usual look of a glioma (docs/generalisation.md).
 - **Source shortcuts.** Image mode, size and border follow the source collection (greyscale
   figshare tumours, RGB Br35H/SARTAJ normals), so a model can key on them instead of anatomy.
   Inputs are converted to luminance and cropped to the head to blunt this; it is not proof.

@@ -22,7 +22,7 @@ def test_a_card_from_metadata_alone():
     text = card.model_card({"baseline": SimpleNamespace(meta=meta)}, CLASSES)
     for needed in ("### Baseline CNN (`run-7`)", "`baseline`, best epoch 3", "T = 1.23",
                    "| clean | 300 | 0.900 |", "| mystery | – | 0.500 |", "No tumour (`notumor`)",
-                   "Known limitations", "never shown a tumour on those contrasts",
+                   "Known limitations", "never shown a tumour on those contrasts", "Labels as published",
                    "\n- **Seen in a study.** Measured by a command."):
         assert needed in text, needed
     assert "Runs on" not in text                          # no engine said where it runs
