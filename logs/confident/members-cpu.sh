@@ -12,3 +12,6 @@ $PY -m train --recipe lesion --init none --data .gpu/pack-loso1.npz --size 192 -
   --epochs 15 --name loso-R1-s$seed --out "$out"   # resumes from $out/last_state.pt
 $PY -m train.fit_familiarity "$out/model.safetensors" --data ../shared/data --write --threads 2 \
   > "$out/fit_familiarity.txt" 2>&1
+# Scoring, once members are trained (R1: /work/gpu3/loso-R.safetensors, from the H200):
+#   .venv/bin/python -m studies.generalisation /work/gpu3/loso-R.safetensors /work/v11/R1-s1/model.safetensors \
+#     [/work/v11/R1-s2/model.safetensors] --ensemble --data ../shared/data --out /work/v11/gen --threads 2
