@@ -2,10 +2,9 @@
 # Rule v11 of logs/confident/rule.md on the CPU: members of R1's command, resumable, through
 # scripts/gpu_train.sh's PLAN=members (one place for the command: the same flags, pack and
 # 8-bit-rounded ImageNet start as R1), loading in-process; then each member's familiarity fit.
-#     logs/confident/members-cpu.sh 2          # seeds; runs in $RUNS/loso-R1-sSEED (/work/v11)
-# Scoring, once members are trained (R1: /work/gpu3/loso-R.safetensors, from the H200):
-#   .venv/bin/python -m studies.generalisation /work/gpu3/loso-R.safetensors \
-#     /work/v11/R1-s1/model.safetensors /work/v11/loso-R1-s2/model.safetensors \
+#     logs/confident/members-cpu.sh 0 1 2      # seeds; runs in $RUNS/loso-R1-sSEED (/work/v11)
+# Seed 0 is R1's own command. Scoring, once the three are trained (one session's machine):
+#   .venv/bin/python -m studies.generalisation /work/v11/loso-R1-s{0,1,2}/model.safetensors \
 #     --ensemble --data ../shared/data --out /work/v11/gen --threads 2
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
