@@ -3,9 +3,11 @@ because a neighbouring slice of the same patient is in training? For each boxed 
 the shipped split: the nearest training scan of its class by the duplicate finder's 32 px
 head-crop correlation (best of plain and mirrored, `brainmri.dedup`), and each shipped model's
 answer with the tumour painted out as `studies.lesion_masked` paints it (grow 0.02).
-    PYTHONPATH=. .venv/bin/python logs/baseline-stage11/neighbours.py ../shared/data
+    PYTHONPATH=. .venv/bin/python logs/baseline-stage11/neighbours.py ../shared/data [CKPT...]
+(the checkpoints default to every shipped one in checkpoints/)
 """
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -41,11 +43,12 @@ def rows_for(checkpoint: str, data: str) -> list[dict]:
     return rows
 
 
-def main(data: str) -> None:
+def main(data: str, checkpoints: list[str]) -> None:
     print("| model | class | nearest same-class training scan, r | n | tumour out, still called |")
     print("|---|---|---|---|---|")
-    for name in ("baseline", "resnet50"):
-        rows = rows_for(f"checkpoints/{name}.safetensors", data)
+    for checkpoint in checkpoints:
+        name = Path(checkpoint).stem
+        rows = rows_for(checkpoint, data)
         for c in ("glioma", "meningioma", "pituitary"):
             for lo, hi in BINS:
                 chosen = [x for x in rows if x["class"] == c and lo <= x["r_same"] < hi]
@@ -55,4 +58,5 @@ def main(data: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/data")
+    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/data",
+         sys.argv[2:] or [str(p) for p in sorted(Path("checkpoints").glob("*.safetensors"))])
