@@ -141,6 +141,9 @@ def _lesion_signals(args: dict) -> str:
     if args.get("counterfactual"):
         parts.append(f"{100 * args['counterfactual']:g}% of boxed tumour scans also shown with the "
                      f"tumour painted out as no tumour, with balanced control paintings")
+    if args.get("implant"):
+        parts.append(f"boxed tumours pasted into no-tumour scans in their look ({args['implant']:g} "
+                     f"a no-tumour scan), with as many healthy-patch controls")
     if args.get("guidance"):
         parts.append(f"map mass outside the tumour box penalised (weight {args['guidance']:g})")
     if args.get("acquisition"):

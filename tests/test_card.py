@@ -28,6 +28,14 @@ def test_a_card_from_metadata_alone():
     assert "Runs on" not in text                          # no engine said where it runs
 
 
+def test_the_training_line_names_the_lesion_signals_the_checkpoint_trained_with():
+    arch = next(iter(ARCHS))
+    args = {"counterfactual": 0.3, "implant": 0.5, "guidance": 1.0}
+    text = card.model_section(arch, {"arch": arch, "args": args})
+    assert "30% of boxed tumour scans" in text and "pasted into no-tumour scans" in text
+    assert "pasted" not in card.model_section(arch, {"arch": arch, "args": {"counterfactual": 0.3}})
+
+
 def test_dilation_is_read_from_the_registry_and_the_checkpoint():
     arch = next(a for a in ARCHS.values() if a.dilation)
     meta = {"arch": arch.name, "arch_kwargs": {arch.dilation: True}}

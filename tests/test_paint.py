@@ -9,7 +9,9 @@ import pytest
 
 from brainmri import localisation as loc
 from brainmri.localisation import boxes_overlap as overlaps
-from train.paint import CONTROL, LESION_OUT, PLAIN, Painter, grow_box, place_control, plan_epoch
+from brainmri.intensity import landmarks
+from train.paint import (CONTROL, IMPLANT, IMPLANT_CONTROL, LESION_OUT, PLAIN, Painter, grow_box, paste,
+                         place_control, plan_epoch, soft_ellipse)
 
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic  # noqa: E402
@@ -108,3 +110,66 @@ def test_plan_is_deterministic_under_a_seed_and_refuses_impossible_balance():
     assert (a.index == b.index).all() and (a.kind == b.kind).all() and (a.label == b.label).all()
     with pytest.raises(ValueError, match="balancing needs"):
         plan_epoch(labels, boxed, NOTUMOR, 0.9, 0.2, np.random.default_rng(0))
+
+
+def test_soft_ellipse_is_one_inside_zero_at_the_corners_and_in_range():
+    a = soft_ellipse(20, 30)
+    assert a.shape == (20, 30) and a.min() == 0 and a.max() == 1 and ((a >= 0) & (a <= 1)).all()
+    assert a[10, 15] == 1 and a[0, 0] == a[0, -1] == a[-1, 0] == a[-1, -1] == 0
+
+
+def test_paste_changes_only_the_target_box_in_the_hosts_look():
+    donor, box = crop_with_lesion(0)
+    host = (np.array(synthetic.scan(9, size=96, lesion=False)).astype(np.float64) * 0.6).astype(np.uint8)
+    dst = (30, 50, 30 + box[2] - box[0], 50 + box[3] - box[1])
+    out = paste(host, donor, box, dst)
+    assert out.dtype == np.uint8 and out.shape == host.shape
+    assert not ((out != host) & ~loc.box_mask(host.shape, dst)).any()     # nothing else moves
+    cy, cx = (dst[1] + dst[3]) // 2, (dst[0] + dst[2]) // 2
+    marks = landmarks(host)
+    assert out[cy, cx] > max(host[cy, cx] + 20, marks[-2])               # the lesion came over,
+    assert out[cy, cx] <= marks[-1] + 1                                   # as bright as the host's brightest
+    with pytest.raises(ValueError, match="differ in size"):
+        paste(host, donor, box, (0, 0, 5, 5))
+
+
+def test_implants_carry_the_tumour_controls_a_healthy_patch_of_its_size():
+    donor, box = crop_with_lesion(0)
+    host = np.array(synthetic.scan(9, size=96, lesion=False))
+    painter = Painter(np.stack([donor, host]), [box, None], grow=0.0, notumor=NOTUMOR)
+    out, dst = painter(1, IMPLANT, np.random.default_rng(0), donor=0)
+    assert dst == box                                                     # its own place fits the head
+    assert not ((out != host) & ~loc.box_mask(host.shape, dst)).any()
+    x0, y0, x1, y1 = dst
+    w, h = x1 - x0, y1 - y0
+
+    def core(img, b):                                                     # the box's inner half
+        return img[b[1] + h // 4:b[3] - h // 4, b[0] + w // 4:b[2] - w // 4].astype(float)
+    assert core(out, dst).mean() > core(host, dst).mean() + 15
+    ctrl, cdst = painter(1, IMPLANT_CONTROL, np.random.default_rng(0), donor=0)
+    assert (cdst[2] - cdst[0], cdst[3] - cdst[1]) == (w, h)
+    assert core(ctrl, cdst).mean() < core(out, dst).mean() - 15           # no lesion in it
+    again, _ = painter(1, IMPLANT_CONTROL, np.random.default_rng(0), donor=0)
+    assert np.array_equal(again, ctrl)                                    # seeded
+    with pytest.raises(ValueError, match="no tumour box"):
+        painter(0, IMPLANT, np.random.default_rng(0), donor=1)
+
+
+def test_plan_with_implants_adds_them_and_their_controls_and_keeps_the_rest():
+    labels, boxed = fake_split()
+    base = plan_epoch(labels, boxed, NOTUMOR, 0.3, 0.6, np.random.default_rng(3), notumor_repeat=2)
+    plan = plan_epoch(labels, boxed, NOTUMOR, 0.3, 0.6, np.random.default_rng(3), notumor_repeat=2,
+                      implant=0.5)
+    n = round(0.5 * (labels == NOTUMOR).sum())
+    imp, ctl = plan.kind == IMPLANT, plan.kind == IMPLANT_CONTROL
+    assert imp.sum() == ctl.sum() == n and len(plan) == len(base) + 2 * n
+    assert base.donor is None and (plan.donor[~(imp | ctl)] == -1).all()
+    assert (labels[plan.index[imp | ctl]] == NOTUMOR).all()              # hosts: no-tumour scans
+    donors = plan.donor[imp | ctl]
+    assert boxed[donors].all() and (labels[donors] != NOTUMOR).all()      # donors: boxed tumours
+    assert (plan.label[imp] == labels[plan.donor[imp]]).all() and (plan.label[ctl] == NOTUMOR).all()
+    rest = ~(imp | ctl)
+    for k in (PLAIN, LESION_OUT, CONTROL):                                # the other rows as before
+        assert (plan.kind[rest] == k).sum() == (base.kind == k).sum()
+    assert set(plan.counts(["g", "m", "n", "p"])) == {"plain", "lesion out", "control", "implant",
+                                                       "implant control"}

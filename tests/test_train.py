@@ -296,6 +296,22 @@ def test_consistency_with_painting_and_guidance_trains(tmp_path):
     assert json.loads((out / "args.json").read_text())["consistency"] == 1.0
 
 
+def test_implant_alone_trains_with_its_plan_logged(tmp_path):
+    """--implant without any other lesion signal: the run goes through the painting plan, logs
+    how many implants and implant controls of each label an epoch holds, and finishes."""
+    root = synthetic.boxed_kaggle(tmp_path / "kaggle", counts=(("Training", 10),),
+                                  class_step=100, offset=5000)
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "train", "--data", str(root), "--out", str(out), *ARGS,
+         "--epochs", "1", "--implant", "0.5", "--look-swap", "0.5", "--precision", "fp32"], tmp_path)
+    log = (out / "log.txt").read_text()
+    plan = json.loads(log.split("epoch plan (kind: label counts): ")[1].splitlines()[0])
+    assert sum(plan["implant"].values()) == plan["implant control"]["notumor"] > 0
+    assert plan["implant"]["notumor"] == 0 and sum(plan["lesion out"].values()) == 0
+    assert json.loads((out / "args.json").read_text())["implant"] == 0.5
+    assert math.isfinite(json.loads((out / "history.json").read_text())[-1]["train_loss"])
+
+
 def test_check_builds_the_run_and_stops_before_the_first_step(tmp_path):
     """--check: the epoch plan is built (and refused where it cannot be balanced: here no
     meningioma has a box) without a step, a history or a checkpoint."""

@@ -15,6 +15,13 @@ positions (relative to the head crop), placed in the head away from the scan's o
 samples equals its share among unpainted ones: P(label | painted) = P(label | not painted).
 Controls go only where they cannot cover a tumour: no-tumour scans and boxed tumour scans.
 
+The other way round (`implant`): inside the collection, source and class are tied, so the
+no-tumour scans' sources never show a tumour. An **implant** pastes a boxed training tumour
+(its grown box, rendered in the host's intensity look, blended through a soft ellipse) into a
+no-tumour scan, at the box's own relative position when it fits the host's head, and takes the
+donor's label; an **implant control** pastes a patch of the same size from the donor's healthy
+tissue the same way and keeps `notumor`, so that a pasted patch itself tells nothing.
+
 Everything works on the cached head crops (uint8, `TrainPreset.cache_size`), with boxes in
 crop pixels; randomness comes from a `numpy.random.Generator`.
 """
@@ -25,10 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from brainmri import localisation as loc
+from brainmri.intensity import landmarks, match_landmarks
 
 Box = tuple[int, int, int, int]
-PLAIN, LESION_OUT, CONTROL = 0, 1, 2
-KINDS = ("plain", "lesion out", "control")
+PLAIN, LESION_OUT, CONTROL, IMPLANT, IMPLANT_CONTROL = 0, 1, 2, 3, 4
+KINDS = ("plain", "lesion out", "control", "implant", "implant control")
 
 
 def grow_box(box, frac: float, side: int) -> Box:
@@ -57,23 +65,50 @@ def paint(crop: np.ndarray, box: Box) -> np.ndarray:
     return loc.paint_out(crop, loc.box_mask(crop.shape, box))
 
 
+def soft_ellipse(height: int, width: int, edge: float = 0.3) -> np.ndarray:
+    """(height, width) float weights: 1 inside the inscribed ellipse's inner part, falling to 0
+    at its rim over the outer `edge` share of its radius, 0 outside."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    r = np.sqrt(((xx + 0.5) / width * 2 - 1) ** 2 + ((yy + 0.5) / height * 2 - 1) ** 2)
+    return np.clip((1.0 - r) / edge, 0.0, 1.0)
+
+
+def paste(host: np.ndarray, donor: np.ndarray, src: Box, dst: Box, edge: float = 0.3) -> np.ndarray:
+    """`host` (S, S) uint8 with `donor`'s `src` box, rendered in the host's in-head intensity
+    look (`brainmri.intensity.match_landmarks`), blended into `dst` (a box of the same size)
+    through `soft_ellipse`; nothing outside `dst` changes."""
+    marks = landmarks(host)
+    look = match_landmarks(donor, marks / 255.0) if marks is not None else donor
+    (x0, y0, x1, y1), (u0, v0, u1, v1) = src, dst
+    if (x1 - x0, y1 - y0) != (u1 - u0, v1 - v0):
+        raise ValueError(f"boxes differ in size: {src} and {dst}")
+    alpha = soft_ellipse(y1 - y0, x1 - x0, edge)
+    out = host.astype(np.float64)
+    out[v0:v1, u0:u1] = out[v0:v1, u0:u1] * (1 - alpha) + look[y0:y1, x0:x1] * alpha
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class Plan:
-    """One epoch's samples: scan index, kind (PLAIN / LESION_OUT / CONTROL) and label."""
+    """One epoch's samples: scan index, kind (PLAIN ... IMPLANT_CONTROL), label, and for
+    implants the donor scan's index (-1 elsewhere; None: no implants)."""
     index: np.ndarray
     kind: np.ndarray
     label: np.ndarray
+    donor: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.index)
 
     def counts(self, classes) -> dict[str, dict[str, int]]:
+        kinds = (PLAIN, LESION_OUT, CONTROL) + ((IMPLANT, IMPLANT_CONTROL) if self.donor is not None else ())
         return {KINDS[k]: {c: int(((self.kind == k) & (self.label == i)).sum()) for i, c in enumerate(classes)}
-                for k in (PLAIN, LESION_OUT, CONTROL)}
+                for k in kinds}
 
 
 def plan_epoch(labels: np.ndarray, boxed: np.ndarray, notumor: int, counterfactual: float,
-               paint_share: float, rng: np.random.Generator, notumor_repeat: int = 1) -> Plan:
+               paint_share: float, rng: np.random.Generator, notumor_repeat: int = 1,
+               implant: float = 0.0) -> Plan:
     """Every scan once (no-tumour scans `notumor_repeat` times), each plain or control-painted,
     plus counterfactuals of a `counterfactual` share of the boxed tumour scans (label notumor).
 
@@ -82,6 +117,10 @@ def plan_epoch(labels: np.ndarray, boxed: np.ndarray, notumor: int, counterfactu
     / (1 + k), so that every label's share among painted samples equals its share among
     unpainted ones (and, for tumour classes, is `paint_share`). Raises ValueError when that
     needs more (or fewer than zero) controls than a class has views to paint.
+
+    With `implant` > 0, round(implant x n_notumor) implants (host: a no-tumour scan, donor: a
+    boxed tumour scan, label: the donor's) and as many implant controls (label notumor) are
+    added, hosts and donors drawn at random; the rows above are drawn as without them.
     """
     labels, boxed = np.asarray(labels), np.asarray(boxed, bool)
     n_classes = max(int(labels.max()) + 1 if len(labels) else 0, notumor + 1)
@@ -106,8 +145,20 @@ def plan_epoch(labels: np.ndarray, boxed: np.ndarray, notumor: int, counterfactu
     index = np.concatenate([index, cf])
     kinds = np.concatenate([kind, np.full(len(cf), LESION_OUT)])
     out_labels = np.concatenate([base_labels, np.full(len(cf), notumor)])
+    donor = None
+    if implant > 0:
+        hosts, donors = np.flatnonzero(labels == notumor), np.flatnonzero(boxed & (labels != notumor))
+        n = round(implant * len(hosts))
+        if n and not (len(hosts) and len(donors)):
+            raise ValueError("implants need no-tumour scans and boxed tumour scans")
+        host = rng.choice(hosts, 2 * n, replace=2 * n > len(hosts))
+        given = rng.choice(donors, 2 * n)
+        donor = np.concatenate([np.full(len(index), -1), given])
+        index = np.concatenate([index, host])
+        kinds = np.concatenate([kinds, np.full(n, IMPLANT), np.full(n, IMPLANT_CONTROL)])
+        out_labels = np.concatenate([out_labels, labels[given[:n]], np.full(n, notumor)])
     order = rng.permutation(len(index))
-    return Plan(index[order], kinds[order], out_labels[order])
+    return Plan(index[order], kinds[order], out_labels[order], None if donor is None else donor[order])
 
 
 class Painter:
@@ -139,10 +190,30 @@ class Painter:
         rel = self.pool[int(rng.integers(len(self.pool)))]
         return place_control(self.head(i), rel, rng, avoid=self.grown[i])
 
-    def __call__(self, i: int, kind: int, rng: np.random.Generator) -> tuple[np.ndarray, Box | None]:
-        """(the crop as this row trains on it, the painted box or None). Paintings are made
-        once and kept: one counterfactual per scan, and `bank` control variants per scan, one
-        drawn each time (so later epochs cost no inpainting)."""
+    def implant(self, host: int, donor: int, rng: np.random.Generator,
+                tumour: bool = True) -> tuple[np.ndarray, Box]:
+        """(host crop with donor's grown tumour box pasted in (`paste`), or with `tumour`
+        False a healthy patch of the donor of that size, the box it went to). The patch goes to
+        the box's own relative position, else to a random place, with its corners and centre in
+        the host's head; when none fits, to its own position anyway."""
+        box = self.grown[donor]
+        if box is None:
+            raise ValueError(f"scan {donor} has no tumour box to implant")
+        rel = np.array(box, float) / self.side
+        src = box if tumour else place_control(self.head(donor), rel, rng, avoid=box)
+        if src is None:                    # no healthy patch of that size: the tumour's own place
+            src = box
+        dst = place_control(self.head(host), rel, rng) or box
+        return paste(self.crops[host], self.crops[donor], src, dst), dst
+
+    def __call__(self, i: int, kind: int, rng: np.random.Generator,
+                 donor: int = -1) -> tuple[np.ndarray, Box | None]:
+        """(the crop as this row trains on it, the painted or implanted box or None). Paintings
+        are made once and kept: one counterfactual per scan, and `bank` control variants per
+        scan, one drawn each time (so later epochs cost no inpainting); implants (`donor` the
+        tumour scan) are made anew each time."""
+        if kind in (IMPLANT, IMPLANT_CONTROL):
+            return self.implant(i, donor, rng, tumour=kind == IMPLANT)
         if kind == PLAIN:
             return self.crops[i], None
         if kind == LESION_OUT and self.grown[i] is None:

@@ -46,7 +46,7 @@ from .core import Run, Split, class_group_weights, crops_and_boxes, finalise, lr
 from .distill import Teacher, distill_loss
 from .guidance import box_penalty
 from .pack import Pack, boxes_in_crop, is_pack, resized
-from .paint import LESION_OUT, Painter, Plan, plan_epoch
+from .paint import IMPLANT, IMPLANT_CONTROL, LESION_OUT, Painter, Plan, plan_epoch
 from .recipes import RECIPES
 
 log = logging.getLogger("train")
@@ -60,6 +60,10 @@ def add_signal_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of boxed tumour scans also trained painted out as notumor (train.paint)")
     p.add_argument("--paint-share", type=float,
                    help="share of each epoch's samples painted (counterfactuals + balancing controls)")
+    p.add_argument("--implant", type=float,
+                   help="per no-tumour scan, this many boxed tumours pasted into no-tumour scans in "
+                        "their look, labelled as the tumour, and as many healthy patches pasted "
+                        "as controls (train.paint)")
     p.add_argument("--notumor-repeat", type=int,
                    help="each no-tumour scan this many times an epoch (room for its control paintings)")
     p.add_argument("--guidance", type=float,
@@ -310,12 +314,13 @@ def painted_batch(painter: Painter, plan: Plan, preset: TrainPreset, acquisition
     crops, others, masks, guided = [], [], np.zeros((len(rows), 1, side, side), np.float32), []
     for j, r in enumerate(rows):
         i, kind = int(plan.index[r]), int(plan.kind[r])
-        crop, _ = painter(i, kind, rng)
+        crop, pasted = painter(i, kind, rng, -1 if plan.donor is None else int(plan.donor[r]))
         crops.append(look(crop, i, rng) if look is not None else crop)
         if views:
             others.append(look(crop, i, rng, force=True))
-        box = painter.grown[i]
-        keep = box is not None and kind != LESION_OUT and plan.label[r] != painter.notumor
+        box = pasted if kind == IMPLANT else painter.grown[i]
+        keep = (box is not None and kind not in (LESION_OUT, IMPLANT_CONTROL)
+                and plan.label[r] != painter.notumor)
         if keep:
             masks[j, 0] = loc.box_mask((side, side), box)
         guided.append(keep)
@@ -490,7 +495,7 @@ def plan_for(painter: Painter, labels: np.ndarray, cfg: dict, epoch: int) -> Pla
     boxed = np.array([b is not None for b in painter.grown])
     return plan_epoch(labels, boxed, CLASSES.index("notumor"), cfg.get("counterfactual") or 0.0,
                       cfg.get("paint_share") or 0.0, np.random.default_rng([cfg["seed"], epoch, 17]),
-                      notumor_repeat=cfg.get("notumor_repeat") or 1)
+                      notumor_repeat=cfg.get("notumor_repeat") or 1, implant=cfg.get("implant") or 0.0)
 
 
 @dataclass(frozen=True)
@@ -522,7 +527,8 @@ def start_run(cfg: dict) -> tuple[torch.device, Path]:
 
 
 def painting(cfg: dict) -> bool:
-    return bool(cfg.get("counterfactual") or cfg.get("paint_share") or cfg.get("guidance"))
+    return bool(cfg.get("counterfactual") or cfg.get("paint_share") or cfg.get("guidance")
+                or cfg.get("implant"))
 
 
 def load_data(cfg: dict) -> Data:
@@ -555,7 +561,7 @@ def load_data(cfg: dict) -> Data:
     t0 = time.time()
     painter = None
     if painting(cfg) and not isinstance(train_preset, TrainPreset):
-        raise SystemExit("--counterfactual/--paint-share/--guidance need --augment 1")
+        raise SystemExit("--counterfactual/--paint-share/--guidance/--implant need --augment 1")
     fingerprints = (None, None)
     if pack is not None:
         train_crops = resized(pack.train_crops[keep_t], crop_size)
