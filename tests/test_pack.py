@@ -87,18 +87,19 @@ def test_a_held_out_source_never_reaches_the_pack(tmp_path):
 
 
 def test_training_from_a_pack_with_loader_workers(boxed, tmp_path):
-    """The lesion signals trained from a pack by two loader workers: the run finishes and its
-    checkpoint records the pack's fingerprints."""
+    """The lesion signals and implants trained from a pack by two loader workers: the run
+    finishes and its checkpoint records the pack's fingerprints."""
     pack_path = tmp_path / "pack.npz"
     meta = write_pack(boxed, pack_path, 32, PROTOCOL, workers=1)
     out = tmp_path / "run"
     run([sys.executable, "-m", "train", "--data", str(pack_path), "--out", str(out), *ARGS,
          "--epochs", "1", "--counterfactual", "0.3", "--paint-share", "0.6", "--notumor-repeat", "2",
-         "--guidance", "1", "--acquisition", "1", "--precision", "fp32", "--loader-workers", "2"],
-        tmp_path)
+         "--guidance", "1", "--acquisition", "1", "--implant", "0.5", "--precision", "fp32",
+         "--loader-workers", "2"], tmp_path)
     row = json.loads((out / "history.json").read_text())[-1]
     assert 0 <= row["train_outside_box"] <= 1 and math.isfinite(row["train_loss"])
-    assert "from the pack" in (out / "log.txt").read_text()
+    log = (out / "log.txt").read_text()
+    assert "from the pack" in log and '"implant control": {"glioma": 0' in log
     from brainmri.checkpoint import load_checkpoint
     _, ckpt_meta = load_checkpoint(out / "model.safetensors")
     assert ckpt_meta["data"]["train"] == meta["fingerprints"]["train"]
