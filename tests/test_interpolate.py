@@ -40,8 +40,9 @@ def test_the_cli_writes_a_loadable_midpoint(tiny_data, tmp_path):
         update_metadata(path, args={"seed": 0, "val_fraction": 0.25})
     out = tmp_path / "mid.safetensors"
     result = main(argparse.Namespace(a=a, b=b, alpha=0.5, data=tiny_data, out=out, batch_size=8,
-                                     bn_statistics="interpolate"))
+                                     bn_statistics="interpolate", name="mid"))
     model, meta = load_checkpoint(out)
+    assert meta["name"] == "mid" != load_checkpoint(b)[1].get("name")
     want = interpolate(load_checkpoint(a)[0].state_dict(), load_checkpoint(b)[0].state_dict(), 0.5)
     got = model.state_dict()
     assert got.keys() == want.keys()

@@ -60,6 +60,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, required=True, help="0: A, 1: B")
     p.add_argument("--data", type=Path, required=True, help="for the validation split (temperature)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--name", help="the new checkpoint's name, which its results are filed under "
+                                   "(default: B's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--bn-statistics", choices=BN_STATISTICS, default="interpolate",
                    help="batch-norm running statistics: interpolated, or recomputed on B's "
@@ -103,6 +105,8 @@ def main(args: argparse.Namespace) -> dict:
     splits = run_splits(args.data, train_args)
     val = splits.val
     meta = {**meta_b, "calibration": {"temperature": 1.0, "fitted_on": "val"}}
+    if getattr(args, "name", None):
+        meta["name"] = args.name
     weights = set(model_b.state_dict())
     if args.bn_statistics != "interpolate":
         if args.bn_statistics == "training":
