@@ -7,6 +7,7 @@
 #     PLAN=loso HOLDOUT=figshare scripts/gpu_train.sh OUT   # protocol 2 (.gpu/pack-loso-figshare.npz)
 #     PLAN=distill scripts/gpu_train.sh OUT       # baseline stage 6's L and L-cf (logs/baseline-stage6/rule.md)
 #     PLAN=members scripts/gpu_train.sh OUT       # rule v11's members of R1 (logs/confident/rule.md)
+#     PLAN=members MEMBER_NAME=loso-RI EXTRA="--implant 1" scripts/gpu_train.sh OUT   # rule v15's
 # Reads .gpu/pack.npz (python -m train.pack data) and .gpu/imagenet-int8.safetensors
 # (python -m train.pack weights). Times one epoch of each run, then sizes each run to fit
 # BUDGET seconds of epochs by the rule's formula, trains both side by side, and leaves in OUT:
@@ -78,10 +79,11 @@ fi
 if [[ ${PLAN:-stage10} == members ]]; then
   # Rule v11 (logs/confident/rule.md): R1's command (PLAN=loso1) again with seeds MEMBER_SEEDS
   # on R1's own validation split (--split-seed 0), each returned rounded to 8 bits (train.pack
-  # checkpoint): two members fit the 64 MiB of files a call brings back.
+  # checkpoint): two members fit the 64 MiB of files a call brings back. Rule v15's members
+  # add EXTRA="--implant 1" under MEMBER_NAME=loso-RI.
   pack=${PACK:-.gpu/pack-loso1.npz}; status=0
   for seed in ${MEMBER_SEEDS:-1 2}; do
-    name=loso-R1-s$seed
+    name=${MEMBER_NAME:-loso-R1}-s$seed
     say "training $name"
     train "$name" "${LOSO_EPOCHS:-15}" "${r50[@]}" --data "$pack" --holdout-source sartaj-br35h \
       --holdout-classes meningioma --loader-workers 14 --seed "$seed" --split-seed 0 --name "$name"; s1=$?
