@@ -133,6 +133,9 @@ def main(args: argparse.Namespace) -> dict:
     save_checkpoint(args.out, model_b, meta, extra=extra)
     result = {"alpha": args.alpha, "val_accuracy": accuracy, "n": len(val), "temperature": temperature}
     log.info("%s", result)
+    log.info("%s carries %s's not-an-MRI and familiarity detectors, fitted on other features: refit "
+             "them (python -m train.fit_ood %s --write; then train.fit_familiarity) before scoring it",
+             args.out, args.b, args.out)
     return result
 
 
