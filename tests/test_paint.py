@@ -173,3 +173,21 @@ def test_plan_with_implants_adds_them_and_their_controls_and_keeps_the_rest():
         assert (plan.kind[rest] == k).sum() == (base.kind == k).sum()
     assert set(plan.counts(["g", "m", "n", "p"])) == {"plain", "lesion out", "control", "implant",
                                                        "implant control"}
+
+
+def test_an_implant_row_is_guided_to_where_the_tumour_went_and_its_control_is_not():
+    import torch
+    from brainmri.models import ARCHS
+    from brainmri.presets import TrainPreset
+    from train.paint import Plan
+    from train.train import painted_batch
+    donor, box = crop_with_lesion(0)
+    host = np.array(synthetic.scan(9, size=96, lesion=False))
+    painter = Painter(np.stack([donor, host]), [box, None], grow=0.0, notumor=NOTUMOR)
+    plan = Plan(np.array([1, 1]), np.array([IMPLANT, IMPLANT_CONTROL]), np.array([0, NOTUMOR]),
+                np.array([0, 0]))
+    preset = TrainPreset(eval=ARCHS["baseline"].preset(96))
+    x, y, masks, guided = painted_batch(painter, plan, preset, None, {}, None, range(2),
+                                        np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert x.shape[0] == 2 and y.tolist() == [0, NOTUMOR] and guided.tolist() == [True, False]
+    assert masks[0].sum() > 0 and masks[1].sum() == 0

@@ -303,8 +303,9 @@ def plain_batch(crops, labels, preset, cfg, acquisition, look: LookSwap | None, 
 
 def painted_batch(painter: Painter, plan: Plan, preset: TrainPreset, acquisition, cfg,
                   look: LookSwap | None, rows: range, rng: np.random.Generator, gen: torch.Generator):
-    """The plan's `rows` (a `train.paint.Plan`): each row's crop painted as its kind says, warped
-    with its grown tumour box (the guidance mask, on boxed tumour rows that keep their tumour),
+    """The plan's `rows` (a `train.paint.Plan`): each row's crop painted or implanted as its kind
+    says, warped with its grown tumour box (the guidance mask, on boxed tumour rows that keep
+    their tumour; on an implant, the box it was pasted into),
     intensity-jittered, then `acquisition` (train.augment) -> (x, y, masks, guided); with
     `look`, crops rendered in another source's look at its rate (`train.augment.LookSwap`),
     and with cfg["consistency"] each painted crop's view in another source's look appended
