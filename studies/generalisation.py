@@ -631,7 +631,8 @@ def ensemble_table(result: dict) -> str:
             own = s["own_mean"]
             lines.append(f"| {k} | {name} | {s['n']} | {cell(s['agree'])} | "
                          f"{s['mean_probability_accuracy']:.1%} | {own['share']:.1%} ({own['right']:.1%}) | "
-                         f"{cell(s['unanimous'])} | {cell(s['first_checked'])} |")
+                         f"{cell(s['unanimous'])} | "
+                         f"{cell(s['first_checked']) if 'first_checked' in s else '-'} |")  # before v13: none
     k, sets = list(result["by_size"].items())[-1]
     for name, s in sets.items():
         if "every_wrong" not in s:                   # written before rule v13's outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from argparse import Namespace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -422,3 +423,17 @@ def test_bn_prior_scores_under_its_own_name(folder, tmp_path, monkeypatch):
                                       bn_prior=16.0))[0]
     assert r["model"] == "loso-T-bn16" and (tmp_path / "out" / "loso-T-bn16.json").is_file()
     assert r["sets"]["loso"]["n"] > 0
+
+
+def test_every_committed_ensemble_result_prints_its_table():
+    """`--table` on the ensemble JSONs the docs name, those written before rule v13 added the
+    first member's check included (their column reads '-')."""
+    root = Path(__file__).resolve().parent.parent / "logs" / "eval" / "generalisation"
+    results = sorted(root.glob("ensemble-*.json"))
+    assert results
+    for path in results:
+        table = generalisation.ensemble_table(json.loads(path.read_text()))
+        assert table.count("\n|") >= 3, path
+    old = json.loads((root / "ensemble-loso-E4-s0-x4.json").read_text())
+    assert "first_checked" not in old["by_size"]["4"]["val"]
+    assert "| 4 | val |" in generalisation.ensemble_table(old)
