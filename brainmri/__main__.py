@@ -88,7 +88,7 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        predictor = Predictor.from_checkpoint(checkpoint, args.device)
+        predictor = Predictor.from_checkpoint(checkpoint, args.device, checked=True)
     except CheckpointError as error:
         parser.error(str(error))
     items = find_images(args.paths)

@@ -17,7 +17,7 @@ from .cam import LABELS
 from .checkpoint import INTENDED_USE
 from .classes import class_label
 from .models import ARCHS, MODEL_LABELS
-from .outcomes import LOW_CONFIDENCE, UNFAMILIAR, Outcome
+from .outcomes import CHECKERS_DISAGREE, LOW_CONFIDENCE, UNFAMILIAR, Outcome
 from .protocols import DESCRIPTIONS
 
 
@@ -31,7 +31,7 @@ def model_card(engines: Mapping[str, object], classes: Sequence[str]) -> str:
              "the care of a person.",
              "**Classes.** " + ", ".join(f"{class_label(c)} (`{c}`)" for c in classes) + ".",
              DATA_NOTE]
-    parts += [model_section(name, engine.meta) for name, engine in engines.items()]
+    parts += [model_section(name, engine.meta, checker_metas(engine)) for name, engine in engines.items()]
     parts += [runs_on(engines), limitations(engines)]
     return "\n\n".join(part for part in parts if part)
 
@@ -172,8 +172,35 @@ def familiarity_line(info: dict) -> str:
     return line
 
 
-def model_section(name: str, meta: dict) -> str:
-    """Markdown for one checkpoint from its own metadata (nothing repeated elsewhere)."""
+def checker_metas(engine) -> list[dict]:
+    """The metadata of the checkpoints that check `engine`'s confident answers (none: [])."""
+    predictor = getattr(engine, "predictor", engine)          # a Batcher wraps a Predictor
+    return [c.meta for c in getattr(predictor, "checkers", ())]
+
+
+def checkers_line(checkers: Sequence[dict]) -> str:
+    """Markdown: the checkers of a checkpoint and what the checked outcome was measured to do,
+    from their metadata (`python -m train.checkers`)."""
+    checks = checkers[0].get("checks") or {}
+    names = ", ".join(f"`{m.get('name', '?')}` ({m.get('recipe', '?')}, "
+                      f"{(m.get('preset') or {}).get('size', '?')} px)" for m in checkers)
+    line = (f"- Checked by {len(checkers)} model(s) trained on the same split: {names}"
+            + (f", chosen by {checks['rule']}" if checks.get("rule") else "")
+            + f". A {Outcome.CONFIDENT.value} answer stays so only when every checker gives its "
+            f"class; else **{Outcome.CAUTION.words.lower()}** (reason `{CHECKERS_DISAGREE.code}`). "
+            "The class, probabilities and map shown are this model's alone")
+    measured = checks.get("measured") or {}
+    if measured.get("sets"):
+        key = Outcome.CONFIDENT.value
+        line += (f". Measured with them ({measured.get('by', 'studies.generalisation --checked')}): "
+                 + "; ".join(f"{name}: {100 * m[key]:.1f}% confident, accuracy of confident answers "
+                             f"{100 * m['right']:.1f}%" for name, m in measured["sets"].items()))
+    return line
+
+
+def model_section(name: str, meta: dict, checkers: Sequence[dict] = ()) -> str:
+    """Markdown for one checkpoint from its own metadata (nothing repeated elsewhere), and from
+    its checkers' (`checkers_line`) when it has them."""
     preset = meta.get("preset", {})
     lines = [f"### {MODEL_LABELS.get(name, name)} (`{meta.get('name', name)}`)",
              f"- Architecture: `{meta.get('arch', '?')}`; input {preset.get('size', '?')} px, "
@@ -196,6 +223,8 @@ def model_section(name: str, meta: dict) -> str:
                         f"at the {100 * ood.get('quantile', 0):.1f}th percentile of validation scans"))
     if "familiarity" in meta:
         lines.append(familiarity_line(meta["familiarity"]))
+    if checkers:
+        lines.append(checkers_line(checkers))
     if meta.get("cam_scores"):
         best = meta.get("default_cam", "gradcam")
         scores = ", ".join(f"{LABELS.get(m, m)}{' (default)' if m == best else ''} {100 * v:.0f}%"

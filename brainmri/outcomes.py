@@ -13,8 +13,8 @@ Every answer ends in one `Outcome`:
 
 A `Reason` has a stable `code` (for programs: API results, CSV files), the outcome it leads
 to, and one sentence a student understands (for people). The rules that find reasons are the
-small functions below (`input_reasons`, `caution_reasons`); other checks add their own (the
-service adds `DISAGREE` when two models differ). `decide` turns whatever was found into the
+small functions below (`input_reasons`, `caution_reasons`, `checker_reasons`); other checks
+add their own (the service adds `DISAGREE` when two models differ). `decide` turns whatever was found into the
 outcome; it never changes when a reason is added.
 """
 from __future__ import annotations
@@ -100,6 +100,9 @@ LOW_CONFIDENCE = define("low_confidence", Outcome.CAUTION,
                         "The model is unsure: its top probability is below the level at which "
                         "its answers were measured to be reliable.")
 DISAGREE = define("models_disagree", Outcome.CAUTION, "The models give different answers for this scan.")
+CHECKERS_DISAGREE = define("checkers_disagree", Outcome.CAUTION,
+                           "The models trained to check this one give another class ({classes}), "
+                           "so the answer may not hold.")
 
 DEFAULT_MIN_CONFIDENCE = 0.6    # a checkpoint without a familiarity detector: caution under this
 
@@ -151,6 +154,17 @@ def caution_reasons(top_probability: float, familiarity: float = math.nan,
     if top_probability < min_confidence:
         found.append(LOW_CONFIDENCE)
     return tuple(found)
+
+
+def checker_reasons(label: str, checker_labels: Iterable[str]) -> tuple[Reason, ...]:
+    """The caution about a confident answer `label` when a checking model gives another class
+    (rule v18 of logs/confident/rule.md: stage 10's confident answer stands only when every
+    checker gives its class), the other classes named as people read them."""
+    from .classes import class_label
+    other = [c for c in dict.fromkeys(checker_labels) if c != label]
+    if not other:
+        return ()
+    return (CHECKERS_DISAGREE.fill(classes=", ".join(class_label(c).lower() for c in other)),)
 
 
 def shown(outcome: Outcome, label: str | None,

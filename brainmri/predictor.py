@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -75,6 +75,14 @@ def default_device() -> torch.device:
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+CHECKERS = "checkers"      # <folder>/checkers/<name>/*.safetensors check <folder>/<name>.safetensors
+
+
+def checker_paths(path: str | Path) -> list[Path]:
+    """The checkpoints that check the confident answers of the checkpoint at `path`: every
+    `<its folder>/checkers/<its stem>/*.safetensors`, in name order ([] when there are none)."""
+    path = Path(path)
+    return sorted((path.parent / CHECKERS / path.stem).glob("*.safetensors"))
 
 
 class Predictor:
@@ -83,13 +91,15 @@ class Predictor:
     def __init__(self, model, meta: dict, device: torch.device,
                  ood: MahalanobisOOD | KNNOOD | None = None, fold_bn: bool = True,
                  path: Path | None = None, precision: str = "auto",
-                 familiarity: fam.Familiarity | None = None):
+                 familiarity: fam.Familiarity | None = None,
+                 checkers: Sequence["Predictor"] = ()):
         """`fold_bn` folds batch-norm into the convolutions (same outputs, a faster forward:
         `brainmri.models.fold_batch_norm`); `path` is the checkpoint it came from, if any.
         `precision`: "bf16" runs the trunk under bfloat16 autocast on a GPU; "fp32" and
         "auto" never do: "auto" is float32 (why: docs/gpu.md).
         `familiarity`: the detector behind `Prediction.familiarity` and the outcome; the trunk's
-        stages are wrapped in `familiarity.Tap` (no hooks) so one pass gives its statistics."""
+        stages are wrapped in `familiarity.Tap` (no hooks) so one pass gives its statistics.
+        `checkers`: predictors of the same classes that check each confident answer (`check`)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.meta, self.device, self.path = meta, torch.device(device), path
@@ -105,14 +115,24 @@ class Predictor:
         self.taps = familiarity.taps if familiarity is not None else fam.default_taps(self.model.trunk)
         fam.add_taps(self.model.trunk, self.taps)
         self.default_method = meta.get("default_cam", "gradcam")
+        self.checkers = tuple(checkers)
+        for c in self.checkers:
+            if c.classes != self.classes:
+                raise ValueError(f"checker {c.name!r} has classes {c.classes}, expected {self.classes}")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
-                        fold_bn: bool = True, precision: str = "auto") -> "Predictor":
+                        fold_bn: bool = True, precision: str = "auto",
+                        checked: bool = False) -> "Predictor":
+        """The checkpoint at `path`; `checked`: with its checkers (`checker_paths`), as the app
+        and the batch command answer. Without them, the checkpoint's own outcome (what the
+        studies measure of one checkpoint)."""
         device = torch.device(device) if device is not None else default_device()
         model, meta = load_checkpoint(path, device="cpu")
+        checkers = ([cls.from_checkpoint(p, device, fold_bn, precision) for p in checker_paths(path)]
+                    if checked else [])
         return cls(model, meta, device, load_detector(path, meta), fold_bn, Path(path), precision,
-                   fam.from_checkpoint(path, meta))
+                   fam.from_checkpoint(path, meta), checkers)
 
     @property
     def name(self) -> str:
@@ -272,7 +292,31 @@ class Predictor:
         batch = torch.stack([p.tensor for p in prepared])
         (logits, acts), taps = self.recorded(batch, lambda: self.logits_and_features(batch))
         pooled = acts.mean(dim=(2, 3))
-        return [self.prediction(logits, pooled, i, p, taps) for i, p in enumerate(prepared)]
+        return self.check([self.prediction(logits, pooled, i, p, taps) for i, p in enumerate(prepared)],
+                          prepared)
+
+    def check(self, predictions: Sequence[Prediction], prepared: Sequence[Prepared]) -> list[Prediction]:
+        """`predictions` of `prepared` with each confident one checked by `checkers`: each
+        answers the same picture (its own preset on `Prepared.grey`) and any other class makes
+        the answer "caution" (`outcomes.checker_reasons`). The checkers run only on confident
+        answers; nothing else changes (class, probabilities, map)."""
+        out = list(predictions)
+        todo = [i for i, p in enumerate(out) if p.outcome is outcomes.Outcome.CONFIDENT]
+        if not self.checkers or not todo:
+            return out
+        answers = [c.labels([prepared[i].grey for i in todo]) for c in self.checkers]
+        for k, i in enumerate(todo):
+            found = outcomes.checker_reasons(out[i].label, [a[k] for a in answers])
+            if found:
+                verdict = outcomes.decide(out[i].reasons + found)
+                out[i] = replace(out[i], outcome=verdict.outcome, reasons=verdict.reasons)
+        return out
+
+    def labels(self, greys: Sequence[np.ndarray]) -> list[str]:
+        """The predicted class of each picture, from one trunk pass (no outcome, no map)."""
+        batch = torch.stack([self.preset.prepare(g).tensor for g in greys])
+        logits, _ = self.logits_and_features(batch)
+        return [self.classes[i] for i in predicted(logits)]
 
     def predict(self, image: ImageSource) -> Prediction:
         return self.predict_batch([image])[0]
@@ -305,11 +349,13 @@ class Predictor:
             batch, [method], lambda lg: [self.target_index(target, lg, i) for i in range(len(lg))]),
             probe=cams.METHODS[method].path != "fast")
         maps = maps[method]
+        checked = self.check([self.prediction(logits, pooled, i, p, taps) for i, p in enumerate(prepared)],
+                             prepared)
         out = []
         for i, p in enumerate(prepared):
             heat = to_input_pixels(maps[i], p)
-            out.append(Explanation(self.prediction(logits, pooled, i, p, taps), method,
-                                   self.classes[targets[i]], heat, blend(p.grey, heat, alpha), p.grey))
+            out.append(Explanation(checked[i], method, self.classes[targets[i]], heat,
+                                   blend(p.grey, heat, alpha), p.grey))
         return out
 
     def explain(self, image: ImageSource, method: str | None = None,

@@ -140,7 +140,8 @@ class Service:
     def from_folder(cls, folder: str | Path, device=None, names: Sequence[str] | None = None,
                     warmup: bool = True, batch: int = 1, max_wait_ms: float = 5.0,
                     workers: int = 1) -> "Service":
-        """Load `<folder>/<name>.safetensors` for each name that exists (at least one must);
+        """Load `<folder>/<name>.safetensors` for each name that exists (at least one must),
+        each with its checkers (`predictor.checker_paths`: `<folder>/checkers/<name>/`);
         `names` defaults to every registered architecture, in registry order.
         With `batch` > 1 each model sits behind a `Batcher`: concurrent requests share one
         forward pass (up to `batch` images, gathered for at most `max_wait_ms`), with `workers`
@@ -153,7 +154,7 @@ class Service:
         if not found:
             raise FileNotFoundError(f"no checkpoints in {folder}: expected "
                                     + " and/or ".join(p.name for p in paths.values()))
-        engines = {n: Predictor.from_checkpoint(p, device) for n, p in found.items()}
+        engines = {n: Predictor.from_checkpoint(p, device, checked=True) for n, p in found.items()}
         if batch > 1:
             engines = {n: Batcher(e, max_batch=batch, max_wait_ms=max_wait_ms, workers=workers)
                        for n, e in engines.items()}

@@ -5,7 +5,8 @@
     python -m brainmri.space someone/brainmri --stage /tmp/space   # copy the files there, no upload
 
 The Space gets `app.py`, the library (`brainmri/*.py`), `requirements.txt`, one checkpoint per
-registered model found in `--checkpoints` (as `checkpoints/<name>.safetensors`), the example scans with their attribution, and a README.md made here with the Space's front
+registered model found in `--checkpoints` (as `checkpoints/<name>.safetensors`) with its checkers
+(`checkpoints/checkers/<name>/`), the example scans with their attribution, and a README.md made here with the Space's front
 matter. The upload goes through `huggingface_hub` (installed with gradio), which stores the
 checkpoints over 10 MB with the hub's large-file storage; it needs a token with write access
 (`huggingface-cli login` or HF_TOKEN). Research and education only.
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .models import ARCHS
+from .predictor import checker_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = Path("checkpoints")             # where the app looks, in the repository and the Space
@@ -48,12 +50,16 @@ repository. Example scans: `examples/ATTRIBUTION.md`.
 
 def checkpoint_files(folder: Path) -> dict[Path, Path]:
     """`checkpoints/<name>.safetensors` in the Space -> `<folder>/<name>.safetensors`, for each
-    registered model whose checkpoint is in `folder`. Raises FileNotFoundError when none is."""
+    registered model whose checkpoint is in `folder`, and its checkers
+    (`checkpoints/checkers/<name>/*.safetensors`: `predictor.checker_paths`). Raises
+    FileNotFoundError when no checkpoint is there."""
     found = {CHECKPOINTS / f"{n}.safetensors": folder / f"{n}.safetensors" for n in ARCHS}
     found = {dest: src for dest, src in found.items() if src.is_file()}
     if not found:
         raise FileNotFoundError("a Space needs a checkpoint: none of "
                                 + ", ".join(f"{n}.safetensors" for n in ARCHS) + f" in {folder}")
+    for src in list(found.values()):
+        found.update({CHECKPOINTS / c.relative_to(folder): c for c in checker_paths(src)})
     return found
 
 

@@ -56,6 +56,10 @@ when they answer differently, neither is confident) and writes `pair-<A>-<B>.jso
 they agree, each one's confident answers alone and those that stay confident in the comparison,
 and the answers both mark confident, agreeing; each with how many are right.
 
+`--checked` scores each checkpoint with the checkers installed beside it (`train.checkers`), as
+the app and the batch command answer: its outcome is then the checked one (rule v18 of
+logs/confident/rule.md), written as `<model>-checked.json`.
+
 `--ensemble` scores N checkpoints of one recipe, protocol and validation split (`python -m train
 --split-seed`) under rule v10's condition U (logs/confident/rule.md): confident when every member
 marks its own answer confident and all agree, and rule v13's condition A: confident when the
@@ -136,6 +140,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", action="store_true",
                    help="two checkpoints of one protocol: also score them as the app's comparison "
                         "(pair-A-B.json: answers differing are both caution)")
+    p.add_argument("--checked", action="store_true",
+                   help="score each checkpoint with its installed checkers, as the app answers "
+                        "(train.checkers; results written as <model>-checked.json)")
     p.add_argument("--ensemble", action="store_true",
                    help="checkpoints of one recipe, protocol and validation split: also score "
                         "rule v10's unanimous outcome (ensemble-A-xN.json)")
@@ -197,8 +204,10 @@ def score_set(predictor: Predictor, samples, sources: dict[str, str], batch_size
             rows["label"].append(smp.label)
             rows["probs"].append([pred.probabilities[c] for c in predictor.classes])
             rows["probs_inverted"].append(pi.tolist())
-            # "": no familiarity detector, so `confident_mask` applies its own min_top rule
-            rows["outcome"].append(pred.outcome.value if predictor.familiarity is not None else "")
+            # "": no familiarity detector and no checkers, so `confident_mask` applies its own
+            # min_top rule (the predictor's default floor, the same number)
+            rows["outcome"].append(pred.outcome.value if predictor.familiarity is not None
+                                   or predictor.checkers else "")
             rows["is_mri"].append(pred.is_mri)
             rows["brightness"].append(float(inside.mean()) if inside.numel() else 0.0)
             rows["framing"].append(framing_of(p))
@@ -516,7 +525,13 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
     top-probability floor (for `pair_summary`)."""
     bn_prior = getattr(args, "bn_prior", None)
     # Batch-norm is folded into the convolutions for speed; adapting it needs the layers.
-    predictor = Predictor.from_checkpoint(path, device=args.device, fold_bn=bn_prior is None)
+    checked = getattr(args, "checked", False)
+    predictor = Predictor.from_checkpoint(path, device=args.device, fold_bn=bn_prior is None,
+                                          checked=checked)
+    if checked:
+        if not predictor.checkers:
+            raise SystemExit(f"--checked: no checkers installed for {path} (train.checkers)")
+        predictor.meta["name"] = f"{predictor.name}-checked"
     if bn_prior is not None:
         log.info("%s: %d batch-norm layers adapted to each scan (prior %g)", predictor.name,
                  prior_batch_norm(predictor.model, bn_prior), bn_prior)
@@ -556,6 +571,7 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
         keep.update(scored=scored, min_top=min_top)
     return {
         "checkpoint": str(path), "model": result_name(predictor.name, holdout),
+        "checked": checked, "checkers": [c.name for c in predictor.checkers],
         "holdout_source": holdout, "holdout_classes": margs.get("holdout_classes"),
         "confident_rule": "checkpoint outcome" if predictor.familiarity is not None
                           else f"is_mri and top probability >= {min_top}",

@@ -437,3 +437,43 @@ def test_every_committed_ensemble_result_prints_its_table():
     old = json.loads((root / "ensemble-loso-E4-s0-x4.json").read_text())
     assert "first_checked" not in old["by_size"]["4"]["val"]
     assert "| 4 | val |" in generalisation.ensemble_table(old)
+
+
+def test_checked_scores_the_apps_outcome_and_it_is_the_ensembles_a(folder, tmp_path, monkeypatch):
+    """--checked loads the checkers installed beside a checkpoint (`train.checkers`) and scores
+    the outcome the app gives; on the same checkpoints it is --ensemble's condition A."""
+    import torch
+    from brainmri.models import last_linear
+    from train import checkers
+
+    monkeypatch.chdir(tmp_path)
+    split = {"train": {"sha256": "t"}, "val": {"sha256": "v"}}
+
+    def tiny(name, seed, scale, lean=0.0):
+        path = make_tiny_checkpoint(tmp_path / f"{name}.safetensors", "baseline", seed=seed)
+        model, meta = load_checkpoint(path)
+        with torch.no_grad():                       # sharper answers: some confident, some not
+            last_linear(model).weight.mul_(scale)
+            last_linear(model).bias.mul_(scale)
+            last_linear(model).bias[-1] += lean     # leaning to the last class: flips the closer calls
+        meta.update(args={"val_fraction": 0.34, "seed": 0}, name=name, data=split)
+        return save_checkpoint(path, model, meta)
+
+    # c1: main's answers (the same weights, less sharp); c2: main's, but where it is not sure
+    main, c1, c2 = tiny("main", 0, 1000.0), tiny("c1", 0, 1.0), tiny("c2", 0, 1000.0, lean=5.0)
+    out = tmp_path / "out"
+    generalisation.main(Namespace(checkpoints=[main, c1, c2], data=folder, out=out, batch_size=8,
+                                  limit=0, threads=1, device="cpu", ensemble=True))
+    a = json.loads((out / "ensemble-main-x3.json").read_text())["by_size"]["3"]
+    with pytest.raises(SystemExit, match="no checkers installed"):
+        generalisation.main(Namespace(checkpoints=[main], data=folder, out=out, batch_size=8, limit=0,
+                                      threads=1, device="cpu", checked=True))
+    checkers.install(main, [c1, c2], "a test")
+    r = generalisation.main(Namespace(checkpoints=[main], data=folder, out=out, batch_size=8, limit=0,
+                                      threads=1, device="cpu", checked=True))[0]
+    assert r["model"] == "main-checked" and r["checked"] and r["checkers"] == ["c1", "c2"]
+    assert (out / "main-checked.json").is_file()
+    for name in ("val", "clean"):
+        assert r["sets"][name]["confident"] == pytest.approx(a[name]["first_checked"], nan_ok=True)
+    alone = json.loads((out / "main.json").read_text())["sets"]
+    assert any(0 < r["sets"][n]["confident"]["n"] < alone[n]["confident"]["n"] for n in ("val", "clean"))
