@@ -490,3 +490,26 @@ def test_a_phone(setup, browser):
         for name, doc in DOCS.items():
             if (OUT / name).is_file():
                 shutil.copyfile(OUT / name, ROOT / "docs" / doc)
+
+
+CHECKED = "Te-gl_0023.jpg"     # a clean Testing glioma the shipped ResNet-50 calls confidently, one checker meningioma
+
+
+def test_an_answer_its_checkers_doubt_is_not_shown_as_confident(setup, browser):
+    url, real = setup
+    scan = Path(os.environ.get("BRAINMRI_DATA", "-")) / "brain-tumor-mri" / "Testing" / "glioma" / CHECKED
+    if not real or not scan.is_file():
+        pytest.skip("needs the shipped checkpoints and BRAINMRI_DATA (a real scan the checkers doubt)")
+    page = open_page(browser, url)
+    try:
+        drop(page, scan)                               # the ResNet-50 is the model offered first
+        headline = page.locator("#headline")
+        expect(headline).to_contain_text(ANSWER)
+        expect(headline).to_contain_text("Treat with caution")
+        expect(headline).to_contain_text("The models trained to check this one give another class")
+        expect(headline).to_contain_text("Glioma")
+        # The About page says what "confident" means for this model now.
+        page.get_by_role("tab", name="About").click()
+        expect(page.locator("#card")).to_contain_text("Checked by 2 model(s) trained on the same split")
+    finally:
+        page.close()

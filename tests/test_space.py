@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from brainmri import space
+from brainmri.predictor import checker_paths
 from tests.appserver import ROOT, free_port, stop_app
 
 
@@ -24,6 +25,8 @@ def test_dry_run_lists_the_files_and_sizes():
     assert {"app.py", "requirements.txt", "README.md", "brainmri/service.py",
             "checkpoints/resnet50.safetensors", "examples/ATTRIBUTION.md"} <= set(listed)
     assert not any(p.startswith(("tests/", "train/", "docs/", ".")) for p in listed)
+    checkers = checker_paths(ROOT / "checkpoints" / "resnet50.safetensors")
+    assert {p.relative_to(ROOT).as_posix() for p in checkers} <= set(listed)
     assert lines[-1].startswith(f"{len(listed)} files, ") and "MB in all" in lines[-1]
     assert all(line.rstrip().endswith(("KB", "MB")) for line in lines[:-1])
 
