@@ -787,7 +787,8 @@ pituitary tumour) or none. It colours the parts of the picture that pushed its g
 copies of each other, so it is often wrong on pictures from elsewhere. Every tumour it saw was
 on one kind of MRI picture (T1-weighted), so on other kinds (T2, FLAIR) it can miss a tumour
 and still sound sure. It says *treat with caution* when a picture is unlike the ones it learnt
-from or when it hesitates, and refuses pictures that do not look like a brain MRI slice. **It is
+from, when it hesitates, or when the models trained to check it give another answer, and
+refuses pictures that do not look like a brain MRI slice. **It is
 a teaching and research tool: it must never be used to decide anything about a person's
 health.**
 
@@ -809,6 +810,9 @@ health.**
   the model, above which an input is refused.
 - **Familiarity**: how much a picture resembles the training pictures of the class the model
   chose; too little means *treat with caution*.
+- **Checkers**: other models trained on the same pictures (for less time, on smaller pictures),
+  asked about each answer the model is sure of; if any gives another class, the answer becomes
+  *treat with caution*.
 - **Checkpoint**: the saved model: its learnt numbers plus what it was trained on and measured to do.
 """
 

@@ -511,5 +511,6 @@ def test_an_answer_its_checkers_doubt_is_not_shown_as_confident(setup, browser):
         # The About page says what "confident" means for this model now.
         page.get_by_role("tab", name="About").click()
         expect(page.locator("#card")).to_contain_text("Checked by 2 model(s) trained on the same split")
+        expect(page.locator("#about")).to_contain_text("the models trained to check it give another answer")
     finally:
         page.close()
