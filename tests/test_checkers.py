@@ -194,3 +194,13 @@ def test_a_space_carries_the_checkers(tmp_path):
         "checkpoints/checkers/resnet50/made-0.safetensors", "checkpoints/checkers/resnet50/made-1.safetensors",
         "checkpoints/resnet50.safetensors"]
     assert all(src.is_file() for src in files.values())
+
+
+def test_the_benchmark_times_a_click_with_and_without_the_checkers(tmp_path):
+    from benchmarks import checkers as bench
+    folder = folder_with(tmp_path, "glioma", ["glioma", "meningioma"])
+    text = bench.main(["--checkpoint", str(folder / "resnet50.safetensors"), "--count", "2", "--repeats", "2"])
+    assert "| Click, with its 2 checkers (as the app answers) |" in text
+    assert "2 of 2 answered confidently by the model alone" in text
+    with pytest.raises(SystemExit):
+        bench.main(["--checkpoint", str(answering(tmp_path / "alone.safetensors", "glioma")), "--count", "2"])
