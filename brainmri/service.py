@@ -168,12 +168,15 @@ class Service:
                 close()
 
     def warmup(self) -> None:
-        """One forward (and explanation) per model, so the first user does not pay for it."""
+        """One forward (and explanation) per model, and one per checker (which the warm-up scan,
+        not a confident answer, would not reach), so the first user does not pay for them."""
         ramp = np.tile(np.linspace(0, 255, 64, dtype=np.float32), (64, 1))
         yy, xx = np.mgrid[-1:1:64j, -1:1:64j]
         scan = np.where(xx ** 2 + yy ** 2 < 0.7, 60 + ramp * 0.5, 0).astype(np.uint8)
         for engine in self.engines.values():
             engine.explain(scan)
+            for checker in getattr(getattr(engine, "predictor", engine), "checkers", ()):
+                checker.labels([scan])
 
     @property
     def models(self) -> list[str]:

@@ -204,3 +204,13 @@ def test_the_benchmark_times_a_click_with_and_without_the_checkers(tmp_path):
     assert "2 of 2 answered confidently by the model alone" in text
     with pytest.raises(SystemExit):
         bench.main(["--checkpoint", str(answering(tmp_path / "alone.safetensors", "glioma")), "--count", "2"])
+
+
+def test_the_service_warms_the_checkers_up(tmp_path):
+    folder = folder_with(tmp_path, "glioma", ["meningioma"], margin=0.0)   # never confident
+    svc = Service.from_folder(folder, device="cpu", warmup=False)
+    asked = []
+    checker = svc.engines["resnet50"].checkers[0]
+    checker.labels = lambda greys: asked.append(len(greys)) or ["meningioma"] * len(greys)
+    svc.warmup()
+    assert asked == [1]
