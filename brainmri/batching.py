@@ -44,6 +44,11 @@ class _Request:
 _STOP = object()
 
 
+def predictor_of(engine):
+    """The `Predictor` an engine runs: a Batcher's own, else the engine itself."""
+    return getattr(engine, "predictor", engine)
+
+
 class Batcher:
     """A thread-safe engine with `Predictor.explain`'s signature and results.
 

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .batching import predictor_of
 from .cam import LABELS
 from .checkpoint import INTENDED_USE
 from .classes import class_label
@@ -40,7 +41,7 @@ def runs_on(engines: Mapping[str, object]) -> str:
     """Markdown: where each model runs and in which number format ("" if no engine says)."""
     where, gpu = [], False
     for name, engine in engines.items():
-        predictor = getattr(engine, "predictor", engine)          # a Batcher wraps a Predictor
+        predictor = predictor_of(engine)
         device = getattr(predictor, "device", None)
         if device is None:
             continue
@@ -174,8 +175,7 @@ def familiarity_line(info: dict) -> str:
 
 def checker_metas(engine) -> list[dict]:
     """The metadata of the checkpoints that check `engine`'s confident answers (none: [])."""
-    predictor = getattr(engine, "predictor", engine)          # a Batcher wraps a Predictor
-    return [c.meta for c in getattr(predictor, "checkers", ())]
+    return [c.meta for c in getattr(predictor_of(engine), "checkers", ())]
 
 
 def checkers_line(checkers: Sequence[dict]) -> str:

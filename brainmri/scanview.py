@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from . import outcomes
+from .batching import predictor_of as unwrap
 from .classes import class_label
 from .models import MODEL_LABELS
 from .outcomes import Outcome
@@ -110,7 +111,7 @@ def predictor_of(service: Service, model: str):
     engine = service.engines.get(model)
     if engine is None:
         raise ValueError(f"unknown model {model!r}; loaded: {', '.join(service.engines)}")
-    return getattr(engine, "predictor", engine)
+    return unwrap(engine)
 
 
 def view_read(service: Service, scan: Scan, model: str, method: str | None = None,

@@ -21,6 +21,7 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from . import card, outcomes, texts
+from .batching import predictor_of
 from .cam import HOOK_FREE, canonical_method
 from .classes import class_label
 from .io import ImageSource, describe, load_image
@@ -175,7 +176,7 @@ class Service:
         scan = np.where(xx ** 2 + yy ** 2 < 0.7, 60 + ramp * 0.5, 0).astype(np.uint8)
         for engine in self.engines.values():
             engine.explain(scan)
-            for checker in getattr(getattr(engine, "predictor", engine), "checkers", ()):
+            for checker in getattr(predictor_of(engine), "checkers", ()):
                 checker.labels([scan])
 
     @property

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from brainmri.batching import Batcher
+from brainmri.batching import Batcher, predictor_of
 from brainmri.io import ImageLoadError
 from brainmri.overlay import colourise
 from brainmri.predictor import Predictor
@@ -209,3 +209,10 @@ def test_hook_based_methods_run_one_batch_at_a_time(predictors, monkeypatch):
 def test_workers_must_be_positive(predictors):
     with pytest.raises(ValueError, match="workers must be at least 1"):
         Batcher(predictors["baseline"], workers=0)
+
+
+def test_predictor_of_finds_the_predictor_behind_a_batcher(predictors):
+    predictor = predictors["baseline"]
+    with Batcher(predictor) as batcher:
+        assert predictor_of(batcher) is predictor
+    assert predictor_of(predictor) is predictor
