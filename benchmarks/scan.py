@@ -7,7 +7,8 @@ the scan's finding and its chosen slice's map, against 24 separate forward passe
 Prints a markdown table (machine, date, load) per device: the floor (24 forwards at batch 1,
 `channels_last`, batch-norm folded), the scan (`read_scan` of the .zip + `classify_scan` in
 batches of 16, with the chosen slice's default map), and for context the single-slice way
-(`Predictor.predict` on each slice in turn). Target: the scan under 4x the floor. Medians over
+(`Predictor.predict` on each slice in turn); where the checkpoint has checkers, the scan as the
+app answers it, checked. Target: the scan under 4x the floor. Medians over
 repeats, taken in turn. Slices: `--slices` files from `--images`, as greyscale 512x512, or
 synthetic 512 px scans; written as one DICOM series by pydicom.
 """
@@ -23,6 +24,7 @@ from PIL import Image
 
 from brainmri.io import load_image, to_grey
 from brainmri.models import default_model
+from brainmri.outcomes import Outcome
 from brainmri.predictor import Predictor
 from brainmri.scanmode import classify_scan
 from brainmri.scans import read_scan
@@ -74,15 +76,21 @@ def main(argv: list[str] | None = None) -> str:
         ckpt = checkpoints(args.checkpoints, Path(scratch))[name]
         for device in targets:
             p = Predictor.from_checkpoint(ckpt.path, device)
+            checked = Predictor.from_checkpoint(ckpt.path, device, checked=True)
             slices = read_scan(data).slices
             floor = floor_fn(p, 1)
             result = {}
 
             def scan(_):
                 result["r"] = classify_scan(p, read_scan(data), args.batch_size)
-            times = interleaved({"floor": lambda i: [floor(k) for k in range(n)], "scan": scan,
-                                 "single": lambda i: [p.predict(s) for s in slices]},
-                                args.repeats, device=device)
+
+            def scan_checked(_):
+                result["checked"] = classify_scan(checked, read_scan(data), args.batch_size)
+            cases = {"floor": lambda i: [floor(k) for k in range(n)], "scan": scan,
+                     "single": lambda i: [p.predict(s) for s in slices]}
+            if checked.checkers:
+                cases["checked"] = scan_checked
+            times = interleaved(cases, args.repeats, device=device)
             t = {k: Timing.of(v) for k, v in times.items()}
             ratio = t["scan"].median / t["floor"].median
             r = result["r"]
@@ -97,11 +105,21 @@ def main(argv: list[str] | None = None) -> str:
                       f"{ratio:.2f}x floor | < {TARGET:g}x floor | {'yes' if ratio < TARGET else '**no**'} |",
                       f"| For context: `Predictor.predict` on each slice in turn | "
                       f"{t['single'].median:.0f} | {t['single'].best:.0f} | "
-                      f"{t['single'].median / t['floor'].median:.2f}x floor |  |  |",
-                      "", f"Scan result: {sum(s.brain for s in r.slices)} of {n} slices classified, "
-                          f"finding {r.finding or '-'}, chosen slice {r.chosen}. "
-                          f"Load average after: {load()}"]
-            del p
+                      f"{t['single'].median / t['floor'].median:.2f}x floor |  |  |"]
+            if "checked" in t:
+                c = t["checked"]
+                confident = sum(s.prediction is not None and s.prediction.outcome is Outcome.CONFIDENT
+                                for s in r.slices)
+                lines += [f"| Scan mode as the app answers: with its {len(checked.checkers)} checkers "
+                          f"(on the {confident} of {n} slices the model alone marks confident) | {c.median:.0f} | {c.best:.0f} | "
+                          f"{c.median / t['floor'].median:.2f}x floor | < {TARGET:g}x floor | "
+                          f"{'yes' if c.median / t['floor'].median < TARGET else '**no**'} |"]
+            lines += ["", f"Scan result: {sum(s.brain for s in r.slices)} of {n} slices classified, "
+                          f"finding {r.finding or '-'}, chosen slice {r.chosen}"
+                          + (f"; checked: finding {result['checked'].finding or '-'}, chosen slice "
+                             f"{result['checked'].chosen}" if "checked" in result else "")
+                          + f". Load average after: {load()}"]
+            del p, checked
     return report(lines, args.out)
 
 

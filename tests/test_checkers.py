@@ -214,3 +214,11 @@ def test_the_service_warms_the_checkers_up(tmp_path):
     checker.labels = lambda greys: asked.append(len(greys)) or ["meningioma"] * len(greys)
     svc.warmup()
     assert asked == [1]
+
+
+def test_the_scan_benchmark_times_scan_mode_as_the_app_answers(tmp_path):
+    from benchmarks import scan as bench
+    folder = folder_with(tmp_path, "glioma", ["glioma", "meningioma"])
+    text = bench.main(["--checkpoints", str(folder), "--slices", "2", "--repeats", "1", "--devices", "cpu"])
+    assert "| Scan mode as the app answers: with its 2 checkers (on the 2 of 2 slices" in text
+    assert "checked: finding glioma" in text
