@@ -22,7 +22,6 @@ from typing import Callable
 import numpy as np
 
 from . import outcomes
-from .batching import predictor_of as unwrap
 from .classes import class_label
 from .models import MODEL_LABELS
 from .outcomes import Outcome
@@ -101,17 +100,8 @@ def view_scan(service: Service, source, model: str, method: str | None = None, a
     single upload would be. Raises ImageLoadError (`SeriesChoice` when the user must pick a
     series) or ValueError with a user-safe message."""
     start = time.perf_counter()
-    predictor_of(service, model)                         # an unknown model before any reading
+    service.predictor(model)                             # an unknown model before any reading
     return view_read(service, read_scan(source, series, axis), model, method, alpha, progress, start)
-
-
-def predictor_of(service: Service, model: str):
-    """The `Predictor` behind `model` (behind a Batcher: the predictor itself); ValueError
-    naming the loaded models for an unknown one."""
-    engine = service.engines.get(model)
-    if engine is None:
-        raise ValueError(f"unknown model {model!r}; loaded: {', '.join(service.engines)}")
-    return unwrap(engine)
 
 
 def view_read(service: Service, scan: Scan, model: str, method: str | None = None,
@@ -119,7 +109,7 @@ def view_read(service: Service, scan: Scan, model: str, method: str | None = Non
               start: float | None = None) -> ScanView:
     """`view_scan` on a scan already read (`start`: when reading began, for `time_ms`)."""
     start = time.perf_counter() if start is None else start
-    predictor = predictor_of(service, model)
+    predictor = service.predictor(model)
     result = classify_scan(predictor, scan, progress=progress, explain=False)
     chosen = (service.classify(scan.slices[result.chosen], model, method, alpha=alpha)
               if result.chosen is not None else None)

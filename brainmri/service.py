@@ -215,6 +215,11 @@ class Service:
             raise ValueError(f"unknown model {model!r}; loaded: {', '.join(self.engines)}")
         return self.engines[model]
 
+    def predictor(self, model: str):
+        """The `Predictor` behind `model` (behind a Batcher: the predictor itself); ValueError
+        naming the loaded models for an unknown one."""
+        return predictor_of(self._engine(model))
+
     def _target(self, target: str | None) -> str | None:
         if target in (None, "", PREDICTED):
             return None

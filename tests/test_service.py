@@ -198,6 +198,10 @@ def test_from_folder_batches_concurrent_requests(tmp_path):
     try:
         assert isinstance(svc.engines["resnet50"], Batcher)
         assert svc.engines["resnet50"].workers == 2
+        assert svc.predictor("resnet50") is svc.engines["resnet50"].predictor
+        assert plain.predictor("resnet50") is plain.engines["resnet50"]
+        with pytest.raises(ValueError, match="unknown model 'nope'; loaded: resnet50"):
+            svc.predictor("nope")
         images = [scan(seed=s, size=64) for s in range(6)]
         before = svc.engines["resnet50"].batches
         with ThreadPoolExecutor(6) as pool:
