@@ -4,6 +4,7 @@ brightness and framing, with how far "confident" holds on each.
     python -m studies.generalisation checkpoints/resnet50.safetensors runs/loso-A/model.safetensors \\
         --data ../shared/data --out logs/eval/generalisation
     python -m studies.generalisation --table logs/eval/generalisation/*.json     # print again
+    python -m studies.generalisation --table ... --intervals   # how sure: Wilson intervals
 
 For each checkpoint the splits are rebuilt as it was trained (`brainmri.protocols`, with the
 run's `holdout_source` / `holdout_classes` when it held a source out). Sets scored: `val`,
@@ -80,6 +81,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 
 from brainmri.classes import CLASSES
 from brainmri.familiarity import held_out_floor
@@ -94,6 +96,7 @@ log = logging.getLogger("generalisation")
 HEAD = 0.04            # intensity (of 1) above which a pixel counts as head for `brightness`
 LOOSE = 0.2            # "loosely stable": the inverted scan gives the plain answer at least this
 TARGET = 0.9           # the accuracy "confident" should hold (`coverage_at_90`)
+LEVEL = 0.95           # `--intervals`: the confidence level of the Wilson intervals
 LOOK_TAUS = (0.96, 0.88, 0.8)   # look-decided: the answer's look share at least this (rule v4)
 BOUND_CONTRAST = "t1"           # rule v5's bound: confident only on scans hand-labelled this
 BOUND_PLANE = "axial"           # rule v7's bound: "no tumour" confident only on scans labelled this
@@ -124,6 +127,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="folder holding brain-tumor-mri/ (or it)")
     p.add_argument("--table", type=Path, nargs="+", default=[], metavar="JSON",
                    help="print the tables of results already written (no scoring)")
+    p.add_argument("--intervals", action="store_true",
+                   help="with --table: print instead how sure each confident-right share is "
+                        "(right k of n, Wilson interval)")
     p.add_argument("--out", type=Path, default=Path("logs/eval/generalisation"))
     p.add_argument("--labels", type=Path, default=Path("logs/labels/plane_contrast.csv"),
                    help="hand-set plane and contrast labels (CSV; logs/labels/README.md)")
@@ -361,6 +367,52 @@ def held(mask: np.ndarray, right: np.ndarray) -> dict:
     """The answers `mask` marks: their share of the set, their number, and how many are right."""
     return {"share": float(mask.mean()), "n": int(mask.sum()),
             "right": float(right[mask].mean()) if mask.any() else float("nan")}
+
+
+def interval(h: dict, level: float = LEVEL) -> tuple[int, float, float] | None:
+    """How many of a `held` result's answers are right, and the Wilson interval of their share
+    at `level` (scipy's `binomtest`); None when it holds no answer."""
+    if not h["n"]:
+        return None
+    k = int(round(h["right"] * h["n"]))
+    ci = binomtest(k, h["n"]).proportion_ci(confidence_level=level, method="wilson")
+    return k, float(ci.low), float(ci.high)
+
+
+def sure_row(name: str, set_name: str, condition: str, h: dict) -> str:
+    """One row of `intervals_table`: the answers marked confident, right k of n, the interval,
+    and where `TARGET` stands against it."""
+    got = interval(h)
+    if got is None:
+        return f"| {name} | {set_name} | {condition} | 0 | - | - | - |"
+    k, low, high = got
+    where = "above" if low >= TARGET else "below" if high < TARGET else "inside"
+    return (f"| {name} | {set_name} | {condition} | {h['n']} | {k} ({h['right']:.1%}) | "
+            f"{low:.1%} - {high:.1%} | {where} |")
+
+
+def intervals_table(results: list[dict]) -> str:
+    """How sure the "confident right" figures are: for each result's sets, the answers marked
+    confident (a model's own; an ensemble's U and A at each size), how many are right, the
+    Wilson interval at `LEVEL`, and whether `TARGET` lies below, inside or above it."""
+    lines = [f"| model or members | set | confident | n | right | {LEVEL:.0%} interval | "
+             f"{TARGET:.0%} is |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "by_size" in r:
+            for k, sets in r["by_size"].items():
+                names = ", ".join(r["models"][:int(k)])
+                for set_name, s in sets.items():
+                    lines.append(sure_row(names, set_name, "U, unanimous", s["unanimous"]))
+                    if "first_checked" in s:                        # before v13: none
+                        lines.append(sure_row(names, set_name, "A, first checked", s["first_checked"]))
+        elif "models" in r:
+            for set_name, s in r["sets"].items():
+                lines.append(sure_row(" vs ".join(r["models"]), set_name, "both, agreeing",
+                                      s["both_confident"]))
+        else:
+            for set_name, s in r["sets"].items():
+                lines.append(sure_row(r["model"], set_name, "own", s[Outcome.CONFIDENT.value]))
+    return "\n".join(lines)
 
 
 def cell(h: dict) -> str:
@@ -785,6 +837,9 @@ def main(args: argparse.Namespace) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if getattr(args, "table", None):
         results = [json.loads(path.read_text()) for path in args.table]
+        if getattr(args, "intervals", False):
+            print(intervals_table(results))
+            return results
         singles = [r for r in results if "models" not in r]      # not a pair's or an ensemble's
         print("\n\n".join([*([table(singles)] if singles else []),
                             *((ensemble_table if "by_size" in r else pair_table)(r)

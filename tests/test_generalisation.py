@@ -439,6 +439,34 @@ def test_every_committed_ensemble_result_prints_its_table():
     assert "| 4 | val |" in generalisation.ensemble_table(old)
 
 
+def test_intervals_say_how_sure_each_confident_right_share_is(capsys):
+    """--intervals: right k of n and the Wilson interval (the closed form), with where 90% lies;
+    for a model's own answers, a comparison's and an ensemble's U and A, from committed JSONs."""
+    n, k, z = 75, 67, 1.959963984540054
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    got = generalisation.interval({"n": n, "right": p, "share": 0.5})
+    assert got[0] == k and np.allclose(got[1:], [(centre - half) / (1 + z * z / n),
+                                                 (centre + half) / (1 + z * z / n)])
+    assert generalisation.interval({"n": 0, "right": float("nan"), "share": 0.0}) is None
+    assert generalisation.sure_row("m", "loso", "own", {"n": n, "right": p, "share": 1}).endswith(
+        "| 75 | 67 (89.3%) | 80.3% - 94.5% | inside |")
+    assert generalisation.sure_row("m", "val", "own", {"n": 400, "right": 0.99, "share": 1}).endswith("above |")
+    assert generalisation.sure_row("m", "loso", "own", {"n": 99, "right": 80 / 99, "share": 1}).endswith("below |")
+    assert generalisation.sure_row("m", "loso", "own", {"n": 0, "right": float("nan"), "share": 0}).endswith(
+        "| 0 | - | - | - |")
+    root = Path(__file__).resolve().parent.parent / "logs" / "eval" / "generalisation"
+    paths = [root / name for name in ("loso-R1-s0.json", "pair-loso-R1-loso-K1.json",
+                                      "ensemble-loso-E4-s0-x4.json", "ensemble-loso-R1-s0-RI-x4.json")]
+    results = generalisation.main(Namespace(table=paths, intervals=True))
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert "| loso-R1-s0 | loso_training | own | 99 | 80 (80.8%) | 72.0% - 87.4% | below |" in rows
+    old, new = (sum(len(sets) for sets in r["by_size"].values()) for r in results[2:])
+    assert len(rows) == len(results[0]["sets"]) + len(results[1]["sets"]) + old + 2 * new
+    assert sum("| both, agreeing |" in r for r in rows) == len(results[1]["sets"])
+    assert sum("| A, first checked |" in r for r in rows) == new      # E4-s0-x4 predates A
+
+
 def test_checked_scores_the_apps_outcome_and_it_is_the_ensembles_a(folder, tmp_path, monkeypatch):
     """--checked loads the checkers installed beside a checkpoint (`train.checkers`) and scores
     the outcome the app gives; on the same checkpoints it is --ensemble's condition A."""
