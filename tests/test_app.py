@@ -301,20 +301,16 @@ def test_an_upload_over_the_size_limit_is_refused_by_the_handler(client, tmp_pat
     assert time.perf_counter() - start < 30           # the upload itself, on a slow machine
 
 
-def test_a_huge_image_is_refused_from_its_header(client, tmp_path):
-    """An 8000x8000 PNG costs no more than any refusal (an empty file's): the header decides.
-    Under 2 s, or three times an empty file's refusal on a busy machine."""
-    path, empty = tmp_path / "huge.png", tmp_path / "empty.png"
+def test_a_huge_image_is_refused_from_its_header(client, scan_file, tmp_path):
+    """An 8000x8000 PNG is refused through the app, saying its size, and the next upload is
+    answered. That the header alone decides is tested in test_io (no pixel decoded); what it
+    costs against any refusal is timed by `python -m benchmarks.reading`."""
+    path = tmp_path / "huge.png"
     Image.new("L", (8000, 8000), 30).save(path)
-    empty.write_bytes(b"")
-    start = time.perf_counter()
-    with pytest.raises(AppError, match="empty"):
-        classify(client, empty)
-    any_refusal = time.perf_counter() - start
-    start = time.perf_counter()
     with pytest.raises(AppError, match="8000x8000 pixels, over the limit"):
         classify(client, path)
-    assert time.perf_counter() - start < max(2.0, 3 * any_refusal)
+    *_, result = classify(client, scan_file)
+    assert result["label"] in CLASSES
 
 
 @pytest.mark.parametrize("content, message", [

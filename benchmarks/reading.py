@@ -1,0 +1,80 @@
+"""Reading an upload before any model runs: what a refusal costs, and what a large picture
+costs, against an ordinary scan's read.
+
+    python -m benchmarks.reading --images ../shared/data/brain-tumor-mri/Testing --repeats 20
+
+Times `brainmri.service.load_slice` (the app's reading: `load_image`, larger pictures reduced
+while decoded) on an empty file (any refusal: the upload checks alone), an ordinary scan
+(`--images`' first file, or a synthetic 512 px JPEG), a 4000x4000 PNG (under the pixel cap:
+decoded and reduced), and an 8000x8000 PNG (a valid picture over the cap). Target: the
+picture over the cap is refused from its header, so it costs no more than reading an ordinary
+scan and under 100 ms, whatever its size. Medians over repeats, taken in turn.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+
+import numpy as np
+from PIL import Image
+
+from brainmri.io import ImageLoadError
+from brainmri.service import load_slice
+
+from .context import report, scan_files
+from .timing import Timing, interleaved, load, machine
+
+TARGET_MS = 100.0
+
+
+def png(side: int) -> bytes:
+    """A valid greyscale PNG of `side` x `side` (a smooth ramp: small to store, real to decode)."""
+    ramp = np.linspace(0, 255, side, dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(np.tile(ramp, (side, 1))).save(out, "PNG")
+    return out.getvalue()
+
+
+def read(data: bytes) -> str:
+    """`load_slice` on `data`: "read WxH" or the refusal's words."""
+    try:
+        return "read {}x{}".format(*load_slice(data).size)
+    except ImageLoadError as e:
+        return f"refused: {e}"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reading", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--images", default=None, help="folder of scans (its first file is read); synthetic if not given")
+    parser.add_argument("--repeats", type=int, default=20, help="repeats per measurement")
+    parser.add_argument("--out", default=None, help="also write the markdown here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = get_args_parser().parse_args(argv)
+    info = machine()
+    files, _ = scan_files(args.images, 1)
+    source = f"the first file under {args.images}" if args.images else "a synthetic 512x512 JPEG"
+    ordinary, over = "an ordinary scan", "an 8000x8000 PNG (over the cap)"
+    cases = {"an empty file (any refusal)": b"", ordinary: files[0],
+             "a 4000x4000 PNG (under the cap)": png(4000), over: png(8000)}
+    said = {name: read(data) for name, data in cases.items()}
+    t = {name: Timing.of(v) for name, v in
+         interleaved({name: (lambda i, d=data: read(d)) for name, data in cases.items()}, args.repeats).items()}
+    met = t[over].median < min(TARGET_MS, t[ordinary].median)
+    lines = ["# brainmri reading benchmark", "", f"- date: {info['date']}", f"- CPU: {info['cpu']}",
+             f"- ordinary scan: {source}; repeats: {args.repeats} (medians, taken in turn)", f"- load average at start: {load()}", "",
+             "| upload | size | median ms | fastest ms | what the app does | target | met |",
+             "|---|---:|---:|---:|---|---|---|"]
+    for name, data in cases.items():
+        lines.append(f"| {name} | {len(data) / 2**10:.0f} KiB | {t[name].median:.1f} | {t[name].best:.1f} | "
+                     f"{said[name][:80]} | "
+                     + (f"< {TARGET_MS:g} ms and < the ordinary scan's | {'yes' if met else '**no**'} |"
+                        if name == over else " |  |"))
+    return report(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()
