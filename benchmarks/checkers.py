@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> str:
         torch.set_num_threads(args.threads)
     if not checker_paths(args.checkpoint):
         parser.error(f"{args.checkpoint} has no checkers installed (python -m train.checkers)")
-    alone = Predictor.from_checkpoint(args.checkpoint, args.device)
     checked = Predictor.from_checkpoint(args.checkpoint, args.device, checked=True)
+    alone = checked.alone()
     files, source = scan_files(args.images, args.count)
     method = cams.canonical_method(alone.default_method)
     confident = sum(alone.predict(f).outcome is Outcome.CONFIDENT for f in files)

@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> str:
         name = default_model()
         ckpt = checkpoints(args.checkpoints, Path(scratch))[name]
         for device in targets:
-            p = Predictor.from_checkpoint(ckpt.path, device)
             checked = Predictor.from_checkpoint(ckpt.path, device, checked=True)
+            p = checked.alone()
             slices = read_scan(data).slices
             floor = floor_fn(p, 1)
             result = {}

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -133,6 +134,13 @@ class Predictor:
                     if checked else [])
         return cls(model, meta, device, load_detector(path, meta), fold_bn, Path(path), precision,
                    fam.from_checkpoint(path, meta), checkers)
+
+    def alone(self) -> "Predictor":
+        """This predictor without its checkers: the same loaded model, answering as one
+        checkpoint does (what the studies measure), beside the checked one."""
+        single = copy.copy(self)
+        single.checkers = ()
+        return single
 
     @property
     def name(self) -> str:

@@ -90,6 +90,19 @@ def test_a_checker_that_disagrees_makes_the_answer_caution_and_changes_nothing_e
     assert e1.target == e0.target == "glioma"
 
 
+def test_alone_answers_as_the_checkpoint_without_its_checkers_on_the_same_model(tmp_path):
+    image = np.asarray(scan(seed=4, size=96))
+    folder = folder_with(tmp_path, "glioma", ["meningioma"])
+    checked = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu", checked=True)
+    alone = checked.alone()
+    assert alone.model is checked.model and alone.checkers == () and len(checked.checkers) == 1
+    unloaded = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu").predict(image)
+    answer = alone.predict(image)
+    assert (answer.label, answer.probabilities, answer.outcome, answer.reasons) == (
+        unloaded.label, unloaded.probabilities, Outcome.CONFIDENT, ())
+    assert checked.predict(image).reasons == (CHECKERS_DISAGREE,)
+
+
 def test_checkers_that_agree_leave_a_confident_answer_confident(tmp_path):
     checked = Predictor.from_checkpoint(folder_with(tmp_path, "pituitary", ["pituitary", "pituitary"])
                                         / "resnet50.safetensors", "cpu", checked=True)
