@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from brainmri.cam import LABELS, canonical_method  # noqa: E402
 from brainmri.classes import CLASSES  # noqa: E402
 
 
@@ -62,7 +63,8 @@ def class_distributions(datasets: dict, path: Path) -> None:
 
 
 def prediction_grid(predictor, paths, labels, pred, n: int, path: Path, seed: int = 0) -> None:
-    """Random correct (top row) and incorrect (bottom row) predictions with their heatmaps."""
+    """Random correct (top row) and incorrect (bottom row) predictions with the heatmaps of the
+    checkpoint's default method (named in the title)."""
     rng = np.random.default_rng(seed)
     rows = []
     for want in (True, False):
@@ -80,7 +82,8 @@ def prediction_grid(predictor, paths, labels, pred, n: int, path: Path, seed: in
                 ax.imshow(e.overlay)
                 ax.set_title(f"true {CLASSES[labels[i]]}\npred {e.prediction.label}", fontsize=7,
                              color="green" if r == 0 else "red")
-    fig.suptitle("correct (top) and incorrect (bottom) predictions, Grad-CAM overlay", fontsize=9)
+    method = LABELS[canonical_method(predictor.default_method)]
+    fig.suptitle(f"correct (top) and incorrect (bottom) predictions, {method} overlay", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
