@@ -6,7 +6,7 @@ The data lacks no-tumour scans of the planes, slice levels and collections that 
 scans come from, so a model can tell "tumour" from the level and the collection alone. For a
 boxed training scan, painting the tumour out (its box grown by `grow` x the crop's side,
 filled by `brainmri.localisation.paint_out`, OpenCV's Telea inpainting, as
-`train.lesion_masked` measures) gives such a scan: a **counterfactual**, labelled `notumor`.
+`studies.lesion_masked` measures) gives such a scan: a **counterfactual**, labelled `notumor`.
 
 A painted patch must not become the cue for `notumor`. So every class also gets **control
 paintings**, the label kept: a box drawn from the training tumour boxes' own sizes and
