@@ -16,7 +16,6 @@ and a summary are saved next to the CSV (`<out>.json`). Research and education o
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -49,9 +48,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"CAM method for --cams ({', '.join(METHODS)}); default: the checkpoint's")
     c.add_argument("--alpha", type=float, default=0.45, help="overlay opacity, 0..1")
     c.add_argument("--report", default=None, metavar="DIR",
-                   help="also write a one-page PDF report per readable scan into this folder "
+                   help="also write a PDF report per readable image into this folder "
                         "(scan, overlay, probabilities, model and method, outcome, date; "
-                        "one more forward pass each)")
+                        "one more forward pass each); a whole scan's has its chosen slice's page "
+                        "and the finding along its slices (one per series)")
     c.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     c.add_argument("--workers", type=int, default=2, help="threads decoding images and writing overlays")
     c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; default: cuda if present")
@@ -125,25 +125,38 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def write_reports(predictor, items, folder: str | Path, method: str | None, alpha: float) -> int:
-    """One PDF per readable item, `<folder>/<item name>.pdf`; returns how many were written
-    (a file that cannot be read already has its error in the CSV)."""
+    """One PDF per readable item, `<folder>/<item name>.pdf`, as the app's report button writes
+    it; a whole scan's (`report.write_scan_report`) per series, `<name>-series<N>.pdf` where it
+    holds several. Returns how many were written (what cannot be read already has its error in
+    the CSV)."""
+    from .batch import _read_scans
     from .io import ImageLoadError
-    from .report import write_report
+    from .report import write_report, write_scan_report
+    from .scanview import view_read
     from .service import Service
-    service = Service({"model": predictor}, warmup=False)
-    written = 0
-    for item in items:
-        if item.scan:                   # a whole scan: its rows are in the CSV, not a report
-            continue
+    key = predictor.meta.get("arch", predictor.name)
+    service = Service({key: predictor}, warmup=False)
+
+    def report(item, where: str, scan) -> bool:
+        name = item.name.with_suffix("")
+        base = Path(folder) / (name.with_suffix("") if item.name.name.endswith(".nii.gz") else name)
+        series = f"-series{where.rsplit('#', 1)[1]}" if "#" in where else ""
+        path, source = base.with_name(f"{base.name}{series}.pdf"), Path(where).name
         try:
-            result = service.classify(item.path, "model", method, alpha=alpha)
+            if scan is None:
+                write_report(service.classify(item.path, key, method, alpha=alpha), path,
+                             source=source, model_name=predictor.name)
+            else:
+                write_scan_report(view_read(service, scan, key, method, alpha), path,
+                                  source=source, model_name=predictor.name)
         except (ImageLoadError, ValueError):
-            continue
-        result = dataclasses.replace(result, model=predictor.meta.get("arch", predictor.name))
-        write_report(result, Path(folder) / item.name.with_suffix(".pdf"), source=item.path.name,
-                     model_name=predictor.name)
-        written += 1
-    return written
+            return False
+        return True
+
+    return sum(report(item, where, scan)
+               for item in items
+               for where, scan in (_read_scans(item) if item.scan else [(str(item.path), None)])
+               if not isinstance(scan, Exception))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,3 +193,15 @@ def test_scans_give_a_row_per_slice_and_one_per_scan(scan_folder, tiny_checkpoin
     assert len(broken) == 1 and broken[0]["slice"] == "scan" and "damaged" in broken[0]["error"]
     summary = json.loads(out.with_suffix(".json").read_text())["summary"]
     assert (summary["images"], summary["scans"], summary["scan_slices"]) == (1, 5, 44)
+
+
+def test_report_covers_whole_scans_one_pdf_per_series(scan_folder, tiny_checkpoints, tmp_path):
+    out, reports = tmp_path / "r.csv", tmp_path / "reports"
+    assert main(["classify", str(scan_folder), "--model", str(tiny_checkpoints["baseline"]),
+                 "--out", str(out), "--report", str(reports), "--no-progress"]) == 0
+    pdfs = {str(p.relative_to(reports)): p.read_bytes() for p in reports.rglob("*.pdf")}
+    assert sorted(pdfs) == ["whole/a.pdf", "whole/head.pdf", "whole/plain.pdf", "whole/series.pdf",
+                            "whole/study-series1.pdf", "whole/study-series2.pdf"]  # not the broken zip
+    assert all(data.startswith(b"%PDF") for data in pdfs.values())
+    assert b"/Count 2" in pdfs["whole/a.pdf"] and b"/Count 1" in pdfs["whole/plain.pdf"]
+    assert json.loads(out.with_suffix(".json").read_text())["summary"]["reports"] == 6
