@@ -4,8 +4,8 @@
     python app.py --checkpoints DIR --examples ../shared/data/brain-tumor-mri/Testing --port 7861
 
 Research and education only; not a medical device. The handlers live in `brainmri.service`;
-this file only lays out components and wires them (every event is an API endpoint, see
-docs/app.md). Safe to import: nothing loads until `build_demo` or `main` runs.
+this file only lays out components and wires them (the public API endpoints are listed in
+docs/app.md; the page's own events are private). Safe to import: nothing loads until `build_demo` or `main` runs.
 """
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ from brainmri.io import MAX_BYTES, ImageLoadError, describe  # noqa: E402
 from brainmri.overlay import upscale, with_colour_bar  # noqa: E402
 from brainmri.report import strip_figure, write_report, write_scan_report  # noqa: E402
 from brainmri.scans import SeriesChoice, is_scan  # noqa: E402
+from brainmri.scanmode import OUTSIDE  # noqa: E402
 from brainmri.scanview import ScanView, compare_scan, view_scan, view_slice  # noqa: E402
 from brainmri.models import MODEL_LABELS  # noqa: E402
 from brainmri.service import PREDICTED, Service, class_label  # noqa: E402
@@ -85,8 +86,9 @@ NO_SLICE = -1               # the slice input's value for 2-D images: the file's
 HEATMAP_SIDE = 1024         # the .npy download's longer side at most (the map's detail is the model's grid)
 DISPLAY_SIDE = 512          # smaller scans are enlarged for display
 # Gradio refuses larger uploads before any handler runs (and the page keeps its last answer);
-# between MAX_BYTES and this, the handler refuses the file from its size, with a message, and
-# the page is cleared.
+# between MAX_BYTES and this, the handler refuses an image from its size, with a message, and
+# the page is cleared; a whole scan (.zip, NIfTI) is read up to this (the command line reads up
+# to brainmri.scans.Limits.upload_bytes).
 UPLOAD_CAP = 4 * MAX_BYTES
 
 try:                                    # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
@@ -279,7 +281,7 @@ class Handlers:
 
         Args:
             scan: the image file: JPEG, PNG, BMP, TIFF, WebP, DICOM or NIfTI.
-            model: "resnet50" or "baseline".
+            model: the key of a loaded model, e.g. "resnet50" (the model card lists them).
             method: the heatmap method, e.g. "gradcam".
             target: the class the heatmap explains, or "predicted".
             alpha: the heatmap's opacity on the scan, 0 to 1.
@@ -501,7 +503,7 @@ def classify_layout(s: Session) -> SimpleNamespace:
                                   interactive=False, elem_id="heatmap", height=240)
                 with gr.Column():
                     heat_file = gr.File(label="Raw heatmap (.npy: float16 in [0, 1], the "
-                                        "scan's pixels, longer side at most 1024)",
+                                        f"scan's pixels, longer side at most {HEATMAP_SIDE})",
                                         interactive=False, height=90, elem_id="heatmap-file")
                     report_run = gr.Button("Make a one-page PDF report", elem_id="report-run")
                     report_file = gr.File(label="Report (PDF)", interactive=False,
@@ -634,8 +636,7 @@ class ScanHandlers:
         if r is None:
             grey = np.asarray(view.scan.slices[index].convert("L"))
             plain = upscale(np.repeat(grey[:, :, None], 3, axis=2), DISPLAY_SIDE)
-            text = f"{view.headline}\n\n---\n\n**Slice {index}:** outside the head (too little " \
-                   "tissue): not classified."
+            text = f"{view.headline}\n\n---\n\n**Slice {index}:** {OUTSIDE}."
             return [text, None, (plain, plain), None, None, view.as_dict(), None]
         found = list(self.h.outputs_of(r, target))
         found[0] = f"{view.headline}\n\n---\n\n**Slice {index}:**\n\n{r.headline}"
@@ -706,7 +707,7 @@ class ScanHandlers:
 
         Args:
             scan: a .zip of one DICOM series, a NIfTI volume (.nii, .nii.gz) or a multi-frame DICOM.
-            model: "resnet50" or "baseline".
+            model: the key of a loaded model, e.g. "resnet50" (the model card lists them).
             method: the heatmap method of the chosen slice, e.g. "gradcam".
             series: for an archive holding several series, the number or key of the one to read.
         """
@@ -734,7 +735,7 @@ def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
     volume gets a slice chooser; an error clears every panel."""
     with gr.Row():
         with gr.Column():
-            gr.Markdown("Both models on the scan in use in the Classify tab, or drop another here.")
+            gr.Markdown("Every loaded model on the scan in use in the Classify tab, or drop another here.")
             c_scan = gr.File(label="Drop another scan to compare", type="filepath",
                              file_count="single", height=110, elem_id="compare-scan")
             c_slice = gr.Slider(NO_SLICE, 0, value=NO_SLICE, step=1, label="Slice",

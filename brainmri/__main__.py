@@ -41,7 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     c.add_argument("--checkpoints", default="checkpoints", help="folder of <name>.safetensors")
     c.add_argument("--out", default="results.csv", help="CSV to write")
     c.add_argument("--cams", default=None, metavar="DIR",
-                   help="also write heatmap overlays (RGB PNG) into this folder")
+                   help="also write heatmap overlays (RGB, format per --cams-format) into this folder")
     c.add_argument("--cams-format", default="png", choices=CAM_FORMATS,
                    help="overlay files: png (lossless) or jpg (quality 95: quicker to write, smaller)")
     c.add_argument("--method", default=None,

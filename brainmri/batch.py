@@ -203,7 +203,7 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
               method: str | None = None, alpha: float = 0.45) -> Iterator[Row]:
     """One row per slice and one per scan (`slice` SCAN_ROW) for a scan item; with `cam`, the
     chosen slice's overlay is written there (`-<series number>` added for several series)."""
-    from .scanmode import classify_scan, ranges
+    from .scanmode import OUTSIDE, classify_scan, ranges
     scans = _read_scans(item)
     for n, (path, scan) in enumerate(scans, start=1):
         if isinstance(scan, Exception):
@@ -217,7 +217,7 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
         for s in result.slices:
             if s.prediction is None:
                 yield Row(path, slice=str(s.index), position=s.position,
-                          note="outside the head (too little tissue): not classified")
+                          note=OUTSIDE)
             else:
                 yield _prediction_row(path, s.prediction, slice=str(s.index), position=s.position)
         outside = sum(not s.brain for s in result.slices)

@@ -8,7 +8,8 @@ the library's map. Methods that need extra forward passes (Score-CAM, Ablation-C
 `reference_cam`, which builds the library's object with its hooks and releases them at once.
 
 "Layer-CAM, 2 layers" (`layercamfused`) is pytorch-grad-cam's Layer-CAM with two target layers,
-the last block and the earlier block whose map has twice its side (ResNet-50's layer2), fused
+the last block and the last earlier block whose map has at least twice its side (`fusion_index`:
+ResNet-50's layer3, or layer2 when layer4 is dilated), fused
 by the library's own mean. The earlier layer's gradient needs a backward through the blocks
 after it (inputs only, no weight gradients, no hooks): finer maps for about twice a forward.
 Where the next block reads the finer map with a stride-2 1x1 convolution (ResNet v1 strides),
@@ -67,6 +68,7 @@ FAST_METHODS = tuple(name for name, m in METHODS.items() if m.path == "fast")
 FUSED_METHODS = tuple(name for name, m in METHODS.items() if m.path == "fused")
 HOOK_FREE = FAST_METHODS + FUSED_METHODS
 CLASS_AGNOSTIC = frozenset(name for name, m in METHODS.items() if m.class_agnostic)
+DEFAULT_METHOD = "gradcam"       # a checkpoint that names no `default_cam`
 
 
 def canonical_method(name: str) -> str:

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .batching import predictor_of
-from .cam import LABELS
+from .cam import DEFAULT_METHOD, LABELS
 from .checkpoint import INTENDED_USE
 from .classes import class_label
 from .models import ARCHS, MODEL_LABELS
@@ -226,7 +226,7 @@ def model_section(name: str, meta: dict, checkers: Sequence[dict] = ()) -> str:
     if checkers:
         lines.append(checkers_line(checkers))
     if meta.get("cam_scores"):
-        best = meta.get("default_cam", "gradcam")
+        best = meta.get("default_cam", DEFAULT_METHOD)
         scores = ", ".join(f"{LABELS.get(m, m)}{' (default)' if m == best else ''} {100 * v:.0f}%"
                            for m, v in sorted(meta["cam_scores"].items(), key=lambda kv: -(kv[1] or 0))
                            if v is not None)

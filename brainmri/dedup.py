@@ -104,7 +104,7 @@ def compute_signatures(paths: Sequence[str | Path], cache: Path | None = None,
 
 
 def candidate_pairs(hashes: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """(M, 2) index pairs i < j whose plain hash shares a 16-bit band with j's plain or mirrored hash."""
+    """(M, 2) index pairs i < j whose plain or mirrored hash shares a 16-bit band with j's plain or mirrored hash."""
     n = len(hashes)
     buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i in np.flatnonzero(ok):

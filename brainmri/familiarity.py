@@ -1,4 +1,4 @@
-"""Is this scan like the training scans of its predicted class? Familiarity, and the three outcomes.
+"""Is this scan like the training scans of its predicted class? Familiarity (the outcomes: `brainmri.outcomes`).
 
 `brainmri.ood` asks "is this a brain MRI slice at all?" on the last block's pooled features.
 Familiarity asks a narrower question of a scan that passed: does its acquisition and

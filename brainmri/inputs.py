@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_BYTES = 50 * 1024 * 1024          # uploads larger than this are refused unread
-# Declared size cap, read from the header before any pixel is decoded: 4096 x 4096, twice the
-# longest side in the Kaggle collection; larger files (and decompression bombs) are refused unread.
+# Declared size cap, read from the header before any pixel is decoded: 4096 x 4096, over twice the
+# longest side in the Kaggle collection (1920 px); larger files (and decompression bombs) are refused unread.
 MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16                         # smaller than this carries no anatomy
 

@@ -115,7 +115,7 @@ class Predictor:
         self.ood, self.familiarity = ood, familiarity
         self.taps = familiarity.taps if familiarity is not None else fam.default_taps(self.model.trunk)
         fam.add_taps(self.model.trunk, self.taps)
-        self.default_method = meta.get("default_cam", "gradcam")
+        self.default_method = meta.get("default_cam", cams.DEFAULT_METHOD)
         self.checkers = tuple(checkers)
         for c in self.checkers:
             if c.classes != self.classes:

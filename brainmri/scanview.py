@@ -30,8 +30,6 @@ from .scans import Scan, read_scan
 from .service import Result, Service, with_reason
 from .texts import DISCLAIMER, REFUSED, percent
 
-OUTSIDE = "outside the head (too little tissue): not classified"
-
 
 @dataclass(frozen=True)
 class ScanView:

@@ -88,7 +88,7 @@ from brainmri.familiarity import held_out_floor
 from brainmri.intensity import invert_head, looks, match_landmarks
 from brainmri.io import ImageLoadError, load_image
 from brainmri.lookprior import DEFAULT_K as LOOK_K, LookPrior, look_features
-from brainmri.outcomes import Outcome
+from brainmri.outcomes import DEFAULT_MIN_CONFIDENCE, Outcome
 from brainmri.predictor import Predictor
 from brainmri.protocols import kaggle_root, run_splits
 
@@ -593,7 +593,7 @@ def evaluate(path: Path, args, keep: dict | None = None) -> dict:
     splits = run_splits(args.data, margs)
     sets = {"val": splits.val, ("loso" if holdout else "clean"): splits.loso if holdout else splits.clean}
     # A run without a familiarity detector: the service's top-probability floor stands in.
-    min_top = float(getattr(predictor.familiarity, "min_confidence", 0.6))
+    min_top = float(getattr(predictor.familiarity, "min_confidence", DEFAULT_MIN_CONFIDENCE))
     scored, labels = {}, read_labels(getattr(args, "labels", None), args.data)
     for name, samples in sets.items():
         samples = evenly(samples, args.limit)

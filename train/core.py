@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import update_bn
 
+from brainmri.cam import DEFAULT_METHOD
 from brainmri.checkpoint import save_checkpoint
 from brainmri.classes import CLASSES
 from brainmri.data import Sample, fingerprint
@@ -195,7 +196,7 @@ def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out:
         "ood": {"method": "mahalanobis-pca", "threshold": ood.threshold, "quantile": quantile,
                 "fitted_on": "train (1500 sampled)", "threshold_on": "val"},
         "metrics": {"val": {"accuracy": val_acc, "loss": val_loss}},
-        "default_cam": "gradcam",
+        "default_cam": DEFAULT_METHOD,
     }
     if run.prior_shift is not None:
         meta["prior_correction"] = {**run.prior_shift, "method": "post-hoc logit adjustment (train.prior)"}
