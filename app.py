@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 
 from brainmri.classes import UnknownClassError, canonical_class  # noqa: E402
 from brainmri.io import MAX_BYTES, ImageLoadError, describe  # noqa: E402
-from brainmri.overlay import upscale, with_colour_bar  # noqa: E402
+from brainmri.overlay import DEFAULT_ALPHA, upscale, with_colour_bar  # noqa: E402
 from brainmri.report import strip_figure, write_report, write_scan_report  # noqa: E402
 from brainmri.scans import SeriesChoice, is_scan  # noqa: E402
 from brainmri.scanmode import OUTSIDE  # noqa: E402
@@ -343,7 +343,7 @@ class Handlers:
         return c.summary, upscale(c.painted.overlay, DISPLAY_SIDE)
 
     @user_errors
-    def report(self, cached, scan=None, model=None, method=None, target=PREDICTED, alpha=0.45,
+    def report(self, cached, scan=None, model=None, method=None, target=PREDICTED, alpha=DEFAULT_ALPHA,
                slice_no=NO_SLICE):
         if (not cached or "result" not in cached) and scan is None:
             raise UserError("Classify a scan first: the report describes its finding.")
@@ -463,7 +463,7 @@ def session(service: Service) -> Session:
                            label="Explanation method", info=service.METHOD_INFO, elem_id="method",
                            render=False),
         target=gr.Dropdown(targets, value=PREDICTED, label="Explain which class", render=False),
-        alpha=gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity",
+        alpha=gr.Slider(0.0, 1.0, value=DEFAULT_ALPHA, step=0.05, label="Heatmap opacity",
                         elem_id="opacity", render=False),
         current=gr.State(time_to_live=STATE_TTL_S),
         cached=gr.State(time_to_live=STATE_TTL_S))
@@ -530,7 +530,7 @@ def classify_examples(h: Handlers, s: Session, ui: SimpleNamespace,
     (cached) and makes it the scan in use."""
     with ui.example_box:
         shown = gr.Examples([[str(p), caption, str(p), h.service.default_model,
-                              h.service.default_method, PREDICTED, 0.45] for p, caption in examples],
+                              h.service.default_method, PREDICTED, DEFAULT_ALPHA] for p, caption in examples],
                             inputs=[ui.thumb, ui.caption, ui.scan, *s.settings],
                             outputs=ui.outputs[:-1], fn=h.classify_example, visible_columns=[0, 1],
                             cache_examples=True, cache_mode="lazy", examples_per_page=8,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .batch import CAM_FORMATS, SCAN_ROW, classify_files, find_images, write_csv
 from .cam import METHODS, canonical_method
+from .overlay import DEFAULT_ALPHA
 from .checkpoint import CheckpointError
 from .models import ARCHS, default_model
 
@@ -46,7 +47,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="overlay files: png (lossless) or jpg (quality 95: quicker to write, smaller)")
     c.add_argument("--method", default=None,
                    help=f"CAM method for --cams ({', '.join(METHODS)}); default: the checkpoint's")
-    c.add_argument("--alpha", type=float, default=0.45, help="overlay opacity, 0..1")
+    c.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="overlay opacity, 0..1")
     c.add_argument("--report", default=None, metavar="DIR",
                    help="also write a PDF report per readable image into this folder "
                         "(scan, overlay, probabilities, model and method, outcome, date; "

@@ -31,6 +31,7 @@ import numpy as np
 
 from .data import image_files
 from .io import ImageLoadError
+from .overlay import DEFAULT_ALPHA
 from .outcomes import Outcome, Reason, shown
 from .predictor import Predictor
 from .presets import Prepared
@@ -200,7 +201,7 @@ def _read_scans(item: Item) -> list[tuple[str, object]]:
 
 
 def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_size: int = 16,
-              method: str | None = None, alpha: float = 0.45) -> Iterator[Row]:
+              method: str | None = None, alpha: float = DEFAULT_ALPHA) -> Iterator[Row]:
     """One row per slice and one per scan (`slice` SCAN_ROW) for a scan item; with `cam`, the
     chosen slice's overlay is written there (`-<series number>` added for several series)."""
     from .scanmode import OUTSIDE, classify_scan, ranges
@@ -245,7 +246,7 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
 
 def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int = 16,
                    cams: str | Path | None = None, method: str | None = None,
-                   alpha: float = 0.45, workers: int = 2, cams_format: str = "png") -> Iterator[Row]:
+                   alpha: float = DEFAULT_ALPHA, workers: int = 2, cams_format: str = "png") -> Iterator[Row]:
     """Yield one `Row` per image item, in order, and for a scan item (`scan_rows`) one per
     slice and one for the scan. With `cams`, the prediction and a heatmap overlay
     (RGB, the input's size, PNG or `cams_format` "jpg") come from one `explain_batch` pass;

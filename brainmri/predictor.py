@@ -26,7 +26,7 @@ from .io import ImageSource, load_image
 from .models import fold_batch_norm
 from .ood import KNNOOD, MahalanobisOOD
 from .ood import from_checkpoint as load_detector
-from .overlay import blend
+from .overlay import DEFAULT_ALPHA, blend
 from .presets import EvalPreset, Prepared
 
 
@@ -343,7 +343,7 @@ class Predictor:
         return self.classes.index(target)
 
     def explain_batch(self, images: Sequence[ImageSource] | None = None, method: str | None = None,
-                      target: str | int | None = None, alpha: float = 0.45, *,
+                      target: str | int | None = None, alpha: float = DEFAULT_ALPHA, *,
                       prepared: Sequence[Prepared] | None = None) -> list[Explanation]:
         """Prediction + class activation map for each image from one trunk pass.
 
@@ -367,7 +367,7 @@ class Predictor:
         return out
 
     def explain(self, image: ImageSource, method: str | None = None,
-                target: str | int | None = None, alpha: float = 0.45) -> Explanation:
+                target: str | int | None = None, alpha: float = DEFAULT_ALPHA) -> Explanation:
         return self.explain_batch([image], method, target, alpha)[0]
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from .io import to_grey
 from .localisation import largest_bright_blob
+from .overlay import DEFAULT_ALPHA
 from .outcomes import Outcome, decide
 from .predictor import Explanation, Prediction, Predictor
 from .scans import Scan
@@ -89,7 +90,7 @@ def brain_slices(heads: np.ndarray) -> np.ndarray:
 
 
 def classify_scan(predictor: Predictor, scan: Scan, batch_size: int = 16,
-                  method: str | None = None, alpha: float = 0.45,
+                  method: str | None = None, alpha: float = DEFAULT_ALPHA,
                   progress: Callable[[int, int], None] | None = None,
                   explain: bool = True) -> ScanResult:
     """Classify every brain slice of `scan` in batches of `batch_size`, summarise, and (with

@@ -25,6 +25,7 @@ from . import outcomes
 from .classes import class_label
 from .models import MODEL_LABELS
 from .outcomes import Outcome
+from .overlay import DEFAULT_ALPHA
 from .scanmode import NO_TUMOUR, ScanResult, classify_scan, ranges
 from .scans import Scan, read_scan
 from .service import Result, Service, with_reason
@@ -90,7 +91,7 @@ def scan_headline(view_model: str, scan: Scan, r: ScanResult, ms: float) -> str:
     return text + f"\n_{where} · {name} · {ms / 1000:.1f} s · research and education only, not a diagnosis_"
 
 
-def view_scan(service: Service, source, model: str, method: str | None = None, alpha: float = 0.45,
+def view_scan(service: Service, source, model: str, method: str | None = None, alpha: float = DEFAULT_ALPHA,
               series: str | int | None = None, axis: int = 2,
               progress: Callable[[int, int], None] | None = None) -> ScanView:
     """Read `source` (`brainmri.scans.read_scan`: a .zip or folder of DICOM, a NIfTI volume,
@@ -103,7 +104,7 @@ def view_scan(service: Service, source, model: str, method: str | None = None, a
 
 
 def view_read(service: Service, scan: Scan, model: str, method: str | None = None,
-              alpha: float = 0.45, progress: Callable[[int, int], None] | None = None,
+              alpha: float = DEFAULT_ALPHA, progress: Callable[[int, int], None] | None = None,
               start: float | None = None) -> ScanView:
     """`view_scan` on a scan already read (`start`: when reading began, for `time_ms`)."""
     start = time.perf_counter() if start is None else start
@@ -116,7 +117,7 @@ def view_read(service: Service, scan: Scan, model: str, method: str | None = Non
 
 
 def view_slice(service: Service, view: ScanView, index: int, method: str | None = None,
-               alpha: float = 0.45) -> Result | None:
+               alpha: float = DEFAULT_ALPHA) -> Result | None:
     """Slice `index` of a viewed scan answered as a single upload (None when it lies outside
     the head and was not classified). Raises ValueError for an index out of range."""
     if not isinstance(index, (int, np.integer)) or not 0 <= index < len(view.scan):
@@ -135,7 +136,7 @@ class ScanComparison:
     summary: str                     # markdown, one line
 
 
-def compare_scan(service: Service, source, method: str | None = None, alpha: float = 0.45,
+def compare_scan(service: Service, source, method: str | None = None, alpha: float = DEFAULT_ALPHA,
                  series: str | int | None = None, axis: int = 2,
                  progress: Callable[[str, int, int], None] | None = None) -> ScanComparison:
     """Read `source` once and view it whole with every loaded model (`view_read`). When the

@@ -29,7 +29,7 @@ from .localisation import head_mask, hot_region, paint_out, share_of_head
 from .models import ARCHS
 from .models import default_model as declared_default
 from .outcomes import Outcome, Reason
-from .overlay import blend, colourise
+from .overlay import DEFAULT_ALPHA, blend, colourise
 
 
 PREDICTED = "predicted"                  # target choice: explain the predicted class
@@ -41,7 +41,7 @@ class Engine(Protocol):
     default_method: str
 
     def explain(self, image: ImageSource, method: str | None = None,
-                target: str | int | None = None, alpha: float = 0.45): ...
+                target: str | int | None = None, alpha: float = DEFAULT_ALPHA): ...
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ class Service:
                       p.reasons)
 
     def classify(self, image: ImageSource, model: str, method: str | None = None,
-                 target: str | None = PREDICTED, alpha: float = 0.45,
+                 target: str | None = PREDICTED, alpha: float = DEFAULT_ALPHA,
                  frame: int | None = None) -> Result:
         """Predict and explain one image. `frame`: the slice of a volume (DICOM frame, NIfTI
         axial slice, TIFF page; default: `load_image`'s). Raises ImageLoadError / ValueError
@@ -252,7 +252,7 @@ class Service:
         return self._run(model, load_slice(image, frame), method, target, alpha)
 
     def compare(self, image: ImageSource, method: str | None = None,
-                alpha: float = 0.45, frame: int | None = None) -> Comparison:
+                alpha: float = DEFAULT_ALPHA, frame: int | None = None) -> Comparison:
         """Every loaded model on the same image, each explaining its own prediction."""
         method = canonical_method(method or self.default_method)
         image = load_slice(image, frame)
@@ -270,7 +270,7 @@ class Service:
 
     def recheck(self, grey: np.ndarray, heatmap: np.ndarray, model: str,
                 before: Mapping[str, float], target: str | None = PREDICTED,
-                method: str | None = None, alpha: float = 0.45) -> Recheck:
+                method: str | None = None, alpha: float = DEFAULT_ALPHA) -> Recheck:
         """Paint the heatmap's hot region (`localisation.hot_region`: around its peak, at least
         half of it) out of `grey` and classify again: did that region decide the answer
         `before` (the probabilities by class of the first run)? Raises ValueError for an empty
