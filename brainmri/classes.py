@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
+NO_TUMOUR = "notumor"          # the one class that is not a tumour
 # How a class is named to people (the page, the report, the card).
 CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour",
                 "pituitary": "Pituitary tumour"}

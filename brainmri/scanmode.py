@@ -29,6 +29,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .classes import NO_TUMOUR
 from .io import to_grey
 from .localisation import largest_bright_blob
 from .overlay import DEFAULT_ALPHA
@@ -36,7 +37,6 @@ from .outcomes import Outcome, decide
 from .predictor import Explanation, Prediction, Predictor
 from .scans import Scan
 
-NO_TUMOUR = "notumor"
 OUTSIDE = "outside the head (too little tissue): not classified"   # a slice without a head
 MIN_HEAD_SHARE = 0.05      # the head covers at least this share of a brain slice (as head_box)
 MIN_HEAD_RELATIVE = 0.35   # ... and at least this share of the scan's widest head

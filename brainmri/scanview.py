@@ -22,11 +22,11 @@ from typing import Callable
 import numpy as np
 
 from . import outcomes
-from .classes import class_label
+from .classes import NO_TUMOUR, class_label
 from .models import MODEL_LABELS
 from .outcomes import Outcome
 from .overlay import DEFAULT_ALPHA
-from .scanmode import NO_TUMOUR, ScanResult, classify_scan, ranges
+from .scanmode import ScanResult, classify_scan, ranges
 from .scans import Scan, read_scan
 from .service import Result, Service, with_reason
 from .texts import DISCLAIMER, REFUSED, percent

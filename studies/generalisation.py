@@ -83,7 +83,7 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
-from brainmri.classes import CLASSES
+from brainmri.classes import CLASSES, NO_TUMOUR
 from brainmri.familiarity import held_out_floor
 from brainmri.intensity import invert_head, looks, match_landmarks
 from brainmri.io import ImageLoadError, load_image
@@ -100,7 +100,6 @@ LEVEL = 0.95           # `--intervals`: the confidence level of the Wilson inter
 LOOK_TAUS = (0.96, 0.88, 0.8)   # look-decided: the answer's look share at least this (rule v4)
 BOUND_CONTRAST = "t1"           # rule v5's bound: confident only on scans hand-labelled this
 BOUND_PLANE = "axial"           # rule v7's bound: "no tumour" confident only on scans labelled this
-NO_TUMOUR = "notumor"
 KEPT = (0.95, 0.9, 0.85, 0.8, 0.7)   # frontier: shares of `val` answers kept confident
 FOLDS = 5                       # floor_crossfit: folds, and the seed of their shuffle
 HAND_SET = ("plane", "contrast")     # the kinds of hand-set label the breakdowns use

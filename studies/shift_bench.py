@@ -35,7 +35,7 @@ from brainmri import familiarity as fam
 from brainmri import localisation as loc
 from brainmri.outcomes import Outcome
 from brainmri.boxes import box_for, load_boxes
-from brainmri.classes import CLASSES
+from brainmri.classes import CLASSES, NO_TUMOUR
 from brainmri.io import load_image, to_grey
 from brainmri.predictor import Predictor
 from brainmri.protocols import kaggle_root, run_splits
@@ -175,7 +175,7 @@ def bench(path: Path, args, splits) -> dict:
             st = cached_stats(predictor, args.cache_dir, weights, f"bench-{shift}",
                               [str(s.path) for s, _ in boxed], [painted(s.path, b) for s, b in boxed],
                               args.batch_size)
-            sets[shift] = (st, np.full(len(st["kept"]), CLASSES.index("notumor")))
+            sets[shift] = (st, np.full(len(st["kept"]), CLASSES.index(NO_TUMOUR)))
         else:
             st = cached_stats(predictor, args.cache_dir, weights, f"bench-{shift}",
                               [str(s.path) for s in val_kept],

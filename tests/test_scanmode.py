@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from brainmri.classes import NO_TUMOUR
 from brainmri.outcomes import Outcome
 from brainmri.predictor import Prediction, Predictor
-from brainmri.scanmode import NO_TUMOUR, SliceResult, brain_slices, classify_scan, head_share, summarise
+from brainmri.scanmode import SliceResult, brain_slices, classify_scan, head_share, summarise
 from brainmri.scans import read_scan
 
 from .synthetic import dicom_series, head_volume, zipped

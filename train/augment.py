@@ -293,6 +293,7 @@ def figure(crops: list[np.ndarray], out: Path, seed: int = 0, size: int = 192) -
 
 
 def main(argv=None) -> Path:
+    from brainmri.classes import CLASSES
     from brainmri.io import load_image, to_grey
     from brainmri.presets import EvalPreset
     from brainmri.protocols import build_splits
@@ -305,7 +306,7 @@ def main(argv=None) -> Path:
     args = p.parse_args(argv)
     val = build_splits(args.data).val
     preset = EvalPreset()
-    picks = [next(s for s in val if s.class_name == c) for c in ("glioma", "meningioma", "notumor", "pituitary")]
+    picks = [next(s for s in val if s.class_name == c) for c in CLASSES]
     crops = [preset.crop(to_grey(load_image(s.path)))[0] for s in picks]
     return figure(crops, args.out, args.seed)
 

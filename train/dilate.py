@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from brainmri import cam as cams
 from brainmri import localisation as loc
 from brainmri.checkpoint import load_checkpoint
+from brainmri.classes import NO_TUMOUR
 from brainmri.models import ARCHS, Arch, build_model
 from brainmri.predictor import default_device
 from brainmri.presets import EvalPreset
@@ -280,7 +281,7 @@ def cache(s: Start) -> Cached:
     t0 = time.time()
     train_crops, _ = crops_and_boxes([x.path for x in train_s], preset, cfg["workers"])
     val_crops, val_boxes = crops_and_boxes([x.path for x in val_s], preset, cfg["workers"])
-    found = [box_for(x.path, root, boxes) if cb is not None and x.class_name != "notumor" else None
+    found = [box_for(x.path, root, boxes) if cb is not None and x.class_name != NO_TUMOUR else None
              for x, cb in zip(val_s, val_boxes)]
     val_px = [box_in_input(f[0], cb, size) if f else None for f, cb in zip(found, val_boxes)]
     log.info("train %d scans, val %d (%d with boxes, for the report); crops in %.0f s",

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from brainmri.boxes import box_for, load_boxes
 from brainmri.checkpoint import load_checkpoint
-from brainmri.classes import CLASSES
+from brainmri.classes import CLASSES, NO_TUMOUR
 from brainmri.data import Sample, fingerprint, load_crops
 from brainmri.presets import EvalPreset, TrainPreset
 from brainmri.protocols import build_splits, held_classes, kaggle_root, split_seed_of
@@ -61,7 +61,7 @@ def boxes_in_crop(samples: list[Sample], crop_boxes, root: Path, crop_size: int)
     boxes = load_boxes(root / "tumor_boxes.csv")
     out = []
     for s, cb in zip(samples, crop_boxes):
-        found = box_for(s.path, root, boxes) if cb is not None and s.class_name != "notumor" else None
+        found = box_for(s.path, root, boxes) if cb is not None and s.class_name != NO_TUMOUR else None
         if found is not None and "Training/" not in s.path.as_posix():
             raise ValueError(f"{s.path}: only Training boxes may train (PROVENANCE.md)")
         out.append(box_in_input(found[0], cb, crop_size) if found else None)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from brainmri import localisation as loc
+from brainmri.classes import CLASSES, NO_TUMOUR
 from brainmri.intensity import landmarks, match_landmarks
 
 Box = tuple[int, int, int, int]
@@ -171,7 +172,7 @@ class Painter:
     """
 
     def __init__(self, crops: np.ndarray, boxes: list, grow: float = 0.04, pool: np.ndarray | None = None,
-                 notumor: int = 2, bank: int = 3):
+                 notumor: int = CLASSES.index(NO_TUMOUR), bank: int = 3):
         self.crops, self.grow, self.notumor, self.bank = crops, grow, notumor, bank
         self._made: dict[tuple[int, int, int], tuple[np.ndarray, Box | None]] = {}
         side = crops.shape[-1]

@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from brainmri.checkpoint import load_checkpoint
-from brainmri.classes import CLASSES
+from brainmri.classes import CLASSES, NO_TUMOUR
 from brainmri.data import fingerprint, load_crops
 from brainmri.models import ARCHS, Classifier, build_model, pretrained_model
 from brainmri.predictor import default_device
@@ -479,7 +479,7 @@ def train_head_epoch(model, feats, labels, loop: Loop, epoch: int, step: int) ->
 def make_painter(crops: np.ndarray, boxes: list, cfg: dict) -> Painter:
     """A `train.paint.Painter` over head crops with each scan's tumour box in crop pixels."""
     log.info("%d of %d training scans have a tumour box", sum(b is not None for b in boxes), len(boxes))
-    return Painter(crops, boxes, grow=cfg.get("grow") or 0.04, notumor=CLASSES.index("notumor"))
+    return Painter(crops, boxes, grow=cfg.get("grow") or 0.04, notumor=CLASSES.index(NO_TUMOUR))
 
 
 def lesion_painter(train_s, cfg: dict, eval_preset: EvalPreset, crop_size: int):
@@ -494,7 +494,7 @@ def lesion_painter(train_s, cfg: dict, eval_preset: EvalPreset, crop_size: int):
 def plan_for(painter: Painter, labels: np.ndarray, cfg: dict, epoch: int) -> Plan:
     """The epoch's plan: the same for a given seed and epoch (so a resumed run repeats it)."""
     boxed = np.array([b is not None for b in painter.grown])
-    return plan_epoch(labels, boxed, CLASSES.index("notumor"), cfg.get("counterfactual") or 0.0,
+    return plan_epoch(labels, boxed, CLASSES.index(NO_TUMOUR), cfg.get("counterfactual") or 0.0,
                       cfg.get("paint_share") or 0.0, np.random.default_rng([cfg["seed"], epoch, 17]),
                       notumor_repeat=cfg.get("notumor_repeat") or 1, implant=cfg.get("implant") or 0.0)
 
