@@ -56,7 +56,7 @@ from brainmri.scanmode import OUTSIDE  # noqa: E402
 from brainmri.scanview import ScanView, compare_scan, view_scan, view_slice  # noqa: E402
 from brainmri.models import MODEL_LABELS  # noqa: E402
 from brainmri.service import PREDICTED, Service, class_label  # noqa: E402
-from brainmri.texts import percent  # noqa: E402
+from brainmri.texts import REFUSED, percent  # noqa: E402
 
 log = logging.getLogger("brainmri.app")
 ROOT = Path(__file__).resolve().parent
@@ -337,7 +337,7 @@ class Handlers:
         cached = self.remembered(cached, scan, model, method, target, alpha, slice_no)
         r = cached["result"]
         if not r.is_mri:
-            raise UserError("This input does not look like a brain MRI slice: there is no finding to check.")
+            raise UserError(f"{REFUSED}: there is no finding to check.")
         c = self.service.recheck(r.grey, r.heatmap, r.model, r.probabilities, cached["target"],
                                  r.method, alpha)
         return c.summary, upscale(c.painted.overlay, DISPLAY_SIDE)

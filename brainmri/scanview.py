@@ -29,7 +29,7 @@ from .overlay import DEFAULT_ALPHA
 from .scanmode import ScanResult, classify_scan, ranges
 from .scans import Scan, read_scan
 from .service import Result, Service, with_reason
-from .texts import DISCLAIMER, REFUSED, percent
+from .texts import DISCLAIMER, FOOTNOTE, REFUSED, percent
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def scan_headline(view_model: str, scan: Scan, r: ScanResult, ms: float) -> str:
     notes += list(r.notes)
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    return text + f"\n_{where} · {name} · {ms / 1000:.1f} s · research and education only, not a diagnosis_"
+    return text + f"\n_{where} · {name} · {ms / 1000:.1f} s · {FOOTNOTE}_"
 
 
 def view_scan(service: Service, source, model: str, method: str | None = None, alpha: float = DEFAULT_ALPHA,

@@ -19,6 +19,7 @@ from .outcomes import Outcome
 
 REFUSED = "This does not look like a brain MRI slice"  # a refusal's title, wherever one is shown
 DISCLAIMER = "Research and education only: not a medical device, not a diagnosis."
+FOOTNOTE = "research and education only, not a diagnosis"   # the end of every answer's small print
 METHOD_INFO = "How often each method's map points inside the tumour: About tab, per model"
 
 
@@ -54,14 +55,14 @@ def headline(r) -> str:
                 "The models were trained on 2-D brain MRI slices of one public collection (Kaggle "
                 "brain-tumor-mri); CT, diffusion images and MRI sequences or views rare there can "
                 "be flagged too.\n\n"
-                f"*{model} · {r.time_ms:.0f} ms · research and education only, not a diagnosis*")
+                f"*{model} · {r.time_ms:.0f} ms · {FOOTNOTE}*")
     about = ("(the same map for every class)" if r.method in CLASS_AGNOSTIC
              else f"for *{class_label(r.target)}*")
     text = f"### {class_label(r.label)} — {percent(r.probabilities[r.label])}\n"
     if r.outcome is Outcome.CAUTION:
         text += f"> **{Outcome.CAUTION.words}:** {' '.join(map(str, r.reasons))}\n"
     return (text + f"\n_{model} · {LABELS.get(r.method, r.method)} {about} · {r.time_ms:.0f} ms · "
-            "research and education only, not a diagnosis_")
+            f"{FOOTNOTE}_")
 
 
 def agreement(results: Mapping, agree: bool | None) -> str:
