@@ -5,7 +5,8 @@
 
 Research and education only; not a medical device. The handlers live in `brainmri.service`;
 this file only lays out components and wires them (the public API endpoints are listed in
-docs/app.md; the page's own events are private). Safe to import: nothing loads until `build_demo` or `main` runs.
+docs/app.md; the page's own events are private). Safe to import: nothing loads until
+`build_demo` or `main` runs.
 """
 from __future__ import annotations
 

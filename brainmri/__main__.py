@@ -22,11 +22,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .batch import CAM_FORMATS, SCAN_ROW, classify_files, find_images, write_csv
+from .batch import CAM_FORMATS, SCAN_ROW, classify_files, find_images, read_scans, write_csv
 from .cam import METHODS, canonical_method
-from .overlay import DEFAULT_ALPHA
 from .checkpoint import CheckpointError
 from .models import ARCHS, default_model
+from .overlay import DEFAULT_ALPHA
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -130,7 +130,6 @@ def write_reports(predictor, items, folder: str | Path, method: str | None, alph
     it; a whole scan's (`report.write_scan_report`) per series, `<name>-series<N>.pdf` where it
     holds several. Returns how many were written (what cannot be read already has its error in
     the CSV)."""
-    from .batch import _read_scans
     from .io import ImageLoadError
     from .report import write_report, write_scan_report
     from .scanview import view_read
@@ -156,7 +155,7 @@ def write_reports(predictor, items, folder: str | Path, method: str | None, alph
 
     return sum(report(item, where, scan)
                for item in items
-               for where, scan in (_read_scans(item) if item.scan else [(str(item.path), None)])
+               for where, scan in (read_scans(item) if item.scan else [(str(item.path), None)])
                if not isinstance(scan, Exception))
 
 

@@ -182,7 +182,7 @@ def _prediction_row(path: str, p, cam: Path | None = None, error: str = "", **ex
                tuple(p.reasons), p.familiarity, str(cam) if cam else "", error, **extra)
 
 
-def _read_scans(item: Item) -> list[tuple[str, object]]:
+def read_scans(item: Item) -> list[tuple[str, object]]:
     """[(path for the CSV, Scan or the exception reading it)]: one per series."""
     from .scans import SeriesChoice, read_scan
     source = list(item.members) if item.members else item.path
@@ -205,7 +205,7 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
     """One row per slice and one per scan (`slice` SCAN_ROW) for a scan item; with `cam`, the
     chosen slice's overlay is written there (`-<series number>` added for several series)."""
     from .scanmode import OUTSIDE, classify_scan, ranges
-    scans = _read_scans(item)
+    scans = read_scans(item)
     for n, (path, scan) in enumerate(scans, start=1):
         if isinstance(scan, Exception):
             yield Row(path, error=_describe(scan), slice=SCAN_ROW)

@@ -102,6 +102,8 @@ class KNNOOD:
 
 
 DETECTORS = {"mahalanobis-pca": MahalanobisOOD, "knn-cosine": KNNOOD}
+DEFAULT_DETECTOR = "mahalanobis-pca"   # what training fits and `train.fit_ood` refits by default
+DEFAULT_QUANTILE = 0.995               # share of validation scans the threshold accepts
 
 
 def fit(method: str, features: np.ndarray, labels: np.ndarray, **kwargs) -> MahalanobisOOD | KNNOOD:

@@ -32,8 +32,8 @@ import numpy as np
 from .classes import NO_TUMOUR
 from .io import to_grey
 from .localisation import largest_bright_blob
-from .overlay import DEFAULT_ALPHA
 from .outcomes import Outcome, decide
+from .overlay import DEFAULT_ALPHA
 from .predictor import Explanation, Prediction, Predictor
 from .scans import Scan
 

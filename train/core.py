@@ -24,7 +24,7 @@ from brainmri.classes import CLASSES
 from brainmri.data import Sample, fingerprint
 from brainmri.io import ImageLoadError, load_image, to_grey
 from brainmri.models import Classifier
-from brainmri.ood import MahalanobisOOD
+from brainmri.ood import DEFAULT_DETECTOR, DEFAULT_QUANTILE, MahalanobisOOD
 from brainmri.presets import EvalPreset, TrainPreset
 
 from . import prior
@@ -171,13 +171,13 @@ def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out:
     val_acc, val_loss = scores(logits, val.labels)
     temperature = fit_temperature(logits, val.labels)
     # OOD fit on training features (eval preset: resize the cached crops to the eval size).
-    sub = np.random.default_rng(0).permutation(len(train.crops))[:1500]
+    sampled = 1500
+    sub = np.random.default_rng(0).permutation(len(train.crops))[:sampled]
     train_eval = np.stack([run.eval_preset.resize(c) for c in train.crops[sub]])
     _, train_feats = predict_crops(model, train_eval, run.eval_preset, device)
     ood = MahalanobisOOD.fit(train_feats, train.labels[sub])
     val_scores = ood.score(val_feats)
-    quantile = 0.995
-    ood.threshold = float(np.quantile(val_scores, quantile))
+    ood.threshold = float(np.quantile(val_scores, DEFAULT_QUANTILE))
     cfg, train_preset = run.cfg, run.train_preset
     meta = {
         "name": cfg.get("name") or cfg["model"],
@@ -193,8 +193,8 @@ def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out:
                     if cfg.get("holdout_source") else ""),
                  "world_size": run.world},
         "calibration": {"temperature": temperature, "fitted_on": "val"},
-        "ood": {"method": "mahalanobis-pca", "threshold": ood.threshold, "quantile": quantile,
-                "fitted_on": "train (1500 sampled)", "threshold_on": "val"},
+        "ood": {"method": DEFAULT_DETECTOR, "threshold": ood.threshold, "quantile": DEFAULT_QUANTILE,
+                "fitted_on": f"train ({sampled} sampled)", "threshold_on": "val"},
         "metrics": {"val": {"accuracy": val_acc, "loss": val_loss}},
         "default_cam": DEFAULT_METHOD,
     }

@@ -56,12 +56,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
-    p.add_argument("--quantile", type=float, default=0.995,
+    p.add_argument("--quantile", type=float, default=detectors.DEFAULT_QUANTILE,
                    help="share of validation scans the threshold accepts")
     p.add_argument("--refused", type=float, default=0.001,
                    help="threshold refusing this share of the pooled out-of-fold scans (cross-fitted "
                         "training + validation); 0: the --quantile of validation alone")
-    p.add_argument("--method", choices=sorted(detectors.DETECTORS), default="mahalanobis-pca",
+    p.add_argument("--method", choices=sorted(detectors.DETECTORS), default=detectors.DEFAULT_DETECTOR,
                    help="detector (brainmri.ood)")
     p.add_argument("--dims", type=int, default=128, help="PCA dimensions of the detector")
     p.add_argument("--k", type=int, default=10, help="neighbour rank scored by knn-cosine")
