@@ -24,7 +24,8 @@ from brainmri.classes import CLASSES
 from brainmri.data import Sample, fingerprint
 from brainmri.io import ImageLoadError, load_image, to_grey
 from brainmri.models import Classifier
-from brainmri.ood import DEFAULT_DETECTOR, DEFAULT_QUANTILE, MahalanobisOOD
+from brainmri.ood import DEFAULT_DETECTOR, DEFAULT_QUANTILE
+from brainmri.ood import fit as fit_detector
 from brainmri.presets import EvalPreset, TrainPreset
 
 from . import prior
@@ -175,7 +176,7 @@ def finalise(model: Classifier, run: Run, train: Split, val: Split, device, out:
     sub = np.random.default_rng(0).permutation(len(train.crops))[:sampled]
     train_eval = np.stack([run.eval_preset.resize(c) for c in train.crops[sub]])
     _, train_feats = predict_crops(model, train_eval, run.eval_preset, device)
-    ood = MahalanobisOOD.fit(train_feats, train.labels[sub])
+    ood = fit_detector(DEFAULT_DETECTOR, train_feats, train.labels[sub])
     val_scores = ood.score(val_feats)
     ood.threshold = float(np.quantile(val_scores, DEFAULT_QUANTILE))
     cfg, train_preset = run.cfg, run.train_preset
