@@ -1,6 +1,6 @@
 """Tumour boxes: `tumor_boxes.csv` beside a Kaggle-layout folder (see its PROVENANCE.md).
 
-    boxes = load_boxes(root / "tumor_boxes.csv")
+    boxes = load_boxes(boxes_csv(root))          # root / "tumor_boxes.csv"
     found = box_for(sample.path, root, boxes)     # ((x0, y0, x1, y1), (width, height)) or None
 
 Boxes are in the pixels of the scan file they name. Boxes of Training scans may train
@@ -13,6 +13,12 @@ import csv
 from pathlib import Path
 
 Box = tuple[tuple[int, int, int, int], tuple[int, int]]     # (x0, y0, x1, y1), (width, height)
+CSV_NAME = "tumor_boxes.csv"
+
+
+def boxes_csv(root: Path) -> Path:
+    """Where a Kaggle-layout folder keeps its boxes."""
+    return Path(root) / CSV_NAME
 
 
 def load_boxes(path: Path) -> dict[str, Box]:

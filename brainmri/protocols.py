@@ -46,6 +46,7 @@ DESCRIPTIONS = {
 }
 KAGGLE = "brain-tumor-mri"
 ROBOFLOW = "roboflow-brain-mri"
+VAL_FRACTION = 0.12     # share of each class's Training duplicate groups carved out as validation
 
 
 @dataclass
@@ -125,17 +126,22 @@ def split_seed_of(run_args: Mapping) -> int:
     return int(split if split is not None else run_args.get("seed", 0))
 
 
+def split_of(run_args: Mapping) -> tuple[float, int]:
+    """(validation share, split seed) of a run's recorded arguments: what `build_splits` takes
+    to draw that run's validation split again."""
+    return float(run_args.get("val_fraction", VAL_FRACTION)), split_seed_of(run_args)
+
+
 def run_splits(data: str | Path, run_args: Mapping, cache_dir: Path | None = Path(".cache")) -> "Splits":
     """The splits a run trained and was validated on, from its recorded arguments (a
     checkpoint's `meta["args"]`, or the trainer's settings): validation share, split seed
     (`split_seed_of`), held-out source and classes."""
-    return build_splits(data, float(run_args.get("val_fraction", 0.12)),
-                        split_seed_of(run_args), cache_dir=cache_dir,
+    return build_splits(data, *split_of(run_args), cache_dir=cache_dir,
                         holdout_source=run_args.get("holdout_source"),
                         holdout_classes=held_classes(run_args))
 
 
-def build_splits(data: str | Path, val_fraction: float = 0.12, seed: int = 0,
+def build_splits(data: str | Path, val_fraction: float = VAL_FRACTION, seed: int = 0,
                  threshold: float = DEFAULT_THRESHOLD, cache_dir: Path | None = Path(".cache"),
                  dedup_train: bool = True, holdout_source: str | None = None,
                  holdout_classes: Sequence[str] | None = None) -> Splits:

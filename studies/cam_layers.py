@@ -24,7 +24,7 @@ import torch
 from pytorch_grad_cam.utils.image import scale_cam_image
 
 from brainmri import cam as cams
-from brainmri.boxes import box_for, load_boxes
+from brainmri.boxes import box_for, boxes_csv, load_boxes
 from brainmri.predictor import Predictor
 from brainmri.protocols import kaggle_root, run_splits
 
@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--versus: {args.versus!r} is not one of {', '.join(predictor.classes)}")
     versus = None if args.versus is None else predictor.classes.index(args.versus)
     root = kaggle_root(args.data)
-    boxes = load_boxes(root / "tumor_boxes.csv")
+    boxes = load_boxes(boxes_csv(root))
     train_args = predictor.meta.get("args", {})
     splits = run_splits(args.data, train_args, cache_dir=args.cache_dir)
     val = [s for s in splits.protocol("val") if box_for(s.path, root, boxes)]

@@ -37,7 +37,7 @@ import torch
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 
 from brainmri import localisation as loc
-from brainmri.boxes import box_for, load_boxes
+from brainmri.boxes import box_for, boxes_csv, load_boxes
 from brainmri.cam import HOOK_FREE, canonical_method
 from brainmri.checkpoint import update_metadata
 from brainmri.classes import CLASSES
@@ -45,7 +45,7 @@ from brainmri.data import Sample
 from brainmri.multicam import input_maps
 from brainmri.predictor import Predictor, to_input_pixels
 from brainmri.presets import Prepared
-from brainmri.protocols import build_splits, kaggle_root, split_seed_of
+from brainmri.protocols import build_splits, kaggle_root, split_of
 
 log = logging.getLogger("explain_eval")
 SPLITS = ("official", "clean", "val")
@@ -307,7 +307,7 @@ def evaluate_checkpoint(path: Path, args, root: Path, boxes: dict, methods, spli
     t0 = time.time()
     predictor = Predictor.from_checkpoint(path, device=args.device)
     train_args = predictor.meta.get("args", {})
-    key = (float(train_args.get("val_fraction", 0.12)), split_seed_of(train_args))
+    key = split_of(train_args)
     splits = split_lists(args, root, key, splits_cache)        # the checkpoint's own validation split
     missing = [name for name in args.splits if name not in splits]
     if missing:
@@ -360,7 +360,7 @@ def main(args: argparse.Namespace) -> dict:
     if not 0 <= args.tolerance < 0.5 or not 0 < args.band < 0.5:
         raise SystemExit(f"--tolerance {args.tolerance} / --band {args.band} out of range")
     root = kaggle_root(args.data)
-    boxes = load_boxes(args.boxes or root / "tumor_boxes.csv")
+    boxes = load_boxes(args.boxes or boxes_csv(root))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.samples and not args.samples.is_file():
         raise SystemExit(f"--samples: file not found: {args.samples}")

@@ -40,7 +40,7 @@ from brainmri.io import load_image, to_grey
 from brainmri.predictor import Predictor
 from brainmri.protocols import kaggle_root, run_splits
 
-from brainmri.boxes import box_for, load_boxes
+from brainmri.boxes import box_for, boxes_csv, load_boxes
 
 log = logging.getLogger("lesion_masked")
 VERSIONS = ("original", "lesion out", "control")
@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--split: choose from {', '.join(SPLITS)}; got {args.split!r}")
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     root = kaggle_root(args.data)
-    boxes = load_boxes(root / "tumor_boxes.csv")
+    boxes = load_boxes(boxes_csv(root))
     train_args = predictor.meta.get("args", {})
     splits = run_splits(args.data, train_args, cache_dir=args.cache_dir)
     result = {}

@@ -34,7 +34,7 @@ import torch
 from brainmri import familiarity as fam
 from brainmri import localisation as loc
 from brainmri.outcomes import Outcome
-from brainmri.boxes import box_for, load_boxes
+from brainmri.boxes import box_for, boxes_csv, load_boxes
 from brainmri.classes import CLASSES, NO_TUMOUR
 from brainmri.io import load_image, to_grey
 from brainmri.predictor import Predictor
@@ -169,7 +169,7 @@ def bench(path: Path, args, splits) -> dict:
     for shift in args.shifts:
         if shift == COUNTERFACTUAL:
             root = kaggle_root(args.data)
-            boxes = load_boxes(root / "tumor_boxes.csv")
+            boxes = load_boxes(boxes_csv(root))
             boxed = [(s, box_for(s.path, root, boxes)) for s in val_kept]
             boxed = [(s, b[0]) for s, b in boxed if b is not None]
             st = cached_stats(predictor, args.cache_dir, weights, f"bench-{shift}",

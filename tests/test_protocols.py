@@ -10,7 +10,8 @@ from PIL import ImageEnhance, ImageOps
 
 from brainmri.classes import CLASSES
 from brainmri.data import Sample
-from brainmri.protocols import build_splits, first_of_group, group_split, run_splits, split_seed_of
+from brainmri.protocols import (VAL_FRACTION, build_splits, first_of_group, group_split, run_splits,
+                                split_of, split_seed_of)
 from tests import synthetic
 from tests.synthetic import scan
 
@@ -188,6 +189,7 @@ def test_run_splits_rebuild_a_runs_own_split_from_its_arguments(two_source_kaggl
     # `python -m train` records `split_seed` always: None (no --split-seed) means the run's seed.
     assert split_seed_of({"seed": 9, "split_seed": None}) == 9 and split_seed_of(tail) == 1
     assert split_seed_of({"seed": 9, "split_seed": 0}) == 0 and split_seed_of({}) == 0
+    assert split_of(tail) == (0.34, 1) and split_of({}) == (VAL_FRACTION, 0)   # what it draws
     assert paths(run_splits(two_source_kaggle, {}, cache_dir=tmp_path)) == paths(
         build_splits(two_source_kaggle, cache_dir=tmp_path))
     assert paths(want) != paths(build_splits(two_source_kaggle, 0.34, 3, cache_dir=tmp_path))

@@ -58,7 +58,7 @@ from brainmri.predictor import default_device
 from brainmri.presets import EvalPreset
 from brainmri.protocols import kaggle_root, run_splits, split_seed_of
 
-from brainmri.boxes import box_for, load_boxes
+from brainmri.boxes import box_for, boxes_csv, load_boxes
 
 from .core import Run, Split, box_in_input, crops_and_boxes, finalise, lr_at
 
@@ -276,7 +276,7 @@ def cache(s: Start) -> Cached:
     if cfg["limit"]:
         train_s, val_s = train_s[:cfg["limit"]], val_s[:max(8, cfg["limit"] // 4)]
     root = kaggle_root(cfg["data"])
-    csv = root / "tumor_boxes.csv"
+    csv = boxes_csv(root)
     boxes = load_boxes(csv) if csv.is_file() else {}          # only for the validation report
     t0 = time.time()
     train_crops, _ = crops_and_boxes([x.path for x in train_s], preset, cfg["workers"])

@@ -37,12 +37,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from brainmri.boxes import box_for, load_boxes
+from brainmri.boxes import box_for, boxes_csv, load_boxes
 from brainmri.checkpoint import load_checkpoint
 from brainmri.classes import CLASSES, NO_TUMOUR
 from brainmri.data import Sample, fingerprint, load_crops
 from brainmri.presets import EvalPreset, TrainPreset
-from brainmri.protocols import build_splits, held_classes, kaggle_root, split_seed_of
+from brainmri.protocols import VAL_FRACTION, build_splits, held_classes, kaggle_root, split_seed_of
 
 from .core import box_in_input, crops_and_boxes
 
@@ -58,7 +58,7 @@ def is_pack(data: str | Path) -> bool:
 def boxes_in_crop(samples: list[Sample], crop_boxes, root: Path, crop_size: int) -> list:
     """Each training scan's tumour box in head-crop pixels at `crop_size` (None: no tumour, no
     box, or its box outside the crop). Only Training boxes may train (PROVENANCE.md)."""
-    boxes = load_boxes(root / "tumor_boxes.csv")
+    boxes = load_boxes(boxes_csv(root))
     out = []
     for s, cb in zip(samples, crop_boxes):
         found = box_for(s.path, root, boxes) if cb is not None and s.class_name != NO_TUMOUR else None
@@ -109,7 +109,7 @@ def write_pack(data: str | Path, out: Path, size: int, cfg: dict, quality: int =
     root = kaggle_root(data)
     # No boxes CSV (a folder without them): every box None, and painting refuses nothing here.
     boxes = (boxes_in_crop(splits.train, crop_boxes, root, cache_size)
-             if (root / "tumor_boxes.csv").is_file() else [None] * len(splits.train))
+             if (boxes_csv(root)).is_file() else [None] * len(splits.train))
     val_crops = load_crops([s.path for s in splits.val], eval_preset, size, workers)
     meta = {"format": FORMAT, "data": str(data), "protocol": protocol, "train_size": cache_size,
             "val_size": size, "quality": quality,
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--size", type=int, default=192, help="the eval size; training crops at its cache size")
     d.add_argument("--quality", type=int, default=90, help="JPEG quality of the crops")
-    d.add_argument("--val-fraction", type=float, default=0.12)
+    d.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--holdout-source", default=None)
     d.add_argument("--holdout-classes", default=None)

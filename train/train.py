@@ -38,7 +38,7 @@ from brainmri.models import ARCHS, Classifier, build_model, pretrained_model
 from brainmri.predictor import default_device
 from brainmri import localisation as loc
 from brainmri.presets import EvalPreset, TrainPreset
-from brainmri.protocols import SOURCES, kaggle_root, run_splits
+from brainmri.protocols import SOURCES, VAL_FRACTION, kaggle_root, run_splits
 
 from . import dilate, distill, prior
 from .augment import ACQUISITIONS, LookSwap, MixStyle, consistency_loss, mixstyle_blocks
@@ -121,7 +121,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, default=None,
                    help="start from this brainmri checkpoint's weights instead of ImageNet "
                         '("none": ImageNet, or from scratch, whatever the recipe says)')
-    p.add_argument("--val-fraction", type=float, default=0.12)
+    p.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
     p.add_argument("--holdout-source", choices=SOURCES, default=None,
                    help="leave this source out of training and validation (brainmri.protocols "
                         "`loso`), duplicate groups respected")
