@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 Box = Sequence[int]          # (x0, y0, x1, y1), x1/y1 exclusive
+MIN_HEAD_SHARE = 0.05        # a head covers at least this share of the picture; a smaller blob is none
 
 
 def _positive(heatmap: np.ndarray) -> np.ndarray:
@@ -147,7 +148,25 @@ def largest_bright_blob(grey: np.ndarray) -> tuple[np.ndarray | None, float, tup
     return blob, scale, small.shape[:2]
 
 
-def head_mask(grey: np.ndarray, min_share: float = 0.05) -> np.ndarray:
+def filled_head(grey: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """(filled, scale): the largest bright blob of `largest_bright_blob` with its holes filled,
+    uint8 0/255 at the blob's working size (`scale` <= 1 of the scan's), or None when nothing
+    is bright."""
+    blob, scale, small_shape = largest_bright_blob(grey)
+    if blob is None:
+        return None, scale
+    filled = np.zeros(small_shape, np.uint8)
+    cv2.drawContours(filled, [blob], -1, 255, thickness=cv2.FILLED)
+    return filled, scale
+
+
+def head_share(grey: np.ndarray) -> float:
+    """Share of an (H, W) uint8 scan covered by its head (`filled_head`); 0.0 without one."""
+    filled, _ = filled_head(grey)
+    return 0.0 if filled is None else float(np.count_nonzero(filled) / filled.size)
+
+
+def head_mask(grey: np.ndarray, min_share: float = MIN_HEAD_SHARE) -> np.ndarray:
     """(H, W) uint8 scan -> (H, W) bool, True on the head: the largest bright blob, holes filled.
 
     The blob of `largest_bright_blob`, as `presets.head_box` crops to. When no blob covers
@@ -157,12 +176,8 @@ def head_mask(grey: np.ndarray, min_share: float = 0.05) -> np.ndarray:
     if grey.ndim != 2 or grey.dtype != np.uint8:
         raise ValueError(f"head_mask needs an (H, W) uint8 image, got {grey.shape} {grey.dtype}")
     h, w = grey.shape
-    blob, scale, small_shape = largest_bright_blob(grey)
-    if blob is None:
-        return np.ones((h, w), bool)
-    filled = np.zeros(small_shape, np.uint8)
-    cv2.drawContours(filled, [blob], -1, 255, thickness=cv2.FILLED)
-    if np.count_nonzero(filled) < min_share * filled.size:
+    filled, scale = filled_head(grey)
+    if filled is None or np.count_nonzero(filled) < min_share * filled.size:
         return np.ones((h, w), bool)
     if scale < 1:
         filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -222,8 +237,8 @@ def share_of_head(region: np.ndarray, head: np.ndarray) -> float:
 def paint_out(grey: np.ndarray, mask: np.ndarray, radius: int = 5, max_side: int = 1024) -> np.ndarray:
     """`grey` (H, W) uint8 with the pixels of `mask` (H, W) filled from the tissue around them
     (OpenCV's Telea inpainting); every other pixel unchanged. Images longer than `max_side`
-    are filled from a copy scaled down to it (Telea's time grows with the area, to seconds
-    on a 4096 px upload), the fill scaled back up."""
+    are filled from a copy scaled down to it (Telea's time grows with the area), the fill
+    scaled back up."""
     grey = np.asarray(grey)
     if grey.ndim != 2 or grey.dtype != np.uint8 or np.shape(mask) != grey.shape:
         raise ValueError(f"paint_out needs an (H, W) uint8 image and a mask of its shape, got "

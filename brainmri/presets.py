@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .intensity import standardise
 from .io import ImageSource, load_image, to_grey
-from .localisation import largest_bright_blob
+from .localisation import MIN_HEAD_SHARE, largest_bright_blob
 from .shifts import blur as gaussian_blur
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,14 +30,14 @@ def head_box(grey: np.ndarray) -> tuple[int, int, int, int]:
     """Bounding box (x0, y0, x1, y1), x1/y1 exclusive, of the largest bright blob: the head.
 
     Small separate blobs (burnt-in text, corner markers) are left out. Falls back to the
-    whole image when no blob covers at least 5% of it.
+    whole image when no blob's bounding box covers `MIN_HEAD_SHARE` of it.
     """
     h, w = grey.shape
     blob, scale, (sh, sw) = largest_bright_blob(grey)
     if blob is None:
         return 0, 0, w, h
     x, y, bw, bh = cv2.boundingRect(blob)
-    if bw * bh < 0.05 * sh * sw:
+    if bw * bh < MIN_HEAD_SHARE * sh * sw:
         return 0, 0, w, h
     s = 1.0 if scale >= 1 else 1.0 / scale
     margin = 0.02 * max(bw, bh) * s

@@ -26,20 +26,19 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from .classes import NO_TUMOUR
 from .io import to_grey
-from .localisation import largest_bright_blob
+from .localisation import MIN_HEAD_SHARE, head_share as grey_head_share
 from .outcomes import Outcome, decide
 from .overlay import DEFAULT_ALPHA
 from .predictor import Explanation, Prediction, Predictor
 from .scans import Scan
 
 OUTSIDE = "outside the head (too little tissue): not classified"   # a slice without a head
-MIN_HEAD_SHARE = 0.05      # the head covers at least this share of a brain slice (as head_box)
-MIN_HEAD_RELATIVE = 0.35   # ... and at least this share of the scan's widest head
+MIN_HEAD_RELATIVE = 0.35   # a brain slice's head covers this share of the scan's widest head
+                           # at least (and MIN_HEAD_SHARE of the slice)
 
 
 @dataclass(frozen=True)
@@ -74,13 +73,7 @@ class ScanResult:
 
 def head_share(image) -> float:
     """Share of an image (PIL) covered by its largest bright blob, filled: the head."""
-    grey = to_grey(image)
-    blob, scale, (h, w) = largest_bright_blob(grey)
-    if blob is None:
-        return 0.0
-    filled = np.zeros((h, w), np.uint8)
-    cv2.drawContours(filled, [blob], -1, 255, thickness=cv2.FILLED)
-    return float(np.count_nonzero(filled) / filled.size)
+    return grey_head_share(to_grey(image))
 
 
 def brain_slices(heads: np.ndarray) -> np.ndarray:
