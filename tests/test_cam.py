@@ -8,12 +8,13 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from brainmri import cam as cams
+from brainmri import models
 from brainmri.models import target_layer
 from brainmri.predictor import Predictor
 
 from .synthetic import scan
 
-ARCHS = ("baseline", "resnet50")
+ARCHS = tuple(models.ARCHS)     # every registered architecture
 GRADIENT_METHODS = tuple(m for m in cams.FAST_METHODS if m != "eigencam")   # eigencam ignores the target
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 

@@ -12,6 +12,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from benchmarks.precision import tf32
 from brainmri import cam as cams
+from brainmri import models
 from brainmri.batching import Batcher
 from brainmri.predictor import Predictor
 from brainmri.service import Service
@@ -19,7 +20,7 @@ from brainmri.service import Service
 from .synthetic import scan
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
-ARCHS = ("baseline", "resnet50")
+ARCHS = tuple(models.ARCHS)     # every registered architecture
 
 
 @pytest.fixture

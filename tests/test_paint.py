@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from brainmri import localisation as loc
+from brainmri.classes import CLASSES, NO_TUMOUR
 from brainmri.localisation import boxes_overlap as overlaps
 from brainmri.intensity import landmarks
 from train.paint import (CONTROL, IMPLANT, IMPLANT_CONTROL, LESION_OUT, PLAIN, Painter, grow_box, paste,
@@ -16,7 +17,7 @@ from train.paint import (CONTROL, IMPLANT, IMPLANT_CONTROL, LESION_OUT, PLAIN, P
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic  # noqa: E402
 
-NOTUMOR = 2
+NOTUMOR = CLASSES.index(NO_TUMOUR)
 
 
 def crop_with_lesion(seed: int = 0, size: int = 96) -> tuple[np.ndarray, tuple[int, int, int, int]]:

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from brainmri import cam as cams
+from brainmri import models
 from brainmri.classes import CLASSES
 from brainmri.io import ImageLoadError
 from brainmri.predictor import Explanation, Prediction, Predictor
 
 from .synthetic import scan
 
-ARCHS = ("baseline", "resnet50")
+ARCHS = tuple(models.ARCHS)     # every registered architecture
 
 
 @pytest.fixture(scope="module")
