@@ -49,10 +49,10 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from brainmri.classes import UnknownClassError, canonical_class  # noqa: E402
-from brainmri.io import MAX_BYTES, ImageLoadError, describe  # noqa: E402
+from brainmri.io import ImageLoadError, describe  # noqa: E402
 from brainmri.overlay import DEFAULT_ALPHA, upscale, with_colour_bar  # noqa: E402
 from brainmri.report import strip_figure, write_report, write_scan_report  # noqa: E402
-from brainmri.scans import SeriesChoice, is_scan  # noqa: E402
+from brainmri.scans import Limits, SeriesChoice, is_scan  # noqa: E402
 from brainmri.scanmode import OUTSIDE  # noqa: E402
 from brainmri.scanview import ScanView, compare_scan, view_scan, view_slice  # noqa: E402
 from brainmri.models import MODEL_LABELS  # noqa: E402
@@ -86,11 +86,11 @@ STATE_TTL_S = 3600          # a session's cached result (grey + heatmap, ~1 MB) 
 NO_SLICE = -1               # the slice input's value for 2-D images: the file's default
 HEATMAP_SIDE = 1024         # the .npy download's longer side at most (the map's detail is the model's grid)
 DISPLAY_SIDE = 512          # smaller scans are enlarged for display
-# Gradio refuses larger uploads before any handler runs (and the page keeps its last answer);
-# between MAX_BYTES and this, the handler refuses an image from its size, with a message, and
-# the page is cleared; a whole scan (.zip, NIfTI) is read up to this (the command line reads up
-# to brainmri.scans.Limits.upload_bytes).
-UPLOAD_CAP = 4 * MAX_BYTES
+# Gradio refuses larger uploads before any handler runs (and the page keeps its last answer):
+# the largest whole scan (.zip, NIfTI) that brainmri reads, as the command line does. Between
+# MAX_BYTES and this, the handler refuses a single image from its size, with a message, and
+# the page is cleared.
+UPLOAD_CAP = Limits.upload_bytes
 
 try:                                    # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
