@@ -13,7 +13,6 @@ markdown table; medians of `--repeats` calls of each.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 

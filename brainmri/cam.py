@@ -11,7 +11,8 @@ the library's map. Methods that need extra forward passes (Score-CAM, Ablation-C
 the last block and the last earlier block whose map has at least twice its side (`fusion_index`:
 ResNet-50's layer3, or layer2 when layer4 is dilated), fused
 by the library's own mean. The earlier layer's gradient needs a backward through the blocks
-after it (inputs only, no weight gradients, no hooks): finer maps for about twice a forward.
+after it (inputs only, no weight gradients, no hooks): finer maps for that backward's cost
+(timed in docs/benchmarks.md).
 Where the next block reads the finer map with a stride-2 1x1 convolution (ResNet v1 strides),
 only one position in each 2x2 cell gets a gradient; `spread_lattice` gives the other three
 that position's gradient, instead of the library's dot pattern (3 of 4 positions blank).

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .classes import CLASSES, UnknownClassError, canonical_class
+from .classes import CLASSES, canonical_class
 from .io import ImageLoadError, load_image, to_grey
 
 log = logging.getLogger(__name__)

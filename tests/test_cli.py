@@ -184,7 +184,7 @@ def test_scans_give_a_row_per_slice_and_one_per_scan(scan_folder, tiny_checkpoin
         assert all(r["note"].startswith("outside the head") and not r["error"] for r in outside)
         scan_row = got[-1]
         assert scan_row["label"] in CLASSES and "10 slices" in scan_row["note"]
-        assert f"chosen slice" in scan_row["note"] and Path(scan_row["cam"]).is_file()
+        assert "chosen slice" in scan_row["note"] and Path(scan_row["cam"]).is_file()
     assert [r["position_mm"] for r in by_path["a.zip"][:3]] == ["0.00", "5.00", "10.00"]
     assert [r["p_glioma"] for r in by_path["a.zip"]] == [r["p_glioma"] for r in by_path["series"]]
     assert len(by_path["study.zip#1"]) == 7 and len(by_path["study.zip#2"]) == 9

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from brainmri.classes import CLASSES, UnknownClassError
 from brainmri.data import discover, fingerprint, load_crops, verify
