@@ -52,7 +52,7 @@ from brainmri.classes import UnknownClassError, canonical_class  # noqa: E402
 from brainmri.io import ImageLoadError, describe  # noqa: E402
 from brainmri.overlay import DEFAULT_ALPHA, upscale, with_colour_bar  # noqa: E402
 from brainmri.report import strip_figure, write_report, write_scan_report  # noqa: E402
-from brainmri.scans import Limits, SeriesChoice, is_scan  # noqa: E402
+from brainmri.scans import Limits, SeriesChoice, is_archive, is_scan  # noqa: E402
 from brainmri.scanmode import OUTSIDE  # noqa: E402
 from brainmri.scanview import ScanView, compare_scan, view_scan, view_slice  # noqa: E402
 from brainmri.models import MODEL_LABELS  # noqa: E402
@@ -271,6 +271,9 @@ class Handlers:
     def run_model(self, scan, model, method, target, alpha, slice_no):
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or click an example).")
+        if is_archive(scan):        # the page sends these to the scan handlers; the API can't
+            raise UserError("This is a .zip archive: a whole scan, not one slice. The "
+                            "classify_scan endpoint reads a .zip of one DICOM series.")
         return self.service.classify(scan, model, method, target, alpha, frame=frame_of(slice_no))
 
     @user_errors

@@ -110,18 +110,28 @@ def _is_zip(data: bytes) -> bool:
     return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def is_scan(source: ImageSource) -> bool:
-    """Whether `source` is read as a whole scan: a folder, a .zip, a NIfTI volume with more
-    than one axial slice, or a DICOM file with several frames. Unreadable: False."""
+def is_archive(source: ImageSource) -> bool:
+    """Whether `source` is a folder or a .zip: files of a scan, never one picture. Unreadable:
+    False."""
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         return True
     if not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
         return False
     try:
-        head = _head(source)
-        if _is_zip(head):
-            return True
-        kind = volumes.sniff(head)
+        return _is_zip(_head(source))
+    except (ImageLoadError, OSError):
+        return False
+
+
+def is_scan(source: ImageSource) -> bool:
+    """Whether `source` is read as a whole scan: a folder, a .zip, a NIfTI volume with more
+    than one axial slice, or a DICOM file with several frames. Unreadable: False."""
+    if is_archive(source):
+        return True
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return False
+    try:
+        kind = volumes.sniff(_head(source))
         if kind == "image":
             return False
         from .io import describe

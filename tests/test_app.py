@@ -511,3 +511,5 @@ def test_classify_scan_endpoint_summarises_a_whole_scan(client, tmp_path):
         client.predict(handle_file(str(two)), "resnet50", "gradcam", "", api_name="/classify_scan")
     assert len(client.predict(handle_file(str(two)), "resnet50", "gradcam", "2",
                               api_name="/classify_scan")["probabilities"]) == 7
+    with pytest.raises(AppError, match="a whole scan, not one slice. The classify_scan endpoint"):
+        classify(client, series)                # /classify takes one slice: it points the way

@@ -16,7 +16,7 @@ from nibabel.testing import data_path as NIB_DATA
 
 from brainmri import mri_check
 from brainmri.io import ImageLoadError
-from brainmri.scans import Limits, SeriesChoice, is_scan, list_series, read_scan
+from brainmri.scans import Limits, SeriesChoice, is_archive, is_scan, list_series, read_scan
 
 from .synthetic import dicom_series, dicom_slice, head_volume, nifti, scan, zipped
 
@@ -228,6 +228,13 @@ def test_legacy_multiframe_without_frame_positions_keeps_frame_order():
 def test_single_frame_dicom_and_plain_images_are_not_scans():
     assert not is_scan(dicom_slice(squares(1)[0])) and not is_scan(_png())
     assert len(read_scan(dicom_slice(squares(1)[0]))) == 1
+
+
+def test_archives_are_zips_and_folders(tmp_path):
+    multi = nifti(np.zeros((8, 8, 4), np.float32))
+    assert is_archive(tmp_path) and is_archive(zipped({"a.dcm": dicom_slice(squares(1)[0])}))
+    assert is_scan(multi) and not is_archive(multi)                 # a volume: a scan, one file
+    assert not any(is_archive(x) for x in (_png(), b"", tmp_path / "missing.zip", np.zeros((4, 4))))
 
 
 # ----------------------------------------------------------------------------- NIfTI
