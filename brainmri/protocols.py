@@ -46,6 +46,7 @@ DESCRIPTIONS = {
 }
 KAGGLE = "brain-tumor-mri"
 ROBOFLOW = "roboflow-brain-mri"
+DATA_HELP = f"folder holding {KAGGLE}/ (or it)"   # what kaggle_root accepts, for --data
 VAL_FRACTION = 0.12     # share of each class's Training duplicate groups carved out as validation
 
 

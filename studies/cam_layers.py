@@ -26,7 +26,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from brainmri import cam as cams
 from brainmri.boxes import box_for, boxes_csv, load_boxes
 from brainmri.predictor import Predictor
-from brainmri.protocols import kaggle_root, run_splits
+from brainmri.protocols import DATA_HELP, kaggle_root, run_splits
 
 from .explain_eval import measure_scan
 
@@ -37,7 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Validation pointing game of Layer-CAM per set of trunk blocks.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--sets", nargs="+", required=True, help="'+'-joined trunk indices, e.g. 7 5+7")
     p.add_argument("--versus", default=None,
                    help="a class name: contrastive maps, the predicted class's logit minus this "

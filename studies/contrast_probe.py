@@ -37,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 
 from brainmri.lookprior import look_features
 from brainmri.predictor import Predictor
-from brainmri.protocols import OTHER, build_splits
+from brainmri.protocols import DATA_HELP, OTHER, build_splits
 from studies.generalisation import BOUND_CONTRAST, UNLABELLED, as_u8, framing_of, read_labels, unit_input
 
 THRESHOLD = 0.5
@@ -49,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="whose features `model` uses (a shipped one)")
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--labels", type=Path, default=Path("logs/labels/plane_contrast.csv"))
     p.add_argument("--out", type=Path, default=Path("logs/eval/generalisation/contrast-probe.json"))
     p.add_argument("--dims", type=int, default=32, help="PCA dimensions of the `model` features")

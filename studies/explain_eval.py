@@ -45,7 +45,7 @@ from brainmri.data import Sample
 from brainmri.multicam import input_maps
 from brainmri.predictor import Predictor, to_input_pixels
 from brainmri.presets import Prepared
-from brainmri.protocols import build_splits, kaggle_root, split_of
+from brainmri.protocols import DATA_HELP, build_splits, kaggle_root, split_of
 
 log = logging.getLogger("explain_eval")
 SPLITS = ("official", "clean", "val")
@@ -56,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate CAM explanations against tumour boxes.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoints", type=Path, nargs="+")
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--boxes", type=Path, help="boxes CSV (default: <kaggle root>/tumor_boxes.csv)")
     p.add_argument("--out", type=Path, default=Path("runs/explain"))
     p.add_argument("--methods", default=",".join(HOOK_FREE),

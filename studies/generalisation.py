@@ -90,7 +90,7 @@ from brainmri.io import ImageLoadError, load_image
 from brainmri.lookprior import DEFAULT_K as LOOK_K, LookPrior, look_features
 from brainmri.outcomes import DEFAULT_MIN_CONFIDENCE, Outcome
 from brainmri.predictor import Predictor
-from brainmri.protocols import kaggle_root, run_splits
+from brainmri.protocols import DATA_HELP, kaggle_root, run_splits
 
 log = logging.getLogger("generalisation")
 HEAD = 0.04            # intensity (of 1) above which a pixel counts as head for `brightness`
@@ -123,7 +123,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoints", type=Path, nargs="*")
-    p.add_argument("--data", type=Path, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, help=DATA_HELP)
     p.add_argument("--table", type=Path, nargs="+", default=[], metavar="JSON",
                    help="print the tables of results already written (no scoring)")
     p.add_argument("--intervals", action="store_true",

@@ -38,7 +38,7 @@ import numpy as np
 from brainmri import localisation as loc
 from brainmri.io import load_image, to_grey
 from brainmri.predictor import Predictor
-from brainmri.protocols import kaggle_root, run_splits
+from brainmri.protocols import DATA_HELP, kaggle_root, run_splits
 
 from brainmri.boxes import box_for, boxes_csv, load_boxes
 
@@ -52,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Accuracy with the tumour box painted out, against a control box.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--split", default="val,clean", help=f"comma-separated, of {SPLITS}")
     p.add_argument("--grow", type=float, default=0.02, help="grow the tumour box by this x the longer side")
     p.add_argument("--tolerance", type=float, default=0.02,

@@ -29,7 +29,7 @@ from sklearn.neighbors import NearestNeighbors
 from brainmri.models import last_inputs_recorded
 from brainmri.outcomes import Outcome
 from brainmri.predictor import Predictor
-from brainmri.protocols import run_splits
+from brainmri.protocols import DATA_HELP, run_splits
 from studies.generalisation import add_scoring_arguments, evenly, prepared_batches, result_name
 
 TAUS = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -41,7 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--out", type=Path, default=Path("logs/eval/generalisation"))
     p.add_argument("--k", type=int, default=K, help="neighbours asked")
     p.add_argument("--name", help="the result's model name (default: the checkpoint's)")

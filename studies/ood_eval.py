@@ -29,7 +29,7 @@ from brainmri import mri_check
 from brainmri.gallery import non_mri, other_mr
 from brainmri.io import ImageLoadError, load_image
 from brainmri.predictor import Predictor
-from brainmri.protocols import run_splits
+from brainmri.protocols import DATA_HELP, run_splits
 
 log = logging.getLogger("ood_eval")
 
@@ -38,7 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--out", type=Path, default=Path("runs/ood"))
     p.add_argument("--protocols", nargs="+", default=["val", "clean", "official"])
     p.add_argument("--limit", type=int, default=0, help="at most N scans per protocol (0: all)")

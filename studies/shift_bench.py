@@ -38,7 +38,7 @@ from brainmri.boxes import box_for, boxes_csv, load_boxes
 from brainmri.classes import CLASSES, NO_TUMOUR
 from brainmri.io import load_image, to_grey
 from brainmri.predictor import Predictor
-from brainmri.protocols import kaggle_root, run_splits
+from brainmri.protocols import DATA_HELP, kaggle_root, run_splits
 from brainmri.shifts import BENCH, COUNTERFACTUAL
 from brainmri.tapstats import auroc, cached_stats, from_file, shifted, tap_stats, weights_digest
 
@@ -51,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoints", type=Path, nargs="+")
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--out", type=Path, default=Path("logs/eval/familiarity"))
     p.add_argument("--shifts", nargs="+", default=[*BENCH, COUNTERFACTUAL],
                    choices=[*BENCH, COUNTERFACTUAL])

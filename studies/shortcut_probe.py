@@ -28,7 +28,7 @@ import torch
 
 from brainmri.io import ImageLoadError, load_image, to_grey
 from brainmri.predictor import Predictor
-from brainmri.protocols import run_splits
+from brainmri.protocols import DATA_HELP, run_splits
 from brainmri.shifts import BENCH, DEV
 from studies.generalisation import add_scoring_arguments, evenly, result_name
 
@@ -42,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoints", type=Path, nargs="+", help="runs that held a source out")
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--out", type=Path, default=Path("logs/eval/generalisation"))
     p.add_argument("--names", nargs="+", default=[],
                    help="a name for each checkpoint's results (default: its name, `loso-<source>-` "

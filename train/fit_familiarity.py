@@ -39,7 +39,7 @@ from brainmri import familiarity as fam
 from brainmri import outcomes
 from brainmri.checkpoint import update_metadata
 from brainmri.predictor import Predictor
-from brainmri.protocols import run_splits
+from brainmri.protocols import DATA_HELP, run_splits
 from brainmri.shifts import DEV
 from brainmri.tapstats import auroc, cached_stats, from_file, shifted, tap_stats, weights_digest
 
@@ -56,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--candidate", choices=sorted(CANDIDATES), default=DEFAULT,
                    help="statistics of the detector written (chosen by --compare's rule)")
     p.add_argument("--quantile", type=float, default=0.025,

@@ -46,7 +46,7 @@ from brainmri.checkpoint import update_metadata
 from brainmri.io import ImageLoadError, load_image
 from brainmri import ood as detectors
 from brainmri.predictor import Predictor
-from brainmri.protocols import run_splits
+from brainmri.protocols import DATA_HELP, run_splits
 
 log = logging.getLogger("fit_ood")
 
@@ -55,7 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--quantile", type=float, default=detectors.DEFAULT_QUANTILE,
                    help="share of validation scans the threshold accepts")
     p.add_argument("--refused", type=float, default=0.001,

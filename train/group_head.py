@@ -37,7 +37,7 @@ from brainmri.checkpoint import load_checkpoint, update_metadata
 from brainmri.models import last_inputs_recorded, last_linear
 from brainmri.classes import CLASSES
 from brainmri.presets import EvalPreset
-from brainmri.protocols import SOURCES, run_splits
+from brainmri.protocols import DATA_HELP, SOURCES, run_splits
 
 from .augment import LookSwap
 from .core import class_group_weights, crops_and_boxes, fit_temperature, scores
@@ -51,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--out", type=Path, required=True, help="folder for model.safetensors and group_head.json")
     p.add_argument("--c-grid", type=float, nargs="+", default=list(C_GRID))
     p.add_argument("--name", help="the new checkpoint's name (default: the input's, with -group-head)")

@@ -38,7 +38,7 @@ from brainmri.models import ARCHS, Classifier, build_model, pretrained_model
 from brainmri.predictor import default_device
 from brainmri import localisation as loc
 from brainmri.presets import EvalPreset, TrainPreset
-from brainmri.protocols import SOURCES, VAL_FRACTION, kaggle_root, run_splits
+from brainmri.protocols import DATA_HELP, SOURCES, VAL_FRACTION, kaggle_root, run_splits
 
 from . import dilate, distill, prior
 from .augment import ACQUISITIONS, LookSwap, MixStyle, consistency_loss, mixstyle_blocks
@@ -106,7 +106,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch-kwargs", type=json.loads, metavar="JSON",
                    help='a model built from scratch with these arguments, e.g. \'{"widths": [64, 128, 256]}\' '
                         "(recorded in the checkpoint; not with --init or pretrained weights)")
-    p.add_argument("--data", type=Path, required=True, help="folder holding brain-tumor-mri/ (or it)")
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--out", type=Path, required=True)
     for name, typ in [("size", int), ("epochs", int), ("batch_size", int), ("lr", float),
                       ("momentum", float), ("weight_decay", float), ("label_smoothing", float),
