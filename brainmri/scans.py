@@ -286,7 +286,7 @@ def _parse(files: list[_File]) -> tuple[list[_Slice], list[str]]:
     if skipped:
         notes.append(f"{len(skipped)} file{'s' * (len(skipped) > 1)} skipped: " + "; ".join(skipped))
     if others:
-        notes.append(f"{others} file{'s' * (others > 1)} that are not DICOM images ignored")
+        notes.append(f"{others} file{'s that are' if others > 1 else ' that is'} not a DICOM image ignored")
     return slices, notes
 
 

@@ -116,7 +116,7 @@ def test_a_corrupt_file_inside_the_zip_is_skipped_and_named():
     assert len(s) == 5 and areas(s) == sorted(areas(s))
     notes = " ".join(s.notes)
     assert "s/2.dcm" in notes and "s/broken.dcm" in notes and "damaged or truncated" in notes
-    assert "not DICOM images ignored" in notes and "a slice may be missing" in notes
+    assert "1 file that is not a DICOM image ignored" in notes and "a slice may be missing" in notes
 
 
 def test_slices_must_agree_in_size_orientation_and_position():
@@ -133,7 +133,7 @@ def test_slices_must_agree_in_size_orientation_and_position():
 
 
 def test_archives_without_images_and_damaged_archives_are_named():
-    with pytest.raises(ImageLoadError, match="no DICOM image found .*1 file that are not DICOM"):
+    with pytest.raises(ImageLoadError, match="no DICOM image found .*1 file that is not a DICOM image"):
         read_scan(zipped({"a.txt": b"hello"}))
     with pytest.raises(ImageLoadError, match="the .zip archive is damaged"):
         read_scan(zipped({"a.dcm": dicom_slice(squares(1)[0])})[:-30])
