@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .batch import CAM_FORMATS, SCAN_ROW, classify_files, find_images, read_scans, write_csv
+from .batch import CAM_FORMATS, SCAN_ROW, classify_files, find_images, write_csv
 from .cam import METHODS, canonical_method
 from .checkpoint import CheckpointError
 from .models import ARCHS, default_model
@@ -52,7 +52,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also write a PDF report per readable image into this folder "
                         "(scan, overlay, probabilities, model and method, outcome, date; "
                         "one more forward pass each); a whole scan's has its chosen slice's page "
-                        "and the finding along its slices (one per series)")
+                        "and the finding along its slices (one per series; from the CSV's "
+                        "answer, its chosen slice answered once more)")
     c.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     c.add_argument("--workers", type=int, default=2, help="threads decoding images and writing overlays")
     c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; default: cuda if present")
@@ -97,8 +98,9 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("no files found in " + ", ".join(args.paths))
 
     start, errors, outcomes, slices = time.perf_counter(), 0, Counter(), 0
+    reports = Reports(predictor, args.report, method, args.alpha) if args.report else None
     rows = classify_files(predictor, items, args.batch_size, args.cams, method, args.alpha,
-                          args.workers, args.cams_format)
+                          args.workers, args.cams_format, on_scan=reports.scan if reports else None)
     with tqdm(total=len(items), unit="file", disable=args.no_progress, file=sys.stderr) as bar:
         for row in write_csv(args.out, rows, predictor.classes):
             if row.slice not in ("", SCAN_ROW):        # a scan's slice: counted in its scan
@@ -107,10 +109,11 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             errors += bool(row.error)
             outcomes["error" if row.outcome is None else row.outcome.value] += 1
             bar.update()          # an archive of several series moves it once per series
-    reports = write_reports(predictor, items, args.report, method, args.alpha) if args.report else 0
+    if reports is not None:
+        reports.images(items)
     seconds = time.perf_counter() - start
     scans = sum(item.scan for item in items)
-    summary = {"reports": reports, "images": len(items) - scans, "scans": scans,
+    summary = {"reports": reports.written if reports else 0, "images": len(items) - scans, "scans": scans,
                "scan_slices": slices, "errors": errors, "outcomes": dict(outcomes),
                "seconds": round(seconds, 3),
                "images_per_second": round((len(items) - scans + slices) / seconds, 2),
@@ -125,38 +128,51 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def write_reports(predictor, items, folder: str | Path, method: str | None, alpha: float) -> int:
-    """One PDF per readable item, `<folder>/<item name>.pdf`, as the app's report button writes
-    it; a whole scan's (`report.write_scan_report`) per series, `<name>-series<N>.pdf` where it
-    holds several. Returns how many were written (what cannot be read already has its error in
-    the CSV)."""
-    from .io import ImageLoadError
-    from .report import write_report, write_scan_report
-    from .scanview import view_read
-    from .service import Service
-    key = predictor.meta.get("arch", predictor.name)
-    service = Service({key: predictor}, warmup=False)
+class Reports:
+    """--report: one PDF per readable item, `<folder>/<item name>.pdf`, as the app's report
+    button writes it. A whole scan's (`report.write_scan_report`, one per series,
+    `<name>-series<N>.pdf` where it holds several) is written from the answer the CSV pass
+    gave (`scan`, `classify_files`'s `on_scan`); an image's from one more pass (`images`).
+    What cannot be read already has its error in the CSV."""
 
-    def report(item, where: str, scan) -> bool:
+    def __init__(self, predictor, folder: str | Path, method: str | None, alpha: float):
+        from .service import Service
+        self.folder, self.method, self.alpha = Path(folder), method, alpha
+        self.key, self.model_name = predictor.meta.get("arch", predictor.name), predictor.name
+        self.service = Service({self.key: predictor}, warmup=False)
+        self.written = 0
+
+    def path(self, item, where: str) -> Path:
         name = item.name.with_suffix("")
-        base = Path(folder) / (name.with_suffix("") if item.name.name.endswith(".nii.gz") else name)
+        base = self.folder / (name.with_suffix("") if item.name.name.endswith(".nii.gz") else name)
         series = f"-series{where.rsplit('#', 1)[1]}" if "#" in where else ""
-        path, source = base.with_name(f"{base.name}{series}.pdf"), Path(where).name
-        try:
-            if scan is None:
-                write_report(service.classify(item.path, key, method, alpha=alpha), path,
-                             source=source, model_name=predictor.name)
-            else:
-                write_scan_report(view_read(service, scan, key, method, alpha), path,
-                                  source=source, model_name=predictor.name)
-        except (ImageLoadError, ValueError):
-            return False
-        return True
+        return base.with_name(f"{base.name}{series}.pdf")
 
-    return sum(report(item, where, scan)
-               for item in items
-               for where, scan in (read_scans(item) if item.scan else [(str(item.path), None)])
-               if not isinstance(scan, Exception))
+    def scan(self, item, where: str, scan, result, start: float) -> None:
+        from .io import ImageLoadError
+        from .report import write_scan_report
+        from .scanview import view_of
+        try:
+            write_scan_report(view_of(self.service, scan, result, self.key, self.method, self.alpha,
+                                      start), self.path(item, where), source=Path(where).name,
+                              model_name=self.model_name)
+        except (ImageLoadError, ValueError):
+            return
+        self.written += 1
+
+    def images(self, items) -> None:
+        from .io import ImageLoadError
+        from .report import write_report
+        for item in items:
+            if item.scan:
+                continue
+            try:
+                write_report(self.service.classify(item.path, self.key, self.method, alpha=self.alpha),
+                             self.path(item, str(item.path)), source=item.path.name,
+                             model_name=self.model_name)
+            except (ImageLoadError, ValueError):
+                continue
+            self.written += 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -182,39 +183,56 @@ def _prediction_row(path: str, p, cam: Path | None = None, error: str = "", **ex
                tuple(p.reasons), p.familiarity, str(cam) if cam else "", error, **extra)
 
 
-def read_scans(item: Item) -> list[tuple[str, object]]:
-    """[(path for the CSV, Scan or the exception reading it)]: one per series."""
+def read_scans(item: Item) -> list[tuple[str, object, float]]:
+    """[(path for the CSV, Scan or the exception reading it, seconds spent reading it)]: one
+    per series (an archive's listing counted in its first)."""
     from .scans import SeriesChoice, read_scan
     source = list(item.members) if item.members else item.path
+    start = time.perf_counter()
     try:
-        return [(str(item.path), read_scan(source))]
+        scan = read_scan(source)
+        return [(str(item.path), scan, time.perf_counter() - start)]
     except SeriesChoice as choice:
         out = []
         for s in choice.series:
+            where = f"{item.path}#{s.number}"
             try:
-                out.append((f"{item.path}#{s.number}", read_scan(source, series=s.key)))
+                scan = read_scan(source, series=s.key)
             except (ImageLoadError, OSError) as error:
-                out.append((f"{item.path}#{s.number}", error))
+                scan = error
+            now = time.perf_counter()
+            out.append((where, scan, now - start))
+            start = now
         return out
     except (ImageLoadError, OSError) as error:
-        return [(str(item.path), error)]
+        return [(str(item.path), error, time.perf_counter() - start)]
+
+
+# Called with each scan classified: (item, its CSV path, the Scan, its ScanResult, the
+# time.perf_counter() at which reading it began), e.g. to write its report from that result.
+OnScan = Callable[[Item, str, object, object, float], None]
 
 
 def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_size: int = 16,
-              method: str | None = None, alpha: float = DEFAULT_ALPHA) -> Iterator[Row]:
+              method: str | None = None, alpha: float = DEFAULT_ALPHA,
+              on_scan: OnScan | None = None) -> Iterator[Row]:
     """One row per slice and one per scan (`slice` SCAN_ROW) for a scan item; with `cam`, the
-    chosen slice's overlay is written there (`-<series number>` added for several series)."""
+    chosen slice's overlay is written there (`-<series number>` added for several series);
+    `on_scan` is given each scan classified, before its rows."""
     from .scanmode import OUTSIDE, classify_scan, ranges
     scans = read_scans(item)
-    for n, (path, scan) in enumerate(scans, start=1):
+    for n, (path, scan, seconds) in enumerate(scans, start=1):
         if isinstance(scan, Exception):
             yield Row(path, error=_describe(scan), slice=SCAN_ROW)
             continue
+        start = time.perf_counter() - seconds
         try:
             result = classify_scan(predictor, scan, batch_size, method, alpha)
         except Exception as error:      # noqa: BLE001 - becomes this scan's row
             yield Row(path, error=_describe(error), slice=SCAN_ROW)
             continue
+        if on_scan is not None:
+            on_scan(item, path, scan, result, start)
         for s in result.slices:
             if s.prediction is None:
                 yield Row(path, slice=str(s.index), position=s.position,
@@ -246,11 +264,12 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
 
 def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int = 16,
                    cams: str | Path | None = None, method: str | None = None,
-                   alpha: float = DEFAULT_ALPHA, workers: int = 2, cams_format: str = "png") -> Iterator[Row]:
-    """Yield one `Row` per image item, in order, and for a scan item (`scan_rows`) one per
-    slice and one for the scan. With `cams`, the prediction and a heatmap overlay
-    (RGB, the input's size, PNG or `cams_format` "jpg") come from one `explain_batch` pass;
-    else `predict_batch`."""
+                   alpha: float = DEFAULT_ALPHA, workers: int = 2, cams_format: str = "png",
+                   on_scan: OnScan | None = None) -> Iterator[Row]:
+    """Yield one `Row` per image item, in order, and for a scan item (`scan_rows`, `on_scan`
+    given each scan classified) one per slice and one for the scan. With `cams`, the
+    prediction and a heatmap overlay (RGB, the input's size, PNG or `cams_format` "jpg") come
+    from one `explain_batch` pass; else `predict_batch`."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if cams_format not in CAM_FORMATS:
@@ -263,7 +282,7 @@ def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int 
             yield from _classify_images(predictor, [items[j] for j in run], [cam_paths[j] for j in run],
                                         batch_size, cams is not None, method, alpha, workers)
             run = []
-            yield from scan_rows(predictor, item, cam_paths[i], batch_size, method, alpha)
+            yield from scan_rows(predictor, item, cam_paths[i], batch_size, method, alpha, on_scan)
         else:
             run.append(i)
     yield from _classify_images(predictor, [items[j] for j in run], [cam_paths[j] for j in run],

@@ -108,8 +108,15 @@ def view_read(service: Service, scan: Scan, model: str, method: str | None = Non
               start: float | None = None) -> ScanView:
     """`view_scan` on a scan already read (`start`: when reading began, for `time_ms`)."""
     start = time.perf_counter() if start is None else start
-    predictor = service.predictor(model)
-    result = classify_scan(predictor, scan, progress=progress, explain=False)
+    result = classify_scan(service.predictor(model), scan, progress=progress, explain=False)
+    return view_of(service, scan, result, model, method, alpha, start)
+
+
+def view_of(service: Service, scan: Scan, result: ScanResult, model: str, method: str | None = None,
+            alpha: float = DEFAULT_ALPHA, start: float | None = None) -> ScanView:
+    """The view of a scan already classified by `model` (`result`, from `classify_scan`): its
+    chosen slice answered as a single upload (`start`: when reading began, for `time_ms`)."""
+    start = time.perf_counter() if start is None else start
     chosen = (service.classify(scan.slices[result.chosen], model, method, alpha=alpha)
               if result.chosen is not None else None)
     ms = 1000 * (time.perf_counter() - start)

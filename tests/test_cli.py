@@ -195,10 +195,16 @@ def test_scans_give_a_row_per_slice_and_one_per_scan(scan_folder, tiny_checkpoin
     assert (summary["images"], summary["scans"], summary["scan_slices"]) == (1, 5, 44)
 
 
-def test_report_covers_whole_scans_one_pdf_per_series(scan_folder, tiny_checkpoints, tmp_path):
+def test_report_covers_whole_scans_one_pdf_per_series(scan_folder, tiny_checkpoints, tmp_path,
+                                                      monkeypatch):
+    from brainmri import scanmode
+    calls = []
+    counted = scanmode.classify_scan
+    monkeypatch.setattr(scanmode, "classify_scan", lambda *a, **k: calls.append(1) or counted(*a, **k))
     out, reports = tmp_path / "r.csv", tmp_path / "reports"
     assert main(["classify", str(scan_folder), "--model", str(tiny_checkpoints["baseline"]),
                  "--out", str(out), "--report", str(reports), "--no-progress"]) == 0
+    assert len(calls) == 5            # each of 5 series classified once: its report takes the CSV's answer
     pdfs = {str(p.relative_to(reports)): p.read_bytes() for p in reports.rglob("*.pdf")}
     assert sorted(pdfs) == ["whole/a.pdf", "whole/head.pdf", "whole/plain.pdf", "whole/series.pdf",
                             "whole/study-series1.pdf", "whole/study-series2.pdf"]  # not the broken zip
