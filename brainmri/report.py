@@ -177,7 +177,7 @@ def scan_page(view, *, source: str = "", when: dt.datetime | None = None) -> Fig
             y -= 0.018
     ax = fig.add_axes((0.09, y - 0.30, 0.84, 0.25))
     draw_strip(ax, r.probabilities(), r.classes, r.chosen)
-    ax.set_title("Class probabilities along the slices", fontsize=10)
+    ax.set_title("Class probabilities along the slices", fontsize=10, pad=14)   # above the slice mark
     fig.text(0.06, 0.055, DISCLAIMER, fontsize=10, weight="bold", color="#b2182b")
     fig.text(0.06, 0.037, "Each slice is a statistical guess about one 2-D picture; the scan's "
              "summary must never inform the care of a person.", fontsize=9, color="#b2182b")
