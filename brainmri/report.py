@@ -27,6 +27,8 @@ from .service import Result
 from .texts import DISCLAIMER, REFUSED, percent
 
 A4 = (8.27, 11.69)                                   # inches, portrait
+FOOTER_TOP = 0.08      # figure fraction: the small print's last line sits above the disclaimer
+LINE, GAP = 0.015, 0.004                              # the small print's line and paragraph steps
 COLOURS = {Outcome.CONFIDENT: "#1b7837", Outcome.CAUTION: "#b35806", Outcome.NOT_MRI: "#b2182b"}
 
 
@@ -56,16 +58,21 @@ def report_figure(result: Result, *, source: str = "", when: dt.datetime | None 
             y -= 0.016
 
     top = min(y - 0.01, 0.82)
+    lines = [textwrap.wrap(text, 105) for text in _details(result, model_name)]
+    # The details end above the footer; the pictures and bars shrink (scale) when the
+    # reasons above them take the room.
+    details_top = FOOTER_TOP + LINE * (sum(map(len, lines)) - 1) + GAP * (len(lines) - 1)
+    scale = min(1.0, (top - details_top) / 0.63)
     for i, (image, title) in enumerate(((np.repeat(result.grey[:, :, None], 3, 2), "Scan (as the model reads it)"),
                                         (result.overlay, "Heatmap on the scan" if result.is_mri
                                          else "No heatmap: not a finding"))):
-        ax = fig.add_axes((0.06 + i * 0.46, top - 0.36, 0.42, 0.34))
+        ax = fig.add_axes((0.06 + i * 0.46, top - 0.36 * scale, 0.42, 0.34 * scale))
         ax.imshow(image, interpolation="bilinear")
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()
 
     if result.probabilities:
-        ax = fig.add_axes((0.30, top - 0.58, 0.50, 0.16))
+        ax = fig.add_axes((0.30, top - 0.58 * scale, 0.50, 0.16 * scale))
         ranked = sorted(result.probabilities.items(), key=lambda kv: kv[1])
         values = [v for _, v in ranked]
         ax.barh([class_label(c) for c, _ in ranked], values, color="#4a6fa5")
@@ -76,9 +83,23 @@ def report_figure(result: Result, *, source: str = "", when: dt.datetime | None 
         ax.spines[["top", "right"]].set_visible(False)
         ax.set_title("Probabilities", fontsize=10)
     else:
-        fig.text(0.06, top - 0.45, "No probabilities: the input was refused, so they would not "
+        fig.text(0.06, top - 0.45 * scale, "No probabilities: the input was refused, so they would not "
                  "be a finding.", fontsize=10)
 
+    y = top - 0.63 * scale
+    for wrapped in lines:
+        for line in wrapped:
+            fig.text(0.06, y, line, fontsize=8.5)
+            y -= LINE
+        y -= GAP
+    fig.text(0.06, 0.055, DISCLAIMER, fontsize=10, weight="bold", color="#b2182b")
+    fig.text(0.06, 0.037, "It is a statistical guess about one 2-D slice and must never inform "
+             "the care of a person.", fontsize=9, color="#b2182b")
+    return fig
+
+
+def _details(result: Result, model_name: str) -> list[str]:
+    """The report's small print under the pictures: model, explanation, outcome, scope."""
     if result.target is None:
         explained = ("Explanation: none; a refused input has no finding to explain.")
     else:
@@ -87,23 +108,13 @@ def report_figure(result: Result, *, source: str = "", when: dt.datetime | None 
         explained = (f"Explanation: {LABELS.get(result.method, result.method)}, {about}; a class "
                      "activation map shows which regions moved the score, at coarse resolution, "
                      "and can highlight a shortcut as confidently as a tumour.")
-    lines = [f"Model: {MODEL_LABELS.get(result.model, result.model)}"
-             + (f" (checkpoint {model_name})" if model_name else ""),
-             explained,
-             f"Outcome: {result.outcome.value}. Model time: {result.time_ms:.0f} ms.",
-             (f"Classes: {', '.join(class_label(c) for c in result.probabilities)}; t" if
-              result.probabilities else "T") + "rained on the public Kaggle Brain Tumor MRI "
-             "Dataset (2-D slices). Other diseases, body parts and imaging types are out of scope."]
-    y = top - 0.63
-    for text in lines:
-        for line in textwrap.wrap(text, 105):
-            fig.text(0.06, y, line, fontsize=8.5)
-            y -= 0.015
-        y -= 0.004
-    fig.text(0.06, 0.055, DISCLAIMER, fontsize=10, weight="bold", color="#b2182b")
-    fig.text(0.06, 0.037, "It is a statistical guess about one 2-D slice and must never inform "
-             "the care of a person.", fontsize=9, color="#b2182b")
-    return fig
+    return [f"Model: {MODEL_LABELS.get(result.model, result.model)}"
+            + (f" (checkpoint {model_name})" if model_name else ""),
+            explained,
+            f"Outcome: {result.outcome.value}. Model time: {result.time_ms:.0f} ms.",
+            (f"Classes: {', '.join(class_label(c) for c in result.probabilities)}; t" if
+             result.probabilities else "T") + "rained on the public Kaggle Brain Tumor MRI "
+            "Dataset (2-D slices). Other diseases, body parts and imaging types are out of scope."]
 
 
 def write_report(result: Result, path: str | Path, **kwargs) -> Path:

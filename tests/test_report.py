@@ -30,3 +30,33 @@ def test_one_page_pdf(service, tmp_path):
                    f"Outcome: {r.outcome}"):
         assert needed in texts, needed
     assert len(report_figure(r).axes) == 3                      # scan, overlay, probabilities
+
+
+def boxes_overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("reasons", [0, 1, 2, 4])
+def test_nothing_on_the_page_overlaps_however_many_reasons(service, reasons):
+    """The reasons above the pictures push them down; the small print stays above the
+    disclaimer (with two reasons it used to run into it)."""
+    from dataclasses import replace
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from brainmri import outcomes
+    r = service.classify(scan(seed=2, size=96), "resnet50", "gradcam")
+    found = (outcomes.UNFAMILIAR, outcomes.LOW_CONFIDENCE, outcomes.DISAGREE,
+             outcomes.CHECKERS_DISAGREE)[:reasons]
+    r = replace(r, outcome=outcomes.Outcome.CAUTION if found else outcomes.Outcome.CONFIDENT,
+                reasons=found)
+    fig = report_figure(r, source="a-long-file-name-as-users-have-them-0001.png", model_name="tiny")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    texts = [(t.get_text(), t.get_window_extent(renderer)) for t in fig.texts]
+    panels = [ax.get_tightbbox(renderer) for ax in fig.axes]
+    page = fig.bbox
+    for i, (text, box) in enumerate(texts):
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, text
+        assert not any(boxes_overlap(box, other) for _, other in texts[i + 1:]), text
+        assert not any(boxes_overlap(box, panel) for panel in panels), text
+    assert not any(boxes_overlap(a, b) for k, a in enumerate(panels) for b in panels[k + 1:])
