@@ -37,6 +37,7 @@ from .predictor import Explanation, Prediction, Predictor
 from .scans import Scan
 
 OUTSIDE = "outside the head (too little tissue): not classified"   # a slice without a head
+NO_HEAD = "no slice shows enough of a head to classify"           # a scan without one
 MIN_HEAD_RELATIVE = 0.35   # a brain slice's head covers this share of the scan's widest head
                            # at least (and MIN_HEAD_SHARE of the slice)
 
@@ -109,7 +110,7 @@ def classify_scan(predictor: Predictor, scan: Scan, batch_size: int = 16,
     finding, chosen, members = summarise(slices, predictor.classes)
     notes = list(scan.notes)
     if not todo:
-        notes.append("no slice shows enough of a head to classify")
+        notes.append(NO_HEAD)
     explanation = None
     if chosen is not None and explain:
         explanation = predictor.explain_batch(method=method, alpha=alpha,

@@ -26,7 +26,7 @@ from .classes import NO_TUMOUR, class_label
 from .models import MODEL_LABELS
 from .outcomes import Outcome
 from .overlay import DEFAULT_ALPHA
-from .scanmode import ScanResult, classify_scan, ranges
+from .scanmode import NO_HEAD, ScanResult, classify_scan, ranges
 from .scans import Scan, read_scan
 from .service import Result, Service, with_reason
 from .texts import DISCLAIMER, FOOTNOTE, REFUSED, percent
@@ -85,7 +85,7 @@ def scan_headline(view_model: str, scan: Scan, r: ScanResult, ms: float) -> str:
                     f"{ranges(r.finding_slices)} of {total}\n"
                     f"Most probable: slice {r.chosen} ({percent(p)}), shown below.\n")
     notes = [f"{outside} of {total} slices outside the head, not classified"] if outside else []
-    notes += list(r.notes)
+    notes += [n for n in r.notes if n != NO_HEAD]          # the heading says so
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     return text + f"\n_{where} · {name} · {ms / 1000:.1f} s · {FOOTNOTE}_"

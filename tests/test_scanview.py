@@ -19,7 +19,7 @@ from brainmri.scans import SeriesChoice
 from brainmri.scanview import compare_scan, scan_agreement, view_scan, view_slice
 from brainmri.service import Service
 
-from .synthetic import dicom_series, head_volume, zipped
+from .synthetic import dicom_series, head_volume, nifti, zipped
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,9 @@ def test_unclassifiable_scans_and_choices_are_said(service):
     v = view_scan(service, ct, "baseline")
     assert v.chosen is None and v.result.outcome == Outcome.NOT_MRI
     assert "No slice of this scan could be classified" in v.headline and "refused" in v.headline
+    empty = view_scan(service, nifti(np.zeros((32, 32, 6), np.float32)), "baseline")
+    assert empty.chosen is None and empty.result.notes[-1].startswith("no slice shows enough")
+    assert empty.headline.lower().count("enough of a head") == 1      # said once, not in the notes too
     two = zipped({**{f"a{k}": f for k, f in enumerate(dicom_series(head_volume(4), series="5"))},
                   **{f"b{k}": f for k, f in enumerate(dicom_series(head_volume(5), series="6",
                                                                    description="T1"))}})
