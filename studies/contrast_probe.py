@@ -38,7 +38,8 @@ from sklearn.preprocessing import StandardScaler
 from brainmri.lookprior import look_features
 from brainmri.predictor import Predictor
 from brainmri.protocols import DATA_HELP, OTHER, build_splits
-from studies.generalisation import BOUND_CONTRAST, UNLABELLED, as_u8, framing_of, read_labels, unit_input
+from studies.generalisation import (BOUND_CONTRAST, LABELS, UNLABELLED, as_u8, framing_of, read_labels,
+                                    unit_input)
 
 THRESHOLD = 0.5
 # The labelled sets: the shipped split's validation scans, and protocol 1's held-out scans.
@@ -50,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="whose features `model` uses (a shipped one)")
     p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
-    p.add_argument("--labels", type=Path, default=Path("logs/labels/plane_contrast.csv"))
+    p.add_argument("--labels", type=Path, default=LABELS)
     p.add_argument("--out", type=Path, default=Path("logs/eval/generalisation/contrast-probe.json"))
     p.add_argument("--dims", type=int, default=32, help="PCA dimensions of the `model` features")
     p.add_argument("--folds", type=int, default=5)

@@ -104,6 +104,7 @@ KEPT = (0.95, 0.9, 0.85, 0.8, 0.7)   # frontier: shares of `val` answers kept co
 FOLDS = 5                       # floor_crossfit: folds, and the seed of their shuffle
 HAND_SET = ("plane", "contrast")     # the kinds of hand-set label the breakdowns use
 UNLABELLED = "unlabelled"
+LABELS = Path("logs/labels/plane_contrast.csv")   # the hand-set plane and contrast labels
 
 
 def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
@@ -130,7 +131,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="with --table: print instead how sure each confident-right share is "
                         "(right k of n, Wilson interval)")
     p.add_argument("--out", type=Path, default=Path("logs/eval/generalisation"))
-    p.add_argument("--labels", type=Path, default=Path("logs/labels/plane_contrast.csv"),
+    p.add_argument("--labels", type=Path, default=LABELS,
                    help="hand-set plane and contrast labels (CSV; logs/labels/README.md)")
     p.add_argument("--floor-from", type=Path, metavar="RESULT",
                    help="a held-out run's JSON: also score the confident answers at or above its "
