@@ -69,7 +69,9 @@ def report_figure(result: Result, *, source: str = "", when: dt.datetime | None 
         ax = fig.add_axes((0.06 + i * 0.46, top - 0.36 * scale, 0.42, 0.34 * scale))
         ax.imshow(image, interpolation="bilinear")
         ax.set_title(title, fontsize=10)
-        ax.set_axis_off()
+        ax.set_xticks([]), ax.set_yticks([])
+        for spine in ax.spines.values():          # a thin frame: a white scan still shows
+            spine.set_color("#bbbbbb"), spine.set_linewidth(0.6)
 
     if result.probabilities:
         ax = fig.add_axes((0.30, top - 0.58 * scale, 0.50, 0.16 * scale))
