@@ -242,7 +242,15 @@ def _header(head: bytes):
 
 
 def _shape3(header) -> tuple[int, int, int]:
-    """The volume's 3-D shape; 2-D images get a third axis of 1, 4-D files are refused."""
+    """The volume's 3-D shape; 2-D images get a third axis of 1; 4-D files, and voxels that are
+    not one real number (complex, colour), are refused."""
+    dtype = header.get_data_dtype()
+    if dtype.names is not None:
+        raise ImageLoadError("this NIfTI file holds colour (RGB) voxels; only greyscale volumes "
+                             "can be read: save the MR volume itself and upload that")
+    if dtype.kind == "c":
+        raise ImageLoadError("this NIfTI file holds complex numbers (raw or phase data); only "
+                             "real-valued volumes can be read: save the magnitude image and upload that")
     shape = tuple(int(n) for n in header.get_data_shape())
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]

@@ -15,7 +15,7 @@ import pytest
 from nibabel.testing import data_path as NIB_DATA
 
 from brainmri import mri_check
-from brainmri.io import ImageLoadError
+from brainmri.io import ImageLoadError, load_image
 from brainmri.scans import Limits, SeriesChoice, is_archive, is_scan, list_series, read_scan
 
 from .synthetic import dicom_series, dicom_slice, head_volume, nifti, scan, zipped
@@ -270,6 +270,18 @@ def test_four_d_nifti_is_refused_with_what_to_do():
     assert not is_scan(data)
     with pytest.raises(ImageLoadError, match="4-D \\(16x16x8x3: 3 volumes.*fslroi"):
         read_scan(data)
+
+
+@pytest.mark.parametrize("voxels, said", [
+    (np.zeros((8, 8, 4), np.complex64), "complex numbers .*magnitude"),
+    (np.zeros((8, 8, 4), [("R", "u1"), ("G", "u1"), ("B", "u1")]), "colour \\(RGB\\) voxels")])
+def test_nifti_voxels_that_are_not_one_real_number_are_refused(voxels, said):
+    """Complex volumes lost their imaginary part and RGB ones were called damaged."""
+    data = nifti(voxels)
+    assert not is_scan(data)
+    for read in (read_scan, load_image):
+        with pytest.raises(ImageLoadError, match=said):
+            read(data)
 
 
 def test_nifti_limits():
