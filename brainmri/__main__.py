@@ -158,6 +158,9 @@ class Reports:
                               model_name=self.model_name)
         except (ImageLoadError, ValueError):
             return
+        except OSError as error:        # a folder that cannot be written: said, the CSV goes on
+            print(f"report not written for {where}: {error}", file=sys.stderr)
+            return
         self.written += 1
 
     def images(self, items) -> None:
@@ -171,6 +174,9 @@ class Reports:
                              self.path(item, str(item.path)), source=item.path.name,
                              model_name=self.model_name)
             except (ImageLoadError, ValueError):
+                continue
+            except OSError as error:
+                print(f"report not written for {item.path}: {error}", file=sys.stderr)
                 continue
             self.written += 1
 

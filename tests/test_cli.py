@@ -211,3 +211,14 @@ def test_report_covers_whole_scans_one_pdf_per_series(scan_folder, tiny_checkpoi
     assert all(data.startswith(b"%PDF") for data in pdfs.values())
     assert b"/Count 2" in pdfs["whole/a.pdf"] and b"/Count 1" in pdfs["whole/plain.pdf"]
     assert json.loads(out.with_suffix(".json").read_text())["summary"]["reports"] == 6
+
+
+def test_a_report_folder_that_cannot_be_written_leaves_the_csv_whole(scan_folder, tiny_checkpoints,
+                                                                     tmp_path, capsys):
+    out, blocked = tmp_path / "r.csv", tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    assert main(["classify", str(scan_folder), "--model", str(tiny_checkpoints["baseline"]),
+                 "--out", str(out), "--report", str(blocked), "--no-progress"]) == 0
+    summary = json.loads(out.with_suffix(".json").read_text())["summary"]
+    assert summary["reports"] == 0 and (summary["images"], summary["scans"]) == (1, 5)
+    assert capsys.readouterr().err.count("report not written for") == 6
