@@ -149,36 +149,33 @@ class Reports:
         return base.with_name(f"{base.name}{series}.pdf")
 
     def scan(self, item, where: str, scan, result, start: float) -> None:
-        from .io import ImageLoadError
         from .report import write_scan_report
         from .scanview import view_of
+        self._write(where, lambda: write_scan_report(
+            view_of(self.service, scan, result, self.key, self.method, self.alpha, start),
+            self.path(item, where), source=Path(where).name, model_name=self.model_name))
+
+    def images(self, items) -> None:
+        from .report import write_report
+        for item in items:
+            if not item.scan:
+                self._write(str(item.path), lambda: write_report(
+                    self.service.classify(item.path, self.key, self.method, alpha=self.alpha),
+                    self.path(item, str(item.path)), source=item.path.name,
+                    model_name=self.model_name))
+
+    def _write(self, where: str, write) -> None:
+        """Run `write`, counting it; what cannot be read is skipped (its error is in the CSV),
+        a report that cannot be written is said on stderr and the run goes on."""
+        from .io import ImageLoadError
         try:
-            write_scan_report(view_of(self.service, scan, result, self.key, self.method, self.alpha,
-                                      start), self.path(item, where), source=Path(where).name,
-                              model_name=self.model_name)
+            write()
         except (ImageLoadError, ValueError):
             return
-        except OSError as error:        # a folder that cannot be written: said, the CSV goes on
+        except OSError as error:
             print(f"report not written for {where}: {error}", file=sys.stderr)
             return
         self.written += 1
-
-    def images(self, items) -> None:
-        from .io import ImageLoadError
-        from .report import write_report
-        for item in items:
-            if item.scan:
-                continue
-            try:
-                write_report(self.service.classify(item.path, self.key, self.method, alpha=self.alpha),
-                             self.path(item, str(item.path)), source=item.path.name,
-                             model_name=self.model_name)
-            except (ImageLoadError, ValueError):
-                continue
-            except OSError as error:
-                print(f"report not written for {item.path}: {error}", file=sys.stderr)
-                continue
-            self.written += 1
 
 
 def main(argv: list[str] | None = None) -> int:
