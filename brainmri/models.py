@@ -68,25 +68,40 @@ def last_inputs_recorded(model: nn.Module) -> Iterator[list[torch.Tensor]]:
 
 def build_baseline(num_classes: int = len(CLASSES), in_channels: int = 1,
                    widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.3,
-                   grid: int = 4) -> Classifier:
+                   grid: int = 4, dilation: tuple[int, int, int] = (1, 1, 1)) -> Classifier:
     """The study's small CNN: three convolutional layers, then fully connected layers.
 
     The fully connected layers see a `grid` x `grid` average of the last conv layer, so they
     can use where things are (three conv layers alone see too little of the slice for
-    global average pooling to work).
+    global average pooling to work). `dilation` spreads each conv layer's kernel: the layer
+    sees further with the same weights (`receptive_field`).
     """
     c1, c2, c3 = widths
+    d1, d2, d3 = dilation
 
-    def block(cin: int, cout: int, k: int, stride: int, pool: bool) -> nn.Sequential:
-        layers = [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout),
-                  nn.ReLU(inplace=True)]
+    def block(cin: int, cout: int, k: int, stride: int, pool: bool, d: int) -> nn.Sequential:
+        layers = [nn.Conv2d(cin, cout, k, stride, d * (k // 2), dilation=d, bias=False),
+                  nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
         return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
 
-    trunk = nn.Sequential(block(in_channels, c1, 5, 2, True), block(c1, c2, 3, 1, True),
-                          block(c2, c3, 3, 1, False))
+    trunk = nn.Sequential(block(in_channels, c1, 5, 2, True, d1), block(c1, c2, 3, 1, True, d2),
+                          block(c2, c3, 3, 1, False, d3))
     head = nn.Sequential(nn.Linear(c3 * grid * grid, 256), nn.ReLU(inplace=True),
                          nn.Dropout(dropout), nn.Linear(256, num_classes))
     return Classifier(trunk, head, grid_pool(grid))
+
+
+def receptive_field(trunk: nn.Module) -> int:
+    """Side, in input pixels, of the square one unit of `trunk`'s output sees (its conv and
+    pooling layers in order; for a chain of layers, not for ResNet's branches)."""
+    field, jump = 1, 1
+    for m in trunk.modules():
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            k, s, d = (m.kernel_size, m.stride, m.dilation)
+            k, s, d = (v if isinstance(v, int) else v[0] for v in (k, s, d))
+            field += (k - 1) * d * jump
+            jump *= s
+    return field
 
 
 def build_resnet50(num_classes: int = len(CLASSES), in_channels: int = 3,

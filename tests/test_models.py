@@ -8,7 +8,8 @@ import torch
 from torchvision.models import resnet50 as tv_resnet50
 
 from brainmri.classes import CLASSES
-from brainmri.models import ARCHS, Classifier, build_model, resnet50_trunk_keys, target_layer
+from brainmri.models import (ARCHS, Classifier, build_model, receptive_field, resnet50_trunk_keys,
+                             target_layer)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,19 @@ def test_baseline_takes_three_channels_resnet_only_three():
     assert build_model("baseline", num_classes=7)(torch.randn(1, 1, 48, 48)).shape == (1, 7)
     with pytest.raises(ValueError, match="3 input channels"):
         build_model("resnet50", in_channels=1)
+
+
+def test_dilated_baseline_sees_further_with_the_same_weights_and_map():
+    """Kernels spread by `dilation` keep every weight's shape and the CAM map's size; the field
+    one map cell sees grows as the layer arithmetic says (5x5 s2, pool, 3x3, pool, 3x3)."""
+    plain, spread = build_model("baseline"), build_model("baseline", dilation=(1, 2, 2))
+    assert {k: v.shape for k, v in plain.state_dict().items()} == \
+        {k: v.shape for k, v in spread.state_dict().items()}
+    x = torch.randn(1, 1, 160, 160)
+    assert plain.trunk(x).shape == spread.trunk(x).shape == (1, 128, 20, 20)
+    assert receptive_field(plain.trunk) == 5 + 2 + 2 * 4 + 4 + 2 * 8 == 35
+    assert receptive_field(spread.trunk) == 5 + 2 + 2 * 2 * 4 + 4 + 2 * 2 * 8 == 59
+    spread.load_state_dict(plain.state_dict())
 
 
 def test_unknown_arch_is_named():

@@ -333,7 +333,8 @@ def test_check_builds_the_run_and_stops_before_the_first_step(tmp_path):
 
 def test_a_wider_baseline_is_built_recorded_and_loaded(tiny_data, tmp_path):
     """--arch-kwargs: a model from scratch with other widths; the checkpoint records them and
-    loads as that model (and the flag is refused beside --init)."""
+    loads as that model. Beside --init it updates the start's arguments: a spread kernel keeps
+    the weights (and is recorded with the start's own arguments); other widths do not fit."""
     out = tmp_path / "run"
     run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(out), *ARGS,
          "--epochs", "1", "--arch-kwargs", '{"widths": [4, 8, 12]}'], tmp_path)
@@ -342,9 +343,17 @@ def test_a_wider_baseline_is_built_recorded_and_loaded(tiny_data, tmp_path):
     assert predictor.model.head[0].in_features == 12 * 4 * 4
     assert predictor.predict(synthetic.scan(2, size=64)).label in CLASSES
     both = run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(tmp_path / "both"),
-                *ARGS, "--init", str(out / "model.safetensors"), "--arch-kwargs", '{"widths": [4, 8, 12]}'],
+                *ARGS, "--init", str(out / "model.safetensors"), "--arch-kwargs", '{"widths": [4, 8, 16]}'],
                tmp_path, ok=False)
-    assert "--arch-kwargs" in both.stderr
+    assert "--arch-kwargs" in both.stderr and "must fit" in both.stderr
+    wide = tmp_path / "wide"
+    run([sys.executable, "-m", "train", "--data", str(tiny_data), "--out", str(wide), *ARGS,
+         "--epochs", "1", "--init", str(out / "model.safetensors"), "--arch-kwargs", '{"dilation": [1, 2, 2]}'],
+        tmp_path)
+    spread = Predictor.from_checkpoint(wide / "model.safetensors", device="cpu")
+    assert spread.meta["arch_kwargs"] == {"widths": [4, 8, 12], "dilation": [1, 2, 2]}
+    assert [c.dilation for c in spread.model.trunk.modules() if isinstance(c, torch.nn.Conv2d)] == \
+        [(1, 1), (2, 2), (2, 2)]
 
 
 def test_average_from_keeps_the_mean_of_the_epochs_weights(tiny_data, tmp_path):

@@ -105,7 +105,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=sorted(ARCHS), help="overrides the recipe's model")
     p.add_argument("--arch-kwargs", type=json.loads, metavar="JSON",
                    help='a model built from scratch with these arguments, e.g. \'{"widths": [64, 128, 256]}\' '
-                        "(recorded in the checkpoint; not with --init or pretrained weights)")
+                        "(recorded in the checkpoint; not with pretrained weights); with --init, the "
+                        "checkpoint's arguments updated by these, its weights kept (they must fit), "
+                        'e.g. \'{"dilation": [1, 2, 2]}\'')
     p.add_argument("--data", type=Path, required=True, help=DATA_HELP)
     p.add_argument("--out", type=Path, required=True)
     for name, typ in [("size", int), ("epochs", int), ("batch_size", int), ("lr", float),
@@ -210,12 +212,19 @@ def is_main() -> bool:
 def make_model(cfg: dict) -> tuple[Classifier, dict]:
     arch = cfg["model"]
     if cfg.get("init"):
-        if cfg.get("arch_kwargs"):
-            raise SystemExit("--arch-kwargs builds a new model; --init loads one with its own")
         model, meta = load_checkpoint(cfg["init"])
         if meta["arch"] != arch:
             raise ValueError(f"--init {cfg['init']} is a {meta['arch']}, not a {arch}")
-        return model.float().train(), meta["arch_kwargs"]
+        if not cfg.get("arch_kwargs"):
+            return model.float().train(), meta["arch_kwargs"]
+        kwargs = {**meta["arch_kwargs"], **cfg["arch_kwargs"]}
+        try:
+            other = build_model(arch, num_classes=len(meta["classes"]), **kwargs)
+            other.load_state_dict(model.state_dict())
+        except (TypeError, RuntimeError) as error:
+            raise SystemExit(f"--arch-kwargs with --init: {cfg['init']}'s weights must fit the "
+                             f"model these arguments build ({str(error).splitlines()[0]})") from None
+        return other.float().train(), kwargs
     if cfg.get("arch_kwargs"):
         if ARCHS[arch].pretrained is not None:
             raise SystemExit(f"--arch-kwargs: {arch} starts from pretrained weights of its own shape")
