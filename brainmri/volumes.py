@@ -296,6 +296,9 @@ def nifti_volume(data: bytes, limit: int = MAX_VOLUME_BYTES) -> tuple[np.ndarray
     except Exception as error:  # noqa: BLE001 - truncated data, odd dtype, impossible affine
         raise ImageLoadError(f"the NIfTI image data is damaged or truncated "
                              f"({type(error).__name__})") from None
+    if volume.size and not np.isfinite(volume).any():
+        raise ImageLoadError("this NIfTI volume holds no values: every voxel is NaN or infinite "
+                             "(e.g. a mask or a map that was never filled in); upload the MR volume itself")
     return np.ascontiguousarray(volume), affine
 
 

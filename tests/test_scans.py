@@ -284,6 +284,17 @@ def test_nifti_voxels_that_are_not_one_real_number_are_refused(voxels, said):
             read(data)
 
 
+def test_a_nifti_volume_without_one_finite_voxel_is_refused_a_few_are_read():
+    """An all-NaN volume was read as a scan of empty slices, each 'outside the head'."""
+    empty = np.full((16, 16, 4), np.nan, np.float32)
+    for read in (read_scan, load_image):
+        with pytest.raises(ImageLoadError, match="no values: every voxel is NaN or infinite"):
+            read(nifti(empty))
+    holes = np.random.default_rng(0).random((16, 16, 4)).astype(np.float32)
+    holes[:4] = np.nan
+    assert len(read_scan(nifti(holes)).slices) == 4
+
+
 def test_nifti_limits():
     data = nifti(np.zeros((32, 32, 20), np.float32))
     with pytest.raises(ImageLoadError, match="20 slices, over the limit of 10"):
