@@ -26,7 +26,8 @@ class SourceInfo:
 
     kind: "image", "dicom" or "nifti". shape: image/DICOM (frames, H, W); NIfTI (X, Y, Z) in
     RAS+ order, so slices along `axis` a number shape[a]. frames: choices for `frame`
-    (DICOM, multi-page TIFF) or axial slices (NIfTI); default: the index used when none is given.
+    (DICOM, multi-page TIFF) or slices along the acquired axis (NIfTI,
+    `volumes.acquired_axis`); default: the index used when none is given.
     """
     kind: str
     format: str

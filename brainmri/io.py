@@ -146,15 +146,15 @@ def read_bytes(source: ImageSource, max_bytes: int = MAX_BYTES) -> bytes:
 
 
 def load_image(source: ImageSource, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
-               frame: int | None = None, axis: int = 2, slice_index: int | None = None,
+               frame: int | None = None, axis: int | None = None, slice_index: int | None = None,
                max_side: int | None = None) -> Image.Image:
     """Return a decoded PIL image from a path, raw bytes, a PIL image or an array.
 
     Ordinary images come back in their own mode (L, RGB, RGBA, P, CMYK, I;16, ...), EXIF
     orientation applied. DICOM and NIfTI come back as 8-bit "L" (or RGB for colour DICOM):
     `frame` picks a DICOM frame or TIFF page (default: DICOM's middle frame, TIFF's first);
-    `axis` (0 sagittal, 1 coronal, 2 axial, in RAS+ order) and `slice_index` (default: the
-    middle) pick a NIfTI slice. Arrays are HxW or HxWx3/4; non-uint8 arrays are min-max scaled.
+    `axis` (0 sagittal, 1 coronal, 2 axial, in RAS+ order; default: the axis the volume was
+    acquired along) and `slice_index` (default: the middle) pick a NIfTI slice. Arrays are HxW or HxWx3/4; non-uint8 arrays are min-max scaled.
     `max_side`: a larger image is reduced early by whole factors (a JPEG decoded at 1/2, 1/4
     or 1/8 scale in draft mode, then `reduce_to`), to a longer side in (max_side / 2, max_side].
     """

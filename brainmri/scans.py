@@ -16,8 +16,9 @@ volume, read as an ordered stack of 2-D slices.
   Pixels are shown as stored, through each file's own window, or one window for the whole
   series (1st-99th percentile) when the files carry none, so empty slices stay dark.
 - Multi-frame DICOM: each frame a slice, ordered by its plane position when the file has one.
-- NIfTI-1/2: reoriented to RAS+, the slices along `axis` (0 sagittal, 1 coronal, 2 axial),
-  each shown as `volumes.display_plane` does; one window for the whole volume. 4-D refused.
+- NIfTI-1/2: reoriented to RAS+, the slices along `axis` (0 sagittal, 1 coronal, 2 axial;
+  default: the axis it was acquired along, `volumes.acquired_axis`), each shown as
+  `volumes.display_plane` does with square pixels; one window for the whole volume. 4-D refused.
 The Modality travels with every slice (`image.info["modality"]`), so a CT series is refused
 per slice by `brainmri.mri_check`, as a single CT file is. A file that cannot be read inside
 an archive is skipped and named in `Scan.notes`; limits (`Limits`) stop archive and
@@ -38,9 +39,9 @@ import numpy as np
 from PIL import Image
 
 from . import volumes
-from .io import MAX_BYTES, MAX_PIXELS, ImageLoadError, ImageSource, read_bytes
+from .io import MAX_BYTES, MAX_PIXELS, ImageLoadError, ImageSource, check_size, read_bytes
 
-PLANES = ("sagittal", "coronal", "axial")     # the patient axis the slice normal runs along
+PLANES = volumes.AXES                         # the patient axis the slice normal runs along
 SKIPPED = ("__MACOSX", ".DS_Store", "Thumbs.db", "DICOMDIR")
 
 
@@ -460,22 +461,24 @@ def _multiframe(ds, name: str, max_pixels: int, limits: Limits) -> Scan:
 
 
 # ----------------------------------------------------------------------------- NIfTI
-def _nifti_scan(data: bytes, axis: int, name: str, max_pixels: int, limits: Limits) -> Scan:
+def _nifti_scan(data: bytes, axis: int | None, name: str, max_pixels: int, limits: Limits) -> Scan:
     volumes.check_axis(axis)
     version, shape = volumes.nifti_shape(data)
     if int(np.prod(shape)) > limits.voxels:
         raise ImageLoadError(f"the volume is {'x'.join(map(str, shape))} voxels, over the limit "
                              f"of {limits.voxels:,} voxels")
     volume, affine = volumes.nifti_volume(data, limits.total_bytes)
+    sides = volumes.spacing(affine)
+    axis = volumes.slice_axis(axis, sides, volume.shape)
     count = volume.shape[axis]
-    plane0 = volumes.display_plane(volume, axis, 0)
-    _check_stack(count, *plane0.shape, limits)
-    from .io import check_size
-    check_size(plane0.shape[1], plane0.shape[0], max_pixels)
+    plane_mm = volumes.plane_sides(sides, axis)
+    rows, columns = volumes.display_plane(volume, axis, 0).shape
+    _check_stack(count, rows, columns, limits)
+    check_size(*volumes.square_size((columns, rows), *plane_mm), max_pixels)
     lo, hi = _percentiles(volume)
-    slices = tuple(_tag(Image.fromarray(volumes.window(volumes.display_plane(volume, axis, i),
-                                                       (lo + hi) / 2, hi - lo), "L"))
-                   for i in range(count))
+    slices = tuple(_tag(volumes.square_pixels(
+        Image.fromarray(volumes.window(volumes.display_plane(volume, axis, i), (lo + hi) / 2, hi - lo), "L"),
+        *plane_mm, max_pixels)) for i in range(count))
     step = np.zeros(4)
     step[axis] = 1.0
     origin = affine @ np.array([0.0, 0.0, 0.0, 1.0])
@@ -510,21 +513,22 @@ def list_series(source: ImageSource, limits: Limits = Limits()) -> list[SeriesIn
         files = [_File(name, data)]
         if volumes.sniff(data) == "nifti":
             info = volumes.describe("nifti", data)
-            return [SeriesInfo(name, 1, name, "", info.shape[2])]
+            return [SeriesInfo(name, 1, name, "", info.frames)]
     slices, notes = _parse(files)
     if not slices:
         raise ImageLoadError("no DICOM image found" + (f" ({'; '.join(notes)})" if notes else ""))
     return _group(slices)[0]
 
 
-def read_scan(source: ImageSource | list, series: str | int | None = None, axis: int = 2, *,
+def read_scan(source: ImageSource | list, series: str | int | None = None, axis: int | None = None, *,
               max_pixels: int = MAX_PIXELS, limits: Limits = Limits()) -> Scan:
     """Read a whole scan from a folder, a .zip, a DICOM file or a NIfTI file (path or bytes),
     or a list of DICOM file paths.
 
     `series`: the key or number (`SeriesInfo`) of the series to read when an archive holds
     several (None: `SeriesChoice` is raised when there is more than one). `axis`: for NIfTI,
-    0 sagittal, 1 coronal, 2 axial slices. `max_pixels`: per slice."""
+    0 sagittal, 1 coronal, 2 axial slices (None: the axis it was acquired along). `max_pixels`:
+    per slice."""
     with warnings.catch_warnings():     # pydicom's notes on padding or VR guesses: not for users
         warnings.simplefilter("ignore", UserWarning)
         files, data, name = _files(source, limits)

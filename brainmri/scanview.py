@@ -92,7 +92,7 @@ def scan_headline(view_model: str, scan: Scan, r: ScanResult, ms: float) -> str:
 
 
 def view_scan(service: Service, source, model: str, method: str | None = None, alpha: float = DEFAULT_ALPHA,
-              series: str | int | None = None, axis: int = 2,
+              series: str | int | None = None, axis: int | None = None,
               progress: Callable[[int, int], None] | None = None) -> ScanView:
     """Read `source` (`brainmri.scans.read_scan`: a .zip or folder of DICOM, a NIfTI volume,
     a multi-frame DICOM), classify every slice with `model`, and answer the chosen slice as a
@@ -144,7 +144,7 @@ class ScanComparison:
 
 
 def compare_scan(service: Service, source, method: str | None = None, alpha: float = DEFAULT_ALPHA,
-                 series: str | int | None = None, axis: int = 2,
+                 series: str | int | None = None, axis: int | None = None,
                  progress: Callable[[str, int, int], None] | None = None) -> ScanComparison:
     """Read `source` once and view it whole with every loaded model (`view_read`). When the
     scan-level findings differ, each chosen slice's answer gets `outcomes.DISAGREE`, as in the

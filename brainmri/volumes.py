@@ -6,10 +6,11 @@ Used by `brainmri.io.load_image`, which decides the kind by content (`sniff`):
   or, without one, a robust 1st-99th percentile window; MONOCHROME1 is inverted. Colour
   (RGB, YBR, PALETTE COLOR) becomes 8-bit RGB. Multi-frame: the middle frame unless `frame`.
   The file's Modality travels along as `image.info["modality"]`.
-- NIfTI-1/2, `.nii` or `.nii.gz`: reoriented to RAS+, one slice along `axis` (default 2,
-  axial; the middle slice unless `slice_index`), shown as radiology viewers do (superior or
-  anterior at the top, patient's right on the left), 1st-99th percentile window. 4-D volumes
-  (time series, diffusion) are refused: which volume is "the" scan is the user's call.
+- NIfTI-1/2, `.nii` or `.nii.gz`: reoriented to RAS+, one slice along `axis` (default: the
+  axis it was acquired along, `acquired_axis`; the middle slice unless `slice_index`), shown as
+  radiology viewers do (superior or anterior at the top, patient's right on the left) with
+  square pixels (`square_pixels`), 1st-99th percentile window. 4-D volumes (time series,
+  diffusion) are refused: which volume is "the" scan is the user's call.
 Every picture is an 8-bit PIL image; every problem an `ImageLoadError` a user can read.
 """
 from __future__ import annotations
@@ -310,20 +311,75 @@ def display_plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     return plane.T[::-1, ::-1]                         # rows: q high -> low; columns: p high -> low
 
 
-def check_axis(axis: int) -> int:
-    if axis not in (0, 1, 2):
+THICKER = 1.25      # slices this much thicker than any other voxel side tell the acquired axis
+FEWER = 0.5         # else: at most this share of the next fewest voxels does
+
+
+def spacing(affine: np.ndarray) -> np.ndarray:
+    """(3,) voxel side in mm along each voxel axis of `affine` (for a volume reoriented by
+    `nifti_volume`: along each RAS+ axis)."""
+    return np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+
+
+def acquired_axis(sides: np.ndarray, shape: tuple[int, int, int]) -> int:
+    """The RAS+ axis a volume's slices were most likely acquired along, for radiology viewers'
+    default plane: the one whose voxels are the thickest (by `THICKER`), else the one with far
+    the fewest voxels (a stack whose header gives every side the same size), else axial (2),
+    as for an isotropic 3-D acquisition."""
+    sides, order = np.asarray(sides, float), np.argsort(shape)
+    thick = np.argsort(sides)
+    if sides[thick[2]] >= THICKER * sides[thick[1]]:
+        return int(thick[2])
+    if shape[order[0]] <= FEWER * shape[order[1]]:
+        return int(order[0])
+    return 2
+
+
+def check_axis(axis: int | None) -> int | None:
+    """`axis` if it names one (None: the acquired one, chosen once the volume is read)."""
+    if axis is not None and axis not in (0, 1, 2):
         raise ImageLoadError(f"axis must be 0 (sagittal), 1 (coronal) or 2 (axial), not {axis!r}")
     return axis
 
 
-def read_nifti(data: bytes, axis: int = 2, slice_index: int | None = None,
+def slice_axis(axis: int | None, sides: np.ndarray, shape: tuple[int, int, int]) -> int:
+    """`axis` checked, or the acquired one (`acquired_axis`) when it is None."""
+    axis = check_axis(axis)
+    return acquired_axis(sides, shape) if axis is None else axis
+
+
+def plane_sides(sides: np.ndarray, axis: int) -> tuple[float, float]:
+    """(row height, column width) in mm of a `display_plane` along `axis`."""
+    p, q = (a for a in range(3) if a != axis)
+    return float(sides[q]), float(sides[p])
+
+
+def square_size(size: tuple[int, int], row_mm: float, col_mm: float) -> tuple[int, int]:
+    """(width, height) of a picture of `size` stretched along its coarser side so that a pixel
+    is as high as it is wide; `size` when the sides differ by under 2%."""
+    finest = min(row_mm, col_mm)
+    if finest <= 0 or max(row_mm, col_mm) <= 1.02 * finest:
+        return size
+    return max(1, round(size[0] * col_mm / finest)), max(1, round(size[1] * row_mm / finest))
+
+
+def square_pixels(image: Image.Image, row_mm: float, col_mm: float, max_pixels: int) -> Image.Image:
+    """`image` with square pixels (`square_size`: a slice across thick slices would look
+    squashed), its size checked (`check_size`) before any pixel is made."""
+    size = square_size(image.size, row_mm, col_mm)
+    check_size(*size, max_pixels)
+    return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR)
+
+
+def read_nifti(data: bytes, axis: int | None = None, slice_index: int | None = None,
                max_pixels: int = 64_000_000) -> Image.Image:
-    volume, _ = nifti_volume(data)
-    count = volume.shape[check_axis(axis)]
+    volume, affine = nifti_volume(data)
+    sides = spacing(affine)
+    axis = slice_axis(axis, sides, volume.shape)
+    count = volume.shape[axis]
     index = count // 2 if slice_index is None else check_index("slice", slice_index, count)
-    plane = display_plane(volume, axis, index)
-    check_size(plane.shape[1], plane.shape[0], max_pixels)
-    return Image.fromarray(window(plane), "L")
+    plane = Image.fromarray(window(display_plane(volume, axis, index)), "L")
+    return square_pixels(plane, *plane_sides(sides, axis), max_pixels)
 
 
 def describe(kind: str, data: bytes) -> SourceInfo:
@@ -335,7 +391,10 @@ def describe(kind: str, data: bytes) -> SourceInfo:
     import nibabel as nib
     header = _header(_nifti_head(data))
     shape = _shape3(header)
-    ornt = nib.orientations.io_orientation(header.get_best_affine())
-    shape = tuple(int(shape[int(i)]) for i in np.argsort(ornt[:, 0]))   # voxel -> RAS+ order
+    affine = header.get_best_affine()
+    ornt = nib.orientations.io_orientation(affine)
+    ras = np.argsort(ornt[:, 0])                                         # voxel -> RAS+ order
+    shape = tuple(int(shape[int(i)]) for i in ras)
+    axis = acquired_axis(spacing(affine)[ras], shape)
     name = "NIfTI-2" if isinstance(header, nib.Nifti2Header) else "NIfTI-1"
-    return SourceInfo("nifti", name, shape, shape[2], shape[2] // 2)
+    return SourceInfo("nifti", name, shape, shape[axis], shape[axis] // 2)

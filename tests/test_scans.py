@@ -15,7 +15,7 @@ import pytest
 from nibabel.testing import data_path as NIB_DATA
 
 from brainmri import mri_check
-from brainmri.io import ImageLoadError, load_image
+from brainmri.io import ImageLoadError, describe, load_image
 from brainmri.scans import Limits, SeriesChoice, is_archive, is_scan, list_series, read_scan
 
 from .synthetic import dicom_series, dicom_slice, head_volume, nifti, scan, zipped
@@ -252,6 +252,31 @@ def test_nifti_slices_along_each_axis_are_shown_radiologically():
         assert np.all(np.diff(s.positions) > 0)
         last, first = np.asarray(s.slices[-1]), np.asarray(s.slices[0])
         assert first.max() == 0 and last[:4, :4].min() == 255 and last[-4:, -4:].max() == 0
+
+
+def test_a_nifti_volume_is_read_in_the_plane_it_was_acquired_in():
+    """A sagittal stack of 5 mm slices was cut axially: 12 px wide pictures of 1 mm by 5 mm
+    pixels, squashed to a sliver the model then stretched. It is read sagittally now; a plane
+    across its slices, asked for, comes with square pixels."""
+    volume = np.random.default_rng(0).random((12, 48, 40)).astype(np.float32)   # (L-R, A-P, S-I)
+    sagittal = nifti(volume, np.diag([5.0, 1.0, 1.0, 1.0]))
+    s = read_scan(sagittal)
+    assert s.plane == "sagittal" and len(s) == 12
+    assert all(im.size == (48, 40) for im in s.slices)                          # A wide, S high
+    assert np.allclose(np.diff(s.positions), 5.0)
+    assert describe(sagittal).frames == 12 and list_series(sagittal)[0].files == 12
+    assert load_image(sagittal).size == (48, 40)
+    axial = read_scan(sagittal, axis=2)
+    assert len(axial) == 40 and axial.slices[0].size == (60, 48)                # 12 x 5 mm wide
+    assert load_image(sagittal, axis=2).size == (60, 48)
+    absurd = nifti(volume, np.diag([1e5, 1.0, 1.0, 1.0]))                        # 100 m slices
+    for read in (read_scan, load_image):
+        with pytest.raises(ImageLoadError, match="over the limit of"):
+            read(absurd, axis=2)                                                # before any pixel
+    # a header that says every voxel is 1 mm: far the fewest voxels give the slice axis
+    assert read_scan(nifti(volume)).plane == "sagittal"
+    # isotropic and about as many voxels each way: axial, as before
+    assert read_scan(nifti(np.zeros((30, 36, 24), np.float32))).plane == "axial"
 
 
 def test_nifti_volume_matches_nibabels_canonical_orientation():
