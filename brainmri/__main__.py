@@ -4,6 +4,7 @@
     brainmri classify scans/ --out results.csv          # the same, once installed (pyproject.toml)
     python -m brainmri classify one.jpg --report reports/      # also a one-page PDF per scan
     python -m brainmri classify series.zip head.nii.gz --out scans.csv   # whole scans
+    python -m brainmri classify head.nii.gz --plane axial        # a volume's axial slices
 
 `--model` is a registered model's name (`<name>.safetensors` under --checkpoints; default:
 the registry's declared default, `brainmri.models.default_model`) or a path to a .safetensors
@@ -27,6 +28,7 @@ from .cam import METHODS, canonical_method
 from .checkpoint import CheckpointError
 from .models import ARCHS, default_model
 from .overlay import DEFAULT_ALPHA
+from .volumes import AXES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -54,6 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "one more forward pass each); a whole scan's has its chosen slice's page "
                         "and the finding along its slices (one per series; from the CSV's "
                         "answer, its chosen slice answered once more)")
+    c.add_argument("--plane", default="acquired", choices=("acquired", *AXES),
+                   help="a NIfTI volume's slices: the plane it was acquired in (across its thickest "
+                        "voxels, else axial), or this one")
     c.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     c.add_argument("--workers", type=int, default=2, help="threads decoding images and writing overlays")
     c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; default: cuda if present")
@@ -100,7 +105,8 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     start, errors, outcomes, slices = time.perf_counter(), 0, Counter(), 0
     reports = Reports(predictor, args.report, method, args.alpha) if args.report else None
     rows = classify_files(predictor, items, args.batch_size, args.cams, method, args.alpha,
-                          args.workers, args.cams_format, on_scan=reports.scan if reports else None)
+                          args.workers, args.cams_format, on_scan=reports.scan if reports else None,
+                          axis=AXES.index(args.plane) if args.plane in AXES else None)
     with tqdm(total=len(items), unit="file", disable=args.no_progress, file=sys.stderr) as bar:
         for row in write_csv(args.out, rows, predictor.classes):
             if row.slice not in ("", SCAN_ROW):        # a scan's slice: counted in its scan

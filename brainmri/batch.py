@@ -183,14 +183,15 @@ def _prediction_row(path: str, p, cam: Path | None = None, error: str = "", **ex
                tuple(p.reasons), p.familiarity, str(cam) if cam else "", error, **extra)
 
 
-def read_scans(item: Item) -> list[tuple[str, object, float]]:
+def read_scans(item: Item, axis: int | None = None) -> list[tuple[str, object, float]]:
     """[(path for the CSV, Scan or the exception reading it, seconds spent reading it)]: one
-    per series (an archive's listing counted in its first)."""
+    per series (an archive's listing counted in its first). `axis`: a NIfTI volume's slices
+    (`read_scan`; None: the plane it was acquired in)."""
     from .scans import SeriesChoice, read_scan
     source = list(item.members) if item.members else item.path
     start = time.perf_counter()
     try:
-        scan = read_scan(source)
+        scan = read_scan(source, axis=axis)
         return [(str(item.path), scan, time.perf_counter() - start)]
     except SeriesChoice as choice:
         out = []
@@ -215,12 +216,12 @@ OnScan = Callable[[Item, str, object, object, float], None]
 
 def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_size: int = 16,
               method: str | None = None, alpha: float = DEFAULT_ALPHA,
-              on_scan: OnScan | None = None) -> Iterator[Row]:
+              on_scan: OnScan | None = None, axis: int | None = None) -> Iterator[Row]:
     """One row per slice and one per scan (`slice` SCAN_ROW) for a scan item; with `cam`, the
     chosen slice's overlay is written there (`-<series number>` added for several series);
-    `on_scan` is given each scan classified, before its rows."""
+    `on_scan` is given each scan classified, before its rows; `axis`: as `read_scans`."""
     from .scanmode import OUTSIDE, classify_scan, ranges
-    scans = read_scans(item)
+    scans = read_scans(item, axis)
     for n, (path, scan, seconds) in enumerate(scans, start=1):
         if isinstance(scan, Exception):
             yield Row(path, error=_describe(scan), slice=SCAN_ROW)
@@ -265,9 +266,9 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
 def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int = 16,
                    cams: str | Path | None = None, method: str | None = None,
                    alpha: float = DEFAULT_ALPHA, workers: int = 2, cams_format: str = "png",
-                   on_scan: OnScan | None = None) -> Iterator[Row]:
+                   on_scan: OnScan | None = None, axis: int | None = None) -> Iterator[Row]:
     """Yield one `Row` per image item, in order, and for a scan item (`scan_rows`, `on_scan`
-    given each scan classified) one per slice and one for the scan. With `cams`, the
+    given each scan classified, `axis` a NIfTI volume's slices) one per slice and one for the scan. With `cams`, the
     prediction and a heatmap overlay (RGB, the input's size, PNG or `cams_format` "jpg") come
     from one `explain_batch` pass; else `predict_batch`."""
     if batch_size < 1:
@@ -282,7 +283,7 @@ def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int 
             yield from _classify_images(predictor, [items[j] for j in run], [cam_paths[j] for j in run],
                                         batch_size, cams is not None, method, alpha, workers)
             run = []
-            yield from scan_rows(predictor, item, cam_paths[i], batch_size, method, alpha, on_scan)
+            yield from scan_rows(predictor, item, cam_paths[i], batch_size, method, alpha, on_scan, axis)
         else:
             run.append(i)
     yield from _classify_images(predictor, [items[j] for j in run], [cam_paths[j] for j in run],

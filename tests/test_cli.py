@@ -195,6 +195,24 @@ def test_scans_give_a_row_per_slice_and_one_per_scan(scan_folder, tiny_checkpoin
     assert (summary["images"], summary["scans"], summary["scan_slices"]) == (1, 5, 44)
 
 
+def test_plane_picks_a_volumes_slices(scan_folder, tiny_checkpoints, tmp_path):
+    """A (48, 48, 10) volume of 5 mm slices: read in its acquired (axial) plane by default, as
+    48 coronal slices (48 x 50 px: square pixels) when asked; DICOM series as stored either way."""
+    out = tmp_path / "r.csv"
+    volume = tmp_path / "head.nii.gz"
+    volume.write_bytes(nifti(np.transpose(head_volume(10, size=48), (2, 1, 0)).astype(np.float32),
+                             np.diag([1.0, 1.0, 5.0, 1.0])))
+    for plane, count in (("acquired", 10), ("coronal", 48)):
+        assert main(["classify", str(volume), str(scan_folder / "a.zip"), "--plane", plane, "--model",
+                     str(tiny_checkpoints["baseline"]), "--out", str(out), "--no-progress"]) == 0
+        rows = read_rows(out)
+        assert sum(r["path"].endswith("head.nii.gz") for r in rows) == count + 1
+        assert sum(r["path"].endswith("a.zip") for r in rows) == 10 + 1
+        assert not any(r["error"] for r in rows)
+    with pytest.raises(SystemExit):
+        main(["classify", str(volume), "--plane", "oblique", "--out", str(out)])
+
+
 def test_report_covers_whole_scans_one_pdf_per_series(scan_folder, tiny_checkpoints, tmp_path,
                                                       monkeypatch):
     from brainmri import scanmode
