@@ -241,7 +241,8 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
             else:
                 yield _prediction_row(path, s.prediction, slice=str(s.index), position=s.position)
         outside = sum(not s.brain for s in result.slices)
-        summary = [f"{len(result.slices)} slices, {outside} outside the head"]
+        plane = f" ({scan.plane})" if scan.plane else ""
+        summary = [f"{len(result.slices)} slices{plane}, {outside} outside the head"]
         if result.chosen is not None:
             summary.append(f"{result.finding} on slices {ranges(result.finding_slices)}; "
                            f"chosen slice {result.chosen}")

@@ -206,7 +206,9 @@ def test_plane_picks_a_volumes_slices(scan_folder, tiny_checkpoints, tmp_path):
         assert main(["classify", str(volume), str(scan_folder / "a.zip"), "--plane", plane, "--model",
                      str(tiny_checkpoints["baseline"]), "--out", str(out), "--no-progress"]) == 0
         rows = read_rows(out)
-        assert sum(r["path"].endswith("head.nii.gz") for r in rows) == count + 1
+        volume_rows = [r for r in rows if r["path"].endswith("head.nii.gz")]
+        assert len(volume_rows) == count + 1
+        assert volume_rows[-1]["note"].startswith(f"{count} slices ({'axial' if count == 10 else plane})")
         assert sum(r["path"].endswith("a.zip") for r in rows) == 10 + 1
         assert not any(r["error"] for r in rows)
     with pytest.raises(SystemExit):
