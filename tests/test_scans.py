@@ -275,6 +275,9 @@ def test_a_nifti_volume_is_read_in_the_plane_it_was_acquired_in():
             read(absurd, axis=2)                                                # before any pixel
     # a header that says every voxel is 1 mm: far the fewest voxels give the slice axis
     assert read_scan(nifti(volume)).plane == "sagittal"
+    # one sagittal slice stored as (1, A, S) was cut into 48 axial slivers 1 px wide, refused
+    one = read_scan(nifti(volume[:1]))
+    assert (one.plane, len(one), one.slices[0].size) == ("sagittal", 1, (48, 40))
     # isotropic and about as many voxels each way: axial, as before
     assert read_scan(nifti(np.zeros((30, 36, 24), np.float32))).plane == "axial"
 
