@@ -51,6 +51,7 @@ class ScanView:
         """JSON-ready summary for API clients."""
         r = self.result
         return {"finding": r.finding or None, "outcome": r.outcome.value, "slices": len(r.slices),
+                "plane": self.scan.plane or None,
                 "finding_slices": list(r.finding_slices), "chosen_slice": r.chosen,
                 "classified": [s.brain for s in r.slices],
                 "probabilities": [None if s.prediction is None or s.prediction.outcome is

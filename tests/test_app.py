@@ -501,8 +501,8 @@ def test_classify_scan_endpoint_summarises_a_whole_scan(client, tmp_path):
         assert found["outcome"] == "not_mri" and found["chosen"] is None
     volume_file = tmp_path / "head.nii.gz"
     volume_file.write_bytes(nifti(np.transpose(volume, (2, 1, 0)).astype(np.float32)))
-    assert len(client.predict(handle_file(str(volume_file)), "baseline", "gradcam", "",
-                              api_name="/classify_scan")["probabilities"]) == 10
+    read = client.predict(handle_file(str(volume_file)), "baseline", "gradcam", "", api_name="/classify_scan")
+    assert len(read["probabilities"]) == 10 and read["plane"] == "axial"
     two = tmp_path / "two.zip"
     two.write_bytes(zipped({**{f"a{k}": f for k, f in enumerate(dicom_series(volume[:4], series="5"))},
                             **{f"b{k}": f for k, f in enumerate(dicom_series(volume[3:], series="6",
