@@ -269,9 +269,9 @@ def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int 
                    alpha: float = DEFAULT_ALPHA, workers: int = 2, cams_format: str = "png",
                    on_scan: OnScan | None = None, axis: int | None = None) -> Iterator[Row]:
     """Yield one `Row` per image item, in order, and for a scan item (`scan_rows`, `on_scan`
-    given each scan classified, `axis` a NIfTI volume's slices) one per slice and one for the scan. With `cams`, the
-    prediction and a heatmap overlay (RGB, the input's size, PNG or `cams_format` "jpg") come
-    from one `explain_batch` pass; else `predict_batch`."""
+    given each scan classified, `axis` a NIfTI volume's slices) one per slice and one for the
+    scan. With `cams`, the prediction and a heatmap overlay (RGB, the input's size, PNG or
+    `cams_format` "jpg") come from one `explain_batch` pass; else `predict_batch`."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if cams_format not in CAM_FORMATS:
