@@ -317,8 +317,9 @@ FEWER = 0.5         # else: at most this share of the next fewest voxels does
 
 def spacing(affine: np.ndarray) -> np.ndarray:
     """(3,) voxel side in mm along each voxel axis of `affine` (for a volume reoriented by
-    `nifti_volume`: along each RAS+ axis)."""
-    return np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    `nifti_volume`: along each RAS+ axis), as nibabel measures it."""
+    import nibabel as nib
+    return nib.affines.voxel_sizes(np.asarray(affine, float))
 
 
 def acquired_axis(sides: np.ndarray, shape: tuple[int, int, int]) -> int:
