@@ -58,6 +58,7 @@ from brainmri.scanview import ScanView, compare_scan, view_scan, view_slice  # n
 from brainmri.models import MODEL_LABELS  # noqa: E402
 from brainmri.service import PREDICTED, Service, class_label  # noqa: E402
 from brainmri.texts import REFUSED, percent  # noqa: E402
+from brainmri.volumes import ACQUIRED, AXES, axis_of  # noqa: E402
 
 log = logging.getLogger("brainmri.app")
 ROOT = Path(__file__).resolve().parent
@@ -362,7 +363,7 @@ class Handlers:
         return str(write_report(r, path, source=source, model_name=meta.get("name", "")))
 
     @user_errors
-    def compare(self, scan, method, slice_no=NO_SLICE, series=None, progress=gr.Progress()):
+    def compare(self, scan, method, slice_no=NO_SLICE, series=None, plane=None, progress=gr.Progress()):
         """Classify one brain MRI slice with every model and say whether they agree. Gives, per
         model, the finding (markdown), the probabilities and the heatmap on the scan; then one
         line on agreement. Research and education only: not a diagnosis.
@@ -376,11 +377,12 @@ class Handlers:
             method: the heatmap method, e.g. "gradcam".
             slice_no: the page of a multi-page TIFF; -1: its default (a whole scan: ignored).
             series: for an archive of several series, the number or key of the one to read.
+            plane: a volume's slices (`PLANE_CHOICES`; None: as acquired).
         """
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")
         if is_scan(scan):
-            return self.compare_whole(scan, method, series, progress)
+            return self.compare_whole(scan, method, series, plane, progress)
         progress(0.1, desc="Running every model")
         c = self.service.compare(scan, method, frame=frame_of(slice_no))
         out = []
@@ -388,14 +390,16 @@ class Handlers:
             out += [r.headline, probability_bars(r), upscale(r.overlay, DISPLAY_SIDE)]
         return (*out, c.summary)
 
-    def compare_whole(self, scan, method, series, progress):
+    def compare_whole(self, scan, method, series, plane, progress):
         """A whole scan on Compare: every model reads every slice (`brainmri.scanview.compare_scan`);
         per model the scan's finding and its chosen slice with bars and map; then the scan-level
-        agreement. An archive of several series needs `series` (picked in Classify)."""
+        agreement. An archive of several series needs `series`, and a volume is cut in `plane`
+        (both picked in Classify)."""
         def tick(model, done, total):
             progress(done / total, desc=f"{MODEL_LABELS.get(model, model)}: slice {done} of {total}")
         try:
-            c = compare_scan(self.service, scan, method, series=series or None, progress=tick)
+            c = compare_scan(self.service, scan, method, series=series or None, axis=axis_of(plane),
+                             progress=tick)
         except SeriesChoice as choice:
             raise UserError(f"This archive holds {len(choice.series)} series: Compare reads one "
                             "series. Drop it in the Classify tab, pick one there, then open Compare.") from None
@@ -415,29 +419,32 @@ class Handlers:
         if scan is None:
             return (gr.skip(),) * (3 * len(self.service.models) + 4)
         chooser, slice_no = no_chooser() if is_scan(scan) else slice_chooser(scan)
-        return (None, chooser, *self.compare(scan, method, slice_no), (scan, method, slice_no, None))
+        return (None, chooser, *self.compare(scan, method, slice_no), (scan, method, slice_no, None, None))
 
     @user_errors
-    def compare_if_new(self, scan, method, slice_no, done, series=None):
-        """The Compare tab opened: compare the scan in use (at its slice, or its series, in
-        Classify), once; the tab's slice chooser follows."""
-        key = (scan, method, slice_no, series or None)
+    def compare_if_new(self, scan, method, slice_no, done, series=None, plane=None):
+        """The Compare tab opened: compare the scan in use (at its slice, or its series and
+        plane, in Classify), once; the tab's slice chooser follows."""
+        key = (scan, method, slice_no, series or None, plane if plane in AXES else None)
         if scan is None or done == key:
             return (gr.skip(),) * (3 * len(self.service.models) + 3)
         chooser, _ = no_chooser() if is_scan(scan) else slice_chooser(scan)
         if slice_no is not None and slice_no != NO_SLICE and chooser.visible:
             chooser = gr.Slider(minimum=0, maximum=chooser.maximum, value=slice_no, step=1,
                                 visible=True, label=chooser.label)
-        return (chooser, *self.compare(scan, method, slice_no, key[3]), key)
+        return (chooser, *self.compare(scan, method, slice_no, key[3], key[4]), key)
 
     @user_errors
-    def compare_again(self, done, scan, method, slice_no=NO_SLICE, series=None):
+    def compare_again(self, done, scan, method, slice_no=NO_SLICE, series=None, plane=None):
         """Compare again, with `method` and the tab's slice: the scan last compared (in its
-        series), else the scan in use (in the series picked in Classify)."""
-        scan, series = (done[0], done[3]) if done else (scan, series or None)
+        series and plane), else the scan in use (in the series and plane picked in Classify)."""
+        if done:
+            scan, series, plane = done[0], done[3], done[4]
+        else:
+            series = series or None
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")
-        return (*self.compare(scan, method, slice_no, series), (scan, method, slice_no, series))
+        return (*self.compare(scan, method, slice_no, series, plane), (scan, method, slice_no, series, plane))
 
 
 @dataclasses.dataclass
@@ -452,6 +459,7 @@ class Session:
     cached: gr.State                    # its last result, for re-blending
     slice_no: gr.Slider | None = None   # set by classify_tab
     series: gr.Dropdown | None = None   # set by classify_tab: the series picked in an archive
+    plane: gr.Radio | None = None       # set by classify_tab: the plane a volume is cut in
 
     @property
     def settings(self) -> list:
@@ -549,7 +557,7 @@ def classify_tab(h: Handlers, s: Session, examples: list[tuple[Path, str]] | Non
     """The Classify tab: one scan, one model, one map; re-blend, recheck, report; and the
     documented endpoints (a file in, or the API session's own last result)."""
     ui = classify_layout(s)
-    s.series = ui.scan_ui.series
+    s.series, s.plane = ui.scan_ui.series, ui.scan_ui.plane
     outputs, settings = ui.outputs, s.settings
     if examples:
         classify_examples(h, s, ui, examples)
@@ -560,7 +568,8 @@ def classify_tab(h: Handlers, s: Session, examples: list[tuple[Path, str]] | Non
         ui.scan.upload(sh.upload, [ui.scan, *settings], [ui.scan, s.current, s.slice_no] + outputs
                        + scan_out, api_name="classify_upload", api_visibility="private"),
         gr.on([ui.run.click, s.model.input, s.method.input, s.target.input, s.slice_no.release],
-              sh.classify, [s.current, *settings, s.slice_no, ui.scan_ui.series], outputs + scan_out,
+              sh.classify, [s.current, *settings, s.slice_no, ui.scan_ui.series, ui.scan_ui.plane],
+              outputs + scan_out,
               api_name="classify_ui", api_visibility="private", trigger_mode="always_last")]
     ui_events += scan_events(sh, s, ui)
     for event in ui_events:
@@ -589,23 +598,39 @@ def classify_tab(h: Handlers, s: Session, examples: list[tuple[Path, str]] | Non
     with gr.Row(visible=False):
         api_volume = gr.File(label="scan", type="filepath")
         api_series = gr.Textbox(label="series")
+        api_plane = gr.Textbox(ACQUIRED, label="plane")
         api_scan_button = gr.Button("classify_scan")
-    api_scan_button.click(sh.classify_scan_api, [api_volume, s.model, s.method, api_series],
+    api_scan_button.click(sh.classify_scan_api, [api_volume, s.model, s.method, api_series, api_plane],
                           outputs[5], api_name="classify_scan")
 
 
 # ----------------------------------------------------------------------------- whole scans
+PLANE_CHOICES = [("As acquired", ACQUIRED)] + [(p.capitalize(), p) for p in AXES]
+
+
+def plane_chooser(scan, plane: str | None) -> gr.Radio:
+    """The plane chooser: shown for a volume (`Scan.volume`, which can be cut in any plane),
+    naming the plane it was acquired in; hidden and reset for anything else."""
+    if scan is None or not scan.volume:
+        return gr.Radio(visible=False, value=ACQUIRED)
+    return gr.Radio(visible=True, value=plane or ACQUIRED,
+                    label=f"Slices of this volume (acquired {scan.acquired})")
+
+
 def scan_layout() -> SimpleNamespace:
     """Under the headline, hidden until a whole scan is in use: the series to pick (an archive
-    of several), the class probabilities along the slices, a slider to walk the slices."""
+    of several), the plane to cut a volume in, the class probabilities along the slices, a
+    slider to walk the slices."""
     series = gr.Dropdown([], label="This archive holds several series: pick one", visible=False,
                          elem_id="series")
+    plane = gr.Radio(PLANE_CHOICES, value=ACQUIRED, label="Slices of this volume", visible=False,
+                     elem_id="plane")
     strip = gr.Image(label="Class probabilities along the slices", format="png", visible=False,
                      interactive=False, elem_id="strip", height=220)
     walk = gr.Slider(0, 1, value=0, step=1, label="Slice", visible=False, elem_id="scan-slice")
     view = gr.State(time_to_live=STATE_TTL_S)
-    return SimpleNamespace(series=series, strip=strip, walk=walk, view=view,
-                           outputs=[series, strip, walk, view])
+    return SimpleNamespace(series=series, strip=strip, walk=walk, view=view, plane=plane,
+                           outputs=[series, strip, walk, view, plane])
 
 
 def strip_image(view: ScanView) -> np.ndarray:
@@ -620,7 +645,7 @@ def strip_image(view: ScanView) -> np.ndarray:
 def hidden_scan() -> tuple:
     """The scan components hidden and emptied: a single slice is in use."""
     return (gr.Dropdown(visible=False, choices=[], value=None), gr.Image(visible=False, value=None),
-            gr.Slider(visible=False), None)
+            gr.Slider(visible=False), None, plane_chooser(None, None))
 
 
 class ScanHandlers:
@@ -648,10 +673,11 @@ class ScanHandlers:
         found[6] = {**found[6], "scan": view}
         return found
 
-    def run_scan(self, scan, model, method, target, alpha, series=None, progress=gr.Progress()):
+    def run_scan(self, scan, model, method, target, alpha, series=None, plane=ACQUIRED,
+                 progress=gr.Progress()):
         progress(0.0, desc="Reading the scan")
         try:
-            view = view_scan(self.service, scan, model, method, alpha, series=series,
+            view = view_scan(self.service, scan, model, method, alpha, series=series, axis=axis_of(plane),
                              progress=lambda d, t: progress(d / t, desc=f"Slice {d} of {t}"))
         except SeriesChoice as choice:
             text = (f"### This archive holds {len(choice.series)} series\nPick the one to classify "
@@ -659,7 +685,8 @@ class ScanHandlers:
             pick = gr.Dropdown(choices=[(x.label(), x.key) for x in choice.series], value=None,
                                visible=True)
             return [text, None, None, None, None, None, None,
-                    pick, gr.Image(visible=False, value=None), gr.Slider(visible=False), None]
+                    pick, gr.Image(visible=False, value=None), gr.Slider(visible=False), None,
+                    plane_chooser(None, None)]
         chosen, shown = view.result.chosen, view.chosen
         if chosen is None:        # no slice classified: the first with a head, with its refusal
             chosen = next((i for i, s in enumerate(view.result.slices) if s.brain), 0)
@@ -669,7 +696,7 @@ class ScanHandlers:
                          label=f"Slice ({len(view.scan)} in all; the answer's slice first)")
         return [*self.slice_outputs(view, shown, chosen, target),
                 gr.Dropdown(visible=series is not None), gr.Image(value=strip_image(view), visible=True),
-                walk, view]
+                walk, view, plane_chooser(view.scan, plane)]
 
     @user_errors
     def upload(self, scan, model, method, target, alpha, progress=gr.Progress()):
@@ -682,10 +709,11 @@ class ScanHandlers:
 
     @user_errors
     def classify(self, scan, model, method, target, alpha, slice_no=NO_SLICE, series=None,
-                 progress=gr.Progress()):
-        """The Classify button or a changed setting: the scan in use again, whole or one slice."""
+                 plane=ACQUIRED, progress=gr.Progress()):
+        """The Classify button or a changed setting: the scan in use again, whole or one slice
+        (a volume in the plane chosen)."""
         if scan is not None and is_scan(scan):
-            return tuple(self.run_scan(scan, model, method, target, alpha, series or None, progress))
+            return tuple(self.run_scan(scan, model, method, target, alpha, series or None, plane, progress))
         return (*self.h.classify(scan, model, method, target, alpha, slice_no, progress), *hidden_scan())
 
     @user_errors
@@ -700,11 +728,11 @@ class ScanHandlers:
     def follow(self, scan):
         """The scan in use changed: the scan components stay for a whole scan, else hide."""
         if scan is not None and is_scan(scan):
-            return (gr.skip(),) * 4
+            return (gr.skip(),) * 5
         return hidden_scan()
 
     @user_errors
-    def classify_scan_api(self, scan, model, method, series=""):
+    def classify_scan_api(self, scan, model, method, series="", plane=""):
         """Classify every slice of a whole scan and summarise it: the finding (class), the
         slices labelled with it, the most probable slice and its answer, per-slice
         probabilities (null outside the head). Research and education only: not a diagnosis.
@@ -714,21 +742,27 @@ class ScanHandlers:
             model: the key of a loaded model, e.g. "resnet50" (the model card lists them).
             method: the heatmap method of the chosen slice, e.g. "gradcam".
             series: for an archive holding several series, the number or key of the one to read.
+            plane: a NIfTI volume's slices: "sagittal", "coronal" or "axial"; "" (or
+                "acquired"): the plane it was acquired in.
         """
         if scan is None:
             raise UserError("Give a whole scan: a .zip of DICOM files, a NIfTI volume or a multi-frame DICOM.")
-        return view_scan(self.service, scan, model, method, series=series or None).as_dict()
+        return view_scan(self.service, scan, model, method, series=series or None,
+                         axis=axis_of(plane)).as_dict()
 
 
 def scan_events(sh: ScanHandlers, s: Session, ui: SimpleNamespace) -> list:
-    """Wire the scan components: pick a series, walk the slices; hide them for a single slice."""
+    """Wire the scan components: pick a series or a volume's plane, walk the slices; hide them
+    for a single slice."""
     scan_ui, outputs = ui.scan_ui, ui.outputs
     private = {"api_visibility": "private"}
     s.current.change(sh.follow, s.current, scan_ui.outputs, queue=False, api_name="scan_follow_ui",
                      **private)
     return [
-        scan_ui.series.input(sh.classify, [s.current, *s.settings, s.slice_no, scan_ui.series],
+        scan_ui.series.input(sh.classify, [s.current, *s.settings, s.slice_no, scan_ui.series, scan_ui.plane],
                              outputs + scan_ui.outputs, api_name="scan_series_ui", **private),
+        scan_ui.plane.input(sh.classify, [s.current, *s.settings, s.slice_no, scan_ui.series, scan_ui.plane],
+                            outputs + scan_ui.outputs, api_name="scan_plane_ui", **private),
         scan_ui.walk.release(sh.walk, [scan_ui.view, scan_ui.walk, s.method, s.target, s.alpha],
                              outputs, api_name="scan_walk_ui", trigger_mode="always_last", **private)]
 
@@ -762,7 +796,7 @@ def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
                                        elem_id=f"bars-{m}"),
                               gr.Image(label=f"{name} heatmap on the scan", format="png",
                                        interactive=False, elem_id=f"overlay-{m}")]
-    compared = gr.State()                       # (scan, method, slice, series) last compared
+    compared = gr.State()                       # (scan, method, slice, series, plane) last compared
     c_all = c_outputs + [agreement]
     cleared = lambda: (None, gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE),
                        *[None, None, None] * len(h.service.models), "", None)
@@ -770,10 +804,10 @@ def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
     events = [
         c_scan.upload(h.compare_upload, [c_scan, c_method], [c_scan, c_slice, *c_all, compared],
                       api_name="compare_upload", **private),
-        tab.select(h.compare_if_new, [s.current, c_method, s.slice_no, compared, s.series],
+        tab.select(h.compare_if_new, [s.current, c_method, s.slice_no, compared, s.series, s.plane],
                    [c_slice, *c_all, compared], api_name="compare_on_select", **private),
         gr.on([c_run.click, c_method.input, c_slice.release], h.compare_again,
-              [compared, s.current, c_method, c_slice, s.series], [*c_all, compared],
+              [compared, s.current, c_method, c_slice, s.series, s.plane], [*c_all, compared],
               api_name="compare_again", trigger_mode="always_last", **private)]
     for event in events:          # one message, and nothing left of the previous answer
         event.failure(cleared, None, [c_scan, c_slice, *c_all, compared], queue=False, **private)

@@ -28,7 +28,7 @@ from .cam import METHODS, canonical_method
 from .checkpoint import CheckpointError
 from .models import ARCHS, default_model
 from .overlay import DEFAULT_ALPHA
-from .volumes import AXES
+from .volumes import ACQUIRED, PLANE_CHOICES, axis_of
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "one more forward pass each); a whole scan's has its chosen slice's page "
                         "and the finding along its slices (one per series; from the CSV's "
                         "answer, its chosen slice answered once more)")
-    c.add_argument("--plane", default="acquired", choices=("acquired", *AXES),
+    c.add_argument("--plane", default=ACQUIRED, choices=PLANE_CHOICES,
                    help="a NIfTI volume's slices: the plane it was acquired in (across its thickest "
                         "voxels, else axial), or this one")
     c.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
@@ -106,7 +106,7 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     reports = Reports(predictor, args.report, method, args.alpha) if args.report else None
     rows = classify_files(predictor, items, args.batch_size, args.cams, method, args.alpha,
                           args.workers, args.cams_format, on_scan=reports.scan if reports else None,
-                          axis=AXES.index(args.plane) if args.plane in AXES else None)
+                          axis=axis_of(args.plane))
     with tqdm(total=len(items), unit="file", disable=args.no_progress, file=sys.stderr) as bar:
         for row in write_csv(args.out, rows, predictor.classes):
             if row.slice not in ("", SCAN_ROW):        # a scan's slice: counted in its scan

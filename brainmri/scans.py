@@ -95,6 +95,13 @@ class Scan:
     description: str = ""            # SeriesDescription, or the file's name
     modality: str = ""
     notes: tuple[str, ...] = field(default=())   # what a user should know: skipped files, gaps
+    acquired: str = ""               # a volume's acquired plane: it can be read in any plane
+                                     # (`read_scan(axis=...)`); "": only as stored (DICOM)
+
+    @property
+    def volume(self) -> bool:
+        """A 3-D volume (NIfTI), whose slices `read_scan` can cut in any of the three planes."""
+        return bool(self.acquired)
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -462,14 +469,15 @@ def _multiframe(ds, name: str, max_pixels: int, limits: Limits) -> Scan:
 
 # ----------------------------------------------------------------------------- NIfTI
 def _nifti_scan(data: bytes, axis: int | None, name: str, max_pixels: int, limits: Limits) -> Scan:
-    volumes.check_axis(axis)
+    asked = volumes.check_axis(axis)
     version, shape = volumes.nifti_shape(data)
     if int(np.prod(shape)) > limits.voxels:
         raise ImageLoadError(f"the volume is {'x'.join(map(str, shape))} voxels, over the limit "
                              f"of {limits.voxels:,} voxels")
     volume, affine = volumes.nifti_volume(data, limits.total_bytes)
     sides = volumes.spacing(affine)
-    axis = volumes.slice_axis(axis, sides, volume.shape)
+    acquired = volumes.acquired_axis(sides, volume.shape)
+    axis = acquired if asked is None else asked
     count = volume.shape[axis]
     plane_mm = volumes.plane_sides(sides, axis)
     rows, columns = volumes.display_plane(volume, axis, 0).shape
@@ -484,7 +492,7 @@ def _nifti_scan(data: bytes, axis: int | None, name: str, max_pixels: int, limit
     origin = affine @ np.array([0.0, 0.0, 0.0, 1.0])
     direction = (affine @ step)[:3]
     positions = tuple(float(origin[axis] + i * direction[axis]) for i in range(count))
-    return Scan(slices, positions, version, PLANES[axis], name, "")
+    return Scan(slices, positions, version, PLANES[axis], name, "", acquired=PLANES[acquired])
 
 
 def _tag(image: Image.Image, modality: str = "") -> Image.Image:

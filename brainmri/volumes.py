@@ -28,6 +28,8 @@ from .inputs import ImageLoadError, SourceInfo, check_index, check_size
 MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz may not unpack to more than this (gzip bomb)
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 AXES = ("sagittal", "coronal", "axial")
+ACQUIRED = "acquired"                # a volume's slices in the plane it was acquired in
+PLANE_CHOICES = (ACQUIRED, *AXES)
 
 
 def sniff(data: bytes) -> str:
@@ -341,6 +343,16 @@ def check_axis(axis: int | None) -> int | None:
     if axis is not None and axis not in (0, 1, 2):
         raise ImageLoadError(f"axis must be 0 (sagittal), 1 (coronal) or 2 (axial), not {axis!r}")
     return axis
+
+
+def axis_of(plane: str | None) -> int | None:
+    """The axis of a plane named in `PLANE_CHOICES` (None, "" or ACQUIRED: None, the acquired
+    one, chosen once the volume is read)."""
+    if plane in (None, "", ACQUIRED):
+        return None
+    if plane not in AXES:
+        raise ImageLoadError(f"plane must be one of {', '.join(PLANE_CHOICES)}, not {plane!r}")
+    return AXES.index(plane)
 
 
 def slice_axis(axis: int | None, sides: np.ndarray, shape: tuple[int, int, int]) -> int:

@@ -201,6 +201,39 @@ def test_compare_reads_the_series_picked_in_classify(tiny_checkpoints):
     assert done_again[3] == "2" and "4 of 9 slices outside the head" in again[0]
 
 
+def test_a_volume_can_be_cut_in_another_plane_in_classify_and_compare(tiny_checkpoints):
+    """A NIfTI volume shows the plane chooser, naming the plane it was acquired in; choosing
+    coronal reads its coronal slices (the slider and the headline follow), and Compare reads the
+    plane picked in Classify. A DICOM series (read as stored) hides the chooser."""
+    import app
+    from brainmri.predictor import Predictor
+    from brainmri.service import Service
+    from tests.synthetic import dicom_series, head_volume, nifti, zipped
+    service = Service({m: Predictor.from_checkpoint(p, "cpu") for m, p in tiny_checkpoints.items()},
+                      warmup=False)
+    h = app.Handlers(service, app.Files())
+    sh, quiet = app.ScanHandlers(h), (lambda *a, **k: None)
+    volume = np.transpose(head_volume(20, size=48), (2, 1, 0)).astype(np.float32)[:, :40]  # 48 x 40 x 20
+    head = nifti(volume)                                                   # 1 mm voxels: axial
+    out = sh.run_scan(head, "resnet50", "gradcam", -1, 0.45, progress=quiet)
+    text, walk, view, plane = out[0], out[9], out[10], out[11]
+    assert plane.visible and plane.value == "acquired" and plane.label.endswith("(acquired axial)")
+    assert len(view.scan) == 20 and walk.maximum == 19 and "· axial" in text
+    out = sh.classify(head, "resnet50", "gradcam", -1, 0.45, app.NO_SLICE, None, "coronal", progress=quiet)
+    text, walk, view, plane = out[0], out[9], out[10], out[11]
+    assert plane.visible and plane.value == "coronal" and view.scan.plane == "coronal"
+    assert len(view.scan) == 40 and walk.maximum == 39 and "· coronal" in text
+    _, *panels, agreement, done = h.compare_if_new(head, "gradcam", app.NO_SLICE, None, None, "coronal")
+    assert done[4] == "coronal" and all("· coronal" in panels[k] for k in (0, 3))
+    *again, done_again = h.compare_again(done, None, "gradcam", app.NO_SLICE)
+    assert done_again[4] == "coronal" and "· coronal" in again[0]
+    series = zipped({f"IM{k}": f for k, f in enumerate(dicom_series(head_volume(6)))})
+    plane = sh.run_scan(series, "resnet50", "gradcam", -1, 0.45, progress=quiet)[11]
+    assert not plane.visible and plane.value == "acquired"
+    with pytest.raises(app.UserError, match="plane must be one of"):
+        sh.classify(head, "resnet50", "gradcam", -1, 0.45, app.NO_SLICE, None, "oblique", progress=quiet)
+
+
 def test_a_scan_with_every_slice_refused_shows_a_refusal_not_an_empty_slice(tiny_checkpoints, tmp_path):
     """No slice classified (here every head slice has no dark background): the Classify tab
     shows the first slice with a head and its refusal, with the slider on it, never slice 0
@@ -503,6 +536,11 @@ def test_classify_scan_endpoint_summarises_a_whole_scan(client, tmp_path):
     volume_file.write_bytes(nifti(np.transpose(volume, (2, 1, 0)).astype(np.float32)))
     read = client.predict(handle_file(str(volume_file)), "baseline", "gradcam", "", api_name="/classify_scan")
     assert len(read["probabilities"]) == 10 and read["plane"] == "axial"
+    thick = tmp_path / "thick.nii.gz"           # 24 axial slices: its coronal ones are 64 x 24
+    thick.write_bytes(nifti(np.transpose(head_volume(24, size=64), (2, 1, 0)).astype(np.float32)))
+    coronal = client.predict(handle_file(str(thick)), "baseline", "gradcam", "", "coronal",
+                             api_name="/classify_scan")
+    assert len(coronal["probabilities"]) == 64 and coronal["plane"] == "coronal"
     two = tmp_path / "two.zip"
     two.write_bytes(zipped({**{f"a{k}": f for k, f in enumerate(dicom_series(volume[:4], series="5"))},
                             **{f"b{k}": f for k, f in enumerate(dicom_series(volume[3:], series="6",

@@ -212,7 +212,7 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         from tests.synthetic import scan
         volume = np.stack([np.asarray(scan(seed=i, size=96)) for i in range(5)], axis=2)
         nifti = tmp_path / "head.nii.gz"
-        nib.save(nib.Nifti1Image(volume.astype(np.uint8), np.eye(4)), str(nifti))
+        nib.save(nib.Nifti1Image(volume.astype(np.uint8), np.diag([1.0, 1.0, 5.0, 1.0])), str(nifti))
         drop(page, nifti, "#compare-scan")
         for m in ("baseline", "resnet50"):
             expect(page.locator(f"#finding-{m}")).to_contain_text(re.compile("Scan: |No slice of this scan"))
@@ -253,6 +253,14 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         expect(page.locator("#slice")).to_be_hidden()
         expect(headline).not_to_contain_text("modality CT")           # this file's own answer
         expect(headline).to_contain_text(re.compile("Scan: |No slice of this scan"))
+        expect(headline).to_contain_text(ANSWER)
+        # ... in the plane it was acquired in (5 mm axial slices), or cut in another.
+        plane = page.locator("#plane")
+        expect(plane).to_contain_text("acquired axial")
+        expect(headline).to_contain_text("· axial")
+        plane.get_by_text("Coronal").click()
+        expect(chooser).to_contain_text("96 in all")
+        expect(headline).to_contain_text("· coronal")
         expect(headline).to_contain_text(ANSWER)
 
         # A good result, then a text file: one message, nothing left of the previous answer.
@@ -320,6 +328,7 @@ def test_a_whole_scan(setup, browser, tmp_path):
         expect(headline).to_contain_text(re.compile("Scan: |No slice of this scan"))
         expect(headline).to_contain_text(ANSWER)
         expect(page.locator("#strip img")).to_be_visible()
+        expect(page.locator("#plane")).to_be_hidden()        # a DICOM series: read as stored
         walk = page.locator("#scan-slice")
         expect(walk).to_be_visible()
         text = headline.inner_text()

@@ -268,6 +268,9 @@ def test_a_nifti_volume_is_read_in_the_plane_it_was_acquired_in():
     assert load_image(sagittal).size == (48, 40)
     axial = read_scan(sagittal, axis=2)
     assert len(axial) == 40 and axial.slices[0].size == (60, 48)                # 12 x 5 mm wide
+    # either way the scan says how it was acquired, and that it can be cut in another plane
+    assert (s.acquired, axial.acquired, axial.plane) == ("sagittal", "sagittal", "axial")
+    assert s.volume and axial.volume
     assert load_image(sagittal, axis=2).size == (60, 48)
     absurd = nifti(volume, np.diag([1e5, 1.0, 1.0, 1.0]))                        # 100 m slices
     for read in (read_scan, load_image):
@@ -331,3 +334,16 @@ def test_nifti_limits():
         read_scan(data, limits=Limits(voxels=1000))
     with pytest.raises(ImageLoadError, match="unpacks to more than"):
         read_scan(data, limits=Limits(total_bytes=2**10))
+
+
+def test_planes_are_named_as_users_choose_them_and_only_volumes_can_be_recut():
+    """`axis_of` reads the names the CLI and the app offer; a DICOM series is read as stored
+    (no `acquired` plane: no other plane to offer), a NIfTI volume in any."""
+    from brainmri.volumes import ACQUIRED, PLANE_CHOICES, axis_of
+    assert PLANE_CHOICES == (ACQUIRED, "sagittal", "coronal", "axial")
+    assert [axis_of(p) for p in (None, "", ACQUIRED, "sagittal", "coronal", "axial")] == \
+        [None, None, None, 0, 1, 2]
+    with pytest.raises(ImageLoadError, match="plane must be one of acquired, sagittal, coronal, axial"):
+        axis_of("oblique")
+    series = read_scan(zipped({f"IM{k}": f for k, f in enumerate(dicom_series(head_volume(6)))}))
+    assert series.plane == "axial" and series.acquired == "" and not series.volume
