@@ -375,14 +375,16 @@ def _check_stack(count: int, rows: int, columns: int, limits: Limits) -> None:
 
 def _pictures(slices: list[_Slice], max_pixels: int, limits: Limits
               ) -> tuple[list[int], list[Image.Image], list[str]]:
-    """Decode and window the ordered slices -> (indices of the slices kept, their pictures,
-    notes); a slice whose pixels fail is skipped and named."""
+    """Decode and window the ordered slices, with square pixels -> (indices of the slices kept,
+    their pictures, notes); a slice whose pixels fail is skipped and named."""
     sizes = {(int(s.ds.get("Rows", 0) or 0), int(s.ds.get("Columns", 0) or 0)) for s in slices}
     if len(sizes) > 1:
         raise ImageLoadError("the series' slices are not all the same size ("
                              + ", ".join(f"{c}x{r}" for r, c in sorted(sizes)) + ")")
     rows, columns = sizes.pop()
     _check_stack(len(slices), rows, columns, limits)
+    sides = volumes.pixel_sides(slices[0].ds, slices[0].frame)     # the series': one geometry
+    check_size(*volumes.square_size((columns, rows), *sides), max_pixels)
     decoded, failed, kept = [], [], []
     for i, s in enumerate(slices):
         try:
@@ -398,9 +400,10 @@ def _pictures(slices: list[_Slice], max_pixels: int, limits: Limits
     if any(centre is None or width is None for _, values, centre, width in decoded):
         lo, hi = _percentiles(grey) if grey else (0.0, 0.0)
         shared = ((lo + hi) / 2, hi - lo)
-    pictures = [volumes.picture(s.ds, values, *((centre, width) if centre is not None
-                                                and width is not None else shared))
-                for s, values, centre, width in decoded]
+    windows = [(centre, width) if centre is not None and width is not None else shared
+               for _, _, centre, width in decoded]
+    pictures = [volumes.square_pixels(volumes.picture(s.ds, values, *w), *sides, max_pixels)
+                for (s, values, _, _), w in zip(decoded, windows)]
     notes = [f"{len(failed)} slice{'s' * (len(failed) > 1)} skipped: " + "; ".join(failed)] \
         if failed else []
     return kept, pictures, notes

@@ -4,7 +4,8 @@ Used by `brainmri.io.load_image`, which decides the kind by content (`sniff`):
 - DICOM: 'DICM' at byte 128, or a raw data set (no preamble) that pydicom parses. Monochrome
   pixels get RescaleSlope/Intercept, then the file's own WindowCenter/WindowWidth (first pair)
   or, without one, a robust 1st-99th percentile window; MONOCHROME1 is inverted. Colour
-  (RGB, YBR, PALETTE COLOR) becomes 8-bit RGB. Multi-frame: the middle frame unless `frame`.
+  (RGB, YBR, PALETTE COLOR) becomes 8-bit RGB. Pixels that are not square (PixelSpacing,
+  `pixel_sides`) are made so (`square_pixels`). Multi-frame: the middle frame unless `frame`.
   The file's Modality travels along as `image.info["modality"]`.
 - NIfTI-1/2, `.nii` or `.nii.gz`: reoriented to RAS+, one slice along `axis` (default: the
   axis it was acquired along, `acquired_axis`; the middle slice unless `slice_index`), shown as
@@ -144,7 +145,22 @@ def _read_dicom(data: bytes, frame: int | None, max_pixels: int) -> Image.Image:
     check_shape(ds, max_pixels)
     frames = frame_count(ds)
     index = frames // 2 if frame is None else check_index("frame", frame, frames)
-    return picture(ds, *frame_values(ds, index))
+    return square_pixels(picture(ds, *frame_values(ds, index)), *pixel_sides(ds, index), max_pixels)
+
+
+def pixel_sides(ds, index: int = 0) -> tuple[float, float]:
+    """(height, width) of frame `index`'s pixels, in mm: PixelSpacing (row spacing first, as
+    DICOM orders it; a multi-frame file's functional groups too), else PixelAspectRatio's
+    vertical and horizontal sizes, else square (1, 1)."""
+    for name, sequence in (("PixelSpacing", "PixelMeasuresSequence"), ("PixelAspectRatio", "")):
+        value = frame_attr(ds, index, sequence, name) if sequence else ds.get(name)
+        try:
+            sides = tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if len(sides) == 2 and all(np.isfinite(sides)) and min(sides) > 0:
+            return sides
+    return 1.0, 1.0
 
 
 def check_shape(ds, max_pixels: int) -> None:

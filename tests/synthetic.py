@@ -70,9 +70,11 @@ def head_volume(slices: int = 12, size: int = 64, seed: int = 0, empty: int = 2)
 
 def dicom_slice(pixels: np.ndarray, *, series: str = "1", description: str = "T2 AX",
                 number: int = 1, modality: str = "MR", instance: int = 1,
-                position=(0.0, 0.0, 0.0), orientation=(1, 0, 0, 0, 1, 0)) -> bytes:
+                position=(0.0, 0.0, 0.0), orientation=(1, 0, 0, 0, 1, 0),
+                pixel_spacing=(1.0, 1.0)) -> bytes:
     """One DICOM file (explicit VR little endian, with preamble) holding a (H, W) uint16 slice.
-    `position`/`orientation` None leave ImagePositionPatient/ImageOrientationPatient out."""
+    `position`/`orientation`/`pixel_spacing` None leave ImagePositionPatient/
+    ImageOrientationPatient/PixelSpacing (row spacing, column spacing in mm) out."""
     import io
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
@@ -90,7 +92,8 @@ def dicom_slice(pixels: np.ndarray, *, series: str = "1", description: str = "T2
         ds.ImagePositionPatient = [float(v) for v in position]
     if orientation is not None:
         ds.ImageOrientationPatient = [float(v) for v in orientation]
-    ds.PixelSpacing = [1.0, 1.0]
+    if pixel_spacing is not None:
+        ds.PixelSpacing = [float(v) for v in pixel_spacing]
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0

@@ -347,3 +347,32 @@ def test_planes_are_named_as_users_choose_them_and_only_volumes_can_be_recut():
         axis_of("oblique")
     series = read_scan(zipped({f"IM{k}": f for k, f in enumerate(dicom_series(head_volume(6)))}))
     assert series.plane == "axial" and series.acquired == "" and not series.volume
+
+
+def test_dicom_pixels_that_are_not_square_are_made_square():
+    """A DICOM whose rows lie 0.5 mm apart and columns 1 mm (PixelSpacing [0.5, 1.0]) was shown
+    as stored, squashed to half its width; now its pixels are made square, in a single file and
+    along a series alike (PixelAspectRatio when there is no PixelSpacing; nonsense: as stored),
+    and the stretched size is checked before any slice is decoded."""
+    from brainmri.volumes import pixel_sides
+    grey = np.asarray(head_volume(3, size=64, empty=0)[1])[:40]                 # 40 high, 64 wide
+    wide = dicom_slice(grey, pixel_spacing=(0.5, 1.0))
+    assert load_image(wide).size == (128, 40)
+    series = read_scan(zipped({f"IM{k}": f for k, f in enumerate(
+        dicom_series(np.stack([grey] * 4), pixel_spacing=(0.5, 1.0)))}))
+    assert len(series) == 4 and {im.size for im in series.slices} == {(128, 40)}
+    assert series.slices[0].info["modality"] == "MR"
+    assert load_image(dicom_slice(grey, pixel_spacing=(0.3, 0.3))).size == (64, 40)   # square
+    ratio = pydicom.dcmread(io.BytesIO(dicom_slice(grey, pixel_spacing=None)))
+    ratio.PixelAspectRatio = [2, 1]                                             # tall pixels
+    assert pixel_sides(ratio) == (2.0, 1.0)
+    for nonsense in ([0.0, 1.0], [-1.0, 1.0], [1.0]):
+        ds = pydicom.dcmread(io.BytesIO(dicom_slice(grey)))
+        ds.PixelSpacing = nonsense
+        assert pixel_sides(ds) == (1.0, 1.0)
+    stored = dicom_slice(grey, pixel_spacing=(2.5, 1.0))                        # "2.5\\1.0"
+    assert b"2.5\\1.0" in stored
+    assert load_image(stored.replace(b"2.5\\1.0", b"x.y\\1.0")).size == (64, 40)   # unreadable
+    with pytest.raises(ImageLoadError, match="over the limit"):
+        read_scan(zipped({f"IM{k}": f for k, f in enumerate(
+            dicom_series(np.stack([grey] * 2), pixel_spacing=(1e-4, 10.0)))}))
