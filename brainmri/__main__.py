@@ -57,8 +57,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "and the finding along its slices (one per series; from the CSV's "
                         "answer, its chosen slice answered once more)")
     c.add_argument("--plane", default=ACQUIRED, choices=PLANE_CHOICES,
-                   help="a NIfTI volume's slices: the plane it was acquired in (across its thickest "
-                        "voxels, else axial), or this one")
+                   help="a volume's slices: the plane it was acquired in (a NIfTI volume: across its "
+                        "thickest voxels, else axial; a DICOM series: as stored), or this one (a DICOM "
+                        "series cut in it when its slices are parallel and evenly spaced)")
     c.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     c.add_argument("--workers", type=int, default=2, help="threads decoding images and writing overlays")
     c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; default: cuda if present")

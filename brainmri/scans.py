@@ -4,6 +4,7 @@ volume, read as an ordered stack of 2-D slices.
     from brainmri.scans import read_scan, list_series, is_scan
     scan = read_scan("series.zip")                  # Scan: slices ordered along the normal
     scan = read_scan("head.nii.gz", axis=0)         # sagittal slices of a volume
+    scan = read_scan("series.zip", axis=1)          # an axial series cut coronally
     list_series("study.zip")                        # several series: pick one by key or number
     read_scan("study.zip", series="2")
 
@@ -13,9 +14,12 @@ volume, read as an ordered stack of 2-D slices.
   ImageOrientationPatient directions), InstanceNumber when positions are missing. Slices must
   share one size and one orientation, and no two may share a position (several echoes or
   time points in one series); uneven spacing (a missing slice) is a note, not a refusal.
-  Pixels are shown as stored, through each file's own window, or one window for the whole
-  series (1st-99th percentile) when the files carry none, so empty slices stay dark.
-- Multi-frame DICOM: each frame a slice, ordered by its plane position when the file has one.
+  Pixels are shown as stored (made square), through each file's own window, or one window for
+  the whole series (1st-99th percentile) when the files carry none, so empty slices stay dark.
+  Parallel, evenly spaced grey slices make a volume (`Scan.acquired` names their plane):
+  `axis` naming another plane cuts it as a NIfTI volume is cut (`_series_volume`).
+- Multi-frame DICOM: each frame a slice, ordered by its plane position when the file has one;
+  cut in another plane as a series is.
 - NIfTI-1/2: reoriented to RAS+, the slices along `axis` (0 sagittal, 1 coronal, 2 axial;
   default: the axis it was acquired along, `volumes.acquired_axis`), each shown as
   `volumes.display_plane` does with square pixels; one window for the whole volume. 4-D refused.
@@ -32,7 +36,7 @@ import os
 import warnings
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -96,11 +100,13 @@ class Scan:
     modality: str = ""
     notes: tuple[str, ...] = field(default=())   # what a user should know: skipped files, gaps
     acquired: str = ""               # a volume's acquired plane: it can be read in any plane
-                                     # (`read_scan(axis=...)`); "": only as stored (DICOM)
+                                     # (`read_scan(axis=...)`); "": only as stored (a DICOM
+                                     # series without positions, unevenly spaced, in colour)
 
     @property
     def volume(self) -> bool:
-        """A 3-D volume (NIfTI), whose slices `read_scan` can cut in any of the three planes."""
+        """A 3-D volume (NIfTI, or DICOM slices that make one), whose slices `read_scan` can cut
+        in any of the three planes."""
         return bool(self.acquired)
 
     def __len__(self) -> int:
@@ -373,17 +379,18 @@ def _check_stack(count: int, rows: int, columns: int, limits: Limits) -> None:
                              f"limit of {limits.voxels:,} voxels")
 
 
-def _pictures(slices: list[_Slice], max_pixels: int, limits: Limits
+def _pictures(slices: list[_Slice], max_pixels: int, limits: Limits, square: bool = True
               ) -> tuple[list[int], list[Image.Image], list[str]]:
-    """Decode and window the ordered slices, with square pixels -> (indices of the slices kept,
-    their pictures, notes); a slice whose pixels fail is skipped and named."""
+    """Decode and window the ordered slices, with square pixels (unless not `square`) ->
+    (indices of the slices kept, their pictures, notes); a slice whose pixels fail is skipped
+    and named."""
     sizes = {(int(s.ds.get("Rows", 0) or 0), int(s.ds.get("Columns", 0) or 0)) for s in slices}
     if len(sizes) > 1:
         raise ImageLoadError("the series' slices are not all the same size ("
                              + ", ".join(f"{c}x{r}" for r, c in sorted(sizes)) + ")")
     rows, columns = sizes.pop()
     _check_stack(len(slices), rows, columns, limits)
-    sides = volumes.pixel_sides(slices[0].ds, slices[0].frame)     # the series': one geometry
+    sides = volumes.pixel_sides(slices[0].ds, slices[0].frame) if square else (1.0, 1.0)
     check_size(*volumes.square_size((columns, rows), *sides), max_pixels)
     decoded, failed, kept = [], [], []
     for i, s in enumerate(slices):
@@ -422,7 +429,8 @@ def _percentiles(stack: list[np.ndarray] | np.ndarray, samples: int = 4_000_000)
     return float(lo), float(hi)
 
 
-def _series(files: list[_File], series: str | int | None, max_pixels: int, limits: Limits) -> Scan:
+def _series(files: list[_File], series: str | int | None, axis: int | None, max_pixels: int,
+            limits: Limits) -> Scan:
     slices, notes = _parse(files)
     if not slices:
         raise ImageLoadError("no DICOM image found in the archive or folder"
@@ -431,15 +439,58 @@ def _series(files: list[_File], series: str | int | None, max_pixels: int, limit
     chosen = _choose(infos, series)
     members = groups[chosen.key]
     if len(members) == 1 and volumes.frame_count(members[0].ds) > 1:
-        scan = _multiframe(members[0].ds, members[0].name, max_pixels, limits)
-        return Scan(scan.slices, scan.positions, scan.source, scan.plane, chosen.description
-                    or scan.description, scan.modality, tuple(notes) + scan.notes)
+        scan = _multiframe(members[0].ds, members[0].name, axis, max_pixels, limits)
+        return replace(scan, description=chosen.description or scan.description,
+                       notes=tuple(notes) + scan.notes)
     _check_stack(len(members), 1, 1, limits)
     ordered, positions, plane, order_notes = _order(members)
-    kept, pictures, decode_notes = _pictures(ordered, max_pixels, limits)
+    return _stack(ordered, positions, plane, axis, max_pixels, limits, "DICOM series",
+                  chosen.description, chosen.modality, notes + order_notes)
+
+
+def _stack(ordered: list[_Slice], positions: list[float], plane: str, axis: int | None,
+           max_pixels: int, limits: Limits, source: str, description: str, modality: str,
+           notes: list[str], damaged: str = "") -> Scan:
+    """DICOM slices ordered along their normal, as stored (`axis` None or their own plane), or
+    cut in another plane from the volume they make (`_series_volume`): parallel, evenly spaced,
+    grey slices (the scan's `acquired` says they do). A slice that cannot be decoded is skipped
+    with a note, or, with `damaged`, refused with that message."""
+    asked = volumes.check_axis(axis)
+    recut = asked is not None and PLANES[asked] != plane
+    kept, pictures, decode_notes = _pictures(ordered, max_pixels, limits, square=not recut)
+    if damaged and decode_notes:
+        raise ImageLoadError(damaged + decode_notes[0])
     positions = [positions[i] for i in kept]
-    return Scan(tuple(pictures), tuple(positions), "DICOM series", plane, chosen.description,
-                chosen.modality, tuple(notes + order_notes + decode_notes + _gaps(positions)))
+    gaps = _gaps(positions)
+    why = ("its files give no position" if not plane else "it has one slice" if len(pictures) < 2
+           else "its slices are unevenly spaced" if gaps
+           else "it is in colour" if any(p.mode != "L" for p in pictures) else "")
+    notes = tuple(notes + decode_notes + gaps)
+    if not recut:
+        return Scan(tuple(pictures), tuple(positions), source, plane, description, modality, notes,
+                    acquired="" if why else plane)
+    if why:
+        raise ImageLoadError(f"this {source} can be shown only as stored ({plane or 'in its own plane'}), "
+                             f"not cut in the {PLANES[asked]} plane: {why}")
+    volume, affine = _series_volume([ordered[i] for i in kept], positions, pictures)
+    return _cut(volume, affine, asked, plane, (0.0, 255.0), max_pixels, limits, source, description,
+                modality, notes)
+
+
+def _series_volume(slices: list[_Slice], positions: list[float], pictures: list[Image.Image]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Parallel, evenly spaced grey slices (ordered along the normal, `positions` in mm along
+    it) -> the (X, Y, Z) RAS+ volume they make and its affine (`volumes.to_ras`), from their
+    ImageOrientationPatient, the first one's ImagePositionPatient and the pixel spacing."""
+    o = slices[0].orientation
+    normal = np.cross(o[:3], o[3:])
+    normal /= np.linalg.norm(normal)
+    row_mm, col_mm = volumes.pixel_sides(slices[0].ds, slices[0].frame)
+    lps = np.eye(4)                      # voxel (column, row, slice) -> patient LPS+ mm
+    lps[:3, 0], lps[:3, 1] = o[:3] * col_mm, o[3:] * row_mm
+    lps[:3, 2], lps[:3, 3] = normal * float(np.median(np.diff(positions))), slices[0].position
+    stack = np.stack([np.asarray(p) for p in pictures])            # (slice, row, column) uint8
+    return volumes.to_ras(np.transpose(stack, (2, 1, 0)), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps)
 
 
 def _gaps(positions: list[float]) -> list[str]:
@@ -451,7 +502,7 @@ def _gaps(positions: list[float]) -> list[str]:
     return []
 
 
-def _multiframe(ds, name: str, max_pixels: int, limits: Limits) -> Scan:
+def _multiframe(ds, name: str, axis: int | None, max_pixels: int, limits: Limits) -> Scan:
     frames = volumes.frame_count(ds)
     slices = [_Slice(name, ds, i,
                      _vector(volumes.frame_attr(ds, i, "PlanePositionSequence", "ImagePositionPatient"), 3),
@@ -462,12 +513,10 @@ def _multiframe(ds, name: str, max_pixels: int, limits: Limits) -> Scan:
             s.position = None
     ordered, positions, plane, notes = _order(slices)
     notes = [n for n in notes if not n.startswith("ordered by InstanceNumber")]
-    _, pictures, decode_notes = _pictures(ordered, max_pixels, limits)
-    if decode_notes:
-        raise ImageLoadError("the multi-frame DICOM file is damaged: " + decode_notes[0])
-    return Scan(tuple(pictures), tuple(positions), "DICOM multi-frame", plane,
-                str(ds.get("SeriesDescription", "") or "").strip() or name,
-                str(ds.get("Modality", "") or "").upper(), tuple(notes + _gaps(positions)))
+    return _stack(ordered, positions, plane, axis, max_pixels, limits, "DICOM multi-frame",
+                  str(ds.get("SeriesDescription", "") or "").strip() or name,
+                  str(ds.get("Modality", "") or "").upper(), notes,
+                  damaged="the multi-frame DICOM file is damaged: ")
 
 
 # ----------------------------------------------------------------------------- NIfTI
@@ -478,24 +527,32 @@ def _nifti_scan(data: bytes, axis: int | None, name: str, max_pixels: int, limit
         raise ImageLoadError(f"the volume is {'x'.join(map(str, shape))} voxels, over the limit "
                              f"of {limits.voxels:,} voxels")
     volume, affine = volumes.nifti_volume(data, limits.total_bytes)
+    acquired = volumes.acquired_axis(volumes.spacing(affine), volume.shape)
+    return _cut(volume, affine, acquired if asked is None else asked, PLANES[acquired],
+                _percentiles(volume), max_pixels, limits, version, name, "", ())
+
+
+def _cut(volume: np.ndarray, affine: np.ndarray, axis: int, acquired: str, levels: tuple[float, float],
+         max_pixels: int, limits: Limits, source: str, description: str, modality: str,
+         notes: tuple[str, ...]) -> Scan:
+    """The slices of an (X, Y, Z) RAS+ volume along `axis`, shown as viewers do
+    (`volumes.display_plane`) with square pixels, through the window `levels` (low, high)."""
     sides = volumes.spacing(affine)
-    acquired = volumes.acquired_axis(sides, volume.shape)
-    axis = acquired if asked is None else asked
     count = volume.shape[axis]
     plane_mm = volumes.plane_sides(sides, axis)
     rows, columns = volumes.display_plane(volume, axis, 0).shape
     _check_stack(count, rows, columns, limits)
     check_size(*volumes.square_size((columns, rows), *plane_mm), max_pixels)
-    lo, hi = _percentiles(volume)
+    lo, hi = levels
     slices = tuple(_tag(volumes.square_pixels(
         Image.fromarray(volumes.window(volumes.display_plane(volume, axis, i), (lo + hi) / 2, hi - lo), "L"),
-        *plane_mm, max_pixels)) for i in range(count))
+        *plane_mm, max_pixels), modality) for i in range(count))
     step = np.zeros(4)
     step[axis] = 1.0
     origin = affine @ np.array([0.0, 0.0, 0.0, 1.0])
     direction = (affine @ step)[:3]
     positions = tuple(float(origin[axis] + i * direction[axis]) for i in range(count))
-    return Scan(slices, positions, version, PLANES[axis], name, "", acquired=PLANES[acquired])
+    return Scan(slices, positions, source, PLANES[axis], description, modality, notes, acquired=acquired)
 
 
 def _tag(image: Image.Image, modality: str = "") -> Image.Image:
@@ -537,18 +594,19 @@ def read_scan(source: ImageSource | list, series: str | int | None = None, axis:
     or a list of DICOM file paths.
 
     `series`: the key or number (`SeriesInfo`) of the series to read when an archive holds
-    several (None: `SeriesChoice` is raised when there is more than one). `axis`: for NIfTI,
-    0 sagittal, 1 coronal, 2 axial slices (None: the axis it was acquired along). `max_pixels`:
+    several (None: `SeriesChoice` is raised when there is more than one). `axis`: 0 sagittal,
+    1 coronal, 2 axial slices (None: the axis a NIfTI volume was acquired along, DICOM as
+    stored); DICOM slices that do not make a volume are refused another plane. `max_pixels`:
     per slice."""
     with warnings.catch_warnings():     # pydicom's notes on padding or VR guesses: not for users
         warnings.simplefilter("ignore", UserWarning)
         files, data, name = _files(source, limits)
         if files is not None:
-            return _series(files, series, max_pixels, limits)
+            return _series(files, series, axis, max_pixels, limits)
         kind = volumes.sniff(data)
         if kind == "nifti":
             return _nifti_scan(data, axis, name, max_pixels, limits)
         if kind == "dicom":
-            return _series([_File(name, data)], series, max_pixels, limits)
+            return _series([_File(name, data)], series, axis, max_pixels, limits)
     raise ImageLoadError("this is a single picture, not a scan: a scan is a .zip or folder of "
                          "DICOM files, a multi-frame DICOM file or a NIfTI volume")

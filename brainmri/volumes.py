@@ -308,17 +308,25 @@ def nifti_volume(data: bytes, limit: int = MAX_VOLUME_BYTES) -> tuple[np.ndarray
     import nibabel as nib
     image, shape = _nifti(data, limit)
     try:
-        ornt = nib.orientations.io_orientation(image.affine)
-        volume = np.asanyarray(image.dataobj).reshape(shape).astype(np.float32)
-        volume = nib.orientations.apply_orientation(volume, ornt)      # (X, Y, Z) RAS+
-        affine = image.affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+        volume, affine = to_ras(np.asanyarray(image.dataobj).reshape(shape).astype(np.float32),
+                                image.affine)
     except Exception as error:  # noqa: BLE001 - truncated data, odd dtype, impossible affine
         raise ImageLoadError(f"the NIfTI image data is damaged or truncated "
                              f"({type(error).__name__})") from None
     if volume.size and not np.isfinite(volume).any():
         raise ImageLoadError("this NIfTI volume holds no values: every voxel is NaN or infinite "
                              "(e.g. a mask or a map that was never filled in); upload the MR volume itself")
-    return np.ascontiguousarray(volume), affine
+    return volume, affine
+
+
+def to_ras(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 3-D array and its voxel-to-world (RAS+ mm) affine -> the array with its axes flipped
+    and swapped into RAS+ order (the closest ones: an oblique volume is not resampled) and the
+    affine that goes with it, as nibabel reorients."""
+    import nibabel as nib
+    ornt = nib.orientations.io_orientation(affine)
+    return (np.ascontiguousarray(nib.orientations.apply_orientation(volume, ornt)),
+            affine @ nib.orientations.inv_ornt_aff(ornt, volume.shape))
 
 
 def display_plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:

@@ -204,11 +204,12 @@ def test_compare_reads_the_series_picked_in_classify(tiny_checkpoints):
 def test_a_volume_can_be_cut_in_another_plane_in_classify_and_compare(tiny_checkpoints):
     """A NIfTI volume shows the plane chooser, naming the plane it was acquired in; choosing
     coronal reads its coronal slices (the slider and the headline follow), and Compare reads the
-    plane picked in Classify. A DICOM series (read as stored) hides the chooser."""
+    plane picked in Classify. A DICOM series that makes a volume has it too; one without
+    positions (read only as stored) hides it."""
     import app
     from brainmri.predictor import Predictor
     from brainmri.service import Service
-    from tests.synthetic import dicom_series, head_volume, nifti, zipped
+    from tests.synthetic import dicom_series, dicom_slice, head_volume, nifti, zipped
     service = Service({m: Predictor.from_checkpoint(p, "cpu") for m, p in tiny_checkpoints.items()},
                       warmup=False)
     h = app.Handlers(service, app.Files())
@@ -227,8 +228,14 @@ def test_a_volume_can_be_cut_in_another_plane_in_classify_and_compare(tiny_check
     assert done[4] == "coronal" and all("· coronal" in panels[k] for k in (0, 3))
     *again, done_again = h.compare_again(done, None, "gradcam", app.NO_SLICE)
     assert done_again[4] == "coronal" and "· coronal" in again[0]
-    series = zipped({f"IM{k}": f for k, f in enumerate(dicom_series(head_volume(6)))})
-    plane = sh.run_scan(series, "resnet50", "gradcam", -1, 0.45, progress=quiet)[11]
+    series = zipped({f"IM{k}": f for k, f in enumerate(dicom_series(head_volume(24, size=48), spacing=2.0))})
+    out = sh.run_scan(series, "resnet50", "gradcam", -1, 0.45, progress=quiet)
+    assert out[11].visible and out[11].label.endswith("(acquired axial)") and len(out[10].scan) == 24
+    out = sh.classify(series, "resnet50", "gradcam", -1, 0.45, app.NO_SLICE, None, "sagittal", progress=quiet)
+    assert out[10].scan.plane == "sagittal" and len(out[10].scan) == 48 and "DICOM series · " in out[0]
+    unplaced = zipped({f"IM{k}": dicom_slice(v, instance=k + 1, position=None, orientation=None)
+                       for k, v in enumerate(head_volume(6))})       # no positions: only as stored
+    plane = sh.run_scan(unplaced, "resnet50", "gradcam", -1, 0.45, progress=quiet)[11]
     assert not plane.visible and plane.value == "acquired"
     with pytest.raises(app.UserError, match="plane must be one of"):
         sh.classify(head, "resnet50", "gradcam", -1, 0.45, app.NO_SLICE, None, "oblique", progress=quiet)

@@ -328,7 +328,7 @@ def test_a_whole_scan(setup, browser, tmp_path):
         expect(headline).to_contain_text(re.compile("Scan: |No slice of this scan"))
         expect(headline).to_contain_text(ANSWER)
         expect(page.locator("#strip img")).to_be_visible()
-        expect(page.locator("#plane")).to_be_hidden()        # a DICOM series: read as stored
+        expect(page.locator("#plane")).to_contain_text("acquired axial")   # a series makes a volume
         walk = page.locator("#scan-slice")
         expect(walk).to_be_visible()
         text = headline.inner_text()

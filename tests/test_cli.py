@@ -14,6 +14,8 @@ from brainmri.__main__ import main
 from brainmri.batch import find_images
 from brainmri.classes import CLASSES
 from brainmri.predictor import Predictor
+from brainmri.scans import read_scan
+from brainmri.volumes import axis_of
 
 from .synthetic import dicom_series, head_volume, nifti, scan, zipped
 
@@ -197,7 +199,8 @@ def test_scans_give_a_row_per_slice_and_one_per_scan(scan_folder, tiny_checkpoin
 
 def test_plane_picks_a_volumes_slices(scan_folder, tiny_checkpoints, tmp_path):
     """A (48, 48, 10) volume of 5 mm slices: read in its acquired (axial) plane by default, as
-    48 coronal slices (48 x 50 px: square pixels) when asked; DICOM series as stored either way."""
+    48 coronal slices (48 x 50 px: square pixels) when asked; the DICOM series (axial, evenly
+    spaced) as stored by default, cut coronally when asked."""
     out = tmp_path / "r.csv"
     volume = tmp_path / "head.nii.gz"
     volume.write_bytes(nifti(np.transpose(head_volume(10, size=48), (2, 1, 0)).astype(np.float32),
@@ -209,7 +212,10 @@ def test_plane_picks_a_volumes_slices(scan_folder, tiny_checkpoints, tmp_path):
         volume_rows = [r for r in rows if r["path"].endswith("head.nii.gz")]
         assert len(volume_rows) == count + 1
         assert volume_rows[-1]["note"].startswith(f"{count} slices ({'axial' if count == 10 else plane})")
-        assert sum(r["path"].endswith("a.zip") for r in rows) == 10 + 1
+        series = [r for r in rows if r["path"].endswith("a.zip")]
+        cut = len(read_scan(scan_folder / "a.zip", axis=axis_of(plane)))
+        assert len(series) == cut + 1 and cut == (10 if plane == "acquired" else 48)
+        assert series[-1]["note"].startswith(f"{cut} slices ({'axial' if cut == 10 else plane})")
         assert not any(r["error"] for r in rows)
     with pytest.raises(SystemExit):
         main(["classify", str(volume), "--plane", "oblique", "--out", str(out)])

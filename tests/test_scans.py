@@ -213,6 +213,11 @@ def test_multiframe_dicom_frames_become_slices_in_plane_position_order():
     assert s.source == "DICOM multi-frame" and len(s) == 5 and s.plane == "axial"
     assert areas(s) == sorted(areas(s)) and list(s.positions) == [0, 2, 4, 6, 8]
     assert len(read_scan(zipped({"one.dcm": data}))) == 5
+    # its frames make a volume (cut like a series'), too thin here for a coronal picture: 5 x 2 mm
+    assert s.acquired == "axial"
+    for source in (data, zipped({"one.dcm": data})):
+        with pytest.raises(ImageLoadError, match="only 48x10 pixels"):
+            read_scan(source, axis=1)
 
 
 def test_legacy_multiframe_without_frame_positions_keeps_frame_order():
@@ -346,7 +351,43 @@ def test_planes_are_named_as_users_choose_them_and_only_volumes_can_be_recut():
     with pytest.raises(ImageLoadError, match="plane must be one of acquired, sagittal, coronal, axial"):
         axis_of("oblique")
     series = read_scan(zipped({f"IM{k}": f for k, f in enumerate(dicom_series(head_volume(6)))}))
-    assert series.plane == "axial" and series.acquired == "" and not series.volume
+    assert series.plane == "axial" and series.acquired == "axial" and series.volume
+    unordered = zipped({f"IM{k}": dicom_slice(v, instance=k + 1, position=None, orientation=None)
+                        for k, v in enumerate(head_volume(6))})
+    assert read_scan(unordered).acquired == "" and not read_scan(unordered).volume
+
+
+def test_a_dicom_series_is_cut_in_another_plane_as_viewers_do():
+    """An axial series of parallel, evenly spaced slices is a volume: asked for coronal or
+    sagittal it is cut like a NIfTI volume (radiological display: superior up, the patient's
+    right on the left, anterior on the left of a sagittal slice; square pixels), each slice
+    keeping the series' Modality; asked for its own plane, it is read as stored. A series with
+    a slice missing, or without positions, is refused another plane, saying why."""
+    k, r, c = 20, 48, 40                       # slices (inferior -> superior), rows (A -> P), columns (R -> L)
+    volume = np.full((k, r, c), 100, np.uint16)
+    volume[15:18, 4:8, 3:7] = 4000             # a bright block: superior, anterior, on the patient's right
+    files = dicom_series(volume, spacing=2.5)  # axial: columns toward the left, rows toward the back
+    stored = read_scan(zipped({f"IM{i}": f for i, f in enumerate(files)}), axis=2)
+    assert (stored.plane, stored.acquired, len(stored), stored.slices[0].size) == ("axial", "axial", 20, (40, 48))
+    coronal = read_scan(zipped({f"IM{i}": f for i, f in enumerate(files)}), axis=1)
+    assert (coronal.plane, coronal.acquired, coronal.source, len(coronal)) == ("coronal", "axial", "DICOM series", 48)
+    assert coronal.slices[0].size == (40, 50) and coronal.slices[0].info["modality"] == "MR"   # 20 x 2.5 mm high
+    bright = [i for i, im in enumerate(coronal.slices) if np.asarray(im).max() > 200]
+    assert bright == list(range(40, 44))       # posterior -> anterior: rows 7..4 from the back
+    ys, xs = np.nonzero(np.asarray(coronal.slices[41]) > 200)
+    assert ys.max() < 25 and xs.max() < 20     # superior half, the image's left (patient's right)
+    sagittal = read_scan(zipped({f"IM{i}": f for i, f in enumerate(files)}), axis=0)
+    assert (sagittal.plane, len(sagittal), sagittal.slices[0].size) == ("sagittal", 40, (48, 50))
+    ys, xs = np.nonzero(np.asarray(sagittal.slices[[np.asarray(im).max() for im in sagittal.slices].index(255)]) > 200)
+    assert ys.max() < 25 and xs.max() < 24     # superior, anterior on the left
+    gapped = zipped({f"IM{i}": f for i, f in enumerate(files) if i != 9})
+    assert read_scan(gapped).acquired == ""
+    with pytest.raises(ImageLoadError, match="shown only as stored \\(axial\\), not cut in the coronal "
+                                             "plane: its slices are unevenly spaced"):
+        read_scan(gapped, axis=1)
+    with pytest.raises(ImageLoadError, match="its files give no position"):
+        read_scan(zipped({f"IM{i}": dicom_slice(v, instance=i + 1, position=None, orientation=None)
+                          for i, v in enumerate(volume)}), axis=1)
 
 
 def test_dicom_pixels_that_are_not_square_are_made_square():
