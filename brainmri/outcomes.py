@@ -104,6 +104,11 @@ CHECKERS_DISAGREE = define("checkers_disagree", Outcome.CAUTION,
                            "The models trained to check this one give another class ({classes}), "
                            "so the answer may not hold.")
 
+REFORMATTED = define("reformatted_slice", Outcome.CAUTION,
+                     "This {plane} slice was cut across a scan acquired {acquired}, each pixel "
+                     "drawn out {stretch} times: the models were never trained or checked on such "
+                     "pictures, so the answer may not hold.")
+
 DEFAULT_MIN_CONFIDENCE = 0.6    # a checkpoint without a familiarity detector: caution under this
 
 
@@ -124,6 +129,13 @@ def decide(reasons: Iterable[Reason], is_mri: bool = True) -> Verdict:
     if refusals or not is_mri:
         return Verdict(Outcome.NOT_MRI, refusals or (UNLIKE_TRAINING,))
     return Verdict(Outcome.CAUTION, found) if found else Verdict(Outcome.CONFIDENT)
+
+
+def with_reason(answer, reason: Reason):
+    """`answer` (a `Prediction` or a service `Result`) with one more reason, its outcome decided
+    again (`decide`: a refused input stays refused)."""
+    verdict = decide((*answer.reasons, reason), answer.is_mri)
+    return replace(answer, outcome=verdict.outcome, reasons=verdict.reasons)
 
 
 # --- the rules ---------------------------------------------------------------------------------

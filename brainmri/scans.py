@@ -102,12 +102,21 @@ class Scan:
     acquired: str = ""               # a volume's acquired plane: it can be read in any plane
                                      # (`read_scan(axis=...)`); "": only as stored (a DICOM
                                      # series without positions, unevenly spaced, in colour)
+    stretch: float = 1.0             # how far each slice's pixels were drawn out along one side
+                                     # to be square (1: not at all)
 
     @property
     def volume(self) -> bool:
         """A 3-D volume (NIfTI, or DICOM slices that make one), whose slices `read_scan` can cut
         in any of the three planes."""
         return bool(self.acquired)
+
+    @property
+    def reformatted(self) -> bool:
+        """Cut across the slices it was acquired as, each pixel drawn out (not an isotropic
+        volume cut in another plane): a kind of picture the models were never trained or
+        checked on."""
+        return self.volume and self.plane != self.acquired and self.stretch > volumes.SQUARE
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -552,7 +561,8 @@ def _cut(volume: np.ndarray, affine: np.ndarray, axis: int, acquired: str, level
     origin = affine @ np.array([0.0, 0.0, 0.0, 1.0])
     direction = (affine @ step)[:3]
     positions = tuple(float(origin[axis] + i * direction[axis]) for i in range(count))
-    return Scan(slices, positions, source, PLANES[axis], description, modality, notes, acquired=acquired)
+    return Scan(slices, positions, source, PLANES[axis], description, modality, notes, acquired=acquired,
+                stretch=max(plane_mm) / min(plane_mm) if min(plane_mm) > 0 else 1.0)
 
 
 def _tag(image: Image.Image, modality: str = "") -> Image.Image:

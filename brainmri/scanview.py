@@ -26,9 +26,10 @@ from .classes import NO_TUMOUR, class_label
 from .models import MODEL_LABELS
 from .outcomes import Outcome
 from .overlay import DEFAULT_ALPHA
-from .scanmode import NO_HEAD, ScanResult, classify_scan, ranges
+from .scanmode import NO_HEAD, ScanResult, classify_scan, ranges, scan_reasons
 from .scans import Scan, read_scan
-from .service import Result, Service, with_reason
+from .outcomes import with_reason
+from .service import Result, Service
 from .texts import DISCLAIMER, FOOTNOTE, REFUSED, percent
 
 
@@ -118,7 +119,7 @@ def view_of(service: Service, scan: Scan, result: ScanResult, model: str, method
     """The view of a scan already classified by `model` (`result`, from `classify_scan`): its
     chosen slice answered as a single upload (`start`: when reading began, for `time_ms`)."""
     start = time.perf_counter() if start is None else start
-    chosen = (service.classify(scan.slices[result.chosen], model, method, alpha=alpha)
+    chosen = (slice_answer(service, scan, result.chosen, model, method, alpha)
               if result.chosen is not None else None)
     ms = 1000 * (time.perf_counter() - start)
     return ScanView(model, scan, result, chosen, scan_headline(model, scan, result, ms), ms)
@@ -133,7 +134,17 @@ def view_slice(service: Service, view: ScanView, index: int, method: str | None 
                          f"(0 to {len(view.scan) - 1})")
     if not view.result.slices[int(index)].brain:
         return None
-    return service.classify(view.scan.slices[int(index)], view.model, method, alpha=alpha)
+    return slice_answer(service, view.scan, int(index), view.model, method, alpha)
+
+
+def slice_answer(service: Service, scan: Scan, index: int, model: str, method: str | None,
+                 alpha: float) -> Result:
+    """Slice `index` of `scan` answered as a single upload, with the cautions the whole scan
+    carries (`scanmode.scan_reasons`: a slice cut across the acquired ones)."""
+    r = service.classify(scan.slices[index], model, method, alpha=alpha)
+    for reason in scan_reasons(scan):
+        r = with_reason(r, reason)
+    return r
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Protocol, Sequence
 
@@ -28,7 +28,7 @@ from .io import ImageSource, describe, load_image
 from .localisation import head_mask, hot_region, paint_out, share_of_head
 from .models import ARCHS
 from .models import default_model as declared_default
-from .outcomes import Outcome, Reason
+from .outcomes import Outcome, Reason, with_reason
 from .overlay import DEFAULT_ALPHA, blend, colourise
 
 
@@ -296,13 +296,6 @@ class Service:
         """Markdown: what is said about the loaded models, from their checkpoints
         (`brainmri.card.model_card`)."""
         return card.model_card(self.engines, self.classes)
-
-
-def with_reason(r: Result, reason: Reason) -> Result:
-    """`r` with one more reason, its outcome decided again (`outcomes.decide`: a refused input
-    stays refused)."""
-    verdict = outcomes.decide((*r.reasons, reason), r.is_mri)
-    return replace(r, outcome=verdict.outcome, reasons=verdict.reasons)
 
 
 def agreement(results: Mapping[str, Result]) -> bool | None:

@@ -338,6 +338,7 @@ def display_plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
 
 
 THICKER = 1.25      # slices this much thicker than any other voxel side tell the acquired axis
+SQUARE = 1.02       # pixel sides closer than this ratio are square: the picture is not stretched
 FEWER = 0.5         # else: at most this share of the next fewest voxels does
 
 
@@ -393,9 +394,9 @@ def plane_sides(sides: np.ndarray, axis: int) -> tuple[float, float]:
 
 def square_size(size: tuple[int, int], row_mm: float, col_mm: float) -> tuple[int, int]:
     """(width, height) of a picture of `size` stretched along its coarser side so that a pixel
-    is as high as it is wide; `size` when the sides differ by under 2%."""
+    is as high as it is wide; `size` when the sides are square within `SQUARE`."""
     finest = min(row_mm, col_mm)
-    if finest <= 0 or max(row_mm, col_mm) <= 1.02 * finest:
+    if finest <= 0 or max(row_mm, col_mm) <= SQUARE * finest:
         return size
     return max(1, round(size[0] * col_mm / finest)), max(1, round(size[1] * row_mm / finest))
 

@@ -122,3 +122,34 @@ def test_scan_report_has_the_slice_page_and_the_strip(service, series, tmp_path)
         dicom_series(head_volume(6), modality="CT"))}), "baseline")
     data = write_scan_report(nothing, tmp_path / "ct.pdf").read_bytes()
     assert len(re.findall(rb"/Type\s*/Page\b", data)) == 1
+
+
+def test_a_slice_cut_across_thick_slices_is_never_confident(service):
+    """A volume of 3 mm axial slices cut coronally: every picture is drawn out 3 times along
+    one side, a kind of slice the models were never trained or checked on, so every answer
+    on it (each slice, the chosen one, one walked to, the explained one) is at most a caution
+    saying so. Read as acquired, or an isotropic volume cut in any plane: no such caution."""
+    from brainmri.scanmode import classify_scan
+    volume = np.transpose(head_volume(24, size=64), (2, 1, 0)).astype(np.float32)
+    thick = nifti(volume, np.diag([1.0, 1.0, 3.0, 1.0]))
+    plain = view_scan(service, thick, "resnet50")
+    assert plain.scan.plane == "axial" and not plain.scan.reformatted
+    assert not any(outcomes.REFORMATTED in s.prediction.reasons for s in plain.result.slices if s.prediction)
+    cut = view_scan(service, thick, "resnet50", axis=1)
+    assert cut.scan.reformatted and cut.scan.stretch == pytest.approx(3.0)
+    answered = [s.prediction for s in cut.result.slices if s.prediction is not None]
+    assert answered and not any(p.outcome is Outcome.CONFIDENT for p in answered)
+    assert all(outcomes.REFORMATTED in p.reasons for p in answered if p.outcome is Outcome.CAUTION)
+    walked = [view_slice(service, cut, s.index) for s in cut.result.slices if s.brain]
+    assert all(r.outcome is not Outcome.CONFIDENT for r in walked)
+    said = [r for r in walked if r.outcome is Outcome.CAUTION]
+    assert said and all("This coronal slice was cut across a scan acquired axial, each pixel drawn "
+                        "out 3.0 times" in r.headline for r in said)
+    if cut.chosen is not None:
+        assert cut.chosen.outcome is not Outcome.CONFIDENT and cut.result.outcome is cut.chosen.outcome
+        explained = classify_scan(service.predictor("resnet50"), cut.scan).explanation
+        assert explained.prediction.outcome is not Outcome.CONFIDENT
+    iso = view_scan(service, nifti(volume), "resnet50", axis=1)                 # 1 mm voxels
+    assert iso.scan.plane == "coronal" and iso.scan.stretch == 1.0 and not iso.scan.reformatted
+    assert not any(outcomes.REFORMATTED in s.prediction.reasons for s in iso.result.slices if s.prediction)
+
