@@ -262,6 +262,8 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         expect(chooser).to_contain_text("96 in all")
         expect(headline).to_contain_text("· coronal")
         expect(headline).to_contain_text(ANSWER)
+        if "No slice of this scan" not in headline.inner_text():    # answered: never confident
+            expect(headline).to_contain_text("cut across a scan acquired axial")
 
         # A good result, then a text file: one message, nothing left of the previous answer.
         drop(page, ROOT / "examples" / "glioma-Te-gl_0079.jpg")
