@@ -24,11 +24,10 @@ import numpy as np
 from . import outcomes
 from .classes import NO_TUMOUR, class_label
 from .models import MODEL_LABELS
-from .outcomes import Outcome
+from .outcomes import Outcome, with_reason
 from .overlay import DEFAULT_ALPHA
 from .scanmode import NO_HEAD, ScanResult, classify_scan, ranges, scan_reasons
 from .scans import Scan, read_scan
-from .outcomes import with_reason
 from .service import Result, Service
 from .texts import DISCLAIMER, FOOTNOTE, REFUSED, percent
 

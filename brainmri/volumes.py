@@ -338,8 +338,8 @@ def display_plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
 
 
 THICKER = 1.25      # slices this much thicker than any other voxel side tell the acquired axis
-SQUARE = 1.02       # pixel sides closer than this ratio are square: the picture is not stretched
 FEWER = 0.5         # else: at most this share of the next fewest voxels does
+SQUARE = 1.02       # pixel sides closer than this ratio are square: the picture is not stretched
 
 
 def spacing(affine: np.ndarray) -> np.ndarray:
