@@ -561,6 +561,10 @@ def _cut(volume: np.ndarray, affine: np.ndarray, axis: int, acquired: str, level
     origin = affine @ np.array([0.0, 0.0, 0.0, 1.0])
     direction = (affine @ step)[:3]
     positions = tuple(float(origin[axis] + i * direction[axis]) for i in range(count))
+    tilted = volumes.tilt(affine)
+    if tilted > volumes.OBLIQUE:
+        notes += (f"the scan is tilted {tilted:.0f} degrees from the patient's axes: its {PLANES[axis]} "
+                  "slices follow the scan's own axes, tilted as much",)
     return Scan(slices, positions, source, PLANES[axis], description, modality, notes, acquired=acquired,
                 stretch=max(plane_mm) / min(plane_mm) if min(plane_mm) > 0 else 1.0)
 

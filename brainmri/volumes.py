@@ -340,6 +340,15 @@ def display_plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
 THICKER = 1.25      # slices this much thicker than any other voxel side tell the acquired axis
 FEWER = 0.5         # else: at most this share of the next fewest voxels does
 SQUARE = 1.02       # pixel sides closer than this ratio are square: the picture is not stretched
+OBLIQUE = 10.0      # degrees: a volume tilted more than this from the patient's axes is said so
+
+
+def tilt(affine: np.ndarray) -> float:
+    """Degrees by which a volume's voxel axes are rotated from the patient's axes at most
+    (nibabel's `obliquity`, after AFNI): 0 for a scan squared to the head, 15-20 for an axial
+    series tilted along the AC-PC line."""
+    import nibabel as nib
+    return float(np.degrees(np.max(nib.affines.obliquity(np.asarray(affine, float)))))
 
 
 def spacing(affine: np.ndarray) -> np.ndarray:

@@ -417,3 +417,18 @@ def test_dicom_pixels_that_are_not_square_are_made_square():
     with pytest.raises(ImageLoadError, match="over the limit"):
         read_scan(zipped({f"IM{k}": f for k, f in enumerate(
             dicom_series(np.stack([grey] * 2), pixel_spacing=(1e-4, 10.0)))}))
+
+
+def test_a_tilted_volume_says_its_slices_follow_its_own_axes():
+    """A volume rotated 20 degrees about the left-right axis (an axial series along the AC-PC
+    line, say) is cut along its own axes, not resampled: the scan says so; squared: no note."""
+    import math
+    volume = np.random.default_rng(0).random((40, 40, 12)).astype(np.float32)
+    t = math.radians(20)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[1, 0, 0], [0, math.cos(t), -math.sin(t)],
+                               [0, math.sin(t), math.cos(t)]]) @ np.diag([1.0, 1.0, 4.0])
+    tilted = read_scan(nifti(volume, affine))
+    assert tilted.plane == "axial" and any("tilted 20 degrees" in n and "axial slices follow" in n
+                                           for n in tilted.notes)
+    assert not any("tilted" in n for n in read_scan(nifti(volume, np.diag([1.0, 1.0, 4.0, 1.0]))).notes)
