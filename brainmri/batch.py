@@ -185,8 +185,8 @@ def _prediction_row(path: str, p, cam: Path | None = None, error: str = "", **ex
 
 def read_scans(item: Item, axis: int | None = None) -> list[tuple[str, object, float]]:
     """[(path for the CSV, Scan or the exception reading it, seconds spent reading it)]: one
-    per series (an archive's listing counted in its first). `axis`: a NIfTI volume's slices
-    (`read_scan`; None: the plane it was acquired in)."""
+    per series (an archive's listing counted in its first). `axis`: the plane to read each in
+    (`read_scan`; None: a NIfTI volume's acquired plane, DICOM as stored)."""
     from .scans import SeriesChoice, read_scan
     source = list(item.members) if item.members else item.path
     start = time.perf_counter()
@@ -198,7 +198,7 @@ def read_scans(item: Item, axis: int | None = None) -> list[tuple[str, object, f
         for s in choice.series:
             where = f"{item.path}#{s.number}"
             try:
-                scan = read_scan(source, series=s.key)
+                scan = read_scan(source, series=s.key, axis=axis)
             except (ImageLoadError, OSError) as error:
                 scan = error
             now = time.perf_counter()
@@ -269,7 +269,7 @@ def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int 
                    alpha: float = DEFAULT_ALPHA, workers: int = 2, cams_format: str = "png",
                    on_scan: OnScan | None = None, axis: int | None = None) -> Iterator[Row]:
     """Yield one `Row` per image item, in order, and for a scan item (`scan_rows`, `on_scan`
-    given each scan classified, `axis` a NIfTI volume's slices) one per slice and one for the
+    given each scan classified, `axis` the plane to read it in) one per slice and one for the
     scan. With `cams`, the prediction and a heatmap overlay (RGB, the input's size, PNG or
     `cams_format` "jpg") come from one `explain_batch` pass; else `predict_batch`."""
     if batch_size < 1:

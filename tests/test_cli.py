@@ -206,7 +206,8 @@ def test_plane_picks_a_volumes_slices(scan_folder, tiny_checkpoints, tmp_path):
     volume.write_bytes(nifti(np.transpose(head_volume(10, size=48), (2, 1, 0)).astype(np.float32),
                              np.diag([1.0, 1.0, 5.0, 1.0])))
     for plane, count in (("acquired", 10), ("coronal", 48)):
-        assert main(["classify", str(volume), str(scan_folder / "a.zip"), "--plane", plane, "--model",
+        assert main(["classify", str(volume), str(scan_folder / "a.zip"), str(scan_folder / "study.zip"),
+                     "--plane", plane, "--model",
                      str(tiny_checkpoints["baseline"]), "--out", str(out), "--no-progress"]) == 0
         rows = read_rows(out)
         volume_rows = [r for r in rows if r["path"].endswith("head.nii.gz")]
@@ -216,6 +217,8 @@ def test_plane_picks_a_volumes_slices(scan_folder, tiny_checkpoints, tmp_path):
         cut = len(read_scan(scan_folder / "a.zip", axis=axis_of(plane)))
         assert len(series) == cut + 1 and cut == (10 if plane == "acquired" else 48)
         assert series[-1]["note"].startswith(f"{cut} slices ({'axial' if cut == 10 else plane})")
+        study = [r for r in rows if "study.zip#" in r["path"]]        # each series of an archive too
+        assert len(study) == ((6 + 1) + (8 + 1) if plane == "acquired" else 2 * (48 + 1))
         assert not any(r["error"] for r in rows)
     with pytest.raises(SystemExit):
         main(["classify", str(volume), "--plane", "oblique", "--out", str(out)])
