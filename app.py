@@ -717,6 +717,22 @@ class ScanHandlers:
         return (*self.h.classify(scan, model, method, target, alpha, slice_no, progress), *hidden_scan())
 
     @user_errors
+    def replane(self, scan, model, method, target, alpha, slice_no=NO_SLICE, series=None,
+                plane=ACQUIRED, view=None, progress=gr.Progress()):
+        """The plane chooser moved: the scan in use cut in that plane. A plane it cannot be
+        shown in (too few slices across it, say) is a warning, and the scan stays as shown,
+        the chooser back on its plane, rather than an error that clears the page."""
+        try:
+            return tuple(self.run_scan(scan, model, method, target, alpha, series or None, plane, progress))
+        except ImageLoadError as error:
+            if not isinstance(view, ScanView):
+                raise
+            gr.Warning(f"This scan cannot be shown that way: {error}")
+            shown = view.scan.plane if view.scan.plane != view.scan.acquired else ACQUIRED
+            answer, scan_parts = (gr.skip(),) * 7, (gr.skip(),) * 4   # as shown; series to view
+            return (*answer, *scan_parts, plane_chooser(view.scan, shown))
+
+    @user_errors
     def walk(self, view, index, method, target, alpha):
         """The slider moved: slice `index` of the scan in use, answered as a single upload."""
         if not isinstance(view, ScanView):
@@ -761,8 +777,9 @@ def scan_events(sh: ScanHandlers, s: Session, ui: SimpleNamespace) -> list:
     return [
         scan_ui.series.input(sh.classify, [s.current, *s.settings, s.slice_no, scan_ui.series, scan_ui.plane],
                              outputs + scan_ui.outputs, api_name="scan_series_ui", **private),
-        scan_ui.plane.input(sh.classify, [s.current, *s.settings, s.slice_no, scan_ui.series, scan_ui.plane],
-                            outputs + scan_ui.outputs, api_name="scan_plane_ui", **private),
+        scan_ui.plane.input(sh.replane, [s.current, *s.settings, s.slice_no, scan_ui.series, scan_ui.plane,
+                                         scan_ui.view], outputs + scan_ui.outputs,
+                            api_name="scan_plane_ui", **private),
         scan_ui.walk.release(sh.walk, [scan_ui.view, scan_ui.walk, s.method, s.target, s.alpha],
                              outputs, api_name="scan_walk_ui", trigger_mode="always_last", **private)]
 

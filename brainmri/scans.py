@@ -551,7 +551,11 @@ def _cut(volume: np.ndarray, affine: np.ndarray, axis: int, acquired: str, level
     plane_mm = volumes.plane_sides(sides, axis)
     rows, columns = volumes.display_plane(volume, axis, 0).shape
     _check_stack(count, rows, columns, limits)
-    check_size(*volumes.square_size((columns, rows), *plane_mm), max_pixels)
+    try:
+        check_size(*volumes.square_size((columns, rows), *plane_mm), max_pixels)
+    except ImageLoadError as error:
+        raise ImageLoadError(f"this scan cannot be shown in the {PLANES[axis]} plane ({rows} x {columns} "
+                             f"voxels of {plane_mm[0]:g} x {plane_mm[1]:g} mm): {error}") from None
     lo, hi = levels
     slices = tuple(_tag(volumes.square_pixels(
         Image.fromarray(volumes.window(volumes.display_plane(volume, axis, i), (lo + hi) / 2, hi - lo), "L"),

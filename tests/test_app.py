@@ -239,6 +239,17 @@ def test_a_volume_can_be_cut_in_another_plane_in_classify_and_compare(tiny_check
     assert not plane.visible and plane.value == "acquired"
     with pytest.raises(app.UserError, match="plane must be one of"):
         sh.classify(head, "resnet50", "gradcam", -1, 0.45, app.NO_SLICE, None, "oblique", progress=quiet)
+    # a plane with too few voxels across it: a warning, the scan kept as shown, the chooser back
+    out = sh.replane(head, "resnet50", "gradcam", -1, 0.45, app.NO_SLICE, None, "sagittal", view,
+                     progress=quiet)
+    assert out[10].scan.plane == "sagittal"                   # 48 x 20 px: fine
+    thin = nifti(np.transpose(head_volume(10, size=48), (2, 1, 0)).astype(np.float32))   # 10 slices of 1 mm
+    shown = sh.run_scan(thin, "resnet50", "gradcam", -1, 0.45, progress=quiet)
+    with pytest.warns(UserWarning, match="cannot be shown in the coronal plane \\(10 x 48 voxels"):
+        out = sh.replane(thin, "resnet50", "gradcam", -1, 0.45, app.NO_SLICE, None, "coronal", shown[10],
+                         progress=quiet)
+    assert len(out) == len(shown) and all(isinstance(o, type(app.gr.skip())) for o in out[:-1])
+    assert out[-1].visible and out[-1].value == "acquired"
 
 
 def test_a_scan_with_every_slice_refused_shows_a_refusal_not_an_empty_slice(tiny_checkpoints, tmp_path):

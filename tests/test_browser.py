@@ -264,6 +264,17 @@ def test_a_visitor_without_a_scan(setup, browser, tmp_path):
         expect(headline).to_contain_text(ANSWER)
         if "No slice of this scan" not in headline.inner_text():    # answered: never confident
             expect(headline).to_contain_text("cut across a scan acquired axial")
+        # A plane with too few voxels across it (5 slices of 1 mm): a warning, the scan stays.
+        thin = tmp_path / "thin.nii.gz"
+        nib.save(nib.Nifti1Image(volume.astype(np.uint8), np.eye(4)), str(thin))
+        drop(page, thin)
+        expect(headline).to_contain_text("thin.nii.gz · axial")
+        plane.get_by_text("Sagittal").click()
+        expect(page.locator(".toast-body")).to_contain_text("cannot be shown in the sagittal plane")
+        expect(headline).to_contain_text("thin.nii.gz · axial")
+        expect(chooser).to_contain_text("5 in all")
+        expect(plane.get_by_label("As acquired")).to_be_checked()
+        dismiss_toasts(page)
 
         # A good result, then a text file: one message, nothing left of the previous answer.
         drop(page, ROOT / "examples" / "glioma-Te-gl_0079.jpg")
