@@ -388,18 +388,20 @@ def _check_stack(count: int, rows: int, columns: int, limits: Limits) -> None:
                              f"limit of {limits.voxels:,} voxels")
 
 
-def _pictures(slices: list[_Slice], max_pixels: int, limits: Limits, square: bool = True
+def _pictures(slices: list[_Slice], max_pixels: int, limits: Limits, volume: bool = False
               ) -> tuple[list[int], list[Image.Image], list[str]]:
-    """Decode and window the ordered slices, with square pixels (unless not `square`) ->
-    (indices of the slices kept, their pictures, notes); a slice whose pixels fail is skipped
-    and named."""
+    """Decode and window the ordered slices -> (indices of the slices kept, their pictures,
+    notes): with square pixels, each through its file's own window; or, as the slices of a
+    `volume` to cut, as stored and through one window (the files' own when they all share one,
+    else the series' percentiles, so no slice is brighter than its neighbours). A slice whose
+    pixels fail is skipped and named."""
     sizes = {(int(s.ds.get("Rows", 0) or 0), int(s.ds.get("Columns", 0) or 0)) for s in slices}
     if len(sizes) > 1:
         raise ImageLoadError("the series' slices are not all the same size ("
                              + ", ".join(f"{c}x{r}" for r, c in sorted(sizes)) + ")")
     rows, columns = sizes.pop()
     _check_stack(len(slices), rows, columns, limits)
-    sides = volumes.pixel_sides(slices[0].ds, slices[0].frame) if square else (1.0, 1.0)
+    sides = (1.0, 1.0) if volume else volumes.pixel_sides(slices[0].ds, slices[0].frame)
     check_size(*volumes.square_size((columns, rows), *sides), max_pixels)
     decoded, failed, kept = [], [], []
     for i, s in enumerate(slices):
@@ -412,11 +414,12 @@ def _pictures(slices: list[_Slice], max_pixels: int, limits: Limits, square: boo
     if not decoded:
         raise ImageLoadError("no slice of the series could be decoded: " + "; ".join(failed))
     grey = [values for _, values, centre, width in decoded if values.ndim == 2]
+    one = volume and len({(centre, width) for _, _, centre, width in decoded}) > 1
     shared = (None, None)
-    if any(centre is None or width is None for _, values, centre, width in decoded):
+    if one or any(centre is None or width is None for _, values, centre, width in decoded):
         lo, hi = _percentiles(grey) if grey else (0.0, 0.0)
         shared = ((lo + hi) / 2, hi - lo)
-    windows = [(centre, width) if centre is not None and width is not None else shared
+    windows = [(centre, width) if centre is not None and width is not None and not one else shared
                for _, _, centre, width in decoded]
     pictures = [volumes.square_pixels(volumes.picture(s.ds, values, *w), *sides, max_pixels)
                 for (s, values, _, _), w in zip(decoded, windows)]
@@ -466,7 +469,7 @@ def _stack(ordered: list[_Slice], positions: list[float], plane: str, axis: int 
     with a note, or, with `damaged`, refused with that message."""
     asked = volumes.check_axis(axis)
     recut = asked is not None and PLANES[asked] != plane
-    kept, pictures, decode_notes = _pictures(ordered, max_pixels, limits, square=not recut)
+    kept, pictures, decode_notes = _pictures(ordered, max_pixels, limits, volume=recut)
     if damaged and decode_notes:
         raise ImageLoadError(damaged + decode_notes[0])
     positions = [positions[i] for i in kept]

@@ -380,6 +380,19 @@ def test_a_dicom_series_is_cut_in_another_plane_as_viewers_do():
     assert (sagittal.plane, len(sagittal), sagittal.slices[0].size) == ("sagittal", 40, (48, 50))
     ys, xs = np.nonzero(np.asarray(sagittal.slices[[np.asarray(im).max() for im in sagittal.slices].index(255)]) > 200)
     assert ys.max() < 25 and xs.max() < 24     # superior, anterior on the left
+    # each file with its own window: as stored each keeps it, cut they share one (no banding)
+    windowed = []
+    for i, f in enumerate(files):
+        ds = pydicom.dcmread(io.BytesIO(f))
+        ds.WindowCenter, ds.WindowWidth = 1000 + 100 * i, 2000
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        windowed.append(buf.getvalue())
+    banded = zipped({f"IM{i}": f for i, f in enumerate(windowed)})
+    as_stored = read_scan(banded)
+    assert len({int(np.asarray(im)[0, 0]) for im in as_stored.slices}) > 1     # 100 shown darker and darker
+    background = np.asarray(read_scan(banded, axis=1).slices[0])[:, 20:]       # 100 everywhere there
+    assert background.min() == background.max()
     gapped = zipped({f"IM{i}": f for i, f in enumerate(files) if i != 9})
     assert read_scan(gapped).acquired == ""
     with pytest.raises(ImageLoadError, match="shown only as stored \\(axial\\), not cut in the coronal "
