@@ -377,7 +377,7 @@ class Handlers:
             method: the heatmap method, e.g. "gradcam".
             slice_no: the page of a multi-page TIFF; -1: its default (a whole scan: ignored).
             series: for an archive of several series, the number or key of the one to read.
-            plane: a volume's slices (`PLANE_CHOICES`; None: as acquired).
+            plane: a volume's slices (`brainmri.volumes.PLANE_CHOICES`; None: as acquired).
         """
         if scan is None:
             raise UserError("Drop a brain MRI slice first (or classify one in the Classify tab).")
@@ -605,7 +605,7 @@ def classify_tab(h: Handlers, s: Session, examples: list[tuple[Path, str]] | Non
 
 
 # ----------------------------------------------------------------------------- whole scans
-PLANE_CHOICES = [("As acquired", ACQUIRED)] + [(p.capitalize(), p) for p in AXES]
+PLANE_RADIO = [("As acquired", ACQUIRED)] + [(p.capitalize(), p) for p in AXES]
 
 
 def plane_chooser(scan, plane: str | None) -> gr.Radio:
@@ -623,7 +623,7 @@ def scan_layout() -> SimpleNamespace:
     slider to walk the slices."""
     series = gr.Dropdown([], label="This archive holds several series: pick one", visible=False,
                          elem_id="series")
-    plane = gr.Radio(PLANE_CHOICES, value=ACQUIRED, label="Slices of this volume", visible=False,
+    plane = gr.Radio(PLANE_RADIO, value=ACQUIRED, label="Slices of this volume", visible=False,
                      elem_id="plane")
     strip = gr.Image(label="Class probabilities along the slices", format="png", visible=False,
                      interactive=False, elem_id="strip", height=220)
@@ -727,7 +727,8 @@ class ScanHandlers:
         except ImageLoadError as error:
             if not isinstance(view, ScanView):
                 raise
-            gr.Warning(f"This scan cannot be shown that way: {error}")
+            text = str(error)
+            gr.Warning(text[:1].upper() + text[1:])
             shown = view.scan.plane if view.scan.plane != view.scan.acquired else ACQUIRED
             answer, scan_parts = (gr.skip(),) * 7, (gr.skip(),) * 4   # as shown; series to view
             return (*answer, *scan_parts, plane_chooser(view.scan, shown))
