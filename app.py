@@ -48,6 +48,7 @@ import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
+from brainmri.batch import result_rows, write_csv  # noqa: E402
 from brainmri.classes import UnknownClassError, canonical_class  # noqa: E402
 from brainmri.io import ImageLoadError, describe  # noqa: E402
 from brainmri.overlay import DEFAULT_ALPHA, upscale, with_colour_bar  # noqa: E402
@@ -520,6 +521,7 @@ def classify_layout(s: Session) -> SimpleNamespace:
                     report_run = gr.Button("Make a one-page PDF report", elem_id="report-run")
                     report_file = gr.File(label="Report (PDF)", interactive=False,
                                           height=90, elem_id="report")
+                    scan_ui.table.render()
             with gr.Accordion("Result as data (what the API returns)", open=False):
                 result = gr.JSON(label="Result", elem_id="result")
             with gr.Accordion("Did the highlighted region decide? Paint it out and ask again",
@@ -620,7 +622,7 @@ def plane_chooser(scan, plane: str | None) -> gr.Radio:
 def scan_layout() -> SimpleNamespace:
     """Under the headline, hidden until a whole scan is in use: the series to pick (an archive
     of several), the plane to cut a volume in, the class probabilities along the slices, a
-    slider to walk the slices."""
+    slider to walk the slices; and every slice's answer as a CSV, shown beside the report."""
     series = gr.Dropdown([], label="This archive holds several series: pick one", visible=False,
                          elem_id="series")
     plane = gr.Radio(PLANE_RADIO, value=ACQUIRED, label="Slices of this volume", visible=False,
@@ -628,9 +630,12 @@ def scan_layout() -> SimpleNamespace:
     strip = gr.Image(label="Class probabilities along the slices", format="png", visible=False,
                      interactive=False, elem_id="strip", height=220)
     walk = gr.Slider(0, 1, value=0, step=1, label="Slice", visible=False, elem_id="scan-slice")
+    table = gr.File(label="Every slice's answer as a table (CSV, as the batch command writes it)",
+                    interactive=False, visible=False, height=90, elem_id="scan-table",
+                    render=False)                # laid out beside the report (classify_layout)
     view = gr.State(time_to_live=STATE_TTL_S)
-    return SimpleNamespace(series=series, strip=strip, walk=walk, view=view, plane=plane,
-                           outputs=[series, strip, walk, view, plane])
+    return SimpleNamespace(series=series, strip=strip, walk=walk, view=view, plane=plane, table=table,
+                           outputs=[series, strip, walk, view, plane, table])
 
 
 def strip_image(view: ScanView) -> np.ndarray:
@@ -645,7 +650,7 @@ def strip_image(view: ScanView) -> np.ndarray:
 def hidden_scan() -> tuple:
     """The scan components hidden and emptied: a single slice is in use."""
     return (gr.Dropdown(visible=False, choices=[], value=None), gr.Image(visible=False, value=None),
-            gr.Slider(visible=False), None, plane_chooser(None, None))
+            gr.Slider(visible=False), None, plane_chooser(None, None), gr.File(visible=False, value=None))
 
 
 class ScanHandlers:
@@ -686,7 +691,7 @@ class ScanHandlers:
                                visible=True)
             return [text, None, None, None, None, None, None,
                     pick, gr.Image(visible=False, value=None), gr.Slider(visible=False), None,
-                    plane_chooser(None, None)]
+                    plane_chooser(None, None), gr.File(visible=False, value=None)]
         chosen, shown = view.result.chosen, view.chosen
         if chosen is None:        # no slice classified: the first with a head, with its refusal
             chosen = next((i for i, s in enumerate(view.result.slices) if s.brain), 0)
@@ -696,7 +701,16 @@ class ScanHandlers:
                          label=f"Slice ({len(view.scan)} in all; the answer's slice first)")
         return [*self.slice_outputs(view, shown, chosen, target),
                 gr.Dropdown(visible=series is not None), gr.Image(value=strip_image(view), visible=True),
-                walk, view, plane_chooser(view.scan, plane)]
+                walk, view, plane_chooser(view.scan, plane),
+                gr.File(value=self.table(scan, view), visible=True)]
+
+    def table(self, scan, view: ScanView) -> str:
+        """The scan's rows (`brainmri.batch.result_rows`) written as the batch command's CSV."""
+        name = Path(scan).name if isinstance(scan, (str, os.PathLike)) else "scan"
+        path = self.h.files.new(f"{name.split('.')[0] or 'scan'}-slices.csv")
+        for _ in write_csv(path, result_rows(name, view.scan, view.result), view.result.classes):
+            pass
+        return str(path)
 
     @user_errors
     def upload(self, scan, model, method, target, alpha, progress=gr.Progress()):
@@ -731,7 +745,7 @@ class ScanHandlers:
             gr.Warning(text[:1].upper() + text[1:])
             shown = view.scan.plane if view.scan.plane != view.scan.acquired else ACQUIRED
             answer, scan_parts = (gr.skip(),) * 7, (gr.skip(),) * 4   # as shown; series to view
-            return (*answer, *scan_parts, plane_chooser(view.scan, shown))
+            return (*answer, *scan_parts, plane_chooser(view.scan, shown), gr.skip())
 
     @user_errors
     def walk(self, view, index, method, target, alpha):
@@ -745,7 +759,7 @@ class ScanHandlers:
     def follow(self, scan):
         """The scan in use changed: the scan components stay for a whole scan, else hide."""
         if scan is not None and is_scan(scan):
-            return (gr.skip(),) * 5
+            return (gr.skip(),) * 6
         return hidden_scan()
 
     @user_errors

@@ -220,7 +220,7 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
     """One row per slice and one per scan (`slice` SCAN_ROW) for a scan item; with `cam`, the
     chosen slice's overlay is written there (`-<series number>` added for several series);
     `on_scan` is given each scan classified, before its rows; `axis`: as `read_scans`."""
-    from .scanmode import OUTSIDE, classify_scan, ranges
+    from .scanmode import classify_scan
     scans = read_scans(item, axis)
     for n, (path, scan, seconds) in enumerate(scans, start=1):
         if isinstance(scan, Exception):
@@ -234,34 +234,41 @@ def scan_rows(predictor: Predictor, item: Item, cam: Path | None = None, batch_s
             continue
         if on_scan is not None:
             on_scan(item, path, scan, result, start)
-        for s in result.slices:
-            if s.prediction is None:
-                yield Row(path, slice=str(s.index), position=s.position,
-                          note=OUTSIDE)
-            else:
-                yield _prediction_row(path, s.prediction, slice=str(s.index), position=s.position)
-        outside = sum(not s.brain for s in result.slices)
-        plane = f" ({scan.plane})" if scan.plane else ""
-        summary = [f"{len(result.slices)} slices{plane}, {outside} outside the head"]
-        if result.chosen is not None:
-            summary.append(f"{result.finding} on slices {ranges(result.finding_slices)}; "
-                           f"chosen slice {result.chosen}")
-        note = "; ".join(summary + list(result.notes))
-        if result.explanation is None:
-            yield Row(path, outcome=result.outcome, slice=SCAN_ROW, note=note)
-            continue
         error, written = "", None
-        if cam is not None:
+        if cam is not None and result.explanation is not None:
             written = cam if len(scans) == 1 else cam.with_name(f"{cam.stem}-{n}{cam.suffix}")
             try:
                 _write_overlay(written, result.explanation.overlay)
             except OSError as failure:
                 error, written = f"overlay not written: {_describe(failure)}", None
-        p = result.explanation.prediction
-        label, probabilities = shown(result.outcome, result.finding, p.probabilities)
-        yield Row(path, label or "", probabilities, p.is_mri, p.mri_score,
-                  result.outcome, tuple(p.reasons), p.familiarity, str(written or ""), error,
-                  SCAN_ROW, result.slices[result.chosen].position, note)
+        yield from result_rows(path, scan, result, str(written or ""), error)
+
+
+def result_rows(path: str, scan, result, cam: str = "", error: str = "") -> Iterator[Row]:
+    """The rows of a classified scan (`scanmode.classify_scan`'s result): one per slice (one
+    outside the head says so) and the scan's own (`slice` SCAN_ROW: its finding with the chosen
+    slice's answer, and a note summing it up), as the CLI writes them and the app offers them."""
+    from .scanmode import OUTSIDE, ranges
+    for s in result.slices:
+        if s.prediction is None:
+            yield Row(path, slice=str(s.index), position=s.position, note=OUTSIDE)
+        else:
+            yield _prediction_row(path, s.prediction, slice=str(s.index), position=s.position)
+    outside = sum(not s.brain for s in result.slices)
+    plane = f" ({scan.plane})" if scan.plane else ""
+    summary = [f"{len(result.slices)} slices{plane}, {outside} outside the head"]
+    if result.chosen is not None:
+        summary.append(f"{result.finding} on slices {ranges(result.finding_slices)}; "
+                       f"chosen slice {result.chosen}")
+    note = "; ".join(summary + list(result.notes))
+    if result.chosen is None:
+        yield Row(path, outcome=result.outcome, error=error, slice=SCAN_ROW, note=note)
+        return
+    p = result.slices[result.chosen].prediction
+    label, probabilities = shown(result.outcome, result.finding, p.probabilities)
+    yield Row(path, label or "", probabilities, p.is_mri, p.mri_score, result.outcome,
+              tuple(p.reasons), p.familiarity, cam, error, SCAN_ROW,
+              result.slices[result.chosen].position, note)
 
 
 def classify_files(predictor: Predictor, items: Sequence[Item], batch_size: int = 16,

@@ -220,6 +220,11 @@ def test_a_volume_can_be_cut_in_another_plane_in_classify_and_compare(tiny_check
     text, walk, view, plane = out[0], out[9], out[10], out[11]
     assert plane.visible and plane.value == "acquired" and plane.label.endswith("(acquired axial)")
     assert len(view.scan) == 20 and walk.maximum == 19 and "· axial" in text
+    # every slice's answer as the batch command's CSV: one row per slice, one for the scan
+    import csv
+    rows = list(csv.DictReader(open(out[12].value["path"], encoding="utf-8")))
+    assert out[12].visible and [r["slice"] for r in rows] == [str(k) for k in range(20)] + ["scan"]
+    assert rows[-1]["note"].startswith("20 slices (axial)") and rows[0]["note"] == app.OUTSIDE
     out = sh.classify(head, "resnet50", "gradcam", -1, 0.45, app.NO_SLICE, None, "coronal", progress=quiet)
     text, walk, view, plane = out[0], out[9], out[10], out[11]
     assert plane.visible and plane.value == "coronal" and view.scan.plane == "coronal"
@@ -248,8 +253,8 @@ def test_a_volume_can_be_cut_in_another_plane_in_classify_and_compare(tiny_check
     with pytest.warns(UserWarning, match="cannot be shown in the coronal plane \\(10 x 48 voxels"):
         out = sh.replane(thin, "resnet50", "gradcam", -1, 0.45, app.NO_SLICE, None, "coronal", shown[10],
                          progress=quiet)
-    assert len(out) == len(shown) and all(isinstance(o, type(app.gr.skip())) for o in out[:-1])
-    assert out[-1].visible and out[-1].value == "acquired"
+    assert len(out) == len(shown) and all(isinstance(o, type(app.gr.skip())) for k, o in enumerate(out) if k != 11)
+    assert out[11].visible and out[11].value == "acquired"
 
 
 def test_a_scan_with_every_slice_refused_shows_a_refusal_not_an_empty_slice(tiny_checkpoints, tmp_path):

@@ -342,6 +342,14 @@ def test_a_whole_scan(setup, browser, tmp_path):
         expect(headline).to_contain_text(ANSWER)
         expect(page.locator("#strip img")).to_be_visible()
         expect(page.locator("#plane")).to_contain_text("acquired axial")   # a series makes a volume
+        # every slice's answer as the batch command's CSV, offered beside the report
+        table = page.locator("#scan-table a").first
+        expect(table).to_have_attribute("href", re.compile(r"series-slices\.csv"))
+        href = table.get_attribute("href")
+        href = href if href.startswith("http") else url.rstrip("/") + "/" + href.lstrip("/")
+        lines = page.request.get(href).text().splitlines()
+        slices = int(re.search(r"(\d+) in all", page.locator("#scan-slice").inner_text()).group(1))
+        assert lines[0].startswith("path,label,p_glioma") and len(lines) == 1 + slices + 1
         walk = page.locator("#scan-slice")
         expect(walk).to_be_visible()
         text = headline.inner_text()
@@ -393,6 +401,7 @@ def test_a_whole_scan(setup, browser, tmp_path):
         expect(headline).to_contain_text("Glioma")
         expect(page.locator("#strip")).to_be_hidden()
         expect(walk).to_be_hidden()
+        expect(page.locator("#scan-table")).to_be_hidden()
     except Exception:
         shot(page, "failure.png")
         raise
