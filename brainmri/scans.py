@@ -103,7 +103,7 @@ class Scan:
                                      # (`read_scan(axis=...)`); "": only as stored (a DICOM
                                      # series without positions, unevenly spaced, in colour)
     stretch: float = 1.0             # how far each slice's pixels were drawn out along one side
-                                     # to be square (1: not at all)
+                                     # to be square (`volumes.stretch`; 1: not at all)
 
     @property
     def volume(self) -> bool:
@@ -116,7 +116,7 @@ class Scan:
         """Cut across the slices it was acquired as, each pixel drawn out (not an isotropic
         volume cut in another plane): a kind of picture the models were never trained or
         checked on."""
-        return self.volume and self.plane != self.acquired and self.stretch > volumes.SQUARE
+        return self.volume and self.plane != self.acquired and self.stretch > 1.0
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -573,7 +573,7 @@ def _cut(volume: np.ndarray, affine: np.ndarray, axis: int, acquired: str, level
         notes += (f"the scan is tilted {tilted:.0f} degrees from the patient's axes: its {PLANES[axis]} "
                   "slices follow the scan's own axes, tilted as much",)
     return Scan(slices, positions, source, PLANES[axis], description, modality, notes, acquired=acquired,
-                stretch=max(plane_mm) / min(plane_mm) if min(plane_mm) > 0 else 1.0)
+                stretch=volumes.stretch(*plane_mm))
 
 
 def _tag(image: Image.Image, modality: str = "") -> Image.Image:

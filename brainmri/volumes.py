@@ -401,12 +401,20 @@ def plane_sides(sides: np.ndarray, axis: int) -> tuple[float, float]:
     return float(sides[q]), float(sides[p])
 
 
+def stretch(row_mm: float, col_mm: float) -> float:
+    """How many times a pixel of these sides is drawn out along its coarser side to be square
+    (`square_size`): coarser / finer, 1.0 when square within `SQUARE` or a side is not positive."""
+    finest = min(row_mm, col_mm)
+    ratio = max(row_mm, col_mm) / finest if finest > 0 else 1.0
+    return ratio if ratio > SQUARE else 1.0
+
+
 def square_size(size: tuple[int, int], row_mm: float, col_mm: float) -> tuple[int, int]:
     """(width, height) of a picture of `size` stretched along its coarser side so that a pixel
-    is as high as it is wide; `size` when the sides are square within `SQUARE`."""
-    finest = min(row_mm, col_mm)
-    if finest <= 0 or max(row_mm, col_mm) <= SQUARE * finest:
+    is as high as it is wide (`stretch`); `size` when the sides are square."""
+    if stretch(row_mm, col_mm) == 1.0:
         return size
+    finest = min(row_mm, col_mm)
     return max(1, round(size[0] * col_mm / finest)), max(1, round(size[1] * row_mm / finest))
 
 
