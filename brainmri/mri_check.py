@@ -14,6 +14,10 @@ near the scans'. These checks look at the whole decoded picture, before the grey
 3. DICOM Modality: a DICOM file that declares CT, ultrasound, X-ray... is not MRI, whatever it
    looks like (secondary captures, OT/SC, and files without a Modality pass).
 
+What a picture says about itself is also carried on: a slice cut across a volume's thicker
+slices (`volumes.CUT` in `image.info`) is an MRI slice, but one the models were never shown,
+so its answer is a caution (`outcomes.input_reasons`), not a refusal.
+
 The limits sit between the Kaggle *Training* scans (train and validation splits; nothing is
 fitted on them) and photographs, never set on Testing; the measured values: docs/trust.md.
 Both run on a copy at most SIDE pixels on a side, so their cost does not grow with the upload.
@@ -24,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from . import volumes
 
 MAX_COLOUR_SHARE = 0.2       # above every Training scan, below photographs (docs/trust.md)
 MIN_DARK_CORNERS = 0.4       # below all but the rarest Training scans (docs/trust.md)
@@ -39,6 +45,7 @@ class InputCheck:
     modality: str             # DICOM Modality, "" when not DICOM
     score: float              # the worst check relative to its limit: over 1 means refused
     ok: bool                  # True: could be an MRI slice as far as these checks can tell
+    cut: tuple[str, str, float] | None = None   # cut across thicker slices: `volumes.cut_across`
 
 
 def thumbnail(image: Image.Image) -> Image.Image:
@@ -81,7 +88,18 @@ def check(image: Image.Image) -> InputCheck:
     modality = str(image.info.get("modality", "")).upper()
     mri = modality in MRI_MODALITIES
     score = max(c / MAX_COLOUR_SHARE, MIN_DARK_CORNERS / max(d, 1e-3), 0.0 if mri else 1e3)
-    return InputCheck(c, d, modality, score, c <= MAX_COLOUR_SHARE and d >= MIN_DARK_CORNERS and mri)
+    return InputCheck(c, d, modality, score, c <= MAX_COLOUR_SHARE and d >= MIN_DARK_CORNERS and mri,
+                      cut_across(image))
+
+
+def cut_across(image: Image.Image) -> tuple[str, str, float] | None:
+    """`volumes.cut_across`'s tuple when `image` is a slice this library cut across thicker ones;
+    None otherwise, whatever a file's own metadata says (a PNG text chunk of that name is a
+    string, never this tuple)."""
+    cut = image.info.get(volumes.CUT)
+    ok = (isinstance(cut, tuple) and len(cut) == 3 and all(isinstance(v, str) for v in cut[:2])
+          and isinstance(cut[2], float))
+    return cut if ok else None
 
 
 def describe() -> dict:

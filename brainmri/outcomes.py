@@ -140,7 +140,8 @@ def with_reason(answer, reason: Reason):
 
 # --- the rules ---------------------------------------------------------------------------------
 def input_reasons(check) -> tuple[Reason, ...]:
-    """Refusals from the model-free input checks (`brainmri.mri_check.InputCheck`; None: none)."""
+    """Refusals from the model-free input checks (`brainmri.mri_check.InputCheck`; None: none),
+    and the caution a picture carries about itself: cut across thicker slices (rule v21)."""
     from . import mri_check
     if check is None:
         return ()
@@ -151,6 +152,9 @@ def input_reasons(check) -> tuple[Reason, ...]:
         found.append(COLOUR)
     if check.dark_corners < mri_check.MIN_DARK_CORNERS:
         found.append(NO_BACKGROUND)
+    if check.cut:
+        plane, acquired, drawn_out = check.cut
+        found.append(REFORMATTED.fill(plane=plane, acquired=acquired, stretch=f"{drawn_out:.1f}"))
     return tuple(found)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from .classes import NO_TUMOUR
 from .io import to_grey
 from .localisation import MIN_HEAD_SHARE, head_share as grey_head_share
-from .outcomes import REFORMATTED, Outcome, Reason, decide, with_reason
+from .outcomes import Outcome, decide
 from .overlay import DEFAULT_ALPHA
 from .predictor import Explanation, Prediction, Predictor
 from .scans import Scan
@@ -104,8 +104,6 @@ def classify_scan(predictor: Predictor, scan: Scan, batch_size: int = 16,
         predictions.update(zip(chunk, predictor.predict_batch(prepared=ready)))
         if progress is not None:
             progress(min(start + batch_size, len(todo)), len(todo))
-    for reason in scan_reasons(scan):
-        predictions = {i: with_reason(p, reason) for i, p in predictions.items()}
     slices = tuple(SliceResult(i, scan.positions[i] if i < len(scan.positions) else math.nan,
                                float(heads[i]), bool(brain[i]), predictions.get(i))
                    for i in range(len(scan)))
@@ -122,14 +120,6 @@ def classify_scan(predictor: Predictor, scan: Scan, batch_size: int = 16,
                else decide((), is_mri=False).outcome)
     return ScanResult(slices, predictor.classes, finding, outcome, members, chosen, explanation,
                       tuple(notes))
-
-
-def scan_reasons(scan: Scan) -> tuple[Reason, ...]:
-    """The cautions every answer on a slice of `scan` carries, whatever the slice shows: a
-    slice cut across the ones acquired (`Scan.reformatted`)."""
-    if not scan.reformatted:
-        return ()
-    return (REFORMATTED.fill(plane=scan.plane, acquired=scan.acquired, stretch=f"{scan.stretch:.1f}"),)
 
 
 def summarise(slices: tuple[SliceResult, ...], classes: tuple[str, ...]

@@ -116,7 +116,7 @@ class Scan:
         """Cut across the slices it was acquired as, each pixel drawn out (not an isotropic
         volume cut in another plane): a kind of picture the models were never trained or
         checked on."""
-        return self.volume and self.plane != self.acquired and self.stretch > 1.0
+        return self.volume and volumes.cut_across(self.plane, self.acquired, self.stretch) is not None
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -560,9 +560,11 @@ def _cut(volume: np.ndarray, affine: np.ndarray, axis: int, acquired: str, level
         raise ImageLoadError(f"this scan cannot be shown in the {PLANES[axis]} plane ({rows} x {columns} "
                              f"voxels of {plane_mm[0]:g} x {plane_mm[1]:g} mm): {error}") from None
     lo, hi = levels
+    drawn_out = volumes.stretch(*plane_mm)
+    cut = volumes.cut_across(PLANES[axis], acquired, drawn_out)
     slices = tuple(_tag(volumes.square_pixels(
         Image.fromarray(volumes.window(volumes.display_plane(volume, axis, i), (lo + hi) / 2, hi - lo), "L"),
-        *plane_mm, max_pixels), modality) for i in range(count))
+        *plane_mm, max_pixels), modality, cut) for i in range(count))
     step = np.zeros(4)
     step[axis] = 1.0
     origin = affine @ np.array([0.0, 0.0, 0.0, 1.0])
@@ -573,11 +575,15 @@ def _cut(volume: np.ndarray, affine: np.ndarray, axis: int, acquired: str, level
         notes += (f"the scan is tilted {tilted:.0f} degrees from the patient's axes: its {PLANES[axis]} "
                   "slices follow the scan's own axes, tilted as much",)
     return Scan(slices, positions, source, PLANES[axis], description, modality, notes, acquired=acquired,
-                stretch=volumes.stretch(*plane_mm))
+                stretch=drawn_out)
 
 
-def _tag(image: Image.Image, modality: str = "") -> Image.Image:
+def _tag(image: Image.Image, modality: str = "", cut: tuple | None = None) -> Image.Image:
+    """`image` with what it says about itself: its DICOM Modality and, for a slice cut across
+    thicker ones, `volumes.cut_across`'s tuple (`image.info`, read by `mri_check.check`)."""
     image.info["modality"] = modality
+    if cut:
+        image.info[volumes.CUT] = cut
     return image
 
 

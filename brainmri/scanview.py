@@ -26,7 +26,7 @@ from .classes import NO_TUMOUR, class_label
 from .models import MODEL_LABELS
 from .outcomes import Outcome, with_reason
 from .overlay import DEFAULT_ALPHA
-from .scanmode import NO_HEAD, ScanResult, classify_scan, ranges, scan_reasons
+from .scanmode import NO_HEAD, ScanResult, classify_scan, ranges
 from .scans import Scan, read_scan
 from .service import Result, Service
 from .texts import DISCLAIMER, FOOTNOTE, REFUSED, percent
@@ -138,12 +138,9 @@ def view_slice(service: Service, view: ScanView, index: int, method: str | None 
 
 def slice_answer(service: Service, scan: Scan, index: int, model: str, method: str | None,
                  alpha: float) -> Result:
-    """Slice `index` of `scan` answered as a single upload, with the cautions the whole scan
-    carries (`scanmode.scan_reasons`: a slice cut across the acquired ones)."""
-    r = service.classify(scan.slices[index], model, method, alpha=alpha)
-    for reason in scan_reasons(scan):
-        r = with_reason(r, reason)
-    return r
+    """Slice `index` of `scan` answered as a single upload (a slice cut across the acquired
+    ones says so itself: `volumes.cut_across`)."""
+    return service.classify(scan.slices[index], model, method, alpha=alpha)
 
 
 @dataclass(frozen=True)

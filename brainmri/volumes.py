@@ -409,6 +409,19 @@ def stretch(row_mm: float, col_mm: float) -> float:
     return ratio if ratio > SQUARE else 1.0
 
 
+CUT = "cut_across"   # image.info key of a slice cut across thicker ones: `cut_across`'s tuple
+
+
+def cut_across(plane: str, acquired: str, drawn_out: float) -> tuple[str, str, float] | None:
+    """What a slice in `plane` of a volume acquired in `acquired` says about itself when it was
+    cut across the acquired slices, each pixel drawn out `drawn_out` times (`stretch`):
+    (plane, acquired, drawn_out), a kind of picture the models were never trained or checked on
+    (rule v21 of logs/confident/rule.md); None when it is not (read as acquired, or square). It
+    travels with the picture as `image.info[CUT]`, as the DICOM Modality does, so every answer
+    on it carries the caution (`outcomes.input_reasons`)."""
+    return (plane, acquired, float(drawn_out)) if plane != acquired and drawn_out > 1.0 else None
+
+
 def square_size(size: tuple[int, int], row_mm: float, col_mm: float) -> tuple[int, int]:
     """(width, height) of a picture of `size` stretched along its coarser side so that a pixel
     is as high as it is wide (`stretch`); `size` when the sides are square."""
@@ -430,11 +443,16 @@ def read_nifti(data: bytes, axis: int | None = None, slice_index: int | None = N
                max_pixels: int = 64_000_000) -> Image.Image:
     volume, affine = nifti_volume(data)
     sides = spacing(affine)
+    acquired = acquired_axis(sides, volume.shape)
     axis = slice_axis(axis, sides, volume.shape)
     count = volume.shape[axis]
     index = count // 2 if slice_index is None else check_index("slice", slice_index, count)
     plane = Image.fromarray(window(display_plane(volume, axis, index)), "L")
-    return square_pixels(plane, *plane_sides(sides, axis), max_pixels)
+    plane = square_pixels(plane, *plane_sides(sides, axis), max_pixels)
+    cut = cut_across(AXES[axis], AXES[acquired], stretch(*plane_sides(sides, axis)))
+    if cut:
+        plane.info[CUT] = cut
+    return plane
 
 
 def describe(kind: str, data: bytes) -> SourceInfo:

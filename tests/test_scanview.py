@@ -3,6 +3,7 @@ checkpoints, its headline, its slices walked one by one, its two-page PDF with t
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
 from dataclasses import replace
@@ -152,4 +153,37 @@ def test_a_slice_cut_across_thick_slices_is_never_confident(service):
     iso = view_scan(service, nifti(volume), "resnet50", axis=1)                 # 1 mm voxels
     assert iso.scan.plane == "coronal" and iso.scan.stretch == 1.0 and not iso.scan.reformatted
     assert not any(outcomes.REFORMATTED in s.prediction.reasons for s in iso.result.slices if s.prediction)
+
+
+def test_one_slice_cut_across_thick_slices_is_never_confident_either(service):
+    """The Python API's one-slice path (`load_image(axis=...)`, then `Predictor`, the service
+    or the batch CLI) holds the same rule as whole scans: the picture says it was cut across
+    (`volumes.CUT`), so its answer carries `reformatted_slice`; as acquired, or an isotropic
+    volume cut in another plane, it does not."""
+    from brainmri import volumes
+    from brainmri.io import load_image
+    volume = np.transpose(head_volume(24, size=64), (2, 1, 0)).astype(np.float32)
+    thick = nifti(volume, np.diag([1.0, 1.0, 3.0, 1.0]))
+    predictor = service.predictor("resnet50")
+    cut = load_image(thick, axis=1, slice_index=32)
+    assert cut.info[volumes.CUT] == ("coronal", "axial", pytest.approx(3.0))
+    assert cut.height == 3 * 24                                             # drawn out 3 times
+    for answer in (predictor.predict(cut), service.classify(cut, "resnet50")):
+        assert answer.outcome is Outcome.CAUTION and outcomes.REFORMATTED in answer.reasons
+    said = next(r for r in predictor.predict(cut).reasons if r == outcomes.REFORMATTED)
+    assert said.text.startswith("This coronal slice was cut across a scan acquired axial, each "
+                                "pixel drawn out 3.0 times")
+    for picture in (load_image(thick), load_image(thick, axis=2),
+                    load_image(nifti(volume), axis=1)):
+        assert volumes.CUT not in picture.info
+        assert outcomes.REFORMATTED not in predictor.predict(picture).reasons
+    from PIL import PngImagePlugin
+    said = PngImagePlugin.PngInfo()                     # a file cannot claim it: a string
+    said.add_text(volumes.CUT, "coronal, axial, 3")
+    buffer = io.BytesIO()
+    cut.save(buffer, "PNG", pnginfo=said)
+    png = load_image(buffer.getvalue())
+    assert png.info[volumes.CUT] == "coronal, axial, 3"
+    assert outcomes.REFORMATTED not in predictor.predict(png).reasons
+    assert outcomes.REFORMATTED not in service.classify(png, "resnet50").reasons
 
