@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=20, help="timed clicks per way")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    ps = {w: Predictor.from_checkpoint(args.checkpoint, args.device, precision=w) for w in ("fp32", "bf16")}
+    ps = {w: Predictor.from_checkpoint(args.checkpoint, args.device, precision=w, checked=False) for w in ("fp32", "bf16")}
     files, source = scan_files(args.images, args.count)
     prepared = ps["fp32"].prepare(files)
     result = {"machine": machine(), "checkpoint": args.checkpoint, "images": source,

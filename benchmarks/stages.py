@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> str:
              "|---|---|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as scratch:
         for arch, ckpt in checkpoints(args.checkpoints, Path(scratch)).items():
-            p = Predictor.from_checkpoint(ckpt.path, args.device)
+            p = Predictor.from_checkpoint(ckpt.path, args.device, checked=False)
             prepared = p.prepare(files)
             batch = [q.tensor[None] for q in prepared]
             for method in dict.fromkeys(["gradcam", p.default_method]):

@@ -96,7 +96,7 @@ def classify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        predictor = Predictor.from_checkpoint(checkpoint, args.device, checked=True)
+        predictor = Predictor.from_checkpoint(checkpoint, args.device)
     except CheckpointError as error:
         parser.error(str(error))
     items = find_images(args.paths)

@@ -124,14 +124,15 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
                         fold_bn: bool = True, precision: str = "auto",
-                        checked: bool = False) -> "Predictor":
-        """The checkpoint at `path`; `checked`: with its checkers (`checker_paths`), as the app
-        and the batch command answer. Without them, the checkpoint's own outcome (what the
-        studies measure of one checkpoint)."""
+                        checked: bool = True) -> "Predictor":
+        """The checkpoint at `path` with its checkers (`checker_paths`), answering as the app
+        and the batch command do: a confident answer a checker disagrees with is a caution.
+        `checked=False`: the checkpoint alone, its own outcome (what the studies and the
+        fitting commands measure of one checkpoint)."""
         device = torch.device(device) if device is not None else default_device()
         model, meta = load_checkpoint(path, device="cpu")
-        checkers = ([cls.from_checkpoint(p, device, fold_bn, precision) for p in checker_paths(path)]
-                    if checked else [])
+        checkers = ([cls.from_checkpoint(p, device, fold_bn, precision, checked=False)
+                     for p in checker_paths(path)] if checked else [])
         return cls(model, meta, device, load_detector(path, meta), fold_bn, Path(path), precision,
                    fam.from_checkpoint(path, meta), checkers)
 

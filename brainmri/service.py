@@ -155,7 +155,7 @@ class Service:
         if not found:
             raise FileNotFoundError(f"no checkpoints in {folder}: expected "
                                     + " and/or ".join(p.name for p in paths.values()))
-        engines = {n: Predictor.from_checkpoint(p, device, checked=True) for n, p in found.items()}
+        engines = {n: Predictor.from_checkpoint(p, device) for n, p in found.items()}
         if batch > 1:
             engines = {n: Batcher(e, max_batch=batch, max_wait_ms=max_wait_ms, workers=workers)
                        for n, e in engines.items()}

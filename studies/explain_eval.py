@@ -305,7 +305,7 @@ def split_lists(args, root: Path, key: tuple[float, int], cache: dict) -> dict[s
 def evaluate_checkpoint(path: Path, args, root: Path, boxes: dict, methods, splits_cache: dict,
                         pool) -> dict:
     t0 = time.time()
-    predictor = Predictor.from_checkpoint(path, device=args.device)
+    predictor = Predictor.from_checkpoint(path, device=args.device, checked=False)
     train_args = predictor.meta.get("args", {})
     key = split_of(train_args)
     splits = split_lists(args, root, key, splits_cache)        # the checkpoint's own validation split

@@ -131,7 +131,7 @@ def main(args: argparse.Namespace) -> dict:
     splits_asked = [s.strip() for s in args.split.split(",") if s.strip()]
     if not splits_asked or any(s not in SPLITS for s in splits_asked):
         raise SystemExit(f"--split: choose from {', '.join(SPLITS)}; got {args.split!r}")
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, checked=False)
     root = kaggle_root(args.data)
     boxes = load_boxes(boxes_csv(root))
     train_args = predictor.meta.get("args", {})

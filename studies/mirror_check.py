@@ -20,7 +20,7 @@ from brainmri.protocols import run_splits
 
 
 def accuracies(path: Path, data: Path, cache_dir: Path, batch_size: int = 16) -> dict[str, float]:
-    predictor = Predictor.from_checkpoint(path, device="cpu")
+    predictor = Predictor.from_checkpoint(path, device="cpu", checked=False)
     args = predictor.meta.get("args", {})
     items = run_splits(data, args, cache_dir=cache_dir).protocol("val")
     plain, mirrored = [], []

@@ -102,7 +102,7 @@ def rule_tau(val: dict) -> float | None:
 def main(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, checked=False)
     splits = run_splits(args.data, predictor.meta.get("args", {}))
     train = answered(predictor, evenly(splits.train, args.limit), args.batch_size)
     sets = {"val": splits.val}

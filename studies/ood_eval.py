@@ -140,7 +140,7 @@ def main(args: argparse.Namespace) -> dict:
     start = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, checked=False)
     if predictor.ood is None:
         raise SystemExit(f"{args.checkpoint.name} has no OOD detector (meta['ood']); retrain or refit")
     margs = predictor.meta.get("args", {})

@@ -84,7 +84,7 @@ def summary(pred: np.ndarray, label: np.ndarray, plain: np.ndarray, classes: tup
 
 
 def probe(path: Path, args, name: str | None = None) -> dict:
-    predictor = Predictor.from_checkpoint(path, device=args.device)
+    predictor = Predictor.from_checkpoint(path, device=args.device, checked=False)
     margs = predictor.meta.get("args", {})
     if not margs.get("holdout_source"):
         raise SystemExit(f"{path}: not a run that held a source out (no holdout_source)")

@@ -61,14 +61,16 @@ def test_a_confident_answer_stands_only_when_every_checker_gives_its_class():
 
 
 # --- the predictor ---------------------------------------------------------------------------------
-def test_checkers_sit_beside_the_checkpoint_and_load_only_when_asked(tmp_path):
+def test_checkers_sit_beside_the_checkpoint_and_load_unless_told_not_to(tmp_path):
+    """The Python API answers as the app does: `from_checkpoint` loads the checkers beside the
+    checkpoint; `checked=False` (the studies, the fitting commands) measures it alone."""
     folder = folder_with(tmp_path, "glioma", ["glioma", "meningioma"])
     paths = checker_paths(folder / "resnet50.safetensors")
     assert [p.relative_to(folder).as_posix() for p in paths] == [
         "checkers/resnet50/made-0.safetensors", "checkers/resnet50/made-1.safetensors"]
     assert checker_paths(tmp_path / "baseline.safetensors") == []
-    assert Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu").checkers == ()
-    checked = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu", checked=True)
+    assert Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu", checked=False).checkers == ()
+    checked = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu")
     assert [c.name for c in checked.checkers] == ["made-0", "made-1"]
     assert all(c.checkers == () for c in checked.checkers)
     assert read_metadata(paths[0])["checks"] == {"checkpoint": "resnet50.safetensors", "rule": "a test"}
@@ -77,8 +79,8 @@ def test_checkers_sit_beside_the_checkpoint_and_load_only_when_asked(tmp_path):
 def test_a_checker_that_disagrees_makes_the_answer_caution_and_changes_nothing_else(tmp_path):
     image = np.asarray(scan(seed=4, size=96))
     folder = folder_with(tmp_path, "glioma", ["glioma", "meningioma"])
-    alone = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu")
-    checked = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu", checked=True)
+    alone = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu", checked=False)
+    checked = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu")
     before, after = alone.predict(image), checked.predict(image)
     assert before.outcome is Outcome.CONFIDENT and before.reasons == ()
     assert after.outcome is Outcome.CAUTION and after.reasons == (CHECKERS_DISAGREE,)
@@ -96,7 +98,7 @@ def test_alone_answers_as_the_checkpoint_without_its_checkers_on_the_same_model(
     checked = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu", checked=True)
     alone = checked.alone()
     assert alone.model is checked.model and alone.checkers == () and len(checked.checkers) == 1
-    unloaded = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu").predict(image)
+    unloaded = Predictor.from_checkpoint(folder / "resnet50.safetensors", "cpu", checked=False).predict(image)
     answer = alone.predict(image)
     assert (answer.label, answer.probabilities, answer.outcome, answer.reasons) == (
         unloaded.label, unloaded.probabilities, Outcome.CONFIDENT, ())

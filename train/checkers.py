@@ -11,7 +11,7 @@ detectors untouched) to `<checkpoint's folder>/checkers/<checkpoint's name>/<che
 the checkpoint's file name and the rule that chose them). A checker must have been trained on
 the checkpoint's own split (the same training and validation fingerprints), so that no scan the
 outcome is measured on was seen by it. The app and `python -m brainmri classify` then load the
-checkers beside the checkpoint (`Predictor.from_checkpoint(..., checked=True)`): a confident
+checkers beside the checkpoint (`Predictor.from_checkpoint` loads them): a confident
 answer stays confident only when every checker gives its class.
 
 The second stores in each checker's `checks.measured` what the checked outcome was measured to

@@ -108,7 +108,7 @@ def metrics_for(logits: np.ndarray, labels: np.ndarray, classes, temperature: fl
 
 
 def evaluate_checkpoint(path: Path, splits, protocols: list[str], args) -> dict:
-    predictor = Predictor.from_checkpoint(path, device=args.device)
+    predictor = Predictor.from_checkpoint(path, device=args.device, checked=False)
     name = predictor.name
     out = args.out / name
     out.mkdir(parents=True, exist_ok=True)

@@ -142,7 +142,7 @@ def main(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--floor-from: {e}")
     torch.set_num_threads(args.threads)
     start = time.time()
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, checked=False)
     margs = predictor.meta.get("args", {})
     splits = run_splits(args.data, margs, cache_dir=args.cache_dir)
     train_s, val_s = spread(splits.train, args.limit), spread(splits.val, args.limit)

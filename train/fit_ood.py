@@ -160,7 +160,7 @@ def main(args: argparse.Namespace) -> dict:
     if refused is not None and not (0 < refused < 0.5 and args.crossfit >= 2):
         raise SystemExit("--refused must lie in [0, 0.5); above 0 it needs --crossfit >= 2")
     start = time.time()
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, checked=False)
     margs = predictor.meta.get("args", {})
     splits = run_splits(args.data, margs, cache_dir=args.cache_dir)
     train, val = splits.train[: args.limit or None], splits.val[: args.limit or None]
