@@ -82,6 +82,20 @@ def test_dicom_modality_other_than_mr_is_refused():
     assert check(mr).modality == "MR"
 
 
+def test_an_image_files_own_modality_text_is_not_a_dicom_header():
+    """Only the DICOM reader says what a picture's modality is: a PNG whose text chunk is named
+    "modality" (a research export writing "T1w", say) is not refused as "not MR"."""
+    from PIL import PngImagePlugin
+    said = PngImagePlugin.PngInfo()
+    said.add_text("modality", "T1w")
+    buffer = io.BytesIO()
+    scan(4, size=128).save(buffer, "PNG", pnginfo=said)
+    assert Image.open(io.BytesIO(buffer.getvalue())).info["modality"] == "T1w"    # Pillow reads it
+    picture = load_image(buffer.getvalue())
+    assert "modality" not in picture.info
+    assert check(picture).modality == "" and check(picture).ok
+
+
 def test_predictor_combines_the_input_check_into_is_mri(tiny_checkpoints):
     from brainmri.predictor import Predictor
     predictor = Predictor.from_checkpoint(tiny_checkpoints["baseline"], "cpu")
