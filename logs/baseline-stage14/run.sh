@@ -30,16 +30,20 @@ readings() {  # RUN: stage 11's readings
 
 chain() {  # NAME [FLAGS...]: stage 2's phases (logs/baseline/args.json, logs/baseline-stage2/)
   local n=$1; shift
-  phase $n-1 --recipe baseline --init none "$@" || return 1
-  phase $n-2 --recipe lesion-baseline --init $R/$n-1/model.safetensors || return 1
-  phase $n-3 --recipe lesion-baseline --init $R/$n-2/model.safetensors --lr 0.0005 || return 1
+  phase $n-1 --recipe baseline --init none "$@" "${seed[@]}" || return 1
+  phase $n-2 --recipe lesion-baseline --init $R/$n-1/model.safetensors "${seed[@]}" || return 1
+  phase $n-3 --recipe lesion-baseline --init $R/$n-2/model.safetensors --lr 0.0005 "${seed[@]}" || return 1
   readings $n-3
 }
 
+# SEED (the addendum "seeds 1 and 2"): the same pair at another random start on the same
+# validation split (`--seed S --split-seed 0`), named DS-sS and C-sS; unset: seed 0, DS and C.
+seed=(); tag=""
+[[ -n ${SEED:-} ]] && { seed=(--seed $SEED --split-seed 0); tag=-s$SEED; }
 for n in ${ORDER:-DS C}; do
   case $n in
-    DS) chain DS --arch-kwargs '{"dilation":[1,2,2]}' ;;
-    C) chain C ;;
+    DS) chain DS$tag --arch-kwargs '{"dilation":[1,2,2]}' ;;
+    C) chain C$tag ;;
   esac
 done
 echo "done $(date -u)"
