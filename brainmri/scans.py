@@ -582,9 +582,7 @@ def _tag(image: Image.Image, modality: str = "", cut: tuple | None = None) -> Im
     """`image` with what it says about itself: its DICOM Modality and, for a slice cut across
     thicker ones, `volumes.cut_across`'s tuple (`image.info`, read by `mri_check.check`)."""
     image.info["modality"] = modality
-    if cut:
-        image.info[volumes.CUT] = cut
-    return image
+    return volumes.with_cut(image, cut)
 
 
 # ----------------------------------------------------------------------------- entry points

@@ -389,12 +389,6 @@ def axis_of(plane: str | None) -> int | None:
     return AXES.index(plane)
 
 
-def slice_axis(axis: int | None, sides: np.ndarray, shape: tuple[int, int, int]) -> int:
-    """`axis` checked, or the acquired one (`acquired_axis`) when it is None."""
-    axis = check_axis(axis)
-    return acquired_axis(sides, shape) if axis is None else axis
-
-
 def plane_sides(sides: np.ndarray, axis: int) -> tuple[float, float]:
     """(row height, column width) in mm of a `display_plane` along `axis`."""
     p, q = (a for a in range(3) if a != axis)
@@ -422,6 +416,13 @@ def cut_across(plane: str, acquired: str, drawn_out: float) -> tuple[str, str, f
     return (plane, acquired, float(drawn_out)) if plane != acquired and drawn_out > 1.0 else None
 
 
+def with_cut(image: Image.Image, cut: tuple[str, str, float] | None) -> Image.Image:
+    """`image`, carrying `cut` (`cut_across`'s tuple) in `image.info[CUT]` when there is one."""
+    if cut:
+        image.info[CUT] = cut
+    return image
+
+
 def square_size(size: tuple[int, int], row_mm: float, col_mm: float) -> tuple[int, int]:
     """(width, height) of a picture of `size` stretched along its coarser side so that a pixel
     is as high as it is wide (`stretch`); `size` when the sides are square."""
@@ -444,15 +445,13 @@ def read_nifti(data: bytes, axis: int | None = None, slice_index: int | None = N
     volume, affine = nifti_volume(data)
     sides = spacing(affine)
     acquired = acquired_axis(sides, volume.shape)
-    axis = slice_axis(axis, sides, volume.shape)
+    axis = acquired if check_axis(axis) is None else axis
     count = volume.shape[axis]
     index = count // 2 if slice_index is None else check_index("slice", slice_index, count)
+    plane_mm = plane_sides(sides, axis)
     plane = Image.fromarray(window(display_plane(volume, axis, index)), "L")
-    plane = square_pixels(plane, *plane_sides(sides, axis), max_pixels)
-    cut = cut_across(AXES[axis], AXES[acquired], stretch(*plane_sides(sides, axis)))
-    if cut:
-        plane.info[CUT] = cut
-    return plane
+    return with_cut(square_pixels(plane, *plane_mm, max_pixels),
+                    cut_across(AXES[axis], AXES[acquired], stretch(*plane_mm)))
 
 
 def describe(kind: str, data: bytes) -> SourceInfo:
