@@ -119,14 +119,7 @@ def _decode(data: bytes, max_pixels: int, frame: int | None = None,
         raise
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
         raise ImageLoadError(f"the image file is damaged or truncated ({error})") from None
-    image = reduce_to(ImageOps.exif_transpose(image), max_side)
-    from .volumes import CUT
-    # What a picture says about itself in `image.info` (read by `mri_check.check`) is set only by
-    # the DICOM and volume readers: an ordinary file's own metadata of that name (a PNG text
-    # chunk, say) is dropped.
-    for key in ("modality", CUT):
-        image.info.pop(key, None)
-    return image
+    return reduce_to(ImageOps.exif_transpose(image), max_side)
 
 
 def read_bytes(source: ImageSource, max_bytes: int = MAX_BYTES) -> bytes:

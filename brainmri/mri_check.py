@@ -85,7 +85,7 @@ def check(image: Image.Image) -> InputCheck:
     """The input-level verdict for one decoded image (before any grey conversion)."""
     small = thumbnail(image)                             # one thumbnail for both checks
     c, d = colour_share(image, small), dark_corners(image, small)
-    modality = str(image.info.get("modality", "")).upper()
+    modality = volumes.declared_modality(image)
     mri = modality in MRI_MODALITIES
     score = max(c / MAX_COLOUR_SHARE, MIN_DARK_CORNERS / max(d, 1e-3), 0.0 if mri else 1e3)
     return InputCheck(c, d, modality, score, c <= MAX_COLOUR_SHARE and d >= MIN_DARK_CORNERS and mri,

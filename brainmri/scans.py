@@ -23,7 +23,7 @@ volume, read as an ordered stack of 2-D slices.
 - NIfTI-1/2: reoriented to RAS+, the slices along `axis` (0 sagittal, 1 coronal, 2 axial;
   default: the axis it was acquired along, `volumes.acquired_axis`), each shown as
   `volumes.display_plane` does with square pixels; one window for the whole volume. 4-D refused.
-The Modality travels with every slice (`image.info["modality"]`), so a CT series is refused
+The Modality travels with every slice (`volumes.with_modality`), so a CT series is refused
 per slice by `brainmri.mri_check`, as a single CT file is. A file that cannot be read inside
 an archive is skipped and named in `Scan.notes`; limits (`Limits`) stop archive and
 decompression bombs before they are read. Every refusal is an `ImageLoadError` a user can read.
@@ -90,7 +90,7 @@ class Scan:
 
     slices: 8-bit PIL images ("L", or "RGB" for colour DICOM), one size, ordered along the
     slice normal (inferior to superior, right to left, posterior to anterior in patient terms
-    for axial, sagittal and coronal series), each with `info["modality"]`.
+    for axial, sagittal and coronal series), each with its Modality (`volumes.with_modality`).
     positions: mm along the normal, ascending (NaN when the files give none)."""
     slices: tuple[Image.Image, ...]
     positions: tuple[float, ...]
@@ -581,8 +581,7 @@ def _cut(volume: np.ndarray, affine: np.ndarray, axis: int, acquired: str, level
 def _tag(image: Image.Image, modality: str = "", cut: tuple | None = None) -> Image.Image:
     """`image` with what it says about itself: its DICOM Modality and, for a slice cut across
     thicker ones, `volumes.cut_across`'s tuple (`image.info`, read by `mri_check.check`)."""
-    image.info["modality"] = modality
-    return volumes.with_cut(image, cut)
+    return volumes.with_cut(volumes.with_modality(image, modality), cut)
 
 
 # ----------------------------------------------------------------------------- entry points

@@ -6,7 +6,7 @@ Used by `brainmri.io.load_image`, which decides the kind by content (`sniff`):
   or, without one, a robust 1st-99th percentile window; MONOCHROME1 is inverted. Colour
   (RGB, YBR, PALETTE COLOR) becomes 8-bit RGB. Pixels that are not square (PixelSpacing,
   `pixel_sides`) are made so (`square_pixels`). Multi-frame: the middle frame unless `frame`.
-  The file's Modality travels along as `image.info["modality"]`.
+  The file's Modality travels along as `image.info[MODALITY]` (`with_modality`).
 - NIfTI-1/2, `.nii` or `.nii.gz`: reoriented to RAS+, one slice along `axis` (default: the
   axis it was acquired along, `acquired_axis`; the middle slice unless `slice_index`), shown as
   radiology viewers do (superior or anterior at the top, patient's right on the left) with
@@ -205,8 +205,29 @@ def picture(ds, values: np.ndarray, centre: float | None, width: float | None) -
 
 def _tagged(image: Image.Image, ds) -> Image.Image:
     """Keep the DICOM Modality (MR, CT, US...) with the picture, for `brainmri.mri_check`."""
-    image.info["modality"] = str(ds.get("Modality", "") or "").upper()
+    return with_modality(image, str(ds.get("Modality", "") or ""))
+
+
+MODALITY = "modality"   # image.info key of the DICOM Modality a reader found: a `Modality`
+
+
+class Modality(str):
+    """The DICOM Modality this library's readers found (MR, CT, US...), as `image.info[MODALITY]`.
+    A str of its own type: an image file's own metadata of that name (Pillow reads a PNG text
+    chunk into `image.info` as a plain str) is never taken for it, however the picture was
+    opened (`declared_modality`)."""
+
+
+def with_modality(image: Image.Image, modality: str) -> Image.Image:
+    """`image`, carrying the DICOM Modality `modality` (upper case) in `image.info[MODALITY]`."""
+    image.info[MODALITY] = Modality(modality.upper())
     return image
+
+
+def declared_modality(image: Image.Image) -> str:
+    """The DICOM Modality a reader of this library set on `image`; "" for any other picture."""
+    found = image.info.get(MODALITY)
+    return str(found) if isinstance(found, Modality) else ""
 
 
 # ----------------------------------------------------------------------------- NIfTI
