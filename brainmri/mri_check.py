@@ -15,7 +15,7 @@ near the scans'. These checks look at the whole decoded picture, before the grey
    looks like (secondary captures, OT/SC, and files without a Modality pass).
 
 What a picture says about itself is also carried on: a slice cut across a volume's thicker
-slices (`volumes.CUT` in `image.info`) is an MRI slice, but one the models were never shown,
+slices (`volumes.declared_cut`) is an MRI slice, but one the models were never shown,
 so its answer is a caution (`outcomes.input_reasons`), not a refusal.
 
 The limits sit between the Kaggle *Training* scans (train and validation splits; nothing is
@@ -89,17 +89,7 @@ def check(image: Image.Image) -> InputCheck:
     mri = modality in MRI_MODALITIES
     score = max(c / MAX_COLOUR_SHARE, MIN_DARK_CORNERS / max(d, 1e-3), 0.0 if mri else 1e3)
     return InputCheck(c, d, modality, score, c <= MAX_COLOUR_SHARE and d >= MIN_DARK_CORNERS and mri,
-                      cut_across(image))
-
-
-def cut_across(image: Image.Image) -> tuple[str, str, float] | None:
-    """`volumes.cut_across`'s tuple when `image` is a slice this library cut across thicker ones;
-    None otherwise, whatever a file's own metadata says (a PNG text chunk of that name is a
-    string, never this tuple)."""
-    cut = image.info.get(volumes.CUT)
-    ok = (isinstance(cut, tuple) and len(cut) == 3 and all(isinstance(v, str) for v in cut[:2])
-          and isinstance(cut[2], float))
-    return cut if ok else None
+                      volumes.declared_cut(image))
 
 
 def describe() -> dict:

@@ -444,6 +444,16 @@ def with_cut(image: Image.Image, cut: tuple[str, str, float] | None) -> Image.Im
     return image
 
 
+def declared_cut(image: Image.Image) -> tuple[str, str, float] | None:
+    """`cut_across`'s tuple when a reader of this library cut `image` across thicker slices;
+    None otherwise, whatever a file's own metadata says (a PNG text chunk of that name is a
+    string, never this tuple)."""
+    cut = image.info.get(CUT)
+    ok = (isinstance(cut, tuple) and len(cut) == 3 and all(isinstance(v, str) for v in cut[:2])
+          and isinstance(cut[2], float))
+    return cut if ok else None
+
+
 def square_size(size: tuple[int, int], row_mm: float, col_mm: float) -> tuple[int, int]:
     """(width, height) of a picture of `size` stretched along its coarser side so that a pixel
     is as high as it is wide (`stretch`); `size` when the sides are square."""

@@ -177,13 +177,13 @@ def test_one_slice_cut_across_thick_slices_is_never_confident_either(service):
                     load_image(nifti(volume), axis=1)):
         assert volumes.CUT not in picture.info
         assert outcomes.REFORMATTED not in predictor.predict(picture).reasons
-    from PIL import PngImagePlugin
+    from PIL import Image, PngImagePlugin
     said = PngImagePlugin.PngInfo()                     # a file cannot claim it: a string
     said.add_text(volumes.CUT, "coronal, axial, 3")
     buffer = io.BytesIO()
     cut.save(buffer, "PNG", pnginfo=said)
-    png = load_image(buffer.getvalue())
-    assert volumes.CUT not in png.info
-    assert outcomes.REFORMATTED not in predictor.predict(png).reasons
-    assert outcomes.REFORMATTED not in service.classify(png, "resnet50").reasons
+    for png in (load_image(buffer.getvalue()), Image.open(io.BytesIO(buffer.getvalue()))):
+        assert png.info[volumes.CUT] == "coronal, axial, 3" and volumes.declared_cut(png) is None
+        assert outcomes.REFORMATTED not in predictor.predict(png).reasons
+        assert outcomes.REFORMATTED not in service.classify(png, "resnet50").reasons
 
