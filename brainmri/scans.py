@@ -329,7 +329,7 @@ def _group(slices: list[_Slice]) -> tuple[list[SeriesInfo], dict[str, list[_Slic
     for n, (key, members) in enumerate(sorted(groups.items(), key=order), start=1):
         ds = members[0].ds
         infos.append(SeriesInfo(key, n, str(ds.get("SeriesDescription", "") or "").strip(),
-                                str(ds.get("Modality", "") or "").upper(), len(members)))
+                                volumes.dicom_modality(ds), len(members)))
     return infos, groups
 
 
@@ -527,7 +527,7 @@ def _multiframe(ds, name: str, axis: int | None, max_pixels: int, limits: Limits
     notes = [n for n in notes if not n.startswith("ordered by InstanceNumber")]
     return _stack(ordered, positions, plane, axis, max_pixels, limits, "DICOM multi-frame",
                   str(ds.get("SeriesDescription", "") or "").strip() or name,
-                  str(ds.get("Modality", "") or "").upper(), notes,
+                  volumes.dicom_modality(ds), notes,
                   damaged="the multi-frame DICOM file is damaged: ")
 
 

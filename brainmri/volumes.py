@@ -205,7 +205,12 @@ def picture(ds, values: np.ndarray, centre: float | None, width: float | None) -
 
 def _tagged(image: Image.Image, ds) -> Image.Image:
     """Keep the DICOM Modality (MR, CT, US...) with the picture, for `brainmri.mri_check`."""
-    return with_modality(image, str(ds.get("Modality", "") or ""))
+    return with_modality(image, dicom_modality(ds))
+
+
+def dicom_modality(ds) -> str:
+    """A DICOM data set's Modality (MR, CT, US...), upper case; "" when it has none."""
+    return str(ds.get("Modality", "") or "").upper()
 
 
 MODALITY = "modality"   # image.info key of the DICOM Modality a reader found: a `Modality`
