@@ -313,6 +313,11 @@ def _parse(files: list[_File]) -> tuple[list[_Slice], list[str]]:
     return slices, notes
 
 
+def _description(ds) -> str:
+    """A DICOM data set's SeriesDescription, stripped; "" when it has none."""
+    return str(ds.get("SeriesDescription", "") or "").strip()
+
+
 def _series_key(ds) -> str:
     uid = str(ds.get("SeriesInstanceUID", "") or "")
     return uid or f"{ds.get('SeriesNumber', '')}|{ds.get('SeriesDescription', '')}"
@@ -328,7 +333,7 @@ def _group(slices: list[_Slice]) -> tuple[list[SeriesInfo], dict[str, list[_Slic
     infos = []
     for n, (key, members) in enumerate(sorted(groups.items(), key=order), start=1):
         ds = members[0].ds
-        infos.append(SeriesInfo(key, n, str(ds.get("SeriesDescription", "") or "").strip(),
+        infos.append(SeriesInfo(key, n, _description(ds),
                                 volumes.dicom_modality(ds), len(members)))
     return infos, groups
 
@@ -526,7 +531,7 @@ def _multiframe(ds, name: str, axis: int | None, max_pixels: int, limits: Limits
     ordered, positions, plane, notes = _order(slices)
     notes = [n for n in notes if not n.startswith("ordered by InstanceNumber")]
     return _stack(ordered, positions, plane, axis, max_pixels, limits, "DICOM multi-frame",
-                  str(ds.get("SeriesDescription", "") or "").strip() or name,
+                  _description(ds) or name,
                   volumes.dicom_modality(ds), notes,
                   damaged="the multi-frame DICOM file is damaged: ")
 
