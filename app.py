@@ -246,6 +246,12 @@ def no_chooser() -> tuple[gr.Slider, int]:
     return gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE), NO_SLICE
 
 
+def api_slice() -> gr.Number:
+    """An endpoint's slice input: any whole number, checked against the file by the library
+    (the page's chooser has the bounds of the file on show, so it cannot serve the API)."""
+    return gr.Number(NO_SLICE, precision=0, label="slice_no")
+
+
 def adopt_example(scan):
     """After an example click: the example is the scan in use; the drop zone empties."""
     return None, scan, gr.Slider(visible=False, value=NO_SLICE, minimum=NO_SLICE), None
@@ -592,7 +598,8 @@ def classify_tab(h: Handlers, s: Session, examples: list[tuple[Path, str]] | Non
     with gr.Row(visible=False):
         api_scan = gr.File(label="scan", type="filepath")
         api_buttons = [gr.Button(n) for n in ("classify", "reblend", "recheck", "report")]
-    api_buttons[0].click(h.classify, [api_scan, *settings, s.slice_no], outputs, api_name="classify")
+        slice_no = api_slice()
+    api_buttons[0].click(h.classify, [api_scan, *settings, slice_no], outputs, api_name="classify")
     api_buttons[1].click(h.reblend, [s.alpha, s.cached], ui.pair, api_name="reblend")
     api_buttons[2].click(h.recheck, [s.cached, s.alpha], [ui.check_text, ui.check_overlay],
                          api_name="recheck")
@@ -847,7 +854,8 @@ def compare_tab(h: Handlers, s: Session, tab: gr.Tab) -> None:
     with gr.Row(visible=False):
         api_c_scan = gr.File(label="scan", type="filepath")
         api_compare = gr.Button("compare")
-    api_compare.click(h.compare, [api_c_scan, c_method, s.slice_no], c_all, api_name="compare")
+        slice_no = api_slice()
+    api_compare.click(h.compare, [api_c_scan, c_method, slice_no], c_all, api_name="compare")
 
 
 ABOUT = """## In plain words

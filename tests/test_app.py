@@ -138,6 +138,28 @@ def test_compare(client, scan_file):
     assert ("models agree" in summary) or ("models disagree" in summary)
 
 
+
+def test_the_api_answers_any_slice_of_a_stack(client, scan_file, tmp_path):
+    """`slice_no` picks a page, frame or slice through the API as in the browser (the API used
+    the page's slice chooser, whose static maximum 0 refused every later slice)."""
+    grey = Image.open(scan_file).convert("L")
+    stack = tmp_path / "stack.tif"                        # page 1: the scan mirrored
+    grey.save(stack, save_all=True, append_images=[grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+
+    def shown(slice_no, endpoint="/classify"):
+        args = ("resnet50", "gradcam", "predicted", 0.45) if endpoint == "/classify" else ("gradcam",)
+        out = client.predict(handle_file(str(stack)), *args, slice_no, api_name=endpoint)
+        before = out[2][0] if endpoint == "/classify" else None
+        return np.asarray(Image.open(before).convert("L"), np.float32) if before else out
+
+    first, second = shown(0), shown(1)
+    mirrored = second[:, ::-1]
+    assert np.abs(second - first).mean() > 5 * np.abs(mirrored - first).mean()
+    compared = shown(1, "/compare")
+    assert " ms" in compared[0] and " ms" in compared[3]
+    with pytest.raises(AppError, match="out of range: this file has 2"):
+        shown(2)
+
 def test_compare_reads_a_dicom_series_whole(client, scan_file, tmp_path):
     """A series zip on /compare: each model's scan-level finding on its chosen slice, with bars
     and map, and an agreement line that follows the two findings; several series: one message.
