@@ -14,7 +14,8 @@ the DICOM files of one series side by side in a folder) go through `brainmri.sca
 row per slice (`slice` its index; slices outside the head have no label and say so in
 `note`) and one row for the scan (`slice` "scan": the finding, the chosen slice's
 probabilities, outcome and overlay). An archive holding several series gives one scan per
-series, its path suffixed `#<series number>`.
+series, its path suffixed `#<series number>`. A multi-page TIFF is read as one picture, its
+first page, and its row's `note` says so.
 """
 from __future__ import annotations
 
@@ -31,13 +32,16 @@ import cv2
 import numpy as np
 
 from .data import image_files
-from .io import ImageLoadError
+from .io import ImageLoadError, describe
 from .overlay import DEFAULT_ALPHA
 from .outcomes import Outcome, Reason, shown
 from .predictor import Predictor
 from .presets import Prepared
 
 SCAN_ROW = "scan"         # the `slice` of a scan's own row
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")    # TIFF, BigTIFF
+PAGES_NOTE = ("page 1 of {pages} answered; the app's slice chooser, or its API's slice_no "
+              "(0 to {last}), answers the others")
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,18 @@ def _write_overlay(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(data.tobytes())
 
 
+def _pages_note(path: Path) -> str:
+    """`PAGES_NOTE` for a TIFF of several pages (its row answers the first); "" otherwise."""
+    try:
+        with path.open("rb") as f:
+            if f.read(4) not in TIFF_MAGIC:
+                return ""
+        pages = describe(path).frames
+    except (OSError, ImageLoadError):
+        return ""
+    return PAGES_NOTE.format(pages=pages, last=pages - 1) if pages > 1 else ""
+
+
 def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
@@ -174,7 +190,8 @@ def _row(item: Item, result, cam: Path | None, write: Future | None) -> Row:
     error = ""
     if write is not None and write.exception() is not None:
         error, cam = f"overlay not written: {_describe(write.exception())}", None
-    return _prediction_row(str(item.path), getattr(result, "prediction", result), cam, error)
+    return _prediction_row(str(item.path), getattr(result, "prediction", result), cam, error,
+                           note=_pages_note(item.path))
 
 
 def _prediction_row(path: str, p, cam: Path | None = None, error: str = "", **extra) -> Row:

@@ -120,6 +120,19 @@ def test_model_by_name_without_cams_uses_predict_only(scans, tiny_checkpoints, t
     assert rows[0]["cam"] == "" and rows[0]["label"] in CLASSES
 
 
+def test_a_multi_page_tiff_says_which_page_was_answered(tiny_checkpoints, tmp_path):
+    pages, single = tmp_path / "stack.tif", tmp_path / "one.tif"
+    scan(0, size=96).save(pages, save_all=True, append_images=[scan(1, size=96), scan(2, size=96)])
+    scan(3, size=96).save(single)
+    out = tmp_path / "r.csv"
+    code = main(["classify", str(pages), str(single), "--model", str(tiny_checkpoints["resnet50"]),
+                 "--out", str(out), "--no-progress"])
+    stack, one = read_rows(out)
+    assert code == 0 and stack["label"] in CLASSES and not stack["error"]
+    assert stack["note"].startswith("page 1 of 3 answered") and "slice_no" in stack["note"]
+    assert one["label"] in CLASSES and one["note"] == ""
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--model", "densenet"], "checkpoint not found"),
     (["--method", "deeplift"], "unknown CAM method 'deeplift'"),
