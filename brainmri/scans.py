@@ -637,5 +637,12 @@ def read_scan(source: ImageSource | list, series: str | int | None = None, axis:
             return _nifti_scan(data, axis, name, max_pixels, limits)
         if kind == "dicom":
             return _series([_File(name, data)], series, axis, max_pixels, limits)
-    raise ImageLoadError("this is a single picture, not a scan: a scan is a .zip or folder of "
-                         "DICOM files, a multi-frame DICOM file or a NIfTI volume")
+    from .io import describe
+    try:
+        pages = describe(data, max_bytes=limits.upload_bytes).frames
+    except ImageLoadError:          # not even a readable picture: the kind of file still says it
+        pages = 1
+    what = (f"a TIFF of {pages} pages is read one page at a time (as a slice: `frame`, the app's "
+            "slice chooser or the API's slice_no)" if pages > 1 else "this is a single picture")
+    raise ImageLoadError(f"{what}, not a scan: a scan is a .zip or folder of DICOM files, a "
+                         "multi-frame DICOM file or a NIfTI volume")

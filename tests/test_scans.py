@@ -139,6 +139,10 @@ def test_archives_without_images_and_damaged_archives_are_named():
         read_scan(zipped({"a.dcm": dicom_slice(squares(1)[0])})[:-30])
     with pytest.raises(ImageLoadError, match="single picture, not a scan"):
         read_scan(_png())
+    pages = io.BytesIO()
+    scan(0, size=32).save(pages, "TIFF", save_all=True, append_images=[scan(1, size=32)])
+    with pytest.raises(ImageLoadError, match="a TIFF of 2 pages is read one page at a time"):
+        read_scan(pages.getvalue())
 
 
 def _png() -> bytes:
