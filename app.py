@@ -297,7 +297,7 @@ class Handlers:
             method: the heatmap method, e.g. "gradcam".
             target: the class the heatmap explains, or "predicted".
             alpha: the heatmap's opacity on the scan, 0 to 1.
-            slice_no: the slice of a volume (DICOM frame, NIfTI slice in the plane it was acquired in); -1: its default.
+            slice_no: the slice of a volume (DICOM frame, NIfTI slice in the plane it was acquired in) or the page of a multi-page TIFF, from 0; -1: its default.
         """
         progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
         return self.outputs_of(self.run_model(scan, model, method, target, alpha, slice_no), target)
