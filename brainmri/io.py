@@ -80,7 +80,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
                              f"{max_pixels:,} pixels (a decompression-bomb guard)") from None
     except UnidentifiedImageError:
         what = what_is(data)
-        raise ImageLoadError(f"this is {what}, not an image; upload a {ACCEPTED} file" if what
+        whole = ("; a .zip of one DICOM series is a whole scan: brainmri.scans.read_scan reads it "
+                 "(the app's Classify tab and the batch command do)" if data.startswith(b"PK") else "")
+        raise ImageLoadError(f"this is {what}, not an image; upload a {ACCEPTED} file{whole}" if what
                              else f"not a readable image; upload a {ACCEPTED} file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageLoadError(f"the image file is damaged or truncated ({error})") from None

@@ -131,6 +131,13 @@ def test_non_images_renamed_jpg_are_named(tmp_path, content, name):
     refused(path, name)
 
 
+def test_a_zip_points_to_reading_it_whole(tmp_path):
+    from .synthetic import dicom_series, head_volume, zipped
+    series = tmp_path / "series.zip"
+    series.write_bytes(zipped({f"IM{k}": f for k, f in enumerate(dicom_series(head_volume(4)))}))
+    refused(series, "a .zip of one DICOM series is a whole scan: brainmri.scans.read_scan")
+
+
 def test_tiny_image():
     refused(encode(Image.new("L", (1, 1)), "PNG"), "only 1x1 pixels")
 
