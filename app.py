@@ -231,6 +231,31 @@ def frame_of(slice_no) -> int | None:
     return None if slice_no is None or slice_no < 0 else int(slice_no)
 
 
+def remember(r, target, scan=None, slice_no=NO_SLICE) -> dict:
+    """A session's memory of its last one-slice result: the result, the class explained, and
+    the file and slice it came from (for the report's source line)."""
+    return {"result": r, "target": target, "file": scan, "slice_no": slice_no}
+
+
+def source_name(scan, slice_no=None) -> str:
+    """The scan as the report names it: the file's name, and for one slice or page of a file
+    of several (`slice_no` given) the one shown ("head.nii.gz, slice 12 (24 in all)"); ""
+    without a file."""
+    if not isinstance(scan, str):
+        return ""
+    name = Path(scan).name
+    if slice_no is None:
+        return name
+    try:
+        info = describe(scan)
+    except ImageLoadError:
+        return name
+    if info.frames <= 1:
+        return name
+    frame = frame_of(slice_no)
+    return f"{name}, slice {info.default if frame is None else frame} ({info.frames} in all)"
+
+
 def slice_chooser(scan) -> tuple[gr.Slider, int]:
     """(the slice input, the slice to classify) for a file: a chooser over a volume's slices
     at its default one, hidden (NO_SLICE) for a 2-D image."""
@@ -270,11 +295,11 @@ class Handlers:
         for name in self.GPU:
             setattr(self, name, gpu(getattr(self, name)))
 
-    def outputs_of(self, r, target):
+    def outputs_of(self, r, target, scan=None, slice_no=NO_SLICE):
         figure = with_colour_bar(r.heatmap) if r.is_mri else None
         heat = self.files.save_heatmap(r.heatmap) if r.is_mri else None
         return (r.headline, probability_bars(r), display_pair(r), figure,
-                heat, r.as_dict(), {"result": r, "target": target})
+                heat, r.as_dict(), remember(r, target, scan, slice_no))
 
     def run_model(self, scan, model, method, target, alpha, slice_no):
         if scan is None:
@@ -300,7 +325,8 @@ class Handlers:
             slice_no: the slice of a volume (DICOM frame, NIfTI slice in the plane it was acquired in) or the page of a multi-page TIFF, from 0; -1: its default.
         """
         progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
-        return self.outputs_of(self.run_model(scan, model, method, target, alpha, slice_no), target)
+        return self.outputs_of(self.run_model(scan, model, method, target, alpha, slice_no), target,
+                               scan, slice_no)
 
     @user_errors
     def classify_upload(self, scan, model, method, target, alpha, progress=gr.Progress()):
@@ -310,7 +336,8 @@ class Handlers:
             return (gr.skip(),) * 10
         chooser, slice_no = slice_chooser(scan)
         progress(0.1, desc=f"Running {MODEL_LABELS.get(model, model)}")
-        found = self.outputs_of(self.run_model(scan, model, method, target, alpha, slice_no), target)
+        found = self.outputs_of(self.run_model(scan, model, method, target, alpha, slice_no), target,
+                                scan, slice_no)
         return (None, scan, chooser, *found)
 
     def classify_example(self, _thumb, _caption, scan, model, method, target, alpha):
@@ -323,8 +350,8 @@ class Handlers:
             return cached
         if scan is None:
             raise UserError("Classify a scan first.")
-        return {"result": self.run_model(scan, model, method, target, alpha, slice_no),
-                "target": target}
+        return remember(self.run_model(scan, model, method, target, alpha, slice_no), target,
+                        scan, slice_no)
 
     @user_errors
     def reblend(self, alpha, cached):
@@ -361,12 +388,12 @@ class Handlers:
             raise UserError("Classify a scan first: the report describes its finding.")
         cached = self.remembered(cached, scan, model, method, target, alpha, slice_no)
         r = cached["result"]
-        source = Path(scan).name if isinstance(scan, str) else ""
         meta = getattr(self.service.engines[r.model], "meta", {})
         path = self.files.new(f"brainmri-report-{time.strftime('%Y%m%d-%H%M%S')}.pdf")
         if isinstance(cached.get("scan"), ScanView):       # a whole scan: its slice, then its strip
-            return str(write_scan_report(cached["scan"], path, source=source,
+            return str(write_scan_report(cached["scan"], path, source=source_name(scan),
                                          model_name=meta.get("name", "")))
+        source = source_name(cached.get("file") or scan, cached.get("slice_no", slice_no))
         return str(write_report(r, path, source=source, model_name=meta.get("name", "")))
 
     @user_errors

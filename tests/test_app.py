@@ -155,6 +155,9 @@ def test_the_api_answers_any_slice_of_a_stack(client, scan_file, tmp_path):
     first, second = shown(0), shown(1)
     mirrored = second[:, ::-1]
     assert np.abs(second - first).mean() > 5 * np.abs(mirrored - first).mean()
+    pypdf = pytest.importorskip("pypdf")                  # the report names the page it shows
+    text = pypdf.PdfReader(client.predict(api_name="/report")).pages[0].extract_text()
+    assert "scan: stack.tif, slice 1 (2 in all)" in text, text
     compared = shown(1, "/compare")
     assert " ms" in compared[0] and " ms" in compared[3]
     with pytest.raises(AppError, match="out of range: this file has 2"):
