@@ -40,8 +40,8 @@ from .presets import Prepared
 
 SCAN_ROW = "scan"         # the `slice` of a scan's own row
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")    # TIFF, BigTIFF
-PAGES_NOTE = ("page 1 of {pages} answered; the app's slice chooser, or its API's slice_no "
-              "(0 to {last}), answers the others")
+PAGES_NOTE = ("the first of {pages} pages answered; the app's slice chooser, or its API's "
+              "slice_no (0 to {last}), answers the others")
 
 
 @dataclass(frozen=True)

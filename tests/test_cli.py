@@ -129,7 +129,7 @@ def test_a_multi_page_tiff_says_which_page_was_answered(tiny_checkpoints, tmp_pa
                  "--out", str(out), "--no-progress"])
     stack, one = read_rows(out)
     assert code == 0 and stack["label"] in CLASSES and not stack["error"]
-    assert stack["note"].startswith("page 1 of 3 answered") and "slice_no" in stack["note"]
+    assert stack["note"].startswith("the first of 3 pages answered") and "(0 to 2)" in stack["note"]
     assert one["label"] in CLASSES and one["note"] == ""
 
 
