@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 
 from brainmri.batch import result_rows, write_csv  # noqa: E402
 from brainmri.classes import UnknownClassError, canonical_class  # noqa: E402
-from brainmri.io import ImageLoadError, describe  # noqa: E402
+from brainmri.io import ACCEPTED, ImageLoadError, describe  # noqa: E402
 from brainmri.overlay import DEFAULT_ALPHA, upscale, with_colour_bar  # noqa: E402
 from brainmri.report import strip_figure, write_report, write_scan_report  # noqa: E402
 from brainmri.scans import Limits, SeriesChoice, is_archive, is_scan  # noqa: E402
@@ -85,6 +85,7 @@ RECHECK_PROMPT = ("*Paints out the region where the heatmap is at least half its
                   "the tissue around it, and runs the model again (one more forward pass).*")
 WAITING = "*Drop a scan, or click an example, to see the model's answer.*"
 STATE_TTL_S = 3600          # a session's cached result (grey + heatmap, ~1 MB) is dropped after an hour
+UPLOADED_SCAN = "a .zip of one DICOM series, a NIfTI volume or a multi-frame DICOM"   # whole scans here
 NO_SLICE = -1               # the slice input's value for 2-D images: the file's default
 HEATMAP_SIDE = 1024         # the .npy download's longer side at most (the map's detail is the model's grid)
 DISPLAY_SIDE = 512          # smaller scans are enlarged for display
@@ -811,7 +812,7 @@ class ScanHandlers:
                 "acquired"): the plane it was acquired in.
         """
         if scan is None:
-            raise UserError("Give a whole scan: a .zip of DICOM files, a NIfTI volume or a multi-frame DICOM.")
+            raise UserError(f"Give a whole scan: {UPLOADED_SCAN}.")
         return view_scan(self.service, scan, model, method, series=series or None,
                          axis=axis_of(plane)).as_dict()
 
@@ -944,8 +945,7 @@ def build_demo(service: Service, examples: list[tuple[Path, str]] | None = None)
                    analytics_enabled=False) as demo:
         gr.Markdown("# Brain-tumour MRI slice classifier, with heatmap explanations\n"
                     "**Research and education only — not a medical device, not for diagnosis.** "
-                    "One 2-D brain MRI slice (JPEG, PNG, TIFF, WebP, BMP, DICOM), or a whole scan: "
-                    "a .zip of one DICOM series, a NIfTI volume, a multi-frame DICOM.")
+                    f"One 2-D brain MRI slice ({ACCEPTED}), or a whole scan: {UPLOADED_SCAN}.")
         s = session(service)
         with gr.Tab("Classify"):
             classify_tab(h, s, examples)

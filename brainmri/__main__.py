@@ -28,6 +28,7 @@ from .cam import METHODS, canonical_method
 from .checkpoint import CheckpointError
 from .models import ARCHS, default_model
 from .overlay import DEFAULT_ALPHA
+from .scans import WHOLE_SCAN
 from .volumes import ACQUIRED, PLANE_CHOICES, axis_of
 
 
@@ -37,7 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     c = commands.add_parser("classify", help="classify image files and folders into a CSV",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("paths", nargs="+", metavar="PATH", help="image files, scans (.zip of DICOM, NIfTI, multi-frame DICOM) and/or "
+    c.add_argument("paths", nargs="+", metavar="PATH", help=f"image files, whole scans ({WHOLE_SCAN}) and/or "
                         "folders (recursive)")
     c.add_argument("--model", default=default_model(),
                    help=f"{' | '.join(ARCHS)} (from --checkpoints) or a .safetensors path")

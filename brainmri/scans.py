@@ -49,6 +49,9 @@ PLANES = volumes.AXES                         # the patient axis the slice norma
 SKIPPED = ("__MACOSX", ".DS_Store", "Thumbs.db", "DICOMDIR")
 
 
+WHOLE_SCAN = "a .zip or folder of one DICOM series, a multi-frame DICOM file or a NIfTI volume"
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one scan may hold; over any of them is a refusal, checked before reading more."""
@@ -644,5 +647,4 @@ def read_scan(source: ImageSource | list, series: str | int | None = None, axis:
         pages = 1
     what = (f"a TIFF of {pages} pages is read one page at a time (as a slice: `frame`, the app's "
             "slice chooser or the API's slice_no)" if pages > 1 else "this is a single picture")
-    raise ImageLoadError(f"{what}, not a scan: a scan is a .zip or folder of DICOM files, a "
-                         "multi-frame DICOM file or a NIfTI volume")
+    raise ImageLoadError(f"{what}, not a scan: a scan is {WHOLE_SCAN}")
