@@ -52,7 +52,7 @@ from brainmri.batch import result_rows, write_csv  # noqa: E402
 from brainmri.classes import UnknownClassError, canonical_class  # noqa: E402
 from brainmri.io import ACCEPTED, ImageLoadError, describe  # noqa: E402
 from brainmri.overlay import DEFAULT_ALPHA, upscale, with_colour_bar  # noqa: E402
-from brainmri.report import strip_figure, write_report, write_scan_report  # noqa: E402
+from brainmri.report import source_name, strip_figure, write_report, write_scan_report  # noqa: E402
 from brainmri.scans import Limits, SeriesChoice, is_archive, is_scan  # noqa: E402
 from brainmri.scanmode import OUTSIDE  # noqa: E402
 from brainmri.scanview import ScanView, compare_scan, view_scan, view_slice  # noqa: E402
@@ -238,25 +238,6 @@ def remember(r, target, scan=None, slice_no=NO_SLICE) -> dict:
     return {"result": r, "target": target, "file": scan, "slice_no": slice_no}
 
 
-def source_name(scan, slice_no=None) -> str:
-    """The scan as the report names it: the file's name, and for one slice or page of a file
-    of several (`slice_no` given) the one shown ("head.nii.gz, slice 12 (24 in all)"); ""
-    without a file."""
-    if not isinstance(scan, str):
-        return ""
-    name = Path(scan).name
-    if slice_no is None:
-        return name
-    try:
-        info = describe(scan)
-    except ImageLoadError:
-        return name
-    if info.frames <= 1:
-        return name
-    frame = frame_of(slice_no)
-    return f"{name}, slice {info.default if frame is None else frame} ({info.frames} in all)"
-
-
 def slice_chooser(scan) -> tuple[gr.Slider, int]:
     """(the slice input, the slice to classify) for a file: a chooser over a volume's slices
     at its default one, hidden (NO_SLICE) for a 2-D image."""
@@ -392,9 +373,10 @@ class Handlers:
         meta = getattr(self.service.engines[r.model], "meta", {})
         path = self.files.new(f"brainmri-report-{time.strftime('%Y%m%d-%H%M%S')}.pdf")
         if isinstance(cached.get("scan"), ScanView):       # a whole scan: its slice, then its strip
-            return str(write_scan_report(cached["scan"], path, source=source_name(scan),
+            return str(write_scan_report(cached["scan"], path,
+                                         source=Path(scan).name if isinstance(scan, str) else "",
                                          model_name=meta.get("name", "")))
-        source = source_name(cached.get("file") or scan, cached.get("slice_no", slice_no))
+        source = source_name(cached.get("file") or scan, frame_of(cached.get("slice_no", slice_no)))
         return str(write_report(r, path, source=source, model_name=meta.get("name", "")))
 
     @user_errors

@@ -164,12 +164,12 @@ class Reports:
             self.path(item, where), source=Path(where).name, model_name=self.model_name))
 
     def images(self, items) -> None:
-        from .report import write_report
+        from .report import source_name, write_report
         for item in items:
             if not item.scan:
                 self._write(str(item.path), lambda: write_report(
                     self.service.classify(item.path, self.key, self.method, alpha=self.alpha),
-                    self.path(item, str(item.path)), source=item.path.name,
+                    self.path(item, str(item.path)), source=source_name(item.path),
                     model_name=self.model_name))
 
     def _write(self, where: str, write) -> None:

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from .cam import CLASS_AGNOSTIC, LABELS
 from .classes import class_label
+from .io import ImageLoadError, describe
 from .models import MODEL_LABELS
 from .outcomes import Outcome
 from .service import Result
@@ -30,6 +31,22 @@ A4 = (8.27, 11.69)                                   # inches, portrait
 FOOTER_TOP = 0.08      # figure fraction: the small print's last line sits above the disclaimer
 LINE, GAP = 0.015, 0.004                              # the small print's line and paragraph steps
 COLOURS = {Outcome.CONFIDENT: "#1b7837", Outcome.CAUTION: "#b35806", Outcome.NOT_MRI: "#b2182b"}
+
+
+def source_name(path, frame: int | None = None) -> str:
+    """A scan's file as a report names it: its name, and for a file of several slices or pages
+    the one read (`frame`; None: the file's default, as `load_image` reads it), e.g.
+    "head.nii.gz, slice 12 (24 in all)"; "" when `path` is not a path."""
+    if not isinstance(path, (str, Path)):
+        return ""
+    name = Path(path).name
+    try:
+        info = describe(path)
+    except ImageLoadError:
+        return name
+    if info.frames <= 1:
+        return name
+    return f"{name}, slice {info.default if frame is None else frame} ({info.frames} in all)"
 
 
 def _title(result: Result) -> str:

@@ -126,11 +126,14 @@ def test_a_multi_page_tiff_says_which_page_was_answered(tiny_checkpoints, tmp_pa
     scan(3, size=96).save(single)
     out = tmp_path / "r.csv"
     code = main(["classify", str(pages), str(single), "--model", str(tiny_checkpoints["resnet50"]),
-                 "--out", str(out), "--no-progress"])
+                 "--out", str(out), "--no-progress", "--report", str(tmp_path / "reports")])
     stack, one = read_rows(out)
     assert code == 0 and stack["label"] in CLASSES and not stack["error"]
     assert stack["note"].startswith("the first of 3 pages answered") and "(0 to 2)" in stack["note"]
     assert one["label"] in CLASSES and one["note"] == ""
+    pypdf = pytest.importorskip("pypdf")                  # its report names the page it shows
+    text = pypdf.PdfReader(tmp_path / "reports" / "stack.pdf").pages[0].extract_text()
+    assert "scan: stack.tif, slice 0 (3 in all)" in text, text
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from brainmri.predictor import Predictor
-from brainmri.report import report_figure, write_report
+from brainmri.report import report_figure, source_name, write_report
 from brainmri.service import Service
 from tests.synthetic import scan
 
@@ -16,6 +16,19 @@ from tests.synthetic import scan
 def service(tiny_checkpoints) -> Service:
     return Service({m: Predictor.from_checkpoint(p, "cpu") for m, p in tiny_checkpoints.items()},
                    warmup=False)
+
+
+def test_the_source_line_names_the_slice_of_a_stack(tmp_path):
+    from tests.synthetic import head_volume, nifti
+    one, pages, volume = tmp_path / "one.png", tmp_path / "stack.tif", tmp_path / "head.nii.gz"
+    scan(0, size=32).save(one)
+    scan(0, size=32).save(pages, save_all=True, append_images=[scan(1, size=32)] * 2)
+    volume.write_bytes(nifti(head_volume(9, size=32).transpose(2, 1, 0).astype("float32")))
+    assert source_name(one) == source_name(str(one), 0) == "one.png"
+    assert source_name(pages) == "stack.tif, slice 0 (3 in all)"     # a TIFF's first page
+    assert source_name(pages, 2) == "stack.tif, slice 2 (3 in all)"
+    assert source_name(volume) == "head.nii.gz, slice 4 (9 in all)"  # a volume's middle
+    assert source_name(b"bytes") == "" and source_name(tmp_path / "gone.png") == "gone.png"
 
 
 def test_one_page_pdf(service, tmp_path):
