@@ -150,8 +150,9 @@ def is_archive(source: ImageSource) -> bool:
 
 
 def is_scan(source: ImageSource) -> bool:
-    """Whether `source` is read as a whole scan: a folder, a .zip, a NIfTI volume with more
-    than one axial slice, or a DICOM file with several frames. Unreadable: False."""
+    """Whether `source` is read as a whole scan: a folder, a .zip, a NIfTI volume of more
+    than one slice along the axis it was acquired along, or a DICOM file with several frames.
+    Unreadable: False."""
     if is_archive(source):
         return True
     if not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):

@@ -111,8 +111,9 @@ WORK_SIDE = 2048     # larger inputs are reduced on reading (the Kaggle collecti
 
 
 def load_slice(image: ImageSource, frame: int | None = None):
-    """`load_image`, with `frame` picking a DICOM frame or TIFF page, or a NIfTI axial slice
-    (a file's Modality and windowing are kept: DICOM comes back tagged by `brainmri.volumes`);
+    """`load_image`, with `frame` picking a DICOM frame or TIFF page, or a NIfTI slice in the
+    plane it was acquired in (a file's Modality and windowing are kept: DICOM comes back tagged
+    by `brainmri.volumes`);
     an image with a longer side over WORK_SIDE is reduced while it is decoded."""
     if frame is None or not isinstance(image, (str, bytes, Path)):
         return load_image(image, max_side=WORK_SIDE)
@@ -245,7 +246,7 @@ class Service:
                  target: str | None = PREDICTED, alpha: float = DEFAULT_ALPHA,
                  frame: int | None = None) -> Result:
         """Predict and explain one image. `frame`: the slice of a volume (DICOM frame, NIfTI
-        axial slice, TIFF page; default: `load_image`'s). Raises ImageLoadError / ValueError
+        slice in the plane it was acquired in, TIFF page; default: `load_image`'s). Raises ImageLoadError / ValueError
         with a user-safe message for a bad image, model, method or target."""
         method = canonical_method(method or self.default_method)
         target = self._target(target)
