@@ -43,7 +43,8 @@ import numpy as np
 from PIL import Image
 
 from . import volumes
-from .io import MAX_BYTES, MAX_PIXELS, ImageLoadError, ImageSource, check_size, read_bytes
+from .io import (MAX_BYTES, MAX_PIXELS, ImageLoadError, ImageSource, check_size, describe,
+                 read_bytes)
 
 PLANES = volumes.AXES                         # the patient axis the slice normal runs along
 SKIPPED = ("__MACOSX", ".DS_Store", "Thumbs.db", "DICOMDIR")
@@ -161,7 +162,6 @@ def is_scan(source: ImageSource) -> bool:
         kind = volumes.sniff(_head(source))
         if kind == "image":
             return False
-        from .io import describe
         info = describe(source, max_bytes=Limits.upload_bytes)
     except ImageLoadError:
         return False
@@ -641,7 +641,6 @@ def read_scan(source: ImageSource | list, series: str | int | None = None, axis:
             return _nifti_scan(data, axis, name, max_pixels, limits)
         if kind == "dicom":
             return _series([_File(name, data)], series, axis, max_pixels, limits)
-    from .io import describe
     try:
         pages = describe(data, max_bytes=limits.upload_bytes).frames
     except ImageLoadError:          # not even a readable picture: the kind of file still says it

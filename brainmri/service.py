@@ -246,8 +246,9 @@ class Service:
                  target: str | None = PREDICTED, alpha: float = DEFAULT_ALPHA,
                  frame: int | None = None) -> Result:
         """Predict and explain one image. `frame`: the slice of a volume (DICOM frame, NIfTI
-        slice in the plane it was acquired in, TIFF page; default: `load_image`'s). Raises ImageLoadError / ValueError
-        with a user-safe message for a bad image, model, method or target."""
+        slice in the plane it was acquired in, TIFF page; default: `load_image`'s). Raises
+        ImageLoadError / ValueError with a user-safe message for a bad image, model, method or
+        target."""
         method = canonical_method(method or self.default_method)
         target = self._target(target)
         return self._run(model, load_slice(image, frame), method, target, alpha)
