@@ -525,6 +525,7 @@ def _gaps(positions: list[float]) -> list[str]:
 
 def _multiframe(ds, name: str, axis: int | None, max_pixels: int, limits: Limits) -> Scan:
     frames = volumes.frame_count(ds)
+    _check_stack(frames, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), limits)
     slices = [_Slice(name, ds, i,
                      _vector(volumes.frame_attr(ds, i, "PlanePositionSequence", "ImagePositionPatient"), 3),
                      _vector(volumes.frame_attr(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient"), 6),
@@ -640,6 +641,7 @@ def read_scan(source: ImageSource | list, series: str | int | None = None, axis:
         if kind == "nifti":
             return _nifti_scan(data, axis, name, max_pixels, limits)
         if kind == "dicom":
+            volumes.dataset(data)           # a damaged file says why itself, not as a skipped one
             return _series([_File(name, data)], series, axis, max_pixels, limits)
     try:
         pages = describe(data, max_bytes=limits.upload_bytes).frames

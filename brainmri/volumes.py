@@ -68,7 +68,33 @@ def dataset(data: bytes, header_only: bool = False):
     if "TransferSyntaxUID" not in ds.file_meta:      # raw data set: say how it was encoded
         implicit = (ds.original_encoding or (True, True))[0]
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    if not header_only:
+        check_frames(ds)
     return ds
+
+
+def check_frames(ds) -> None:
+    """ImageLoadError when a multi-frame data set's pixel data holds fewer frames than its
+    NumberOfFrames declares (a truncated file, or a count that lies), before anything is
+    built per frame."""
+    frames = frame_count(ds)
+    if frames == 1 or "PixelData" not in ds:
+        return
+    from pydicom.encaps import parse_basic_offsets, parse_fragments
+    from pydicom.pixels.utils import get_expected_length
+    try:
+        if ds.file_meta.TransferSyntaxUID.is_encapsulated:  # each frame takes one fragment or more
+            items = io.BytesIO(ds.PixelData)
+            parse_basic_offsets(items)
+            held = parse_fragments(items)[0]
+        else:
+            declared = get_expected_length(ds)
+            held = frames if len(ds.PixelData) >= declared else len(ds.PixelData) * frames // declared
+    except Exception as error:  # noqa: BLE001 - a header too damaged to say what it holds
+        raise ImageLoadError(f"the DICOM file is damaged or truncated ({type(error).__name__})") from None
+    if held < frames:
+        raise ImageLoadError(f"the DICOM file is damaged or truncated: its header declares {frames:,} "
+                             f"frames, its pixel data holds {held:,}")
 
 
 def frame_count(ds) -> int:
@@ -494,6 +520,8 @@ def describe(kind: str, data: bytes) -> SourceInfo:
     if kind == "dicom":
         ds = dataset(data, header_only=True)
         frames = frame_count(ds)
+        if frames > 1:                          # the count is only believed once the pixels hold it
+            check_frames(dataset(data))
         shape = (frames, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
         return SourceInfo("dicom", f"DICOM {ds.get('Modality', '')}".strip(), shape, frames, frames // 2)
     import nibabel as nib

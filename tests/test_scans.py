@@ -3,6 +3,7 @@ slice stacks, and a clear ImageLoadError for every bad scan. Every file is made 
 and nibabel."""
 from __future__ import annotations
 
+import copy
 import io
 import random
 import zipfile
@@ -232,6 +233,36 @@ def test_legacy_multiframe_without_frame_positions_keeps_frame_order():
     ds.save_as(buf, enforce_file_format=True)
     s = read_scan(buf.getvalue())
     assert areas(s) == sorted(areas(s), reverse=True) and s.notes == ()
+
+
+def test_a_multiframe_whose_frame_count_lies_is_refused_as_damaged_before_any_frame_is_built():
+    """NumberOfFrames above what the pixel data holds (a truncated file, or a header that lies):
+    refused by what it is, whole scan or one slice, native or compressed, and at once (the old
+    reader built a slice per declared frame first: 100,000 of them took seconds, and a count in
+    the billions hung it)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+    volume = squares(4)
+    native = pydicom.dcmread(io.BytesIO(dicom_slice(volume[0])))
+    native.NumberOfFrames, native.PixelData = 4, np.ascontiguousarray(volume).tobytes()
+    rle = copy.deepcopy(native)              # a shallow copy would share the file meta
+    rle.compress(RLELossless)
+    many = copy.deepcopy(rle)                # one (empty) fragment per frame: believed
+    many.NumberOfFrames, many.PixelData = 600, encapsulate([b"\0\0"] * 600)
+    for ds, declared, held in ((native, 100_000, 4), (rle, 10**9, 4), (native, 5, 4)):
+        liar = copy.deepcopy(ds)
+        liar.NumberOfFrames = declared
+        buf = io.BytesIO()
+        liar.save_as(buf, enforce_file_format=True)
+        data = buf.getvalue()
+        said = f"damaged or truncated: its header declares {declared:,} frames, its pixel data holds {held}"
+        for read in (read_scan, lambda d: read_scan(zipped({"a.dcm": d})), load_image, describe):
+            with pytest.raises(ImageLoadError, match=said):
+                read(data)
+    buf = io.BytesIO()
+    many.save_as(buf, enforce_file_format=True)
+    with pytest.raises(ImageLoadError, match="600 slices, over the limit of 512"):
+        read_scan(buf.getvalue())
 
 
 def test_single_frame_dicom_and_plain_images_are_not_scans():
