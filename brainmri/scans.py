@@ -43,8 +43,8 @@ import numpy as np
 from PIL import Image
 
 from . import volumes
-from .io import (MAX_BYTES, MAX_PIXELS, ImageLoadError, ImageSource, check_size, describe,
-                 read_bytes)
+from .io import (IMAGE_FORMATS, MAX_BYTES, MAX_PIXELS, ImageLoadError, ImageSource, check_size,
+                 describe, read_bytes)
 
 PLANES = volumes.AXES                         # the patient axis the slice normal runs along
 SKIPPED = ("__MACOSX", ".DS_Store", "Thumbs.db", "DICOMDIR")
@@ -293,12 +293,13 @@ def _number(value) -> float:
 def _parse(files: list[_File]) -> tuple[list[_Slice], list[str]]:
     """DICOM files with pixels -> slices (headers and pixels parsed lazily by pydicom);
     the names of files skipped, with why."""
-    slices, skipped, others = [], [], 0
+    slices, skipped, others, pictures = [], [], 0, 0
     for f in files:
         if not f.data:
             skipped.append(f"{f.name} (cannot be unpacked: the archive is damaged)")
             continue
         if volumes.sniff(f.data) != "dicom":
+            pictures += _is_picture(f.data)
             others += 1
             continue
         try:
@@ -314,7 +315,21 @@ def _parse(files: list[_File]) -> tuple[list[_Slice], list[str]]:
         notes.append(f"{len(skipped)} file{'s' * (len(skipped) > 1)} skipped: " + "; ".join(skipped))
     if others:
         notes.append(f"{others} file{'s that are' if others > 1 else ' that is'} not a DICOM image ignored")
+    if pictures and not slices:         # slices zipped as pictures: say where they are answered
+        which = ("it is a picture" if others == 1 else "all are pictures" if pictures == others
+                 else f"{pictures} {'are pictures' if pictures > 1 else 'is a picture'}")
+        notes.append(f"{which}: a picture is one slice, answered on its own; the batch command "
+                     "answers a folder of them")
     return slices, notes
+
+
+def _is_picture(data: bytes) -> bool:
+    """Whether Pillow reads `data` as one of the picture formats uploads may be (header only)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS):
+            return True
+    except Exception:  # noqa: BLE001 - anything Pillow cannot open is not a picture here
+        return False
 
 
 def _description(ds) -> str:

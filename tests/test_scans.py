@@ -136,6 +136,19 @@ def test_slices_must_agree_in_size_orientation_and_position():
 def test_archives_without_images_and_damaged_archives_are_named():
     with pytest.raises(ImageLoadError, match="no DICOM image found .*1 file that is not a DICOM image"):
         read_scan(zipped({"a.txt": b"hello"}))
+    with pytest.raises(ImageLoadError) as refused:
+        read_scan(zipped({"a.txt": b"hello"}))
+    assert "picture" not in str(refused.value)
+    # slices exported as pictures and zipped: said to be pictures, and where they are answered
+    for files, said in (({"1.png": _png(), "2.png": _png()}, "2 files .* all are pictures: a picture is one "
+                         "slice, answered on its own; the batch command answers a folder of them"),
+                        ({"1.png": _png(), "a.txt": b"hi"}, "2 files .*; 1 is a picture: "),
+                        ({"1.png": _png()}, "1 file .*; it is a picture: ")):
+        for read in (read_scan, list_series):
+            with pytest.raises(ImageLoadError, match=said):
+                read(zipped(files))
+    mixed = read_scan(zipped({f"{k}.dcm": f for k, f in enumerate(dicom_series(squares(3)))} | {"key.png": _png()}))
+    assert "1 file that is not a DICOM image ignored" in mixed.notes and len(mixed) == 3
     with pytest.raises(ImageLoadError, match="the .zip archive is damaged"):
         read_scan(zipped({"a.dcm": dicom_slice(squares(1)[0])})[:-30])
     with pytest.raises(ImageLoadError, match="single picture, not a scan"):
