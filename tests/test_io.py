@@ -267,12 +267,29 @@ def test_truncated_dicom():
     refused(get_testdata_file("MR_truncated.dcm"), "damaged or truncated")
 
 
-def test_dicom_compression_without_a_decoder_is_named():
+@pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"])
+def test_lossless_dicom_compressions_read_as_the_uncompressed_file(name):
+    """JPEG 2000 (Pillow's decoder) and RLE (pydicom's): the same picture as the uncompressed
+    original, pixel for pixel."""
+    original = get_testdata_file("MR_small.dcm")
+    assert np.array_equal(np.asarray(load_image(get_testdata_file(name))), np.asarray(load_image(original)))
+
+
+@pytest.mark.parametrize("name, said", [("MR_small_jpeg_ls_lossless.dcm", "JPEG-LS Lossless"),
+                                        (None, "High-Throughput JPEG 2000")])
+def test_dicom_compression_without_a_decoder_is_named(name, said, tmp_path):
+    """JPEG-LS and JPEG Lossless need GDCM or pylibjpeg-libjpeg, neither installed: GDCM aborts
+    the whole process on some damaged JPEG data (an uncaught C++ exception), which would take
+    the app down, and pylibjpeg-libjpeg is GPL-3.0."""
     from pydicom.pixels import get_decoder
-    ds = pydicom.dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
-    if get_decoder(ds.file_meta.TransferSyntaxUID).is_available:
-        pytest.skip("a JPEG-LS decoder is installed")
-    refused(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"), "JPEG-LS .* cannot decode")
+    path = get_testdata_file(name or "MR_small_jp2klossless.dcm")
+    if not name:                                # a compression no installed plugin decodes
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.HTJ2KLossless
+        ds.save_as(path := tmp_path / "htj2k.dcm")
+    if get_decoder(pydicom.dcmread(path).file_meta.TransferSyntaxUID).is_available:
+        pytest.skip(f"a {said} decoder is installed")
+    refused(path, f"compressed as '{said}.*', which this server cannot decode")
 
 
 # ----------------------------------------------------------------------------- NIfTI
