@@ -256,7 +256,10 @@ def dicom_series_key(path: str | os.PathLike) -> str | None:
                 return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            deflated = pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID") \
+                == pydicom.uid.DeflatedExplicitVRLittleEndian       # inflated here within bounds
+            ds = volumes.dataset(Path(path).read_bytes(), header_only=True) if deflated \
+                else pydicom.dcmread(path, stop_before_pixels=True)
     except Exception:  # noqa: BLE001 - unreadable: left to the image path to name
         return None
     if "Rows" not in ds or volumes.frame_count(ds) > 1:

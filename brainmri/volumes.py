@@ -26,7 +26,7 @@ from PIL import Image
 
 from .inputs import ImageLoadError, SourceInfo, check_index, check_size
 
-MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz may not unpack to more than this (gzip bomb)
+MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz or deflated DICOM may not unpack to more (bomb)
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 AXES = ("sagittal", "coronal", "axial")
 ACQUIRED = "acquired"                # a volume's slices in the plane it was acquired in
@@ -48,17 +48,42 @@ def _raw_dicom(data: bytes):
     """A DICOM data set without the 128-byte preamble, or None if it does not parse as one."""
     import pydicom
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+        ds = pydicom.dcmread(io.BytesIO(inflated(data)), force=True, stop_before_pixels=True)
     except Exception:  # noqa: BLE001 - anything pydicom chokes on is simply "not DICOM"
         return None
     return ds if ("SOPClassUID" in ds or "Rows" in ds) else None
 
 
+def inflated(data: bytes, limit: int | None = None) -> bytes:
+    """A deflated DICOM file (PS3.5 A.5: its data set deflate-compressed) as the same file in
+    explicit VR little endian, inflated here within `limit` bytes (default MAX_VOLUME_BYTES;
+    pydicom inflates without a bound); any other bytes as they are."""
+    import pydicom
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.filewriter import write_file_meta_info
+    fp = io.BytesIO(data)
+    try:                                    # the preamble and file meta only: pydicom's own
+        read_preamble(fp, True)             # steps in read_file_meta_info, on bytes
+        meta = _read_file_meta_info(fp)
+    except Exception:  # noqa: BLE001 - pydicom says what is wrong when it reads the whole file
+        return data
+    if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return data
+    body = inflate(data[fp.tell():], -zlib.MAX_WBITS, limit or MAX_VOLUME_BYTES,
+                   "the deflated DICOM file", "the deflated DICOM file's data set")
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    out = io.BytesIO()
+    out.write(bytes(128) + b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=False)
+    return out.getvalue() + body
+
+
 def dataset(data: bytes, header_only: bool = False):
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    plain = inflated(data)
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM",
+        ds = pydicom.dcmread(io.BytesIO(plain), force=data[128:132] != b"DICM",
                              stop_before_pixels=header_only)
     except Exception as error:  # noqa: BLE001 - pydicom raises many kinds on damaged files
         raise ImageLoadError(f"the DICOM file is damaged or truncated ({type(error).__name__})") from None
@@ -285,17 +310,27 @@ def unpack_gzip(data: bytes, limit: int = MAX_VOLUME_BYTES) -> bytes:
     truncated or unpacking past `limit` bytes."""
     if data[:2] != b"\x1f\x8b":
         return data
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        raw = d.decompress(data, limit + 1)
+    return inflate(data, 16 + zlib.MAX_WBITS, limit, "the .nii.gz file", "the NIfTI volume")
+
+
+def inflate(data: bytes, wbits: int, limit: int, what: str, holds: str) -> bytes:
+    """zlib-decompressed `data` (`wbits` as zlib's: gzip, raw deflate...); ImageLoadError,
+    naming `what` was sent and what it `holds`, when damaged, truncated or past `limit` bytes."""
+    d, parts, size = zlib.decompressobj(wbits), [], 0
+    try:                                # in parts: a bomb costs `limit` bytes, not twice that
+        while not d.eof and size <= limit:
+            part = d.decompress(data, min(2**24, limit + 1 - size))
+            if not part and d.unconsumed_tail == data:      # no progress: the input ended
+                break
+            parts.append(part)
+            size, data = size + len(part), d.unconsumed_tail
     except zlib.error:
-        raise ImageLoadError("the .nii.gz file is damaged (gzip data does not decompress)") from None
-    if len(raw) > limit:
-        raise ImageLoadError(f"the NIfTI volume unpacks to more than {limit / 2**20:.0f} MiB, "
-                             "over the limit")
+        raise ImageLoadError(f"{what} is damaged (its compressed data does not decompress)") from None
+    if size > limit:
+        raise ImageLoadError(f"{holds} unpacks to more than {limit / 2**20:.0f} MiB, over the limit")
     if not d.eof:
-        raise ImageLoadError("the .nii.gz file is truncated")
-    return raw
+        raise ImageLoadError(f"{what} is truncated")
+    return b"".join(parts)
 
 
 def _header(head: bytes):

@@ -18,11 +18,13 @@ from nibabel.testing import data_path as NIB_DATA
 from PIL import Image, ImageFile
 from pydicom.data import get_testdata_file
 
+from brainmri import volumes
 from brainmri.io import ImageLoadError, describe, load_image, to_grey
 from brainmri.presets import EvalPreset
+from brainmri.scans import dicom_series_key, read_scan
 from brainmri.volumes import sniff, window, unpack_gzip
 
-from .synthetic import scan
+from .synthetic import scan, zipped
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -265,6 +267,50 @@ def test_dicom_without_pixel_data(name):
 
 def test_truncated_dicom():
     refused(get_testdata_file("MR_truncated.dcm"), "damaged or truncated")
+
+
+def _deflated(elements: bytes, zeros: int = 0, stream: bytes | None = None) -> bytes:
+    """A deflated DICOM file (explicit VR little endian data set, raw deflate) holding
+    `elements`, then a private OB element of `zeros` zero bytes, compressed as it is written;
+    or the file meta followed by `stream` as it is."""
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = pydicom.uid.MRImageStorage, "1.2.3"
+    meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    head = io.BytesIO()
+    head.write(bytes(128) + b"DICM")
+    pydicom.filewriter.write_file_meta_info(head, meta)
+    if stream is not None:
+        return head.getvalue() + stream
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = deflate.compress(elements)
+    if zeros:
+        body += deflate.compress(b"\x09\x00\x10\x10OB\0\0" + struct.pack("<I", zeros))
+        chunk = bytes(2**24)
+        for start in range(0, zeros, len(chunk)):
+            body += deflate.compress(chunk[: zeros - start])
+    return head.getvalue() + body + deflate.flush()
+
+
+def test_a_deflated_dicom_reads_as_pydicom_reads_it_and_a_deflate_bomb_is_refused(monkeypatch, tmp_path):
+    """Deflated DICOM (PS3.5 A.5) is inflated here within a bound: pydicom inflates without
+    one, and a 2 MB file whose data set inflated to 2 GB took 4.6 GB of memory to refuse."""
+    path = get_testdata_file("image_dfl.dcm")
+    theirs = pydicom.dcmread(path)                                   # pydicom's own inflating
+    assert np.array_equal(np.asarray(load_image(path)),
+                          np.asarray(volumes.picture(theirs, *volumes.frame_values(theirs, 0))))
+    whole = _deflated(b"\x08\x00\x60\x00CS\x02\x00MR", zeros=64)
+    assert volumes.inflated(whole).endswith(bytes(64)) and volumes.inflated(b"not DICOM") == b"not DICOM"
+    refused(whole[:-20], "the deflated DICOM file is truncated")
+    refused(_deflated(b"", stream=b"\xff" * 40), "the deflated DICOM file is damaged")
+    monkeypatch.setattr(volumes, "MAX_VOLUME_BYTES", 2**20)          # the bound, made small
+    bomb = _deflated(b"\x08\x00\x60\x00CS\x02\x00MR", zeros=2**20 + 1)
+    for read in (load_image, describe, read_scan, lambda d: read_scan(zipped({"a.dcm": d}))):
+        with pytest.raises(ImageLoadError, match="the deflated DICOM file's data set unpacks to "
+                           "more than 1 MiB, over the limit"):
+            read(bomb)
+    (tmp_path / "bomb.dcm").write_bytes(bomb)                        # a batch folder's listing
+    assert dicom_series_key(tmp_path / "bomb.dcm") is None
+    assert dicom_series_key(path) == theirs.SeriesInstanceUID
 
 
 @pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"])
