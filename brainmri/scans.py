@@ -293,9 +293,11 @@ def _number(value) -> float:
         return math.nan
 
 
-def _parse(files: list[_File]) -> tuple[list[_Slice], list[str]]:
+def _parse(files: list[_File], limit: int) -> tuple[list[_Slice], list[str]]:
     """DICOM files with pixels -> slices (headers and pixels parsed lazily by pydicom);
-    the names of files skipped, with why."""
+    the names of files skipped, with why. A deflated file may inflate to `limit` bytes: in an
+    archive or folder, what one file may unpack to (`Limits.file_bytes`), so that many small
+    deflate bombs stay cheap; a file on its own, what a whole scan may (`Limits.total_bytes`)."""
     slices, skipped, others, pictures = [], [], 0, 0
     for f in files:
         if not f.data:
@@ -306,7 +308,7 @@ def _parse(files: list[_File]) -> tuple[list[_Slice], list[str]]:
             others += 1
             continue
         try:
-            ds = volumes.dataset(f.data)
+            ds = volumes.dataset(f.data, inflate_limit=limit)
         except ImageLoadError as error:
             skipped.append(f"{f.name} ({error})")
             continue
@@ -469,8 +471,8 @@ def _percentiles(stack: list[np.ndarray] | np.ndarray, samples: int = 4_000_000)
 
 
 def _series(files: list[_File], series: str | int | None, axis: int | None, max_pixels: int,
-            limits: Limits) -> Scan:
-    slices, notes = _parse(files)
+            limits: Limits, inflate_limit: int | None = None) -> Scan:
+    slices, notes = _parse(files, inflate_limit or limits.file_bytes)
     if not slices:
         raise ImageLoadError("no DICOM image found in the archive or folder"
                              + (f" ({'; '.join(notes)})" if notes else ""))
@@ -634,7 +636,7 @@ def list_series(source: ImageSource, limits: Limits = Limits()) -> list[SeriesIn
         if volumes.sniff(data) == "nifti":
             info = volumes.describe("nifti", data)
             return [SeriesInfo(name, 1, name, "", info.frames)]
-    slices, notes = _parse(files)
+    slices, notes = _parse(files, limits.total_bytes if data is not None else limits.file_bytes)
     if not slices:
         raise ImageLoadError("no DICOM image found" + (f" ({'; '.join(notes)})" if notes else ""))
     return _group(slices)[0]
@@ -659,8 +661,8 @@ def read_scan(source: ImageSource | list, series: str | int | None = None, axis:
         if kind == "nifti":
             return _nifti_scan(data, axis, name, max_pixels, limits)
         if kind == "dicom":
-            volumes.dataset(data)           # a damaged file says why itself, not as a skipped one
-            return _series([_File(name, data)], series, axis, max_pixels, limits)
+            volumes.dataset(data, inflate_limit=limits.total_bytes)  # damage said as its own
+            return _series([_File(name, data)], series, axis, max_pixels, limits, limits.total_bytes)
     try:
         pages = describe(data, max_bytes=limits.upload_bytes).frames
     except ImageLoadError:          # not even a readable picture: the kind of file still says it

@@ -21,7 +21,7 @@ from pydicom.data import get_testdata_file
 from brainmri import volumes
 from brainmri.io import ImageLoadError, describe, load_image, to_grey
 from brainmri.presets import EvalPreset
-from brainmri.scans import dicom_series_key, read_scan
+from brainmri.scans import Limits, dicom_series_key, read_scan
 from brainmri.volumes import sniff, window, unpack_gzip
 
 from .synthetic import scan, zipped
@@ -304,7 +304,10 @@ def test_a_deflated_dicom_reads_as_pydicom_reads_it_and_a_deflate_bomb_is_refuse
     refused(_deflated(b"", stream=b"\xff" * 40), "the deflated DICOM file is damaged")
     monkeypatch.setattr(volumes, "MAX_VOLUME_BYTES", 2**20)          # the bound, made small
     bomb = _deflated(b"\x08\x00\x60\x00CS\x02\x00MR", zeros=2**20 + 1)
-    for read in (load_image, describe, read_scan, lambda d: read_scan(zipped({"a.dcm": d}))):
+    # a file on its own may inflate to what a scan may hold; one in an archive, to what one
+    # file of it may unpack to
+    for read in (load_image, describe, lambda d: read_scan(d, limits=Limits(total_bytes=2**20)),
+                 lambda d: read_scan(zipped({"a.dcm": d}), limits=Limits(file_bytes=2**20))):
         with pytest.raises(ImageLoadError, match="the deflated DICOM file's data set unpacks to "
                            "more than 1 MiB, over the limit"):
             read(bomb)
