@@ -14,6 +14,7 @@ MAX_BYTES = 50 * 1024 * 1024          # uploads larger than this are refused unr
 # longest side in the Kaggle collection (1920 px); larger files (and decompression bombs) are refused unread.
 MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16                         # smaller than this carries no anatomy
+MAX_SLICES = 512                      # slices of a scan, pages of a multi-page TIFF
 
 
 class ImageLoadError(ValueError):

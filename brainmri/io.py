@@ -23,7 +23,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .inputs import (MAX_BYTES, MAX_PIXELS, MIN_SIDE, ImageLoadError, SourceInfo,  # noqa: F401
+from .inputs import (MAX_BYTES, MAX_PIXELS, MAX_SLICES, MIN_SIDE, ImageLoadError, SourceInfo,  # noqa: F401
                      check_index, check_size)
 
 # Only these Pillow decoders run on uploads: no EPS (Ghostscript), no exotic plugins.
@@ -109,7 +109,7 @@ def _decode(data: bytes, max_pixels: int, frame: int | None = None,
         # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale, at least the size asked for.
         factor = -(-max(image.size) // max_side)
         image.draft(image.mode, (image.width // factor, image.height // factor))
-    frames = getattr(image, "n_frames", 1)
+    frames = _frames(image)
     if frames > 1 and image.format in ANIMATED_FORMATS:
         raise ImageLoadError(f"this is an animated {image.format} ({frames} frames); a single "
                              "MRI slice is needed: save one frame as PNG or JPEG")
@@ -189,8 +189,30 @@ def describe(source: ImageSource, *, max_bytes: int = MAX_BYTES,
     if kind != "image":
         return volumes.describe(kind, data)
     image = _open(data, max_pixels)
-    frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+    frames = _frames(image) if image.format == "TIFF" else 1
     return SourceInfo("image", image.format, (frames, image.height, image.width), frames, 0)
+
+
+def _frames(image: Image.Image) -> int:
+    """Frames of an opened picture; a TIFF's pages counted by walking them, up to MAX_SLICES
+    (Pillow's n_frames walks every one, in time that grows faster than their number: a 1.5 MB
+    TIFF of 4,000 small pages took 0.6 s, and a 50 MB one would take minutes)."""
+    if image.format != "TIFF":
+        return getattr(image, "n_frames", 1)
+    count = 1
+    try:
+        while count <= MAX_SLICES:
+            image.seek(count)
+            count += 1
+    except EOFError:
+        pass
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageLoadError(f"the TIFF file is damaged or truncated (page {count + 1}: {error})") from None
+    image.seek(0)
+    if count > MAX_SLICES:
+        raise ImageLoadError(f"this TIFF has more than {MAX_SLICES} pages, over the limit; save the "
+                             "slices wanted as a smaller TIFF or as PNG files")
+    return count
 
 
 def to_grey(image: Image.Image) -> np.ndarray:

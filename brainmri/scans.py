@@ -43,8 +43,8 @@ import numpy as np
 from PIL import Image
 
 from . import volumes
-from .io import (IMAGE_FORMATS, MAX_BYTES, MAX_PIXELS, ImageLoadError, ImageSource, check_size,
-                 describe, read_bytes)
+from .io import (IMAGE_FORMATS, MAX_BYTES, MAX_PIXELS, MAX_SLICES, ImageLoadError, ImageSource,
+                 check_size, describe, read_bytes)
 
 PLANES = volumes.AXES                         # the patient axis the slice normal runs along
 SKIPPED = ("__MACOSX", ".DS_Store", "Thumbs.db", "DICOMDIR")
@@ -60,7 +60,7 @@ class Limits:
     upload_bytes: int = 512 * 2**20         # the archive or volume file as uploaded
     file_bytes: int = MAX_BYTES             # one file inside an archive or folder, unpacked
     total_bytes: int = volumes.MAX_VOLUME_BYTES   # all files together, unpacked
-    slices: int = 512                       # slices in the scan
+    slices: int = MAX_SLICES                # slices in the scan
     voxels: int = 2**27                     # slices x rows x columns
 
 

@@ -19,6 +19,7 @@ from PIL import Image, ImageFile
 from pydicom.data import get_testdata_file
 
 from brainmri import volumes
+from brainmri.inputs import MAX_SLICES
 from brainmri.io import ImageLoadError, describe, load_image, to_grey
 from brainmri.presets import EvalPreset
 from brainmri.scans import Limits, dicom_series_key, read_scan
@@ -94,6 +95,20 @@ def test_multipage_tiff_frame_choice():
     assert to_grey(load_image(data)).mean() == 10
     assert to_grey(load_image(data, frame=1)).mean() == 200
     refused(data, "frame 2 is out of range", frame=2)
+
+
+def test_a_tiff_of_more_pages_than_a_scan_may_hold_is_refused_before_walking_them_all():
+    """Pillow's n_frames walks every page, in time that grows faster than their number (a
+    50 MB TIFF of small pages would hold a worker for minutes); pages are counted up to the
+    cap. The last page allowed still reads."""
+    page = Image.new("L", (16, 16), 7)
+    at_cap = encode(page, "TIFF", save_all=True, append_images=[page] * (MAX_SLICES - 1))
+    assert describe(at_cap).frames == MAX_SLICES
+    assert load_image(at_cap, frame=MAX_SLICES - 1).size == (16, 16)
+    over = encode(page, "TIFF", save_all=True, append_images=[page] * MAX_SLICES)
+    for read in (describe, load_image):
+        with pytest.raises(ImageLoadError, match=f"more than {MAX_SLICES} pages, over the limit"):
+            read(over)
 
 
 def test_plain_callers_are_unchanged():
