@@ -203,6 +203,17 @@ def _skipped(name: str) -> bool:
 
 def _zip_files(data: bytes, limits: Limits) -> list[_File]:
     """The archive's files, read with their declared and their actual sizes bounded."""
+    try:                                # its end record, read before the list it counts
+        listed = zipfile._EndRecData(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - a damaged record: ZipFile names the damage below
+        listed = None
+    entries, size = (listed[zipfile._ECD_ENTRIES_TOTAL], listed[zipfile._ECD_SIZE]) if listed else (0, 0)
+    # Room for what macOS adds (a ._ twin per file, folders) and long names, no more: ZipFile
+    # parses the whole list (its size, whatever the count says), ~1 s per 100,000 entries.
+    if entries > 4 * limits.files or size > 4 * limits.files * 512:
+        raise ImageLoadError(f"the .zip archive lists {entries:,} entr{'y' if entries == 1 else 'ies'} "
+                             f"in a directory of {size / 1024:,.0f} KiB, more than a scan of "
+                             f"{limits.files} files may have")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [m for m in archive.infolist() if not m.is_dir() and not _skipped(m.filename)]

@@ -194,6 +194,24 @@ def test_limits_on_total_bytes_files_and_slices():
         read_scan(data, limits=Limits(upload_bytes=len(data) - 1))
 
 
+def test_an_archive_listing_far_more_entries_than_a_scan_has_files_is_refused_unparsed():
+    """zipfile parses the whole central directory (about 1 s and 60 MB per 100,000 entries)
+    before any file is counted: the end record's count and the directory's size are checked
+    first, with room for what macOS adds; a count that lies does not hide a long list."""
+    limits = Limits(files=2)
+    fits = zipped({f"__MACOSX/._{k}": b"" for k in range(6)} | {"0.dcm": b"", "1.dcm": b""})
+    with pytest.raises(ImageLoadError, match="no DICOM image found"):       # 8 entries: allowed
+        read_scan(fits, limits=limits)
+    many = zipped({f"{k}": b"" for k in range(200)}, zipfile.ZIP_STORED)
+    with pytest.raises(ImageLoadError, match="lists 200 entries in a directory of 9 KiB, more than a scan of 2 files"):
+        read_scan(many, limits=limits)
+    lying = bytearray(many)
+    end = lying.rindex(b"PK\x05\x06")
+    lying[end + 8:end + 12] = (1).to_bytes(2, "little") * 2        # "1 entry", same directory
+    with pytest.raises(ImageLoadError, match="lists 1 entry in a directory of 9 KiB"):
+        read_scan(bytes(lying), limits=limits)
+
+
 def test_a_member_that_unpacks_past_its_declared_size_is_refused():
     content = dicom_slice(squares(1)[0])
     data = bytearray(zipped({"a.dcm": content}, zipfile.ZIP_STORED))
