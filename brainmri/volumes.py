@@ -78,10 +78,12 @@ def inflated(data: bytes, limit: int | None = None) -> bytes:
     return out.getvalue() + body
 
 
-def dataset(data: bytes, header_only: bool = False):
+def dataset(data: bytes, header_only: bool = False, inflate_limit: int | None = None):
+    """`data` read by pydicom; a deflated data set inflated within `inflate_limit` bytes
+    (`inflated`); ImageLoadError when damaged or, unless `header_only`, without pixels."""
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-    plain = inflated(data)
+    plain = inflated(data, inflate_limit)
     try:
         ds = pydicom.dcmread(io.BytesIO(plain), force=data[128:132] != b"DICM",
                              stop_before_pixels=header_only)
@@ -230,7 +232,11 @@ def frame_values(ds, index: int) -> tuple[np.ndarray, float | None, float | None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
-        pixels = apply_color_lut(pixels, ds)
+        try:
+            pixels = apply_color_lut(pixels, ds)
+        except Exception as error:  # noqa: BLE001 - a missing or malformed palette, said as such
+            raise ImageLoadError("the DICOM file is damaged: its pixels are PALETTE COLOR but its "
+                                 f"colour palette cannot be read ({error})") from None
     if pixels.ndim == 3:                               # (H, W, 3) RGB after pydicom's conversion
         bits = 8 * pixels.dtype.itemsize
         rgb = pixels if pixels.dtype == np.uint8 else (pixels.astype(np.float64) / (2**bits - 1) * 255)

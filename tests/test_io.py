@@ -284,6 +284,16 @@ def test_truncated_dicom():
     refused(get_testdata_file("MR_truncated.dcm"), "damaged or truncated")
 
 
+def test_a_palette_colour_dicom_without_its_palette_is_refused_as_damaged():
+    """pydicom's own ValueError reached the caller, not an ImageLoadError, and the app and the
+    batch command showed its words ("No suitable Palette Color Lookup Table Module found")."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    refused(buf.getvalue(), "damaged: its pixels are PALETTE COLOR but its colour palette cannot be read")
+
+
 def _deflated(elements: bytes, zeros: int = 0, stream: bytes | None = None) -> bytes:
     """A deflated DICOM file (explicit VR little endian data set, raw deflate) holding
     `elements`, then a private OB element of `zeros` zero bytes, compressed as it is written;
