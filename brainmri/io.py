@@ -23,8 +23,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .inputs import (MAX_BYTES, MAX_PIXELS, MAX_SLICES, MIN_SIDE, ImageLoadError, SourceInfo,  # noqa: F401
-                     check_index, check_size)
+from .inputs import (MAX_BYTES, MAX_PIXELS, MAX_SLICES, MIN_SIDE, ImageLoadError,  # noqa: F401
+                     SourceInfo, check_index, check_size)
 
 # Only these Pillow decoders run on uploads: no EPS (Ghostscript), no exotic plugins.
 # (JPEG covers MPO, the multi-picture JPEG of phone cameras: its frame 0 is the photo.)
@@ -195,8 +195,8 @@ def describe(source: ImageSource, *, max_bytes: int = MAX_BYTES,
 
 def _frames(image: Image.Image) -> int:
     """Frames of an opened picture; a TIFF's pages counted by walking them, up to MAX_SLICES
-    (Pillow's n_frames walks every one, in time that grows faster than their number: a 1.5 MB
-    TIFF of 4,000 small pages took 0.6 s, and a 50 MB one would take minutes)."""
+    (Pillow's n_frames walks every one, in time that grows faster than their number, so a
+    large upload of tiny pages would hold a worker)."""
     if image.format != "TIFF":
         return getattr(image, "n_frames", 1)
     count = 1

@@ -209,7 +209,7 @@ def _zip_files(data: bytes, limits: Limits) -> list[_File]:
         listed = None
     entries, size = (listed[zipfile._ECD_ENTRIES_TOTAL], listed[zipfile._ECD_SIZE]) if listed else (0, 0)
     # Room for what macOS adds (a ._ twin per file, folders) and long names, no more: ZipFile
-    # parses the whole list (its size, whatever the count says), ~1 s per 100,000 entries.
+    # parses the whole list (by its size, whatever the count says) before anything is counted.
     if entries > 4 * limits.files or size > 4 * limits.files * 512:
         raise ImageLoadError(f"the .zip archive lists {entries:,} entr{'y' if entries == 1 else 'ies'} "
                              f"in a directory of {size / 1024:,.0f} KiB, more than a scan of "
