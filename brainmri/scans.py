@@ -304,23 +304,25 @@ def _number(value) -> float:
         return math.nan
 
 
-def _parse(files: list[_File], limit: int) -> tuple[list[_Slice], list[str]]:
+def _parse(files: list[_File], limit: int, alone: bool = False) -> tuple[list[_Slice], list[str]]:
     """DICOM files with pixels -> slices (headers and pixels parsed lazily by pydicom);
-    the names of files skipped, with why. A deflated file may inflate to `limit` bytes: in an
-    archive or folder, what one file may unpack to (`Limits.file_bytes`), so that many small
-    deflate bombs stay cheap; a file on its own, what a whole scan may (`Limits.total_bytes`)."""
-    slices, skipped, others, pictures = [], [], 0, 0
+    the names of files skipped, with why; a file read `alone` says its own damage instead. A
+    deflated file may inflate to `limit` bytes: in an archive or folder, what one file may
+    unpack to (`Limits.file_bytes`), so that many small deflate bombs stay cheap; a file on its
+    own, what a whole scan may (`Limits.total_bytes`)."""
+    slices, skipped, others = [], [], []
     for f in files:
         if not f.data:
             skipped.append(f"{f.name} (cannot be unpacked: the archive is damaged)")
             continue
         if volumes.sniff(f.data) != "dicom":
-            pictures += _is_picture(f.data)
-            others += 1
+            others.append(f.data)
             continue
         try:
             ds = volumes.dataset(f.data, inflate_limit=limit)
         except ImageLoadError as error:
+            if alone:
+                raise
             skipped.append(f"{f.name} ({error})")
             continue
         slices.append(_Slice(f.name, ds, 0, _vector(ds.get("ImagePositionPatient"), 3),
@@ -330,10 +332,13 @@ def _parse(files: list[_File], limit: int) -> tuple[list[_Slice], list[str]]:
     if skipped:
         notes.append(f"{len(skipped)} file{'s' * (len(skipped) > 1)} skipped: " + "; ".join(skipped))
     if others:
-        notes.append(f"{others} file{'s that are' if others > 1 else ' that is'} not a DICOM image ignored")
-    if pictures and not slices:         # slices zipped as pictures: say where they are answered
-        which = ("it is a picture" if others == 1 else "all are pictures" if pictures == others
-                 else f"{pictures} {'are pictures' if pictures > 1 else 'is a picture'}")
+        notes.append(f"{len(others)} file{'s that are' if len(others) > 1 else ' that is'} not a DICOM "
+                     "image ignored")
+    pictures = 0 if slices else sum(map(_is_picture, others))
+    if pictures:                        # slices zipped as pictures: say where they are answered
+        which = ("it is a picture" if len(others) == 1 else
+                 "all are pictures" if pictures == len(others) else
+                 f"{pictures} {'are pictures' if pictures > 1 else 'is a picture'}")
         notes.append(f"{which}: a picture is one slice, answered on its own; the batch command "
                      "answers a folder of them")
     return slices, notes
@@ -482,8 +487,9 @@ def _percentiles(stack: list[np.ndarray] | np.ndarray, samples: int = 4_000_000)
 
 
 def _series(files: list[_File], series: str | int | None, axis: int | None, max_pixels: int,
-            limits: Limits, inflate_limit: int | None = None) -> Scan:
-    slices, notes = _parse(files, inflate_limit or limits.file_bytes)
+            limits: Limits, alone: bool = False) -> Scan:
+    """The scan in `files` (an archive's or folder's, or one file read `alone`)."""
+    slices, notes = _parse(files, limits.total_bytes if alone else limits.file_bytes, alone)
     if not slices:
         raise ImageLoadError("no DICOM image found in the archive or folder"
                              + (f" ({'; '.join(notes)})" if notes else ""))
@@ -672,8 +678,7 @@ def read_scan(source: ImageSource | list, series: str | int | None = None, axis:
         if kind == "nifti":
             return _nifti_scan(data, axis, name, max_pixels, limits)
         if kind == "dicom":
-            volumes.dataset(data, inflate_limit=limits.total_bytes)  # damage said as its own
-            return _series([_File(name, data)], series, axis, max_pixels, limits, limits.total_bytes)
+            return _series([_File(name, data)], series, axis, max_pixels, limits, alone=True)
     try:
         pages = describe(data, max_bytes=limits.upload_bytes).frames
     except ImageLoadError:          # not even a readable picture: the kind of file still says it
