@@ -6,14 +6,17 @@ costs, against an ordinary scan's read.
 Times `brainmri.service.load_slice` (the app's reading: `load_image`, larger pictures reduced
 while decoded) on an empty file (any refusal: the upload checks alone), an ordinary scan
 (`--images`' first file, or a synthetic 512 px JPEG), a 4000x4000 PNG (under the pixel cap:
-decoded and reduced), and an 8000x8000 PNG (a valid picture over the cap). Target: the
-picture over the cap is refused from its header, so it costs no more than reading an ordinary
-scan and under 100 ms, whatever its size. Medians over repeats, taken in turn.
+decoded and reduced), an 8000x8000 PNG (a valid picture over the cap) and a 64 px PNG
+carrying 400,000 empty chunks (which Pillow would read one at a time). Target: each of the
+last two is refused before its pixels or chunks are read, so it costs no more than reading an
+ordinary scan and under 100 ms, whatever its size. Medians over repeats, taken in turn.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -33,6 +36,16 @@ def png(side: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.tile(ramp, (side, 1))).save(out, "PNG")
     return out.getvalue()
+
+
+def png_chunks(count: int) -> bytes:
+    """A 64x64 PNG with `count` empty private chunks (`prVt`) before its pixels."""
+    out = io.BytesIO()
+    Image.new("L", (64, 64)).save(out, "PNG")
+    data = out.getvalue()
+    empty = struct.pack(">I4sI", 0, b"prVt", zlib.crc32(b"prVt"))
+    at = data.index(b"IDAT") - 4
+    return data[:at] + empty * count + data[at:]
 
 
 def read(data: bytes) -> str:
@@ -58,12 +71,13 @@ def main(argv: list[str] | None = None) -> str:
     files, _ = scan_files(args.images, 1)
     source = f"the first file under {args.images}" if args.images else "a synthetic 512x512 JPEG"
     ordinary, over = "an ordinary scan", "an 8000x8000 PNG (over the cap)"
+    chunks = "a 64x64 PNG of 400,000 empty chunks"
     cases = {"an empty file (any refusal)": b"", ordinary: files[0],
-             "a 4000x4000 PNG (under the cap)": png(4000), over: png(8000)}
+             "a 4000x4000 PNG (under the cap)": png(4000), over: png(8000), chunks: png_chunks(400_000)}
     said = {name: read(data) for name, data in cases.items()}
     t = {name: Timing.of(v) for name, v in
          interleaved({name: (lambda i, d=data: read(d)) for name, data in cases.items()}, args.repeats).items()}
-    met = t[over].median < min(TARGET_MS, t[ordinary].median)
+    met = {name: t[name].median < min(TARGET_MS, t[ordinary].median) for name in (over, chunks)}
     lines = ["# brainmri reading benchmark", "", f"- date: {info['date']}", f"- CPU: {info['cpu']}",
              f"- ordinary scan: {source}; repeats: {args.repeats} (medians, taken in turn)", f"- load average at start: {load()}", "",
              "| upload | size | median ms | fastest ms | what the app does | target | met |",
@@ -71,8 +85,8 @@ def main(argv: list[str] | None = None) -> str:
     for name, data in cases.items():
         lines.append(f"| {name} | {len(data) / 2**10:.0f} KiB | {t[name].median:.1f} | {t[name].best:.1f} | "
                      f"{said[name][:80]} | "
-                     + (f"< {TARGET_MS:g} ms and < the ordinary scan's | {'yes' if met else '**no**'} |"
-                        if name == over else " |  |"))
+                     + (f"< {TARGET_MS:g} ms and < the ordinary scan's | {'yes' if met[name] else '**no**'} |"
+                        if name in met else " |  |"))
     return report(lines, args.out)
 
 

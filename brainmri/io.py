@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import Union
@@ -38,6 +39,9 @@ NOT_IMAGES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive or Off
               (b"%!PS", "a PostScript document"), (b"\xd0\xcf\x11\xe0", "an Office document"))
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PNG_CHUNKS = 1024             # chunks besides the pixels (text, colour, time, private ones)
+MAX_PNG_DATA_CHUNKS = 200_000     # pixel chunks (IDAT; APNG's fdAT): a 50 MiB image in 256-byte parts
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -69,8 +73,28 @@ def what_is(data: bytes) -> str | None:
     return None
 
 
+def check_png_chunks(data: bytes) -> None:
+    """ImageLoadError when a PNG lists more chunks than an image has. Pillow reads a PNG's
+    chunks one at a time in Python, so a small file of millions of empty chunks would hold a
+    worker for minutes; here only their headers are walked, up to the caps."""
+    at, other, pixels = len(PNG_SIGNATURE), 0, 0
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        if kind == b"IEND":
+            return
+        pixels, other = (pixels + 1, other) if kind in (b"IDAT", b"fdAT") else (pixels, other + 1)
+        if other > MAX_PNG_CHUNKS or pixels > MAX_PNG_DATA_CHUNKS:
+            what = (f"{MAX_PNG_CHUNKS:,} chunks besides its pixels" if other > MAX_PNG_CHUNKS
+                    else f"{MAX_PNG_DATA_CHUNKS:,} pixel chunks")
+            raise ImageLoadError(f"this PNG file holds more than {what}, far more than an image "
+                                 "has; save the image again as PNG or JPEG")
+        at += 12 + length
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Pillow's lazy open: the header only, with the size checked before any pixel is decoded."""
+    if data.startswith(PNG_SIGNATURE):
+        check_png_chunks(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

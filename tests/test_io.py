@@ -191,6 +191,39 @@ def test_the_reading_benchmark_times_each_upload_and_says_what_the_app_did(tmp_p
     assert "refused: the file is empty" in rows["an empty file (any refusal)"]
     assert "read 512x512" in rows["an ordinary scan"] and "read 2000x2000" in rows["a 4000x4000 PNG (under the cap)"]
     assert "refused: image is 8000x8000 pixels" in rows["an 8000x8000 PNG (over the cap)"]
+    assert "refused: this PNG file holds more than 1,024 chunks" in rows["a 64x64 PNG of 400,000 empty chunks"]
+
+
+def _png_chunk(kind: bytes, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_with(chunks: bytes, where: bytes, split_pixels: int = 1) -> bytes:
+    """GREY as a PNG with `chunks` inserted before the chunk `where` (b"IDAT" or b"IEND"),
+    its pixel data split into `split_pixels` IDAT chunks."""
+    data = encode(Image.fromarray(GREY), "PNG")
+    start = data.index(b"IDAT") - 4
+    length = struct.unpack(">I", data[start:start + 4])[0]
+    pixels = data[start + 8:start + 8 + length]
+    step = -(-len(pixels) // split_pixels)
+    idat = b"".join(_png_chunk(b"IDAT", pixels[k:k + step]) for k in range(0, len(pixels), step))
+    data = data[:start] + idat + data[start + 12 + length:]
+    at = data.index(where) - 4
+    return data[:at] + chunks + data[at:]
+
+
+@pytest.mark.parametrize("where", [b"IDAT", b"IEND"])
+def test_a_png_of_more_chunks_than_an_image_has_is_refused_before_pillow_reads_them(where, monkeypatch):
+    """Pillow reads a PNG's chunks one at a time in Python: a few megabytes of empty chunks
+    would hold a worker for seconds each read (`python -m benchmarks.reading` times it)."""
+    import brainmri.io as bio
+    text = b"".join(_png_chunk(b"tEXt", b"key\0value %d" % k) for k in range(1023))   # and IHDR
+    assert np.array_equal(np.asarray(load_image(_png_with(text, where))), GREY)     # at the cap: read
+    refused(_png_with(text + _png_chunk(b"prVt"), where),
+            "this PNG file holds more than 1,024 chunks besides its pixels, far more than an image has")
+    monkeypatch.setattr(bio, "MAX_PNG_DATA_CHUNKS", 8)                 # the pixel chunks' cap, made small
+    assert np.array_equal(np.asarray(load_image(_png_with(b"", where, split_pixels=8))), GREY)
+    refused(_png_with(b"", where, split_pixels=9), "this PNG file holds more than 8 pixel chunks")
 
 
 def test_pixel_cap_is_a_parameter():
