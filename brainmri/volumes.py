@@ -172,19 +172,27 @@ def window(pixels: np.ndarray, centre: float | None = None, width: float | None 
 
 
 def _decode_frame(ds, index: int) -> np.ndarray:
+    from . import dicom_codecs                  # registers its decoders with pydicom's
+    syntax = ds.file_meta.TransferSyntaxUID
+    if not _decodable(syntax):
+        raise ImageLoadError(f"this DICOM file's pixels are compressed as '{syntax.name}', "
+                             "which this server cannot decode; export it uncompressed or as PNG")
+    plugin = dicom_codecs.LABEL if syntax in dicom_codecs.DECODER_DEPENDENCIES else ""
     try:
-        ds.pixel_array_options(index=index)
+        ds.pixel_array_options(index=index, decoding_plugin=plugin)
         return ds.pixel_array
-    except (NotImplementedError, RuntimeError) as error:
-        syntax = ds.file_meta.TransferSyntaxUID
-        if "plugin" in str(error).lower() or "decod" in str(error).lower():
-            raise ImageLoadError(f"this DICOM file's pixels are compressed as '{syntax.name}', "
-                                 "which this server cannot decode; export it uncompressed or "
-                                 "as PNG") from None
-        raise ImageLoadError(f"the DICOM pixel data cannot be decoded ({error})") from None
-    except Exception as error:  # noqa: BLE001 - truncated or inconsistent pixel data
+    except Exception as error:  # noqa: BLE001 - truncated, damaged or inconsistent pixel data
         raise ImageLoadError(f"the DICOM pixel data is damaged or truncated "
                              f"({type(error).__name__})") from None
+
+
+def _decodable(syntax) -> bool:
+    """Whether an installed pydicom plugin decodes pixel data of this transfer syntax."""
+    from pydicom.pixels import get_decoder
+    try:
+        return get_decoder(syntax).is_available
+    except NotImplementedError:                 # a syntax pydicom has no decoder for
+        return False
 
 
 def read_dicom(data: bytes, frame: int | None, max_pixels: int) -> Image.Image:

@@ -10,6 +10,7 @@ import importlib.util
 import math
 import re
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -303,6 +304,18 @@ def test_a_scan_with_every_slice_refused_shows_a_refusal_not_an_empty_slice(tiny
     assert "No slice of this scan could be classified" in scan_part
     assert REFUSED in slice_part and "no dark background" in slice_part and "outside the head" not in slice_part
     assert bars is None and walk.value == 2
+
+
+def test_a_jpeg_lossless_dicom_is_answered_as_its_uncompressed_original(client):
+    """JPEG Lossless DICOM (first-order prediction and process 14), compressed by DCMTK,
+    through the real server: the same answer and outcome as the uncompressed file."""
+    fixtures = Path(__file__).parent / "fixtures" / "lossless"
+    *_, original = classify(client, str(fixtures / "grey12.dcm"), "baseline")
+    for kind in ("sv1", "p14"):
+        headline, bars, (before, after), _, heat, result = classify(client, str(fixtures / f"grey12-{kind}.dcm"), "baseline")
+        assert "cannot decode" not in headline and "Cannot use" not in headline
+        assert {k: result[k] for k in ("label", "outcome", "probabilities")} == \
+            {k: original[k] for k in ("label", "outcome", "probabilities")}
 
 
 def test_dicom_goes_to_the_model_with_its_modality(client):

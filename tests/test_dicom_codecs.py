@@ -1,0 +1,144 @@
+"""brainmri.dicom_codecs: JPEG Lossless DICOM reads as its uncompressed original, damaged
+streams are refused with a message without taking the process down, and JPEG-LS is refused
+by name.
+
+The files in tests/fixtures/lossless are synthetic pictures compressed by DCMTK (`make.py`
+there), an encoder independent of the decoders under test.
+"""
+from __future__ import annotations
+
+import io
+import random
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate, generate_frames
+
+from brainmri import volumes
+from brainmri.io import ImageLoadError, describe, load_image
+from brainmri.scans import read_scan
+
+FIXTURES = Path(__file__).parent / "fixtures" / "lossless"
+ORIGINALS = ("grey8", "grey12", "frames12", "rgb8")
+LOSSLESS = ("sv1", "p14")                # JPEG Lossless .70 (first-order prediction) and .57
+SYNTAX = {"sv1": pydicom.uid.JPEGLosslessSV1, "p14": pydicom.uid.JPEGLossless}
+
+
+def frames(path) -> np.ndarray:
+    """Every frame's stored values, (frames, rows, columns[, 3]), as the app decodes them."""
+    ds = pydicom.dcmread(path)
+    return np.stack([volumes._decode_frame(ds, i) for i in range(volumes.frame_count(ds))])
+
+
+@pytest.mark.parametrize("kind", LOSSLESS)
+@pytest.mark.parametrize("name", ORIGINALS)
+def test_lossless_compressions_read_as_the_uncompressed_original(name, kind):
+    path = FIXTURES / f"{name}-{kind}.dcm"
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == SYNTAX[kind]
+    original = FIXTURES / f"{name}.dcm"
+    assert np.array_equal(frames(path), frames(original))
+    assert np.array_equal(np.asarray(load_image(path)), np.asarray(load_image(original)))
+
+
+@pytest.mark.parametrize("path", [FIXTURES / "grey12-jls.dcm", get_testdata_file("MR_small_jpeg_ls_lossless.dcm")])
+def test_jpeg_ls_is_refused_by_name(path):
+    """CharLS, the JPEG-LS decoder of imagecodecs and pyjpegls, spends seconds on some small
+    damaged streams (`scripts/fuzz_dicom_codecs.py`): one upload would hold a worker."""
+    with pytest.raises(ImageLoadError, match="compressed as 'JPEG-LS Lossless Image Compression', "
+                                             "which this server cannot decode; export it uncompressed"):
+        load_image(path)
+
+
+def test_a_compressed_multiframe_file_is_a_volume():
+    path = FIXTURES / "frames12-sv1.dcm"
+    assert describe(path).frames == 3
+    scan, original = read_scan(path.read_bytes()), read_scan((FIXTURES / "frames12.dcm").read_bytes())
+    assert scan.source == "DICOM multi-frame" and len(scan.slices) == 3
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(scan.slices, original.slices))
+
+
+def _with_frame(path: Path, frame: bytes) -> bytes:
+    """The file at `path` with its (first) compressed frame replaced by `frame`."""
+    ds = pydicom.dcmread(path)
+    rest = list(generate_frames(ds.PixelData, number_of_frames=volumes.frame_count(ds)))[1:]
+    ds.PixelData = encapsulate([frame, *rest])
+    ds["PixelData"].is_undefined_length = True
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _first_frame(path: Path) -> bytes:
+    ds = pydicom.dcmread(path)
+    return next(generate_frames(ds.PixelData, number_of_frames=volumes.frame_count(ds)))
+
+
+@pytest.mark.parametrize("kind", LOSSLESS)
+def test_a_stream_larger_than_its_header_is_refused_before_it_is_allocated(kind):
+    """The compressed stream's own frame header claims 60000 x 60000 pixels while the DICOM
+    header says 40 x 48: decoded as the stream says, it would take gigabytes first."""
+    stream = bytearray(_first_frame(FIXTURES / f"grey12-{kind}.dcm"))
+    at = stream.index(b"\xff\xc3")                                  # the lossless frame header
+    stream[at + 5:at + 9] = (60000).to_bytes(2, "big") * 2          # height, width
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageLoadError, match="the DICOM pixel data is damaged or truncated"):
+            load_image(_with_frame(FIXTURES / f"grey12-{kind}.dcm", bytes(stream)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+
+@pytest.mark.parametrize("kind", LOSSLESS)
+def test_a_truncated_stream_is_refused(kind):
+    stream = _first_frame(FIXTURES / f"grey12-{kind}.dcm")
+    with pytest.raises(ImageLoadError, match="the DICOM pixel data is damaged or truncated"):
+        load_image(_with_frame(FIXTURES / f"grey12-{kind}.dcm", stream[: len(stream) // 3]))
+
+
+FUZZ = """
+import sys
+from brainmri.io import ImageLoadError, load_image
+read = refused = 0
+for path in sys.argv[1:]:
+    try:
+        load_image(path)
+        read += 1
+    except ImageLoadError:
+        refused += 1
+print(read, refused)
+"""
+
+
+def test_damaged_streams_are_read_or_refused_never_crash(tmp_path):
+    """Bytes changed, cut, repeated or removed inside each compressed frame, decoded in a child
+    process: a decoder that crashed (as GDCM aborts, and as imagecodecs' other lossless JPEG
+    decoders were seen to segfault) would end it by a signal instead of a message."""
+    rng = random.Random(0)
+    paths = []
+    for i in range(240):
+        source = FIXTURES / f"{ORIGINALS[i % 4]}-{LOSSLESS[i // 4 % 2]}.dcm"
+        stream = bytearray(_first_frame(source))
+        start = rng.randrange(2, len(stream))
+        if i % 3 == 0:
+            for _ in range(rng.randint(1, 8)):
+                stream[rng.randrange(len(stream))] = rng.randrange(256)
+        elif i % 3 == 1:
+            del stream[start:start + rng.randint(1, 64)]
+        else:
+            stream[start:start] = stream[rng.randrange(len(stream)):][:rng.randint(1, 64)]
+        stream += b"" if stream.endswith(b"\xff\xd9") else b"\xff\xd9"   # past the end check
+        paths.append(tmp_path / f"{i}.dcm")
+        paths[-1].write_bytes(_with_frame(source, bytes(stream)))
+    done = subprocess.run([sys.executable, "-c", FUZZ, *map(str, paths)], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    read, refused = map(int, done.stdout.split())
+    assert read + refused == len(paths) and refused > 0
