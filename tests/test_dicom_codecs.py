@@ -119,8 +119,8 @@ print(read, refused)
 
 def test_damaged_streams_are_read_or_refused_never_crash(tmp_path):
     """Bytes changed, cut, repeated or removed inside each compressed frame, decoded in a child
-    process: a decoder that crashed (as GDCM aborts, and as imagecodecs' other lossless JPEG
-    decoders were seen to segfault) would end it by a signal instead of a message."""
+    process: a decoder that crashed (as GDCM aborts, and as imagecodecs' liblj92 was seen to
+    segfault) would end it by a signal instead of a message."""
     rng = random.Random(0)
     paths = []
     for i in range(240):
