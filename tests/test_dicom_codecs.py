@@ -31,9 +31,10 @@ SYNTAX = {"sv1": pydicom.uid.JPEGLosslessSV1, "p14": pydicom.uid.JPEGLossless}
 
 
 def frames(path) -> np.ndarray:
-    """Every frame's stored values, (frames, rows, columns[, 3]), as the app decodes them."""
+    """Every frame's values, (frames, rows, columns[, 3]), as the app decodes them (before
+    any window)."""
     ds = pydicom.dcmread(path)
-    return np.stack([volumes._decode_frame(ds, i) for i in range(volumes.frame_count(ds))])
+    return np.stack([volumes.frame_values(ds, i)[0] for i in range(volumes.frame_count(ds))])
 
 
 @pytest.mark.parametrize("kind", LOSSLESS)
