@@ -75,8 +75,8 @@ def what_is(data: bytes) -> str | None:
 
 def check_png_chunks(data: bytes) -> None:
     """ImageLoadError when a PNG lists more chunks than an image has. Pillow reads a PNG's
-    chunks one at a time in Python, so a small file of millions of empty chunks would hold a
-    worker for minutes; here only their headers are walked, up to the caps."""
+    chunks one at a time in Python, so a file of millions of empty chunks would hold a worker
+    for as long as it reads them; here only their headers are walked, up to the caps."""
     at, other, pixels = len(PNG_SIGNATURE), 0, 0
     while at + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, at)
