@@ -7,8 +7,9 @@ with libjpeg-turbo (jpeg8) and leaves JPEG-LS refused:
 
 Seeds: the compressed frames of tests/fixtures/lossless (made by DCMTK). Each damaged stream
 has bytes changed (anywhere, or in its header), is cut, or has a run of bytes repeated or
-removed, and is decoded into an array of its file's declared size, as the app decodes. Prints, per decoder, how many streams killed the child, took over `--slow` seconds,
-or were still decoding after `--stall` seconds (then the child is stopped).
+removed, and is decoded into an array of its file's declared size, as the app decodes. Prints,
+per decoder, how many streams killed the child, took over `--slow` seconds, or were still
+decoding after `--stall` seconds (then the child is stopped).
 """
 from __future__ import annotations
 
