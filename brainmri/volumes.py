@@ -178,12 +178,43 @@ def _decode_frame(ds, index: int) -> np.ndarray:
         raise ImageLoadError(f"this DICOM file's pixels are compressed as '{syntax.name}', "
                              "which this server cannot decode; export it uncompressed or as PNG")
     plugin = dicom_codecs.LABEL if syntax in dicom_codecs.DECODER_DEPENDENCIES else ""
+    check_stream_size(ds, index)
     try:
         ds.pixel_array_options(index=index, decoding_plugin=plugin)
         return ds.pixel_array
     except Exception as error:  # noqa: BLE001 - truncated, damaged or inconsistent pixel data
         raise ImageLoadError(f"the DICOM pixel data is damaged or truncated "
                              f"({type(error).__name__})") from None
+
+
+def check_stream_size(ds, index: int) -> None:
+    """ImageLoadError when frame `index` is a JPEG or JPEG 2000 stream whose own header
+    declares another size than the DICOM header's Columns x Rows. pydicom decodes these
+    through Pillow at the size the stream declares and compares the sizes only after, so a
+    file of a few kilobytes could have a picture far larger than any scan decoded first.
+    Pillow's lazy open reads the stream's header alone; a stream it cannot parse is left to
+    the decoder, which refuses it."""
+    from pydicom import uid
+    from pydicom.encaps import get_frame
+    if ds.file_meta.TransferSyntaxUID not in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit,
+                                              uid.JPEG2000Lossless, uid.JPEG2000):
+        return
+    tables = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
+    offsets = tuple(ds[name].value for name in tables) if all(name in ds for name in tables) else None
+    declared = (int(ds.Columns), int(ds.Rows))
+    try:
+        stream = get_frame(ds.PixelData, index, number_of_frames=frame_count(ds), extended_offsets=offsets)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            size = Image.open(io.BytesIO(stream), formats=("JPEG", "JPEG2000")).size
+    except Image.DecompressionBombError:
+        size = None                                 # over twice Pillow's own pixel limit
+    except Exception:  # noqa: BLE001 - not parsed here: the decoder says what is wrong
+        return
+    if size != declared:
+        said = "is {}x{} pixels".format(*size) if size else "declares far more pixels"
+        raise ImageLoadError(f"the DICOM pixel data is damaged: its compressed picture {said}, but "
+                             "the file's header declares {}x{}".format(*declared))
 
 
 def _decodable(syntax) -> bool:

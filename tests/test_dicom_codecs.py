@@ -1,6 +1,7 @@
 """brainmri.dicom_codecs: JPEG Lossless DICOM reads as its uncompressed original, damaged
 streams are refused with a message without taking the process down, and JPEG-LS is refused
-by name.
+by name. JPEG and JPEG 2000 frames (decoded by Pillow through pydicom) whose own header
+declares another size than the DICOM header's are refused before they are decoded.
 
 The files in tests/fixtures/lossless are synthetic pictures compressed by DCMTK (`make.py`
 there), an encoder independent of the decoders under test.
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from PIL import ImageFile
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
 
@@ -64,11 +66,12 @@ def test_a_compressed_multiframe_file_is_a_volume():
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(scan.slices, original.slices))
 
 
-def _with_frame(path: Path, frame: bytes) -> bytes:
-    """The file at `path` with its (first) compressed frame replaced by `frame`."""
+def _with_frame(path: Path, frame: bytes, index: int = 0) -> bytes:
+    """The file at `path` with its compressed frame `index` replaced by `frame`."""
     ds = pydicom.dcmread(path)
-    rest = list(generate_frames(ds.PixelData, number_of_frames=volumes.frame_count(ds)))[1:]
-    ds.PixelData = encapsulate([frame, *rest])
+    frames = list(generate_frames(ds.PixelData, number_of_frames=volumes.frame_count(ds)))
+    frames[index] = frame
+    ds.PixelData = encapsulate(frames)
     ds["PixelData"].is_undefined_length = True
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -95,6 +98,42 @@ def test_a_stream_larger_than_its_header_is_refused_before_it_is_allocated(kind)
     finally:
         tracemalloc.stop()
     assert peak < 50 * 2**20
+
+
+# Where a frame's own header declares its picture's size: JPEG's SOF0 (height, width; 2 bytes
+# each) and JPEG 2000's SIZ marker (width, height; 4 bytes each), after the marker's first bytes.
+SIZE_AT = {"SC_rgb_jpeg_dcmtk.dcm": (b"\xff\xc0", 5, 2), "examples_ybr_color.dcm": (b"\xff\xc0", 5, 2),
+           "MR_small_jp2klossless.dcm": (b"\xff\x51", 6, 4)}
+
+
+@pytest.mark.parametrize(("name", "side", "said"), [
+    *((name, 9000, "is 9000x9000 pixels") for name in SIZE_AT),
+    ("MR_small_jp2klossless.dcm", 60000, "declares far more pixels")])
+def test_a_pillow_decoded_stream_claiming_another_size_is_refused_undecoded(name, side, said, monkeypatch):
+    """pydicom decodes JPEG and JPEG 2000 through Pillow at the size the stream itself declares
+    and compares it with the DICOM header's only after: a file of a few kilobytes would have
+    a picture of millions of pixels decoded first. The frame read is the middle one (of 30 in
+    examples_ybr_color.dcm)."""
+    path = Path(get_testdata_file(name))
+    ds = pydicom.dcmread(path)
+    middle = volumes.frame_count(ds) // 2
+    stream = bytearray(list(generate_frames(ds.PixelData, number_of_frames=volumes.frame_count(ds)))[middle])
+    marker, offset, width = SIZE_AT[name]
+    at = stream.index(marker) + offset
+    stream[at:at + 2 * width] = side.to_bytes(width, "big") * 2
+    data = _with_frame(path, bytes(stream), middle)
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(image))
+    with pytest.raises(ImageLoadError, match=f"the DICOM pixel data is damaged: its compressed picture "
+                                             f"{said}, but the file's header declares {ds.Columns}x{ds.Rows}"):
+        load_image(data)
+    assert not decoded
+
+
+@pytest.mark.parametrize("name", SIZE_AT)
+def test_pillow_decoded_frames_of_their_declared_size_read(name):
+    ds = pydicom.dcmread(get_testdata_file(name))
+    assert volumes.frame_values(ds, volumes.frame_count(ds) - 1)[0].shape[:2] == (ds.Rows, ds.Columns)
 
 
 @pytest.mark.parametrize("kind", LOSSLESS)
