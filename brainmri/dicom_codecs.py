@@ -1,6 +1,6 @@
-"""A pydicom decoder plugin for the lossless compression PACS exports use most: JPEG Lossless
+"""A pydicom decoder plugin for the lossless compressions PACS exports use most: JPEG Lossless
 (process 14, any predictor, and its first-order "SV1" form), decoded by libjpeg-turbo through
-imagecodecs (both BSD-licensed).
+imagecodecs (both BSD-licensed), and RLE Lossless, its PackBits segments decoded by imagecodecs.
 
     import brainmri.dicom_codecs   # once; then ds.pixel_array decodes these transfer syntaxes
 
@@ -9,12 +9,18 @@ taking a server down with it) or pylibjpeg-libjpeg (GPL-3.0). Each frame is deco
 array of the size its DICOM header declares, so a stream whose own header claims more rows or
 columns is refused before anything that size is allocated. JPEG-LS is not decoded: CharLS
 (imagecodecs' and pyjpegls' decoder) spends seconds on some small damaged streams before it
-refuses them (`python scripts/fuzz_dicom_codecs.py --decoders jpegls`).
+refuses them (`python scripts/fuzz_dicom_codecs.py --decoders jpegls`). pydicom's own RLE
+decoder walks each segment in Python with no bound on what it writes (two bytes of a repeat
+run write 128) and a Python step for each no-op byte; here each segment is decoded in C into
+at most twice its plane's size.
 
 A plugin module, as pydicom defines one (pydicom.pixels.decoders): `DECODER_DEPENDENCIES`,
-`is_available(uid)` and the decode function, `_decode_frame(src, runner) -> bytes`.
+`is_available(uid)` and the decode functions, `_decode_frame(src, runner) -> bytes` (JPEG
+Lossless) and `_decode_rle_frame` (RLE).
 """
 from __future__ import annotations
+
+import struct
 
 import numpy as np
 from pydicom import uid
@@ -26,7 +32,9 @@ except ImportError:  # pragma: no cover - requirements.txt installs it
     imagecodecs = None
 
 _DEPENDS = ("numpy", "imagecodecs")
-DECODER_DEPENDENCIES = {syntax: _DEPENDS for syntax in (uid.JPEGLossless, uid.JPEGLosslessSV1)}
+DECODER_DEPENDENCIES = {syntax: _DEPENDS for syntax in (uid.JPEGLossless, uid.JPEGLosslessSV1, uid.RLELossless)}
+DECODERS = {uid.JPEGLossless: "_decode_frame", uid.JPEGLosslessSV1: "_decode_frame",
+            uid.RLELossless: "_decode_rle_frame"}
 LABEL = "brainmri-imagecodecs"
 
 
@@ -56,12 +64,43 @@ def _decode_frame(src: bytes, runner) -> bytes:
     return out.tobytes()
 
 
+def _decode_rle_frame(src: bytes, runner) -> bytes:
+    """One RLE frame (DICOM PS3.5 annex G: a 64-byte header of segment offsets, then one
+    PackBits segment per byte of each sample, most significant first) -> its pixels as
+    pydicom's RLE decoder gives them: planar configuration 1, each sample little-endian. A
+    segment may decode to more than its plane (some encoders pad), up to twice; beyond that,
+    or short of it, the frame is damaged."""
+    rows, columns, samples = runner.rows, runner.columns, runner.samples_per_pixel
+    if runner.bits_allocated % 8:
+        raise NotImplementedError(f"RLE with {runner.bits_allocated} bits allocated")
+    width, plane = runner.bits_allocated // 8, rows * columns
+    if len(src) < 64:
+        raise ValueError("the RLE frame is shorter than its header")
+    count, *offsets = struct.unpack("<16L", bytes(src[:64]))
+    if count != samples * width:
+        raise ValueError(f"the RLE frame holds {count} segments, not {samples * width}")
+    bounds = [*offsets[:count], len(src)]
+    if bounds[0] != 64 or any(b > a for a, b in zip(bounds[1:], bounds)):
+        raise ValueError("the RLE segment offsets are out of order or out of the frame")
+    out = np.empty((samples, plane, width), np.uint8)
+    most_first = runner.get_option("rle_segment_order", ">") == ">"
+    for i in range(count):
+        decoded = imagecodecs.packbits_decode(memoryview(src)[bounds[i]:bounds[i + 1]],
+                                              out=np.empty(2 * plane, np.uint8))
+        if len(decoded) < plane:
+            raise ValueError(f"an RLE segment decodes to {len(decoded)} bytes, not {plane}")
+        sample, byte = divmod(i, width)
+        out[sample, :, width - 1 - byte if most_first else byte] = decoded[:plane]
+    runner.set_option("planar_configuration", 1)
+    return out.tobytes()
+
+
 def register() -> None:
     """Add this module's decoder to pydicom's for each of its transfer syntaxes, once.
     `brainmri.volumes` asks for it by `LABEL`, so an installed GDCM is not used even so."""
-    for syntax in DECODER_DEPENDENCIES:
+    for syntax, function in DECODERS.items():
         try:
-            base.get_decoder(syntax).add_plugin(LABEL, (__name__, "_decode_frame"))
+            base.get_decoder(syntax).add_plugin(LABEL, (__name__, function))
         except ValueError:  # already added (the module reloaded)
             pass
 

@@ -22,7 +22,7 @@ from PIL import ImageFile
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
 
-from brainmri import volumes
+from brainmri import dicom_codecs, volumes
 from brainmri.io import ImageLoadError, describe, load_image
 from brainmri.scans import read_scan
 
@@ -182,3 +182,88 @@ def test_damaged_streams_are_read_or_refused_never_crash(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     read, refused = map(int, done.stdout.split())
     assert read + refused == len(paths) and refused > 0
+
+
+RLE_FILES = ("MR_small_RLE.dcm", "SC_rgb_rle.dcm", "SC_rgb_rle_16bit_2frame.dcm", "SC_rgb_rle_32bit_2frame.dcm",
+             "rtdose_rle.dcm")
+
+
+@pytest.mark.parametrize("name", RLE_FILES)
+def test_rle_frames_decode_as_pydicoms_own_decoder_does(name):
+    """brainmri.dicom_codecs decodes RLE in C (imagecodecs' PackBits) where pydicom's decoder
+    walks each segment in Python: the same values, every frame (8 to 32 bits, signed, RGB)."""
+    ds = pydicom.dcmread(get_testdata_file(name))
+    for index in range(volumes.frame_count(ds)):
+        ds.pixel_array_options(index=index, decoding_plugin="pydicom")
+        theirs = ds.pixel_array
+        ds.pixel_array_options(index=index, decoding_plugin=dicom_codecs.LABEL)
+        assert ds.pixel_array.dtype == theirs.dtype and np.array_equal(ds.pixel_array, theirs)
+
+
+@pytest.mark.parametrize(("bits", "signed", "frames"), [(8, 0, 1), (12, 0, 3), (16, 1, 2)])
+def test_rle_compressed_by_pydicom_reads_as_the_uncompressed_original(bits, signed, frames):
+    ds = pydicom.dcmread(FIXTURES / "grey8.dcm" if bits == 8 else FIXTURES / "grey12.dcm")
+    rng = np.random.default_rng(bits)
+    dtype = {8: np.uint8, 12: np.uint16, 16: np.int16}[bits]
+    low, high = (-(2 ** 15), 2 ** 15) if signed else (0, 2 ** bits)
+    pixels = rng.integers(low, high, (frames, ds.Rows, ds.Columns)).astype(dtype)
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, signed
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = (pixels if frames > 1 else pixels[0]).tobytes()
+    ds.compress(pydicom.uid.RLELossless)                # pydicom's own RLE encoder
+    assert np.array_equal([volumes.frame_values(ds, i)[0] for i in range(frames)], pixels)
+
+
+def _rle_frame(segment: bytes) -> bytes:
+    """An RLE frame of one segment (an 8-bit grey picture)."""
+    return (1).to_bytes(4, "little") + (64).to_bytes(4, "little") + bytes(56) + segment
+
+
+def test_an_rle_segment_far_larger_than_its_plane_is_refused_unbuilt():
+    """Runs of 128 bytes, two bytes each: 8 MiB of them would decode to 512 MiB, which pydicom's
+    decoder builds (in a Python loop) before it drops what is past the plane."""
+    path = FIXTURES / "grey8.dcm"
+    tracemalloc.start()
+    try:
+        data = _with_rle_frame(path, _rle_frame(b"\x81\x00" * 2**22))
+        tracemalloc.reset_peak()
+        with pytest.raises(ImageLoadError, match="the DICOM pixel data is damaged or truncated"):
+            load_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20                         # the file and its copies, not what the runs make
+
+
+def test_rle_segments_short_of_their_plane_or_out_of_order_are_refused():
+    path = FIXTURES / "grey8.dcm"
+    short = _rle_frame(b"\x81\x00")                                 # 128 of 40 x 48 pixels
+    backwards = (1).to_bytes(4, "little") + (200).to_bytes(4, "little") + bytes(56) + b"\x81\x00" * 64
+    for frame in (short, backwards, short[:40]):
+        with pytest.raises(ImageLoadError, match="the DICOM pixel data is damaged or truncated"):
+            load_image(_with_rle_frame(path, frame))
+
+
+def test_rle_no_op_bytes_and_padding_past_the_plane_still_read():
+    """PackBits' no-op byte (-128) decodes to nothing, and some encoders pad a segment past its
+    plane: both read as the plain segment (up to twice the plane's size)."""
+    path = FIXTURES / "grey8.dcm"
+    pixels = np.asarray(pydicom.dcmread(path).pixel_array)
+    literal = b"".join(bytes([len(row) - 1]) + row.tobytes() for row in pixels)   # one literal run a row
+    plain = load_image(_with_rle_frame(path, _rle_frame(literal)))
+    assert np.array_equal(np.asarray(plain), np.asarray(load_image(path)))
+    for segment in (b"\x80" * 100_000 + literal, literal + b"\x81\x00" * 8):
+        assert np.array_equal(np.asarray(load_image(_with_rle_frame(path, _rle_frame(segment)))), np.asarray(plain))
+
+
+def _with_rle_frame(path: Path, frame: bytes) -> bytes:
+    """The uncompressed file at `path` as an RLE file of the one frame `frame`."""
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.RLELossless
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

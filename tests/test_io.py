@@ -375,7 +375,7 @@ def test_a_deflated_dicom_reads_as_pydicom_reads_it_and_a_deflate_bomb_is_refuse
 
 @pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"])
 def test_lossless_dicom_compressions_read_as_the_uncompressed_file(name):
-    """JPEG 2000 (Pillow's decoder) and RLE (pydicom's): the same picture as the uncompressed
+    """JPEG 2000 (Pillow's decoder) and RLE (brainmri.dicom_codecs'): the same picture as the uncompressed
     original, pixel for pixel."""
     original = get_testdata_file("MR_small.dcm")
     assert np.array_equal(np.asarray(load_image(get_testdata_file(name))), np.asarray(load_image(original)))
