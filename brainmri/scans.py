@@ -62,6 +62,7 @@ class Limits:
     total_bytes: int = volumes.MAX_VOLUME_BYTES   # all files together, unpacked
     slices: int = MAX_SLICES                # slices in the scan
     voxels: int = 2**27                     # slices x rows x columns
+    elements: int = 1_000_000               # DICOM data elements and items, all files together
 
 
 @dataclass(frozen=True)
@@ -304,13 +305,16 @@ def _number(value) -> float:
         return math.nan
 
 
-def _parse(files: list[_File], limit: int, alone: bool = False) -> tuple[list[_Slice], list[str]]:
+def _parse(files: list[_File], limit: int, alone: bool = False,
+           max_elements: int = Limits.elements) -> tuple[list[_Slice], list[str]]:
     """DICOM files with pixels -> slices (headers and pixels parsed lazily by pydicom);
     the names of files skipped, with why; a file read `alone` says its own damage instead. A
     deflated file may inflate to `limit` bytes: in an archive or folder, what one file may
     unpack to (`Limits.file_bytes`), so that many small deflate bombs stay cheap; a file on its
-    own, what a whole scan may (`Limits.total_bytes`)."""
-    slices, skipped, others = [], [], []
+    own, what a whole scan may (`Limits.total_bytes`). The files may hold `max_elements` DICOM data
+    elements together (each file its own `volumes.MAX_DICOM_ELEMENTS`), counted before pydicom
+    parses them one at a time."""
+    slices, skipped, others, left = [], [], [], max_elements
     for f in files:
         if not f.data:
             skipped.append(f"{f.name} (cannot be unpacked: the archive is damaged)")
@@ -318,8 +322,14 @@ def _parse(files: list[_File], limit: int, alone: bool = False) -> tuple[list[_S
         if volumes.sniff(f.data) != "dicom":
             others.append(f.data)
             continue
+        count = volumes.count_elements(f.data, min(left, volumes.MAX_DICOM_ELEMENTS))
+        left -= count
+        if left < 0:
+            raise ImageLoadError(f"the DICOM files hold more than {max_elements:,} data elements "
+                                 "together, far more than a scan has; export the series again")
         try:
-            ds = volumes.dataset(f.data, inflate_limit=limit)
+            ds = volumes.dataset(f.data, inflate_limit=limit,    # over its own cap: refused there
+                                 counted=count <= volumes.MAX_DICOM_ELEMENTS)
         except ImageLoadError as error:
             if alone:
                 raise
@@ -489,7 +499,7 @@ def _percentiles(stack: list[np.ndarray] | np.ndarray, samples: int = 4_000_000)
 def _series(files: list[_File], series: str | int | None, axis: int | None, max_pixels: int,
             limits: Limits, alone: bool = False) -> Scan:
     """The scan in `files` (an archive's or folder's, or one file read `alone`)."""
-    slices, notes = _parse(files, limits.total_bytes if alone else limits.file_bytes, alone)
+    slices, notes = _parse(files, limits.total_bytes if alone else limits.file_bytes, alone, limits.elements)
     if not slices:
         raise ImageLoadError("no DICOM image found in the archive or folder"
                              + (f" ({'; '.join(notes)})" if notes else ""))
@@ -653,7 +663,8 @@ def list_series(source: ImageSource, limits: Limits = Limits()) -> list[SeriesIn
         if volumes.sniff(data) == "nifti":
             info = volumes.describe("nifti", data)
             return [SeriesInfo(name, 1, name, "", info.frames)]
-    slices, notes = _parse(files, limits.total_bytes if data is not None else limits.file_bytes)
+    slices, notes = _parse(files, limits.total_bytes if data is not None else limits.file_bytes,
+                           max_elements=limits.elements)
     if not slices:
         raise ImageLoadError("no DICOM image found" + (f" ({'; '.join(notes)})" if notes else ""))
     return _group(slices)[0]

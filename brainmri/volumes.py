@@ -27,6 +27,7 @@ from PIL import Image
 from .inputs import ImageLoadError, SourceInfo, check_index, check_size
 
 MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz or deflated DICOM may not unpack to more (bomb)
+MAX_DICOM_ELEMENTS = 400_000       # data elements and items in one DICOM file, nested ones too
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 AXES = ("sagittal", "coronal", "axial")
 ACQUIRED = "acquired"                # a volume's slices in the plane it was acquired in
@@ -45,13 +46,106 @@ def sniff(data: bytes) -> str:
 
 # ----------------------------------------------------------------------------- DICOM
 def _raw_dicom(data: bytes):
-    """A DICOM data set without the 128-byte preamble, or None if it does not parse as one."""
+    """A DICOM data set without the 128-byte preamble, or None if it does not parse as one
+    (True, unparsed, when it holds more elements than a file may: `dataset` refuses it)."""
     import pydicom
+    if count_elements(data) > MAX_DICOM_ELEMENTS:
+        return True
     try:
         ds = pydicom.dcmread(io.BytesIO(inflated(data)), force=True, stop_before_pixels=True)
     except Exception:  # noqa: BLE001 - anything pydicom chokes on is simply "not DICOM"
         return None
     return ds if ("SOPClassUID" in ds or "Rows" in ds) else None
+
+
+_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
+                       b"UT", b"UV"))     # explicit VRs whose length takes 4 bytes after 2 reserved
+_VRS = _LONG_VRS | frozenset((b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS",
+                              b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL",
+                              b"US"))
+_UNDEFINED = 0xFFFFFFFF
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+_STRUCTS = {order: (struct.Struct(order + "HH"), struct.Struct(order + "L"), struct.Struct(order + "H"),
+                    struct.pack(order + "HH", 0xFFFE, 0xE000)) for order in "<>"}
+
+
+def count_elements(data: bytes, cap: int | None = None) -> int:
+    """The data elements and items of a DICOM file (preamble and file meta, or a raw data
+    set), nested ones included, counted from their headers alone (PS3.5 7.1, 7.5) up to
+    `cap` + 1 (default MAX_DICOM_ELEMENTS): pydicom parses each element in Python, and a file
+    of the upload limit's size can hold millions of empty ones. Sequences and items are walked
+    into, the fragments of encapsulated pixel data skipped, an explicit UN of undefined length
+    walked as implicit VR (PS3.5 6.2.2); a deflated data set is counted once inflated. The
+    count stops where a header does not parse (pydicom then says what is wrong)."""
+    cap = MAX_DICOM_ELEMENTS if cap is None else cap
+    preamble = data[128:132] == b"DICM"
+    at, n, end = (132 if preamble else 0), 0, len(data)
+    # Explicit VR unless the first element has no VR (as pydicom finds it, whatever the file
+    # meta says); big endian if the transfer syntax, or a raw data set's first group, says so.
+    implicit = False if preamble else data[4:6] not in _VRS
+    tag, long, short, item = _STRUCTS[">" if not preamble and data[:1] == b"\0" else "<"]
+    meta = preamble                          # walking the file meta (explicit VR little endian)
+    stack: list[tuple[int | None, bool, bool]] = []  # (end or None, implicit, fragments) to restore
+    fragments = False
+    while at + 8 <= end and n <= cap:
+        while stack and stack[-1][0] is not None and at >= stack[-1][0]:
+            _, implicit, fragments = stack.pop()
+        group, element = tag.unpack_from(data, at)
+        if meta and group != 2:              # the file meta ends here
+            syntax, meta = _meta_syntax(data, at), False
+            if syntax == "1.2.840.10008.1.2.1.99":               # deflated: counted once inflated
+                return n
+            implicit = data[at + 4:at + 6] not in _VRS
+            tag, long, short, item = _STRUCTS[">" if syntax == _BIG_ENDIAN else "<"]
+            group, element = tag.unpack_from(data, at)
+        n += 1
+        if group == 0xFFFE:                  # an item, or an item or sequence delimiter
+            length = long.unpack_from(data, at + 4)[0]
+            at += 8
+            if element == 0xE0DD and stack and stack[-1][0] is None:
+                _, implicit, fragments = stack.pop()
+            elif element == 0xE000 and fragments and length != _UNDEFINED:
+                at += length                 # a fragment of pixel data: bytes, not elements
+            continue
+        if implicit:
+            vr, length, at = b"", long.unpack_from(data, at + 4)[0], at + 8
+        else:
+            vr = data[at + 4:at + 6]
+            if vr not in _VRS:
+                return n                     # not an element header: left to pydicom
+            if vr in _LONG_VRS:
+                if at + 12 > end:
+                    return n
+                length, at = long.unpack_from(data, at + 8)[0], at + 12
+            else:
+                length, at = short.unpack_from(data, at + 6)[0], at + 8
+        if length == _UNDEFINED:             # a sequence, or encapsulated pixel data
+            stack.append((None, implicit, fragments))
+            implicit, fragments = implicit or vr == b"UN", (group, element) == (0x7FE0, 0x0010)
+        elif (vr == b"SQ" or (vr in (b"", b"UN") and data[at:at + 4] == item)) \
+                and (group, element) != (0x7FE0, 0x0010):
+            stack.append((at + length, implicit, fragments))      # walked into, to its end
+            implicit = implicit or vr == b"UN"
+        else:
+            at += length
+    return n
+
+
+def _meta_syntax(data: bytes, end: int) -> str:
+    """The TransferSyntaxUID (0002,0010) in the file meta of `data`, before `end`."""
+    at = data.find(b"\x02\x00\x10\x00UI", 132, end)
+    if at < 0:
+        return ""
+    length = struct.unpack_from("<H", data, at + 6)[0]
+    return data[at + 8:at + 8 + length].rstrip(b"\0 ").decode("ascii", "replace")
+
+
+def check_elements(data: bytes) -> None:
+    """ImageLoadError when a DICOM file holds more than MAX_DICOM_ELEMENTS data elements and
+    items (`count_elements`), before pydicom parses them one at a time."""
+    if count_elements(data) > MAX_DICOM_ELEMENTS:
+        raise ImageLoadError(f"this DICOM file holds more than {MAX_DICOM_ELEMENTS:,} data elements, "
+                             "far more than an image has; export the image again")
 
 
 def inflated(data: bytes, limit: int | None = None) -> bytes:
@@ -78,12 +172,18 @@ def inflated(data: bytes, limit: int | None = None) -> bytes:
     return out.getvalue() + body
 
 
-def dataset(data: bytes, header_only: bool = False, inflate_limit: int | None = None):
+def dataset(data: bytes, header_only: bool = False, inflate_limit: int | None = None,
+            counted: bool = False):
     """`data` read by pydicom; a deflated data set inflated within `inflate_limit` bytes
-    (`inflated`); ImageLoadError when damaged or, unless `header_only`, without pixels."""
+    (`inflated`); ImageLoadError when damaged, over MAX_DICOM_ELEMENTS (`check_elements`;
+    not again when the caller has `counted` them) or, unless `header_only`, without pixels."""
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    if not counted:
+        check_elements(data)
     plain = inflated(data, inflate_limit)
+    if plain is not data:
+        check_elements(plain)
     try:
         ds = pydicom.dcmread(io.BytesIO(plain), force=data[128:132] != b"DICM",
                              stop_before_pixels=header_only)

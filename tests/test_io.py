@@ -465,3 +465,80 @@ def test_max_side_reduces_early_by_a_whole_factor(fmt, mode):
     assert load_image(encode(Image.new("L", (900, 500)), fmt), max_side=1024).size == (900, 500)
     grey = to_grey(reduced)
     assert grey[:, 0].max() < 20 and grey[:, -1].min() > 200      # still the same ramp
+
+
+# ----------------------------------------------------------------------------- DICOM element counts
+def _count_pydicom(ds) -> int:
+    """Data elements and sequence items of a parsed data set, nested ones included."""
+    return sum(1 + (sum(1 + _count_pydicom(item) for item in el.value) if el.VR == "SQ" else 0) for el in ds)
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
+                                  "ExplVR_BigEndNoMeta.dcm", "rtplan.dcm", "waveform_ecg.dcm", "JPEG2000.dcm",
+                                  "rtdose.dcm", "rtstruct.dcm", "SC_rgb_jpeg.dcm", "nested_priv_SQ.dcm"])
+def test_dicom_elements_are_counted_from_their_headers_as_pydicom_parses_them(name):
+    """count_elements walks headers only (explicit and implicit VR, big endian, raw data sets,
+    sequences of defined and undefined length, encapsulated pixel data's fragments skipped):
+    at least every element and item pydicom finds, and no more than twice as many (the
+    delimiters and fragment items pydicom does not list)."""
+    path = get_testdata_file(name)
+    ds = pydicom.dcmread(path, force=True)
+    theirs = _count_pydicom(ds) + (_count_pydicom(ds.file_meta) if "file_meta" in dir(ds) else 0)
+    ours = volumes.count_elements(Path(path).read_bytes(), cap=10**6)
+    assert theirs <= ours <= 2 * theirs
+
+
+def _many_elements(count: int, nested: bool = False) -> pydicom.Dataset:
+    """MR_small with `count` empty private elements, at the top level or in a sequence's item."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    holder = pydicom.Dataset() if nested else ds
+    holder.add_new((0x0009, 0x0010), "LO", "brainmri test")
+    for i in range(count):
+        holder.add_new((0x0009, 0x1000 + i), "UN", b"")
+    if nested:
+        ds.add_new((0x0011, 0x0010), "LO", "brainmri test")
+        ds.add_new((0x0011, 0x1000), "SQ", pydicom.Sequence([holder]))
+    return ds
+
+
+@pytest.mark.parametrize("how", ["explicit", "implicit", "nested", "raw"])
+def test_a_dicom_file_of_more_elements_than_an_image_has_is_refused_unparsed(how, monkeypatch):
+    """pydicom parses each element in Python: a 50 MiB file of millions of empty ones held a
+    worker for tens of seconds per read (`python -m benchmarks.reading`). Counted from the
+    headers, it is refused before pydicom parses it; the cap is lowered here to keep the test
+    small."""
+    monkeypatch.setattr(volumes, "MAX_DICOM_ELEMENTS", 1000)
+    ds = _many_elements(1000, nested=how == "nested")
+    buf = io.BytesIO()
+    if how == "implicit":
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(buf, enforce_file_format=True, implicit_vr=True)
+    else:
+        ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    if how == "raw":                                 # the data set alone: no preamble, no file meta
+        data = data[144 + struct.unpack_from("<L", data, 140)[0]:]
+    assert (data[128:132] == b"DICM") == (how != "raw")
+    parsed = []
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: parsed.append(a))
+    for read in (load_image, describe):
+        with pytest.raises(ImageLoadError, match="this DICOM file holds more than 1,000 data elements, far "
+                                                 "more than an image has"):
+            read(data)
+    assert not parsed
+
+
+def test_a_scan_of_more_elements_than_its_limit_together_is_refused():
+    """Each file under its own cap, together over the scan's (`Limits.elements`)."""
+    files = {}
+    for i in range(4):
+        ds = _many_elements(100)
+        ds.ImagePositionPatient[2] += i
+        ds.InstanceNumber, ds.SOPInstanceUID = i + 1, pydicom.uid.generate_uid(entropy_srcs=[str(i)])
+        files[f"{i}.dcm"] = dicom_bytes(ds)
+    per_file = volumes.count_elements(files["0.dcm"])
+    data = zipped(files)
+    assert len(read_scan(data, limits=Limits(elements=4 * per_file)).slices) == 4
+    with pytest.raises(ImageLoadError, match=f"the DICOM files hold more than {4 * per_file - 1:,} data "
+                                             "elements together, far more than a scan has"):
+        read_scan(data, limits=Limits(elements=4 * per_file - 1))
