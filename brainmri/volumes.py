@@ -64,7 +64,6 @@ _VRS = _LONG_VRS | frozenset((b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b
                               b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL",
                               b"US"))
 _UNDEFINED = 0xFFFFFFFF
-_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _STRUCTS = {order: (struct.Struct(order + "HH"), struct.Struct(order + "L"), struct.Struct(order + "H"),
                     struct.pack(order + "HH", 0xFFFE, 0xE000)) for order in "<>"}
 
@@ -77,6 +76,7 @@ def count_elements(data: bytes, cap: int | None = None) -> int:
     into, the fragments of encapsulated pixel data skipped, an explicit UN of undefined length
     walked as implicit VR (PS3.5 6.2.2); a deflated data set is counted once inflated. The
     count stops where a header does not parse (pydicom then says what is wrong)."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
     cap = MAX_DICOM_ELEMENTS if cap is None else cap
     preamble = data[128:132] == b"DICM"
     at, n, end = (132 if preamble else 0), 0, len(data)
@@ -93,10 +93,10 @@ def count_elements(data: bytes, cap: int | None = None) -> int:
         group, element = tag.unpack_from(data, at)
         if meta and group != 2:              # the file meta ends here
             syntax, meta = _meta_syntax(data, at), False
-            if syntax == "1.2.840.10008.1.2.1.99":               # deflated: counted once inflated
+            if syntax == DeflatedExplicitVRLittleEndian:          # counted once inflated
                 return n
             implicit = data[at + 4:at + 6] not in _VRS
-            tag, long, short, item = _STRUCTS[">" if syntax == _BIG_ENDIAN else "<"]
+            tag, long, short, item = _STRUCTS[">" if syntax == ExplicitVRBigEndian else "<"]
             group, element = tag.unpack_from(data, at)
         n += 1
         if group == 0xFFFE:                  # an item, or an item or sequence delimiter
