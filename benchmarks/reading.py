@@ -10,10 +10,12 @@ decoded and reduced), an 8000x8000 PNG (a valid picture over the cap), a 64 px P
 400,000 empty chunks (which Pillow would read one at a time) and a 64x64 DICOM file whose
 JPEG 2000 stream is a 13000x13000 black picture (pydicom decodes it through Pillow at the
 stream's size), a 64x64 RLE DICOM file whose segment is 16 MiB of runs that decode to 64
-times that, and a 64x64 DICOM file of 4,000,000 empty elements (46 MiB; pydicom parses each in
-Python). Target: each of the last five is refused before its pixels, chunks or elements are
-read in full, so it costs no more than reading an ordinary scan and under 100 ms, whatever its
-size.
+times that, a 64x64 DICOM file of 4,000,000 empty elements (46 MiB; pydicom parses each in
+Python) and a 64x64x8 .nii.gz volume whose header carries 2,000,000 empty extensions (nibabel
+parses each in Python). Target: each of those DICOM and PNG files is refused before its
+pixels, chunks or elements are read in full, so it costs no more than reading an ordinary
+scan and under 100 ms, whatever its size; the volume, whose extensions the pixels do not
+need, is read in under 100 ms.
 Medians over repeats, taken in turn.
 """
 from __future__ import annotations
@@ -102,6 +104,20 @@ def dicom_elements(count: int) -> bytes:
     return data[:at] + empty + data[at:]
 
 
+def nifti_extensions(count: int) -> bytes:
+    """A 64x64x8 .nii.gz volume whose header carries `count` empty extensions (16 bytes each)
+    before its voxels."""
+    import gzip
+
+    import nibabel as nib
+    plain = nib.Nifti1Image(np.zeros((64, 64, 8), np.uint8), np.eye(4)).to_bytes()
+    extensions = b"\1\0\0\0" + struct.pack("<ii", 16, 0) * 2 * count    # the flag, then (size, code, 8 bytes)
+    voxels = 352 + len(extensions) - 4
+    header = bytearray(plain[:348])
+    header[108:112] = struct.pack("<f", voxels)
+    return gzip.compress(bytes(header) + extensions + plain[352:], 1)
+
+
 def read(data: bytes) -> str:
     """`load_slice` on `data`: "read WxH" or the refusal's words."""
     try:
@@ -129,13 +145,18 @@ def main(argv: list[str] | None = None) -> str:
     j2k = "a 64x64 DICOM whose JPEG 2000 stream is 13000x13000"
     rle = "a 64x64 RLE DICOM of 16 MiB of repeat runs"
     elements = "a 64x64 DICOM of 4,000,000 empty elements"
+    extensions = "a 64x64x8 .nii.gz of 2,000,000 header extensions"
     cases = {"an empty file (any refusal)": b"", ordinary: files[0],
              "a 4000x4000 PNG (under the cap)": png(4000), over: png(8000), chunks: png_chunks(400_000),
-             j2k: j2k_dicom(13000), rle: rle_dicom(16), elements: dicom_elements(4_000_000)}
+             j2k: j2k_dicom(13000), rle: rle_dicom(16), elements: dicom_elements(4_000_000),
+             extensions: nifti_extensions(2_000_000)}
     said = {name: read(data) for name, data in cases.items()}
     t = {name: Timing.of(v) for name, v in
          interleaved({name: (lambda i, d=data: read(d)) for name, data in cases.items()}, args.repeats).items()}
     met = {name: t[name].median < min(TARGET_MS, t[ordinary].median) for name in (over, chunks, j2k, rle, elements)}
+    met[extensions] = t[extensions].median < TARGET_MS
+    target = {name: f"< {TARGET_MS:g} ms" + (" and < the ordinary scan's" if name != extensions else "")
+              for name in met}
     lines = ["# brainmri reading benchmark", "", f"- date: {info['date']}", f"- CPU: {info['cpu']}",
              f"- ordinary scan: {source}; repeats: {args.repeats} (medians, taken in turn)", f"- load average at start: {load()}", "",
              "| upload | size | median ms | fastest ms | what the app does | target | met |",
@@ -143,8 +164,7 @@ def main(argv: list[str] | None = None) -> str:
     for name, data in cases.items():
         lines.append(f"| {name} | {len(data) / 2**10:.0f} KiB | {t[name].median:.1f} | {t[name].best:.1f} | "
                      f"{said[name][:80]} | "
-                     + (f"< {TARGET_MS:g} ms and < the ordinary scan's | {'yes' if met[name] else '**no**'} |"
-                        if name in met else " |  |"))
+                     + (f"{target[name]} | {'yes' if met[name] else '**no**'} |" if name in met else " |  |"))
     return report(lines, args.out)
 
 
