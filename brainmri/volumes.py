@@ -521,14 +521,16 @@ def nifti_shape(data: bytes) -> tuple[str, tuple[int, int, int]]:
 
 
 def _nifti(data: bytes, limit: int = MAX_VOLUME_BYTES):
-    """(nibabel image, 3-D shape), refusing header-only and 4-D files."""
+    """(nibabel image, 3-D shape), refusing header-only and 4-D files. The image is built as
+    nibabel's `from_file_map` builds it, from the fixed-size header alone: nibabel would parse
+    the header extensions in Python, one at a time, and a small .nii.gz can hold millions."""
     import nibabel as nib
     raw = unpack_gzip(data, limit)
     header = _header(raw[:544])
     shape = _shape3(header)
+    klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     try:
-        image = (nib.Nifti1Image if isinstance(header, nib.Nifti1Header) and not
-                 isinstance(header, nib.Nifti2Header) else nib.Nifti2Image).from_bytes(raw)
+        image = klass(klass.ImageArrayProxy(io.BytesIO(raw), header.copy()), header.get_best_affine(), header)
     except Exception as error:  # noqa: BLE001 - nibabel raises many kinds on damaged files
         raise ImageLoadError(f"the NIfTI file is damaged ({type(error).__name__})") from None
     return image, shape
