@@ -31,6 +31,7 @@ from .inputs import (MAX_BYTES, MAX_PIXELS, MAX_SLICES, MIN_SIDE, ImageLoadError
 # (JPEG covers MPO, the multi-picture JPEG of phone cameras: its frame 0 is the photo.)
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM", "JPEG2000")
 ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")     # several frames there means an animation
+GIF_FRAMES_SAID = 16                          # a GIF's frames counted up to this, then "more than"
 ACCEPTED = "JPEG, PNG, BMP, TIFF, WebP, DICOM or NIfTI"
 NOT_IMAGES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive or Office document"),
               (b"PK\x05\x06", "an empty ZIP archive"), (b"\x1f\x8b", "a gzip archive"),
@@ -135,7 +136,9 @@ def _decode(data: bytes, max_pixels: int, frame: int | None = None,
         image.draft(image.mode, (image.width // factor, image.height // factor))
     frames = _frames(image)
     if frames > 1 and image.format in ANIMATED_FORMATS:
-        raise ImageLoadError(f"this is an animated {image.format} ({frames} frames); a single "
+        many = image.format == "GIF" and frames > GIF_FRAMES_SAID
+        said = f"more than {GIF_FRAMES_SAID}" if many else frames
+        raise ImageLoadError(f"this is an animated {image.format} ({said} frames); a single "
                              "MRI slice is needed: save one frame as PNG or JPEG")
     try:
         if frame is not None and image.format != "MPO":   # MPO: frame 0 is the photo itself
@@ -218,22 +221,25 @@ def describe(source: ImageSource, *, max_bytes: int = MAX_BYTES,
 
 
 def _frames(image: Image.Image) -> int:
-    """Frames of an opened picture; a TIFF's pages counted by walking them, up to MAX_SLICES
-    (Pillow's n_frames walks every one, in time that grows faster than their number, so a
-    large upload of tiny pages would hold a worker)."""
-    if image.format != "TIFF":
+    """Frames of an opened picture; a TIFF's pages and a GIF's frames counted by walking them,
+    up to MAX_SLICES + 1 pages and GIF_FRAMES_SAID + 1 frames (Pillow's n_frames walks every
+    one in Python, for a TIFF in time that grows faster than their number, so a large upload of
+    tiny frames would hold a worker). A TIFF of more pages is refused; a GIF, an animation, is
+    refused whatever its count."""
+    if image.format not in ("TIFF", "GIF"):
         return getattr(image, "n_frames", 1)
-    count = 1
+    count, cap = 1, MAX_SLICES if image.format == "TIFF" else GIF_FRAMES_SAID
     try:
-        while count <= MAX_SLICES:
+        while count <= cap:
             image.seek(count)
             count += 1
     except EOFError:
         pass
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageLoadError(f"the TIFF file is damaged or truncated (page {count + 1}: {error})") from None
+        raise ImageLoadError(f"the {image.format} file is damaged or truncated "
+                             f"({'page' if image.format == 'TIFF' else 'frame'} {count + 1}: {error})") from None
     image.seek(0)
-    if count > MAX_SLICES:
+    if count > MAX_SLICES and image.format == "TIFF":
         raise ImageLoadError(f"this TIFF has more than {MAX_SLICES} pages, over the limit; save the "
                              "slices wanted as a smaller TIFF or as PNG files")
     return count

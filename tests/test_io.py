@@ -20,7 +20,7 @@ from pydicom.data import get_testdata_file
 
 from brainmri import volumes
 from brainmri.inputs import MAX_SLICES
-from brainmri.io import ImageLoadError, describe, load_image, to_grey
+from brainmri.io import GIF_FRAMES_SAID, ImageLoadError, describe, load_image, to_grey
 from brainmri.presets import EvalPreset
 from brainmri.scans import Limits, dicom_series_key, read_scan
 from brainmri.volumes import sniff, window, unpack_gzip
@@ -235,6 +235,20 @@ def test_animated_gif_is_refused_still_gif_is_fine():
     animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
     refused(animated, "animated GIF \\(3 frames\\)")
     assert load_image(encode(frames[1], "GIF")).size == (32, 32)
+
+
+def test_a_gif_of_more_frames_than_a_scan_has_slices_is_refused_without_walking_them_all(monkeypatch):
+    """Pillow's n_frames walks every frame of a GIF in Python: a 4.8 MiB GIF of 100,000 tiny
+    frames took half a second to refuse (`python -m benchmarks.reading`). An animation is
+    refused whatever its count, so its frames are counted only up to GIF_FRAMES_SAID + 1."""
+    frames = [Image.new("P", (16, 16), i % 2) for i in range(GIF_FRAMES_SAID + 40)]
+    animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=10, optimize=False)
+    from PIL import GifImagePlugin
+    seen, seek = [], GifImagePlugin.GifImageFile.seek
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "seek", lambda image, i: seen.append(i) or seek(image, i))
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "n_frames", property(lambda image: pytest.fail("n_frames")))
+    refused(animated, f"animated GIF \\(more than {GIF_FRAMES_SAID} frames\\)")
+    assert max(seen) == GIF_FRAMES_SAID
 
 
 def test_file_over_the_size_limit(tmp_path):
