@@ -5,6 +5,7 @@ NIfTI) both build on this module, so neither needs the other to say why an input
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ MAX_BYTES = 50 * 1024 * 1024          # uploads larger than this are refused unr
 MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16                         # smaller than this carries no anatomy
 MAX_SLICES = 512                      # slices of a scan, pages of a multi-page TIFF
+MAX_JPEG_SEGMENTS = 1024              # segments before a JPEG's first scan (tables, EXIF, ICC parts...)
+MAX_JPEG_PADDING = 2**16              # bytes between those segments (fill bytes and stray ones)
 
 
 class ImageLoadError(ValueError):
@@ -52,3 +55,35 @@ def check_index(name: str, index: int, count: int) -> int:
         raise ImageLoadError(f"{name} {index!r} is out of range: this file has {count} "
                              f"(0 to {count - 1})")
     return int(index)
+
+
+def check_jpeg_segments(data: bytes, what: str = "this JPEG file",
+                        advice: str = "save the image again as PNG or JPEG") -> None:
+    """ImageLoadError when a JPEG holds more segments, or more bytes between them, before its
+    first scan than an image has. Pillow reads those segments one at a time in Python, and
+    the bytes between them one at a time, so a file of millions of empty segments would hold
+    a worker; here only their markers and lengths are read, up to the caps. Markers without a
+    length (RSTn, TEM) count as segments."""
+    at, segments, padding = 2, 0, 0
+    while at < len(data) and segments <= MAX_JPEG_SEGMENTS and padding <= MAX_JPEG_PADDING:
+        mark = data.find(b"\xff", at)
+        if mark < 0:
+            return
+        while mark + 1 < len(data) and data[mark + 1] == 0xFF:      # fill bytes
+            mark += 1
+        padding += mark - at
+        if mark + 1 >= len(data) or data[mark + 1] == 0xDA:         # the first scan begins
+            return
+        segments += 1
+        marker = data[mark + 1]
+        if marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD8:    # no length follows
+            at = mark + 2
+        elif mark + 4 <= len(data):
+            at = mark + 2 + struct.unpack_from(">H", data, mark + 2)[0]
+        else:
+            return
+    if segments > MAX_JPEG_SEGMENTS or padding > MAX_JPEG_PADDING:
+        many = (f"{MAX_JPEG_SEGMENTS:,} segments" if segments > MAX_JPEG_SEGMENTS
+                else f"{MAX_JPEG_PADDING // 1024} KiB of stray bytes")
+        raise ImageLoadError(f"{what} holds more than {many} before its picture, far more than "
+                             f"an image has; {advice}")

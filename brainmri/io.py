@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .inputs import (MAX_BYTES, MAX_PIXELS, MAX_SLICES, MIN_SIDE, ImageLoadError,  # noqa: F401
-                     SourceInfo, check_index, check_size)
+                     SourceInfo, check_index, check_jpeg_segments, check_size)
 
 # Only these Pillow decoders run on uploads: no EPS (Ghostscript), no exotic plugins.
 # (JPEG covers MPO, the multi-picture JPEG of phone cameras: its frame 0 is the photo.)
@@ -96,6 +96,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Pillow's lazy open: the header only, with the size checked before any pixel is decoded."""
     if data.startswith(PNG_SIGNATURE):
         check_png_chunks(data)
+    elif data.startswith(b"\xff\xd8\xff"):
+        check_jpeg_segments(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

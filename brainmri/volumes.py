@@ -24,7 +24,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from .inputs import ImageLoadError, SourceInfo, check_index, check_size
+from .inputs import ImageLoadError, SourceInfo, check_index, check_jpeg_segments, check_size
 
 MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz or deflated DICOM may not unpack to more (bomb)
 MAX_DICOM_ELEMENTS = 400_000       # data elements and items in one DICOM file, nested ones too
@@ -292,8 +292,9 @@ def check_stream_size(ds, index: int) -> None:
     declares another size than the DICOM header's Columns x Rows. pydicom decodes these
     through Pillow at the size the stream declares and compares the sizes only after, so a
     file of a few kilobytes could have a picture far larger than any scan decoded first.
-    Pillow's lazy open reads the stream's header alone; a stream it cannot parse is left to
-    the decoder, which refuses it."""
+    Pillow's lazy open reads the stream's header alone (a JPEG's segments counted first,
+    `inputs.check_jpeg_segments`); a stream it cannot parse is left to the decoder, which refuses
+    it."""
     from pydicom import uid
     from pydicom.encaps import get_frame
     if ds.file_meta.TransferSyntaxUID not in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit,
@@ -304,6 +305,11 @@ def check_stream_size(ds, index: int) -> None:
     declared = (int(ds.Columns), int(ds.Rows))
     try:
         stream = get_frame(ds.PixelData, index, number_of_frames=frame_count(ds), extended_offsets=offsets)
+    except Exception:  # noqa: BLE001 - not parsed here: the decoder says what is wrong
+        return
+    if stream.startswith(b"\xff\xd8\xff"):
+        check_jpeg_segments(stream, "this DICOM file's JPEG frame", "export the image again")
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             size = Image.open(io.BytesIO(stream), formats=("JPEG", "JPEG2000")).size

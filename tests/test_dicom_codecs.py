@@ -130,6 +130,21 @@ def test_a_pillow_decoded_stream_claiming_another_size_is_refused_undecoded(name
     assert not decoded
 
 
+def test_a_dicom_jpeg_frame_of_more_segments_than_an_image_has_is_refused_unparsed(monkeypatch):
+    """Pillow would read the frame's segments one at a time in Python, first to check its
+    size and then to decode it."""
+    from PIL import JpegImagePlugin
+    path = Path(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
+    stream = _first_frame(path)
+    data = _with_frame(path, stream[:2] + b"\xff\xfe\x00\x02" * 2000 + stream[2:])
+    opened = []
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "_open", lambda image: opened.append(image))
+    with pytest.raises(ImageLoadError, match="this DICOM file's JPEG frame holds more than 1,024 segments "
+                                             "before its picture, far more than an image has; export"):
+        load_image(data)
+    assert not opened
+
+
 @pytest.mark.parametrize("name", SIZE_AT)
 def test_pillow_decoded_frames_of_their_declared_size_read(name):
     ds = pydicom.dcmread(get_testdata_file(name))

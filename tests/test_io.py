@@ -154,6 +154,28 @@ def test_a_zip_points_to_reading_it_whole(tmp_path):
     refused(series, "a .zip of one DICOM series is a whole scan: brainmri.scans.read_scan")
 
 
+def _with_segments(jpeg: bytes, extra: bytes) -> bytes:
+    return jpeg[:2] + extra + jpeg[2:]
+
+
+def test_a_jpeg_of_more_segments_or_stray_bytes_than_an_image_has_is_refused_unparsed(monkeypatch):
+    """Pillow reads the segments before a JPEG's first scan one at a time in Python, and any
+    bytes between them one at a time: a 15 MiB JPEG of four million empty comments took
+    seconds a read (`python -m benchmarks.reading`). Counted from their markers and lengths,
+    such files are refused before Pillow opens them."""
+    from PIL import JpegImagePlugin
+    jpeg = encode(Image.fromarray(GREY), "JPEG")
+    plain = np.asarray(load_image(jpeg))
+    padded = _with_segments(jpeg, b"\xff\xfe\x00\x06note" * 50 + b"\xff" * 30)   # comments, fill bytes
+    assert np.array_equal(np.asarray(load_image(padded)), plain)
+    opened = []
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "_open", lambda image: opened.append(image))
+    refused(_with_segments(jpeg, b"\xff\xfe\x00\x02" * 2000), "this JPEG file holds more than 1,024 "
+            "segments before its picture, far more than an image has; save the image again")
+    refused(_with_segments(jpeg, b"\xff\xfe\x00\x02" + b"\x07" * 70_000), "more than 64 KiB of stray bytes")
+    assert not opened
+
+
 def test_tiny_image():
     refused(encode(Image.new("L", (1, 1)), "PNG"), "only 1x1 pixels")
 
