@@ -69,8 +69,8 @@ def check_jpeg_segments(data: bytes, what: str = "this JPEG file",
         mark = data.find(b"\xff", at)
         if mark < 0:
             return
-        while mark + 1 < len(data) and data[mark + 1] == 0xFF:      # fill bytes
-            mark += 1
+        run = data[mark:mark + MAX_JPEG_PADDING + 2]             # fill bytes: the last 0xFF
+        mark += len(run) - len(run.lstrip(b"\xff")) - 1          # is the marker's own
         padding += mark - at
         if mark + 1 >= len(data) or data[mark + 1] == 0xDA:         # the first scan begins
             return
