@@ -32,9 +32,9 @@ except ImportError:  # pragma: no cover - requirements.txt installs it
     imagecodecs = None
 
 _DEPENDS = ("numpy", "imagecodecs")
-DECODER_DEPENDENCIES = {syntax: _DEPENDS for syntax in (uid.JPEGLossless, uid.JPEGLosslessSV1, uid.RLELossless)}
 DECODERS = {uid.JPEGLossless: "_decode_frame", uid.JPEGLosslessSV1: "_decode_frame",
-            uid.RLELossless: "_decode_rle_frame"}
+            uid.RLELossless: "_decode_rle_frame"}       # transfer syntax -> this module's function
+DECODER_DEPENDENCIES = {syntax: _DEPENDS for syntax in DECODERS}
 LABEL = "brainmri-imagecodecs"
 
 
@@ -80,13 +80,12 @@ def _decode_rle_frame(src: bytes, runner) -> bytes:
     if count != samples * width:
         raise ValueError(f"the RLE frame holds {count} segments, not {samples * width}")
     bounds = [*offsets[:count], len(src)]
-    if bounds[0] != 64 or any(b > a for a, b in zip(bounds[1:], bounds)):
+    if bounds[0] != 64 or any(later < earlier for earlier, later in zip(bounds, bounds[1:])):
         raise ValueError("the RLE segment offsets are out of order or out of the frame")
-    out = np.empty((samples, plane, width), np.uint8)
+    out, buffer = np.empty((samples, plane, width), np.uint8), np.empty(2 * plane, np.uint8)
     most_first = runner.get_option("rle_segment_order", ">") == ">"
-    for i in range(count):
-        decoded = imagecodecs.packbits_decode(memoryview(src)[bounds[i]:bounds[i + 1]],
-                                              out=np.empty(2 * plane, np.uint8))
+    for i in range(count):             # each segment decoded into `buffer`, then copied out
+        decoded = imagecodecs.packbits_decode(memoryview(src)[bounds[i]:bounds[i + 1]], out=buffer)
         if len(decoded) < plane:
             raise ValueError(f"an RLE segment decodes to {len(decoded)} bytes, not {plane}")
         sample, byte = divmod(i, width)
