@@ -37,7 +37,7 @@ PLANE_CHOICES = (ACQUIRED, *AXES)
 def sniff(data: bytes) -> str:
     """'dicom', 'nifti' or 'image' (anything else: Pillow decides, or names what it is)."""
     if data[128:132] == b"DICM" or (data[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x08")
-                                    and _raw_dicom(data) is not None):
+                                    and _is_raw_dicom(data)):
         return "dicom"
     if _nifti_version(_nifti_head(data)):
         return "nifti"
@@ -45,17 +45,18 @@ def sniff(data: bytes) -> str:
 
 
 # ----------------------------------------------------------------------------- DICOM
-def _raw_dicom(data: bytes):
-    """A DICOM data set without the 128-byte preamble, or None if it does not parse as one
-    (True, unparsed, when it holds more elements than a file may: `dataset` refuses it)."""
+def _is_raw_dicom(data: bytes) -> bool:
+    """Whether `data` is a DICOM data set without the 128-byte preamble: one that pydicom
+    parses, with an image's or a SOP instance's elements, or one holding more elements than
+    a file may (not parsed: `dataset` refuses it)."""
     import pydicom
     if count_elements(data) > MAX_DICOM_ELEMENTS:
         return True
     try:
         ds = pydicom.dcmread(io.BytesIO(inflated(data)), force=True, stop_before_pixels=True)
     except Exception:  # noqa: BLE001 - anything pydicom chokes on is simply "not DICOM"
-        return None
-    return ds if ("SOPClassUID" in ds or "Rows" in ds) else None
+        return False
+    return "SOPClassUID" in ds or "Rows" in ds
 
 
 _LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
