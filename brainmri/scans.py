@@ -260,18 +260,15 @@ def _listed_files(paths: list[Path], limits: Limits, folder: Path | None = None)
 
 def dicom_series_key(path: str | os.PathLike) -> str | None:
     """The series (`SeriesInfo.key`) of a single-frame DICOM image file with a preamble,
-    from its header; None for anything else, including files that cannot be read."""
-    import pydicom
+    from its header, read within an upload's bounds (size, inflation, `volumes.check_elements`);
+    None for anything else, including files that cannot be read or are refused."""
     try:
         with open(path, "rb") as f:
             if f.read(132)[128:132] != b"DICM":
                 return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            deflated = pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID") \
-                == pydicom.uid.DeflatedExplicitVRLittleEndian       # inflated here within bounds
-            ds = volumes.dataset(Path(path).read_bytes(), header_only=True) if deflated \
-                else pydicom.dcmread(path, stop_before_pixels=True)
+            ds = volumes.dataset(read_bytes(path), header_only=True)   # the upload's bounds
     except Exception:  # noqa: BLE001 - unreadable: left to the image path to name
         return None
     if "Rows" not in ds or volumes.frame_count(ds) > 1:
