@@ -5,11 +5,17 @@ with libjpeg-turbo (jpeg8) and leaves JPEG-LS refused:
 
     python scripts/fuzz_dicom_codecs.py --decoders jpeg8,jpegls,ljpeg,jpegsof3 --n 2000
 
-Seeds: the compressed frames of tests/fixtures/lossless (made by DCMTK). Each damaged stream
-has bytes changed (anywhere, or in its header), is cut, or has a run of bytes repeated or
-removed, and is decoded into an array of its file's declared size, as the app decodes. Prints,
-per decoder, how many streams killed the child, took over `--slow` seconds, or were still
-decoding after `--stall` seconds (then the child is stopped).
+Seeds: the compressed frames of tests/fixtures/lossless (made by DCMTK); with `--synthetic`,
+for JPEG-LS also phantoms of scan size encoded here by imagecodecs (256 x 256 in 12 bits,
+lossless and near-lossless, and 128 x 128 RGB). Each damaged stream has bytes changed
+(anywhere, or in its header), is cut, or has a run of bytes repeated or removed, and is decoded
+into an array of its file's declared size, as the app decodes; with `--eoi`, a stream whose
+damage took away its end-of-image marker has one appended (brainmri.dicom_codecs refuses a
+stream without one before any decoder sees it). Prints, per decoder, how many streams killed
+the child, took over `--slow` seconds, or were still decoding after `--stall` seconds (then the
+child is stopped).
+
+    python scripts/fuzz_dicom_codecs.py --decoders jpegls --synthetic --eoi --n 3000
 """
 from __future__ import annotations
 
@@ -49,6 +55,29 @@ def seeds(jpeg_ls: bool) -> list[tuple[bytes, tuple[int, ...], str]]:
             shape = (ds.Rows, ds.Columns) + ((3,) if ds.SamplesPerPixel == 3 else ())
             out.append((frame, shape, "uint8" if ds.BitsStored <= 8 else "uint16"))
     return out
+
+
+def phantoms() -> list[tuple[bytes, tuple[int, ...], str]]:
+    """JPEG-LS streams of scan-sized synthetic pictures: a 12-bit 256 x 256 head phantom (an
+    ellipse of smooth tissue, a brighter lesion, noise), lossless and near-lossless (NEAR 2),
+    and a 128 x 128 RGB picture of it, as (stream, shape, dtype)."""
+    import imagecodecs
+    import numpy as np
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[-1:1:256j, -1:1:256j]
+    head = (x / 0.8) ** 2 + (y / 0.95) ** 2 < 1
+    grey = head * (1500 + 600 * np.cos(6 * x) * np.sin(4 * y)) + ((x - 0.3) ** 2 + y ** 2 < 0.04) * 1200
+    grey = np.clip(grey + rng.normal(0, 40, grey.shape) * head, 0, 4095).astype(np.uint16)
+    rgb = np.repeat((grey[::2, ::2] >> 4).astype(np.uint8)[..., None], 3, axis=2)
+    rgb[..., 0] = np.clip(rgb[..., 0].astype(int) + 30, 0, 255)
+    return [(bytes(imagecodecs.jpegls_encode(grey)), grey.shape, "uint16"),
+            (bytes(imagecodecs.jpegls_encode(grey, level=2)), grey.shape, "uint16"),
+            (bytes(imagecodecs.jpegls_encode(rgb)), rgb.shape, "uint8")]
+
+
+def with_eoi(stream: bytes) -> bytes:
+    """`stream` ending with an end-of-image marker (an odd fragment's zero pad aside)."""
+    return stream if stream.rstrip(b"\0").endswith(b"\xff\xd9") else stream + b"\xff\xd9"
 
 
 def damaged(rng: random.Random, stream: bytes) -> bytes:
@@ -113,11 +142,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--slow", type=float, default=1.0, help="a stream that takes longer is listed as slow (s)")
     p.add_argument("--stall", type=float, default=20.0, help="a stream still decoding after this long is stopped (s)")
+    p.add_argument("--synthetic", action="store_true", help="JPEG-LS: scan-sized phantoms as seeds too")
+    p.add_argument("--eoi", action="store_true", help="each damaged stream ends with an end-of-image marker")
     args = p.parse_args(argv)
     for decoder in args.decoders.split(","):
         rng = random.Random(args.seed)
         pool = seeds(jpeg_ls=decoder == "jpegls")
-        streams = [(damaged(rng, stream), shape, dtype)
+        pool += phantoms() if args.synthetic and decoder == "jpegls" else []
+        end = with_eoi if args.eoi else bytes
+        streams = [(end(damaged(rng, stream)), shape, dtype)
                    for stream, shape, dtype in (rng.choice(pool) for _ in range(args.n))]
         found = trial(decoder, streams, args.slow, args.stall)
         print(f"{decoder}: {len(streams)} damaged streams from {len(pool)} seeds; killed the process: "
