@@ -1,22 +1,25 @@
 """A pydicom decoder plugin for the lossless compressions PACS exports use most: JPEG Lossless
 (process 14, any predictor, and its first-order "SV1" form), decoded by libjpeg-turbo through
-imagecodecs (both BSD-licensed), and RLE Lossless, its PackBits segments decoded by imagecodecs.
+imagecodecs (both BSD-licensed); JPEG-LS, lossless and near-lossless, decoded by CharLS
+through imagecodecs (BSD-licensed too); and RLE Lossless, its PackBits segments decoded by
+imagecodecs.
 
     import brainmri.dicom_codecs   # once; then ds.pixel_array decodes these transfer syntaxes
 
-pydicom's own plugins for it need GDCM (it can abort the whole process on damaged JPEG data,
-taking a server down with it) or pylibjpeg-libjpeg (GPL-3.0). Each frame is decoded into an
-array of the size its DICOM header declares, so a stream whose own header claims more rows or
-columns is refused before anything that size is allocated. JPEG-LS is not decoded: CharLS
-(imagecodecs' and pyjpegls' decoder) spends seconds on some small damaged streams before it
-refuses them (`python scripts/fuzz_dicom_codecs.py --decoders jpegls`). pydicom's own RLE
-decoder walks each segment in Python with no bound on what it writes (two bytes of a repeat
-run write 128) and a Python step for each no-op byte; here each segment is decoded in C into
-at most twice its plane's size.
+pydicom's own plugins for JPEG Lossless need GDCM (it can abort the whole process on damaged
+JPEG data, taking a server down with it) or pylibjpeg-libjpeg (GPL-3.0). Each frame is decoded
+into an array of the size its DICOM header declares, so a stream whose own header claims more
+rows or columns is refused before anything that size is allocated, and a JPEG or JPEG-LS
+stream must end with its end-of-image marker: libjpeg-turbo fills in what a cut stream lacks,
+and CharLS spends seconds on some streams without the marker (none of those with it held it a
+second: `python scripts/fuzz_dicom_codecs.py --decoders jpegls --synthetic --eoi`). pydicom's
+own RLE decoder walks each segment in Python with no bound on what it writes (two bytes of a
+repeat run write 128) and a Python step for each no-op byte; here each segment is decoded in C
+into at most twice its plane's size.
 
 A plugin module, as pydicom defines one (pydicom.pixels.decoders): `DECODER_DEPENDENCIES`,
 `is_available(uid)` and the decode functions, `_decode_frame(src, runner) -> bytes` (JPEG
-Lossless) and `_decode_rle_frame` (RLE).
+Lossless), `_decode_jpeg_ls_frame` and `_decode_rle_frame` (RLE).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ except ImportError:  # pragma: no cover - requirements.txt installs it
 
 _DEPENDS = ("numpy", "imagecodecs")
 DECODERS = {uid.JPEGLossless: "_decode_frame", uid.JPEGLosslessSV1: "_decode_frame",
+            uid.JPEGLSLossless: "_decode_jpeg_ls_frame", uid.JPEGLSNearLossless: "_decode_jpeg_ls_frame",
             uid.RLELossless: "_decode_rle_frame"}       # transfer syntax -> this module's function
 DECODER_DEPENDENCIES = {syntax: _DEPENDS for syntax in DECODERS}
 LABEL = "brainmri-imagecodecs"
@@ -42,26 +46,44 @@ def is_available(syntax: str) -> bool:
     return imagecodecs is not None and syntax in DECODER_DEPENDENCIES
 
 
-def _decode_frame(src: bytes, runner) -> bytes:
-    """One frame's compressed bytes -> its pixels, (rows, columns[, samples]) interleaved, in
-    8 bits when the file stores at most 8, else 16 (pydicom then applies the pixel
-    representation and photometric interpretation as for any other decoder)."""
+def _frame_array(src: bytes, runner, what: str) -> np.ndarray:
+    """An empty array for one frame, (rows, columns[, samples]) interleaved, in 8 bits when the
+    file stores at most 8, else 16; ValueError when `src`, a JPEG or JPEG-LS stream, does not
+    end with its end-of-image marker (an odd-length fragment may be padded by one zero byte)."""
+    if not bytes(src[-3:]).rstrip(b"\0").endswith(b"\xff\xd9"):
+        raise ValueError(f"the {what} stream ends before its end-of-image marker")
     samples = runner.samples_per_pixel
     shape = (runner.rows, runner.columns) + ((samples,) if samples > 1 else ())
-    dtype = np.uint8 if runner.bits_stored <= 8 else np.uint16
-    # libjpeg-turbo fills what a cut stream lacks and says so only in a warning, which
-    # imagecodecs does not pass on: a stream must end with its end-of-image marker (an
-    # odd-length fragment may be padded by one zero byte).
-    if not bytes(src[-3:]).rstrip(b"\0").endswith(b"\xff\xd9"):
-        raise ValueError("the JPEG stream ends before its end-of-image marker")
-    out = np.empty(shape, dtype)
-    # The colour space as stored: lossless JPEG has no YCbCr conversion to undo.
-    colour = "RGB" if samples > 1 else None
-    imagecodecs.jpeg8_decode(src, out=out, colorspace=colour, outcolorspace=colour)
+    return np.empty(shape, np.uint8 if runner.bits_stored <= 8 else np.uint16)
+
+
+def _decoded(out: np.ndarray, runner) -> bytes:
+    """A decoded frame's pixels as pydicom takes them (it then applies the pixel
+    representation and photometric interpretation as for any other decoder)."""
     runner.set_option("bits_allocated", out.itemsize * 8)
-    if samples > 1:
+    if out.ndim == 3:
         runner.set_option("planar_configuration", 0)
     return out.tobytes()
+
+
+def _decode_frame(src: bytes, runner) -> bytes:
+    """One JPEG Lossless frame's compressed bytes -> its pixels. libjpeg-turbo fills what a cut
+    stream lacks and says so only in a warning, which imagecodecs does not pass on, hence
+    the end-of-image check."""
+    out = _frame_array(src, runner, "JPEG")
+    # The colour space as stored: lossless JPEG has no YCbCr conversion to undo.
+    colour = "RGB" if out.ndim == 3 else None
+    imagecodecs.jpeg8_decode(src, out=out, colorspace=colour, outcolorspace=colour)
+    return _decoded(out, runner)
+
+
+def _decode_jpeg_ls_frame(src: bytes, runner) -> bytes:
+    """One JPEG-LS frame's compressed bytes -> its pixels, interleaved whatever the stream's
+    interleave mode. A stream without its end-of-image marker is refused before CharLS reads
+    it (on such streams it was seen to work for seconds)."""
+    out = _frame_array(src, runner, "JPEG-LS")
+    imagecodecs.jpegls_decode(src, out=out)
+    return _decoded(out, runner)
 
 
 def _decode_rle_frame(src: bytes, runner) -> bytes:

@@ -1,6 +1,6 @@
-"""brainmri.dicom_codecs: JPEG Lossless DICOM reads as its uncompressed original, damaged
-streams are refused with a message without taking the process down, and JPEG-LS is refused
-by name. JPEG and JPEG 2000 frames (decoded by Pillow through pydicom) whose own header
+"""brainmri.dicom_codecs: JPEG Lossless and JPEG-LS DICOM read as their uncompressed
+originals, and damaged streams are refused with a message without taking the process down or
+holding it. JPEG and JPEG 2000 frames (decoded by Pillow through pydicom) whose own header
 declares another size than the DICOM header's are refused before they are decoded.
 
 The files in tests/fixtures/lossless are synthetic pictures compressed by DCMTK (`make.py`
@@ -15,6 +15,7 @@ import sys
 import tracemalloc
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pydicom
 import pytest
@@ -28,8 +29,9 @@ from brainmri.scans import read_scan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lossless"
 ORIGINALS = ("grey8", "grey12", "frames12", "rgb8")
-LOSSLESS = ("sv1", "p14")                # JPEG Lossless .70 (first-order prediction) and .57
-SYNTAX = {"sv1": pydicom.uid.JPEGLosslessSV1, "p14": pydicom.uid.JPEGLossless}
+LOSSLESS = ("sv1", "p14", "jls")         # JPEG Lossless .70 (first-order prediction) and .57; JPEG-LS
+SYNTAX = {"sv1": pydicom.uid.JPEGLosslessSV1, "p14": pydicom.uid.JPEGLossless, "jls": pydicom.uid.JPEGLSLossless}
+FRAME_HEADER = {"sv1": b"\xff\xc3", "p14": b"\xff\xc3", "jls": b"\xff\xf7"}   # SOF3; JPEG-LS's SOF55
 
 
 def frames(path) -> np.ndarray:
@@ -49,13 +51,29 @@ def test_lossless_compressions_read_as_the_uncompressed_original(name, kind):
     assert np.array_equal(np.asarray(load_image(path)), np.asarray(load_image(original)))
 
 
-@pytest.mark.parametrize("path", [FIXTURES / "grey12-jls.dcm", get_testdata_file("MR_small_jpeg_ls_lossless.dcm")])
-def test_jpeg_ls_is_refused_by_name(path):
-    """CharLS, the JPEG-LS decoder of imagecodecs and pyjpegls, spends seconds on some small
-    damaged streams (`scripts/fuzz_dicom_codecs.py`): one upload would hold a worker."""
-    with pytest.raises(ImageLoadError, match="compressed as 'JPEG-LS Lossless Image Compression', "
-                                             "which this server cannot decode; export it uncompressed"):
-        load_image(path)
+def test_signed_jpeg_ls_reads_as_the_uncompressed_original():
+    """pydicom's MR_small (signed 16-bit) and its JPEG-LS copy: JPEG-LS stores no sign, which
+    pydicom restores from the stream's precision after this module decodes it."""
+    assert pydicom.dcmread(get_testdata_file("MR_small.dcm")).PixelRepresentation == 1
+    assert np.array_equal(frames(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")),
+                          frames(get_testdata_file("MR_small.dcm")))
+
+
+def test_near_lossless_jpeg_ls_reads_within_its_error_bound():
+    """A phantom encoded here near-lossless (each value within NEAR = 2 of the original), in
+    12 bits and as colour in both of pydicom's interleave modes' files."""
+    y, x = np.mgrid[-1:1:96j, -1:1:80j]
+    original = ((x ** 2 + y ** 2 < 0.8) * (1500 + 900 * np.cos(5 * x) * np.sin(3 * y))).astype(np.uint16)
+    ds = pydicom.dcmread(FIXTURES / "grey12.dcm")
+    ds.Rows, ds.Columns = original.shape
+    ds.PixelData = encapsulate([bytes(imagecodecs.jpegls_encode(original, level=2))])
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGLSNearLossless
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    decoded = frames(io.BytesIO(buf.getvalue()))[0]
+    assert decoded.shape == original.shape and 0 < np.abs(decoded - original).max() <= 2
+    line, sample = (frames(get_testdata_file(f"SC_rgb_jls_lossy_{mode}.dcm")) for mode in ("line", "sample"))
+    assert line.shape == (1, 100, 100, 3) and np.array_equal(line, sample)
 
 
 def test_a_compressed_multiframe_file_is_a_volume():
@@ -88,7 +106,7 @@ def test_a_stream_larger_than_its_header_is_refused_before_it_is_allocated(kind)
     """The compressed stream's own frame header claims 60000 x 60000 pixels while the DICOM
     header says 40 x 48: decoded as the stream says, it would take gigabytes first."""
     stream = bytearray(_first_frame(FIXTURES / f"grey12-{kind}.dcm"))
-    at = stream.index(b"\xff\xc3")                                  # the lossless frame header
+    at = stream.index(FRAME_HEADER[kind])
     stream[at + 5:at + 9] = (60000).to_bytes(2, "big") * 2          # height, width
     tracemalloc.start()
     try:
@@ -152,10 +170,16 @@ def test_pillow_decoded_frames_of_their_declared_size_read(name):
 
 
 @pytest.mark.parametrize("kind", LOSSLESS)
-def test_a_truncated_stream_is_refused(kind):
+def test_a_truncated_stream_is_refused_undecoded(kind, monkeypatch):
+    """Cut before its end-of-image marker: libjpeg-turbo would fill in the rest, and CharLS
+    was seen to work for seconds on such JPEG-LS streams (`scripts/fuzz_dicom_codecs.py`)."""
     stream = _first_frame(FIXTURES / f"grey12-{kind}.dcm")
+    decoded = []
+    for name in ("jpeg8_decode", "jpegls_decode"):
+        monkeypatch.setattr(imagecodecs, name, lambda *a, **k: decoded.append(a))
     with pytest.raises(ImageLoadError, match="the DICOM pixel data is damaged or truncated"):
         load_image(_with_frame(FIXTURES / f"grey12-{kind}.dcm", stream[: len(stream) // 3]))
+    assert not decoded
 
 
 FUZZ = """
@@ -179,7 +203,7 @@ def test_damaged_streams_are_read_or_refused_never_crash(tmp_path):
     rng = random.Random(0)
     paths = []
     for i in range(240):
-        source = FIXTURES / f"{ORIGINALS[i % 4]}-{LOSSLESS[i // 4 % 2]}.dcm"
+        source = FIXTURES / f"{ORIGINALS[i % 4]}-{LOSSLESS[i // 4 % 3]}.dcm"
         stream = bytearray(_first_frame(source))
         start = rng.randrange(2, len(stream))
         if i % 3 == 0:
