@@ -69,8 +69,9 @@ def check_jpeg_segments(data: bytes, what: str = "this JPEG file",
         mark = data.find(b"\xff", at)
         if mark < 0:
             return
-        run = data[mark:mark + MAX_JPEG_PADDING + 2]             # fill bytes: the last 0xFF
-        mark += len(run) - len(run.lstrip(b"\xff")) - 1          # is the marker's own
+        if data[mark + 1:mark + 2] == b"\xff":                    # fill bytes: the last 0xFF
+            run = data[mark:mark + MAX_JPEG_PADDING + 2]         # is the marker's own
+            mark += len(run) - len(run.lstrip(b"\xff")) - 1
         padding += mark - at
         if mark + 1 >= len(data) or data[mark + 1] == 0xDA:         # the first scan begins
             return
