@@ -73,7 +73,10 @@ def _decode_frame(src: bytes, runner) -> bytes:
     out = _frame_array(src, runner, "JPEG")
     # The colour space as stored: lossless JPEG has no YCbCr conversion to undo.
     colour = "RGB" if out.ndim == 3 else None
-    imagecodecs.jpeg8_decode(src, out=out, colorspace=colour, outcolorspace=colour)
+    try:
+        imagecodecs.jpeg8_decode(src, out=out, colorspace=colour, outcolorspace=colour)
+    except (RuntimeError, ValueError):         # imagecodecs' words, e.g. its array's shapes
+        raise ValueError(f"the JPEG stream is damaged or not of the header's {_size(runner)} pixels") from None
     return _decoded(out, runner)
 
 
@@ -82,8 +85,24 @@ def _decode_jpeg_ls_frame(src: bytes, runner) -> bytes:
     interleave mode. A stream without its end-of-image marker is refused before CharLS reads
     it (on such streams it was seen to work for seconds)."""
     out = _frame_array(src, runner, "JPEG-LS")
-    imagecodecs.jpegls_decode(src, out=out)
+    try:
+        imagecodecs.jpegls_decode(src, out=out)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"the JPEG-LS stream is damaged or not of the header's {_size(runner)} pixels") from None
     return _decoded(out, runner)
+
+
+def _size(runner) -> str:
+    return f"{runner.columns}x{runner.rows}"
+
+
+def refusal(error: Exception) -> str | None:
+    """What this module's decoder said of a frame it refused, from the error pydicom raised
+    (it names each plugin's failure as "<label>: <message>"); None when it was not this
+    module's. Its messages are written to be shown to a user."""
+    text = str(error)
+    at = text.find(f"{LABEL}: ")
+    return text[at + len(LABEL) + 2:].partition("\n")[0].strip() or None if at >= 0 else None
 
 
 def _decode_rle_frame(src: bytes, runner) -> bytes:
@@ -94,7 +113,7 @@ def _decode_rle_frame(src: bytes, runner) -> bytes:
     or short of it, the frame is damaged."""
     rows, columns, samples = runner.rows, runner.columns, runner.samples_per_pixel
     if runner.bits_allocated % 8:
-        raise NotImplementedError(f"RLE with {runner.bits_allocated} bits allocated")
+        raise NotImplementedError(f"RLE of {runner.bits_allocated} bits allocated is not read")
     width, plane = runner.bits_allocated // 8, rows * columns
     if len(src) < 64:
         raise ValueError("the RLE frame is shorter than its header")
@@ -107,9 +126,12 @@ def _decode_rle_frame(src: bytes, runner) -> bytes:
     out, buffer = np.empty((samples, plane, width), np.uint8), np.empty(2 * plane, np.uint8)
     most_first = runner.get_option("rle_segment_order", ">") == ">"
     for i in range(count):             # each segment decoded into `buffer`, then copied out
-        decoded = imagecodecs.packbits_decode(memoryview(src)[bounds[i]:bounds[i + 1]], out=buffer)
+        try:
+            decoded = imagecodecs.packbits_decode(memoryview(src)[bounds[i]:bounds[i + 1]], out=buffer)
+        except RuntimeError:           # imagecodecs': the buffer is full
+            raise ValueError(f"an RLE segment decodes to more than twice its {plane:,} bytes") from None
         if len(decoded) < plane:
-            raise ValueError(f"an RLE segment decodes to {len(decoded)} bytes, not {plane}")
+            raise ValueError(f"an RLE segment decodes to {len(decoded):,} bytes, not {plane:,}")
         sample, byte = divmod(i, width)
         out[sample, :, width - 1 - byte if most_first else byte] = decoded[:plane]
     runner.set_option("planar_configuration", 1)

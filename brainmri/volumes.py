@@ -284,8 +284,9 @@ def _decode_frame(ds, index: int) -> np.ndarray:
         ds.pixel_array_options(index=index, decoding_plugin=plugin)
         return ds.pixel_array
     except Exception as error:  # noqa: BLE001 - truncated, damaged or inconsistent pixel data
-        raise ImageLoadError(f"the DICOM pixel data is damaged or truncated "
-                             f"({type(error).__name__})") from None
+        said = dicom_codecs.refusal(error)
+        raise ImageLoadError("the DICOM pixel data is damaged or truncated"
+                             + (f": {said}" if said else f" ({type(error).__name__})")) from None
 
 
 def check_stream_size(ds, index: int) -> None:

@@ -108,9 +108,11 @@ def test_a_stream_larger_than_its_header_is_refused_before_it_is_allocated(kind)
     stream = bytearray(_first_frame(FIXTURES / f"grey12-{kind}.dcm"))
     at = stream.index(FRAME_HEADER[kind])
     stream[at + 5:at + 9] = (60000).to_bytes(2, "big") * 2          # height, width
+    what = "JPEG-LS" if kind == "jls" else "JPEG"
     tracemalloc.start()
     try:
-        with pytest.raises(ImageLoadError, match="the DICOM pixel data is damaged or truncated"):
+        with pytest.raises(ImageLoadError, match=f"the DICOM pixel data is damaged or truncated: the {what} "
+                                                 "stream is damaged or not of the header's 48x40 pixels"):
             load_image(_with_frame(FIXTURES / f"grey12-{kind}.dcm", bytes(stream)))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -177,9 +179,22 @@ def test_a_truncated_stream_is_refused_undecoded(kind, monkeypatch):
     decoded = []
     for name in ("jpeg8_decode", "jpegls_decode"):
         monkeypatch.setattr(imagecodecs, name, lambda *a, **k: decoded.append(a))
-    with pytest.raises(ImageLoadError, match="the DICOM pixel data is damaged or truncated"):
+    what = "JPEG-LS" if kind == "jls" else "JPEG"
+    with pytest.raises(ImageLoadError, match=f"the DICOM pixel data is damaged or truncated: the {what} "
+                                             "stream ends before its end-of-image marker"):
         load_image(_with_frame(FIXTURES / f"grey12-{kind}.dcm", stream[: len(stream) // 3]))
     assert not decoded
+
+
+def test_the_decoders_own_words_reach_the_user_and_no_one_elses():
+    """pydicom reports a plugin's failure inside its own RuntimeError; this module's messages
+    are written for users, other plugins' and pydicom's are named by their kind only."""
+    said = RuntimeError("Unable to decode as exceptions were raised by all available plugins:\n"
+                        f"  {dicom_codecs.LABEL}: the JPEG stream ends before its end-of-image marker\n"
+                        "  other: something else")
+    assert dicom_codecs.refusal(said) == "the JPEG stream ends before its end-of-image marker"
+    assert dicom_codecs.refusal(RuntimeError("... plugins:\n  gdcm: failed")) is None
+    assert dicom_codecs.refusal(ValueError("")) is None
 
 
 FUZZ = """
@@ -267,7 +282,8 @@ def test_an_rle_segment_far_larger_than_its_plane_is_refused_unbuilt():
     try:
         data = _with_rle_frame(path, _rle_frame(b"\x81\x00" * 2**22))
         tracemalloc.reset_peak()
-        with pytest.raises(ImageLoadError, match="the DICOM pixel data is damaged or truncated"):
+        with pytest.raises(ImageLoadError, match="the DICOM pixel data is damaged or truncated: an RLE "
+                                                 "segment decodes to more than twice its 1,920 bytes"):
             load_image(data)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
