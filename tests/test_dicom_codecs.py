@@ -76,8 +76,9 @@ def test_near_lossless_jpeg_ls_reads_within_its_error_bound():
     assert line.shape == (1, 100, 100, 3) and np.array_equal(line, sample)
 
 
-def test_a_compressed_multiframe_file_is_a_volume():
-    path = FIXTURES / "frames12-sv1.dcm"
+@pytest.mark.parametrize("kind", ["sv1", "jls"])
+def test_a_compressed_multiframe_file_is_a_volume(kind):
+    path = FIXTURES / f"frames12-{kind}.dcm"
     assert describe(path).frames == 3
     scan, original = read_scan(path.read_bytes()), read_scan((FIXTURES / "frames12.dcm").read_bytes())
     assert scan.source == "DICOM multi-frame" and len(scan.slices) == 3
