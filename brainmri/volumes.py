@@ -711,7 +711,7 @@ def describe(kind: str, data: bytes) -> SourceInfo:
         ds = dataset(data, header_only=True)
         frames = frame_count(ds)
         if frames > 1:                          # the count is only believed once the pixels hold it
-            check_frames(dataset(data))
+            check_frames(dataset(data, counted=True))
         shape = (frames, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
         return SourceInfo("dicom", f"DICOM {ds.get('Modality', '')}".strip(), shape, frames, frames // 2)
     import nibabel as nib

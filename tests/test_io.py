@@ -596,6 +596,15 @@ def test_a_dicom_file_of_more_elements_than_an_image_has_is_refused_unparsed(how
     assert not parsed
 
 
+def test_describe_counts_a_multiframe_files_elements_once(monkeypatch):
+    """Its header is parsed, then (the frame count believed only once the pixels hold it) the
+    whole file, its elements already counted."""
+    path = Path(__file__).parent / "fixtures" / "lossless" / "frames12.dcm"
+    counted, count = [], volumes.count_elements
+    monkeypatch.setattr(volumes, "count_elements", lambda *a, **k: counted.append(1) or count(*a, **k))
+    assert describe(path).frames == 3 and len(counted) == 1
+
+
 def test_a_scan_of_more_elements_than_its_limit_together_is_refused():
     """Each file under its own cap, together over the scan's (`Limits.elements`)."""
     files = {}
