@@ -306,12 +306,12 @@ def test_a_scan_with_every_slice_refused_shows_a_refusal_not_an_empty_slice(tiny
     assert bars is None and walk.value == 2
 
 
-def test_a_jpeg_lossless_dicom_is_answered_as_its_uncompressed_original(client):
-    """JPEG Lossless DICOM (first-order prediction and process 14), compressed by DCMTK,
-    through the real server: the same answer and outcome as the uncompressed file."""
+def test_a_lossless_compressed_dicom_is_answered_as_its_uncompressed_original(client):
+    """JPEG Lossless (first-order prediction and process 14) and JPEG-LS DICOM, compressed by
+    DCMTK, through the real server: the same answer and outcome as the uncompressed file."""
     fixtures = Path(__file__).parent / "fixtures" / "lossless"
     *_, original = classify(client, str(fixtures / "grey12.dcm"), "baseline")
-    for kind in ("sv1", "p14"):
+    for kind in ("sv1", "p14", "jls"):
         headline, bars, (before, after), _, heat, result = classify(client, str(fixtures / f"grey12-{kind}.dcm"), "baseline")
         assert "cannot decode" not in headline and "Cannot use" not in headline
         assert {k: result[k] for k in ("label", "outcome", "probabilities")} == \
