@@ -153,7 +153,7 @@ def test_a_pillow_decoded_stream_claiming_another_size_is_refused_undecoded(name
 
 def test_a_dicom_jpeg_frame_of_more_segments_than_an_image_has_is_refused_unparsed(monkeypatch):
     """Pillow would read the frame's segments one at a time in Python, first to check its
-    size and then to decode it."""
+    size and then to decode it; libjpeg would decode each of its scans over the picture."""
     from PIL import JpegImagePlugin
     path = Path(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
     stream = _first_frame(path)
@@ -163,6 +163,9 @@ def test_a_dicom_jpeg_frame_of_more_segments_than_an_image_has_is_refused_unpars
     with pytest.raises(ImageLoadError, match="this DICOM file's JPEG frame holds more than 1,024 segments "
                                              "before its picture, far more than an image has; export"):
         load_image(data)
+    last = stream.rindex(b"\xff\xda")                        # its scan, repeated: 41 scans
+    with pytest.raises(ImageLoadError, match="this DICOM file's JPEG frame holds more than 32 scans"):
+        load_image(_with_frame(path, stream[:-2] + stream[last:-2] * 40 + stream[-2:]))
     assert not opened
 
 

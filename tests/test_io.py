@@ -177,6 +177,31 @@ def test_a_jpeg_of_more_segments_or_stray_bytes_than_an_image_has_is_refused_unp
     assert not opened
 
 
+def _scans(jpeg: bytes, count: int) -> bytes:
+    """A progressive `jpeg` with its last scan repeated until it has `count` scans."""
+    last = jpeg.rindex(b"\xff\xda")
+    return jpeg[:-2] + jpeg[last:-2] * (count - jpeg.count(b"\xff\xda")) + jpeg[-2:]
+
+
+def test_a_progressive_jpeg_of_more_scans_than_an_image_has_is_refused_undecoded(monkeypatch):
+    """libjpeg decodes each scan over the whole picture: a 96 KiB progressive JPEG of 1,000
+    scans took seconds a read (`python -m benchmarks.reading`). Counted by their markers,
+    more than MAX_JPEG_SCANS are refused before anything is decoded; an EXIF thumbnail's own
+    scans, before the picture's, are not counted."""
+    from brainmri.inputs import MAX_JPEG_SCANS
+    out = io.BytesIO()
+    Image.fromarray(GREY).save(out, "JPEG", progressive=True)
+    jpeg = out.getvalue()
+    thumbnail = _with_segments(jpeg, b"\xff\xe1" + struct.pack(">H", 2 + 40 * 4) + b"\xff\xda\x00\x02" * 40)
+    for most in (_scans(jpeg, MAX_JPEG_SCANS), _scans(thumbnail, MAX_JPEG_SCANS)):
+        assert load_image(most).size == (64, 64)
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(image))
+    refused(_scans(jpeg, MAX_JPEG_SCANS + 1), f"this JPEG file holds more than {MAX_JPEG_SCANS} scans, "
+            "far more than an image has \\(a progressive JPEG has about ten\\); save the image again")
+    assert not decoded
+
+
 def test_tiny_image():
     refused(encode(Image.new("L", (1, 1)), "PNG"), "only 1x1 pixels")
 
