@@ -43,6 +43,8 @@ ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_CHUNKS = 1024             # chunks besides the pixels (text, colour, time, private ones)
 MAX_PNG_DATA_CHUNKS = 200_000     # pixel chunks (IDAT; APNG's fdAT): a 50 MiB image in 256-byte parts
+MAX_RLE_BMP_PIXELS = 1024 * 1024  # Pillow decodes RLE BMP in Python: a step a run, and a padded pixel
+BMP_RLE = {1: "RLE8", 2: "RLE4"}  # BMP compressions decoded in Python
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -114,6 +116,11 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageLoadError(f"the image file is damaged or truncated ({error})") from None
     check_size(image.width, image.height, max_pixels)
+    rle = BMP_RLE.get(image.info.get("compression")) if image.format == "BMP" else None
+    if rle and image.width * image.height > MAX_RLE_BMP_PIXELS:
+        raise ImageLoadError(f"this BMP file is run-length compressed ({rle}) and {image.width}x"
+                             f"{image.height} pixels; such files are read up to {MAX_RLE_BMP_PIXELS:,} pixels "
+                             "(their decoder is slow); save the image again as PNG")
     return image
 
 

@@ -202,6 +202,33 @@ def test_a_progressive_jpeg_of_more_scans_than_an_image_has_is_refused_undecoded
     assert not decoded
 
 
+def _rle_bmp(width: int, height: int, bits: int = 8) -> bytes:
+    """A BMP compressed with RLE8 (or RLE4), each line one run of its row's value."""
+    colours = 1 << bits
+    palette = b"".join(bytes([i * 255 // (colours - 1)] * 3) + b"\0" for i in range(colours))
+    body = b"".join(bytes([min(width, 255), (y % colours) * (0x11 if bits == 4 else 1)])
+                    + b"\x00\x00" for y in range(height)) + b"\x00\x01"
+    start = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, 1 if bits == 8 else 2, len(body),
+                       2835, 2835, colours, 0)
+    return b"BM" + struct.pack("<IHHI", start + len(body), 0, 0, start) + info + palette + body
+
+
+def test_a_large_run_length_compressed_bmp_is_refused_undecoded(monkeypatch):
+    """Pillow decodes RLE BMP in Python, a step for each run and for each pixel it pads a line
+    with: a 17 KiB 4096x4096 file took seconds a read (`python -m benchmarks.reading`). Up to
+    MAX_RLE_BMP_PIXELS they are read (here, bottom-up, each row its own value)."""
+    from brainmri.io import MAX_RLE_BMP_PIXELS
+    small = np.asarray(load_image(_rle_bmp(64, 48)))
+    assert small.shape == (48, 64) and (small[::-1, :1] == np.arange(48)[:, None]).all()
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(image))
+    for bits, name in ((8, "RLE8"), (4, "RLE4")):
+        refused(_rle_bmp(1025, 1024, bits), f"this BMP file is run-length compressed \\({name}\\) and "
+                f"1025x1024 pixels; such files are read up to {MAX_RLE_BMP_PIXELS:,} pixels")
+    assert not decoded
+
+
 def test_tiny_image():
     refused(encode(Image.new("L", (1, 1)), "PNG"), "only 1x1 pixels")
 
