@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -45,6 +46,10 @@ MAX_PNG_CHUNKS = 1024             # chunks besides the pixels (text, colour, tim
 MAX_PNG_DATA_CHUNKS = 200_000     # pixel chunks (IDAT; APNG's fdAT): a 50 MiB image in 256-byte parts
 MAX_RLE_BMP_PIXELS = 1024 * 1024  # Pillow decodes RLE BMP in Python: a step a run, and a padded pixel
 BMP_RLE = {1: "RLE8", 2: "RLE4"}  # BMP compressions decoded in Python
+MAX_PNM_HEADER = 16 * 1024        # bytes a PGM/PPM header may take (Pillow reads it a byte at a time)
+MAX_PLAIN_PNM_VALUES = 512 * 512 * 3  # values of a plain (ASCII) PGM/PPM: Pillow parses each in Python
+PLAIN_PNM = {b"P1": 1, b"P2": 1, b"P3": 3}   # plain formats, values a pixel
+_PNM_TOKEN = re.compile(rb"#[^\r\n]*|\S+")     # a header's comment, or one of its fields
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -94,12 +99,39 @@ def check_png_chunks(data: bytes) -> None:
         at += 12 + length
 
 
+def check_pnm_header(data: bytes) -> None:
+    """ImageLoadError when a PGM/PPM (PNM) header runs past MAX_PNM_HEADER bytes, or a plain
+    (ASCII) one declares more than MAX_PLAIN_PNM_VALUES values. Pillow reads a PNM header, its
+    comments included, one byte at a time in Python, and a plain PNM's values one at a time,
+    so a file of millions of comment lines, or a large plain picture, would hold a worker;
+    here only the header's fields are found, by a regular expression over its first bytes."""
+    magic = data[:2]
+    needed = 3 if magic in (b"P1", b"P4") else 4        # the magic, width, height[, maxval]
+    fields = []
+    for match in _PNM_TOKEN.finditer(data, 0, MAX_PNM_HEADER):
+        if not match.group().startswith(b"#"):
+            fields.append(match.group())
+            if len(fields) == needed:
+                break
+    else:
+        raise ImageLoadError(f"this PGM/PPM file's header runs past {MAX_PNM_HEADER // 1024} KiB, far "
+                             "longer than an image's (comments?); save the image again as PNG")
+    if magic in PLAIN_PNM and fields[1].isdigit() and fields[2].isdigit():
+        width, height = int(fields[1]), int(fields[2])
+        if width * height * PLAIN_PNM[magic] > MAX_PLAIN_PNM_VALUES:
+            raise ImageLoadError(f"this is a plain (ASCII) PGM/PPM file of {width}x{height} pixels, whose "
+                                 f"values are read slowly, up to {MAX_PLAIN_PNM_VALUES:,} of them; save "
+                                 "the image again as PNG (or binary PGM)")
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Pillow's lazy open: the header only, with the size checked before any pixel is decoded."""
     if data.startswith(PNG_SIGNATURE):
         check_png_chunks(data)
     elif data.startswith(b"\xff\xd8\xff"):
         check_jpeg_segments(data)
+    elif data[:1] == b"P" and data[1:2] and data[1] in b"0123456fy":    # what Pillow opens as PPM
+        check_pnm_header(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

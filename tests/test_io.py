@@ -229,6 +229,28 @@ def test_a_large_run_length_compressed_bmp_is_refused_undecoded(monkeypatch):
     assert not decoded
 
 
+def test_a_pgm_of_a_long_header_or_many_plain_values_is_refused_unparsed(monkeypatch):
+    """Pillow reads a PGM/PPM header a byte at a time and a plain (ASCII) one's values one at a
+    time, in Python: a 2048x2048 plain PGM, or a 64x64 one after a million comment lines, took
+    seconds a read (`python -m benchmarks.reading`). Their headers' fields are found first."""
+    from PIL import PpmImagePlugin
+
+    from brainmri.io import MAX_PLAIN_PNM_VALUES
+    values = np.arange(48 * 64).reshape(48, 64) % 256
+    plain = b"P2\n# made by hand\n64 48\n255\n" + " ".join(map(str, values.ravel())).encode()
+    binary = b"P5 # a comment\n64 48 255\n" + values.astype(np.uint8).tobytes()
+    for pgm in (plain, binary):
+        assert np.array_equal(np.asarray(load_image(pgm)), values)
+    opened = []
+    monkeypatch.setattr(PpmImagePlugin.PpmImageFile, "_open", lambda image: opened.append(image))
+    refused(b"P5\n" + b"#\n" * 10_000 + b"64 48 255\n" + bytes(64 * 48), "this PGM/PPM file's header runs "
+            "past 16 KiB, far longer than an image's \\(comments\\?\\); save the image again as PNG")
+    refused(b"P5\n#" + b"x" * 20_000 + b"\n64 48 255\n" + bytes(64 * 48), "header runs past 16 KiB")
+    refused(b"P3\n512 513\n255\n" + b"7 " * 100, "this is a plain \\(ASCII\\) PGM/PPM file of 512x513 "
+            f"pixels, whose values are read slowly, up to {MAX_PLAIN_PNM_VALUES:,} of them; save")
+    assert not opened
+
+
 def test_tiny_image():
     refused(encode(Image.new("L", (1, 1)), "PNG"), "only 1x1 pixels")
 
