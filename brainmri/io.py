@@ -46,10 +46,10 @@ MAX_PNG_CHUNKS = 1024             # chunks besides the pixels (text, colour, tim
 MAX_PNG_DATA_CHUNKS = 200_000     # pixel chunks (IDAT; APNG's fdAT): a 50 MiB image in 256-byte parts
 MAX_RLE_BMP_PIXELS = 1024 * 1024  # Pillow decodes RLE BMP in Python: a step a run, and a padded pixel
 BMP_RLE = {1: "RLE8", 2: "RLE4"}  # BMP compressions decoded in Python
-MAX_PNM_HEADER = 16 * 1024        # bytes a PGM/PPM header may take (Pillow reads it a byte at a time)
+MAX_PNM_HEADER = 4 * 1024         # bytes a PGM/PPM header may take (Pillow reads it a byte at a time)
 MAX_PLAIN_PNM_VALUES = 512 * 512 * 3  # values of a plain (ASCII) PGM/PPM: Pillow parses each in Python
 PLAIN_PNM = {b"P1": 1, b"P2": 1, b"P3": 3}   # plain formats, values a pixel
-_PNM_TOKEN = re.compile(rb"#[^\r\n]*|\S+")     # a header's comment, or one of its fields
+_PNM_COMMENT = re.compile(rb"#[^\r\n]*")        # a PNM header's comment, to the end of its line
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -104,19 +104,17 @@ def check_pnm_header(data: bytes) -> None:
     (ASCII) one declares more than MAX_PLAIN_PNM_VALUES values. Pillow reads a PNM header, its
     comments included, one byte at a time in Python, and a plain PNM's values one at a time,
     so a file of millions of comment lines, or a large plain picture, would hold a worker;
-    here only the header's fields are found, by a regular expression over its first bytes."""
+    here the header's first bytes are split into fields, its comments blanked out, and the
+    last field must end in them."""
     magic = data[:2]
     needed = 3 if magic in (b"P1", b"P4") else 4        # the magic, width, height[, maxval]
-    fields = []
-    for match in _PNM_TOKEN.finditer(data, 0, MAX_PNM_HEADER):
-        if not match.group().startswith(b"#"):
-            fields.append(match.group())
-            if len(fields) == needed:
-                break
-    else:
+    head = _PNM_COMMENT.sub(b"", data[:MAX_PNM_HEADER])
+    fields = head.split(None, needed)
+    ended = len(fields) > needed or (len(fields) == needed and head[-1:].isspace())
+    if not ended and len(data) > MAX_PNM_HEADER:     # (a shorter file is Pillow's to judge)
         raise ImageLoadError(f"this PGM/PPM file's header runs past {MAX_PNM_HEADER // 1024} KiB, far "
                              "longer than an image's (comments?); save the image again as PNG")
-    if magic in PLAIN_PNM and fields[1].isdigit() and fields[2].isdigit():
+    if magic in PLAIN_PNM and len(fields) > 2 and fields[1].isdigit() and fields[2].isdigit():
         width, height = int(fields[1]), int(fields[2])
         if width * height * PLAIN_PNM[magic] > MAX_PLAIN_PNM_VALUES:
             raise ImageLoadError(f"this is a plain (ASCII) PGM/PPM file of {width}x{height} pixels, whose "
