@@ -50,6 +50,8 @@ MAX_PNM_HEADER = 4 * 1024         # bytes a PGM/PPM header may take (Pillow read
 MAX_PLAIN_PNM_VALUES = 512 * 512 * 3  # values of a plain (ASCII) PGM/PPM: Pillow parses each in Python
 PLAIN_PNM = {b"P1": 1, b"P2": 1, b"P3": 3}   # plain formats, values a pixel
 _PNM_COMMENT = re.compile(rb"#[^\r\n]*")        # a PNM header's comment, to the end of its line
+MAX_TIFF_TAGS = 16_384            # directory entries of a TIFF's pages together (a page has tens)
+_TIFF = {b"II*\0": ("<", 42), b"MM\0*": (">", 42), b"II+\0": ("<", 43), b"MM\0+": (">", 43)}
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -122,6 +124,28 @@ def check_pnm_header(data: bytes) -> None:
                                  "the image again as PNG (or binary PGM)")
 
 
+def check_tiff_tags(data: bytes) -> None:
+    """ImageLoadError when the directories of a TIFF's pages (up to MAX_SLICES + 1 of them)
+    list more than MAX_TIFF_TAGS entries together. Pillow parses each entry in Python, on
+    opening a page and on walking the pages to count them, so a file of pages of tens of
+    thousands of tags would hold a worker; here only each directory's count and link to the
+    next are read (classic TIFF and BigTIFF)."""
+    order, version = _TIFF[data[:4]]
+    count, width, link = ("H", 12, "I") if version == 42 else ("Q", 20, "Q")
+    count, link = struct.Struct(order + count), struct.Struct(order + link)
+    at = link.unpack_from(data, 4 if version == 42 else 8)[0] if len(data) >= 16 else 0
+    tags, seen = 0, set()
+    while at and at not in seen and len(seen) <= MAX_SLICES and at + count.size <= len(data):
+        seen.add(at)
+        entries = count.unpack_from(data, at)[0]
+        tags += entries
+        if tags > MAX_TIFF_TAGS:
+            raise ImageLoadError(f"this TIFF file's directories list more than {MAX_TIFF_TAGS:,} tags, far "
+                                 "more than an image's; save the image again as PNG or TIFF")
+        at += count.size + entries * width
+        at = link.unpack_from(data, at)[0] if at + link.size <= len(data) else 0
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Pillow's lazy open: the header only, with the size checked before any pixel is decoded."""
     if data.startswith(PNG_SIGNATURE):
@@ -130,6 +154,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         check_jpeg_segments(data)
     elif data[:1] == b"P" and data[1:2] and data[1] in b"0123456fy":    # what Pillow opens as PPM
         check_pnm_header(data)
+    elif data[:4] in _TIFF:
+        check_tiff_tags(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -254,6 +254,32 @@ def test_a_pgm_of_a_long_header_or_many_plain_values_is_refused_unparsed(monkeyp
     assert not opened
 
 
+def test_a_tiff_of_far_more_tags_than_an_image_has_is_refused_unparsed(monkeypatch):
+    """Pillow parses each TIFF directory entry in Python: a 4.6 MiB TIFF of 20 pages of 20,000
+    tags each took seconds a read (`python -m benchmarks.reading`). Counted from each
+    directory's entry count, in classic TIFF and BigTIFF alike, more than MAX_TIFF_TAGS are
+    refused before Pillow opens the file."""
+    from PIL import TiffImagePlugin
+
+    from brainmri.io import MAX_TIFF_TAGS
+    pages = [Image.fromarray(GREY)] * 2
+    many = {10000 + i: i % 65536 for i in range(MAX_TIFF_TAGS // 2 + 1)}       # private SHORT tags
+    files = {}
+    for big in (False, True):
+        for name, tags in (("few", {}), ("many", many)):
+            out = io.BytesIO()
+            pages[0].save(out, "TIFF", save_all=True, append_images=pages[1:], tiffinfo=tags, big_tiff=big)
+            files[name, big] = out.getvalue()
+    for big in (False, True):
+        assert describe(files["few", big]).frames == 2
+    opened = []
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", lambda image: opened.append(image))
+    for big in (False, True):
+        refused(files["many", big], f"this TIFF file's directories list more than {MAX_TIFF_TAGS:,} tags, "
+                "far more than an image's; save the image again as PNG or TIFF")
+    assert not opened
+
+
 def test_tiny_image():
     refused(encode(Image.new("L", (1, 1)), "PNG"), "only 1x1 pixels")
 
