@@ -158,7 +158,7 @@ def gif_comments(count: int) -> bytes:
     out = io.BytesIO()
     Image.new("P", (64, 64), 1).save(out, "GIF")
     data = out.getvalue()
-    at = data.index(b"\x2c", 13)                            # the image descriptor
+    at = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)   # past the colour table
     return data[:at] + b"\x21\xfe" + b"\x01a" * count + b"\x00" + data[at:]
 
 

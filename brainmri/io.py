@@ -51,6 +51,9 @@ MAX_PLAIN_PNM_VALUES = 512 * 512 * 3  # values of a plain (ASCII) PGM/PPM: Pillo
 PLAIN_PNM = {b"P1": 1, b"P2": 1, b"P3": 3}   # plain formats, values a pixel
 _PNM_COMMENT = re.compile(rb"#[^\r\n]*")        # a PNM header's comment, to the end of its line
 MAX_TIFF_TAGS = 16_384            # directory entries of a TIFF's pages together (a page has tens)
+MAX_GIF_SHORT_BLOCKS = 4096       # a GIF's sub-blocks under 128 bytes, the ends of lists of them
+                                  # included (encoders write 255-byte ones, the last of a list shorter)
+MAX_GIF_EXTENSION_BYTES = 256 * 1024  # a GIF's comments and other extensions together
 _TIFF = {b"II*\0": ("<", 42), b"MM\0*": (">", 42), b"II+\0": ("<", 43), b"MM\0+": (">", 43)}
 
 
@@ -146,6 +149,43 @@ def check_tiff_tags(data: bytes) -> None:
         at = link.unpack_from(data, at)[0] if at + link.size <= len(data) else 0
 
 
+def _colour_table(flags: int) -> int:
+    """The bytes of a GIF colour table that `flags` (a screen's or an image's) declares."""
+    return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
+
+
+def check_gif_blocks(data: bytes) -> None:
+    """ImageLoadError when a GIF holds more than MAX_GIF_SHORT_BLOCKS sub-blocks under 128 bytes
+    (each list of them ends with an empty one), or more than MAX_GIF_EXTENSION_BYTES of
+    comments and other extensions. Pillow reads a GIF's extensions, and a picture's sub-blocks
+    when it walks past a frame, one sub-block at a time in Python, and joins comments by
+    copying what it has each time, so a small file of tiny blocks or empty extensions would
+    hold a worker. Here only the blocks' lengths are read, up to the caps, over the first
+    GIF_FRAMES_SAID + 1 pictures (more is an animation, refused once Pillow has counted them);
+    a file that does not parse is left to Pillow."""
+    at = 13 + _colour_table(data[10]) if len(data) > 13 else len(data)
+    short = extensions = pictures = 0
+    while at < len(data) and data[at] != 0x3B and pictures <= GIF_FRAMES_SAID:   # to the trailer
+        if data[at] == 0x21:                                # an extension: its label, then blocks
+            at, extension = at + 2, True
+        elif data[at] == 0x2C and at + 10 <= len(data):     # a picture: its descriptor, colour
+            at, extension = at + 11 + _colour_table(data[at + 9]), False   # table, LZW code size
+            pictures += 1
+        else:
+            return
+        while at < len(data):
+            size = data[at]
+            at, short = at + 1 + size, short + (size < 128)
+            extensions += size if extension else 0
+            if short > MAX_GIF_SHORT_BLOCKS or extensions > MAX_GIF_EXTENSION_BYTES:
+                what = (f"more than {MAX_GIF_SHORT_BLOCKS:,} short blocks" if short > MAX_GIF_SHORT_BLOCKS else
+                        f"more than {MAX_GIF_EXTENSION_BYTES // 1024} KiB of comments and other extensions")
+                raise ImageLoadError(f"this GIF file holds {what}, far more than an image needs; "
+                                     "save the image again as PNG")
+            if size == 0:
+                break
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Pillow's lazy open: the header only, with the size checked before any pixel is decoded."""
     if data.startswith(PNG_SIGNATURE):
@@ -156,6 +196,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         check_pnm_header(data)
     elif data[:4] in _TIFF:
         check_tiff_tags(data)
+    elif data[:6] in (b"GIF87a", b"GIF89a"):
+        check_gif_blocks(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -377,6 +377,53 @@ def test_a_gif_of_more_frames_than_a_scan_has_slices_is_refused_without_walking_
     assert max(seen) == GIF_FRAMES_SAID
 
 
+def _gif_parts(gif: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """A one-picture GIF as (header, colour table and extensions; the picture's descriptor; its
+    LZW data; the rest from its last sub-block's end on)."""
+    at = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)       # past the colour table
+    while gif[at] == 0x21:                                           # and any extensions
+        at += 2
+        while gif[at]:
+            at += 1 + gif[at]
+        at += 1
+    start = at + 11 + (3 << ((gif[at + 9] & 7) + 1) if gif[at + 9] & 0x80 else 0)
+    lzw, end = b"", start
+    while gif[end]:
+        lzw, end = lzw + gif[end + 1:end + 1 + gif[end]], end + 1 + gif[end]
+    return gif[:at], gif[at:start], lzw, gif[end:]
+
+
+def test_a_gif_of_tiny_blocks_or_long_comments_is_refused_unparsed(monkeypatch):
+    """Pillow reads a GIF's extensions, and a picture's sub-blocks when it walks past a frame,
+    one sub-block at a time in Python, and joins a comment's by copying it each time: a 1.9
+    MiB GIF of a comment in a million one-byte blocks took half a minute a read (`python -m
+    benchmarks.reading`). Counted from the blocks' lengths, such files are refused before
+    Pillow opens them; a picture in one-byte blocks too, though it reads the same."""
+    from PIL import GifImagePlugin
+
+    from brainmri.io import MAX_GIF_EXTENSION_BYTES, MAX_GIF_SHORT_BLOCKS
+    gif = encode(Image.fromarray(GREY).convert("P"), "GIF")
+    head, descriptor, lzw, tail = _gif_parts(gif)
+    def blocks(payload: bytes, size: int) -> bytes:
+        return b"".join(bytes([len(payload[i:i + size])]) + payload[i:i + size] for i in range(0, len(payload), size))
+    plain = np.asarray(load_image(gif))
+    comment = b"\x21\xfe" + blocks(b"made by hand", 255) + b"\x00"
+    few = head + comment + descriptor + blocks(lzw, 64) + tail      # short blocks, but few
+    assert np.array_equal(np.asarray(load_image(few)), plain)
+    short = MAX_GIF_SHORT_BLOCKS + 1
+    opened = []
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_open", lambda image: opened.append(image))
+    for crafted in (head + b"\x21\xfe" + b"\x01a" * short + b"\x00" + descriptor + blocks(lzw, 255) + tail,
+                    head + b"\x21\xfe\x00" * short + descriptor + blocks(lzw, 255) + tail,
+                    head + descriptor + blocks(lzw + bytes(short), 1) + tail):
+        refused(crafted, f"this GIF file holds more than {MAX_GIF_SHORT_BLOCKS:,} short blocks, far more "
+                "than an image needs; save the image again as PNG")
+    long_comment = b"\x21\xfe" + blocks(b"x" * (MAX_GIF_EXTENSION_BYTES + 1), 255) + b"\x00"
+    refused(head + long_comment + descriptor + blocks(lzw, 255) + tail,
+            f"more than {MAX_GIF_EXTENSION_BYTES // 1024} KiB of comments and other extensions")
+    assert not opened
+
+
 def test_file_over_the_size_limit(tmp_path):
     data = encode(Image.fromarray(GREY), "PNG")
     (tmp_path / "big.png").write_bytes(data)
