@@ -54,6 +54,7 @@ MAX_TIFF_TAGS = 16_384            # directory entries of a TIFF's pages together
 MAX_GIF_SHORT_BLOCKS = 4096       # a GIF's sub-blocks under 128 bytes, the ends of lists of them
                                   # included (encoders write 255-byte ones, the last of a list shorter)
 MAX_GIF_EXTENSION_BYTES = 256 * 1024  # a GIF's comments and other extensions together
+MAX_EXIF_BYTES = 2**16            # a picture's EXIF (a JPEG's APP1 segment cannot hold more)
 _TIFF = {b"II*\0": ("<", 42), b"MM\0*": (">", 42), b"II+\0": ("<", 43), b"MM\0+": (">", 43)}
 
 
@@ -214,6 +215,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageLoadError(f"the image file is damaged or truncated ({error})") from None
     check_size(image.width, image.height, max_pixels)
+    if len(image.info.get("exif") or b"") > MAX_EXIF_BYTES:     # parsed in Python for its orientation
+        raise ImageLoadError(f"this image's EXIF metadata takes more than {MAX_EXIF_BYTES // 1024} KiB, far "
+                             "more than a picture's; save the image again as PNG")
     rle = BMP_RLE.get(image.info.get("compression")) if image.format == "BMP" else None
     if rle and image.width * image.height > MAX_RLE_BMP_PIXELS:
         raise ImageLoadError(f"this BMP file is run-length compressed ({rle}) and {image.width}x"
