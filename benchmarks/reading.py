@@ -17,7 +17,7 @@ frames by walking them) and a 64x64 JPEG of 4,000,000 empty comment segments (Pi
 JPEG's segments before its pixels one at a time in Python), and the ordinary scan in grey as
 a JPEG-LS DICOM file, whole and with its stream cut to half (JPEG-LS's decoder, CharLS, can
 spend seconds on a stream without its end-of-image marker), and 4096x4096 progressive JPEGs
-of 32 scans (the most `inputs.MAX_JPEG_SCANS` lets through) and of 1,000 (libjpeg decodes each
+of 32 scans (the most `formats.MAX_JPEG_SCANS` lets through) and of 1,000 (libjpeg decodes each
 scan over the whole picture; a 33-byte scan repeated costs time, not size), and RLE8 BMPs
 (Pillow decodes RLE in Python) of 1024x1024 in one-pixel runs and of 4096x4096 in lines of one
 pixel each, and plain (ASCII) PGMs (Pillow reads a PNM header, and a plain PNM's values, in

@@ -24,7 +24,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from .inputs import ImageLoadError, SourceInfo, check_index, check_jpeg_segments, check_size
+from .formats import check_jpeg_segments
+from .inputs import ImageLoadError, SourceInfo, check_index, check_size
 
 MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz or deflated DICOM may not unpack to more (bomb)
 MAX_DICOM_ELEMENTS = 400_000       # data elements and items in one DICOM file, nested ones too
@@ -295,7 +296,7 @@ def check_stream_size(ds, index: int) -> None:
     through Pillow at the size the stream declares and compares the sizes only after, so a
     file of a few kilobytes could have a picture far larger than any scan decoded first.
     Pillow's lazy open reads the stream's header alone (a JPEG's segments counted first,
-    `inputs.check_jpeg_segments`); a stream it cannot parse is left to the decoder, which refuses
+    `formats.check_jpeg_segments`); a stream it cannot parse is left to the decoder, which refuses
     it."""
     from pydicom import uid
     from pydicom.encaps import get_frame

@@ -20,7 +20,8 @@ from pydicom.data import get_testdata_file
 
 from brainmri import volumes
 from brainmri.inputs import MAX_SLICES
-from brainmri.io import GIF_FRAMES_SAID, ImageLoadError, describe, load_image, to_grey
+from brainmri.formats import GIF_FRAMES_SAID
+from brainmri.io import ImageLoadError, describe, load_image, to_grey
 from brainmri.presets import EvalPreset
 from brainmri.scans import Limits, dicom_series_key, read_scan
 from brainmri.volumes import sniff, window, unpack_gzip
@@ -188,7 +189,7 @@ def test_a_progressive_jpeg_of_more_scans_than_an_image_has_is_refused_undecoded
     scans took seconds a read (`python -m benchmarks.reading`). Counted by their markers,
     more than MAX_JPEG_SCANS are refused before anything is decoded; an EXIF thumbnail's own
     scans, before the picture's, are not counted."""
-    from brainmri.inputs import MAX_JPEG_SCANS
+    from brainmri.formats import MAX_JPEG_SCANS
     out = io.BytesIO()
     Image.fromarray(GREY).save(out, "JPEG", progressive=True)
     jpeg = out.getvalue()
@@ -218,7 +219,7 @@ def test_a_large_run_length_compressed_bmp_is_refused_undecoded(monkeypatch):
     """Pillow decodes RLE BMP in Python, a step for each run and for each pixel it pads a line
     with: a 17 KiB 4096x4096 file took seconds a read (`python -m benchmarks.reading`). Up to
     MAX_RLE_BMP_PIXELS they are read (here, bottom-up, each row its own value)."""
-    from brainmri.io import MAX_RLE_BMP_PIXELS
+    from brainmri.formats import MAX_RLE_BMP_PIXELS
     small = np.asarray(load_image(_rle_bmp(64, 48)))
     assert small.shape == (48, 64) and (small[::-1, :1] == np.arange(48)[:, None]).all()
     decoded = []
@@ -235,7 +236,7 @@ def test_a_pgm_of_a_long_header_or_many_plain_values_is_refused_unparsed(monkeyp
     seconds a read (`python -m benchmarks.reading`). Their headers' fields are found first."""
     from PIL import PpmImagePlugin
 
-    from brainmri.io import MAX_PLAIN_PNM_VALUES
+    from brainmri.formats import MAX_PLAIN_PNM_VALUES
     values = np.arange(48 * 64).reshape(48, 64) % 256
     plain = b"P2\n# made by hand\n64 48\n255\n" + " ".join(map(str, values.ravel())).encode()
     binary = b"P5 # a comment\n64 48 255\n" + values.astype(np.uint8).tobytes()
@@ -261,7 +262,7 @@ def test_a_tiff_of_far_more_tags_than_an_image_has_is_refused_unparsed(monkeypat
     refused before Pillow opens the file."""
     from PIL import TiffImagePlugin
 
-    from brainmri.io import MAX_TIFF_TAGS
+    from brainmri.formats import MAX_TIFF_TAGS
     pages = [Image.fromarray(GREY)] * 2
     many = {10000 + i: i % 65536 for i in range(MAX_TIFF_TAGS // 2 + 1)}       # private SHORT tags
     files = {}
@@ -342,12 +343,12 @@ def _png_with(chunks: bytes, where: bytes, split_pixels: int = 1) -> bytes:
 def test_a_png_of_more_chunks_than_an_image_has_is_refused_before_pillow_reads_them(where, monkeypatch):
     """Pillow reads a PNG's chunks one at a time in Python: a few megabytes of empty chunks
     would hold a worker for seconds each read (`python -m benchmarks.reading` times it)."""
-    import brainmri.io as bio
+    from brainmri import formats
     text = b"".join(_png_chunk(b"tEXt", b"key\0value %d" % k) for k in range(1023))   # and IHDR
     assert np.array_equal(np.asarray(load_image(_png_with(text, where))), GREY)     # at the cap: read
     refused(_png_with(text + _png_chunk(b"prVt"), where),
             "this PNG file holds more than 1,024 chunks besides its pixels, far more than an image has")
-    monkeypatch.setattr(bio, "MAX_PNG_DATA_CHUNKS", 8)                 # the pixel chunks' cap, made small
+    monkeypatch.setattr(formats, "MAX_PNG_DATA_CHUNKS", 8)                 # the pixel chunks' cap, made small
     assert np.array_equal(np.asarray(load_image(_png_with(b"", where, split_pixels=8))), GREY)
     refused(_png_with(b"", where, split_pixels=9), "this PNG file holds more than 8 pixel chunks")
 
@@ -401,7 +402,7 @@ def test_a_gif_of_tiny_blocks_or_long_comments_is_refused_unparsed(monkeypatch):
     Pillow opens them; a picture in one-byte blocks too, though it reads the same."""
     from PIL import GifImagePlugin
 
-    from brainmri.io import MAX_GIF_EXTENSION_BYTES, MAX_GIF_SHORT_BLOCKS
+    from brainmri.formats import MAX_GIF_EXTENSION_BYTES, MAX_GIF_SHORT_BLOCKS
     gif = encode(Image.fromarray(GREY).convert("P"), "GIF")
     head, descriptor, lzw, tail = _gif_parts(gif)
     def blocks(payload: bytes, size: int) -> bytes:
@@ -431,7 +432,7 @@ def test_a_picture_of_more_exif_than_a_jpeg_can_hold_is_refused_unparsed(monkeyp
     refused before it is parsed. An ordinary EXIF orientation still turns the picture."""
     from PIL import TiffImagePlugin
 
-    from brainmri.io import MAX_EXIF_BYTES
+    from brainmri.formats import MAX_EXIF_BYTES
     picture = Image.fromarray(GREY[:, :48])                          # 48 wide, 64 high
     exif = Image.Exif()
     exif[0x0112] = 6                                                # orientation: turned 90 degrees
