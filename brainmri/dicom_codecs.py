@@ -46,54 +46,43 @@ def is_available(syntax: str) -> bool:
     return imagecodecs is not None and syntax in DECODER_DEPENDENCIES
 
 
-def _frame_array(src: bytes, runner, what: str) -> np.ndarray:
-    """An empty array for one frame, (rows, columns[, samples]) interleaved, in 8 bits when the
-    file stores at most 8, else 16; ValueError when `src`, a JPEG or JPEG-LS stream, does not
-    end with its end-of-image marker (an odd-length fragment may be padded by one zero byte)."""
+def _decode_stream(src: bytes, runner, what: str, decode) -> bytes:
+    """One JPEG or JPEG-LS frame (`what`) -> its pixels, decoded by `decode(src, out)` into an
+    array of the header's size, (rows, columns[, samples]) interleaved, in 8 bits when the file
+    stores at most 8, else 16 (pydicom then applies the pixel representation and photometric
+    interpretation as for any other decoder). A stream must end with its end-of-image marker
+    (an odd-length fragment may be padded by one zero byte); imagecodecs' errors are said in
+    words for users."""
     if not bytes(src[-3:]).rstrip(b"\0").endswith(b"\xff\xd9"):
         raise ValueError(f"the {what} stream ends before its end-of-image marker")
     samples = runner.samples_per_pixel
     shape = (runner.rows, runner.columns) + ((samples,) if samples > 1 else ())
-    return np.empty(shape, np.uint8 if runner.bits_stored <= 8 else np.uint16)
-
-
-def _decoded(out: np.ndarray, runner) -> bytes:
-    """A decoded frame's pixels as pydicom takes them (it then applies the pixel
-    representation and photometric interpretation as for any other decoder)."""
+    out = np.empty(shape, np.uint8 if runner.bits_stored <= 8 else np.uint16)
+    try:
+        decode(src, out)
+    except (RuntimeError, ValueError):         # imagecodecs' words, e.g. its array's shapes
+        raise ValueError(f"the {what} stream is damaged or not of the header's "
+                         f"{runner.columns}x{runner.rows} pixels") from None
     runner.set_option("bits_allocated", out.itemsize * 8)
-    if out.ndim == 3:
+    if samples > 1:
         runner.set_option("planar_configuration", 0)
     return out.tobytes()
 
 
 def _decode_frame(src: bytes, runner) -> bytes:
-    """One JPEG Lossless frame's compressed bytes -> its pixels. libjpeg-turbo fills what a cut
-    stream lacks and says so only in a warning, which imagecodecs does not pass on, hence
-    the end-of-image check."""
-    out = _frame_array(src, runner, "JPEG")
-    # The colour space as stored: lossless JPEG has no YCbCr conversion to undo.
-    colour = "RGB" if out.ndim == 3 else None
-    try:
-        imagecodecs.jpeg8_decode(src, out=out, colorspace=colour, outcolorspace=colour)
-    except (RuntimeError, ValueError):         # imagecodecs' words, e.g. its array's shapes
-        raise ValueError(f"the JPEG stream is damaged or not of the header's {_size(runner)} pixels") from None
-    return _decoded(out, runner)
+    """One JPEG Lossless frame. libjpeg-turbo fills what a cut stream lacks and says so only in
+    a warning, which imagecodecs does not pass on, hence the end-of-image check. The colour
+    space as stored: lossless JPEG has no YCbCr conversion to undo."""
+    colour = "RGB" if runner.samples_per_pixel > 1 else None
+    return _decode_stream(src, runner, "JPEG", lambda data, out: imagecodecs.jpeg8_decode(
+        data, out=out, colorspace=colour, outcolorspace=colour))
 
 
 def _decode_jpeg_ls_frame(src: bytes, runner) -> bytes:
-    """One JPEG-LS frame's compressed bytes -> its pixels, interleaved whatever the stream's
-    interleave mode. A stream without its end-of-image marker is refused before CharLS reads
-    it (on such streams it was seen to work for seconds)."""
-    out = _frame_array(src, runner, "JPEG-LS")
-    try:
-        imagecodecs.jpegls_decode(src, out=out)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"the JPEG-LS stream is damaged or not of the header's {_size(runner)} pixels") from None
-    return _decoded(out, runner)
-
-
-def _size(runner) -> str:
-    return f"{runner.columns}x{runner.rows}"
+    """One JPEG-LS frame, interleaved whatever the stream's interleave mode. A stream without
+    its end-of-image marker is refused before CharLS reads it (on such streams it was seen to
+    work for seconds)."""
+    return _decode_stream(src, runner, "JPEG-LS", lambda data, out: imagecodecs.jpegls_decode(data, out=out))
 
 
 def refusal(error: Exception) -> str | None:
