@@ -25,9 +25,11 @@ Python) of 2048x2048 and of 64x64 after 1,000,000 comment lines, and a 16x16 TIF
 whose directories list 20,000 private tags each (Pillow parses each entry in Python), and a
 64x64 GIF whose comment comes in 1,000,000 one-byte blocks (Pillow joins them one at a time,
 copying the comment so far each time), and a 64x64 PNG whose EXIF lists 65,535 tags (Pillow
-parses each when the app reads the orientation). Target: each of those files but the
+parses each when the app reads the orientation), and lossless 4096x4096 JPEG 2000 files of a
+ramp and of noise (OpenJPEG decodes every resolution level it is asked for, and the noise's
+coefficients bit by bit). Target: each of those files but the
 ordinary scan, the 4000x4000 PNG, the whole JPEG-LS file, the JPEG of 32 scans, the 1024x1024
-BMP and the volume is refused before its pixels, chunks, elements, frames, segments, scans,
+BMP, the JPEG 2000 files and the volume is refused before its pixels, chunks, elements, frames, segments, scans,
 runs, comments or tags are read in full, so it costs no more than reading an ordinary scan and
 under 100 ms, whatever its size; the volume, whose extensions its voxels do not need, is read
 in under 100 ms. Medians over repeats, taken in turn.
@@ -213,6 +215,18 @@ def plain_pgm(side: int, comments: int = 0) -> bytes:
     return b"P2\n" + b"#\n" * comments + f"{side} {side}\n255\n".encode() + b"7 " * (side * side)
 
 
+def jpeg2000(side: int, noise: bool) -> bytes:
+    """A lossless greyscale JPEG 2000 file of `side` x `side`, as Pillow (OpenJPEG) writes it
+    (five wavelet levels: the picture at 1/2, 1/4 ... scale is in it): a smooth ramp, or noise,
+    whose every coefficient carries bits for OpenJPEG to decode."""
+    pixels = np.tile(np.linspace(0, 255, side, dtype=np.uint8), (side, 1))
+    if noise:
+        pixels = np.random.default_rng(0).integers(0, 256, (side, side), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG2000")
+    return out.getvalue()
+
+
 def tiff_tags(pages: int, tags: int) -> bytes:
     """A little-endian TIFF of `pages` 16x16 grey pages, each directory listing `tags` private
     tags besides the image's own (Pillow parses each directory entry in Python, and walks the
@@ -266,6 +280,7 @@ def main(argv: list[str] | None = None) -> str:
     tiff = "a 16x16 TIFF of 20 pages of 20,000 tags each"
     gif_comment = "a 64x64 GIF of a comment in 1,000,000 one-byte blocks"
     exif = "a 64x64 PNG whose EXIF lists 65,535 tags"
+    j2k_ramp, j2k_noise = "a 4096x4096 JPEG 2000 of a ramp", "a 4096x4096 JPEG 2000 of noise"
     cases = {"an empty file (any refusal)": b"", ordinary: files[0],
              "a 4000x4000 PNG (under the cap)": png(4000), over: png(8000), chunks: png_chunks(400_000),
              j2k: j2k_dicom(13000), rle: rle_dicom(16), elements: dicom_elements(4_000_000),
@@ -274,7 +289,8 @@ def main(argv: list[str] | None = None) -> str:
              scans_32: progressive_jpeg(32), scans_1000: progressive_jpeg(1000),
              bmp_runs: rle_bmp(1024, runs=True), bmp_lines: rle_bmp(4096, runs=False),
              pgm: plain_pgm(2048), pgm_comments: plain_pgm(64, comments=1_000_000),
-             tiff: tiff_tags(20, 20_000), gif_comment: gif_comments(1_000_000), exif: png_exif(65_535)}
+             tiff: tiff_tags(20, 20_000), gif_comment: gif_comments(1_000_000), exif: png_exif(65_535),
+             j2k_ramp: jpeg2000(4096, noise=False), j2k_noise: jpeg2000(4096, noise=True)}
     said = {name: read(data) for name, data in cases.items()}
     t = {name: Timing.of(v) for name, v in
          interleaved({name: (lambda i, d=data: read(d)) for name, data in cases.items()}, args.repeats).items()}
