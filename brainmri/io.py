@@ -108,10 +108,18 @@ def reduce_to(image: Image.Image, max_side: int | None) -> Image.Image:
 def _decode(data: bytes, max_pixels: int, frame: int | None = None,
             max_side: int | None = None) -> Image.Image:
     image = _open(data, max_pixels)
-    if max_side and image.format == "JPEG" and max(image.size) > max_side:
+    factor = -(-max(image.size) // max_side) if max_side else 1
+    if factor > 1 and image.format == "JPEG":
         # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale, at least the size asked for.
-        factor = -(-max(image.size) // max_side)
         image.draft(image.mode, (image.width // factor, image.height // factor))
+    elif factor > 1 and image.format == "JPEG2000":
+        # A JPEG 2000 codestream holds its picture at 1/2, 1/4 ... scale (its wavelet levels):
+        # OpenJPEG decodes only those needed, at least the size asked for.
+        try:
+            image.reduce = factor.bit_length() - 1
+            image.load()
+        except OSError:             # fewer levels than that, or damaged: decode it whole below
+            image = _open(data, max_pixels)
     frames = _frames(image)
     if frames > 1 and image.format in ANIMATED_FORMATS:
         many = image.format == "GIF" and frames > GIF_FRAMES_SAID
@@ -163,7 +171,8 @@ def load_image(source: ImageSource, *, max_bytes: int = MAX_BYTES, max_pixels: i
     `axis` (0 sagittal, 1 coronal, 2 axial, in RAS+ order; default: the axis the volume was
     acquired along) and `slice_index` (default: the middle) pick a NIfTI slice. Arrays are HxW or HxWx3/4; non-uint8 arrays are min-max scaled.
     `max_side`: a larger image is reduced early by whole factors (a JPEG decoded at 1/2, 1/4
-    or 1/8 scale in draft mode, then `reduce_to`), to a longer side in (max_side / 2, max_side].
+    or 1/8 scale in draft mode, a JPEG 2000 at the wavelet level needed, then `reduce_to`), to
+    a longer side in (max_side / 2, max_side].
     """
     if isinstance(source, Image.Image):
         check_size(source.width, source.height, max_pixels)

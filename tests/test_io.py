@@ -706,6 +706,32 @@ def test_max_side_reduces_early_by_a_whole_factor(fmt, mode):
     assert grey[:, 0].max() < 20 and grey[:, -1].min() > 200      # still the same ramp
 
 
+def test_a_large_jpeg2000_is_decoded_only_at_the_scale_needed(monkeypatch):
+    """As JPEG's draft mode: OpenJPEG decodes the wavelet levels that give at least the size
+    asked for (here 1/2 of 600x420), then `reduce_to` finishes; a file without those levels is
+    decoded whole, a damaged one is still refused."""
+    from PIL import Jpeg2KImagePlugin
+    decoded, load = [], Jpeg2KImagePlugin.Jpeg2KImageFile.load
+
+    def spy(self):
+        out = load(self)
+        decoded.append(self.size)
+        return out
+    monkeypatch.setattr(Jpeg2KImagePlugin.Jpeg2KImageFile, "load", spy)
+    ramp = Image.fromarray(np.tile(np.linspace(0, 255, 600, dtype=np.uint8), (420, 1)))
+    reduced = load_image(encode(ramp, "JPEG2000"), max_side=200)
+    assert set(decoded) == {(300, 210)} and reduced.size == (150, 105)
+    grey = to_grey(reduced)
+    assert grey[:, 0].max() < 20 and grey[:, -1].min() > 200      # still the same ramp
+    decoded.clear()
+    flat = load_image(encode(ramp, "JPEG2000", num_resolutions=1), max_side=200)
+    assert set(decoded) == {(600, 420)} and flat.size == (200, 140)
+    assert np.abs(to_grey(flat).astype(int) - np.asarray(ramp.reduce(3))).max() <= 1
+    data = encode(ramp, "JPEG2000")
+    refused(data[: len(data) // 2], "damaged or truncated")
+    refused(data[: len(data) // 2], "damaged or truncated", max_side=200)
+
+
 # ----------------------------------------------------------------------------- DICOM element counts
 def _count_pydicom(ds) -> int:
     """Data elements and sequence items of a parsed data set, nested ones included."""
