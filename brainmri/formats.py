@@ -3,16 +3,18 @@ Pillow opens the file (or, for two, once it has read the header alone), from len
 counts up to a cap.
 
     from brainmri.formats import check_structure, check_opened
-    check_structure(data)     # PNG chunks, JPEG segments and scans, PGM/PPM header, TIFF tags, GIF blocks
+    check_structure(data)     # PNG chunks, JPEG segments and scans, PGM/PPM header, TIFF tags, GIF blocks,
+                              # JPEG 2000 tiles
     check_opened(image)       # run-length compressed BMP, EXIF size
 
 Pillow's C decoders are bounded by the pixel cap (`inputs.MAX_PIXELS`), but much of a file is
 read by Pillow's Python code, one chunk, segment, tag, block or value at a time, and libjpeg
 decodes every scan of a progressive JPEG over the whole picture: a small upload built of
-millions of such parts would hold a worker for seconds to hours. Each cap sits far above what
-an encoder writes for an image, and over it the file is refused with an `ImageLoadError` that
-says what it holds and how to save it again. `brainmri.io` applies them to uploads;
-`brainmri.volumes` applies the JPEG one to DICOM files' JPEG frames. Timed by `python -m
+millions of such parts would hold a worker for seconds to hours; OpenJPEG, likewise, sets
+up and decodes each tile of a JPEG 2000 on its own. Each cap sits far above what an encoder
+writes for an image, and over it the file is refused with an `ImageLoadError` that says what
+it holds and how to save it again. `brainmri.io` applies them to uploads; `brainmri.volumes`
+applies the JPEG and JPEG 2000 ones to DICOM files' frames. Timed by `python -m
 benchmarks.reading`.
 """
 from __future__ import annotations
@@ -43,10 +45,14 @@ MAX_GIF_EXTENSION_BYTES = 256 * 1024  # a GIF's comments and other extensions to
 MAX_RLE_BMP_PIXELS = 1024 * 1024      # Pillow decodes RLE BMP in Python: a step a run, and a padded pixel
 BMP_RLE = {1: "RLE8", 2: "RLE4"}      # the BMP compressions decoded in Python
 MAX_EXIF_BYTES = 2**16                # a picture's EXIF (a JPEG's APP1 segment cannot hold more)
+MAX_JPEG2000_TILES = 4096             # a JPEG 2000's tiles (encoders write one; large pictures, hundreds)
+JPEG2000_CODESTREAM = b"\xff\x4f\xff\x51"            # SOC, then SIZ: a bare JPEG 2000 codestream
+JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"   # the JP2 file format's first box
+MAX_JP2_BOXES = 64                    # boxes walked to find a JP2 file's codestream (it has a handful)
 
 
 def check_structure(data: bytes) -> None:
-    """The check of `data`'s format among those below (PNG, JPEG, PGM/PPM, TIFF, GIF), before
+    """The check of `data`'s format among those below (PNG, JPEG, PGM/PPM, TIFF, GIF, JPEG 2000), before
     Pillow opens it; nothing for other formats."""
     if data.startswith(PNG_SIGNATURE):
         check_png_chunks(data)
@@ -58,6 +64,8 @@ def check_structure(data: bytes) -> None:
         check_tiff_tags(data)
     elif data[:6] in (b"GIF87a", b"GIF89a"):
         check_gif_blocks(data)
+    elif data.startswith((JPEG2000_CODESTREAM, JP2_SIGNATURE)):
+        check_jpeg2000_tiles(data)
 
 
 def check_png_chunks(data: bytes) -> None:
@@ -223,3 +231,40 @@ def _first_scan(data: bytes) -> int | str | None:
     if segments > MAX_JPEG_SEGMENTS:
         return f"{MAX_JPEG_SEGMENTS:,} segments"
     return f"{MAX_JPEG_PADDING // 1024} KiB of stray bytes" if padding > MAX_JPEG_PADDING else None
+
+def check_jpeg2000_tiles(data: bytes, what: str = "this JPEG 2000 file",
+                         advice: str = "save the image again as PNG") -> None:
+    """ImageLoadError when a JPEG 2000 (a bare codestream, or a JP2 file's first codestream
+    box, as OpenJPEG reads it) is cut into more than MAX_JPEG2000_TILES tiles, counted from
+    its SIZ marker's picture and tile sizes. OpenJPEG sets up and decodes each tile on its own:
+    a 2 MiB file of tens of thousands of small tiles takes seconds to read. A codestream not
+    found or not parsed here is left to the decoder."""
+    at = _jp2_codestream(data) if data.startswith(JP2_SIGNATURE) else 0
+    if at is None or data[at:at + 4] != JPEG2000_CODESTREAM or len(data) < at + 40:
+        return
+    width, height, _, _, tile_w, tile_h, tile_x, tile_y = struct.unpack_from(">8I", data, at + 8)
+    if not tile_w or not tile_h or tile_x > width or tile_y > height:
+        return                                          # invalid: OpenJPEG refuses it
+    tiles = -(-(width - tile_x) // tile_w) * -(-(height - tile_y) // tile_h)
+    if tiles > MAX_JPEG2000_TILES:
+        raise ImageLoadError(f"{what} is cut into {tiles:,} tiles of {tile_w}x{tile_h} pixels, far "
+                             f"more than an image has (up to {MAX_JPEG2000_TILES:,} are read); {advice}")
+
+
+def _jp2_codestream(data: bytes) -> int | None:
+    """Where a JP2 file's first contiguous-codestream box ("jp2c") begins its contents,
+    walking the top-level boxes by their lengths; None where the walk ends without one."""
+    at = 0
+    for _ in range(MAX_JP2_BOXES):
+        if at + 8 > len(data):
+            return None
+        length, kind = struct.unpack_from(">I4s", data, at)
+        head = 8
+        if length == 1 and at + 16 <= len(data):        # a 64-bit length follows
+            length, head = struct.unpack_from(">Q", data, at + 8)[0], 16
+        if kind == b"jp2c":
+            return at + head
+        if length < head:                               # 0: to the end of the file; or invalid
+            return None
+        at += length
+    return None

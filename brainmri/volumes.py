@@ -24,7 +24,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from .formats import check_jpeg_segments
+from .formats import check_jpeg2000_tiles, check_jpeg_segments
 from .inputs import ImageLoadError, SourceInfo, check_index, check_size
 
 MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz or deflated DICOM may not unpack to more (bomb)
@@ -296,8 +296,9 @@ def check_stream_size(ds, index: int) -> None:
     through Pillow at the size the stream declares and compares the sizes only after, so a
     file of a few kilobytes could have a picture far larger than any scan decoded first.
     Pillow's lazy open reads the stream's header alone (a JPEG's segments counted first,
-    `formats.check_jpeg_segments`); a stream it cannot parse is left to the decoder, which refuses
-    it."""
+    `formats.check_jpeg_segments`; a JPEG 2000 of the right size has its tiles counted after,
+    `formats.check_jpeg2000_tiles`); a stream it cannot parse is left to the decoder, which
+    refuses it."""
     from pydicom import uid
     from pydicom.encaps import get_frame
     if ds.file_meta.TransferSyntaxUID not in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit,
@@ -324,6 +325,7 @@ def check_stream_size(ds, index: int) -> None:
         said = "is {}x{} pixels".format(*size) if size else "declares far more pixels"
         raise ImageLoadError(f"the DICOM pixel data is damaged: its compressed picture {said}, but "
                              "the file's header declares {}x{}".format(*declared))
+    check_jpeg2000_tiles(stream, "this DICOM file's JPEG 2000 frame", "export the image again")
 
 
 def _decodable(syntax) -> bool:

@@ -169,6 +169,24 @@ def test_a_dicom_jpeg_frame_of_more_segments_than_an_image_has_is_refused_unpars
     assert not opened
 
 
+def test_a_dicom_jpeg2000_frame_of_more_tiles_than_allowed_is_refused_unopened(monkeypatch):
+    """The frame's SIZ marker cut into 1x1 tiles: 4,096 for the 64x64 MR slice, over the cap
+    (lowered here to keep the fixture small), refused from its header, before OpenJPEG
+    decodes it."""
+    from brainmri import formats
+    path = Path(get_testdata_file("MR_small_jp2klossless.dcm"))
+    stream = bytearray(_first_frame(path))
+    at = stream.index(b"\xff\x51") + 22                      # XTsiz, YTsiz
+    stream[at:at + 8] = (1).to_bytes(4, "big") * 2
+    monkeypatch.setattr(formats, "MAX_JPEG2000_TILES", 1024)
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(image))
+    with pytest.raises(ImageLoadError, match="this DICOM file's JPEG 2000 frame is cut into 4,096 tiles "
+                                             "of 1x1 pixels, far more than an image has \\(up to 1,024"):
+        load_image(_with_frame(path, bytes(stream)))
+    assert not decoded
+
+
 @pytest.mark.parametrize("name", SIZE_AT)
 def test_pillow_decoded_frames_of_their_declared_size_read(name):
     ds = pydicom.dcmread(get_testdata_file(name))

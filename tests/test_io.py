@@ -203,6 +203,42 @@ def test_a_progressive_jpeg_of_more_scans_than_an_image_has_is_refused_undecoded
     assert not decoded
 
 
+def _jp2_boxes(jp2: bytes, before_codestream: bytes = b"", long_length: bool = False) -> bytes:
+    """A JP2 file with `before_codestream` (boxes) put before its codestream box, whose
+    length is written in the 64-bit form if `long_length`."""
+    at = jp2.index(b"jp2c") - 4
+    box = jp2[at:]
+    if long_length:
+        box = b"\x00\x00\x00\x01jp2c" + struct.pack(">Q", len(box) + 8) + box[8:]
+    return jp2[:at] + before_codestream + box
+
+
+def test_a_jpeg2000_of_more_tiles_than_an_image_has_is_refused_unopened(monkeypatch):
+    """OpenJPEG sets up and decodes each tile of a JPEG 2000 on its own: a 1.8 MiB file of
+    65,280 tiles took seconds a read (`python -m benchmarks.reading`). Counted from the SIZ
+    marker (of a bare codestream, or of a JP2 file's codestream box, found past other boxes
+    and a 64-bit box length), over MAX_JPEG2000_TILES are refused before Pillow opens them."""
+    from PIL import Jpeg2KImagePlugin
+
+    from brainmri.formats import MAX_JPEG2000_TILES
+    ramp = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (256, 1)))
+    whole = np.asarray(load_image(encode(ramp, "JPEG2000")))
+    xml = struct.pack(">I", 8 + 6) + b"xml <a/>\n "
+    for bare in (True, False):                      # 16 tiles: read, bare or in a JP2 file
+        tiled = encode(ramp, "JPEG2000", no_jp2=bare, tile_size=(64, 64), num_resolutions=1)
+        assert np.array_equal(np.asarray(load_image(tiled)), whole)
+    assert np.array_equal(np.asarray(load_image(_jp2_boxes(tiled, xml))), whole)
+    opened = []
+    monkeypatch.setattr(Jpeg2KImagePlugin.Jpeg2KImageFile, "_open", lambda image: opened.append(image))
+    said = (f"this JPEG 2000 file is cut into 16,384 tiles of 2x2 pixels, far more than an image has "
+            f"\\(up to {MAX_JPEG2000_TILES:,} are read\\); save the image again as PNG")
+    for bare in (False, True):
+        refused(encode(ramp, "JPEG2000", no_jp2=bare, tile_size=(2, 2), num_resolutions=1), said)
+    many = encode(ramp, "JPEG2000", tile_size=(2, 2), num_resolutions=1)
+    refused(_jp2_boxes(many, xml * 3, long_length=True), said)
+    assert not opened
+
+
 def _rle_bmp(width: int, height: int, bits: int = 8) -> bytes:
     """A BMP compressed with RLE8 (or RLE4), each line one run of its row's value."""
     colours = 1 << bits
