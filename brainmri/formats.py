@@ -52,8 +52,8 @@ MAX_JP2_BOXES = 64                    # boxes walked to find a JP2 file's codest
 
 
 def check_structure(data: bytes) -> None:
-    """The check of `data`'s format among those below (PNG, JPEG, PGM/PPM, TIFF, GIF, JPEG 2000), before
-    Pillow opens it; nothing for other formats."""
+    """The check of `data`'s format among those below (PNG, JPEG, PGM/PPM, TIFF, GIF, JPEG
+    2000), before Pillow opens it; nothing for other formats."""
     if data.startswith(PNG_SIGNATURE):
         check_png_chunks(data)
     elif data.startswith(b"\xff\xd8\xff"):
@@ -232,12 +232,13 @@ def _first_scan(data: bytes) -> int | str | None:
         return f"{MAX_JPEG_SEGMENTS:,} segments"
     return f"{MAX_JPEG_PADDING // 1024} KiB of stray bytes" if padding > MAX_JPEG_PADDING else None
 
+
 def check_jpeg2000_tiles(data: bytes, what: str = "this JPEG 2000 file",
                          advice: str = "save the image again as PNG") -> None:
     """ImageLoadError when a JPEG 2000 (a bare codestream, or a JP2 file's first codestream
     box, as OpenJPEG reads it) is cut into more than MAX_JPEG2000_TILES tiles, counted from
-    its SIZ marker's picture and tile sizes. OpenJPEG sets up and decodes each tile on its own:
-    a 2 MiB file of tens of thousands of small tiles takes seconds to read. A codestream not
+    its SIZ marker's picture and tile sizes. OpenJPEG sets up and decodes each tile on its own,
+    so a small file of tens of thousands of tiles holds a worker for seconds. A codestream not
     found or not parsed here is left to the decoder."""
     at = _jp2_codestream(data) if data.startswith(JP2_SIGNATURE) else 0
     if at is None or data[at:at + 4] != JPEG2000_CODESTREAM or len(data) < at + 40:

@@ -31,6 +31,7 @@ from .inputs import (MAX_BYTES, MAX_PIXELS, MAX_SLICES, MIN_SIDE, ImageLoadError
 # (JPEG covers MPO, the multi-picture JPEG of phone cameras: its frame 0 is the photo.)
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM", "JPEG2000")
 ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")     # several frames there means an animation
+DAMAGED = (OSError, SyntaxError, ValueError, EOFError)   # what Pillow raises for a damaged file
 ACCEPTED = "JPEG, PNG, BMP, TIFF, WebP, DICOM or NIfTI"
 NOT_IMAGES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive or Office document"),
               (b"PK\x05\x06", "an empty ZIP archive"), (b"\x1f\x8b", "a gzip archive"),
@@ -86,7 +87,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
                  "(the app's Classify tab and the batch command do)" if data.startswith(b"PK") else "")
         raise ImageLoadError(f"this is {what}, not an image; upload a {ACCEPTED} file{whole}" if what
                              else f"not a readable image; upload a {ACCEPTED} file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    except DAMAGED as error:
         raise ImageLoadError(f"the image file is damaged or truncated ({error})") from None
     check_size(image.width, image.height, max_pixels)
     check_opened(image)
@@ -118,7 +119,7 @@ def _decode(data: bytes, max_pixels: int, frame: int | None = None,
         try:
             image.reduce = factor.bit_length() - 1
             image.load()
-        except OSError:             # fewer levels than that, or damaged: decode it whole below
+        except DAMAGED:             # fewer levels than that, or damaged: decode it whole below
             image = _open(data, max_pixels)
     frames = _frames(image)
     if frames > 1 and image.format in ANIMATED_FORMATS:
@@ -132,7 +133,7 @@ def _decode(data: bytes, max_pixels: int, frame: int | None = None,
         image.load()
     except ImageLoadError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+    except (*DAMAGED, Image.DecompressionBombError) as error:
         raise ImageLoadError(f"the image file is damaged or truncated ({error})") from None
     return reduce_to(ImageOps.exif_transpose(image), max_side)
 
