@@ -13,6 +13,9 @@ MAX_BYTES = 50 * 1024 * 1024          # uploads larger than this are refused unr
 # Declared size cap, read from the header before any pixel is decoded: 4096 x 4096, over twice the
 # longest side in the Kaggle collection (1920 px); larger files (and decompression bombs) are refused unread.
 MAX_PIXELS = 4096 * 4096
+# Pictures longer than this are reduced by whole factors as they are decoded, for every answer
+# (the app, the batch command, the studies read alike); the Kaggle collection's longest is 1920.
+WORK_SIDE = 2048
 MIN_SIDE = 16                         # smaller than this carries no anatomy
 MAX_SLICES = 512                      # slices of a scan, pages of a multi-page TIFF
 

@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .formats import GIF_FRAMES_SAID, check_opened, check_structure
-from .inputs import (MAX_BYTES, MAX_PIXELS, MAX_SLICES, MIN_SIDE, ImageLoadError,  # noqa: F401
-                     SourceInfo, check_index, check_size)
+from .inputs import (MAX_BYTES, MAX_PIXELS, MAX_SLICES, MIN_SIDE, WORK_SIDE,  # noqa: F401
+                     ImageLoadError, SourceInfo, check_index, check_size)
 
 # Only these Pillow decoders run on uploads: no EPS (Ghostscript), no exotic plugins.
 # (JPEG covers MPO, the multi-picture JPEG of phone cameras: its frame 0 is the photo.)

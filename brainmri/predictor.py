@@ -22,7 +22,7 @@ from . import familiarity as fam
 from . import mri_check
 from . import outcomes
 from .checkpoint import load_checkpoint
-from .io import ImageSource, load_image
+from .io import WORK_SIDE, ImageSource, load_image
 from .models import fold_batch_norm
 from .ood import KNNOOD, MahalanobisOOD
 from .ood import from_checkpoint as load_detector
@@ -289,7 +289,7 @@ class Predictor:
     def prepare(self, images: Sequence[ImageSource]) -> list[Checked]:
         out = []
         for source in images:
-            image = load_image(source)          # decoded once; the preset gets the same object
+            image = load_image(source, max_side=WORK_SIDE)   # decoded once, as the preset's
             p = self.preset.prepare(image)
             out.append(Checked(**{f.name: getattr(p, f.name) for f in fields(p)},
                                input_check=mri_check.check(image)))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .intensity import standardise
-from .io import ImageSource, load_image, to_grey
+from .io import WORK_SIDE, ImageSource, load_image, to_grey
 from .localisation import MIN_HEAD_SHARE, largest_bright_blob
 from .shifts import blur as gaussian_blur
 
@@ -101,7 +101,7 @@ class EvalPreset:
         return self.normalise(x[None]).contiguous()
 
     def prepare(self, source: ImageSource) -> Prepared:
-        grey = to_grey(load_image(source))
+        grey = to_grey(load_image(source, max_side=WORK_SIDE))
         crop, box = self.crop(grey)
         return Prepared(self.from_crop(crop), grey, box)
 

@@ -24,7 +24,7 @@ from . import card, outcomes, texts
 from .batching import predictor_of
 from .cam import HOOK_FREE, canonical_method
 from .classes import class_label
-from .io import ImageSource, describe, load_image
+from .io import WORK_SIDE, ImageSource, describe, load_image
 from .localisation import head_mask, hot_region, paint_out, share_of_head
 from .models import ARCHS
 from .models import default_model as declared_default
@@ -105,9 +105,6 @@ class Recheck:
     region_share: float              # the hot region's share of the head, in [0, 1]
     changed: bool                    # True: the predicted class changed
     summary: str                     # markdown
-
-
-WORK_SIDE = 2048     # larger inputs are reduced on reading (the Kaggle collection's longest is 1920)
 
 
 def load_slice(image: ImageSource, frame: int | None = None):

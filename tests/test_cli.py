@@ -136,6 +136,26 @@ def test_a_multi_page_tiff_says_which_page_was_answered(tiny_checkpoints, tmp_pa
     assert "scan: stack.tif, slice 0 (3 in all)" in text, text
 
 
+def test_a_large_picture_is_read_as_the_app_reads_it(tiny_checkpoints, tmp_path):
+    # The batch command and the app reduce a picture longer than WORK_SIDE alike, so a file
+    # gets the same answer, and an overlay of the same size, from both.
+    from brainmri.io import WORK_SIDE
+    from brainmri.service import Service
+    big = tmp_path / "big.png"
+    noise = np.random.default_rng(5).integers(0, 40, (WORK_SIDE + 2, WORK_SIDE + 2))
+    grey = np.asarray(scan(5, size=256).resize(noise.shape[::-1], Image.NEAREST), np.int64)
+    Image.fromarray(np.clip(grey + noise, 0, 255).astype(np.uint8)).save(big)
+    out, cams = tmp_path / "r.csv", tmp_path / "cams"
+    assert main(["classify", str(big), "--model", str(tiny_checkpoints["baseline"]), "--out", str(out),
+                 "--cams", str(cams), "--method", "gradcam", "--no-progress"]) == 0
+    row, = read_rows(out)
+    app = Service({"baseline": Predictor.from_checkpoint(tiny_checkpoints["baseline"], "cpu")},
+                  warmup=False).classify(big.read_bytes(), "baseline", "gradcam")
+    assert [float(row[f"p_{c}"]) for c in CLASSES] == pytest.approx(
+        [app.probabilities[c] for c in CLASSES], abs=1e-6)
+    assert Image.open(row["cam"]).size == app.grey.shape[::-1] == (WORK_SIDE // 2 + 1,) * 2
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--model", "densenet"], "checkpoint not found"),
     (["--method", "deeplift"], "unknown CAM method 'deeplift'"),
