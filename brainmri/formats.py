@@ -11,7 +11,8 @@ Pillow's C decoders are bounded by the pixel cap (`inputs.MAX_PIXELS`), but much
 read by Pillow's Python code, one chunk, segment, tag, block or value at a time, and libjpeg
 decodes every scan of a progressive JPEG over the whole picture: a small upload built of
 millions of such parts would hold a worker for seconds to hours; OpenJPEG, likewise, sets
-up and decodes each tile of a JPEG 2000 on its own. Each cap sits far above what an encoder
+up and decodes each tile of a JPEG 2000 on its own (and `jpeg2000_levels` tells `brainmri.io`
+whether a large one can be decoded at a reduced scale). Each cap sits far above what an encoder
 writes for an image, and over it the file is refused with an `ImageLoadError` that says what
 it holds and how to save it again. `brainmri.io` applies them to uploads; `brainmri.volumes`
 applies the JPEG and JPEG 2000 ones to DICOM files' frames. Timed by `python -m
@@ -49,6 +50,7 @@ MAX_JPEG2000_TILES = 4096             # a JPEG 2000's tiles (encoders write one;
 JPEG2000_CODESTREAM = b"\xff\x4f\xff\x51"            # SOC, then SIZ: a bare JPEG 2000 codestream
 JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"   # the JP2 file format's first box
 MAX_JP2_BOXES = 64                    # boxes walked to find a JP2 file's codestream (it has a handful)
+MAX_JPEG2000_MARKERS = 256            # main-header segments walked to find its coding style (it has a few)
 
 
 def check_structure(data: bytes) -> None:
@@ -250,6 +252,30 @@ def check_jpeg2000_tiles(data: bytes, what: str = "this JPEG 2000 file",
     if tiles > MAX_JPEG2000_TILES:
         raise ImageLoadError(f"{what} is cut into {tiles:,} tiles of {tile_w}x{tile_h} pixels, far "
                              f"more than an image has (up to {MAX_JPEG2000_TILES:,} are read); {advice}")
+
+
+def jpeg2000_levels(data: bytes) -> int | None:
+    """The fewest wavelet levels a JPEG 2000 (a bare codestream, or a JP2 file's first
+    codestream box) gives any of its components, from its main header's COD marker and the COC
+    markers that override it: the picture is held at 1/2, 1/4 ... down to 1/2**levels of its
+    size, and OpenJPEG can decode it at those scales alone. None where that header is not
+    found or not parsed (left to the decoder)."""
+    at = _jp2_codestream(data) if data.startswith(JP2_SIGNATURE) else 0
+    if at is None or data[at:at + 4] != JPEG2000_CODESTREAM or len(data) < at + 42:
+        return None
+    component = 2 if struct.unpack_from(">H", data, at + 40)[0] > 256 else 1   # Csiz: COC's index size
+    levels, at = [], at + 2                             # SIZ, then the other main-header segments
+    for _ in range(MAX_JPEG2000_MARKERS):
+        if at + 4 > len(data):
+            return None
+        marker, length = struct.unpack_from(">HH", data, at)
+        if marker in (0xFF90, 0xFF93) or length < 2:    # a tile-part begins: the main header ends
+            break
+        where = {0xFF52: at + 9, 0xFF53: at + 5 + component}.get(marker)   # COD; COC
+        if where is not None and where < min(at + 2 + length, len(data)):
+            levels.append(data[where])
+        at += 2 + length
+    return min(levels) if levels else None
 
 
 def _jp2_codestream(data: bytes) -> int | None:

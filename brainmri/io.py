@@ -23,7 +23,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .formats import GIF_FRAMES_SAID, check_opened, check_structure
+from .formats import GIF_FRAMES_SAID, check_opened, check_structure, jpeg2000_levels
 from .inputs import (MAX_BYTES, MAX_PIXELS, MAX_SLICES, MIN_SIDE, WORK_SIDE,  # noqa: F401
                      ImageLoadError, SourceInfo, check_index, check_size)
 
@@ -115,12 +115,20 @@ def _decode(data: bytes, max_pixels: int, frame: int | None = None,
         image.draft(image.mode, (image.width // factor, image.height // factor))
     elif factor > 1 and image.format == "JPEG2000":
         # A JPEG 2000 codestream holds its picture at 1/2, 1/4 ... scale (its wavelet levels):
-        # OpenJPEG decodes only those needed, at least the size asked for.
+        # OpenJPEG decodes only those needed, at least the size asked for. Without them it
+        # could decode the picture only whole, for seconds: refused.
+        needed, levels = factor.bit_length() - 1, jpeg2000_levels(data)
+        if levels is not None and levels < needed:
+            raise ImageLoadError(
+                f"this JPEG 2000 file is {image.width}x{image.height} pixels and was saved with "
+                f"{levels} wavelet level{'s' * (levels != 1)}, too few to read it at {max_side} pixels "
+                f"or less without decoding it whole; save the image again as PNG, or at most "
+                f"{max_side} pixels across")
         try:
-            image.reduce = factor.bit_length() - 1
+            image.reduce = needed
             image.load()
-        except DAMAGED:             # fewer levels than that, or damaged: decode it whole below
-            image = _open(data, max_pixels)
+        except DAMAGED as error:    # fewer levels in a tile than the header says, or damaged
+            raise ImageLoadError(f"the image file is damaged or truncated ({error})") from None
     frames = _frames(image)
     if frames > 1 and image.format in ANIMATED_FORMATS:
         many = image.format == "GIF" and frames > GIF_FRAMES_SAID

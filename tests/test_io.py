@@ -744,8 +744,9 @@ def test_max_side_reduces_early_by_a_whole_factor(fmt, mode):
 
 def test_a_large_jpeg2000_is_decoded_only_at_the_scale_needed(monkeypatch):
     """As JPEG's draft mode: OpenJPEG decodes the wavelet levels that give at least the size
-    asked for (here 1/2 of 600x420), then `reduce_to` finishes; a file without those levels is
-    decoded whole, a damaged one is still refused."""
+    asked for (here 1/2 of 600x420), then `reduce_to` finishes. A file without those levels
+    (its main header's COD, or a COC for one component) would be decoded whole: refused
+    unread, as a damaged one is; one that fits is read whole, whatever its levels."""
     from PIL import Jpeg2KImagePlugin
     decoded, load = [], Jpeg2KImagePlugin.Jpeg2KImageFile.load
 
@@ -760,9 +761,20 @@ def test_a_large_jpeg2000_is_decoded_only_at_the_scale_needed(monkeypatch):
     grey = to_grey(reduced)
     assert grey[:, 0].max() < 20 and grey[:, -1].min() > 200      # still the same ramp
     decoded.clear()
-    flat = load_image(encode(ramp, "JPEG2000", num_resolutions=1), max_side=200)
-    assert set(decoded) == {(600, 420)} and flat.size == (200, 140)
-    assert np.abs(to_grey(flat).astype(int) - np.asarray(ramp.reduce(3))).max() <= 1
+    for bare in (False, True):
+        flat = encode(ramp, "JPEG2000", num_resolutions=1, no_jp2=bare)
+        refused(flat, "600x420 pixels and was saved with 0 wavelet levels, too few to read it at 200 "
+                "pixels or less without decoding it whole; save the image again as PNG, or at most "
+                "200 pixels across", max_side=200)
+        assert load_image(flat, max_side=600).size == (600, 420)    # fits: read whole
+        two = encode(ramp, "JPEG2000", num_resolutions=3, no_jp2=bare)
+        assert load_image(two, max_side=100).size == (75, 53)      # 1/4 from its levels, then 1/2
+        at = two.index(b"\xff\x52")                               # COD: one for every component
+        coc = b"\xff\x53\x00\x09\x00\x00" + two[at + 9:at + 14]  # COC: component 0, 0 levels
+        refused(two[:at] + coc.replace(two[at + 9:at + 10], b"\x00", 1) + two[at:],
+                "was saved with 0 wavelet levels", max_side=200)
+    assert set(decoded) == {(600, 420), (150, 105)}    # whole only where it fits; none refused
+    decoded.clear()
     data = encode(ramp, "JPEG2000")
     refused(data[: len(data) // 2], "damaged or truncated")
     refused(data[: len(data) // 2], "damaged or truncated", max_side=200)
