@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .formats import check_jpeg2000_tiles, check_jpeg_segments
-from .inputs import ImageLoadError, SourceInfo, check_index, check_size
+from .inputs import WORK_SIDE, ImageLoadError, SourceInfo, check_index, check_size
 
 MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz or deflated DICOM may not unpack to more (bomb)
 MAX_DICOM_ELEMENTS = 400_000       # data elements and items in one DICOM file, nested ones too
@@ -298,7 +298,9 @@ def check_stream_size(ds, index: int) -> None:
     Pillow's lazy open reads the stream's header alone (a JPEG's segments counted first,
     `formats.check_jpeg_segments`; a JPEG 2000 of the right size has its tiles counted after,
     `formats.check_jpeg2000_tiles`); a stream it cannot parse is left to the decoder, which
-    refuses it."""
+    refuses it. A JPEG 2000 frame of more pixels than WORK_SIDE x WORK_SIDE is refused too:
+    pydicom has OpenJPEG decode a frame whole, for seconds at that size (a picture file is
+    decoded at a reduced scale instead, `brainmri.io`)."""
     from pydicom import uid
     from pydicom.encaps import get_frame
     if ds.file_meta.TransferSyntaxUID not in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit,
@@ -326,6 +328,13 @@ def check_stream_size(ds, index: int) -> None:
         raise ImageLoadError(f"the DICOM pixel data is damaged: its compressed picture {said}, but "
                              "the file's header declares {}x{}".format(*declared))
     check_jpeg2000_tiles(stream, "this DICOM file's JPEG 2000 frame", "export the image again")
+    if ds.file_meta.TransferSyntaxUID in (uid.JPEG2000Lossless, uid.JPEG2000) \
+            and declared[0] * declared[1] > WORK_SIDE ** 2:
+        raise ImageLoadError(
+            "this DICOM file's JPEG 2000 frame is {}x{} pixels, more than a brain MRI slice has; "
+            "a frame in this compression is decoded whole, which takes seconds at that size (up "
+            "to {}x{} are read): export the image uncompressed or as PNG".format(
+                *declared, WORK_SIDE, WORK_SIDE))
 
 
 def _decodable(syntax) -> bool:

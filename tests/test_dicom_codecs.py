@@ -26,6 +26,7 @@ from pydicom.encaps import encapsulate, generate_frames
 from brainmri import dicom_codecs, volumes
 from brainmri.io import ImageLoadError, describe, load_image
 from brainmri.scans import read_scan
+from tests.synthetic import scan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lossless"
 ORIGINALS = ("grey8", "grey12", "frames12", "rgb8")
@@ -185,6 +186,36 @@ def test_a_dicom_jpeg2000_frame_of_more_tiles_than_allowed_is_refused_unopened(m
                                              "of 1x1 pixels, far more than an image has \\(up to 1,024"):
         load_image(_with_frame(path, bytes(stream)))
     assert not decoded
+
+
+def test_a_dicom_jpeg2000_frame_over_the_work_side_is_refused_undecoded(monkeypatch):
+    """pydicom has OpenJPEG decode a frame whole (seconds for a large one); a frame of more
+    pixels than WORK_SIDE squared (lowered here to keep the fixture small) is refused before,
+    naming its size; one of that many is read, as is a JPEG frame of more."""
+    from PIL import Image
+    path = Path(get_testdata_file("MR_small_jp2klossless.dcm"))
+    monkeypatch.setattr(volumes, "WORK_SIDE", 48)
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = 40, 60                            # 2,400 pixels: over 48 x 48
+    stream = io.BytesIO()
+    Image.fromarray(np.asarray(scan(1, size=60))[:40].astype(np.uint16) * 16).save(
+        stream, "JPEG2000", no_jp2=True)
+    ds.PixelData, ds.BitsStored, ds.HighBit = encapsulate([stream.getvalue()]), 12, 11
+    ds["PixelData"].is_undefined_length = True
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    decoded = []
+    with monkeypatch.context() as m:
+        m.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(image))
+        with pytest.raises(ImageLoadError, match="this DICOM file's JPEG 2000 frame is 60x40 pixels, "
+                                                 "more than a brain MRI slice has; .* \\(up to 48x48 are "
+                                                 "read\\): export the image uncompressed or as PNG"):
+            load_image(buf.getvalue())
+    assert not decoded
+    monkeypatch.setattr(volumes, "WORK_SIDE", 49)            # 2,401 pixels: read
+    assert load_image(buf.getvalue()).size == (60, 40)
+    monkeypatch.setattr(volumes, "WORK_SIDE", 8)             # a JPEG frame: not held to it
+    assert load_image(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")).size == (100, 100)
 
 
 @pytest.mark.parametrize("name", SIZE_AT)
