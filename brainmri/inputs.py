@@ -18,6 +18,7 @@ MAX_PIXELS = 4096 * 4096
 WORK_SIDE = 2048
 MIN_SIDE = 16                         # smaller than this carries no anatomy
 MAX_SLICES = 512                      # slices of a scan, pages of a multi-page TIFF
+MAX_VOXELS = 2**27                    # voxels of a volume or scan: slices x rows x columns
 
 
 class ImageLoadError(ValueError):

@@ -45,6 +45,7 @@ from PIL import Image
 from . import volumes
 from .io import (IMAGE_FORMATS, MAX_BYTES, MAX_PIXELS, MAX_SLICES, ImageLoadError, ImageSource,
                  check_size, describe, read_bytes)
+from .inputs import MAX_VOXELS
 
 PLANES = volumes.AXES                         # the patient axis the slice normal runs along
 SKIPPED = ("__MACOSX", ".DS_Store", "Thumbs.db", "DICOMDIR")
@@ -61,7 +62,7 @@ class Limits:
     file_bytes: int = MAX_BYTES             # one file inside an archive or folder, unpacked
     total_bytes: int = volumes.MAX_VOLUME_BYTES   # all files together, unpacked
     slices: int = MAX_SLICES                # slices in the scan
-    voxels: int = 2**27                     # slices x rows x columns
+    voxels: int = MAX_VOXELS                # slices x rows x columns
     elements: int = 1_000_000               # DICOM data elements and items, all files together
 
 
@@ -588,11 +589,8 @@ def _multiframe(ds, name: str, axis: int | None, max_pixels: int, limits: Limits
 # ----------------------------------------------------------------------------- NIfTI
 def _nifti_scan(data: bytes, axis: int | None, name: str, max_pixels: int, limits: Limits) -> Scan:
     asked = volumes.check_axis(axis)
-    version, shape = volumes.nifti_shape(data)
-    if int(np.prod(shape)) > limits.voxels:
-        raise ImageLoadError(f"the volume is {'x'.join(map(str, shape))} voxels, over the limit "
-                             f"of {limits.voxels:,} voxels")
-    volume, affine = volumes.nifti_volume(data, limits.total_bytes)
+    version, _ = volumes.nifti_shape(data)
+    volume, affine = volumes.nifti_volume(data, limits.total_bytes, limits.voxels)
     acquired = volumes.acquired_axis(volumes.spacing(affine), volume.shape)
     return _cut(volume, affine, acquired if asked is None else asked, PLANES[acquired],
                 _percentiles(volume), max_pixels, limits, version, name, "", ())

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .formats import check_jpeg2000_tiles, check_jpeg_segments
-from .inputs import WORK_SIDE, ImageLoadError, SourceInfo, check_index, check_size
+from .inputs import MAX_VOXELS, WORK_SIDE, ImageLoadError, SourceInfo, check_index, check_size
 
 MAX_VOLUME_BYTES = 512 * 2**20     # a .nii.gz or deflated DICOM may not unpack to more (bomb)
 MAX_DICOM_ELEMENTS = 400_000       # data elements and items in one DICOM file, nested ones too
@@ -470,21 +470,24 @@ def _nifti_version(head: bytes) -> int:
     return 0
 
 
-def unpack_gzip(data: bytes, limit: int = MAX_VOLUME_BYTES) -> bytes:
+def unpack_gzip(data: bytes, limit: int = MAX_VOLUME_BYTES, upto: int | None = None) -> bytes:
     """`data` gunzipped when it is gzip (else as it is); ImageLoadError when damaged,
-    truncated or unpacking past `limit` bytes."""
+    truncated or unpacking past `limit` bytes. `upto`: the bytes needed; unpacking stops
+    there (what follows is never unpacked)."""
     if data[:2] != b"\x1f\x8b":
         return data
-    return inflate(data, 16 + zlib.MAX_WBITS, limit, "the .nii.gz file", "the NIfTI volume")
+    return inflate(data, 16 + zlib.MAX_WBITS, limit, "the .nii.gz file", "the NIfTI volume", upto)
 
 
-def inflate(data: bytes, wbits: int, limit: int, what: str, holds: str) -> bytes:
+def inflate(data: bytes, wbits: int, limit: int, what: str, holds: str, upto: int | None = None) -> bytes:
     """zlib-decompressed `data` (`wbits` as zlib's: gzip, raw deflate...); ImageLoadError,
-    naming `what` was sent and what it `holds`, when damaged, truncated or past `limit` bytes."""
+    naming `what` was sent and what it `holds`, when damaged, truncated or past `limit` bytes.
+    `upto`: stop once that many bytes are out (at least; the rest is not needed)."""
     d, parts, size = zlib.decompressobj(wbits), [], 0
+    upto = limit + 1 if upto is None else min(upto, limit + 1)
     try:                                # in parts: a bomb costs `limit` bytes, not twice that
-        while not d.eof and size <= limit:
-            part = d.decompress(data, min(2**24, limit + 1 - size))
+        while not d.eof and size < upto:
+            part = d.decompress(data, min(2**24, upto - size))
             if not part and d.unconsumed_tail == data:      # no progress: the input ended
                 break
             parts.append(part)
@@ -493,7 +496,7 @@ def inflate(data: bytes, wbits: int, limit: int, what: str, holds: str) -> bytes
         raise ImageLoadError(f"{what} is damaged (its compressed data does not decompress)") from None
     if size > limit:
         raise ImageLoadError(f"{holds} unpacks to more than {limit / 2**20:.0f} MiB, over the limit")
-    if not d.eof:
+    if not d.eof and size < upto:
         raise ImageLoadError(f"{what} is truncated")
     return b"".join(parts)
 
@@ -540,14 +543,22 @@ def nifti_shape(data: bytes) -> tuple[str, tuple[int, int, int]]:
     return ("NIfTI-2" if isinstance(header, nib.Nifti2Header) else "NIfTI-1"), _shape3(header)
 
 
-def _nifti(data: bytes, limit: int = MAX_VOLUME_BYTES):
-    """(nibabel image, 3-D shape), refusing header-only and 4-D files. The image is built as
+def _nifti(data: bytes, limit: int = MAX_VOLUME_BYTES, max_voxels: int = MAX_VOXELS):
+    """(nibabel image, 3-D shape), refusing header-only and 4-D files, and volumes of more
+    than `max_voxels` voxels or `limit` bytes, from the header before anything else is
+    unpacked; a .nii.gz is unpacked only as far as its voxels go. The image is built as
     nibabel's `from_file_map` builds it, from the fixed-size header alone: nibabel would parse
     the header extensions in Python, one at a time, and a small .nii.gz can hold millions."""
     import nibabel as nib
-    raw = unpack_gzip(data, limit)
-    header = _header(raw[:544])
+    header = _header(_nifti_head(data))
     shape = _shape3(header)
+    if int(np.prod(shape)) > max_voxels:
+        raise ImageLoadError(f"the volume is {'x'.join(map(str, shape))} voxels, over the limit "
+                             f"of {max_voxels:,} voxels")
+    end = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    if end > limit:
+        raise ImageLoadError(f"the NIfTI volume unpacks to more than {limit / 2**20:.0f} MiB, over the limit")
+    raw = unpack_gzip(data, limit, upto=end)
     klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     try:
         image = klass(klass.ImageArrayProxy(io.BytesIO(raw), header.copy()), header.get_best_affine(), header)
@@ -556,18 +567,26 @@ def _nifti(data: bytes, limit: int = MAX_VOLUME_BYTES):
     return image, shape
 
 
-def nifti_volume(data: bytes, limit: int = MAX_VOLUME_BYTES) -> tuple[np.ndarray, np.ndarray]:
+def nifti_volume(data: bytes, limit: int = MAX_VOLUME_BYTES,
+                 max_voxels: int = MAX_VOXELS) -> tuple[np.ndarray, np.ndarray]:
     """A NIfTI-1/2 file (gzipped or not) -> (volume (X, Y, Z) float32 in RAS+ voxel order,
-    its 4x4 voxel-to-world affine after reorientation). Header-only and 4-D files are refused."""
-    import nibabel as nib
-    image, shape = _nifti(data, limit)
+    its 4x4 voxel-to-world affine after reorientation). Header-only and 4-D files are refused,
+    as are volumes over `max_voxels` voxels or `limit` bytes (`_nifti`)."""
+    volume, affine = _nifti_ras(data, limit, max_voxels)
+    return np.ascontiguousarray(volume, dtype=np.float32), affine
+
+
+def _nifti_ras(data: bytes, limit: int = MAX_VOLUME_BYTES,
+               max_voxels: int = MAX_VOXELS) -> tuple[np.ndarray, np.ndarray]:
+    """`nifti_volume` with the volume as nibabel gives it (its own dtype, scaled) and in RAS+
+    order as a view (`ras_view`): a slice of it is copied, not the whole volume."""
+    image, shape = _nifti(data, limit, max_voxels)
     try:
-        volume, affine = to_ras(np.asanyarray(image.dataobj).reshape(shape).astype(np.float32),
-                                image.affine)
+        volume, affine = ras_view(np.asanyarray(image.dataobj).reshape(shape), image.affine)
     except Exception as error:  # noqa: BLE001 - truncated data, odd dtype, impossible affine
         raise ImageLoadError(f"the NIfTI image data is damaged or truncated "
                              f"({type(error).__name__})") from None
-    if volume.size and not np.isfinite(volume).any():
+    if volume.size and volume.dtype.kind == "f" and not np.isfinite(volume).any():
         raise ImageLoadError("this NIfTI volume holds no values: every voxel is NaN or infinite "
                              "(e.g. a mask or a map that was never filled in); upload the MR volume itself")
     return volume, affine
@@ -577,9 +596,15 @@ def to_ras(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """A 3-D array and its voxel-to-world (RAS+ mm) affine -> the array with its axes flipped
     and swapped into RAS+ order (the closest ones: an oblique volume is not resampled) and the
     affine that goes with it, as nibabel reorients."""
+    volume, affine = ras_view(volume, affine)
+    return np.ascontiguousarray(volume), affine
+
+
+def ras_view(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`to_ras`, the array flipped and transposed as a view of `volume` (nothing copied)."""
     import nibabel as nib
     ornt = nib.orientations.io_orientation(affine)
-    return (np.ascontiguousarray(nib.orientations.apply_orientation(volume, ornt)),
+    return (nib.orientations.apply_orientation(volume, ornt),
             affine @ nib.orientations.inv_ornt_aff(ornt, volume.shape))
 
 
@@ -587,7 +612,7 @@ def display_plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """Slice `index` along RAS+ `axis` of an (X, Y, Z) volume, as radiology viewers show it:
     superior (or anterior, on an axial slice) at the top, the patient's right on the left,
     anterior on the left of a sagittal slice. (rows, columns) of the two other axes."""
-    plane = np.take(volume, index, axis=axis)          # (p, q): the two other RAS+ axes
+    plane = volume[(slice(None),) * axis + (index,)]   # (p, q): the two other RAS+ axes; a view
     return plane.T[::-1, ::-1]                         # rows: q high -> low; columns: p high -> low
 
 
@@ -706,14 +731,14 @@ def square_pixels(image: Image.Image, row_mm: float, col_mm: float, max_pixels: 
 
 def read_nifti(data: bytes, axis: int | None = None, slice_index: int | None = None,
                max_pixels: int = 64_000_000) -> Image.Image:
-    volume, affine = nifti_volume(data)
+    volume, affine = _nifti_ras(data)
     sides = spacing(affine)
     acquired = acquired_axis(sides, volume.shape)
     axis = acquired if check_axis(axis) is None else axis
     count = volume.shape[axis]
     index = count // 2 if slice_index is None else check_index("slice", slice_index, count)
     plane_mm = plane_sides(sides, axis)
-    plane = Image.fromarray(window(display_plane(volume, axis, index)), "L")
+    plane = Image.fromarray(window(display_plane(volume, axis, index).astype(np.float32)), "L")
     return with_cut(square_pixels(plane, *plane_mm, max_pixels),
                     cut_across(AXES[axis], AXES[acquired], stretch(*plane_mm)))
 

@@ -720,6 +720,36 @@ def test_nifti_header_without_data_truncated_and_bomb():
         unpack_gzip(gzip.compress(bytes(10_000)), limit=1_000)
 
 
+def test_a_nifti_volume_is_bounded_by_its_header_and_unpacked_only_as_far_as_its_voxels(monkeypatch):
+    """A .nii.gz of a few hundred KiB can unpack to the byte limit: a volume whose header
+    declares more than MAX_VOXELS voxels, or more bytes than the limit, is refused with
+    nothing past the header unpacked (read as a slice or as a whole scan); one followed by
+    more than its voxels is unpacked only as far as they go, and read as it is without."""
+    from brainmri.inputs import MAX_VOXELS
+    from brainmri.scans import read_scan
+    unpacked, inflate = [], volumes.inflate
+    monkeypatch.setattr(volumes, "inflate", lambda *a, **k: unpacked.append(inflate(*a, **k)) or unpacked[-1])
+
+    def declared(shape, dtype) -> bytes:                    # the header alone: no voxels follow
+        header = nib.Nifti1Header()
+        header.set_data_shape(shape)
+        header.set_data_dtype(dtype)
+        header["vox_offset"] = 352
+        return gzip.compress(header.binaryblock + bytes(4))
+    big = declared((800, 800, 800), np.uint8)
+    said = f"the volume is 800x800x800 voxels, over the limit of {MAX_VOXELS:,} voxels"
+    refused(big, said)
+    with pytest.raises(ImageLoadError, match=said):
+        read_scan(big)
+    refused(declared((512, 512, 512), np.float64), "unpacks to more than 512 MiB, over the limit")
+    assert not unpacked
+    volume = np.random.default_rng(0).normal(size=(24, 20, 6)).astype(np.float32)
+    plain = nifti_bytes(volume, gz=False)
+    assert np.array_equal(np.asarray(load_image(gzip.compress(plain + bytes(2**20)))),
+                          np.asarray(load_image(gzip.compress(plain))))
+    assert len(unpacked[0]) == len(plain) == 352 + volume.nbytes
+
+
 def test_an_image_over_the_pixel_cap_is_refused_from_its_header(no_decoding):
     big = encode(Image.new("L", (8000, 8000)), "PNG")               # a real, fully valid PNG
     refused(big, "8000x8000 pixels, over the limit of 16,777,216 pixels")
