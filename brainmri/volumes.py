@@ -17,6 +17,7 @@ Every picture is an 8-bit PIL image; every problem an `ImageLoadError` a user ca
 from __future__ import annotations
 
 import io
+import math
 import struct
 import warnings
 import zlib
@@ -531,7 +532,7 @@ def _shape3(header) -> tuple[int, int, int]:
     if len(shape) > 3:
         raise ImageLoadError(
             f"this NIfTI file is {len(shape)}-D ({'x'.join(map(str, shape))}: "
-            f"{int(np.prod(shape[3:]))} volumes, e.g. a time series); only 3-D volumes can be "
+            f"{math.prod(shape[3:])} volumes, e.g. a time series); only 3-D volumes can be "
             "read: save the one volume you want (e.g. with fslroi) and upload that")
     return shape + (1,) * (3 - len(shape))
 
@@ -552,10 +553,10 @@ def _nifti(data: bytes, limit: int = MAX_VOLUME_BYTES, max_voxels: int = MAX_VOX
     import nibabel as nib
     header = _header(_nifti_head(data))
     shape = _shape3(header)
-    if int(np.prod(shape)) > max_voxels:
+    if math.prod(shape) > max_voxels:                 # Python ints: no overflow
         raise ImageLoadError(f"the volume is {'x'.join(map(str, shape))} voxels, over the limit "
                              f"of {max_voxels:,} voxels")
-    end = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    end = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
     if end > limit:
         raise ImageLoadError(f"the NIfTI volume unpacks to more than {limit / 2**20:.0f} MiB, over the limit")
     raw = unpack_gzip(data, limit, upto=end)

@@ -731,10 +731,10 @@ def test_a_nifti_volume_is_bounded_by_its_header_and_unpacked_only_as_far_as_its
     monkeypatch.setattr(volumes, "inflate", lambda *a, **k: unpacked.append(inflate(*a, **k)) or unpacked[-1])
 
     def declared(shape, dtype) -> bytes:                    # the header alone: no voxels follow
-        header = nib.Nifti1Header()
+        header = (nib.Nifti1Header if max(shape) < 2**15 else nib.Nifti2Header)()
         header.set_data_shape(shape)
         header.set_data_dtype(dtype)
-        header["vox_offset"] = 352
+        header["vox_offset"] = len(header.binaryblock) + 4
         return gzip.compress(header.binaryblock + bytes(4))
     big = declared((800, 800, 800), np.uint8)
     said = f"the volume is 800x800x800 voxels, over the limit of {MAX_VOXELS:,} voxels"
@@ -742,6 +742,7 @@ def test_a_nifti_volume_is_bounded_by_its_header_and_unpacked_only_as_far_as_its
     with pytest.raises(ImageLoadError, match=said):
         read_scan(big)
     refused(declared((512, 512, 512), np.float64), "unpacks to more than 512 MiB, over the limit")
+    refused(declared((2**21,) * 3, np.uint8), "the volume is 2097152x2097152x2097152 voxels, over")  # 2**63
     assert not unpacked
     volume = np.random.default_rng(0).normal(size=(24, 20, 6)).astype(np.float32)
     plain = nifti_bytes(volume, gz=False)
