@@ -589,7 +589,7 @@ def _multiframe(ds, name: str, axis: int | None, max_pixels: int, limits: Limits
 # ----------------------------------------------------------------------------- NIfTI
 def _nifti_scan(data: bytes, axis: int | None, name: str, max_pixels: int, limits: Limits) -> Scan:
     asked = volumes.check_axis(axis)
-    version, _ = volumes.nifti_shape(data)
+    version = volumes.nifti_format(data)
     volume, affine = volumes.nifti_volume(data, limits.total_bytes, limits.voxels)
     acquired = volumes.acquired_axis(volumes.spacing(affine), volume.shape)
     return _cut(volume, affine, acquired if asked is None else asked, PLANES[acquired],

@@ -304,8 +304,8 @@ def check_stream_size(ds, index: int) -> None:
     decoded at a reduced scale instead, `brainmri.io`)."""
     from pydicom import uid
     from pydicom.encaps import get_frame
-    if ds.file_meta.TransferSyntaxUID not in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit,
-                                              uid.JPEG2000Lossless, uid.JPEG2000):
+    jpeg2000 = ds.file_meta.TransferSyntaxUID in (uid.JPEG2000Lossless, uid.JPEG2000)
+    if not jpeg2000 and ds.file_meta.TransferSyntaxUID not in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit):
         return
     tables = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
     offsets = tuple(ds[name].value for name in tables) if all(name in ds for name in tables) else None
@@ -329,8 +329,7 @@ def check_stream_size(ds, index: int) -> None:
         raise ImageLoadError(f"the DICOM pixel data is damaged: its compressed picture {said}, but "
                              "the file's header declares {}x{}".format(*declared))
     check_jpeg2000_tiles(stream, "this DICOM file's JPEG 2000 frame", "export the image again")
-    if ds.file_meta.TransferSyntaxUID in (uid.JPEG2000Lossless, uid.JPEG2000) \
-            and declared[0] * declared[1] > WORK_SIDE ** 2:
+    if jpeg2000 and declared[0] * declared[1] > WORK_SIDE ** 2:
         raise ImageLoadError(
             "this DICOM file's JPEG 2000 frame is {}x{} pixels, more than a brain MRI slice has; "
             "a frame in this compression is decoded whole, which takes seconds at that size (up "
@@ -537,11 +536,9 @@ def _shape3(header) -> tuple[int, int, int]:
     return shape + (1,) * (3 - len(shape))
 
 
-def nifti_shape(data: bytes) -> tuple[str, tuple[int, int, int]]:
-    """("NIfTI-1" or "NIfTI-2", 3-D voxel shape) from the header alone; 4-D refused."""
-    import nibabel as nib
-    header = _header(_nifti_head(data))
-    return ("NIfTI-2" if isinstance(header, nib.Nifti2Header) else "NIfTI-1"), _shape3(header)
+def nifti_format(data: bytes) -> str:
+    """"NIfTI-1" or "NIfTI-2", from the header's magic alone (nothing parsed or refused)."""
+    return "NIfTI-2" if _nifti_version(_nifti_head(data)) == 2 else "NIfTI-1"
 
 
 def _nifti(data: bytes, limit: int = MAX_VOLUME_BYTES, max_voxels: int = MAX_VOXELS):
